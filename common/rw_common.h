@@ -1,0 +1,90 @@
+/*
+ * rw_common.h - the small set of types every part of rewind shares.
+ *
+ * A packet's identity in rewind is its logical clock, handed out by the root
+ * splitter once per input packet, plus a sub-index for the 0..n packets an NF
+ * emits for it. Everything downstream (the log, the store's op records, the
+ * duplicate filters, the verifier) keys on (clock, sub), so the metadata struct
+ * lives here rather than in any one part.
+ *
+ * Errors: public functions return 0 or a negative RW_E* code and, when given a
+ * struct rw_err, fill in a message that names what failed and where. Nothing
+ * deep inside a part prints; the command line decides what the operator sees.
+ */
+#ifndef RW_COMMON_H
+#define RW_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Packet flags carried with the metadata (DESIGN §4). */
+enum rw_pkt_flag {
+    RW_F_REPLAY = 1u << 0,      /* re-sent from the log to a recovering instance */
+    RW_F_LAST_REPLAY = 1u << 1, /* last packet of a replay */
+    RW_F_CLONE = 1u << 2,       /* replicated to a straggler's clone */
+    RW_F_MOVE_LAST = 1u << 3,   /* last packet of moved flows to the old instance */
+    RW_F_MOVE_FIRST = 1u << 4,  /* first packet of moved flows to the new instance */
+};
+
+/* Metadata that travels with a packet through the chain. */
+struct rw_meta {
+    uint64_t clock; /* logical clock from the root */
+    uint64_t ts_ns; /* root arrival time, ns since the epoch */
+    uint16_t sub;   /* output index for packets an NF emits for one input */
+    uint16_t port;  /* DPDK port the packet arrived on */
+    uint16_t flags; /* enum rw_pkt_flag */
+    uint16_t slot;  /* target slot for replays */
+};
+
+/* Error codes shared by the parts that use struct rw_err. */
+enum rw_rc {
+    RW_OK = 0,
+    RW_EINVAL = -1,   /* bad argument or option */
+    RW_EIO = -2,      /* an I/O or library call failed */
+    RW_ENOSPC = -3,   /* out of disk space (or map space that cannot grow) */
+    RW_ECORRUPT = -4, /* stored data fails its checks */
+    RW_ENOMEM = -5,   /* allocation failed */
+    RW_ENOENT = -6,   /* no such file, segment or key */
+    RW_EDPDK = -7,    /* DPDK refused (EAL, port, pool) */
+    RW_EINPUT = -8,   /* input file is damaged (truncated pcap...) */
+};
+
+#define RW_ERR_MSG_MAX 512
+
+struct rw_err {
+    int code;
+    char msg[RW_ERR_MSG_MAX];
+};
+
+/* Records code and a printf-style message in e (which may be NULL); returns code
+ * so callers can write `return rw_errf(e, RW_EIO, "...")`. */
+int rw_errf(struct rw_err *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Prefixes e->msg with more context ("segment 3: " + old message). */
+int rw_err_prefix(struct rw_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+const char *rw_strerror(int code);
+
+/* Monotonic nanoseconds, for group-commit ages and pacing (never stored). */
+uint64_t rw_now_ns(void);
+
+/* Big-endian u64 keys sort in numeric order under LMDB's default memcmp. */
+static inline void rw_put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t rw_get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * rw_flow.c - flow key parsing and hashing (see rw_flow.h).
+ *
+ * Written by hand because DPDK's rte_net_get_ptype() needs an mbuf and the
+ * logger and replay work on raw bytes read back from the log; the parser only
+ * reads what it has checked is there.
+ */
+#include "rw_flow.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <rte_jhash.h>
+
+static uint16_t rd16(const uint8_t *p)
+{
+    return (uint16_t)((p[0] << 8) | p[1]);
+}
+
+static bool parse_ports(const uint8_t *l4, size_t left, struct rw_flow *f)
+{
+    if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP && f->proto != IPPROTO_SCTP)
+        return true;
+    if (left < 4)
+        return true; /* keep the IP-level key; ports unknown */
+    f->sport = rd16(l4);
+    f->dport = rd16(l4 + 2);
+    return true;
+}
+
+static bool parse_ipv4(const uint8_t *p, size_t left, struct rw_flow *f)
+{
+    if (left < 20 || (p[0] >> 4) != 4)
+        return false;
+    size_t ihl = (size_t)(p[0] & 0x0f) * 4;
+    if (ihl < 20 || ihl > left)
+        return false;
+    f->family = 4;
+    f->proto = p[9];
+    memcpy(f->src, p + 12, 4);
+    memcpy(f->dst, p + 16, 4);
+    uint16_t frag_off = rd16(p + 6) & 0x1fff;
+    if (frag_off != 0)
+        return true; /* later fragment: no L4 header */
+    return parse_ports(p + ihl, left - ihl, f);
+}
+
+static bool is_ipv6_ext(uint8_t nh)
+{
+    return nh == 0 || nh == 43 || nh == 60 || nh == 44;
+}
+
+static bool parse_ipv6(const uint8_t *p, size_t left, struct rw_flow *f)
+{
+    if (left < 40 || (p[0] >> 4) != 6)
+        return false;
+    f->family = 6;
+    memcpy(f->src, p + 8, 16);
+    memcpy(f->dst, p + 24, 16);
+    uint8_t nh = p[6];
+    size_t off = 40;
+    for (int hops = 0; is_ipv6_ext(nh) && hops < 8; hops++) {
+        if (off + 8 > left) {
+            f->proto = nh;
+            return true;
+        }
+        if (nh == 44) { /* fragment header: ports only in the first fragment */
+            bool first = (rd16(p + off + 2) & 0xfff8) == 0;
+            nh = p[off];
+            off += 8;
+            if (!first) {
+                f->proto = nh;
+                return true;
+            }
+            continue;
+        }
+        size_t hlen = ((size_t)p[off + 1] + 1) * 8;
+        nh = p[off];
+        off += hlen;
+    }
+    f->proto = nh;
+    if (off > left)
+        return true;
+    return parse_ports(p + off, left - off, f);
+}
+
+bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
+{
+    memset(f, 0, sizeof(*f));
+    if (len < 14)
+        return false;
+    size_t off = 12;
+    uint16_t type = rd16(frame + off);
+    for (int tags = 0; (type == 0x8100 || type == 0x88a8) && tags < 2; tags++) {
+        off += 4;
+        if (off + 2 > len)
+            return false;
+        type = rd16(frame + off);
+    }
+    off += 2;
+    if (type == 0x0800)
+        return parse_ipv4(frame + off, len - off, f);
+    if (type == 0x86dd)
+        return parse_ipv6(frame + off, len - off, f);
+    return false;
+}
+
+/* Endpoint ordering makes the key, and so the hash, direction-independent. */
+static int endpoint_cmp(const uint8_t *a, uint16_t ap, const uint8_t *b, uint16_t bp)
+{
+    int c = memcmp(a, b, 16);
+    if (c)
+        return c;
+    return (int)ap - (int)bp;
+}
+
+uint32_t rw_flow_hash(const struct rw_flow *f)
+{
+    struct {
+        uint8_t lo[16], hi[16];
+        uint16_t lop, hip;
+        uint8_t family, proto, pad[2];
+    } k;
+    memset(&k, 0, sizeof(k));
+    bool swap = endpoint_cmp(f->src, f->sport, f->dst, f->dport) > 0;
+    memcpy(k.lo, swap ? f->dst : f->src, 16);
+    memcpy(k.hi, swap ? f->src : f->dst, 16);
+    k.lop = swap ? f->dport : f->sport;
+    k.hip = swap ? f->sport : f->dport;
+    k.family = f->family;
+    k.proto = f->proto;
+    return rte_jhash(&k, sizeof(k), 0x72657764u);
+}
+
+bool rw_flow_match(const struct rw_flow *a, const struct rw_flow *b)
+{
+    if (a->family != b->family || a->proto != b->proto)
+        return false;
+    if (!memcmp(a->src, b->src, 16) && !memcmp(a->dst, b->dst, 16) && a->sport == b->sport &&
+        a->dport == b->dport)
+        return true;
+    return !memcmp(a->src, b->dst, 16) && !memcmp(a->dst, b->src, 16) && a->sport == b->dport &&
+           a->dport == b->sport;
+}
+
+static int parse_proto(const char *s, uint8_t *proto)
+{
+    if (!strcasecmp(s, "tcp"))
+        *proto = IPPROTO_TCP;
+    else if (!strcasecmp(s, "udp"))
+        *proto = IPPROTO_UDP;
+    else if (!strcasecmp(s, "icmp"))
+        *proto = IPPROTO_ICMP;
+    else if (!strcasecmp(s, "icmp6"))
+        *proto = IPPROTO_ICMPV6;
+    else if (!strcasecmp(s, "sctp"))
+        *proto = IPPROTO_SCTP;
+    else {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*s == '\0' || *end != '\0' || v < 0 || v > 255)
+            return -1;
+        *proto = (uint8_t)v;
+    }
+    return 0;
+}
+
+/* "1.2.3.4:80" or "[2001:db8::1]:80"; the port may be omitted (0). */
+static int parse_endpoint(char *s, uint8_t *family, uint8_t addr[16], uint16_t *port)
+{
+    char *host = s, *portstr = NULL;
+    if (*s == '[') {
+        char *close = strchr(s, ']');
+        if (!close)
+            return -1;
+        *close = '\0';
+        host = s + 1;
+        if (close[1] == ':')
+            portstr = close + 2;
+        else if (close[1] != '\0')
+            return -1;
+    } else {
+        char *colon = strrchr(s, ':');
+        if (colon && strchr(s, ':') == colon) {
+            *colon = '\0';
+            portstr = colon + 1;
+        }
+    }
+    memset(addr, 0, 16);
+    if (inet_pton(AF_INET, host, addr) == 1)
+        *family = 4;
+    else if (inet_pton(AF_INET6, host, addr) == 1)
+        *family = 6;
+    else
+        return -1;
+    *port = 0;
+    if (portstr) {
+        char *end;
+        long v = strtol(portstr, &end, 10);
+        if (*portstr == '\0' || *end != '\0' || v < 0 || v > 65535)
+            return -1;
+        *port = (uint16_t)v;
+    }
+    return 0;
+}
+
+int rw_flow_from_string(const char *s, struct rw_flow *f, char *why, size_t whylen)
+{
+    char buf[256], proto[32], a[128], b[128], extra[8];
+    memset(f, 0, sizeof(*f));
+    snprintf(buf, sizeof(buf), "%s", s);
+    int n = sscanf(buf, "%31s %127s %127s %7s", proto, a, b, extra);
+    if (n != 3) {
+        snprintf(why, whylen, "expected 'PROTO SRC:PORT DST:PORT', got '%s'", s);
+        return -1;
+    }
+    if (parse_proto(proto, &f->proto) < 0) {
+        snprintf(why, whylen, "unknown protocol '%s' (tcp, udp, icmp, icmp6, sctp or 0-255)",
+                 proto);
+        return -1;
+    }
+    uint8_t fa, fb;
+    if (parse_endpoint(a, &fa, f->src, &f->sport) < 0 ||
+        parse_endpoint(b, &fb, f->dst, &f->dport) < 0) {
+        snprintf(why, whylen, "bad endpoint in '%s' (use ADDR:PORT or [ADDR6]:PORT)", s);
+        return -1;
+    }
+    if (fa != fb) {
+        snprintf(why, whylen, "endpoints of '%s' mix IPv4 and IPv6", s);
+        return -1;
+    }
+    f->family = fa;
+    return 0;
+}

@@ -1,0 +1,41 @@
+/*
+ * rw_flow.h - the flow key of a packet: protocol and both endpoints.
+ *
+ * The logger indexes blocks by flow hash, the replay tool matches `--flow`, and
+ * the splitters (later) partition by flowspace; all of them must agree on what a
+ * packet's flow is, so the bounds-checked parser lives here. Hashes are symmetric
+ * (both directions of a connection hash alike) because an analyst asking for a
+ * flow wants both halves of the conversation.
+ */
+#ifndef RW_FLOW_H
+#define RW_FLOW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rw_flow {
+    uint8_t family;  /* 4 or 6; 0 when the packet is not IP */
+    uint8_t proto;   /* IPPROTO_* */
+    uint16_t sport;  /* host order; 0 for protocols without ports, later fragments */
+    uint16_t dport;
+    uint8_t src[16]; /* IPv4 uses the first 4 bytes */
+    uint8_t dst[16];
+};
+
+/* Parses an Ethernet frame (with up to two VLAN tags). Returns true and fills f
+ * for IPv4/IPv6 packets whose IP header is complete; false otherwise. Never reads
+ * past len. */
+bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f);
+
+/* Direction-independent hash of a flow (rte_jhash over the ordered endpoints). */
+uint32_t rw_flow_hash(const struct rw_flow *f);
+
+/* True when a and b are the same flow in either direction. */
+bool rw_flow_match(const struct rw_flow *a, const struct rw_flow *b);
+
+/* Parses "PROTO SRC:PORT DST:PORT" (tcp|udp|icmp|NUMBER; IPv6 as [ADDR]:PORT).
+ * Returns 0, or -1 with a reason in why. */
+int rw_flow_from_string(const char *s, struct rw_flow *f, char *why, size_t whylen);
+
+#endif

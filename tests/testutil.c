@@ -1,0 +1,164 @@
+/*
+ * testutil.c - see testutil.h.
+ */
+#include "testutil.h"
+
+#include <CUnit/Basic.h>
+#include <errno.h>
+#include <ftw.h>
+#include <pcap/pcap.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int tu_main(const char *suite, void (*add)(CU_pSuite))
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
+    CU_pSuite s = CU_add_suite(suite, NULL, NULL);
+    if (!s)
+        return 2;
+    add(s);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned fails = CU_get_number_of_failures();
+    unsigned run = CU_get_number_of_tests_run();
+    CU_cleanup_registry();
+    return (fails || run == 0) ? 1 : 0;
+}
+
+char *tu_mkdtemp(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    char tmpl[512];
+    snprintf(tmpl, sizeof(tmpl), "%s/rw-%s-XXXXXX", base ? base : "/tmp", tag);
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+void tu_rmrf(const char *path)
+{
+    if (path)
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *tu_bin(void)
+{
+    const char *b = getenv("RW_BIN");
+    return b ? b : "rewind";
+}
+
+const char *tu_trace(const char *name, char *buf, size_t len)
+{
+    const char *d = getenv("RW_TRACES");
+    snprintf(buf, len, "%s/%s", d ? d : "traces", name);
+    return buf;
+}
+
+int tu_sh(const char *out, const char *fmt, ...)
+{
+    char cmd[8192], full[9000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    if (out)
+        snprintf(full, sizeof(full), "( %s ) >'%s.stdout' 2>'%s.stderr'", cmd, out, out);
+    else
+        snprintf(full, sizeof(full), "%s", cmd);
+    int st = system(full);
+    if (st == -1)
+        return -1;
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    return 128 + WTERMSIG(st);
+}
+
+char *tu_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n - 1 == 0) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+    }
+    fclose(f);
+    if (buf)
+        buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+int tu_pcap_read(const char *path, struct tu_pcap *out)
+{
+    char err[PCAP_ERRBUF_SIZE];
+    memset(out, 0, sizeof(*out));
+    pcap_t *p = pcap_open_offline_with_tstamp_precision(path, PCAP_TSTAMP_PRECISION_NANO, err);
+    if (!p)
+        return -1;
+    size_t cap = 1024;
+    out->pkts = malloc(cap * sizeof(*out->pkts));
+    struct pcap_pkthdr *h;
+    const u_char *d;
+    int rc;
+    while ((rc = pcap_next_ex(p, &h, &d)) == 1) {
+        if (out->n == cap) {
+            cap *= 2;
+            out->pkts = realloc(out->pkts, cap * sizeof(*out->pkts));
+        }
+        struct tu_pkt *k = &out->pkts[out->n++];
+        k->ts_ns = (uint64_t)h->ts.tv_sec * 1000000000ull + (uint64_t)h->ts.tv_usec;
+        k->caplen = h->caplen;
+        k->len = h->len;
+        k->data = malloc(h->caplen ? h->caplen : 1);
+        memcpy(k->data, d, h->caplen);
+    }
+    pcap_close(p);
+    return rc == PCAP_ERROR_BREAK ? 0 : -1;
+}
+
+void tu_pcap_free(struct tu_pcap *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        free(p->pkts[i].data);
+    free(p->pkts);
+    memset(p, 0, sizeof(*p));
+}
+
+int tu_pcap_write(const char *path, const struct tu_pcap *p)
+{
+    pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
+    pcap_dumper_t *dd = pcap_dump_open(dead, path);
+    if (!dd) {
+        pcap_close(dead);
+        return -1;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        struct pcap_pkthdr h;
+        h.ts.tv_sec = (time_t)(p->pkts[i].ts_ns / 1000000000ull);
+        h.ts.tv_usec = (suseconds_t)((p->pkts[i].ts_ns % 1000000000ull) / 1000);
+        h.caplen = p->pkts[i].caplen;
+        h.len = p->pkts[i].len;
+        pcap_dump((u_char *)dd, &h, p->pkts[i].data);
+    }
+    pcap_dump_close(dd);
+    pcap_close(dead);
+    return 0;
+}
