@@ -59,8 +59,7 @@ struct rw_err {
 
 /* Records code and a printf-style message in e (which may be NULL); returns code
  * so callers can write `return rw_errf(e, RW_EIO, "...")`. */
-int rw_errf(struct rw_err *e, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int rw_errf(struct rw_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Prefixes e->msg with more context ("segment 3: " + old message). */
 int rw_err_prefix(struct rw_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

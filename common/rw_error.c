@@ -21,15 +21,18 @@ int rw_errf(struct rw_err *e, int code, const char *fmt, ...)
 
 int rw_err_prefix(struct rw_err *e, const char *fmt, ...)
 {
-    if (!e)
-        return RW_OK;
+    if (!e) return RW_OK;
     char prefix[RW_ERR_MSG_MAX], old[RW_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof(prefix), fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof(old));
-    snprintf(e->msg, sizeof(e->msg), "%s%s", prefix, old);
+    size_t n = strnlen(prefix, sizeof(e->msg) - 1);
+    memcpy(e->msg, prefix, n);
+    size_t rest = strnlen(old, sizeof(e->msg) - 1 - n);
+    memcpy(e->msg + n, old, rest);
+    e->msg[n + rest] = '\0';
     return e->code;
 }
 

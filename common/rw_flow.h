@@ -15,9 +15,9 @@
 #include <stdint.h>
 
 struct rw_flow {
-    uint8_t family;  /* 4 or 6; 0 when the packet is not IP */
-    uint8_t proto;   /* IPPROTO_* */
-    uint16_t sport;  /* host order; 0 for protocols without ports, later fragments */
+    uint8_t family; /* 4 or 6; 0 when the packet is not IP */
+    uint8_t proto;  /* IPPROTO_* */
+    uint16_t sport; /* host order; 0 for protocols without ports, later fragments */
     uint16_t dport;
     uint8_t src[16]; /* IPv4 uses the first 4 bytes */
     uint8_t dst[16];

@@ -1,0 +1,48 @@
+/*
+ * cli.h - what the subcommands of the `rewind` executable share: exit codes,
+ * option parsing helpers, progress output, and the crash guard.
+ */
+#ifndef RW_CLI_H
+#define RW_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rw_common.h"
+
+/* Exit codes (docs/operator.md). */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAIL = 1,    /* the command could not do its work */
+    EXIT_USAGE = 2,   /* bad command line */
+    EXIT_DAMAGE = 3,  /* damaged data found; what was intact was kept/used */
+    EXIT_NOSPACE = 4, /* out of disk space; everything committed before is intact */
+};
+
+int cli_exit_code(int rw_code);
+
+/* "64", "64k", "256m", "2g" (bytes, powers of 1024). */
+int cli_parse_size(const char *s, uint64_t *out);
+/* "1.5", "250ms", "10us", "2s", "1h", "7d" as nanoseconds. */
+int cli_parse_duration(const char *s, uint64_t *out);
+/* Epoch seconds ("1795343910.976") or UTC "2026-11-22T10:00:00[.frac][Z]". */
+int cli_parse_time(const char *s, uint64_t *out_ns);
+int cli_parse_u64(const char *s, uint64_t *out);
+/* Formats ns since the epoch as UTC ISO 8601 with nanoseconds. */
+const char *cli_fmt_time(uint64_t ns, char *buf, unsigned len);
+
+/* Prints "rewind: " + message to stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* True when stderr is a terminal (progress lines are drawn only then). */
+bool cli_tty(void);
+
+/* Runs fn(arg) in a child process so that a crash while reading damaged data
+ * becomes an error message and EXIT_DAMAGE instead of a core dump. */
+int cli_guarded(int (*fn)(void *), void *arg, const char *what);
+
+int cmd_log(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

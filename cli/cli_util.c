@@ -1,0 +1,161 @@
+/*
+ * cli_util.c - parsing and output helpers shared by the subcommands.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+int cli_exit_code(int rw_code)
+{
+    switch (rw_code) {
+    case RW_OK:
+        return EXIT_OK;
+    case RW_EINVAL:
+        return EXIT_USAGE;
+    case RW_ECORRUPT:
+    case RW_EINPUT:
+        return EXIT_DAMAGE;
+    case RW_ENOSPC:
+        return EXIT_NOSPACE;
+    default:
+        return EXIT_FAIL;
+    }
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("rewind: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+bool cli_tty(void)
+{
+    return isatty(STDERR_FILENO);
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-') return -1;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0) return -1;
+    double mul = 1;
+    if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib"))
+        mul = 1024.0;
+    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib"))
+        mul = 1024.0 * 1024;
+    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib"))
+        mul = 1024.0 * 1024 * 1024;
+    else if (*end)
+        return -1;
+    *out = (uint64_t)(v * mul);
+    return 0;
+}
+
+int cli_parse_duration(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-') return -1;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0) return -1;
+    static const struct {
+        const char *u;
+        double ns;
+    } units[] = {{"", 1e9}, {"s", 1e9},  {"ms", 1e6},   {"us", 1e3},
+                 {"ns", 1}, {"m", 60e9}, {"h", 3600e9}, {"d", 86400e9}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (!strcmp(end, units[i].u)) {
+            *out = (uint64_t)llround(v * units[i].ns);
+            return 0;
+        }
+    return -1;
+}
+
+int cli_parse_time(const char *s, uint64_t *out_ns)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!errno && end != s && *end == '\0' && v >= 0) {
+        uint64_t sec = (uint64_t)v;
+        *out_ns = sec * 1000000000ull + (uint64_t)llround((v - (double)sec) * 1e9);
+        return 0;
+    }
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p) p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!p) return -1;
+    uint64_t frac = 0;
+    if (*p == '.') {
+        uint64_t scale = 100000000ull;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            frac += (uint64_t)(*p - '0') * scale;
+    }
+    if (*p == 'Z') p++;
+    if (*p) return -1;
+    time_t t = timegm(&tm);
+    if (t < 0) return -1;
+    *out_ns = (uint64_t)t * 1000000000ull + frac;
+    return 0;
+}
+
+const char *cli_fmt_time(uint64_t ns, char *buf, unsigned len)
+{
+    time_t t = (time_t)(ns / 1000000000ull);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, len, "%s.%09lluZ", base, (unsigned long long)(ns % 1000000000ull));
+    return buf;
+}
+
+int cli_guarded(int (*fn)(void *), void *arg, const char *what)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return fn(arg); /* cannot isolate: run in-process */
+    if (pid == 0) {
+        int rc = fn(arg);
+        fflush(NULL);
+        _exit(rc);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return EXIT_FAIL;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    int sig = WTERMSIG(st);
+    if (sig == SIGINT || sig == SIGTERM) return 128 + sig;
+    cli_error("%s stopped by %s while reading stored data: the log's LMDB pages are damaged "
+              "in a way LMDB cannot detect; run `rewind log verify` to locate it",
+              what, strsignal(sig));
+    return EXIT_DAMAGE;
+}

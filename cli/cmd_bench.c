@@ -1,0 +1,24 @@
+/*
+ * cmd_bench.c - `rewind bench ...`: benchmarks that print ratios against a
+ * baseline measured in the same run (docs/benchmarks.md).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cmd_bench_log(int argc, char **argv);
+
+int cmd_bench(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        fprintf(f, "usage: rewind bench log [options]\n\n"
+                   "  log    ingest rate vs a raw LMDB append of the same records, per\n"
+                   "         durability mode; flow-query export vs tcpdump\n");
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    if (!strcmp(argv[1], "log")) return cmd_bench_log(argc - 1, argv + 1);
+    cli_error("bench: unknown benchmark '%s'", argv[1]);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,52 @@
+/*
+ * main.c - the `rewind` executable: one binary, subcommands in a table.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define REWIND_VERSION "0.1.0"
+
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"log", cmd_log, "ingest packets into a durable log; stat and verify logs"},
+    {"replay", cmd_replay, "read packets back out of a log (pcapng/pcap, DPDK port)"},
+    {"bench", cmd_bench, "measure throughput against a baseline in the same run"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: rewind COMMAND [ARGS...]\n\n"
+               "Fault tolerance for chains of stateful network functions.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`rewind COMMAND --help` describes a command. Exit codes: 0 ok, 1 failed,\n"
+               "2 usage, 3 damaged data found (intact data kept), 4 out of disk space.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *c = argv[1];
+    if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(c, "--version")) {
+        printf("rewind %s\n", REWIND_VERSION);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(c, commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (try `rewind --help`)", c);
+    return EXIT_USAGE;
+}

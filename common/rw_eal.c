@@ -1,0 +1,103 @@
+/*
+ * rw_eal.c - see rw_eal.h.
+ */
+#include "rw_eal.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
+
+#include "rw_mbuf.h"
+
+#define RW_EAL_MAX_ARGS 64
+
+static bool is_vdev(const char *devargs)
+{
+    return !strncmp(devargs, "net_", 4) || !strncmp(devargs, "eth_", 4);
+}
+
+int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_err *e)
+{
+    /* The EAL may keep pointers into argv for the life of the process. */
+    static char prefix[64], dev[4200];
+    char *argv[RW_EAL_MAX_ARGS];
+    int argc = 0;
+    if (user_argc > RW_EAL_MAX_ARGS - 8) return rw_errf(e, RW_EINVAL, "too many EAL arguments");
+    argv[argc++] = "rewind";
+    if (user_argc == 0) {
+        argv[argc++] = "--no-huge";
+        argv[argc++] = "-m";
+        argv[argc++] = "256";
+        argv[argc++] = "--no-shconf";
+        if (!devargs || is_vdev(devargs)) argv[argc++] = "--no-pci";
+        argv[argc++] = "--log-level=error";
+        snprintf(prefix, sizeof(prefix), "--file-prefix=rewind-%d", (int)getpid());
+        argv[argc++] = prefix;
+    }
+    for (int i = 0; i < user_argc; i++)
+        argv[argc++] = user_argv[i];
+    if (devargs) {
+        snprintf(dev, sizeof(dev), "%s=%s", is_vdev(devargs) ? "--vdev" : "--allow", devargs);
+        argv[argc++] = dev;
+    }
+    argv[argc] = NULL;
+    if (rte_eal_init(argc, argv) < 0)
+        return rw_errf(e, RW_EDPDK, "DPDK EAL init failed: %s", rte_strerror(rte_errno));
+    if (devargs && rte_eth_dev_count_avail() == 0) {
+        rte_eal_cleanup();
+        return rw_errf(e, RW_EDPDK, "DPDK found no port for '%s'", devargs);
+    }
+    return 0;
+}
+
+struct rte_mempool *rw_pool_create(const char *name, unsigned n, struct rw_err *e)
+{
+    struct rte_mempool *mp = rte_pktmbuf_pool_create(name, n, 256, RW_MBUF_PRIV_SIZE,
+                                                     RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+    if (!mp) rw_errf(e, RW_EDPDK, "mbuf pool: %s", rte_strerror(rte_errno));
+    return mp;
+}
+
+int rw_rx_timestamp(uint64_t *flag)
+{
+    int off = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, NULL);
+    int bit = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, NULL);
+    if (off < 0 || bit < 0) return -1;
+    *flag = 1ull << bit;
+    return off;
+}
+
+int rw_port_start(uint16_t port, struct rte_mempool *pool, struct rw_err *e)
+{
+    int off;
+    uint64_t flag;
+    if (pool && rte_mbuf_dyn_rx_timestamp_register(&off, &flag) < 0)
+        return rw_errf(e, RW_EDPDK, "rx timestamp field: %s", rte_strerror(rte_errno));
+    struct rte_eth_conf conf;
+    memset(&conf, 0, sizeof(conf));
+    int rc = rte_eth_dev_configure(port, pool ? 1 : 0, 1, &conf);
+    if (rc < 0) return rw_errf(e, RW_EDPDK, "port %u configure: %s", port, rte_strerror(-rc));
+    int sock = rte_eth_dev_socket_id(port);
+    if (pool && (rc = rte_eth_rx_queue_setup(port, 0, 1024, sock, NULL, pool)) < 0)
+        return rw_errf(e, RW_EDPDK, "port %u rx queue: %s", port, rte_strerror(-rc));
+    if ((rc = rte_eth_tx_queue_setup(port, 0, 1024, sock, NULL)) < 0)
+        return rw_errf(e, RW_EDPDK, "port %u tx queue: %s", port, rte_strerror(-rc));
+    if ((rc = rte_eth_dev_start(port)) < 0)
+        return rw_errf(e, RW_EDPDK, "port %u start: %s", port, rte_strerror(-rc));
+    return 0;
+}
+
+void rw_eal_fini(uint16_t port)
+{
+    if (rte_eth_dev_is_valid_port(port)) {
+        rte_eth_dev_stop(port);
+        rte_eth_dev_close(port);
+    }
+    rte_eal_cleanup();
+}

@@ -1,0 +1,35 @@
+/*
+ * rw_eal.h - starting DPDK the way every rewind command does: the EAL with the
+ * container-friendly defaults (no hugepages, no PCI scan, no shared config, a
+ * per-process file prefix) unless the operator passes EAL arguments after `--`,
+ * a port named by devargs (a vdev such as net_pcap0,rx_pcap=FILE, or a PCI
+ * address), and a packet pool with room for rewind's metadata.
+ */
+#ifndef RW_EAL_H
+#define RW_EAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rw_common.h"
+
+struct rte_mempool;
+
+/* Initialises the EAL once per process. user_argv are the arguments after `--`
+ * (may be empty: then the defaults apply); devargs names the port to attach. */
+int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_err *e);
+
+/* Configures and starts the port attached by rw_eal_init with one rx and one tx
+ * queue; pool feeds rx (may be NULL for tx-only use). Registers the rx timestamp
+ * dynfield first so PMDs that can stamp packets (net_pcap does) do it. */
+int rw_port_start(uint16_t port, struct rte_mempool *pool, struct rw_err *e);
+
+/* The rx timestamp dynfield (offset, flag) registered by rw_port_start, or -1. */
+int rw_rx_timestamp(uint64_t *flag);
+
+struct rte_mempool *rw_pool_create(const char *name, unsigned n, struct rw_err *e);
+
+/* Stops and closes the port, then cleans up the EAL. */
+void rw_eal_fini(uint16_t port);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * log_block.h - the on-disk block: a group of packet records, optionally lz4-
+ * compressed, guarded by a CRC32C. Internal to the logger.
+ *
+ * Layout (little-endian):
+ *   u32 magic "RWB1" | u8 version | u8 codec | u16 reserved
+ *   u32 count | u32 raw_len | u32 stored_len | u32 crc32c (header with crc=0, then payload)
+ *   u64 first_clock | u64 last_clock | u64 min_ts | u64 max_ts
+ *   payload: stored_len bytes (raw records, or their lz4 compression)
+ * Records: varint clock delta (from the previous clock; first from first_clock),
+ * varint sub, zigzag varint ts delta (from the previous ts; first from min_ts),
+ * varint port, varint flags, varint orig_len, varint cap_len, cap_len bytes.
+ *
+ * LMDB checks its page structure but not the data in it, so the CRC is what lets
+ * `log verify` name a damaged block instead of replaying garbage.
+ */
+#ifndef RW_LOG_BLOCK_H
+#define RW_LOG_BLOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+#define LOG_BLOCK_MAGIC   0x31425752u /* "RWB1" */
+#define LOG_BLOCK_VERSION 1
+#define LOG_BLOCK_HDR     56
+#define LOG_CODEC_RAW     0
+#define LOG_CODEC_LZ4     1
+#define LOG_REC_MAX_HDR   (10 * 7) /* seven varints at most 10 bytes each */
+
+struct log_block_hdr {
+    uint32_t count, raw_len, stored_len, crc;
+    uint8_t codec;
+    uint64_t first_clock, last_clock, min_ts, max_ts;
+};
+
+/* A block under construction: raw records appended into a growing buffer. */
+struct log_block_builder {
+    uint8_t *raw;
+    size_t raw_len, raw_cap;
+    uint32_t count;
+    uint64_t first_clock, last_clock, prev_ts, min_ts, max_ts, first_ts;
+    uint64_t wire_bytes;
+    uint64_t opened_ns; /* monotonic time of the first append, for group commit */
+    uint32_t *flows;    /* distinct flow hashes, for the flow index */
+    size_t nflows, flows_cap;
+    bool monotonic; /* ts never went backwards inside the block */
+};
+
+void log_bb_init(struct log_block_builder *b);
+void log_bb_free(struct log_block_builder *b);
+void log_bb_reset(struct log_block_builder *b);
+int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t now_ns);
+
+/* Encodes the builder into out (malloc'd, *out_len bytes): lz4 when it saves at
+ * least an eighth, raw otherwise. */
+int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_len);
+
+/* Parses and checks the header and CRC of a stored block. Returns 0 or a
+ * RW_ECORRUPT with the reason in why. */
+int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char *why, size_t n);
+
+/* Decodes a checked block's records into buf (grown as needed); calls fn for each
+ * record. Returns 0, fn's non-zero value, or RW_ECORRUPT with a reason. */
+struct log_block_buf {
+    uint8_t *p;
+    size_t cap;
+};
+int log_block_decode(const uint8_t *v, size_t len, const struct log_block_hdr *h,
+                     struct log_block_buf *buf, log_visit_fn fn, void *ctx, char *why, size_t n);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * log_internal.h - what the logger's files share and nobody else sees: the
+ * segment handle and the manifest (the LMDB side of the log's layout, log.h).
+ */
+#ifndef RW_LOG_INTERNAL_H
+#define RW_LOG_INTERNAL_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+#define LOG_SEG_INFO_LEN 88
+#define LOG_MANIFEST     "manifest.mdb"
+#define LOG_CLOCK_BLOCK  (1ull << 16) /* clocks reserved at a time (DESIGN §4) */
+
+struct log_seg {
+    MDB_env *env;
+    MDB_dbi blocks, time, flow, info;
+    struct log_seg_info si;
+};
+
+struct log_manifest {
+    MDB_env *env;
+    MDB_dbi segs, meta;
+};
+
+/* Paths and (de)serialisation. */
+void log_seg_path(char *buf, size_t n, const char *dir, uint32_t id);
+void log_seg_info_encode(const struct log_seg_info *si, uint8_t out[LOG_SEG_INFO_LEN]);
+int log_seg_info_decode(const uint8_t *p, size_t len, struct log_seg_info *si);
+
+/* Opens segment `id` of dir. Writers create it; readers open it read-only. */
+int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability dur,
+                 uint64_t mapsize, struct log_seg *s, struct rw_err *e);
+void log_seg_close(struct log_seg *s);
+/* Loads s->si from the segment's info table (zero info when it has none yet). */
+int log_seg_load_info(struct log_seg *s, MDB_txn *txn, uint32_t id, struct rw_err *e);
+/* Deletes a segment's files. */
+int log_seg_remove(const char *dir, uint32_t id, struct rw_err *e);
+
+/* The manifest: segment table and clock reservation; every write is fsync'd. */
+int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, struct rw_err *e);
+void log_manifest_close(struct log_manifest *m);
+int log_manifest_list(struct log_manifest *m, struct log_seg_info **out, uint32_t *n,
+                      struct rw_err *e);
+int log_manifest_put(struct log_manifest *m, const struct log_seg_info *si, struct rw_err *e);
+int log_manifest_del(struct log_manifest *m, uint32_t id, struct rw_err *e);
+int log_manifest_reserved(struct log_manifest *m, uint64_t *out, struct rw_err *e);
+int log_manifest_reserve(struct log_manifest *m, uint64_t upto, struct rw_err *e);
+
+/* LMDB errors as rw codes (map full and disk full become RW_ENOSPC). */
+int log_mdb_err(struct rw_err *e, int rc, const char *what, const char *where);
+
+#endif

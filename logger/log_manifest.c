@@ -1,0 +1,156 @@
+/*
+ * log_manifest.c - the log's table of contents: which segments exist, their
+ * clock and time ranges once sealed, and the root's clock reservation.
+ *
+ * It is a small LMDB file beside the segments. Every write is synced whatever
+ * the log's durability mode: the reservation is what guarantees that a clock is
+ * never handed out twice, and it is written once per 65536 packets, so the cost
+ * is small. An open segment's live ranges are in the segment itself.
+ */
+#include "log_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, struct rw_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, LOG_MANIFEST);
+    memset(m, 0, sizeof(*m));
+    if (writer && mkdir(dir, 0755) && errno != EEXIST)
+        return rw_errf(e, errno == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: mkdir: %s", dir,
+                       strerror(errno));
+    struct stat st;
+    if (!writer && stat(path, &st))
+        return rw_errf(e, RW_ENOENT, "%s: not a rewind log (no %s)", dir, LOG_MANIFEST);
+    int rc = mdb_env_create(&m->env);
+    if (rc) return log_mdb_err(e, rc, "env create", path);
+    mdb_env_set_maxdbs(m->env, 4);
+    mdb_env_set_mapsize(m->env, 16u << 20);
+    rc = mdb_env_open(m->env, path, MDB_NOSUBDIR | (writer ? 0 : MDB_RDONLY), 0644);
+    if (rc) goto fail;
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(m->env, NULL, writer ? 0 : MDB_RDONLY, &txn))) goto fail;
+    unsigned c = writer ? MDB_CREATE : 0;
+    if ((rc = mdb_dbi_open(txn, "segments", c, &m->segs)) ||
+        (rc = mdb_dbi_open(txn, "meta", c, &m->meta))) {
+        mdb_txn_abort(txn);
+        goto fail;
+    }
+    if ((rc = mdb_txn_commit(txn))) goto fail;
+    return 0;
+fail:
+    mdb_env_close(m->env);
+    m->env = NULL;
+    return log_mdb_err(e, rc, "open", path);
+}
+
+void log_manifest_close(struct log_manifest *m)
+{
+    if (m->env) mdb_env_close(m->env);
+    m->env = NULL;
+}
+
+int log_manifest_list(struct log_manifest *m, struct log_seg_info **out, uint32_t *n,
+                      struct rw_err *e)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    *out = NULL;
+    *n = 0;
+    int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
+    if ((rc = mdb_cursor_open(txn, m->segs, &cur))) {
+        mdb_txn_abort(txn);
+        return log_mdb_err(e, rc, "cursor", LOG_MANIFEST);
+    }
+    size_t cap = 0;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            struct log_seg_info *q = realloc(*out, cap * sizeof(*q));
+            if (!q) {
+                ret = rw_errf(e, RW_ENOMEM, "manifest: out of memory");
+                break;
+            }
+            *out = q;
+        }
+        if (log_seg_info_decode(v.mv_data, v.mv_size, &(*out)[*n])) {
+            ret = rw_errf(e, RW_ECORRUPT, "%s: segment entry %u is damaged", LOG_MANIFEST, *n);
+            break;
+        }
+        (*n)++;
+    }
+    if (!ret && rc != MDB_NOTFOUND) ret = log_mdb_err(e, rc, "read", LOG_MANIFEST);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (ret) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return ret;
+}
+
+/* One put or delete in its own synced transaction. */
+static int write_one(struct log_manifest *m, MDB_dbi dbi, MDB_val *k, MDB_val *v, struct rw_err *e)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
+    if (rc) return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
+    rc = v ? mdb_put(txn, dbi, k, v, 0) : mdb_del(txn, dbi, k, NULL);
+    if (rc && !(rc == MDB_NOTFOUND && !v)) {
+        mdb_txn_abort(txn);
+        return log_mdb_err(e, rc, "write", LOG_MANIFEST);
+    }
+    rc = mdb_txn_commit(txn);
+    return rc ? log_mdb_err(e, rc, "commit", LOG_MANIFEST) : 0;
+}
+
+int log_manifest_put(struct log_manifest *m, const struct log_seg_info *si, struct rw_err *e)
+{
+    uint8_t kb[4] = {(uint8_t)(si->id >> 24), (uint8_t)(si->id >> 16), (uint8_t)(si->id >> 8),
+                     (uint8_t)si->id};
+    uint8_t vb[LOG_SEG_INFO_LEN];
+    log_seg_info_encode(si, vb);
+    MDB_val k = {4, kb}, v = {sizeof(vb), vb};
+    return write_one(m, m->segs, &k, &v, e);
+}
+
+int log_manifest_del(struct log_manifest *m, uint32_t id, struct rw_err *e)
+{
+    uint8_t kb[4] = {(uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8), (uint8_t)id};
+    MDB_val k = {4, kb};
+    return write_one(m, m->segs, &k, NULL, e);
+}
+
+int log_manifest_reserved(struct log_manifest *m, uint64_t *out, struct rw_err *e)
+{
+    MDB_txn *txn;
+    MDB_val k = {14, "clock_reserved"}, v;
+    int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
+    rc = mdb_get(txn, m->meta, &k, &v);
+    *out = 0;
+    if (rc == 0 && v.mv_size == 8)
+        *out = rw_get_be64(v.mv_data);
+    else if (rc == 0)
+        rc = MDB_CORRUPTED;
+    mdb_txn_abort(txn);
+    if (rc && rc != MDB_NOTFOUND) return log_mdb_err(e, rc, "read clock reservation", LOG_MANIFEST);
+    return 0;
+}
+
+int log_manifest_reserve(struct log_manifest *m, uint64_t upto, struct rw_err *e)
+{
+    uint8_t vb[8];
+    rw_put_be64(vb, upto);
+    MDB_val k = {14, "clock_reserved"}, v = {8, vb};
+    return write_one(m, m->meta, &k, &v, e);
+}

@@ -1,0 +1,305 @@
+/*
+ * log_reader.c - reading the log back: segment summaries and indexed scans.
+ *
+ * A scan picks the narrowest index the query allows: the flow index when a flow
+ * is given (only the blocks that hold it are read), else the time index when a
+ * time window is given, else the block table by clock. Each block is checked
+ * (CRC) before it is decoded; a damaged one is reported and skipped, so one bad
+ * page does not hide the rest of the log from an analyst.
+ */
+#include "log_internal.h"
+#include "log_block.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCAN_PAST_WINDOW 0x7fff0001 /* internal: a monotonic segment has passed until_ns */
+
+struct log_reader {
+    char dir[4096];
+    struct log_seg_info *segs;
+    uint32_t n;
+    uint64_t reserved;
+    struct log_block_buf buf;
+};
+
+void log_query_all(struct log_query *q)
+{
+    memset(q, 0, sizeof(*q));
+    q->to_clock = UINT64_MAX;
+    q->until_ns = UINT64_MAX;
+}
+
+/* The open segment's summary in the manifest is a placeholder; its live one is
+ * in the segment. A segment whose environment never got created is empty. */
+static int load_live_info(struct log_reader *r, struct log_seg_info *si, struct rw_err *e)
+{
+    struct log_seg s;
+    int rc = log_seg_open(r->dir, si->id, false, LOG_DUR_NONE, 0, &s, e);
+    if (rc == RW_ENOENT) return 0;
+    if (rc) return rc;
+    MDB_txn *txn;
+    rc = mdb_txn_begin(s.env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        log_seg_close(&s);
+        return log_mdb_err(e, rc, "begin", "segment");
+    }
+    rc = log_seg_load_info(&s, txn, si->id, e);
+    mdb_txn_abort(txn);
+    log_seg_close(&s);
+    if (!rc) *si = s.si;
+    return rc;
+}
+
+int log_reader_open(const char *dir, struct log_reader **out, struct rw_err *e)
+{
+    struct log_reader *r = calloc(1, sizeof(*r));
+    if (!r) return rw_errf(e, RW_ENOMEM, "out of memory");
+    snprintf(r->dir, sizeof(r->dir), "%s", dir);
+    struct log_manifest m;
+    int rc = log_manifest_open(dir, false, &m, e);
+    if (rc) {
+        free(r);
+        return rc;
+    }
+    rc = log_manifest_list(&m, &r->segs, &r->n, e);
+    if (!rc) rc = log_manifest_reserved(&m, &r->reserved, e);
+    log_manifest_close(&m);
+    for (uint32_t i = 0; i < r->n && !rc; i++)
+        if (!r->segs[i].sealed) rc = load_live_info(r, &r->segs[i], e);
+    if (rc) {
+        free(r->segs);
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+void log_reader_close(struct log_reader *r)
+{
+    if (!r) return;
+    free(r->segs);
+    free(r->buf.p);
+    free(r);
+}
+
+uint32_t log_reader_nsegments(const struct log_reader *r)
+{
+    return r->n;
+}
+
+const struct log_seg_info *log_reader_segment(const struct log_reader *r, uint32_t i)
+{
+    return i < r->n ? &r->segs[i] : NULL;
+}
+
+uint64_t log_reader_reserved(const struct log_reader *r)
+{
+    return r->reserved;
+}
+
+static bool seg_overlaps(const struct log_seg_info *s, const struct log_query *q)
+{
+    return s->packets && s->last_clock >= q->from_clock && s->first_clock <= q->to_clock &&
+           s->max_ts >= q->since_ns && s->min_ts <= q->until_ns;
+}
+
+/* Per-scan state handed to the record filter. */
+struct scan {
+    struct log_reader *r;
+    const struct log_query *q;
+    const struct log_scan_cbs *cb;
+    struct log_scan_stats *st;
+    const struct log_seg_info *seg;
+    struct rw_err *e;
+};
+
+static int filter_rec(void *ctx, const struct log_rec *rec)
+{
+    struct scan *s = ctx;
+    const struct log_query *q = s->q;
+    s->st->packets_seen++;
+    if (rec->meta.clock < q->from_clock || rec->meta.clock > q->to_clock ||
+        rec->meta.ts_ns < q->since_ns || rec->meta.ts_ns > q->until_ns)
+        return 0;
+    if (q->has_flow) {
+        struct rw_flow f;
+        if (!rw_flow_parse(rec->data, rec->cap_len, &f) || !rw_flow_match(&f, &q->flow)) return 0;
+    }
+    s->st->packets_matched++;
+    return s->cb->visit ? s->cb->visit(s->cb->ctx, rec) : 0;
+}
+
+/* Checks, filters and decodes one stored block. */
+static int visit_block(struct scan *s, const MDB_val *v, uint64_t key)
+{
+    struct log_block_hdr h;
+    char why[256];
+    s->st->blocks_read++;
+    if (s->cb->progress && (s->st->blocks_read & 63) == 0)
+        s->cb->progress(s->cb->ctx, s->st->blocks_read, s->st->blocks_total);
+    int rc = log_block_check(v->mv_data, v->mv_size, &h, why, sizeof(why));
+    if (!rc && h.first_clock != key) {
+        snprintf(why, sizeof(why), "block header says clock %llu",
+                 (unsigned long long)h.first_clock);
+        rc = RW_ECORRUPT;
+    }
+    if (!rc) {
+        if (s->seg->ts_monotonic && h.min_ts > s->q->until_ns) return SCAN_PAST_WINDOW;
+        if (h.last_clock < s->q->from_clock || h.first_clock > s->q->to_clock ||
+            h.max_ts < s->q->since_ns || h.min_ts > s->q->until_ns)
+            return 0;
+        rc = log_block_decode(v->mv_data, v->mv_size, &h, &s->r->buf, filter_rec, s, why,
+                              sizeof(why));
+        if (rc != RW_ECORRUPT) return rc;
+    }
+    s->st->blocks_damaged++;
+    if (!s->cb->damage)
+        return rw_errf(s->e, RW_ECORRUPT, "segment %u, block at clock %llu: %s", s->seg->id,
+                       (unsigned long long)key, why);
+    s->cb->damage(s->cb->ctx, s->seg->id, key, why);
+    return 0;
+}
+
+static int get_block(struct scan *s, MDB_txn *txn, MDB_dbi dbi, uint64_t clock)
+{
+    uint8_t kb[8];
+    rw_put_be64(kb, clock);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return rw_errf(s->e, RW_ECORRUPT, "segment %u: flow index names missing block %llu",
+                       s->seg->id, (unsigned long long)clock);
+    if (rc) return log_mdb_err(s->e, rc, "read block", "log");
+    return visit_block(s, &v, clock);
+}
+
+static int scan_flow(struct scan *s, MDB_txn *txn, struct log_seg *seg)
+{
+    uint32_t h = rw_flow_hash(&s->q->flow);
+    uint8_t fk[4] = {(uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, seg->flow, &cur);
+    if (rc) return log_mdb_err(s->e, rc, "cursor", "flow index");
+    MDB_val k = {4, fk}, v;
+    int ret = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !ret;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        if (v.mv_size != 8) {
+            ret = rw_errf(s->e, RW_ECORRUPT, "segment %u: bad flow index entry", s->seg->id);
+            break;
+        }
+        uint64_t c = rw_get_be64(v.mv_data);
+        if (c > s->q->to_clock) break;
+        ret = get_block(s, txn, seg->blocks, c);
+    }
+    if (ret == SCAN_PAST_WINDOW) ret = 0, rc = 0;
+    if (!ret && rc && rc != MDB_NOTFOUND) ret = log_mdb_err(s->e, rc, "read", "flow index");
+    mdb_cursor_close(cur);
+    return ret;
+}
+
+/* First block to read for a time window: the time index is keyed by the running
+ * maximum of packet time, so the first entry >= since is the first block that can
+ * hold a packet at or after since. */
+static int time_start(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t *clock)
+{
+    uint8_t tk[16];
+    rw_put_be64(tk, s->q->since_ns);
+    rw_put_be64(tk + 8, 0);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, seg->time, &cur);
+    if (rc) return log_mdb_err(s->e, rc, "cursor", "time index");
+    MDB_val k = {16, tk}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) {
+        *clock = UINT64_MAX;
+        return 0;
+    }
+    if (rc || k.mv_size != 16)
+        return log_mdb_err(s->e, rc ? rc : MDB_CORRUPTED, "read", "time index");
+    uint64_t c = rw_get_be64((uint8_t *)k.mv_data + 8);
+    *clock = c > s->q->from_clock ? c : s->q->from_clock;
+    return 0;
+}
+
+/* Reads blocks in clock order from the block holding `start`. */
+static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t start)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, seg->blocks, &cur);
+    if (rc) return log_mdb_err(s->e, rc, "cursor", "blocks");
+    uint8_t kb[8];
+    rw_put_be64(kb, start);
+    MDB_val k = {8, kb}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND || (rc == 0 && rw_get_be64(k.mv_data) > start)) {
+        int prc = mdb_cursor_get(cur, &k, &v, MDB_PREV); /* the block holding start */
+        if (prc == MDB_NOTFOUND)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        else
+            rc = prc;
+    }
+    int ret = 0;
+    for (; rc == 0 && !ret; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8) {
+            ret = rw_errf(s->e, RW_ECORRUPT, "segment %u: bad block key", s->seg->id);
+            break;
+        }
+        uint64_t c = rw_get_be64(k.mv_data);
+        if (c > s->q->to_clock) break;
+        ret = visit_block(s, &v, c);
+    }
+    if (ret == SCAN_PAST_WINDOW) ret = 0, rc = 0;
+    if (!ret && rc && rc != MDB_NOTFOUND) ret = log_mdb_err(s->e, rc, "read", "blocks");
+    mdb_cursor_close(cur);
+    return ret;
+}
+
+static int scan_segment(struct scan *s)
+{
+    struct log_seg seg;
+    int rc = log_seg_open(s->r->dir, s->seg->id, false, LOG_DUR_NONE, 0, &seg, s->e);
+    if (rc) return rw_err_prefix(s->e, "segment %u: ", s->seg->id);
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(seg.env, NULL, MDB_RDONLY, &txn))) {
+        log_seg_close(&seg);
+        return log_mdb_err(s->e, rc, "begin", "segment");
+    }
+    const struct log_query *q = s->q;
+    if (q->has_flow) {
+        rc = scan_flow(s, txn, &seg);
+    } else if (q->since_ns > 0) {
+        uint64_t start;
+        rc = time_start(s, txn, &seg, &start);
+        if (!rc && start != UINT64_MAX) rc = scan_range(s, txn, &seg, start);
+    } else {
+        rc = scan_range(s, txn, &seg, q->from_clock);
+    }
+    mdb_txn_abort(txn);
+    log_seg_close(&seg);
+    return rc;
+}
+
+int log_scan(struct log_reader *r, const struct log_query *q, const struct log_scan_cbs *cb,
+             struct log_scan_stats *st, struct rw_err *e)
+{
+    struct log_scan_stats local;
+    if (!st) st = &local;
+    memset(st, 0, sizeof(*st));
+    st->index = q->has_flow ? "flow" : q->since_ns > 0 ? "time" : "clock";
+    for (uint32_t i = 0; i < r->n; i++)
+        if (seg_overlaps(&r->segs[i], q)) st->blocks_total += r->segs[i].blocks;
+    struct scan s = {.r = r, .q = q, .cb = cb, .st = st, .e = e};
+    int rc = 0;
+    for (uint32_t i = 0; i < r->n && !rc; i++) {
+        if (!seg_overlaps(&r->segs[i], q)) continue;
+        s.seg = &r->segs[i];
+        rc = scan_segment(&s);
+    }
+    if (cb->progress) cb->progress(cb->ctx, st->blocks_read, st->blocks_total);
+    return rc;
+}

@@ -1,0 +1,48 @@
+/*
+ * replay.h - reading the log back out (the replay part's public API).
+ *
+ * A replay selects packets by clock range, time window, flow and BPF filter (the
+ * log's indexes narrow the blocks read; libpcap's BPF compiler does the rest) and
+ * sends them to a capture file (pcapng with the clock in each packet's comment,
+ * or classic pcap) or to a DPDK port at the recorded pace or at top speed. Later,
+ * the same selection feeds recovering NF instances.
+ */
+#ifndef RW_REPLAY_H
+#define RW_REPLAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "log.h"
+
+struct rte_mempool;
+
+struct replay_opts {
+    struct log_query q;
+    const char *bpf;          /* optional tcpdump-style filter */
+    bool pcap_nanosecond;     /* classic pcap output with ns timestamps (default µs) */
+    log_progress_fn progress; /* optional */
+    log_damage_fn damage;     /* damaged blocks are skipped and reported here */
+    void *ctx;
+};
+
+struct replay_stats {
+    struct log_scan_stats scan;
+    uint64_t packets, bytes;
+    uint64_t late; /* port replay: packets sent after their due time (pacing) */
+};
+
+void replay_opts_default(struct replay_opts *o);
+
+/* Writes the selection to path: classic pcap when it ends in .pcap, else pcapng. */
+int replay_to_file(const char *logdir, const char *path, const struct replay_opts *o,
+                   struct replay_stats *st, struct rw_err *e);
+
+/* Sends the selection out of a started DPDK port. speed 1.0 = recorded pace,
+ * 2.0 = twice as fast, 0 = as fast as the port takes them. Each packet is due at
+ * start + (ts - first ts) / speed: scheduling against the first packet, not the
+ * previous one, keeps errors from adding up. */
+int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, double speed,
+                   const struct replay_opts *o, struct replay_stats *st, struct rw_err *e);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * replay_file.c - log selection to a capture file (pcapng or classic pcap).
+ *
+ * The BPF expression is compiled by libpcap (never parsed here) and run with
+ * pcap_offline_filter on each record the log's indexes let through.
+ */
+#include "replay.h"
+#include "replay_filter.h"
+#include "pcapng.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pcap/pcap.h>
+#include <stdio.h>
+#include <string.h>
+
+struct file_out {
+    struct replay_filter filt;
+    struct pcapng ng;
+    pcap_t *dead;
+    pcap_dumper_t *dump;
+    bool nano;
+    struct replay_stats *st;
+    int werr; /* errno of a failed write */
+};
+
+static bool ends_with(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && !strcmp(s + n - m, suf);
+}
+
+static int write_rec(void *ctx, const struct log_rec *r)
+{
+    struct file_out *f = ctx;
+    if (!replay_filter_match(&f->filt, r)) return 0;
+    if (f->dump) {
+        struct pcap_pkthdr h;
+        uint64_t frac = r->meta.ts_ns % 1000000000ull;
+        h.ts.tv_sec = (time_t)(r->meta.ts_ns / 1000000000ull);
+        h.ts.tv_usec = (suseconds_t)(f->nano ? frac : frac / 1000);
+        h.caplen = r->cap_len;
+        h.len = r->orig_len;
+        pcap_dump((u_char *)f->dump, &h, r->data);
+    } else {
+        char comment[64];
+        snprintf(comment, sizeof(comment), "clock=%" PRIu64 " sub=%u", r->meta.clock, r->meta.sub);
+        if (pcapng_write(&f->ng, r->meta.ts_ns, r->cap_len, r->orig_len, r->data, comment)) {
+            f->werr = errno ? errno : EIO;
+            return RW_EIO;
+        }
+    }
+    f->st->packets++;
+    f->st->bytes += r->cap_len;
+    return 0;
+}
+
+static int open_out(struct file_out *f, const char *path, struct rw_err *e)
+{
+    if (!f->dump && !ends_with(path, ".pcap")) {
+        if (pcapng_open(&f->ng, path)) return rw_errf(e, RW_EIO, "%s: %s", path, strerror(errno));
+        return 0;
+    }
+    f->dead = pcap_open_dead_with_tstamp_precision(
+        DLT_EN10MB, 262144, f->nano ? PCAP_TSTAMP_PRECISION_NANO : PCAP_TSTAMP_PRECISION_MICRO);
+    f->dump = f->dead ? pcap_dump_open(f->dead, path) : NULL;
+    if (!f->dump)
+        return rw_errf(e, RW_EIO, "%s: %s", path, f->dead ? pcap_geterr(f->dead) : "pcap");
+    return 0;
+}
+
+static int close_out(struct file_out *f, const char *path, struct rw_err *e)
+{
+    int bad = 0;
+    if (f->dump) {
+        bad = pcap_dump_flush(f->dump) || ferror(pcap_dump_file(f->dump));
+        if (bad) f->werr = errno ? errno : EIO;
+        pcap_dump_close(f->dump);
+    } else if (pcapng_close(&f->ng)) {
+        bad = 1;
+        f->werr = f->werr ? f->werr : errno ? errno : EIO;
+    }
+    if (f->dead) pcap_close(f->dead);
+    if (bad || f->werr)
+        return rw_errf(e, f->werr == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: write failed: %s", path,
+                       strerror(f->werr));
+    return 0;
+}
+
+int replay_to_file(const char *logdir, const char *path, const struct replay_opts *o,
+                   struct replay_stats *st, struct rw_err *e)
+{
+    struct replay_stats local;
+    if (!st) st = &local;
+    memset(st, 0, sizeof(*st));
+    struct file_out f = {.st = st, .nano = o->pcap_nanosecond};
+    int rc = replay_filter_init(&f.filt, o->bpf, e);
+    if (rc) return rc;
+    struct log_reader *r;
+    if ((rc = log_reader_open(logdir, &r, e))) {
+        replay_filter_fini(&f.filt);
+        return rc;
+    }
+    if (!(rc = open_out(&f, path, e))) {
+        rc = replay_scan(r, o, write_rec, &f, &st->scan, e);
+        int crc = close_out(&f, path, rc ? NULL : e);
+        if (!rc) rc = crc;
+    }
+    log_reader_close(r);
+    replay_filter_fini(&f.filt);
+    return rc;
+}

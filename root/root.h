@@ -1,0 +1,66 @@
+/*
+ * root.h - the root splitter's public API.
+ *
+ * The root is where a packet enters rewind: it reads bursts from a DPDK port,
+ * gives each packet its logical clock and arrival time, and hands it to the
+ * logger thread (and, in a chain, to the first NF's instances). Clocks come from
+ * durably reserved blocks, so after any crash the root starts above every clock
+ * it ever handed out (DESIGN §4).
+ *
+ * Reading a trace: the trace is scanned with libpcap first. That gives the number
+ * of packets to expect (net_pcap returns nothing at end of file, which looks the
+ * same as an idle port), each packet's wire length and nanosecond timestamp
+ * (DPDK keeps neither: mbufs carry the captured bytes and a microsecond stamp),
+ * and finds truncation or damage before anything is logged.
+ */
+#ifndef RW_ROOT_H
+#define RW_ROOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "rw_common.h"
+
+/* One packet's header as the trace scan saw it. */
+struct root_trace_pkt {
+    uint64_t ts_ns;
+    uint32_t wire_len, cap_len;
+};
+
+struct root_trace {
+    struct root_trace_pkt *pkts;
+    uint64_t n;
+    bool damaged;      /* libpcap stopped before the end of the file */
+    char problem[256]; /* what was wrong, and where */
+};
+
+/* Scans a pcap/pcapng. Fails (RW_EINPUT) when the file is not a capture or is
+ * not Ethernet; a damaged tail is not a failure: t->damaged says how far it got. */
+int root_trace_scan(const char *path, struct root_trace *t, struct rw_err *e);
+void root_trace_free(struct root_trace *t);
+
+struct root_stats {
+    uint64_t packets; /* stamped and handed to the logger */
+    uint64_t bytes;   /* captured bytes */
+    uint64_t first_clock, next_clock;
+    uint64_t durable;    /* durable watermark at the end */
+    uint64_t ring_waits; /* bursts that waited for room in the logger ring */
+};
+
+typedef void (*root_progress_fn)(void *ctx, const struct root_stats *st, uint64_t expected);
+
+struct root_ingest_opts {
+    const struct root_trace *trace; /* when reading a trace (port 0 is its net_pcap) */
+    uint16_t port;
+    volatile const int *stop;  /* set asynchronously to end a live capture */
+    root_progress_fn progress; /* called about every 100 ms */
+    void *ctx;
+};
+
+/* Runs the rx loop until the trace is consumed (or *stop), logging every packet
+ * through a logger thread on w. The EAL and the port must be started. */
+int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct root_stats *st,
+                struct rw_err *e);
+
+#endif

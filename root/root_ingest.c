@@ -1,0 +1,169 @@
+/*
+ * root_ingest.c - the root's rx loop: stamp each packet with its clock and
+ * arrival time, hand it to the logger thread.
+ *
+ * The loop follows DPDK's l2fwd shape: rx burst, per-packet work, hand-off in a
+ * burst. Clock reservation is asked for half a block ahead so the loop only
+ * stalls on it if the logger cannot sync the manifest for 32k packets' time.
+ */
+#include "root.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_pause.h>
+
+#include "rw_eal.h"
+#include "rw_mbuf.h"
+
+#define ROOT_BURST         32
+#define ROOT_RING          16384
+#define ROOT_CLOCK_BLOCK   (1ull << 16)
+#define ROOT_TRACE_IDLE_NS 3000000000ull /* a trace PMD silent this long has stopped */
+#define ROOT_PROGRESS_NS   100000000ull
+
+struct root_run {
+    const struct root_ingest_opts *o;
+    struct log_thread *lt;
+    struct root_stats *st;
+    uint64_t clock;
+    uint64_t asked; /* reservation requested up to here */
+    int ts_off;
+    uint64_t ts_flag;
+    struct rw_err *e;
+};
+
+/* Blocks until clock is inside the durable reservation. */
+static int ensure_reserved(struct root_run *r)
+{
+    if (r->clock + ROOT_CLOCK_BLOCK / 2 >= r->asked) {
+        r->asked = r->clock + ROOT_CLOCK_BLOCK;
+        log_thread_want_reserve(r->lt, r->asked);
+    }
+    while (r->clock >= log_thread_reserved(r->lt)) {
+        if (log_thread_failed(r->lt)) return RW_EIO;
+        rte_pause();
+    }
+    return 0;
+}
+
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Arrival time: the trace's own timestamp, else the PMD's rx stamp, else now. */
+static int stamp(struct root_run *r, struct rte_mbuf *m, uint64_t now)
+{
+    struct rw_mbuf_priv *p = rw_mbuf_priv(m);
+    const struct root_trace *t = r->o->trace;
+    memset(p, 0, sizeof(*p));
+    p->meta.clock = r->clock++;
+    p->meta.port = m->port;
+    p->wire_len = m->pkt_len;
+    if (t) {
+        uint64_t i = r->st->packets;
+        if (i >= t->n || t->pkts[i].cap_len != m->pkt_len)
+            return rw_errf(r->e, RW_EINPUT,
+                           "trace packet %llu: DPDK delivered %u bytes, the trace holds %u",
+                           (unsigned long long)i, m->pkt_len, i < t->n ? t->pkts[i].cap_len : 0);
+        p->meta.ts_ns = t->pkts[i].ts_ns;
+        p->wire_len = t->pkts[i].wire_len;
+    } else if (r->ts_off >= 0 && (m->ol_flags & r->ts_flag)) {
+        p->meta.ts_ns = *RTE_MBUF_DYNFIELD(m, r->ts_off, uint64_t *) * 1000ull;
+    } else {
+        p->meta.ts_ns = now;
+    }
+    r->st->packets++;
+    r->st->bytes += m->pkt_len;
+    return 0;
+}
+
+static void hand_off(struct root_run *r, struct rte_mbuf **pkts, unsigned n)
+{
+    unsigned done = log_thread_submit(r->lt, pkts, n);
+    if (done < n) r->st->ring_waits++;
+    while (done < n) {
+        rte_pause();
+        done += log_thread_submit(r->lt, pkts + done, n - done);
+    }
+}
+
+static bool finished(const struct root_run *r, uint64_t expected)
+{
+    const volatile int *stop = r->o->stop;
+    return r->st->packets >= expected || (stop && *stop) || log_thread_failed(r->lt);
+}
+
+static int rx_loop(struct root_run *r, uint64_t expected)
+{
+    struct rte_mbuf *pkts[ROOT_BURST];
+    uint64_t last_rx = rw_now_ns(), last_progress = 0;
+    while (!finished(r, expected)) {
+        uint16_t n = rte_eth_rx_burst(r->o->port, 0, pkts, ROOT_BURST);
+        uint64_t mono = rw_now_ns();
+        if (n == 0) {
+            if (r->o->trace && mono - last_rx > ROOT_TRACE_IDLE_NS)
+                return rw_errf(r->e, RW_EINPUT,
+                               "DPDK stopped delivering the trace after %llu "
+                               "of %llu packets",
+                               (unsigned long long)r->st->packets, (unsigned long long)expected);
+            struct timespec ts = {0, 10000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        last_rx = mono;
+        uint64_t now = r->o->trace ? 0 : wall_ns();
+        for (uint16_t i = 0; i < n; i++) {
+            int rc = ensure_reserved(r);
+            if (!rc) rc = stamp(r, pkts[i], now);
+            if (rc) {
+                rte_pktmbuf_free_bulk(pkts + i, n - i);
+                hand_off(r, pkts, i);
+                return rc;
+            }
+        }
+        hand_off(r, pkts, n);
+        r->st->durable = log_thread_durable(r->lt);
+        if (r->o->progress && mono - last_progress > ROOT_PROGRESS_NS) {
+            last_progress = mono;
+            r->o->progress(r->o->ctx, r->st, expected);
+        }
+    }
+    return 0;
+}
+
+int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct root_stats *st,
+                struct rw_err *e)
+{
+    memset(st, 0, sizeof(*st));
+    struct root_run r = {.o = o, .st = st, .e = e};
+    r.clock = st->first_clock = log_writer_next_clock(w);
+    r.ts_off = rw_rx_timestamp(&r.ts_flag);
+    /* The first block is reserved before the thread starts: nothing is stamped
+     * with a clock the manifest does not cover. */
+    int rc = log_writer_reserve(w, r.clock + ROOT_CLOCK_BLOCK, e);
+    if (rc) return rc;
+    r.asked = r.clock + ROOT_CLOCK_BLOCK;
+    if ((rc = log_thread_start(w, ROOT_RING, &r.lt, e))) return rc;
+    uint64_t expected = o->trace ? o->trace->n : UINT64_MAX;
+    struct rw_err loop_err = {0};
+    r.e = &loop_err;
+    int loop_rc = rx_loop(&r, expected);
+    struct rw_err thread_err = {0};
+    rc = log_thread_stop(r.lt, &thread_err);
+    st->next_clock = r.clock;
+    st->durable = log_writer_durable(w);
+    if (o->progress) o->progress(o->ctx, st, expected);
+    if (rc) /* the logger's error explains a loop that stopped because of it */
+        *e = thread_err;
+    else if (loop_rc)
+        *e = loop_err;
+    return rc ? rc : loop_rc;
+}
