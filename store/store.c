@@ -1,0 +1,429 @@
+/*
+ * store.c - the client side of the state store: URL dispatch, the op queue that
+ * turns blind updates into batches, and the public op functions. Sync ops are
+ * appended to the queue and the whole queue is applied with them, so an op never
+ * overtakes an earlier blind update of the same worker.
+ */
+#include "store_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int store_errf(struct store_client *c, int rc, const char *fmt, ...)
+{
+    c->err.code = rc;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err.msg, sizeof(c->err.msg), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int store_res_set(struct store_res *r, const void *p, size_t len)
+{
+    if (len > r->cap) {
+        uint8_t *nb = realloc(r->buf, len);
+        if (!nb) return STORE_ENOMEM;
+        r->buf = nb;
+        r->cap = len;
+    }
+    if (len) memcpy(r->buf, p, len);
+    r->len = len;
+    return STORE_OK;
+}
+
+const char *store_strerror(int rc)
+{
+    switch (rc) {
+    case STORE_OK:
+        return "ok";
+    case STORE_EINVAL:
+        return "invalid argument";
+    case STORE_EURL:
+        return "bad store URL";
+    case STORE_EBACKEND:
+        return "store backend unavailable";
+    case STORE_EFULL:
+        return "store full";
+    case STORE_EOWNER:
+        return "object owned by another slot";
+    case STORE_EFENCED:
+        return "client fenced: slot taken over";
+    case STORE_ETYPE:
+        return "wrong object type";
+    case STORE_ETRIMMED:
+        return "op below the trim watermark";
+    case STORE_ETOOBIG:
+        return "value too big";
+    case STORE_ENOMEM:
+        return "out of memory";
+    case STORE_ECORRUPT:
+        return "store record corrupt";
+    case STORE_ECONFLICT:
+        return "op identity reused for a different op";
+    default:
+        return "unknown store error";
+    }
+}
+
+int store_open(const char *url, struct store **out, struct rw_err *err)
+{
+    const struct store_backend *be = NULL;
+    const char *rest = NULL;
+    if (!url || !out) return rw_errf(err, STORE_EINVAL, "store_open: NULL argument");
+    if (strncmp(url, "mem:", 4) == 0)
+        be = &store_be_mem, rest = url + 4;
+    else if (strncmp(url, "lmdb:", 5) == 0)
+        be = &store_be_lmdb, rest = url + 5;
+    else if (strncmp(url, "redis://", 8) == 0)
+        be = &store_be_redis, rest = url + 8;
+    if (!be)
+        return rw_errf(err, STORE_EURL,
+                       "store URL '%s': expected lmdb:PATH, redis://HOST:PORT "
+                       "or mem:",
+                       url);
+    struct store *st = calloc(1, sizeof(*st));
+    if (!st) return rw_errf(err, STORE_ENOMEM, "store_open: out of memory");
+    st->be = be;
+    int rc = be->open(st, rest, err);
+    if (rc) {
+        free(st);
+        return rc;
+    }
+    *out = st;
+    return STORE_OK;
+}
+
+void store_close(struct store *st)
+{
+    if (!st) return;
+    st->be->close(st);
+    free(st);
+}
+
+int store_client_open(struct store *st, uint32_t vertex, uint16_t slot, struct store_client **out,
+                      struct rw_err *err)
+{
+    if (!st || !out || slot >= STORE_SLOT_MAX)
+        return rw_errf(err, STORE_EINVAL, "store_client_open: bad argument (slot %u)", slot);
+    struct store_client *c = calloc(1, sizeof(*c));
+    if (!c) return rw_errf(err, STORE_ENOMEM, "store_client_open: out of memory");
+    c->st = st;
+    c->vertex = vertex;
+    c->slot = slot;
+    c->batch_max = STORE_BATCH_DEF;
+    int rc = st->be->client_open(c);
+    if (rc) {
+        rw_errf(err, rc, "%s", c->err.msg);
+        store_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return STORE_OK;
+}
+
+void store_client_close(struct store_client *c)
+{
+    if (!c) return;
+    if (c->impl) c->st->be->client_close(c);
+    free(c->q.ops);
+    free(c->q.bytes);
+    free(c->res.buf);
+    free(c);
+}
+
+const char *store_client_errmsg(const struct store_client *c)
+{
+    return c ? c->err.msg : "no client";
+}
+
+int store_client_set_batch(struct store_client *c, unsigned n)
+{
+    if (!c || n == 0 || n > 65536) return STORE_EINVAL;
+    c->batch_max = n;
+    return STORE_OK;
+}
+
+static int q_bytes(struct store_batch *b, const void *p, size_t len, uint32_t *off)
+{
+    if (b->nb + len > b->capb) {
+        size_t nc = b->capb ? b->capb * 2 : 4096;
+        while (nc < b->nb + len)
+            nc *= 2;
+        uint8_t *nb = realloc(b->bytes, nc);
+        if (!nb) return STORE_ENOMEM;
+        b->bytes = nb;
+        b->capb = nc;
+    }
+    *off = (uint32_t)b->nb;
+    if (len) memcpy(b->bytes + b->nb, p, len);
+    b->nb += len;
+    return STORE_OK;
+}
+
+static int check_key(struct store_client *c, const struct store_key *k)
+{
+    if (!k || (k->len && !k->bytes) || k->len > STORE_KEY_MAX ||
+        (k->scope != STORE_SHARED && k->scope != STORE_FLOW))
+        return store_errf(c, STORE_EINVAL, "bad key (NULL, scope or length > %d)", STORE_KEY_MAX);
+    return STORE_OK;
+}
+
+/* Appends an op to the queue; a, b are its argument bytes. */
+static int enqueue(struct store_client *c, struct store_op *o, const struct store_key *k,
+                   const void *a, size_t alen, const void *b, size_t blen)
+{
+    struct store_batch *q = &c->q;
+    if (alen > STORE_VAL_MAX || blen > STORE_VAL_MAX)
+        return store_errf(c, STORE_EINVAL, "value of %zu bytes > %d", alen > blen ? alen : blen,
+                          STORE_VAL_MAX);
+    if (q->n == q->cap) {
+        size_t nc = q->cap ? q->cap * 2 : 64;
+        struct store_op *no = realloc(q->ops, nc * sizeof(*no));
+        if (!no) return store_errf(c, STORE_ENOMEM, "op queue: out of memory");
+        q->ops = no;
+        q->cap = nc;
+    }
+    if (k) {
+        o->scope = k->scope;
+        o->object = k->object;
+        o->klen = (uint32_t)k->len;
+    }
+    if (q_bytes(q, k ? k->bytes : NULL, k ? k->len : 0, &o->koff) ||
+        q_bytes(q, a, alen, &o->aoff) || q_bytes(q, b, blen, &o->boff))
+        return store_errf(c, STORE_ENOMEM, "op queue: out of memory");
+    o->alen = (uint32_t)alen;
+    o->blen = (uint32_t)blen;
+    q->ops[q->n++] = *o;
+    return STORE_OK;
+}
+
+/* Hands the queue to the backend; sync waits for the last op's result. */
+static int send_queue(struct store_client *c, bool sync)
+{
+    uint64_t wm = c->done > c->done_sent ? c->done : 0;
+    if (c->q.n == 0 && wm == 0 && !sync) return STORE_OK;
+    int rc = c->st->be->apply(c, &c->q, wm, sync, &c->res);
+    c->q.n = 0;
+    c->q.nb = 0;
+    if (rc == STORE_OK && wm) c->done_sent = wm;
+    return rc;
+}
+
+static int blind(struct store_client *c, struct store_op *o, const struct store_key *k,
+                 const void *a, size_t alen)
+{
+    int rc = enqueue(c, o, k, a, alen, NULL, 0);
+    if (rc == STORE_OK && c->q.n >= c->batch_max) rc = send_queue(c, false);
+    return rc;
+}
+
+static int sync_op(struct store_client *c, struct store_op *o, const struct store_key *k,
+                   const void *a, size_t alen, const void *b, size_t blen)
+{
+    int rc = enqueue(c, o, k, a, alen, b, blen);
+    if (rc == STORE_OK) rc = send_queue(c, true);
+    return rc;
+}
+
+static struct store_op op_of(uint8_t kind, const struct store_opid *id)
+{
+    struct store_op o = {.kind = kind};
+    if (id) {
+        o.has_id = 1;
+        o.clock = id->clock;
+        o.seq = id->seq;
+    }
+    return o;
+}
+
+static int need(struct store_client *c, const void *p, const char *what)
+{
+    if (!c) return STORE_EINVAL;
+    if (!p) return store_errf(c, STORE_EINVAL, "%s: NULL argument", what);
+    return STORE_OK;
+}
+
+/* Copies the result bytes out; ETOOBIG keeps the needed size in *len. */
+static int copy_out(struct store_client *c, void *buf, size_t cap, size_t *len)
+{
+    *len = c->res.len;
+    if (c->res.len > cap)
+        return store_errf(c, STORE_ETOOBIG, "value of %zu bytes, buffer of %zu", c->res.len, cap);
+    if (c->res.len) memcpy(buf, c->res.buf, c->res.len);
+    return STORE_OK;
+}
+
+int store_get(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              void *buf, size_t cap, size_t *len, bool *found)
+{
+    int rc = need(c, len, "store_get");
+    if (rc || (rc = need(c, found, "store_get")) || (rc = check_key(c, k))) return rc;
+    struct store_op o = op_of(SOP_GET, id);
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    *found = c->res.found;
+    return copy_out(c, buf, cap, len);
+}
+
+int store_get_int(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+                  int64_t *v, bool *found)
+{
+    int rc = need(c, v, "store_get_int");
+    if (rc || (rc = need(c, found, "store_get_int")) || (rc = check_key(c, k))) return rc;
+    struct store_op o = op_of(SOP_GETI, id);
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    *found = c->res.found;
+    *v = c->res.found ? c->res.i : 0;
+    return STORE_OK;
+}
+
+int store_put(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              const void *val, size_t len)
+{
+    int rc = need(c, id, "store_put");
+    if (rc || (rc = check_key(c, k))) return rc;
+    if (len && !val) return store_errf(c, STORE_EINVAL, "store_put: NULL value");
+    struct store_op o = op_of(SOP_PUT, id);
+    return blind(c, &o, k, val, len);
+}
+
+int store_del(struct store_client *c, const struct store_opid *id, const struct store_key *k)
+{
+    int rc = need(c, id, "store_del");
+    if (rc || (rc = check_key(c, k))) return rc;
+    struct store_op o = op_of(SOP_DEL, id);
+    return blind(c, &o, k, NULL, 0);
+}
+
+int store_push(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               const void *val, size_t len)
+{
+    int rc = need(c, id, "store_push");
+    if (rc || (rc = check_key(c, k))) return rc;
+    if (len && !val) return store_errf(c, STORE_EINVAL, "store_push: NULL value");
+    struct store_op o = op_of(SOP_PUSH, id);
+    return blind(c, &o, k, val, len);
+}
+
+int store_incr(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               int64_t delta, int64_t *result)
+{
+    int rc = need(c, id, "store_incr");
+    if (rc || (rc = check_key(c, k))) return rc;
+    struct store_op o = op_of(SOP_INCR, id);
+    o.delta = delta;
+    if (!result) return blind(c, &o, k, NULL, 0);
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    *result = c->res.i;
+    return STORE_OK;
+}
+
+int store_decr(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               int64_t delta, int64_t *result)
+{
+    if (delta == INT64_MIN)
+        return c ? store_errf(c, STORE_EINVAL, "store_decr: delta INT64_MIN") : STORE_EINVAL;
+    return store_incr(c, id, k, -delta, result);
+}
+
+int store_pop(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              void *buf, size_t cap, size_t *len, bool *found)
+{
+    int rc = need(c, id, "store_pop");
+    if (rc || (rc = need(c, len, "store_pop")) || (rc = need(c, found, "store_pop")) ||
+        (rc = check_key(c, k)))
+        return rc;
+    struct store_op o = op_of(SOP_POP, id);
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    *found = c->res.found;
+    return copy_out(c, buf, cap, len);
+}
+
+int store_cas(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              const void *expect, size_t elen, const void *nv, size_t nlen, bool *swapped)
+{
+    int rc = need(c, id, "store_cas");
+    if (rc || (rc = need(c, swapped, "store_cas")) || (rc = check_key(c, k))) return rc;
+    if (nlen && !nv) return store_errf(c, STORE_EINVAL, "store_cas: NULL new value");
+    struct store_op o = op_of(SOP_CAS, id);
+    o.has_a = expect != NULL;
+    if ((rc = sync_op(c, &o, k, expect, expect ? elen : 0, nv, nlen))) return rc;
+    *swapped = c->res.swapped;
+    return STORE_OK;
+}
+
+int store_nondet(struct store_client *c, const struct store_opid *id, store_gen_fn gen, void *arg,
+                 void *buf, size_t cap, size_t *len)
+{
+    int rc = need(c, id, "store_nondet");
+    if (rc || (rc = need(c, gen, "store_nondet")) || (rc = need(c, len, "store_nondet"))) return rc;
+    struct store_op o = op_of(SOP_NDLOOK, id);
+    if ((rc = sync_op(c, &o, NULL, NULL, 0, NULL, 0))) return rc;
+    if (c->res.found) return copy_out(c, buf, cap, len);
+    size_t glen = 0;
+    if ((rc = gen(arg, buf, cap, &glen)))
+        return store_errf(c, rc, "store_nondet: generator failed (%d)", rc);
+    if (glen > cap)
+        return store_errf(c, STORE_EINVAL, "store_nondet: generator overran its buffer");
+    o = op_of(SOP_NDSET, id);
+    if ((rc = sync_op(c, &o, NULL, buf, glen, NULL, 0))) return rc;
+    return copy_out(c, buf, cap, len);
+}
+
+int store_done(struct store_client *c, uint64_t clock)
+{
+    if (!c) return STORE_EINVAL;
+    if (clock > c->done) c->done = clock;
+    return STORE_OK;
+}
+
+int store_flush(struct store_client *c)
+{
+    if (!c) return STORE_EINVAL;
+    int rc = send_queue(c, false);
+    if (rc == STORE_OK) rc = c->st->be->wait(c);
+    return rc;
+}
+
+int store_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
+{
+    int rc = need(c, w, "store_watermark");
+    if (rc) return rc;
+    if (slot >= STORE_SLOT_MAX) return store_errf(c, STORE_EINVAL, "slot %u out of range", slot);
+    return c->st->be->watermark(c, slot, w);
+}
+
+int store_claim(struct store_client *c)
+{
+    if (!c) return STORE_EINVAL;
+    return c->st->be->claim(c);
+}
+
+int store_transfer(struct store_client *c, uint16_t from, uint16_t to)
+{
+    if (!c) return STORE_EINVAL;
+    if (from == to || from >= STORE_SLOT_MAX || to >= STORE_SLOT_MAX)
+        return store_errf(c, STORE_EINVAL, "transfer %u -> %u: bad slots", from, to);
+    int rc = store_flush(c);
+    return rc ? rc : c->st->be->transfer(c, from, to);
+}
+
+int store_move(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               uint16_t to)
+{
+    int rc = need(c, id, "store_move");
+    if (rc || (rc = check_key(c, k))) return rc;
+    if (k->scope != STORE_FLOW || to >= STORE_SLOT_MAX)
+        return store_errf(c, STORE_EINVAL, "store_move: only per-flow objects move, to a slot");
+    struct store_op o = op_of(SOP_MOVE, id);
+    o.to = to;
+    return sync_op(c, &o, k, NULL, 0, NULL, 0);
+}
+
+int store_trim(struct store_client *c, uint64_t g)
+{
+    if (!c) return STORE_EINVAL;
+    return c->st->be->trim(c, g);
+}

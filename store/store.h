@@ -1,0 +1,149 @@
+/*
+ * store.h - the state store: NF workers keep all their state here, so that a
+ * replacement or a clone can take over a failed or slow one (DESIGN §6, §8).
+ *
+ * Every mutating op (and every read whose result must be the same at replay)
+ * carries an op identity (vertex, clock, seq). The store applies an op once and
+ * records its result; a repeat of the same identity returns the recorded result
+ * and changes nothing (emulation). That is what makes replaying logged packets
+ * through an NF safe.
+ *
+ * A `struct store` is one open backend (an LMDB environment, a Redis address, an
+ * in-process map); a `struct store_client` is one worker's handle on it, bound to
+ * a (vertex, slot). Blind updates are queued on the client and applied in batches;
+ * ops whose result is used apply the queue and themselves at once. A batch is all
+ * or nothing and carries the slot's store watermark.
+ *
+ * Errors: functions return STORE_OK or a negative STORE_E* code; the message is in
+ * store_client_errmsg() (or the struct rw_err given to the open functions).
+ */
+#ifndef RW_STORE_H
+#define RW_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rw_common.h"
+
+/* Distinct from RW_E* so a caller can tell a store refusal from an I/O error. */
+enum store_rc {
+    STORE_OK = 0,
+    STORE_EINVAL = -101,   /* bad argument (NULL, key or value too long, bad slot) */
+    STORE_EURL = -102,     /* store URL not understood */
+    STORE_EBACKEND = -103, /* backend unreachable or failed; the op may be retried */
+    STORE_EFULL = -104,    /* LMDB map full (or Redis out of memory) */
+    STORE_EOWNER = -105,   /* per-flow object owned by another slot */
+    STORE_EFENCED = -106,  /* the client's slot was claimed or transferred since attach */
+    STORE_ETYPE = -107,    /* op does not fit the object's type (incr on bytes...) */
+    STORE_ETRIMMED = -108, /* op clock below the trim watermark: cannot tell if applied */
+    STORE_ETOOBIG = -109,  /* value larger than the caller's buffer (*len says how big) */
+    STORE_ENOMEM = -110,   /* allocation failed */
+    STORE_ECORRUPT = -111, /* a stored record fails its checks */
+    STORE_ECONFLICT = -112 /* same op identity seen before for a different op kind */
+};
+
+enum store_scope {
+    STORE_SHARED = 0, /* any slot of the vertex may change it (port pool, counters) */
+    STORE_FLOW = 1    /* owned by the slot that created it; others are refused */
+};
+
+#define STORE_KEY_MAX   200   /* key bytes */
+#define STORE_VAL_MAX   65536 /* value bytes */
+#define STORE_SLOT_MAX  4096  /* slots are 0..STORE_SLOT_MAX-1 */
+#define STORE_BATCH_DEF 256   /* queued ops that trigger a batch */
+
+/* A key is (vertex of the client, scope, object, bytes). */
+struct store_key {
+    uint8_t scope;     /* enum store_scope */
+    uint16_t object;   /* which table of the NF (NAT map, port pool...) */
+    const void *bytes; /* key bytes within the object */
+    size_t len;        /* <= STORE_KEY_MAX */
+};
+
+/* Op identity within the client's vertex: the packet's clock and the index of the
+ * op among the ops that packet issued in this NF. */
+struct store_opid {
+    uint64_t clock;
+    uint32_t seq;
+};
+
+struct store;
+struct store_client;
+
+/* Opens `lmdb:PATH`, `redis://[:PASSWORD@]HOST:PORT[/DB][,HOST:PORT...]` or `mem:`. */
+int store_open(const char *url, struct store **st, struct rw_err *err);
+void store_close(struct store *st);
+
+/* A handle bound to (vertex, slot) that joins the slot's current epoch: a clone
+ * attaches beside the instance it shadows without fencing it. */
+int store_client_open(struct store *st, uint32_t vertex, uint16_t slot, struct store_client **c,
+                      struct rw_err *err);
+/* Closes without flushing: queued ops not flushed are dropped. */
+void store_client_close(struct store_client *c);
+const char *store_client_errmsg(const struct store_client *c);
+/* Queued ops that trigger a batch (1..65536). */
+int store_client_set_batch(struct store_client *c, unsigned n);
+
+/* Reads. With id, the result is recorded and a repeat returns what the first
+ * read saw; with id NULL it is a plain read of the current value. */
+int store_get(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              void *buf, size_t cap, size_t *len, bool *found);
+int store_get_int(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+                  int64_t *v, bool *found);
+
+/* Blind updates: queued, applied with the next batch, sync op or flush. */
+int store_put(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              const void *val, size_t len);
+int store_del(struct store_client *c, const struct store_opid *id, const struct store_key *k);
+int store_push(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               const void *val, size_t len);
+
+/* Adds delta to an integer object (absent counts as 0). With result NULL the op is
+ * blind (queued); otherwise it is applied now and *result is the new value. */
+int store_incr(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               int64_t delta, int64_t *result);
+int store_decr(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               int64_t delta, int64_t *result);
+
+/* Removes the head of a list (FIFO with store_push); *found is false when empty. */
+int store_pop(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              void *buf, size_t cap, size_t *len, bool *found);
+
+/* Sets k to nv if its bytes equal expect (expect NULL: if k is absent). */
+int store_cas(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+              const void *expect, size_t elen, const void *nv, size_t nlen, bool *swapped);
+
+/* Fills buf with a generated value (0 or negative error). */
+typedef int (*store_gen_fn)(void *arg, void *buf, size_t cap, size_t *len);
+
+/* Returns the value recorded for id; when none is recorded, calls gen once and
+ * records its value, unless another instance recorded one first (then that one). */
+int store_nondet(struct store_client *c, const struct store_opid *id, store_gen_fn gen, void *arg,
+                 void *buf, size_t cap, size_t *len);
+
+/* Says every op of packets with clock <= clock has been issued on this client; the
+ * next batch records it as the slot's watermark. */
+int store_done(struct store_client *c, uint64_t clock);
+/* Applies every queued op (and the watermark) and waits for the result. */
+int store_flush(struct store_client *c);
+
+/* Highest clock whose ops are all applied for (client's vertex, slot); 0 if none. */
+int store_watermark(struct store_client *c, uint16_t slot, uint64_t *w);
+
+/* Ownership. claim: a new instance takes the client's slot over and fences every
+ * client attached before (a zombie). transfer: every object owned by from is owned
+ * by to, in O(1) (one slot-table entry), and from's clients are fenced. move: one
+ * per-flow object goes to another slot (scaling); only its owner may move it. */
+int store_claim(struct store_client *c);
+int store_transfer(struct store_client *c, uint16_t from, uint16_t to);
+int store_move(struct store_client *c, const struct store_opid *id, const struct store_key *k,
+               uint16_t to);
+
+/* Forgets the op records of the client's vertex with clock < g (the trim
+ * watermark G); later ops of that vertex below g fail with STORE_ETRIMMED. */
+int store_trim(struct store_client *c, uint64_t g);
+
+const char *store_strerror(int rc);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * store_int.h - what the client layer (store.c) and the backends share: the
+ * queued op format, the result of an applied batch, and the backend vtable.
+ *
+ * The client layer only queues and dispatches; the semantics (emulation,
+ * ownership, fencing, watermark, trim) live once in C for the key-value backends
+ * (store_kv.c, used by mem and LMDB) and once in Lua for Redis, and the
+ * conformance suite holds the two to the same behaviour.
+ */
+#ifndef RW_STORE_INT_H
+#define RW_STORE_INT_H
+
+#include "store.h"
+
+enum store_opkind {
+    SOP_GET = 1, /* bytes of an 's' object */
+    SOP_GETI,    /* value of an 'i' object */
+    SOP_PUT,
+    SOP_DEL,
+    SOP_PUSH,
+    SOP_INCR,
+    SOP_POP,
+    SOP_CAS,
+    SOP_NDLOOK, /* read a nondet record, record nothing */
+    SOP_NDSET,  /* record a nondet value unless one is recorded */
+    SOP_MOVE,
+};
+
+/* One queued op; key and argument bytes live in the batch's byte arena. */
+struct store_op {
+    uint8_t kind;
+    uint8_t scope;
+    uint8_t has_id;
+    uint8_t has_a; /* cas: expect given (else "expect absent") */
+    uint16_t object;
+    uint16_t to; /* move target slot */
+    uint32_t seq;
+    uint64_t clock;
+    int64_t delta;
+    uint32_t koff, klen, aoff, alen, boff, blen;
+};
+
+struct store_batch {
+    struct store_op *ops;
+    size_t n, cap;
+    uint8_t *bytes;
+    size_t nb, capb;
+};
+
+/* Result of the last op of a batch; buf is owned by the client and grows. */
+struct store_res {
+    bool found;
+    bool swapped;
+    int64_t i;
+    uint8_t *buf;
+    size_t len, cap;
+};
+
+struct store_client;
+
+struct store_backend {
+    int (*open)(struct store *st, const char *rest, struct rw_err *e);
+    void (*close)(struct store *st);
+    int (*client_open)(struct store_client *c);
+    void (*client_close)(struct store_client *c);
+    /* Applies b atomically with watermark wm (0: none). sync: wait and fill res with
+     * the last op's result; otherwise the backend may return before it is applied. */
+    int (*apply)(struct store_client *c, const struct store_batch *b, uint64_t wm, bool sync,
+                 struct store_res *res);
+    /* Waits until every batch handed to apply is applied. */
+    int (*wait)(struct store_client *c);
+    int (*claim)(struct store_client *c);
+    int (*transfer)(struct store_client *c, uint16_t from, uint16_t to);
+    int (*watermark)(struct store_client *c, uint16_t slot, uint64_t *w);
+    int (*trim)(struct store_client *c, uint64_t g);
+};
+
+struct store {
+    const struct store_backend *be;
+    void *impl;
+};
+
+struct store_client {
+    struct store *st;
+    uint32_t vertex;
+    uint16_t slot;
+    uint64_t epoch; /* slot epoch seen at attach or claim */
+    unsigned batch_max;
+    uint64_t done;      /* watermark to send with the next batch */
+    uint64_t done_sent; /* last watermark handed to the backend */
+    struct store_batch q;
+    struct store_res res;
+    struct rw_err err;
+    void *impl;
+};
+
+extern const struct store_backend store_be_mem;
+extern const struct store_backend store_be_lmdb;
+extern const struct store_backend store_be_redis;
+
+/* Sets c->err and returns rc. */
+int store_errf(struct store_client *c, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int store_res_set(struct store_res *r, const void *p, size_t len);
+
+static inline const uint8_t *store_op_key(const struct store_batch *b, const struct store_op *o)
+{
+    return b->bytes + o->koff;
+}
+
+#define STORE_NO_SLOT 0xFFFFu
+
+#endif

@@ -1,0 +1,548 @@
+/*
+ * store_kv.c - the store's semantics over key-value transactions (mem, LMDB).
+ *
+ * Layout (all integers big-endian so that memcmp order is numeric order):
+ *   'd' vertex4 scope1 object2 klen1 key      -> object: type1 owner2 payload
+ *   'e' vertex4 scope1 object2 klen1 key idx8 -> one list element
+ *   'o' vertex4 clock8 seq4                   -> op record: kind1 flags1 int8 bytes
+ *   'w' vertex4 slot2                         -> slot watermark (8)
+ *   's' vertex4 slot2                         -> slot entry: epoch8 forward2
+ *   'g' vertex4                               -> trim watermark G of the vertex (8)
+ * Op records sort by clock within a vertex so that trimming below G is one range
+ * delete; G is per vertex like everything else (Redis keeps a vertex together).
+ * Object payloads: 's' bytes, 'i' int8, 'l' head8 tail8 (elements head..tail-1).
+ */
+#include "store_kv.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define DK_MAX (9 + STORE_KEY_MAX)
+
+struct kx {
+    struct store_client *c;
+    const struct kv_ops *kv;
+    void *txn;
+    const struct store_batch *b;
+    uint64_t g;
+    uint16_t self_root; /* where the client's own slot resolves to */
+};
+
+struct meta {
+    bool exists;
+    uint8_t type;
+    uint16_t owner;
+    int64_t i;
+    uint64_t head, tail;
+    const uint8_t *bytes;
+    size_t len;
+};
+
+struct slotent {
+    uint64_t epoch;
+    uint16_t fwd;
+};
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    put16(p, (uint16_t)(v >> 16));
+    put16(p + 2, (uint16_t)v);
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static size_t k_data(uint8_t *out, uint32_t vertex, const struct store_op *o, const uint8_t *kb)
+{
+    out[0] = 'd';
+    put32(out + 1, vertex);
+    out[5] = o->scope;
+    put16(out + 6, o->object);
+    out[8] = (uint8_t)o->klen;
+    memcpy(out + 9, kb, o->klen);
+    return 9 + o->klen;
+}
+
+static size_t k_elem(uint8_t *out, const uint8_t *dk, size_t dl, uint64_t idx)
+{
+    out[0] = 'e';
+    memcpy(out + 1, dk + 1, dl - 1);
+    rw_put_be64(out + dl, idx);
+    return dl + 8;
+}
+
+static void k_op(uint8_t out[17], uint64_t clock, uint32_t vertex, uint32_t seq)
+{
+    out[0] = 'o';
+    put32(out + 1, vertex);
+    rw_put_be64(out + 5, clock);
+    put32(out + 13, seq);
+}
+
+static void k_slot(uint8_t out[7], char tag, uint32_t vertex, uint16_t slot)
+{
+    out[0] = (uint8_t)tag;
+    put32(out + 1, vertex);
+    put16(out + 5, slot);
+}
+
+/* Reads a big-endian u64 value (absent: 0). */
+static int get_u64(struct kx *x, const uint8_t *k, size_t kl, uint64_t *v)
+{
+    const uint8_t *p;
+    size_t n;
+    int rc = x->kv->get(x->c, x->txn, k, kl, &p, &n);
+    if (rc < 0) return rc;
+    *v = 0;
+    if (rc == 0) {
+        if (n != 8) return store_errf(x->c, STORE_ECORRUPT, "u64 record of %zu bytes", n);
+        *v = rw_get_be64(p);
+    }
+    return STORE_OK;
+}
+
+static int put_u64(struct kx *x, const uint8_t *k, size_t kl, uint64_t v)
+{
+    uint8_t b[8];
+    rw_put_be64(b, v);
+    return x->kv->put(x->c, x->txn, k, kl, b, 8);
+}
+
+static int slot_get(struct kx *x, uint16_t slot, struct slotent *e)
+{
+    uint8_t k[7];
+    const uint8_t *p;
+    size_t n;
+    k_slot(k, 's', x->c->vertex, slot);
+    int rc = x->kv->get(x->c, x->txn, k, 7, &p, &n);
+    if (rc < 0) return rc;
+    e->epoch = 0;
+    e->fwd = STORE_NO_SLOT;
+    if (rc == 0) {
+        if (n != 10) return store_errf(x->c, STORE_ECORRUPT, "slot entry of %zu bytes", n);
+        e->epoch = rw_get_be64(p);
+        e->fwd = get16(p + 8);
+    }
+    return STORE_OK;
+}
+
+static int slot_put(struct kx *x, uint16_t slot, const struct slotent *e)
+{
+    uint8_t k[7], v[10];
+    k_slot(k, 's', x->c->vertex, slot);
+    rw_put_be64(v, e->epoch);
+    put16(v + 8, e->fwd);
+    return x->kv->put(x->c, x->txn, k, 7, v, 10);
+}
+
+/* Follows transfers from slot to the slot that owns its objects now. */
+static int resolve(struct kx *x, uint16_t slot, uint16_t *root)
+{
+    struct slotent e;
+    for (int hops = 0; hops < STORE_SLOT_MAX; hops++) {
+        int rc = slot_get(x, slot, &e);
+        if (rc) return rc;
+        if (e.fwd == STORE_NO_SLOT) {
+            *root = slot;
+            return STORE_OK;
+        }
+        slot = e.fwd;
+    }
+    return store_errf(x->c, STORE_ECORRUPT, "slot table has a forwarding cycle");
+}
+
+static int meta_load(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m)
+{
+    const uint8_t *p;
+    size_t n;
+    memset(m, 0, sizeof(*m));
+    int rc = x->kv->get(x->c, x->txn, dk, dl, &p, &n);
+    if (rc) return rc < 0 ? rc : STORE_OK;
+    if (n < 3) return store_errf(x->c, STORE_ECORRUPT, "object record of %zu bytes", n);
+    m->exists = true;
+    m->type = p[0];
+    m->owner = get16(p + 1);
+    m->bytes = p + 3;
+    m->len = n - 3;
+    if (m->type == 'i' && m->len == 8)
+        m->i = (int64_t)rw_get_be64(p + 3);
+    else if (m->type == 'l' && m->len == 16) {
+        m->head = rw_get_be64(p + 3);
+        m->tail = rw_get_be64(p + 11);
+    } else if (m->type != 's')
+        return store_errf(x->c, STORE_ECORRUPT, "object record type %u len %zu", m->type, n);
+    return STORE_OK;
+}
+
+static int meta_put(struct kx *x, const uint8_t *dk, size_t dl, uint8_t type, uint16_t owner,
+                    const uint8_t *pl, size_t plen)
+{
+    uint8_t stackbuf[64];
+    uint8_t *v = plen + 3 <= sizeof(stackbuf) ? stackbuf : malloc(plen + 3);
+    if (!v) return store_errf(x->c, STORE_ENOMEM, "object record: out of memory");
+    v[0] = type;
+    put16(v + 1, owner);
+    if (plen) memcpy(v + 3, pl, plen);
+    int rc = x->kv->put(x->c, x->txn, dk, dl, v, plen + 3);
+    if (v != stackbuf) free(v);
+    return rc;
+}
+
+static int put_int(struct kx *x, const uint8_t *dk, size_t dl, uint16_t owner, int64_t i)
+{
+    uint8_t b[8];
+    rw_put_be64(b, (uint64_t)i);
+    return meta_put(x, dk, dl, 'i', owner, b, 8);
+}
+
+static int put_list(struct kx *x, const uint8_t *dk, size_t dl, uint16_t owner, uint64_t h,
+                    uint64_t t)
+{
+    uint8_t b[16];
+    rw_put_be64(b, h);
+    rw_put_be64(b + 8, t);
+    return meta_put(x, dk, dl, 'l', owner, b, 16);
+}
+
+static int want_type(struct kx *x, const struct meta *m, uint8_t type, const struct store_op *o)
+{
+    if (m->exists && m->type != type)
+        return store_errf(x->c, STORE_ETYPE, "op %u at (%llu,%u): object is '%c', op needs '%c'",
+                          o->kind, (unsigned long long)o->clock, o->seq, m->type, type);
+    return STORE_OK;
+}
+
+static int check_owner(struct kx *x, const struct store_op *o, const struct meta *m)
+{
+    struct store_client *c = x->c;
+    if (o->scope != STORE_FLOW) return STORE_OK;
+    if (x->self_root != c->slot)
+        return store_errf(c, STORE_EOWNER, "slot %u was transferred to slot %u", c->slot,
+                          x->self_root);
+    uint16_t own;
+    if (!m->exists) return STORE_OK;
+    int rc = resolve(x, m->owner, &own);
+    if (rc == STORE_OK && own != c->slot)
+        rc = store_errf(c, STORE_EOWNER, "per-flow object owned by slot %u, op from slot %u", own,
+                        c->slot);
+    return rc;
+}
+
+static uint16_t new_owner(const struct kx *x, const struct store_op *o, const struct meta *m)
+{
+    if (m->exists) return m->owner;
+    return o->scope == STORE_FLOW ? x->c->slot : STORE_NO_SLOT;
+}
+
+static int do_pop(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m, struct store_res *r)
+{
+    uint8_t ek[DK_MAX + 8];
+    const uint8_t *p;
+    size_t n;
+    if (!m->exists || m->head == m->tail) return STORE_OK;
+    size_t el = k_elem(ek, dk, dl, m->head);
+    int rc = x->kv->get(x->c, x->txn, ek, el, &p, &n);
+    if (rc) return rc < 0 ? rc : store_errf(x->c, STORE_ECORRUPT, "list element missing");
+    if (store_res_set(r, p, n)) return store_errf(x->c, STORE_ENOMEM, "pop: out of memory");
+    r->found = true;
+    uint16_t owner = m->owner;
+    uint64_t head = m->head + 1, tail = m->tail;
+    if ((rc = x->kv->del(x->c, x->txn, ek, el))) return rc;
+    return put_list(x, dk, dl, owner, head, tail);
+}
+
+static int do_push(struct kx *x, const uint8_t *dk, size_t dl, const struct meta *m,
+                   const struct store_op *o)
+{
+    uint8_t ek[DK_MAX + 8];
+    uint64_t h = m->exists ? m->head : 0, t = m->exists ? m->tail : 0;
+    uint16_t owner = new_owner(x, o, m);
+    size_t el = k_elem(ek, dk, dl, t);
+    int rc = x->kv->put(x->c, x->txn, ek, el, x->b->bytes + o->aoff, o->alen);
+    return rc ? rc : put_list(x, dk, dl, owner, h, t + 1);
+}
+
+static int do_del(struct kx *x, const uint8_t *dk, size_t dl, const struct meta *m,
+                  struct store_res *r)
+{
+    uint8_t ek[DK_MAX + 8];
+    if (!m->exists) return STORE_OK;
+    r->found = true;
+    for (uint64_t i = m->head; m->type == 'l' && i < m->tail; i++) {
+        int rc = x->kv->del(x->c, x->txn, ek, k_elem(ek, dk, dl, i));
+        if (rc) return rc;
+    }
+    return x->kv->del(x->c, x->txn, dk, dl);
+}
+
+static int do_cas(struct kx *x, const uint8_t *dk, size_t dl, const struct meta *m,
+                  const struct store_op *o, struct store_res *r)
+{
+    const uint8_t *a = x->b->bytes + o->aoff;
+    bool match =
+        o->has_a ? (m->exists && m->len == o->alen && !memcmp(m->bytes, a, o->alen)) : !m->exists;
+    if (!match) return STORE_OK;
+    r->swapped = true;
+    return meta_put(x, dk, dl, 's', new_owner(x, o, m), x->b->bytes + o->boff, o->blen);
+}
+
+static int do_move(struct kx *x, const uint8_t *dk, size_t dl, const struct meta *m,
+                   const struct store_op *o, struct store_res *r)
+{
+    if (!m->exists) return STORE_OK;
+    r->found = true;
+    uint8_t *copy = malloc(m->len + 1);
+    if (!copy) return store_errf(x->c, STORE_ENOMEM, "move: out of memory");
+    memcpy(copy, m->bytes, m->len);
+    int rc = meta_put(x, dk, dl, m->type, o->to, copy, m->len);
+    free(copy);
+    return rc;
+}
+
+/* Applies one op to a loaded object (ownership already checked). */
+static int do_op(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m,
+                 const struct store_op *o, struct store_res *r)
+{
+    int rc;
+    switch (o->kind) {
+    case SOP_GET:
+    case SOP_PUT:
+    case SOP_CAS:
+        if ((rc = want_type(x, m, 's', o))) return rc;
+        if (o->kind == SOP_PUT)
+            return meta_put(x, dk, dl, 's', new_owner(x, o, m), x->b->bytes + o->aoff, o->alen);
+        if (o->kind == SOP_CAS) return do_cas(x, dk, dl, m, o, r);
+        r->found = m->exists;
+        return store_res_set(r, m->bytes, m->len);
+    case SOP_GETI:
+    case SOP_INCR:
+        if ((rc = want_type(x, m, 'i', o))) return rc;
+        r->found = m->exists;
+        r->i = m->i;
+        if (o->kind == SOP_GETI) return STORE_OK;
+        r->i = (int64_t)((uint64_t)m->i + (uint64_t)o->delta);
+        return put_int(x, dk, dl, new_owner(x, o, m), r->i);
+    case SOP_PUSH:
+    case SOP_POP:
+        if ((rc = want_type(x, m, 'l', o))) return rc;
+        return o->kind == SOP_PUSH ? do_push(x, dk, dl, m, o) : do_pop(x, dk, dl, m, r);
+    case SOP_DEL:
+        return do_del(x, dk, dl, m, r);
+    case SOP_MOVE:
+        return do_move(x, dk, dl, m, o, r);
+    }
+    return store_errf(x->c, STORE_EINVAL, "unknown op kind %u", o->kind);
+}
+
+static int rec_put(struct kx *x, const struct store_op *o, const struct store_res *r)
+{
+    uint8_t k[17];
+    k_op(k, o->clock, x->c->vertex, o->seq);
+    size_t n = 10 + r->len;
+    uint8_t stackbuf[128];
+    uint8_t *v = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
+    if (!v) return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
+    v[0] = o->kind;
+    v[1] = (uint8_t)((r->found ? 1 : 0) | (r->swapped ? 2 : 0));
+    rw_put_be64(v + 2, (uint64_t)r->i);
+    if (r->len) memcpy(v + 10, r->buf, r->len);
+    int rc = x->kv->put(x->c, x->txn, k, 17, v, n);
+    if (v != stackbuf) free(v);
+    return rc;
+}
+
+/* 0: no record; 1: emulated (r filled); <0 error. */
+static int rec_find(struct kx *x, const struct store_op *o, struct store_res *r)
+{
+    uint8_t k[17];
+    const uint8_t *p;
+    size_t n;
+    if (o->clock < x->g)
+        return store_errf(x->c, STORE_ETRIMMED, "op at clock %llu below trim watermark %llu",
+                          (unsigned long long)o->clock, (unsigned long long)x->g);
+    k_op(k, o->clock, x->c->vertex, o->seq);
+    int rc = x->kv->get(x->c, x->txn, k, 17, &p, &n);
+    if (rc) return rc < 0 ? rc : 0;
+    if (n < 10) return store_errf(x->c, STORE_ECORRUPT, "op record of %zu bytes", n);
+    uint8_t want = o->kind == SOP_NDLOOK ? SOP_NDSET : o->kind;
+    if (p[0] != want)
+        return store_errf(x->c, STORE_ECONFLICT, "op (%llu,%u) was kind %u, now kind %u",
+                          (unsigned long long)o->clock, o->seq, p[0], o->kind);
+    r->found = p[1] & 1;
+    r->swapped = (p[1] & 2) != 0;
+    r->i = (int64_t)rw_get_be64(p + 2);
+    if (store_res_set(r, p + 10, n - 10))
+        return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
+    if (o->kind == SOP_NDLOOK) r->found = true;
+    return 1;
+}
+
+static int exec_op(struct kx *x, const struct store_op *o, struct store_res *r)
+{
+    uint8_t dk[DK_MAX];
+    struct meta m;
+    memset(r, 0, offsetof(struct store_res, buf));
+    r->len = 0;
+    int rc = o->has_id ? rec_find(x, o, r) : 0;
+    if (rc) return rc < 0 ? rc : STORE_OK;
+    if (o->kind == SOP_NDLOOK) return STORE_OK;
+    if (o->kind == SOP_NDSET) {
+        if (store_res_set(r, x->b->bytes + o->aoff, o->alen))
+            return store_errf(x->c, STORE_ENOMEM, "nondet: out of memory");
+        r->found = true;
+        return rec_put(x, o, r);
+    }
+    size_t dl = k_data(dk, x->c->vertex, o, store_op_key(x->b, o));
+    if ((rc = meta_load(x, dk, dl, &m)) || (rc = check_owner(x, o, &m)) ||
+        (rc = do_op(x, dk, dl, &m, o, r)))
+        return rc;
+    return o->has_id ? rec_put(x, o, r) : STORE_OK;
+}
+
+/* Checks the client's epoch and loads what every op of the batch needs. */
+static int prologue(struct kx *x)
+{
+    struct slotent e;
+    uint8_t g[5] = {'g'};
+    put32(g + 1, x->c->vertex);
+    int rc = slot_get(x, x->c->slot, &e);
+    if (rc) return rc;
+    if (e.epoch != x->c->epoch)
+        return store_errf(x->c, STORE_EFENCED, "slot %u now at epoch %llu, client at %llu",
+                          x->c->slot, (unsigned long long)e.epoch, (unsigned long long)x->c->epoch);
+    if ((rc = resolve(x, x->c->slot, &x->self_root))) return rc;
+    return get_u64(x, g, 5, &x->g);
+}
+
+static int raise_wm(struct kx *x, uint64_t wm)
+{
+    uint8_t k[7];
+    uint64_t old;
+    k_slot(k, 'w', x->c->vertex, x->c->slot);
+    int rc = get_u64(x, k, 7, &old);
+    if (rc || wm <= old) return rc;
+    return put_u64(x, k, 7, wm);
+}
+
+static int begin(struct kx *x, struct store_client *c, const struct kv_ops *kv, void *db,
+                 bool write)
+{
+    memset(x, 0, sizeof(*x));
+    x->c = c;
+    x->kv = kv;
+    return kv->begin(c, db, write, &x->txn);
+}
+
+static int finish(struct kx *x, int rc)
+{
+    if (rc) {
+        x->kv->abort(x->txn);
+        return rc;
+    }
+    return x->kv->commit(x->c, x->txn);
+}
+
+int kv_apply(struct store_client *c, const struct kv_ops *kv, void *db, const struct store_batch *b,
+             uint64_t wm, struct store_res *res)
+{
+    struct kx x;
+    int rc = begin(&x, c, kv, db, true);
+    if (rc) return rc;
+    x.b = b;
+    rc = prologue(&x);
+    for (size_t i = 0; rc == STORE_OK && i < b->n; i++)
+        rc = exec_op(&x, &b->ops[i], res);
+    if (rc == STORE_OK && wm) rc = raise_wm(&x, wm);
+    return finish(&x, rc);
+}
+
+int kv_epoch(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t *epoch)
+{
+    struct kx x;
+    struct slotent e;
+    int rc = begin(&x, c, kv, db, false);
+    if (rc) return rc;
+    rc = slot_get(&x, c->slot, &e);
+    *epoch = e.epoch;
+    x.kv->abort(x.txn);
+    return rc;
+}
+
+int kv_claim(struct store_client *c, const struct kv_ops *kv, void *db)
+{
+    struct kx x;
+    struct slotent e;
+    int rc = begin(&x, c, kv, db, true);
+    if (rc) return rc;
+    if ((rc = slot_get(&x, c->slot, &e)) == STORE_OK) {
+        e.epoch++;
+        rc = slot_put(&x, c->slot, &e);
+    }
+    if ((rc = finish(&x, rc)) == STORE_OK) c->epoch = e.epoch;
+    return rc;
+}
+
+int kv_transfer(struct store_client *c, const struct kv_ops *kv, void *db, uint16_t from,
+                uint16_t to)
+{
+    struct kx x;
+    struct slotent ef, et;
+    uint16_t r = 0;
+    int rc = begin(&x, c, kv, db, true);
+    if (rc) return rc;
+    if ((rc = slot_get(&x, from, &ef)) || (rc = slot_get(&x, to, &et)) ||
+        (rc = resolve(&x, to, &r)))
+        return finish(&x, rc);
+    if (ef.fwd != STORE_NO_SLOT)
+        rc = store_errf(c, STORE_EINVAL, "slot %u was already transferred to %u", from, ef.fwd);
+    else if (r != to && r != from)
+        rc = store_errf(c, STORE_EINVAL, "slot %u was transferred to %u", to, r);
+    else if (r == from) {
+        /* Taking back a slot that had been handed to from: to becomes live again. */
+        et.fwd = STORE_NO_SLOT;
+        rc = slot_put(&x, to, &et);
+    }
+    if (rc == STORE_OK) {
+        ef.fwd = to;
+        ef.epoch++;
+        rc = slot_put(&x, from, &ef);
+    }
+    return finish(&x, rc);
+}
+
+int kv_watermark(struct store_client *c, const struct kv_ops *kv, void *db, uint16_t slot,
+                 uint64_t *w)
+{
+    struct kx x;
+    uint8_t k[7];
+    int rc = begin(&x, c, kv, db, false);
+    if (rc) return rc;
+    k_slot(k, 'w', c->vertex, slot);
+    rc = get_u64(&x, k, 7, w);
+    x.kv->abort(x.txn);
+    return rc;
+}
+
+int kv_trim(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t g)
+{
+    struct kx x;
+    uint8_t lo[17], hi[17], gk[5] = {'g'};
+    uint64_t old;
+    int rc = begin(&x, c, kv, db, true);
+    if (rc) return rc;
+    k_op(lo, 0, c->vertex, 0);
+    k_op(hi, g, c->vertex, 0);
+    put32(gk + 1, c->vertex);
+    if ((rc = get_u64(&x, gk, 5, &old)) == STORE_OK && g > old)
+        rc = kv->del_range(c, x.txn, lo, hi, 17);
+    if (rc == STORE_OK && g > old) rc = put_u64(&x, gk, 5, g);
+    return finish(&x, rc);
+}

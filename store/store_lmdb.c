@@ -1,0 +1,203 @@
+/*
+ * store_lmdb.c - the `lmdb:PATH[?map=MiB]` backend: one LMDB environment shared
+ * by the worker processes of a host. LMDB serialises writers with a robust
+ * process-shared mutex, so a batch is one write transaction and a writer killed
+ * mid-transaction neither blocks nor corrupts the others (its transaction simply
+ * never commits). Environments are opened per process: open the store after
+ * fork(), never before (LMDB forbids using an environment across fork).
+ *
+ * Durability: MDB_NOSYNC, so a commit reaches the page cache (survives a process
+ * crash, DESIGN §6 `process`), not the disk; power loss is the log's business.
+ */
+#include "store_kv.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct lmdb_st {
+    MDB_env *env;
+    MDB_dbi dbi;
+};
+
+static int lerr(struct store_client *c, int mrc, const char *what)
+{
+    int rc = mrc == MDB_MAP_FULL ? STORE_EFULL : STORE_EBACKEND;
+    return store_errf(c, rc, "lmdb %s: %s", what, mdb_strerror(mrc));
+}
+
+static int l_begin(struct store_client *c, void *kv, bool write, void **txn)
+{
+    struct lmdb_st *l = kv;
+    int mrc = mdb_txn_begin(l->env, NULL, write ? 0 : MDB_RDONLY, (MDB_txn **)txn);
+    return mrc ? lerr(c, mrc, "txn_begin") : STORE_OK;
+}
+
+static MDB_dbi dbi_of(void *txn)
+{
+    (void)txn;
+    return 1; /* the main DB of every environment we open (see lmdb_open) */
+}
+
+static int l_get(struct store_client *c, void *txn, const uint8_t *k, size_t kl, const uint8_t **v,
+                 size_t *vl)
+{
+    MDB_val key = {kl, (void *)k}, val;
+    int mrc = mdb_get(txn, dbi_of(txn), &key, &val);
+    if (mrc == MDB_NOTFOUND) return 1;
+    if (mrc) return lerr(c, mrc, "get");
+    *v = val.mv_data;
+    *vl = val.mv_size;
+    return 0;
+}
+
+static int l_put(struct store_client *c, void *txn, const uint8_t *k, size_t kl, const uint8_t *v,
+                 size_t vl)
+{
+    MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
+    int mrc = mdb_put(txn, dbi_of(txn), &key, &val, 0);
+    return mrc ? lerr(c, mrc, "put") : STORE_OK;
+}
+
+static int l_del(struct store_client *c, void *txn, const uint8_t *k, size_t kl)
+{
+    MDB_val key = {kl, (void *)k};
+    int mrc = mdb_del(txn, dbi_of(txn), &key, NULL);
+    return mrc && mrc != MDB_NOTFOUND ? lerr(c, mrc, "del") : STORE_OK;
+}
+
+static int l_del_range(struct store_client *c, void *txn, const uint8_t *lo, const uint8_t *hi,
+                       size_t len)
+{
+    MDB_cursor *cur;
+    MDB_val key = {len, (void *)lo}, val;
+    int mrc = mdb_cursor_open(txn, dbi_of(txn), &cur);
+    if (mrc) return lerr(c, mrc, "cursor_open");
+    mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    while (mrc == 0 && key.mv_size == len && memcmp(key.mv_data, hi, len) < 0) {
+        if ((mrc = mdb_cursor_del(cur, 0))) break;
+        mrc = mdb_cursor_get(cur, &key, &val, MDB_GET_CURRENT);
+    }
+    mdb_cursor_close(cur);
+    return mrc && mrc != MDB_NOTFOUND ? lerr(c, mrc, "trim") : STORE_OK;
+}
+
+static int l_commit(struct store_client *c, void *txn)
+{
+    int mrc = mdb_txn_commit(txn);
+    return mrc ? lerr(c, mrc, "commit") : STORE_OK;
+}
+
+static void l_abort(void *txn)
+{
+    mdb_txn_abort(txn);
+}
+
+static const struct kv_ops lmdb_kv = {l_begin, l_get, l_put, l_del, l_del_range, l_commit, l_abort};
+
+static int parse_path(const char *rest, char *path, size_t cap, size_t *map_mib, struct rw_err *e)
+{
+    const char *q = strchr(rest, '?');
+    size_t n = q ? (size_t)(q - rest) : strlen(rest);
+    if (n == 0 || n >= cap) return rw_errf(e, STORE_EURL, "lmdb: URL needs a directory path");
+    memcpy(path, rest, n);
+    path[n] = 0;
+    *map_mib = 1024;
+    if (q) {
+        char *end;
+        if (strncmp(q, "?map=", 5) || (*map_mib = strtoul(q + 5, &end, 10)) == 0 || *end)
+            return rw_errf(e, STORE_EURL, "lmdb: option '%s' not understood (?map=MiB)", q);
+    }
+    return STORE_OK;
+}
+
+static int lmdb_open(struct store *st, const char *rest, struct rw_err *e)
+{
+    char path[4096];
+    size_t map_mib;
+    int rc = parse_path(rest, path, sizeof(path), &map_mib, e);
+    if (rc) return rc;
+    if (mkdir(path, 0775) && errno != EEXIST)
+        return rw_errf(e, STORE_EBACKEND, "lmdb: mkdir %s: %s", path, strerror(errno));
+    struct lmdb_st *l = calloc(1, sizeof(*l));
+    if (!l) return rw_errf(e, STORE_ENOMEM, "lmdb: out of memory");
+    MDB_txn *txn = NULL;
+    int mrc, dead;
+    if ((mrc = mdb_env_create(&l->env)) || (mrc = mdb_env_set_mapsize(l->env, map_mib << 20)) ||
+        (mrc = mdb_env_set_maxreaders(l->env, 1024)) ||
+        (mrc = mdb_env_open(l->env, path, MDB_NOSYNC | MDB_NOTLS, 0664)) ||
+        (mrc = mdb_reader_check(l->env, &dead)) || (mrc = mdb_txn_begin(l->env, NULL, 0, &txn)) ||
+        (mrc = mdb_dbi_open(txn, NULL, 0, &l->dbi)) || (mrc = mdb_txn_commit(txn))) {
+        rc = rw_errf(e, mrc == MDB_MAP_FULL ? STORE_EFULL : STORE_EBACKEND, "lmdb %s: %s", path,
+                     mdb_strerror(mrc));
+        if (l->env) mdb_env_close(l->env);
+        free(l);
+        return rc;
+    }
+    if (l->dbi != 1) {
+        unsigned dbi = l->dbi;
+        mdb_env_close(l->env);
+        free(l);
+        return rw_errf(e, STORE_EBACKEND, "lmdb %s: unexpected main dbi %u", path, dbi);
+    }
+    st->impl = l;
+    return STORE_OK;
+}
+
+static void lmdb_close(struct store *st)
+{
+    struct lmdb_st *l = st->impl;
+    mdb_env_close(l->env);
+    free(l);
+}
+
+static int lmdb_client_open(struct store_client *c)
+{
+    c->impl = c->st->impl;
+    return kv_epoch(c, &lmdb_kv, c->impl, &c->epoch);
+}
+
+static void lmdb_client_close(struct store_client *c)
+{
+    (void)c;
+}
+
+static int lmdb_apply(struct store_client *c, const struct store_batch *b, uint64_t wm, bool sync,
+                      struct store_res *res)
+{
+    (void)sync;
+    return kv_apply(c, &lmdb_kv, c->impl, b, wm, res);
+}
+
+static int lmdb_wait(struct store_client *c)
+{
+    (void)c;
+    return STORE_OK;
+}
+
+static int lmdb_claim(struct store_client *c)
+{
+    return kv_claim(c, &lmdb_kv, c->impl);
+}
+
+static int lmdb_transfer(struct store_client *c, uint16_t from, uint16_t to)
+{
+    return kv_transfer(c, &lmdb_kv, c->impl, from, to);
+}
+
+static int lmdb_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
+{
+    return kv_watermark(c, &lmdb_kv, c->impl, slot, w);
+}
+
+static int lmdb_trim(struct store_client *c, uint64_t g)
+{
+    return kv_trim(c, &lmdb_kv, c->impl, g);
+}
+
+const struct store_backend store_be_lmdb = {
+    lmdb_open, lmdb_close, lmdb_client_open, lmdb_client_close, lmdb_apply,
+    lmdb_wait, lmdb_claim, lmdb_transfer,    lmdb_watermark,    lmdb_trim,
+};

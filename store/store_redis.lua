@@ -1,0 +1,235 @@
+#!lua
+-- store_redis.lua - the store's semantics inside Redis, so that check-and-apply
+-- is atomic: one call applies a whole batch (or claims, transfers, trims).
+-- Every key starts with KEYS[1] = rw:{vN}, so a vertex lives in one hash slot
+-- and a Redis Cluster could spread vertices. Kinds and codes match store_int.h
+-- and store.h. Redis does not roll a script back, so a batch is validated in a
+-- first pass (against an overlay of what earlier ops of the batch change) and
+-- only then applied: a refused op leaves nothing of its batch behind.
+local T, mode = KEYS[1], ARGV[1]
+local NONE = 65535
+local SL, WM, GK, OB = T .. ':slots', T .. ':w', T .. ':g', T .. ':ob'
+local EINVAL, EOWNER, EFENCED, ETYPE, ETRIMMED, ECONFLICT = -101, -105, -106, -107, -108, -112
+local REQ = {[1] = 's', [2] = 'i', [3] = 's', [5] = 'l', [6] = 'i', [7] = 'l', [8] = 's'}
+
+local function fmt(x) return string.format('%d', x) end
+
+local function slotent(s)
+  local v = redis.call('HGET', SL, s)
+  if not v then return 0, NONE end
+  local e, f = string.match(v, '^(%d+):(%d+)$')
+  return tonumber(e), tonumber(f)
+end
+
+local function slotput(s, e, f) redis.call('HSET', SL, s, fmt(e) .. ':' .. fmt(f)) end
+
+local function resolve(s)
+  for _ = 1, 4097 do
+    local _, f = slotent(s)
+    if f == NONE then return s end
+    s = f
+  end
+  return -1
+end
+
+local function bucket(clock) return T .. ':o:' .. fmt(math.floor(tonumber(clock) / 1024)) end
+
+local function rec_get(clock, seq) return redis.call('HGET', bucket(clock), clock .. ':' .. seq) end
+
+local function op(j)
+  local b = 4 + j * 9
+  return tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4],
+    tonumber(ARGV[b + 5]), ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
+end
+
+local function fail(code, clock, seq, msg)
+  return {code, 'op (' .. clock .. ',' .. seq .. '): ' .. msg}
+end
+
+-- Pass 1: the checks of every op, without writing anything.
+local function validate(n, slot, root, G)
+  local mt, seen = {}, {}
+  local function meta(key)
+    local m = mt[key]
+    if m == nil then
+      local v = redis.call('HMGET', T .. ':' .. key, 't', 'o')
+      m = {t = v[1], o = tonumber(v[2])}
+      mt[key] = m
+    end
+    return m
+  end
+  for j = 0, n - 1 do
+    local kind, flags, clock, seq, scope, key, _, _, arg = op(j)
+    local emulated = false
+    if flags % 2 == 1 then
+      if tonumber(clock) < G then
+        return fail(ETRIMMED, clock, seq, 'below trim watermark ' .. fmt(G))
+      end
+      local rk = clock .. ':' .. seq
+      local rkind = seen[rk]
+      if not rkind then
+        local r = rec_get(clock, seq)
+        if r then rkind = tonumber(string.match(r, '^(%d+)|')) end
+      end
+      if rkind then
+        local want = kind == 9 and 10 or kind
+        if rkind ~= want then
+          return fail(ECONFLICT, clock, seq, 'was kind ' .. rkind .. ', now kind ' .. kind)
+        end
+        emulated = true
+      elseif kind ~= 9 then
+        seen[rk] = kind
+      end
+    end
+    if not emulated and kind ~= 9 and kind ~= 10 then
+      local m = meta(key)
+      if scope == 1 then
+        if root ~= slot then
+          return fail(EOWNER, clock, seq, 'slot ' .. slot .. ' was transferred to slot ' .. root)
+        end
+        if m.t then
+          local own = resolve(m.o)
+          if own ~= slot then
+            return fail(EOWNER, clock, seq, 'per-flow object owned by slot ' .. own .. ', op from slot ' .. slot)
+          end
+        end
+      end
+      local req = REQ[kind]
+      if req and m.t and m.t ~= req then
+        return fail(ETYPE, clock, seq, "object is '" .. m.t .. "', op needs '" .. req .. "'")
+      end
+      local owner = m.t and m.o or (scope == 1 and slot or NONE)
+      if (kind == 3 or kind == 5 or kind == 6) and not m.t then
+        mt[key] = {t = req, o = owner}
+      elseif kind == 8 and not m.t and math.floor(flags / 2) % 2 == 0 then
+        mt[key] = {t = 's', o = owner}
+      elseif kind == 4 then
+        mt[key] = {t = false}
+      elseif kind == 11 and m.t then
+        mt[key] = {t = m.t, o = tonumber(arg)}
+      end
+    end
+  end
+  return nil
+end
+
+-- Pass 2: one op; returns found, swapped, int, bytes.
+local function apply(kind, flags, scope, key, a, b, arg, slot)
+  local dk, lk = T .. ':' .. key, T .. ':l' .. key
+  if kind == 10 then return 1, 0, 0, a end
+  local m = redis.call('HMGET', dk, 't', 'o', 'v')
+  local t, v = m[1], m[3]
+  local owner = t and m[2] or (scope == 1 and slot or NONE)
+  if kind == 1 then
+    if t then return 1, 0, 0, v end
+  elseif kind == 2 then
+    if t then return 1, 0, tonumber(v), '' end
+  elseif kind == 3 then
+    redis.call('HSET', dk, 't', 's', 'o', owner, 'v', a)
+  elseif kind == 4 then
+    if t then redis.call('DEL', dk, lk) return 1, 0, 0, '' end
+  elseif kind == 5 then
+    if not t then redis.call('HSET', dk, 't', 'l', 'o', owner) end
+    redis.call('RPUSH', lk, a)
+  elseif kind == 6 then
+    if not t then redis.call('HSET', dk, 't', 'i', 'o', owner) end
+    return t and 1 or 0, 0, redis.call('HINCRBY', dk, 'v', arg), ''
+  elseif kind == 7 then
+    local p = redis.call('LPOP', lk)
+    if p then return 1, 0, 0, p end
+  elseif kind == 8 then
+    local match
+    if math.floor(flags / 2) % 2 == 1 then match = (t and v == a) else match = not t end
+    if match then
+      redis.call('HSET', dk, 't', 's', 'o', owner, 'v', b)
+      return 0, 1, 0, ''
+    end
+  elseif kind == 11 then
+    if t then redis.call('HSET', dk, 'o', arg) return 1, 0, 0, '' end
+  end
+  return 0, 0, 0, ''
+end
+
+local function batch()
+  local slot, epoch, wm = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local e = slotent(slot)
+  if e ~= epoch then
+    return {EFENCED, 'slot ' .. slot .. ' now at epoch ' .. fmt(e) .. ', client at ' .. fmt(epoch)}
+  end
+  local root = resolve(slot)
+  local G = tonumber(redis.call('GET', GK) or '0')
+  local n = (#ARGV - 4) / 9
+  local err = validate(n, slot, root, G)
+  if err then return err end
+  local res, buckets = {0, 0, 0, 0, ''}, {}
+  for j = 0, n - 1 do
+    local kind, flags, clock, seq, scope, key, a, b, arg = op(j)
+    local found, swapped, i, bytes = 0, 0, 0, ''
+    local r = flags % 2 == 1 and rec_get(clock, seq)
+    if r then
+      local k, f, s, ii, p = string.match(r, '^(%d+)|(%d)|(%d)|(-?%d+)|()')
+      found, swapped, i, bytes = tonumber(f), tonumber(s), tonumber(ii), string.sub(r, p)
+      if kind == 9 then found = 1 end
+    elseif kind ~= 9 then
+      found, swapped, i, bytes = apply(kind, flags, scope, key, a, b, arg, slot)
+      if flags % 2 == 1 then
+        local bk = bucket(clock)
+        redis.call('HSET', bk, clock .. ':' .. seq,
+          kind .. '|' .. found .. '|' .. swapped .. '|' .. fmt(i) .. '|' .. bytes)
+        buckets[bk] = math.floor(tonumber(clock) / 1024)
+      end
+    end
+    res = {0, found, swapped, i, bytes}
+  end
+  if wm > 0 then
+    local old = tonumber(redis.call('HGET', WM, slot) or '0')
+    if wm > old then redis.call('HSET', WM, slot, ARGV[4]) end
+  end
+  for bk, num in pairs(buckets) do redis.call('ZADD', OB, num, bk) end
+  return res
+end
+
+local function claim()
+  local s = tonumber(ARGV[2])
+  local e, f = slotent(s)
+  slotput(s, e + 1, f)
+  return {0, e + 1}
+end
+
+local function transfer()
+  local from, to = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local ef, ff = slotent(from)
+  local et = slotent(to)
+  local r = resolve(to)
+  if ff ~= NONE then
+    return {EINVAL, 'slot ' .. from .. ' was already transferred to ' .. ff}
+  end
+  if r ~= to and r ~= from then
+    return {EINVAL, 'slot ' .. to .. ' was transferred to ' .. r}
+  end
+  if r == from then slotput(to, et, NONE) end
+  slotput(from, ef + 1, to)
+  return {0}
+end
+
+local function trim()
+  local g = tonumber(ARGV[2])
+  local old = tonumber(redis.call('GET', GK) or '0')
+  if g <= old then return {0} end
+  local gb = math.floor(g / 1024)
+  local below = '(' .. fmt(gb)
+  for _, bk in ipairs(redis.call('ZRANGEBYSCORE', OB, '-inf', below)) do redis.call('DEL', bk) end
+  redis.call('ZREMRANGEBYSCORE', OB, '-inf', below)
+  local pb = T .. ':o:' .. fmt(gb)
+  for _, f in ipairs(redis.call('HKEYS', pb)) do
+    if tonumber(string.match(f, '^(%d+):')) < g then redis.call('HDEL', pb, f) end
+  end
+  redis.call('SET', GK, ARGV[2])
+  return {0}
+end
+
+if mode == 'b' then return batch() end
+if mode == 'c' then return claim() end
+if mode == 't' then return transfer() end
+if mode == 'r' then return trim() end
+return {EINVAL, 'unknown mode ' .. tostring(mode)}

@@ -1,0 +1,414 @@
+/*
+ * test_store_conf.c - the store's conformance suite. The same tests are built
+ * once per backend (STORE_BACKEND is "mem", "lmdb" or "redis"), so the C engine
+ * and the Redis Lua script are held to one behaviour: every op, emulation of
+ * repeats, nondet, ownership, transfer, watermark, trim, batch atomicity, and
+ * for the shared backends concurrent processes and a client killed mid-batch.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store_fixture.h"
+#include "testutil.h"
+
+#ifndef STORE_BACKEND
+#error "STORE_BACKEND must name the backend under test"
+#endif
+
+static struct sfx fx;
+
+#define OK(expr) CU_ASSERT_EQUAL_FATAL((expr), STORE_OK)
+
+static struct store_key K(uint8_t scope, uint16_t obj, const char *s) {
+    struct store_key k = {scope, obj, s, strlen(s)};
+    return k;
+}
+
+#define ID(clock, seq) (&(struct store_opid){(clock), (seq)})
+
+static struct store *
+fresh(void)
+{
+    struct store *st = NULL;
+    CU_ASSERT_EQUAL_FATAL(sfx_fresh(&fx, &st), 0);
+    return st;
+}
+
+static struct store_client *client(struct store *st, uint32_t v, uint16_t slot)
+{
+    struct store_client *c = NULL;
+    struct rw_err e = {0};
+    CU_ASSERT_EQUAL_FATAL(store_client_open(st, v, slot, &c, &e), STORE_OK);
+    return c;
+}
+
+static int64_t geti(struct store_client *c, const struct store_key *k)
+{
+    int64_t v = -999;
+    bool found;
+    CU_ASSERT_EQUAL(store_get_int(c, NULL, k, &v, &found), STORE_OK);
+    return v;
+}
+
+/* Reads a string value; returns "" when absent. */
+static const char *gets(struct store_client *c, const struct store_key *k, char *buf, size_t cap)
+{
+    size_t len = 0;
+    bool found = false;
+    CU_ASSERT_EQUAL(store_get(c, NULL, k, buf, cap - 1, &len, &found), STORE_OK);
+    buf[found ? len : 0] = 0;
+    return buf;
+}
+
+static void test_ops(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 1, 0);
+    struct store_key s = K(STORE_SHARED, 1, "name"), n = K(STORE_SHARED, 2, "ctr"),
+                     l = K(STORE_SHARED, 3, "ports");
+    char buf[64];
+    size_t len;
+    bool found, sw;
+    int64_t v;
+
+    CU_ASSERT_STRING_EQUAL(gets(c, &s, buf, sizeof(buf)), "");
+    OK(store_put(c, ID(1, 0), &s, "alpha", 5));
+    CU_ASSERT_STRING_EQUAL(gets(c, &s, buf, sizeof(buf)), "alpha");
+    OK(store_incr(c, ID(1, 1), &n, 5, &v));
+    CU_ASSERT_EQUAL(v, 5);
+    OK(store_decr(c, ID(1, 2), &n, 2, NULL));
+    CU_ASSERT_EQUAL(geti(c, &n), 3);
+    OK(store_push(c, ID(1, 3), &l, "p1", 2));
+    OK(store_push(c, ID(1, 4), &l, "p2", 2));
+    OK(store_pop(c, ID(1, 5), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && len == 2 && !memcmp(buf, "p1", 2));
+    OK(store_pop(c, ID(1, 6), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && !memcmp(buf, "p2", 2));
+    OK(store_pop(c, ID(1, 7), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(!found);
+    OK(store_cas(c, ID(2, 0), &s, "beta", 4, "gamma", 5, &sw));
+    CU_ASSERT(!sw);
+    OK(store_cas(c, ID(2, 1), &s, "alpha", 5, "gamma", 5, &sw));
+    CU_ASSERT(sw);
+    CU_ASSERT_STRING_EQUAL(gets(c, &s, buf, sizeof(buf)), "gamma");
+    struct store_key fresh_k = K(STORE_SHARED, 1, "new");
+    OK(store_cas(c, ID(2, 2), &fresh_k, NULL, 0, "x", 1, &sw));
+    CU_ASSERT(sw);
+    OK(store_del(c, ID(2, 3), &s));
+    CU_ASSERT_STRING_EQUAL(gets(c, &s, buf, sizeof(buf)), "");
+    /* A value larger than the buffer says how big it is. */
+    CU_ASSERT_EQUAL(store_get(c, NULL, &fresh_k, buf, 0, &len, &found), STORE_ETOOBIG);
+    CU_ASSERT_EQUAL(len, 1);
+    store_client_close(c);
+    store_close(st);
+}
+
+static void test_types_and_atomic_batch(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 1, 0);
+    struct store_key s = K(STORE_SHARED, 1, "str"), n = K(STORE_SHARED, 2, "n");
+    int64_t v;
+    OK(store_put(c, ID(1, 0), &s, "x", 1));
+    OK(store_flush(c));
+    CU_ASSERT_EQUAL(store_incr(c, ID(2, 0), &s, 1, &v), STORE_ETYPE);
+    CU_ASSERT(strlen(store_client_errmsg(c)) > 0);
+    /* A batch whose third op is refused applies nothing. */
+    OK(store_incr(c, ID(3, 0), &n, 1, NULL));
+    OK(store_incr(c, ID(3, 1), &n, 1, NULL));
+    OK(store_push(c, ID(3, 2), &s, "y", 1));
+    CU_ASSERT_EQUAL(store_flush(c), STORE_ETYPE);
+    CU_ASSERT_EQUAL(geti(c, &n), 0);
+    /* The refused ops left no record: the same ids apply now. */
+    OK(store_incr(c, ID(3, 0), &n, 1, &v));
+    CU_ASSERT_EQUAL(v, 1);
+    /* An op identity reused for another kind of op is a conflict, not a result. */
+    CU_ASSERT_EQUAL(store_get_int(c, ID(3, 0), &n, &v, &(bool){0}), STORE_ECONFLICT);
+    store_client_close(c);
+    store_close(st);
+}
+
+static void test_emulation(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 2, 0);
+    struct store_key s = K(STORE_SHARED, 1, "s"), n = K(STORE_SHARED, 2, "n"),
+                     l = K(STORE_SHARED, 3, "l"), d = K(STORE_SHARED, 1, "d");
+    char buf[64];
+    size_t len;
+    bool found, sw;
+    int64_t v;
+
+    /* put: a repeat of an older put does not overwrite a newer value. */
+    OK(store_put(c, ID(1, 0), &s, "v1", 2));
+    OK(store_put(c, ID(2, 0), &s, "v2", 2));
+    OK(store_put(c, ID(1, 0), &s, "v1", 2));
+    CU_ASSERT_STRING_EQUAL(gets(c, &s, buf, sizeof(buf)), "v2");
+    /* incr: same result, no second effect (blind and sync). */
+    OK(store_incr(c, ID(3, 0), &n, 3, &v));
+    OK(store_incr(c, ID(3, 0), &n, 3, &v));
+    CU_ASSERT_EQUAL(v, 3);
+    OK(store_incr(c, ID(3, 1), &n, 10, NULL));
+    OK(store_incr(c, ID(3, 1), &n, 10, NULL));
+    CU_ASSERT_EQUAL(geti(c, &n), 13);
+    /* push and pop. */
+    OK(store_push(c, ID(4, 0), &l, "a", 1));
+    OK(store_push(c, ID(4, 0), &l, "a", 1));
+    OK(store_push(c, ID(4, 1), &l, "b", 1));
+    OK(store_pop(c, ID(5, 0), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && buf[0] == 'a');
+    OK(store_pop(c, ID(5, 0), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && len == 1 && buf[0] == 'a');
+    OK(store_pop(c, ID(5, 1), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && buf[0] == 'b');
+    OK(store_pop(c, ID(5, 2), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(!found);
+    OK(store_pop(c, ID(5, 1), &l, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && buf[0] == 'b');
+    /* cas: the recorded outcome, even after the value moved on. */
+    OK(store_cas(c, ID(6, 0), &s, "v2", 2, "v3", 2, &sw));
+    CU_ASSERT(sw);
+    OK(store_put(c, ID(6, 1), &s, "v4", 2));
+    OK(store_cas(c, ID(6, 0), &s, "v2", 2, "v3", 2, &sw));
+    CU_ASSERT(sw);
+    CU_ASSERT_STRING_EQUAL(gets(c, &s, buf, sizeof(buf)), "v4");
+    /* del: a repeat does not delete what was put since. */
+    OK(store_put(c, ID(7, 0), &d, "x", 1));
+    OK(store_del(c, ID(7, 1), &d));
+    OK(store_put(c, ID(7, 2), &d, "y", 1));
+    OK(store_del(c, ID(7, 1), &d));
+    CU_ASSERT_STRING_EQUAL(gets(c, &d, buf, sizeof(buf)), "y");
+    /* Reads with an id return what the first read saw. */
+    OK(store_get(c, ID(8, 0), &s, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && len == 2 && !memcmp(buf, "v4", 2));
+    OK(store_get_int(c, ID(8, 1), &n, &v, &found));
+    CU_ASSERT_EQUAL(v, 13);
+    OK(store_put(c, ID(9, 0), &s, "v5", 2));
+    OK(store_incr(c, ID(9, 1), &n, 1, NULL));
+    OK(store_get(c, ID(8, 0), &s, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && !memcmp(buf, "v4", 2));
+    OK(store_get_int(c, ID(8, 1), &n, &v, &found));
+    CU_ASSERT_EQUAL(v, 13);
+    CU_ASSERT_EQUAL(geti(c, &n), 14);
+    /* Another instance of the slot (a clone) gets the same emulated results. */
+    struct store_client *clone = client(st, 2, 0);
+    OK(store_incr(clone, ID(3, 0), &n, 3, &v));
+    CU_ASSERT_EQUAL(v, 3);
+    CU_ASSERT_EQUAL(geti(clone, &n), 14);
+    store_client_close(clone);
+    store_client_close(c);
+    store_close(st);
+}
+
+struct gen {
+    int calls;
+    char val[16];
+};
+
+static int gen_fn(void *arg, void *buf, size_t cap, size_t *len)
+{
+    struct gen *g = arg;
+    g->calls++;
+    *len = strlen(g->val);
+    if (*len > cap) return STORE_ETOOBIG;
+    memcpy(buf, g->val, *len);
+    return 0;
+}
+
+static void test_nondet(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 3, 0), *clone = client(st, 3, 0);
+    struct gen g1 = {0, "port-4711"}, g2 = {0, "port-9"};
+    char buf[32];
+    size_t len;
+    OK(store_nondet(c, ID(10, 0), gen_fn, &g1, buf, sizeof(buf), &len));
+    CU_ASSERT(len == 9 && !memcmp(buf, "port-4711", 9));
+    CU_ASSERT_EQUAL(g1.calls, 1);
+    OK(store_nondet(c, ID(10, 0), gen_fn, &g1, buf, sizeof(buf), &len));
+    CU_ASSERT_EQUAL(g1.calls, 1);
+    OK(store_nondet(clone, ID(10, 0), gen_fn, &g2, buf, sizeof(buf), &len));
+    CU_ASSERT(len == 9 && !memcmp(buf, "port-4711", 9));
+    CU_ASSERT_EQUAL(g2.calls, 0);
+    OK(store_nondet(clone, ID(10, 1), gen_fn, &g2, buf, sizeof(buf), &len));
+    CU_ASSERT(len == 6 && g2.calls == 1);
+    store_client_close(clone);
+    store_client_close(c);
+    store_close(st);
+}
+
+static void test_ownership(void)
+{
+    struct store *st = fresh();
+    struct store_client *a = client(st, 4, 1), *b = client(st, 4, 2);
+    struct store_key f = K(STORE_FLOW, 1, "flow-1"), sh = K(STORE_SHARED, 2, "total");
+    char buf[16];
+    size_t len;
+    bool found;
+    int64_t v;
+    OK(store_put(a, ID(1, 0), &f, "nat", 3));
+    OK(store_incr(a, ID(1, 1), &sh, 1, NULL));
+    OK(store_flush(a));
+    CU_ASSERT_EQUAL(store_get(b, NULL, &f, buf, sizeof(buf), &len, &found), STORE_EOWNER);
+    CU_ASSERT_EQUAL(store_put(b, ID(2, 0), &f, "x", 1), STORE_OK); /* queued */
+    CU_ASSERT_EQUAL(store_flush(b), STORE_EOWNER);
+    OK(store_incr(b, ID(2, 1), &sh, 1, &v));
+    CU_ASSERT_EQUAL(v, 2);
+    /* A per-flow move hands the object to b. */
+    OK(store_move(a, ID(3, 0), &f, 2));
+    CU_ASSERT_EQUAL(store_get(a, NULL, &f, buf, sizeof(buf), &len, &found), STORE_EOWNER);
+    OK(store_get(b, NULL, &f, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && len == 3 && !memcmp(buf, "nat", 3));
+    OK(store_put(b, ID(4, 0), &f, "nat2", 4));
+    OK(store_flush(b));
+    store_client_close(a);
+    store_client_close(b);
+    store_close(st);
+}
+
+static void test_transfer_and_claim(void)
+{
+    struct store *st = fresh();
+    struct store_client *a = client(st, 5, 1), *b = client(st, 5, 2), *admin = client(st, 5, 0);
+    struct store_key f1 = K(STORE_FLOW, 1, "f1"), f2 = K(STORE_FLOW, 1, "f2"),
+                     sh = K(STORE_SHARED, 2, "n");
+    int64_t v;
+    bool found;
+    OK(store_incr(a, ID(1, 0), &f1, 7, NULL));
+    OK(store_incr(a, ID(1, 1), &f2, 8, NULL));
+    OK(store_flush(a));
+    OK(store_transfer(admin, 1, 2));
+    /* The old instance of slot 1 is fenced from everything, shared objects too. */
+    CU_ASSERT_EQUAL(store_incr(a, ID(2, 0), &sh, 1, &v), STORE_EFENCED);
+    OK(store_get_int(b, NULL, &f1, &v, &found));
+    CU_ASSERT(found && v == 7);
+    OK(store_incr(b, ID(2, 1), &f2, 1, &v));
+    CU_ASSERT_EQUAL(v, 9);
+    /* A newcomer on the emptied slot owns nothing any more. */
+    struct store_client *a2 = client(st, 5, 1);
+    CU_ASSERT_EQUAL(store_get_int(a2, NULL, &f1, &v, &found), STORE_EOWNER);
+    OK(store_incr(a2, ID(3, 0), &sh, 1, &v));
+    /* Transferring back revives slot 1 with everything of slot 2. */
+    OK(store_transfer(admin, 2, 1));
+    CU_ASSERT_EQUAL(store_get_int(b, NULL, &f1, &v, &found), STORE_EFENCED);
+    OK(store_get_int(a2, NULL, &f1, &v, &found));
+    CU_ASSERT(found && v == 7);
+    CU_ASSERT_EQUAL(store_transfer(admin, 2, 3), STORE_EINVAL);
+    /* claim: a replacement fences the instance it replaces; a clone does not. */
+    struct store_client *clone = client(st, 5, 1), *spare = client(st, 5, 1);
+    OK(store_incr(clone, ID(4, 0), &f1, 1, &v));
+    OK(store_claim(spare));
+    CU_ASSERT_EQUAL(store_incr(a2, ID(4, 1), &f1, 1, &v), STORE_EFENCED);
+    CU_ASSERT_EQUAL(store_incr(clone, ID(4, 1), &f1, 1, &v), STORE_EFENCED);
+    OK(store_incr(spare, ID(4, 0), &f1, 1, &v));
+    CU_ASSERT_EQUAL(v, 8);
+    store_client_close(clone);
+    store_client_close(spare);
+    store_client_close(a2);
+    store_client_close(admin);
+    store_client_close(a);
+    store_client_close(b);
+    store_close(st);
+}
+
+static void test_watermark_and_batches(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 6, 3), *obs = client(st, 6, 0);
+    struct store_key n = K(STORE_SHARED, 1, "n");
+    uint64_t w = 99;
+    OK(store_client_set_batch(c, 4));
+    OK(store_watermark(obs, 3, &w));
+    CU_ASSERT_EQUAL(w, 0);
+    for (uint64_t clk = 1; clk <= 10; clk++) {
+        OK(store_incr(c, ID(clk, 0), &n, 1, NULL));
+        OK(store_done(c, clk));
+    }
+    /* Full batches went out with the watermark of their time; two ops still wait. */
+    CU_ASSERT_EQUAL(geti(obs, &n), 8);
+    OK(store_watermark(obs, 3, &w));
+    CU_ASSERT_EQUAL(w, 7);
+    OK(store_flush(c));
+    CU_ASSERT_EQUAL(geti(obs, &n), 10);
+    OK(store_watermark(obs, 3, &w));
+    CU_ASSERT_EQUAL(w, 10);
+    /* A slower instance of the slot (a clone) does not pull it back. */
+    struct store_client *clone = client(st, 6, 3);
+    OK(store_done(clone, 4));
+    OK(store_flush(clone));
+    OK(store_watermark(obs, 3, &w));
+    CU_ASSERT_EQUAL(w, 10);
+    store_client_close(clone);
+    store_client_close(c);
+    store_client_close(obs);
+    store_close(st);
+}
+
+static void test_trim(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 7, 0), *other = client(st, 8, 0);
+    struct store_key n = K(STORE_SHARED, 1, "n");
+    int64_t v;
+    for (uint64_t clk = 1; clk <= 10; clk++)
+        OK(store_incr(c, ID(clk, 0), &n, 1, NULL));
+    OK(store_incr(other, ID(3, 0), &n, 1, NULL));
+    OK(store_flush(c));
+    OK(store_flush(other));
+    OK(store_trim(c, 6));
+    CU_ASSERT_EQUAL(store_incr(c, ID(3, 0), &n, 1, &v), STORE_ETRIMMED);
+    OK(store_incr(c, ID(8, 0), &n, 1, &v));
+    CU_ASSERT_EQUAL(v, 8); /* the recorded result */
+    OK(store_incr(c, ID(12, 0), &n, 1, &v));
+    CU_ASSERT_EQUAL(v, 11);
+    /* Another vertex keeps its records. */
+    OK(store_incr(other, ID(3, 0), &n, 1, &v));
+    CU_ASSERT_EQUAL(v, 1);
+    store_client_close(other);
+    store_client_close(c);
+    store_close(st);
+}
+
+static void test_bad_url(void)
+{
+    struct store *st = NULL;
+    struct rw_err e = {0};
+    CU_ASSERT_EQUAL(store_open("ftp://x", &st, &e), STORE_EURL);
+    CU_ASSERT(strstr(e.msg, "ftp://x") != NULL);
+    CU_ASSERT_EQUAL(store_open("lmdb:", &st, &e), STORE_EURL);
+    CU_ASSERT_EQUAL(store_open("lmdb:/tmp/x?mapp=3", &st, &e), STORE_EURL);
+    CU_ASSERT_EQUAL(store_open("redis://", &st, &e), STORE_EURL);
+    CU_ASSERT_EQUAL(store_open("redis://127.0.0.1:notaport", &st, &e), STORE_EURL);
+    CU_ASSERT_EQUAL(store_open("mem:junk", &st, &e), STORE_EURL);
+}
+
+#include "test_store_shared.inc"
+
+static void add(CU_pSuite s)
+{
+    CU_add_test(s, "ops", test_ops);
+    CU_add_test(s, "types and atomic batch", test_types_and_atomic_batch);
+    CU_add_test(s, "emulation of repeats", test_emulation);
+    CU_add_test(s, "nondet recorded once", test_nondet);
+    CU_add_test(s, "ownership and moves", test_ownership);
+    CU_add_test(s, "transfer and claim", test_transfer_and_claim);
+    CU_add_test(s, "watermark and batches", test_watermark_and_batches);
+    CU_add_test(s, "trim", test_trim);
+    CU_add_test(s, "bad URLs", test_bad_url);
+    add_shared(s);
+}
+
+int main(void)
+{
+    if (sfx_start(&fx, STORE_BACKEND)) {
+        fprintf(stderr, "cannot set up the %s backend\n", STORE_BACKEND);
+        sfx_stop(&fx);
+        return 1;
+    }
+    int rc = tu_main("store-" STORE_BACKEND, add);
+    sfx_stop(&fx);
+    return rc;
+}
