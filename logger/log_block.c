@@ -3,7 +3,9 @@
  *
  * Varints and the record layout are written by hand: they are a few lines, and a
  * general serialisation library would cost more per packet than the whole record.
- * Compression and checksums come from lz4 and DPDK's CRC32C.
+ * Compression and checksums come from lz4 and zlib's crc32 (which reads bytes at
+ * any alignment: LMDB does not align values, and DPDK's CRC32C helper does
+ * unaligned word loads).
  */
 #include "log_block.h"
 
@@ -13,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <rte_hash_crc.h>
+#include <zlib.h>
 
 static size_t put_varint(uint8_t *p, uint64_t v)
 {
@@ -173,6 +175,7 @@ static void put_header(uint8_t *v, const struct log_block_hdr *h)
     put_le64(v + 32, h->last_clock);
     put_le64(v + 40, h->min_ts);
     put_le64(v + 48, h->max_ts);
+    put_le64(v + 56, h->first_ts);
 }
 
 static uint32_t block_crc(const uint8_t *v, size_t len)
@@ -180,8 +183,8 @@ static uint32_t block_crc(const uint8_t *v, size_t len)
     uint8_t hdr[LOG_BLOCK_HDR];
     memcpy(hdr, v, LOG_BLOCK_HDR);
     put_le32(hdr + 20, 0);
-    uint32_t c = rte_hash_crc(hdr, LOG_BLOCK_HDR, 0xffffffffu);
-    return rte_hash_crc(v + LOG_BLOCK_HDR, (uint32_t)(len - LOG_BLOCK_HDR), c);
+    uLong c = crc32(0L, hdr, LOG_BLOCK_HDR);
+    return (uint32_t)crc32(c, v + LOG_BLOCK_HDR, (uInt)(len - LOG_BLOCK_HDR));
 }
 
 int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_len)
@@ -196,6 +199,7 @@ int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_
         .last_clock = b->last_clock,
         .min_ts = b->min_ts,
         .max_ts = b->max_ts,
+        .first_ts = b->first_ts,
     };
     int c = LZ4_compress_default((const char *)b->raw, (char *)v + LOG_BLOCK_HDR, (int)b->raw_len,
                                  bound);
@@ -231,12 +235,14 @@ int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char 
     h->last_clock = get_le64(v + 32);
     h->min_ts = get_le64(v + 40);
     h->max_ts = get_le64(v + 48);
+    h->first_ts = get_le64(v + 56);
     if ((size_t)h->stored_len != len - LOG_BLOCK_HDR)
         return BAD("block says %u payload bytes but holds %zu", h->stored_len, len - LOG_BLOCK_HDR);
     if (block_crc(v, len) != h->crc) return BAD("checksum mismatch (stored 0x%08x)", h->crc);
     if (h->codec != LOG_CODEC_RAW && h->codec != LOG_CODEC_LZ4)
         return BAD("unknown codec %u", h->codec);
-    if (h->count == 0 || h->first_clock > h->last_clock || h->min_ts > h->max_ts)
+    if (h->count == 0 || h->first_clock > h->last_clock || h->min_ts > h->max_ts ||
+        h->first_ts < h->min_ts || h->first_ts > h->max_ts)
         return BAD("inconsistent block header");
     if (h->codec == LOG_CODEC_RAW && h->raw_len != h->stored_len)
         return BAD("raw block with raw_len %u != stored_len %u", h->raw_len, h->stored_len);
@@ -286,7 +292,7 @@ int log_block_decode(const uint8_t *v, size_t len, const struct log_block_hdr *h
     struct log_rec r;
     memset(&r, 0, sizeof(r));
     r.meta.clock = h->first_clock;
-    uint64_t prev_ts = h->min_ts;
+    uint64_t prev_ts = h->first_ts;
     for (uint32_t i = 0; i < h->count; i++) {
         uint64_t before = r.meta.clock;
         uint16_t before_sub = r.meta.sub;

@@ -1,14 +1,14 @@
 /*
  * log_block.h - the on-disk block: a group of packet records, optionally lz4-
- * compressed, guarded by a CRC32C. Internal to the logger.
+ * compressed, guarded by a CRC-32. Internal to the logger.
  *
  * Layout (little-endian):
  *   u32 magic "RWB1" | u8 version | u8 codec | u16 reserved
- *   u32 count | u32 raw_len | u32 stored_len | u32 crc32c (header with crc=0, then payload)
- *   u64 first_clock | u64 last_clock | u64 min_ts | u64 max_ts
+ *   u32 count | u32 raw_len | u32 stored_len | u32 crc32 (header with crc=0, then payload)
+ *   u64 first_clock | u64 last_clock | u64 min_ts | u64 max_ts | u64 first_ts
  *   payload: stored_len bytes (raw records, or their lz4 compression)
  * Records: varint clock delta (from the previous clock; first from first_clock),
- * varint sub, zigzag varint ts delta (from the previous ts; first from min_ts),
+ * varint sub, zigzag varint ts delta (from the previous ts; first from first_ts),
  * varint port, varint flags, varint orig_len, varint cap_len, cap_len bytes.
  *
  * LMDB checks its page structure but not the data in it, so the CRC is what lets
@@ -25,7 +25,7 @@
 
 #define LOG_BLOCK_MAGIC   0x31425752u /* "RWB1" */
 #define LOG_BLOCK_VERSION 1
-#define LOG_BLOCK_HDR     56
+#define LOG_BLOCK_HDR     64
 #define LOG_CODEC_RAW     0
 #define LOG_CODEC_LZ4     1
 #define LOG_REC_MAX_HDR   (10 * 7) /* seven varints at most 10 bytes each */
@@ -33,7 +33,7 @@
 struct log_block_hdr {
     uint32_t count, raw_len, stored_len, crc;
     uint8_t codec;
-    uint64_t first_clock, last_clock, min_ts, max_ts;
+    uint64_t first_clock, last_clock, min_ts, max_ts, first_ts;
 };
 
 /* A block under construction: raw records appended into a growing buffer. */

@@ -340,6 +340,9 @@ int log_writer_append(struct log_writer *w, const struct log_rec *r, struct rw_e
     if (!w->have_last && m->clock < w->next_clock && w->seg.si.packets)
         return rw_errf(e, RW_EINVAL, "append: clock %llu is below the log's next clock %llu",
                        (unsigned long long)m->clock, (unsigned long long)w->next_clock);
+    if (w->reserved && m->clock >= w->reserved)
+        return rw_errf(e, RW_EINVAL, "append: clock %llu is not reserved (reserved below %llu)",
+                       (unsigned long long)m->clock, (unsigned long long)w->reserved);
     int rc = log_bb_add(&w->bb, r, w->bb.count ? w->bb.opened_ns : rw_now_ns());
     if (rc) return rw_errf(e, rc, "append: out of memory");
     w->have_last = true;
@@ -349,8 +352,11 @@ int log_writer_append(struct log_writer *w, const struct log_rec *r, struct rw_e
     if (w->o.durability == LOG_DUR_NONE) w->durable = m->clock + 1;
     if (w->bb.count < w->o.block_pkts && w->bb.raw_len < w->o.block_bytes) return 0;
     if ((rc = close_block(w))) return rw_errf(e, rc, "append: out of memory");
-    if (w->pend_bytes >= LOG_GROUP_MAX_BYTES || w->npend >= LOG_GROUP_MAX_BLOCKS)
-        return commit_pending(w, e);
+    /* A group also stays well below a segment, so rotation keeps segments near
+     * their configured size. */
+    uint64_t group_max =
+        w->o.segment_bytes / 8 < LOG_GROUP_MAX_BYTES ? w->o.segment_bytes / 8 : LOG_GROUP_MAX_BYTES;
+    if (w->pend_bytes >= group_max || w->npend >= LOG_GROUP_MAX_BLOCKS) return commit_pending(w, e);
     return 0;
 }
 

@@ -1,0 +1,3 @@
+# Tests of the log: unit tests in-process, integration tests through `rewind`.
+rw_add_test(test_flow test_flow.c LIBS rw_common)
+rw_add_test(test_log test_log.c LIBS rw_logger)

@@ -1,0 +1,124 @@
+/*
+ * test_flow.c - the flow key parser and hash that the log's flow index and
+ * `replay --flow` rely on.
+ */
+#include <arpa/inet.h>
+#include <string.h>
+
+#include "rw_flow.h"
+#include "testutil.h"
+
+/* Ethernet + IPv4 + TCP header with the given endpoints. */
+static size_t make_v4(uint8_t *p, const char *src, uint16_t sp, const char *dst, uint16_t dp)
+{
+    memset(p, 0, 64);
+    p[12] = 0x08;
+    p[14] = 0x45;
+    p[23] = 6;
+    inet_pton(AF_INET, src, p + 26);
+    inet_pton(AF_INET, dst, p + 30);
+    p[34] = (uint8_t)(sp >> 8), p[35] = (uint8_t)sp;
+    p[36] = (uint8_t)(dp >> 8), p[37] = (uint8_t)dp;
+    return 54;
+}
+
+static void test_v4_both_directions(void)
+{
+    uint8_t a[64], b[64];
+    struct rw_flow fa, fb, q;
+    make_v4(a, "10.0.0.1", 1234, "10.0.0.2", 80);
+    make_v4(b, "10.0.0.2", 80, "10.0.0.1", 1234);
+    CU_ASSERT_TRUE(rw_flow_parse(a, 54, &fa));
+    CU_ASSERT_TRUE(rw_flow_parse(b, 54, &fb));
+    CU_ASSERT_EQUAL(fa.sport, 1234);
+    CU_ASSERT_EQUAL(fa.dport, 80);
+    CU_ASSERT_EQUAL(rw_flow_hash(&fa), rw_flow_hash(&fb));
+    CU_ASSERT_TRUE(rw_flow_match(&fa, &fb));
+    char why[128];
+    CU_ASSERT_EQUAL(rw_flow_from_string("tcp 10.0.0.2:80 10.0.0.1:1234", &q, why, sizeof(why)), 0);
+    CU_ASSERT_TRUE(rw_flow_match(&q, &fa));
+    CU_ASSERT_EQUAL(rw_flow_hash(&q), rw_flow_hash(&fa));
+    make_v4(b, "10.0.0.2", 81, "10.0.0.1", 1234);
+    CU_ASSERT_TRUE(rw_flow_parse(b, 54, &fb));
+    CU_ASSERT_FALSE(rw_flow_match(&fa, &fb));
+}
+
+static void test_truncated_and_bad_headers(void)
+{
+    uint8_t a[64];
+    struct rw_flow f;
+    make_v4(a, "10.0.0.1", 1, "10.0.0.2", 2);
+    CU_ASSERT_FALSE(rw_flow_parse(a, 13, &f));
+    CU_ASSERT_FALSE(rw_flow_parse(a, 20, &f)); /* IP header cut */
+    a[14] = 0x44;                              /* IHL 4: below the minimum */
+    CU_ASSERT_FALSE(rw_flow_parse(a, 54, &f));
+    a[14] = 0x4f; /* IHL 15 = 60 bytes, more than the frame holds */
+    CU_ASSERT_FALSE(rw_flow_parse(a, 54, &f));
+    a[14] = 0x45;
+    CU_ASSERT_TRUE(rw_flow_parse(a, 36, &f)); /* ports cut: IP-level key */
+    CU_ASSERT_EQUAL(f.sport, 0);
+    a[12] = 0x08, a[13] = 0x06; /* ARP */
+    CU_ASSERT_FALSE(rw_flow_parse(a, 54, &f));
+}
+
+static void test_fragment_has_no_ports(void)
+{
+    uint8_t a[64];
+    struct rw_flow f;
+    make_v4(a, "10.0.0.1", 1, "10.0.0.2", 2);
+    a[20] = 0x00, a[21] = 0x10; /* fragment offset 16 */
+    CU_ASSERT_TRUE(rw_flow_parse(a, 54, &f));
+    CU_ASSERT_EQUAL(f.sport, 0);
+    CU_ASSERT_EQUAL(f.dport, 0);
+}
+
+static void test_vlan_and_v6(void)
+{
+    uint8_t p[96];
+    struct rw_flow f, q;
+    memset(p, 0, sizeof(p));
+    p[12] = 0x81, p[13] = 0x00; /* one VLAN tag */
+    p[16] = 0x86, p[17] = 0xdd;
+    p[18] = 0x60;
+    p[24] = 17; /* next header UDP */
+    inet_pton(AF_INET6, "2001:db8::1", p + 26);
+    inet_pton(AF_INET6, "2001:db8::2", p + 42);
+    p[58] = 0x13, p[59] = 0x88; /* 5000 */
+    p[60] = 0x00, p[61] = 0x35; /* 53 */
+    CU_ASSERT_TRUE(rw_flow_parse(p, 66, &f));
+    CU_ASSERT_EQUAL(f.family, 6);
+    CU_ASSERT_EQUAL(f.sport, 5000);
+    char why[128];
+    CU_ASSERT_EQUAL(
+        rw_flow_from_string("udp [2001:db8::2]:53 [2001:db8::1]:5000", &q, why, sizeof(why)), 0);
+    CU_ASSERT_TRUE(rw_flow_match(&q, &f));
+}
+
+static void test_flow_string_errors(void)
+{
+    struct rw_flow q;
+    char why[128];
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:80", &q, why, sizeof(why)), 0);
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("xyz 10.0.0.1:1 10.0.0.2:2", &q, why, sizeof(why)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "unknown protocol"));
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:99999 10.0.0.2:2", &q, why, sizeof(why)),
+                        0);
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:1 [::1]:2", &q, why, sizeof(why)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "mix"));
+}
+
+static void add(CU_pSuite s)
+{
+    CU_add_test(s, "IPv4 flow matches and hashes alike in both directions",
+                test_v4_both_directions);
+    CU_add_test(s, "truncated and malformed headers are refused, not read past",
+                test_truncated_and_bad_headers);
+    CU_add_test(s, "later IPv4 fragments carry no ports", test_fragment_has_no_ports);
+    CU_add_test(s, "VLAN-tagged IPv6 UDP parses and matches a flow string", test_vlan_and_v6);
+    CU_add_test(s, "bad flow strings are refused with a reason", test_flow_string_errors);
+}
+
+int main(void)
+{
+    return tu_main("flow", add);
+}

@@ -1,0 +1,586 @@
+/*
+ * test_log.c - the log's writer and reader in-process: round trip, group commit
+ * and the durable watermark, rotation, retention, clock recovery, each index,
+ * and damage detection.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "testutil.h"
+
+#define BASE_TS 1795343910000000000ull
+
+struct gen {
+    size_t n;
+    struct log_rec *r;
+    uint8_t **bufs;
+};
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* A UDP packet of flow `flow` (direction by `reverse`), `len` bytes, payload
+ * random (incompressible) or zero. */
+static uint8_t *make_pkt(uint32_t flow, int reverse, uint32_t len, int random, uint64_t *seed)
+{
+    uint8_t *p = calloc(1, len);
+    p[12] = 0x08;
+    p[14] = 0x45;
+    p[23] = 17;
+    uint8_t a[4] = {10, 0, (uint8_t)(flow >> 8), (uint8_t)flow}, b[4] = {10, 1, 0, 1};
+    memcpy(p + 26, reverse ? b : a, 4);
+    memcpy(p + 30, reverse ? a : b, 4);
+    uint16_t sp = (uint16_t)(1000 + flow), dp = 53;
+    uint16_t s = reverse ? dp : sp, d = reverse ? sp : dp;
+    p[34] = (uint8_t)(s >> 8), p[35] = (uint8_t)s, p[36] = (uint8_t)(d >> 8), p[37] = (uint8_t)d;
+    for (uint32_t i = 42; random && i < len; i++)
+        p[i] = (uint8_t)rnd(seed);
+    return p;
+}
+
+/* n records over `flows` flows, clocks from c0, ts 1 µs apart (or shuffled). */
+static void gen_make(struct gen *g, size_t n, uint64_t c0, uint32_t flows, int random,
+                     int shuffle_ts)
+{
+    uint64_t seed = 0x1234567 + n;
+    g->n = n;
+    g->r = calloc(n, sizeof(*g->r));
+    g->bufs = calloc(n, sizeof(*g->bufs));
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = 60 + (uint32_t)(rnd(&seed) % 400);
+        g->bufs[i] = make_pkt((uint32_t)(i % flows), (int)(i / flows) & 1, len, random, &seed);
+        g->r[i].meta.clock = c0 + i;
+        g->r[i].meta.ts_ns = BASE_TS + (shuffle_ts ? rnd(&seed) % (n * 1000) : i * 1000);
+        g->r[i].meta.port = (uint16_t)(i % 3);
+        g->r[i].orig_len = len + (uint32_t)(i % 2) * 100;
+        g->r[i].cap_len = len;
+        g->r[i].data = g->bufs[i];
+    }
+}
+
+static void gen_free(struct gen *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        free(g->bufs[i]);
+    free(g->bufs);
+    free(g->r);
+}
+
+static struct log_writer *open_w(const char *dir, struct log_opts *o)
+{
+    struct log_writer *w = NULL;
+    struct rw_err e;
+    int rc = log_writer_open(dir, o, &w, &e);
+    if (rc) fprintf(stderr, "open: %s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    return w;
+}
+
+static void write_all(const char *dir, struct log_opts *o, const struct gen *g)
+{
+    struct log_writer *w = open_w(dir, o);
+    struct rw_err e;
+    for (size_t i = 0; i < g->n; i++)
+        CU_ASSERT_EQUAL_FATAL(log_writer_append(w, &g->r[i], &e), 0);
+    CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
+}
+
+/* Everything a scan returns, copied. */
+struct got {
+    size_t n, cap;
+    struct log_rec *r;
+    uint8_t **bufs;
+};
+
+static int collect(void *ctx, const struct log_rec *r)
+{
+    struct got *g = ctx;
+    if (g->n == g->cap) {
+        g->cap = g->cap ? g->cap * 2 : 1024;
+        g->r = realloc(g->r, g->cap * sizeof(*g->r));
+        g->bufs = realloc(g->bufs, g->cap * sizeof(*g->bufs));
+    }
+    g->bufs[g->n] = malloc(r->cap_len);
+    memcpy(g->bufs[g->n], r->data, r->cap_len);
+    g->r[g->n] = *r;
+    g->r[g->n].data = g->bufs[g->n];
+    g->n++;
+    return 0;
+}
+
+static void got_free(struct got *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        free(g->bufs[i]);
+    free(g->bufs);
+    free(g->r);
+    memset(g, 0, sizeof(*g));
+}
+
+static int scan(const char *dir, const struct log_query *q, struct got *out,
+                struct log_scan_stats *st, log_damage_fn damage)
+{
+    struct log_reader *r;
+    struct rw_err e;
+    memset(out, 0, sizeof(*out));
+    int rc = log_reader_open(dir, &r, &e);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    struct log_scan_cbs cb = {.visit = collect, .damage = damage, .ctx = out};
+    rc = log_scan(r, q, &cb, st, &e);
+    if (rc && !damage) fprintf(stderr, "scan: %s\n", e.msg);
+    log_reader_close(r);
+    return rc;
+}
+
+static int same_rec(const struct log_rec *a, const struct log_rec *b)
+{
+    return a->meta.clock == b->meta.clock && a->meta.ts_ns == b->meta.ts_ns &&
+           a->meta.port == b->meta.port && a->orig_len == b->orig_len && a->cap_len == b->cap_len &&
+           !memcmp(a->data, b->data, a->cap_len);
+}
+
+/* Records of g that q selects, by brute force. */
+static size_t expect(const struct gen *g, const struct log_query *q, size_t *idx)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const struct log_rec *r = &g->r[i];
+        if (r->meta.clock < q->from_clock || r->meta.clock > q->to_clock ||
+            r->meta.ts_ns < q->since_ns || r->meta.ts_ns > q->until_ns)
+            continue;
+        if (q->has_flow) {
+            struct rw_flow f;
+            if (!rw_flow_parse(r->data, r->cap_len, &f) || !rw_flow_match(&f, &q->flow)) continue;
+        }
+        idx[n++] = i;
+    }
+    return n;
+}
+
+static void check_query(const char *dir, const struct gen *g, const struct log_query *q,
+                        struct log_scan_stats *st)
+{
+    struct got got;
+    size_t *idx = malloc(g->n * sizeof(size_t));
+    size_t n = expect(g, q, idx);
+    int rc = scan(dir, q, &got, st, NULL);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_EQUAL(got.n, n);
+    for (size_t i = 0; i < n && i < got.n; i++)
+        CU_ASSERT_TRUE(same_rec(&got.r[i], &g->r[idx[i]]));
+    free(idx);
+    got_free(&got);
+}
+
+static void verify_ok(const char *dir)
+{
+    struct log_verify_cbs cb = {0};
+    struct log_verify_stats st;
+    struct rw_err e;
+    CU_ASSERT_EQUAL(log_verify(dir, &cb, &st, &e), 0);
+    CU_ASSERT_EQUAL(st.problems, 0);
+}
+
+static void test_round_trip(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 5000, 0, 50, 1, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    write_all(d, &o, &g);
+    struct log_query q;
+    log_query_all(&q);
+    check_query(d, &g, &q, NULL);
+    verify_ok(d);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static uint64_t committed_packets(const char *dir)
+{
+    struct log_reader *r;
+    struct rw_err e;
+    if (log_reader_open(dir, &r, &e)) return UINT64_MAX;
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < log_reader_nsegments(r); i++)
+        n += log_reader_segment(r, i)->packets;
+    log_reader_close(r);
+    return n;
+}
+
+static void test_group_commit_watermark(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 10, 0, 2, 0, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    o.commit_ns = 10ull * 1000000000ull; /* nothing commits on its own */
+    struct log_writer *w = open_w(d, &o);
+    struct rw_err e;
+    for (size_t i = 0; i < g.n; i++)
+        CU_ASSERT_EQUAL(log_writer_append(w, &g.r[i], &e), 0);
+    CU_ASSERT_EQUAL(log_writer_durable(w), 0);
+    CU_ASSERT_EQUAL(log_writer_tick(w, rw_now_ns(), &e), 0); /* younger than commit_ns */
+    CU_ASSERT_EQUAL(log_writer_durable(w), 0);
+    CU_ASSERT_EQUAL(committed_packets(d), 0);
+    CU_ASSERT_EQUAL(log_writer_tick(w, rw_now_ns() + o.commit_ns, &e), 0); /* aged: group commits */
+    CU_ASSERT_EQUAL(log_writer_durable(w), 10);
+    CU_ASSERT_EQUAL(committed_packets(d), 10);
+    log_writer_close(w, &e);
+    tu_rmrf(d);
+
+    o.durability = LOG_DUR_NONE; /* D moves at append */
+    w = open_w(d, &o);
+    CU_ASSERT_EQUAL(log_writer_append(w, &g.r[0], &e), 0);
+    CU_ASSERT_EQUAL(log_writer_durable(w), 1);
+    CU_ASSERT_EQUAL(committed_packets(d), 0);
+    log_writer_close(w, &e);
+    CU_ASSERT_EQUAL(committed_packets(d), 1);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_rotation(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 20000, 0, 64, 1, 0); /* ~5 MB of incompressible records */
+    struct log_opts o;
+    log_opts_default(&o);
+    o.segment_bytes = 1u << 20;
+    write_all(d, &o, &g);
+    struct log_reader *r;
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    uint32_t n = log_reader_nsegments(r);
+    CU_ASSERT_TRUE(n >= 4);
+    for (uint32_t i = 0; i + 1 < n; i++) {
+        CU_ASSERT_TRUE(log_reader_segment(r, i)->sealed);
+        CU_ASSERT_EQUAL(log_reader_segment(r, i)->last_clock + 1,
+                        log_reader_segment(r, i + 1)->first_clock);
+    }
+    log_reader_close(r);
+    struct log_query q;
+    log_query_all(&q);
+    check_query(d, &g, &q, NULL);
+    q.from_clock = 7000, q.to_clock = 13000; /* across segment boundaries */
+    check_query(d, &g, &q, NULL);
+    verify_ok(d);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_retention(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 20000, 0, 64, 1, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    o.segment_bytes = 1u << 20;
+    o.retain_bytes = 2u << 20;
+    o.trim_floor = 15000; /* segments holding clocks >= 15000 are needed */
+    write_all(d, &o, &g);
+    struct log_reader *r;
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    const struct log_seg_info *first = log_reader_segment(r, 0);
+    CU_ASSERT_TRUE(first->id > 1); /* old segments went */
+    CU_ASSERT_TRUE(first->first_clock > 0);
+    uint64_t stored = 0;
+    for (uint32_t i = 0; i < log_reader_nsegments(r); i++)
+        stored += log_reader_segment(r, i)->stored_bytes;
+    CU_ASSERT_TRUE(stored <= (4u << 20)); /* budget + the open segment + one group */
+    uint64_t from = first->first_clock;
+    log_reader_close(r);
+    struct log_query q;
+    log_query_all(&q);
+    q.from_clock = from; /* what is left is a contiguous suffix */
+    check_query(d, &g, &q, NULL);
+    verify_ok(d);
+    tu_rmrf(d);
+
+    o.trim_floor = 0; /* everything is still needed: nothing may go */
+    write_all(d, &o, &g);
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    CU_ASSERT_EQUAL(log_reader_segment(r, 0)->id, 1);
+    log_reader_close(r);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_reopen_clocks(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 100, 0, 4, 0, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    struct rw_err e;
+    /* A writer that dies without closing, after reserving clocks below 70000. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct log_writer *w;
+        if (log_writer_open(d, &o, &w, &e) || log_writer_reserve(w, 70000, &e)) _exit(1);
+        for (size_t i = 0; i < g.n; i++)
+            if (log_writer_append(w, &g.r[i], &e)) _exit(1);
+        if (log_writer_commit(w, &e)) _exit(1);
+        _exit(0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE_FATAL(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    struct log_writer *w = open_w(d, &o);
+    CU_ASSERT_EQUAL(log_writer_next_clock(w), 70000);
+    CU_ASSERT_EQUAL(log_writer_durable(w), 70000);
+    struct log_rec r = g.r[5];
+    CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), RW_EINVAL); /* below the next clock */
+    r.meta.clock = 70000;
+    CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), RW_EINVAL); /* not reserved yet */
+    CU_ASSERT_EQUAL(log_writer_reserve(w, 70000 + 65536, &e), 0);
+    CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), 0);
+    CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), RW_EINVAL); /* not increasing */
+    CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
+    CU_ASSERT_EQUAL(committed_packets(d), 101);
+    verify_ok(d);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_time_index(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 20000, 0, 50, 0, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    write_all(d, &o, &g);
+    struct log_query q;
+    log_query_all(&q);
+    q.since_ns = BASE_TS + 5000 * 1000ull;
+    q.until_ns = BASE_TS + 6000 * 1000ull - 1;
+    struct log_scan_stats st;
+    check_query(d, &g, &q, &st);
+    CU_ASSERT_STRING_EQUAL(st.index, "time");
+    CU_ASSERT_TRUE(st.blocks_read <= 3); /* 1000 packets: two or three blocks, not all */
+    CU_ASSERT_TRUE(st.blocks_total >= 19);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_time_index_unordered(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 8000, 0, 50, 0, 1); /* timestamps jump around */
+    struct log_opts o;
+    log_opts_default(&o);
+    write_all(d, &o, &g);
+    struct log_query q;
+    log_query_all(&q);
+    q.since_ns = BASE_TS + 2000 * 1000ull;
+    q.until_ns = BASE_TS + 2500 * 1000ull;
+    check_query(d, &g, &q, NULL); /* still exact when the index cannot stop early */
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_flow_index(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 20000, 0, 50, 0, 0);
+    uint64_t seed = 99;
+    size_t rare[3] = {100, 9000, 19990}; /* flow 4000 appears three times, once reversed */
+    for (int i = 0; i < 3; i++) {
+        free(g.bufs[rare[i]]);
+        g.bufs[rare[i]] = make_pkt(4000, i == 1, 80, 0, &seed);
+        g.r[rare[i]].data = g.bufs[rare[i]];
+        g.r[rare[i]].cap_len = g.r[rare[i]].orig_len = 80;
+    }
+    struct log_opts o;
+    log_opts_default(&o);
+    write_all(d, &o, &g);
+    struct log_query q;
+    log_query_all(&q);
+    char why[128];
+    CU_ASSERT_EQUAL(
+        rw_flow_from_string("udp 10.0.15.160:5000 10.1.0.1:53", &q.flow, why, sizeof(why)), 0);
+    q.has_flow = true;
+    struct log_scan_stats st;
+    check_query(d, &g, &q, &st);
+    CU_ASSERT_STRING_EQUAL(st.index, "flow");
+    CU_ASSERT_EQUAL(st.packets_matched, 3);
+    CU_ASSERT_EQUAL(st.blocks_read, 3);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_compression_where_it_helps(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    struct log_opts o;
+    log_opts_default(&o);
+    struct log_reader *r;
+    struct rw_err e;
+    gen_make(&g, 4000, 0, 8, 0, 0); /* zero payloads: lz4 pays */
+    write_all(d, &o, &g);
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    CU_ASSERT_TRUE(log_reader_segment(r, 0)->stored_bytes * 4 <
+                   log_reader_segment(r, 0)->raw_bytes);
+    log_reader_close(r);
+    gen_free(&g);
+    tu_rmrf(d);
+    gen_make(&g, 4000, 0, 8, 1, 0); /* random payloads: stored raw, not inflated */
+    write_all(d, &o, &g);
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    const struct log_seg_info *s = log_reader_segment(r, 0);
+    CU_ASSERT_TRUE(s->stored_bytes <= s->raw_bytes + s->blocks * 64);
+    log_reader_close(r);
+    struct log_query q;
+    log_query_all(&q);
+    check_query(d, &g, &q, NULL);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* Flips one byte of the file where `needle` occurs; returns 0 when found. */
+static int flip_in_file(const char *path, const uint8_t *needle, size_t n)
+{
+    size_t len;
+    char *buf = tu_slurp(path, &len);
+    if (!buf) return -1;
+    char *hit = memmem(buf, len, needle, n);
+    int rc = -1;
+    if (hit) {
+        int fd = open(path, O_WRONLY);
+        uint8_t b = (uint8_t)(hit[n / 2] ^ 0x5a);
+        rc = pwrite(fd, &b, 1, (off_t)(hit - buf) + (off_t)n / 2) == 1 ? 0 : -1;
+        close(fd);
+    }
+    free(buf);
+    return rc;
+}
+
+struct problems {
+    int n;
+    uint32_t seg;
+    uint64_t clock;
+};
+
+static void on_problem(void *ctx, uint32_t seg, uint64_t clock, const char *what)
+{
+    struct problems *p = ctx;
+    (void)what;
+    if (!p->n++) {
+        p->seg = seg;
+        p->clock = clock;
+    }
+}
+
+static void on_damage(void *ctx, uint32_t seg, uint64_t clock, const char *why)
+{
+    (void)ctx, (void)seg, (void)clock, (void)why;
+}
+
+static void test_damaged_block(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 5000, 0, 16, 1, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    write_all(d, &o, &g);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/seg-00000001/data.mdb", d);
+    size_t k = 2500; /* somewhere in the third block */
+    CU_ASSERT_EQUAL_FATAL(flip_in_file(path, g.r[k].data + 42, 16), 0);
+
+    struct problems p = {0};
+    struct log_verify_cbs cb = {.problem = on_problem, .ctx = &p};
+    struct log_verify_stats vst;
+    struct rw_err e;
+    CU_ASSERT_EQUAL(log_verify(d, &cb, &vst, &e), RW_ECORRUPT);
+    CU_ASSERT_TRUE(p.n >= 1);
+    CU_ASSERT_EQUAL(p.seg, 1);
+    CU_ASSERT_TRUE(p.clock <= k && k - p.clock < 1024); /* the first clock of k's block */
+
+    struct log_query q;
+    log_query_all(&q);
+    struct got got;
+    struct log_scan_stats st;
+    CU_ASSERT_EQUAL(scan(d, &q, &got, &st, NULL), RW_ECORRUPT); /* no damage handler: fails */
+    got_free(&got);
+    CU_ASSERT_EQUAL(scan(d, &q, &got, &st, on_damage), 0); /* with one: skips the block */
+    CU_ASSERT_EQUAL(st.blocks_damaged, 1);
+    size_t missing = g.n - got.n; /* exactly the damaged block, every other record intact */
+    CU_ASSERT_TRUE(missing > 0 && missing <= 1024 && k < p.clock + missing);
+    size_t j = 0;
+    for (size_t i = 0; i < g.n && j < got.n; i++) {
+        if (i >= p.clock && i < p.clock + missing) continue;
+        CU_ASSERT_TRUE(same_rec(&got.r[j], &g.r[i]));
+        j++;
+    }
+    got_free(&got);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_not_a_log(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct log_reader *r;
+    struct rw_err e;
+    CU_ASSERT_EQUAL(log_reader_open(d, &r, &e), RW_ENOENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "not a rewind log"));
+    tu_rmrf(d);
+    free(d);
+}
+
+static void add(CU_pSuite s)
+{
+    CU_add_test(s, "records come back exactly as appended", test_round_trip);
+    CU_add_test(s, "durable watermark moves only when a group commits",
+                test_group_commit_watermark);
+    CU_add_test(s, "segments rotate at their size and scans cross them", test_rotation);
+    CU_add_test(s, "retention deletes oldest sealed segments, never needed ones", test_retention);
+    CU_add_test(s, "after a crash the next clock is above the reservation", test_reopen_clocks);
+    CU_add_test(s, "a time window reads only the blocks the time index names", test_time_index);
+    CU_add_test(s, "time windows stay exact when timestamps are unordered",
+                test_time_index_unordered);
+    CU_add_test(s, "a flow query reads only the blocks holding the flow", test_flow_index);
+    CU_add_test(s, "lz4 is used where it helps and skipped where it does not",
+                test_compression_where_it_helps);
+    CU_add_test(s, "a damaged block is named by verify and skipped by scans", test_damaged_block);
+    CU_add_test(s, "a directory without a manifest is not a log", test_not_a_log);
+}
+
+int main(void)
+{
+    return tu_main("log", add);
+}
