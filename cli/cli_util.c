@@ -98,15 +98,30 @@ int cli_parse_duration(const char *s, uint64_t *out)
     return -1;
 }
 
+/* Digits after a decimal point as nanoseconds, exactly (a double would lose
+ * about half a microsecond at today's epoch values). */
+static const char *parse_frac_ns(const char *p, uint64_t *frac)
+{
+    uint64_t scale = 100000000ull;
+    *frac = 0;
+    for (; *p >= '0' && *p <= '9'; p++, scale /= 10)
+        *frac += (uint64_t)(*p - '0') * scale;
+    return p;
+}
+
 int cli_parse_time(const char *s, uint64_t *out_ns)
 {
     char *end;
     errno = 0;
-    double v = strtod(s, &end);
-    if (!errno && end != s && *end == '\0' && v >= 0) {
-        uint64_t sec = (uint64_t)v;
-        *out_ns = sec * 1000000000ull + (uint64_t)llround((v - (double)sec) * 1e9);
-        return 0;
+    if (*s >= '0' && *s <= '9') {
+        unsigned long long sec = strtoull(s, &end, 10);
+        uint64_t frac = 0;
+        const char *p = end;
+        if (*p == '.') p = parse_frac_ns(p + 1, &frac);
+        if (!errno && *p == '\0' && sec < 18000000000ull) {
+            *out_ns = (uint64_t)sec * 1000000000ull + frac;
+            return 0;
+        }
     }
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
@@ -114,11 +129,7 @@ int cli_parse_time(const char *s, uint64_t *out_ns)
     if (!p) p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
     if (!p) return -1;
     uint64_t frac = 0;
-    if (*p == '.') {
-        uint64_t scale = 100000000ull;
-        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
-            frac += (uint64_t)(*p - '0') * scale;
-    }
+    if (*p == '.') p = parse_frac_ns(p + 1, &frac);
     if (*p == 'Z') p++;
     if (*p) return -1;
     time_t t = timegm(&tm);

@@ -1,0 +1,216 @@
+/*
+ * test_ingest.c - the foundation end to end through the `rewind` binary: real
+ * captures are read through DPDK's net_pcap driver into the log and read back
+ * out; every comparison is made with libpcap or tcpdump, never with rewind's
+ * own reader.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "itest.h"
+
+static const char *bundled[] = {"irc.pcap", "nmap_sT_top1000.pcap", "hping3.pcap",
+                                "trojan_sequence.pcap", "external/real.pcap"};
+
+static void round_trip(const char *name)
+{
+    char trace[4096], log[4200], out1[4200], out2[4200];
+    char *d = tu_mkdtemp("ingest");
+    tu_trace(name, trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(out1, sizeof(out1), "%s/out.pcap", d);
+    snprintf(out2, sizeof(out2), "%s/out.pcapng", d);
+    struct tu_pcap ref, a, b;
+    if (tu_pcap_read(trace, &ref)) {
+        fprintf(stderr, "cannot read %s (tools/setup.sh fetches external/real.pcap)\n", trace);
+        CU_FAIL_FATAL("trace missing");
+    }
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
+    CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' log verify '%s' >/dev/null", tu_bin(), log), 0);
+    CU_ASSERT_EQUAL_FATAL(it_export(d, log, out1, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(it_export(d, log, out2, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out1, &a), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out2, &b), 0);
+    CU_ASSERT_EQUAL(a.n, ref.n);
+    CU_ASSERT_EQUAL(b.n, ref.n);
+    if (a.n == ref.n && b.n == ref.n) {
+        CU_ASSERT_EQUAL(it_diff(&ref, 0, &a, 0, ref.n, 1), -1);
+        CU_ASSERT_EQUAL(it_diff(&ref, 0, &b, 0, ref.n, 1), -1);
+    }
+    tu_pcap_free(&ref);
+    tu_pcap_free(&a);
+    tu_pcap_free(&b);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_round_trip_all(void)
+{
+    for (size_t i = 0; i < sizeof(bundled) / sizeof(bundled[0]); i++) {
+        fprintf(stderr, "  round trip %s\n", bundled[i]);
+        round_trip(bundled[i]);
+    }
+}
+
+static void test_append_keeps_clocks_apart(void)
+{
+    char trace[4096], log[4200], out[4200];
+    char *d = tu_mkdtemp("ingest");
+    tu_trace("irc.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(out, sizeof(out), "%s/second.pcap", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, "--durability power"), 0);
+    /* The second run starts at the first run's reservation, 65536. */
+    CU_ASSERT_EQUAL(it_export(d, log, out, "--from-clock 65536"), 0);
+    struct tu_pcap ref, got;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
+    CU_ASSERT_EQUAL(got.n, ref.n);
+    if (got.n == ref.n) CU_ASSERT_EQUAL(it_diff(&ref, 0, &got, 0, ref.n, 1), -1);
+    tu_pcap_free(&got);
+    CU_ASSERT_EQUAL(it_export(d, log, out, "--to-clock 65535"), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
+    CU_ASSERT_EQUAL(got.n, ref.n);
+    char stat[4200];
+    snprintf(stat, sizeof(stat), "%s/stat", d);
+    CU_ASSERT_EQUAL(tu_sh(stat, "'%s' log stat '%s' --json", tu_bin(), log), 0);
+    snprintf(stat, sizeof(stat), "%s/stat.stdout", d);
+    CU_ASSERT_TRUE(it_file_has(stat, "\"packets\": 196,") >= 1);
+    CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' log verify '%s' >/dev/null", tu_bin(), log), 0);
+    tu_pcap_free(&ref);
+    tu_pcap_free(&got);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* rewind's selection must equal tcpdump's over the original capture. */
+static void compare_with_tcpdump(const char *d, const char *trace, const char *log,
+                                 const char *rewind_args, const char *bpf, const char *index)
+{
+    char mine[4200], theirs[4200], err[4200];
+    snprintf(mine, sizeof(mine), "%s/mine.pcap", d);
+    snprintf(theirs, sizeof(theirs), "%s/theirs.pcap", d);
+    snprintf(err, sizeof(err), "%s/replay.stderr", d);
+    CU_ASSERT_EQUAL_FATAL(it_export(d, log, mine, rewind_args), 0);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "tcpdump -r '%s' -w '%s' '%s' 2>/dev/null", trace, theirs, bpf), 0);
+    struct tu_pcap a, b;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(mine, &a), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(theirs, &b), 0);
+    CU_ASSERT_TRUE(b.n > 0);
+    CU_ASSERT_EQUAL(a.n, b.n);
+    if (a.n == b.n) CU_ASSERT_EQUAL(it_diff(&a, 0, &b, 0, a.n, 1), -1);
+    CU_ASSERT_EQUAL(it_file_has(err, index), 1);
+    tu_pcap_free(&a);
+    tu_pcap_free(&b);
+}
+
+static void test_queries_match_tcpdump(void)
+{
+    char trace[4096], log[4200];
+    char *d = tu_mkdtemp("query");
+    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, "--block-packets 64"), 0);
+    /* The ssh session: 43 packets both ways, found through the flow index. */
+    compare_with_tcpdump(d, trace, log, "--flow 'tcp 10.200.0.2:22 10.200.0.1:53044'",
+                         "tcp and host 10.200.0.1 and port 53044 and host 10.200.0.2 and port 22",
+                         "flow index");
+    compare_with_tcpdump(d, trace, log, "--filter 'tcp port 21 or tcp port 6667'",
+                         "tcp port 21 or tcp port 6667", "clock index");
+    compare_with_tcpdump(
+        d, trace, log,
+        "--flow 'tcp 10.200.0.1:54524 10.200.0.2:80' --filter 'tcp[tcpflags] & tcp-syn != 0'",
+        "host 10.200.0.1 and port 54524 and port 80 and tcp[tcpflags] & tcp-syn != 0",
+        "flow index");
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_time_window(void)
+{
+    char trace[4096], log[4200], out[4200], args[256];
+    char *d = tu_mkdtemp("time");
+    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(out, sizeof(out), "%s/win.pcapng", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, "--block-packets 32"), 0);
+    struct tu_pcap ref, got;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    uint64_t since = ref.pkts[1500].ts_ns, until = ref.pkts[1700].ts_ns;
+    snprintf(
+        args, sizeof(args), "--since %llu.%09llu --until %llu.%09llu",
+        (unsigned long long)(since / 1000000000ull), (unsigned long long)(since % 1000000000ull),
+        (unsigned long long)(until / 1000000000ull), (unsigned long long)(until % 1000000000ull));
+    CU_ASSERT_EQUAL_FATAL(it_export(d, log, out, args), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
+    size_t first = 0, n = 0;
+    for (size_t i = 0; i < ref.n; i++)
+        if (ref.pkts[i].ts_ns >= since && ref.pkts[i].ts_ns <= until) {
+            if (!n) first = i;
+            n++;
+        }
+    CU_ASSERT_EQUAL(got.n, n);
+    if (got.n == n) CU_ASSERT_EQUAL(it_diff(&ref, first, &got, 0, n, 1), -1);
+    char err[4200];
+    snprintf(err, sizeof(err), "%s/replay.stderr", d);
+    CU_ASSERT_EQUAL(it_file_has(err, "time index"), 1);
+    tu_pcap_free(&ref);
+    tu_pcap_free(&got);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_replay_to_port(void)
+{
+    char trace[4096], log[4200], out[4200], o[4200];
+    char *d = tu_mkdtemp("port");
+    tu_trace("irc.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(out, sizeof(out), "%s/tx.pcap", d);
+    snprintf(o, sizeof(o), "%s/port", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
+    struct tu_pcap ref, got;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    const char *speeds[] = {"max", "50"};
+    for (int s = 0; s < 2; s++) {
+        CU_ASSERT_EQUAL(tu_sh(o, "'%s' replay '%s' --to-port net_pcap0,tx_pcap=%s --speed %s",
+                              tu_bin(), log, out, speeds[s]),
+                        0);
+        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
+        CU_ASSERT_EQUAL(got.n, ref.n); /* the driver stamps its own send times */
+        if (got.n == ref.n) CU_ASSERT_EQUAL(it_diff(&ref, 0, &got, 0, ref.n, 0), -1);
+        tu_pcap_free(&got);
+    }
+    tu_pcap_free(&ref);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_help_everywhere(void)
+{
+    const char *cmds[] = {"--help",          "log --help",        "log ingest --help",
+                          "log stat --help", "log verify --help", "replay --help",
+                          "bench --help",    "bench log --help"};
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' %s | grep -q usage", tu_bin(), cmds[i]), 0);
+}
+
+static void add(CU_pSuite s)
+{
+    CU_add_test(s, "every bundled trace round-trips through DPDK, log and pcap/pcapng",
+                test_round_trip_all);
+    CU_add_test(s, "a second ingest appends above the first run's reservation",
+                test_append_keeps_clocks_apart);
+    CU_add_test(s, "flow and BPF selections equal tcpdump's", test_queries_match_tcpdump);
+    CU_add_test(s, "a time window returns exactly the packets inside it", test_time_window);
+    CU_add_test(s, "replay through a DPDK port sends the logged bytes", test_replay_to_port);
+    CU_add_test(s, "every command answers --help", test_help_everywhere);
+}
+
+int main(void)
+{
+    return tu_main("ingest", add);
+}
