@@ -47,7 +47,8 @@ static int make_pkts(struct bench_pkts *b, uint64_t n, uint32_t size)
     b->n = n;
     b->size = size;
     b->data = malloc(n * size);
-    if (!b->data) return -1;
+    if (!b->data)
+        return -1;
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     for (uint64_t i = 0; i < n; i++) {
         uint8_t *p = b->data + i * size;
@@ -86,14 +87,16 @@ static double run_writer(const char *dir, const struct bench_pkts *b, enum log_d
     o.segment_bytes = 4ull << 30;
     struct log_writer *w;
     struct rw_err e;
-    if (log_writer_open(dir, &o, &w, &e)) return cli_error("bench: %s", e.msg), -1;
+    if (log_writer_open(dir, &o, &w, &e))
+        return cli_error("bench: %s", e.msg), -1;
     uint64_t t0 = rw_now_ns();
     for (uint64_t i = 0; i < b->n; i++) {
         struct log_rec r = rec_of(b, i);
         if (log_writer_append(w, &r, &e) || ((i & 255) == 0 && log_writer_tick(w, rw_now_ns(), &e)))
             return cli_error("bench: %s", e.msg), -1;
     }
-    if (log_writer_close(w, &e)) return cli_error("bench: %s", e.msg), -1;
+    if (log_writer_close(w, &e))
+        return cli_error("bench: %s", e.msg), -1;
     return (double)(rw_now_ns() - t0) / 1e9;
 }
 
@@ -107,7 +110,8 @@ static double run_raw(const char *dir, const struct bench_pkts *b, enum log_dura
     mkdir(dir, 0755);
     mdb_env_create(&env);
     mdb_env_set_mapsize(env, 8ull << 30);
-    if (mdb_env_open(env, dir, d == LOG_DUR_POWER ? 0 : MDB_NOSYNC, 0644)) return -1;
+    if (mdb_env_open(env, dir, d == LOG_DUR_POWER ? 0 : MDB_NOSYNC, 0644))
+        return -1;
     uint64_t t0 = rw_now_ns(), last = t0;
     mdb_txn_begin(env, NULL, 0, &txn);
     mdb_dbi_open(txn, NULL, 0, &dbi);
@@ -121,7 +125,8 @@ static double run_raw(const char *dir, const struct bench_pkts *b, enum log_dura
         memcpy(rec + 8, &b->size, 4);
         memcpy(rec + 12, b->data + i * b->size, b->size);
         MDB_val kv = {8, k}, vv = {12 + b->size, rec};
-        if (mdb_put(txn, dbi, &kv, &vv, MDB_APPEND)) return -1;
+        if (mdb_put(txn, dbi, &kv, &vv, MDB_APPEND))
+            return -1;
         if ((i & 255) == 0 && rw_now_ns() - last >= 1000000) {
             mdb_txn_commit(txn);
             mdb_txn_begin(env, NULL, 0, &txn);
@@ -138,13 +143,15 @@ static void rm_tree(const char *d)
 {
     char cmd[4200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
-    if (system(cmd) != 0) cli_error("bench: could not remove %s", d);
+    if (system(cmd) != 0)
+        cli_error("bench: could not remove %s", d);
 }
 
 static int bench_ingest(const char *tmp, uint64_t n, uint32_t size)
 {
     struct bench_pkts b;
-    if (make_pkts(&b, n, size)) return -1;
+    if (make_pkts(&b, n, size))
+        return -1;
     printf("ingest, %u-byte packets, %" PRIu64 " packets:\n", size, n);
     printf("  %-8s %12s %10s %12s %10s %8s\n", "mode", "rewind pps", "MB/s", "raw LMDB pps", "MB/s",
            "ratio");
@@ -173,7 +180,8 @@ static int write_pcap(const char *path, const struct bench_pkts *b)
 {
     pcap_t *dead = pcap_open_dead(DLT_EN10MB, 65535);
     pcap_dumper_t *d = pcap_dump_open(dead, path);
-    if (!d) return -1;
+    if (!d)
+        return -1;
     for (uint64_t i = 0; i < b->n; i++) {
         struct log_rec r = rec_of(b, i);
         struct pcap_pkthdr h = {.caplen = b->size, .len = b->size};
@@ -190,7 +198,8 @@ static int bench_export(const char *tmp, uint64_t n)
 {
     struct bench_pkts b;
     char logdir[4096], pcap[4096], out1[4096], out2[4096], cmd[16384];
-    if (make_pkts(&b, n, 64)) return -1;
+    if (make_pkts(&b, n, 64))
+        return -1;
     snprintf(logdir, sizeof(logdir), "%s/export-log", tmp);
     snprintf(pcap, sizeof(pcap), "%s/full.pcap", tmp);
     snprintf(out1, sizeof(out1), "%s/flow.pcap", tmp);
@@ -209,7 +218,8 @@ static int bench_export(const char *tmp, uint64_t n)
     struct replay_stats st;
     struct rw_err e;
     uint64_t t0 = rw_now_ns();
-    if (replay_to_file(logdir, out1, &o, &st, &e)) return cli_error("bench: %s", e.msg), -1;
+    if (replay_to_file(logdir, out1, &o, &st, &e))
+        return cli_error("bench: %s", e.msg), -1;
     double ours = (double)(rw_now_ns() - t0) / 1e9;
     snprintf(cmd, sizeof(cmd),
              "tcpdump -r '%s' -w '%s' 'udp and host 10.0.0.7 and port 1031 and host 10.1.0.1' "
@@ -218,7 +228,8 @@ static int bench_export(const char *tmp, uint64_t n)
     t0 = rw_now_ns();
     int rc = system(cmd);
     double td = (double)(rw_now_ns() - t0) / 1e9;
-    if (rc != 0) return cli_error("bench: tcpdump failed (is it installed?)"), -1;
+    if (rc != 0)
+        return cli_error("bench: tcpdump failed (is it installed?)"), -1;
     printf("export of one flow from %" PRIu64 " packets (%" PRIu64 " matched, %" PRIu64
            " of %" PRIu64 " blocks read):\n",
            n, st.packets, st.scan.blocks_read, st.scan.blocks_total);
@@ -242,7 +253,8 @@ int cmd_bench_log(int argc, char **argv)
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'n' && !cli_parse_u64(optarg, &n) && n > 0) continue;
+        if (c == 'n' && !cli_parse_u64(optarg, &n) && n > 0)
+            continue;
         if (c == 'd') {
             dir = optarg;
             continue;
@@ -256,10 +268,14 @@ int cmd_bench_log(int argc, char **argv)
     }
     char tmpl[] = "/tmp/rewind-bench-XXXXXX";
     char *tmp = dir ? (char *)dir : mkdtemp(tmpl);
-    if (!tmp) return cli_error("bench: cannot make a scratch directory"), EXIT_FAIL;
+    if (!tmp)
+        return cli_error("bench: cannot make a scratch directory"), EXIT_FAIL;
     int rc = bench_ingest(tmp, n, 64);
-    if (!rc) rc = bench_ingest(tmp, n / 4 ? n / 4 : 1, 1500);
-    if (!rc) rc = bench_export(tmp, n);
-    if (!dir) rm_tree(tmp);
+    if (!rc)
+        rc = bench_ingest(tmp, n / 4 ? n / 4 : 1, 1500);
+    if (!rc)
+        rc = bench_export(tmp, n);
+    if (!dir)
+        rm_tree(tmp);
     return rc ? EXIT_FAIL : EXIT_OK;
 }

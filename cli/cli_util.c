@@ -51,9 +51,11 @@ int cli_parse_u64(const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
-    if (!s || !*s || *s == '-') return -1;
+    if (!s || !*s || *s == '-')
+        return -1;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end) return -1;
+    if (errno || *end)
+        return -1;
     *out = v;
     return 0;
 }
@@ -62,9 +64,11 @@ int cli_parse_size(const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
-    if (!s || !*s || *s == '-') return -1;
+    if (!s || !*s || *s == '-')
+        return -1;
     double v = strtod(s, &end);
-    if (errno || end == s || v < 0) return -1;
+    if (errno || end == s || v < 0)
+        return -1;
     double mul = 1;
     if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib"))
         mul = 1024.0;
@@ -82,9 +86,11 @@ int cli_parse_duration(const char *s, uint64_t *out)
 {
     char *end;
     errno = 0;
-    if (!s || !*s || *s == '-') return -1;
+    if (!s || !*s || *s == '-')
+        return -1;
     double v = strtod(s, &end);
-    if (errno || end == s || v < 0) return -1;
+    if (errno || end == s || v < 0)
+        return -1;
     static const struct {
         const char *u;
         double ns;
@@ -117,7 +123,8 @@ int cli_parse_time(const char *s, uint64_t *out_ns)
         unsigned long long sec = strtoull(s, &end, 10);
         uint64_t frac = 0;
         const char *p = end;
-        if (*p == '.') p = parse_frac_ns(p + 1, &frac);
+        if (*p == '.')
+            p = parse_frac_ns(p + 1, &frac);
         if (!errno && *p == '\0' && sec < 18000000000ull) {
             *out_ns = (uint64_t)sec * 1000000000ull + frac;
             return 0;
@@ -126,14 +133,20 @@ int cli_parse_time(const char *s, uint64_t *out_ns)
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
     const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p) p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
-    if (!p) return -1;
+    if (!p)
+        p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+    if (!p)
+        return -1;
     uint64_t frac = 0;
-    if (*p == '.') p = parse_frac_ns(p + 1, &frac);
-    if (*p == 'Z') p++;
-    if (*p) return -1;
+    if (*p == '.')
+        p = parse_frac_ns(p + 1, &frac);
+    if (*p == 'Z')
+        p++;
+    if (*p)
+        return -1;
     time_t t = timegm(&tm);
-    if (t < 0) return -1;
+    if (t < 0)
+        return -1;
     *out_ns = (uint64_t)t * 1000000000ull + frac;
     return 0;
 }
@@ -153,7 +166,8 @@ int cli_guarded(int (*fn)(void *), void *arg, const char *what)
 {
     fflush(NULL);
     pid_t pid = fork();
-    if (pid < 0) return fn(arg); /* cannot isolate: run in-process */
+    if (pid < 0)
+        return fn(arg); /* cannot isolate: run in-process */
     if (pid == 0) {
         int rc = fn(arg);
         fflush(NULL);
@@ -161,10 +175,13 @@ int cli_guarded(int (*fn)(void *), void *arg, const char *what)
     }
     int st;
     while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return EXIT_FAIL;
-    if (WIFEXITED(st)) return WEXITSTATUS(st);
+        if (errno != EINTR)
+            return EXIT_FAIL;
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
     int sig = WTERMSIG(st);
-    if (sig == SIGINT || sig == SIGTERM) return 128 + sig;
+    if (sig == SIGINT || sig == SIGTERM)
+        return 128 + sig;
     cli_error("%s stopped by %s while reading stored data: the log's LMDB pages are damaged "
               "in a way LMDB cannot detect; run `rewind log verify` to locate it",
               what, strsignal(sig));

@@ -18,7 +18,8 @@ int cmd_bench(int argc, char **argv)
                    "         durability mode; flow-query export vs tcpdump\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
-    if (!strcmp(argv[1], "log")) return cmd_bench_log(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "log"))
+        return cmd_bench_log(argc - 1, argv + 1);
     cli_error("bench: unknown benchmark '%s'", argv[1]);
     return EXIT_USAGE;
 }

@@ -142,7 +142,8 @@ static int parse_ingest(int argc, char **argv, struct ingest_args *a)
     a->eal_argv = argv + optind;
     if (optind > 0 && optind < argc && strcmp(argv[optind - 1], "--"))
         return cli_error("unexpected argument '%s' (EAL arguments go after --)", argv[optind]), -1;
-    if (!a->log) return cli_error("log ingest: --log DIR is required"), -1;
+    if (!a->log)
+        return cli_error("log ingest: --log DIR is required"), -1;
     if (!a->trace == !a->port)
         return cli_error("log ingest: give exactly one of --trace PCAP and --port DEVARGS"), -1;
     if (a->trace && strchr(a->trace, ','))
@@ -157,7 +158,8 @@ struct progress_ctx {
 static void ingest_progress(void *ctx, const struct root_stats *st, uint64_t expected)
 {
     struct progress_ctx *p = ctx;
-    if (!p->on) return;
+    if (!p->on)
+        return;
     if (expected != UINT64_MAX)
         fprintf(stderr,
                 "\ringest: %" PRIu64 "/%" PRIu64 " packets (%.0f%%), durable below clock %" PRIu64
@@ -167,7 +169,8 @@ static void ingest_progress(void *ctx, const struct root_stats *st, uint64_t exp
     else
         fprintf(stderr, "\ringest: %" PRIu64 " packets, durable below clock %" PRIu64 "   ",
                 st->packets, st->durable);
-    if (!cli_tty()) fputc('\n', stderr);
+    if (!cli_tty())
+        fputc('\n', stderr);
 }
 
 static uint16_t first_port(void)
@@ -183,7 +186,8 @@ static int run_ingest(struct ingest_args *a, struct root_trace *tr, struct root_
 {
     struct log_writer *w;
     int rc = log_writer_open(a->log, &a->lo, &w, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     char dev[4200];
     if (a->trace)
         snprintf(dev, sizeof(dev), "net_pcap0,rx_pcap=%s", a->trace);
@@ -206,7 +210,8 @@ static int run_ingest(struct ingest_args *a, struct root_trace *tr, struct root_
                                       .progress = ingest_progress,
                                       .ctx = &pc};
         rc = root_ingest(&ro, w, st, e);
-        if (pc.on && cli_tty()) fputc('\n', stderr);
+        if (pc.on && cli_tty())
+            fputc('\n', stderr);
     }
     struct rw_err ce;
     int crc = log_writer_close(w, &ce);
@@ -221,7 +226,8 @@ static int run_ingest(struct ingest_args *a, struct root_trace *tr, struct root_
 static int cmd_ingest(int argc, char **argv)
 {
     struct ingest_args a;
-    if (parse_ingest(argc, argv, &a)) return EXIT_USAGE;
+    if (parse_ingest(argc, argv, &a))
+        return EXIT_USAGE;
     struct root_trace tr = {0};
     struct rw_err e = {0};
     if (a.trace && root_trace_scan(a.trace, &tr, &e)) {
@@ -241,9 +247,11 @@ static int cmd_ingest(int argc, char **argv)
                ", durable below %" PRIu64 ", into %s\n",
                st.packets, st.bytes, st.first_clock, st.next_clock ? st.next_clock - 1 : 0,
                st.durable, a.log);
+    bool damaged = tr.damaged;
     root_trace_free(&tr);
-    if (rc) return cli_exit_code(rc);
-    return tr.damaged ? EXIT_DAMAGE : EXIT_OK;
+    if (rc)
+        return cli_exit_code(rc);
+    return damaged ? EXIT_DAMAGE : EXIT_OK;
 }
 
 /* ---- stat ---- */
@@ -294,10 +302,14 @@ static int do_stat(void *arg)
     for (uint32_t i = 0; i < n; i++) {
         const struct log_seg_info *s = log_reader_segment(r, i);
         print_segment(s, a->json, i + 1 == n);
-        if (!s->packets) continue;
-        if (!any || s->min_ts < t.min_ts) t.min_ts = s->min_ts;
-        if (!any || s->max_ts > t.max_ts) t.max_ts = s->max_ts;
-        if (!any) t.first_clock = s->first_clock;
+        if (!s->packets)
+            continue;
+        if (!any || s->min_ts < t.min_ts)
+            t.min_ts = s->min_ts;
+        if (!any || s->max_ts > t.max_ts)
+            t.max_ts = s->max_ts;
+        if (!any)
+            t.first_clock = s->first_clock;
         any = true;
         t.last_clock = s->last_clock;
         t.packets += s->packets;
@@ -349,7 +361,8 @@ static int cmd_stat(int argc, char **argv)
         else
             a.dir = argv[i];
     }
-    if (!a.dir) return cli_error("usage: rewind log stat DIR [--json]"), EXIT_USAGE;
+    if (!a.dir)
+        return cli_error("usage: rewind log stat DIR [--json]"), EXIT_USAGE;
     return cli_guarded(do_stat, &a, "log stat");
 }
 
@@ -375,7 +388,8 @@ static void verify_child(const char *dir, uint32_t from, int fd)
     struct log_verify_stats st;
     struct rw_err e = {0};
     int rc = log_verify(dir, &cb, &st, &e);
-    if (rc && rc != RW_ECORRUPT) dprintf(fd, "F %d %s\n", rc, e.msg);
+    if (rc && rc != RW_ECORRUPT)
+        dprintf(fd, "F %d %s\n", rc, e.msg);
     dprintf(fd, "E %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", st.segments, st.blocks,
             st.packets, st.problems);
     fflush(NULL);
@@ -428,12 +442,14 @@ static int cmd_verify(int argc, char **argv)
         else
             dir = argv[i];
     }
-    if (!dir) return cli_error("usage: rewind log verify DIR"), EXIT_USAGE;
+    if (!dir)
+        return cli_error("usage: rewind log verify DIR"), EXIT_USAGE;
     struct verify_totals t = {0};
     uint32_t from = 0;
     for (;;) {
         int fds[2];
-        if (pipe(fds)) return cli_error("log verify: pipe failed"), EXIT_FAIL;
+        if (pipe(fds))
+            return cli_error("log verify: pipe failed"), EXIT_FAIL;
         fflush(NULL);
         pid_t pid = fork();
         if (pid == 0) {
@@ -446,14 +462,17 @@ static int cmd_verify(int argc, char **argv)
         fclose(in);
         int st;
         waitpid(pid, &st, 0);
-        if (crashed < 0 && WIFEXITED(st)) break;
+        if (crashed < 0 && WIFEXITED(st))
+            break;
         printf("segment %ld: LMDB structure damaged: reading it stopped the checker (%s)\n",
                crashed, WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "no report");
         t.problems++;
-        if (crashed < 0) break;
+        if (crashed < 0)
+            break;
         from = (uint32_t)crashed + 1;
     }
-    if (t.fatal) return cli_exit_code(t.fatal);
+    if (t.fatal)
+        return cli_exit_code(t.fatal);
     if (t.problems) {
         printf("DAMAGED: %" PRIu64 " problem(s); %" PRIu64 " segments, %" PRIu64
                " intact blocks checked\n",
@@ -475,9 +494,12 @@ int cmd_log(int argc, char **argv)
                    "  verify   check every block; name the segment and clock of any damage\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
-    if (!strcmp(argv[1], "ingest")) return cmd_ingest(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "stat")) return cmd_stat(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "verify")) return cmd_verify(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ingest"))
+        return cmd_ingest(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "stat"))
+        return cmd_stat(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "verify"))
+        return cmd_verify(argc - 1, argv + 1);
     cli_error("log: unknown subcommand '%s'", argv[1]);
     return EXIT_USAGE;
 }

@@ -52,7 +52,8 @@ static int parse_speed(const char *s, double *out)
     }
     char *end;
     double v = strtod(s, &end);
-    if (end == s || *end || !(v > 0) || v > 1e6) return -1;
+    if (end == s || *end || !(v > 0) || v > 1e6)
+        return -1;
     *out = v;
     return 0;
 }
@@ -120,12 +121,14 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
             return -1;
         }
     }
-    if (optind < argc && strcmp(argv[optind - 1], "--")) a->dir = argv[optind++];
+    if (optind < argc && strcmp(argv[optind - 1], "--"))
+        a->dir = argv[optind++];
     if (optind < argc && strcmp(argv[optind - 1], "--"))
         return cli_error("replay: unexpected argument '%s'", argv[optind]), -1;
     a->eal_argc = argc - optind;
     a->eal_argv = argv + optind;
-    if (!a->dir) return cli_error("replay: the log DIR is required"), -1;
+    if (!a->dir)
+        return cli_error("replay: the log DIR is required"), -1;
     if (!a->to_pcap == !a->to_port)
         return cli_error("replay: give exactly one of --to-pcap OUT and --to-port DEVARGS"), -1;
     if (q->from_clock > q->to_clock || q->since_ns > q->until_ns)
@@ -149,7 +152,8 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
 static int to_port(struct replay_args *a, struct replay_stats *st, struct rw_err *e)
 {
     int rc = rw_eal_init(a->eal_argc, a->eal_argv, a->to_port, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     uint16_t port = 0, pid;
     RTE_ETH_FOREACH_DEV(pid)
     {
@@ -158,7 +162,8 @@ static int to_port(struct replay_args *a, struct replay_stats *st, struct rw_err
     }
     struct rte_mempool *pool = rw_pool_create("rw_tx", 8191, e);
     rc = pool ? rw_port_start(port, NULL, e) : RW_EDPDK;
-    if (!rc) rc = replay_to_port(a->dir, port, pool, a->speed, &a->ro, st, e);
+    if (!rc)
+        rc = replay_to_port(a->dir, port, pool, a->speed, &a->ro, st, e);
     rw_eal_fini(port);
     return rc;
 }
@@ -172,7 +177,8 @@ static int do_replay(void *arg)
     a->ro.progress = cli_tty() ? on_progress : NULL;
     a->ro.ctx = a;
     int rc = a->to_pcap ? replay_to_file(a->dir, a->to_pcap, &a->ro, &st, &e) : to_port(a, &st, &e);
-    if (a->ro.progress) fputc('\n', stderr);
+    if (a->ro.progress)
+        fputc('\n', stderr);
     if (rc) {
         cli_error("replay: %s", e.msg);
         return cli_exit_code(rc);
@@ -188,6 +194,7 @@ static int do_replay(void *arg)
 int cmd_replay(int argc, char **argv)
 {
     struct replay_args a;
-    if (parse_replay(argc, argv, &a)) return EXIT_USAGE;
+    if (parse_replay(argc, argv, &a))
+        return EXIT_USAGE;
     return cli_guarded(do_replay, &a, "replay");
 }

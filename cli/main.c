@@ -46,7 +46,8 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (!strcmp(c, commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(c, commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
     cli_error("unknown command '%s' (try `rewind --help`)", c);
     return EXIT_USAGE;
 }

@@ -28,14 +28,16 @@ int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_
     static char prefix[64], dev[4200];
     char *argv[RW_EAL_MAX_ARGS];
     int argc = 0;
-    if (user_argc > RW_EAL_MAX_ARGS - 8) return rw_errf(e, RW_EINVAL, "too many EAL arguments");
+    if (user_argc > RW_EAL_MAX_ARGS - 8)
+        return rw_errf(e, RW_EINVAL, "too many EAL arguments");
     argv[argc++] = "rewind";
     if (user_argc == 0) {
         argv[argc++] = "--no-huge";
         argv[argc++] = "-m";
         argv[argc++] = "256";
         argv[argc++] = "--no-shconf";
-        if (!devargs || is_vdev(devargs)) argv[argc++] = "--no-pci";
+        if (!devargs || is_vdev(devargs))
+            argv[argc++] = "--no-pci";
         argv[argc++] = "--log-level=error";
         snprintf(prefix, sizeof(prefix), "--file-prefix=rewind-%d", (int)getpid());
         argv[argc++] = prefix;
@@ -60,7 +62,8 @@ struct rte_mempool *rw_pool_create(const char *name, unsigned n, struct rw_err *
 {
     struct rte_mempool *mp = rte_pktmbuf_pool_create(name, n, 256, RW_MBUF_PRIV_SIZE,
                                                      RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
-    if (!mp) rw_errf(e, RW_EDPDK, "mbuf pool: %s", rte_strerror(rte_errno));
+    if (!mp)
+        rw_errf(e, RW_EDPDK, "mbuf pool: %s", rte_strerror(rte_errno));
     return mp;
 }
 
@@ -68,7 +71,8 @@ int rw_rx_timestamp(uint64_t *flag)
 {
     int off = rte_mbuf_dynfield_lookup(RTE_MBUF_DYNFIELD_TIMESTAMP_NAME, NULL);
     int bit = rte_mbuf_dynflag_lookup(RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME, NULL);
-    if (off < 0 || bit < 0) return -1;
+    if (off < 0 || bit < 0)
+        return -1;
     *flag = 1ull << bit;
     return off;
 }
@@ -82,7 +86,8 @@ int rw_port_start(uint16_t port, struct rte_mempool *pool, struct rw_err *e)
     struct rte_eth_conf conf;
     memset(&conf, 0, sizeof(conf));
     int rc = rte_eth_dev_configure(port, pool ? 1 : 0, 1, &conf);
-    if (rc < 0) return rw_errf(e, RW_EDPDK, "port %u configure: %s", port, rte_strerror(-rc));
+    if (rc < 0)
+        return rw_errf(e, RW_EDPDK, "port %u configure: %s", port, rte_strerror(-rc));
     int sock = rte_eth_dev_socket_id(port);
     if (pool && (rc = rte_eth_rx_queue_setup(port, 0, 1024, sock, NULL, pool)) < 0)
         return rw_errf(e, RW_EDPDK, "port %u rx queue: %s", port, rte_strerror(-rc));

@@ -21,7 +21,8 @@ int rw_errf(struct rw_err *e, int code, const char *fmt, ...)
 
 int rw_err_prefix(struct rw_err *e, const char *fmt, ...)
 {
-    if (!e) return RW_OK;
+    if (!e)
+        return RW_OK;
     char prefix[RW_ERR_MSG_MAX], old[RW_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);

@@ -23,8 +23,10 @@ static uint16_t rd16(const uint8_t *p)
 
 static bool parse_ports(const uint8_t *l4, size_t left, struct rw_flow *f)
 {
-    if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP && f->proto != IPPROTO_SCTP) return true;
-    if (left < 4) return true; /* keep the IP-level key; ports unknown */
+    if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP && f->proto != IPPROTO_SCTP)
+        return true;
+    if (left < 4)
+        return true; /* keep the IP-level key; ports unknown */
     f->sport = rd16(l4);
     f->dport = rd16(l4 + 2);
     return true;
@@ -32,15 +34,18 @@ static bool parse_ports(const uint8_t *l4, size_t left, struct rw_flow *f)
 
 static bool parse_ipv4(const uint8_t *p, size_t left, struct rw_flow *f)
 {
-    if (left < 20 || (p[0] >> 4) != 4) return false;
+    if (left < 20 || (p[0] >> 4) != 4)
+        return false;
     size_t ihl = (size_t)(p[0] & 0x0f) * 4;
-    if (ihl < 20 || ihl > left) return false;
+    if (ihl < 20 || ihl > left)
+        return false;
     f->family = 4;
     f->proto = p[9];
     memcpy(f->src, p + 12, 4);
     memcpy(f->dst, p + 16, 4);
     uint16_t frag_off = rd16(p + 6) & 0x1fff;
-    if (frag_off != 0) return true; /* later fragment: no L4 header */
+    if (frag_off != 0)
+        return true; /* later fragment: no L4 header */
     return parse_ports(p + ihl, left - ihl, f);
 }
 
@@ -51,7 +56,8 @@ static bool is_ipv6_ext(uint8_t nh)
 
 static bool parse_ipv6(const uint8_t *p, size_t left, struct rw_flow *f)
 {
-    if (left < 40 || (p[0] >> 4) != 6) return false;
+    if (left < 40 || (p[0] >> 4) != 6)
+        return false;
     f->family = 6;
     memcpy(f->src, p + 8, 16);
     memcpy(f->dst, p + 24, 16);
@@ -77,24 +83,29 @@ static bool parse_ipv6(const uint8_t *p, size_t left, struct rw_flow *f)
         off += hlen;
     }
     f->proto = nh;
-    if (off > left) return true;
+    if (off > left)
+        return true;
     return parse_ports(p + off, left - off, f);
 }
 
 bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
 {
     memset(f, 0, sizeof(*f));
-    if (len < 14) return false;
+    if (len < 14)
+        return false;
     size_t off = 12;
     uint16_t type = rd16(frame + off);
     for (int tags = 0; (type == 0x8100 || type == 0x88a8) && tags < 2; tags++) {
         off += 4;
-        if (off + 2 > len) return false;
+        if (off + 2 > len)
+            return false;
         type = rd16(frame + off);
     }
     off += 2;
-    if (type == 0x0800) return parse_ipv4(frame + off, len - off, f);
-    if (type == 0x86dd) return parse_ipv6(frame + off, len - off, f);
+    if (type == 0x0800)
+        return parse_ipv4(frame + off, len - off, f);
+    if (type == 0x86dd)
+        return parse_ipv6(frame + off, len - off, f);
     return false;
 }
 
@@ -102,7 +113,8 @@ bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
 static int endpoint_cmp(const uint8_t *a, uint16_t ap, const uint8_t *b, uint16_t bp)
 {
     int c = memcmp(a, b, 16);
-    if (c) return c;
+    if (c)
+        return c;
     return (int)ap - (int)bp;
 }
 
@@ -126,7 +138,8 @@ uint32_t rw_flow_hash(const struct rw_flow *f)
 
 bool rw_flow_match(const struct rw_flow *a, const struct rw_flow *b)
 {
-    if (a->family != b->family || a->proto != b->proto) return false;
+    if (a->family != b->family || a->proto != b->proto)
+        return false;
     if (!memcmp(a->src, b->src, 16) && !memcmp(a->dst, b->dst, 16) && a->sport == b->sport &&
         a->dport == b->dport)
         return true;
@@ -149,7 +162,8 @@ static int parse_proto(const char *s, uint8_t *proto)
     else {
         char *end;
         long v = strtol(s, &end, 10);
-        if (*s == '\0' || *end != '\0' || v < 0 || v > 255) return -1;
+        if (*s == '\0' || *end != '\0' || v < 0 || v > 255)
+            return -1;
         *proto = (uint8_t)v;
     }
     return 0;
@@ -161,7 +175,8 @@ static int parse_endpoint(char *s, uint8_t *family, uint8_t addr[16], uint16_t *
     char *host = s, *portstr = NULL;
     if (*s == '[') {
         char *close = strchr(s, ']');
-        if (!close) return -1;
+        if (!close)
+            return -1;
         *close = '\0';
         host = s + 1;
         if (close[1] == ':')
@@ -186,7 +201,8 @@ static int parse_endpoint(char *s, uint8_t *family, uint8_t addr[16], uint16_t *
     if (portstr) {
         char *end;
         long v = strtol(portstr, &end, 10);
-        if (*portstr == '\0' || *end != '\0' || v < 0 || v > 65535) return -1;
+        if (*portstr == '\0' || *end != '\0' || v < 0 || v > 65535)
+            return -1;
         *port = (uint16_t)v;
     }
     return 0;

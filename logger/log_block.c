@@ -32,7 +32,8 @@ static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
     uint64_t r = 0;
     for (int shift = 0; shift < 64; shift += 7) {
-        if (*p >= end) return -1;
+        if (*p >= end)
+            return -1;
         uint8_t b = *(*p)++;
         r |= (uint64_t)(b & 0x7f) << shift;
         if (!(b & 0x80)) {
@@ -99,12 +100,14 @@ void log_bb_reset(struct log_block_builder *b)
 
 static int grow(uint8_t **p, size_t *cap, size_t need)
 {
-    if (need <= *cap) return 0;
+    if (need <= *cap)
+        return 0;
     size_t n = *cap ? *cap : 4096;
     while (n < need)
         n *= 2;
     uint8_t *q = realloc(*p, n);
-    if (!q) return RW_ENOMEM;
+    if (!q)
+        return RW_ENOMEM;
     *p = q;
     *cap = n;
     return 0;
@@ -116,15 +119,18 @@ static int grow(uint8_t **p, size_t *cap, size_t need)
 static int add_flow(struct log_block_builder *b, const struct log_rec *r)
 {
     struct rw_flow f;
-    if (!rw_flow_parse(r->data, r->cap_len, &f)) return 0;
+    if (!rw_flow_parse(r->data, r->cap_len, &f))
+        return 0;
     uint32_t h = rw_flow_hash(&f);
     size_t look = b->nflows < 16 ? b->nflows : 16;
     for (size_t i = 0; i < look; i++)
-        if (b->flows[b->nflows - 1 - i] == h) return 0;
+        if (b->flows[b->nflows - 1 - i] == h)
+            return 0;
     if (b->nflows == b->flows_cap) {
         size_t n = b->flows_cap ? b->flows_cap * 2 : 64;
         uint32_t *q = realloc(b->flows, n * sizeof(*q));
-        if (!q) return RW_ENOMEM;
+        if (!q)
+            return RW_ENOMEM;
         b->flows = q;
         b->flows_cap = n;
     }
@@ -134,7 +140,8 @@ static int add_flow(struct log_block_builder *b, const struct log_rec *r)
 
 int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t now_ns)
 {
-    if (grow(&b->raw, &b->raw_cap, b->raw_len + LOG_REC_MAX_HDR + r->cap_len)) return RW_ENOMEM;
+    if (grow(&b->raw, &b->raw_cap, b->raw_len + LOG_REC_MAX_HDR + r->cap_len))
+        return RW_ENOMEM;
     const struct rw_meta *m = &r->meta;
     if (b->count == 0) {
         b->first_clock = b->last_clock = m->clock;
@@ -151,11 +158,14 @@ int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t no
     p += put_varint(p, r->cap_len);
     memcpy(p, r->data, r->cap_len);
     b->raw_len = (size_t)(p - b->raw) + r->cap_len;
-    if (m->ts_ns < b->prev_ts) b->monotonic = false;
+    if (m->ts_ns < b->prev_ts)
+        b->monotonic = false;
     b->last_clock = m->clock;
     b->prev_ts = m->ts_ns;
-    if (m->ts_ns < b->min_ts) b->min_ts = m->ts_ns;
-    if (m->ts_ns > b->max_ts) b->max_ts = m->ts_ns;
+    if (m->ts_ns < b->min_ts)
+        b->min_ts = m->ts_ns;
+    if (m->ts_ns > b->max_ts)
+        b->max_ts = m->ts_ns;
     b->count++;
     b->wire_bytes += r->orig_len;
     return add_flow(b, r);
@@ -191,7 +201,8 @@ int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_
 {
     int bound = LZ4_compressBound((int)b->raw_len);
     uint8_t *v = malloc(LOG_BLOCK_HDR + (size_t)bound);
-    if (!v) return RW_ENOMEM;
+    if (!v)
+        return RW_ENOMEM;
     struct log_block_hdr h = {
         .count = b->count,
         .raw_len = (uint32_t)b->raw_len,
@@ -223,9 +234,12 @@ int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_
 
 int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char *why, size_t n)
 {
-    if (len < LOG_BLOCK_HDR) return BAD("block of %zu bytes is shorter than its header", len);
-    if (get_le32(v) != LOG_BLOCK_MAGIC) return BAD("bad block magic 0x%08x", get_le32(v));
-    if (v[4] != LOG_BLOCK_VERSION) return BAD("unknown block version %u", v[4]);
+    if (len < LOG_BLOCK_HDR)
+        return BAD("block of %zu bytes is shorter than its header", len);
+    if (get_le32(v) != LOG_BLOCK_MAGIC)
+        return BAD("bad block magic 0x%08x", get_le32(v));
+    if (v[4] != LOG_BLOCK_VERSION)
+        return BAD("unknown block version %u", v[4]);
     h->codec = v[5];
     h->count = get_le32(v + 8);
     h->raw_len = get_le32(v + 12);
@@ -238,7 +252,8 @@ int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char 
     h->first_ts = get_le64(v + 56);
     if ((size_t)h->stored_len != len - LOG_BLOCK_HDR)
         return BAD("block says %u payload bytes but holds %zu", h->stored_len, len - LOG_BLOCK_HDR);
-    if (block_crc(v, len) != h->crc) return BAD("checksum mismatch (stored 0x%08x)", h->crc);
+    if (block_crc(v, len) != h->crc)
+        return BAD("checksum mismatch (stored 0x%08x)", h->crc);
     if (h->codec != LOG_CODEC_RAW && h->codec != LOG_CODEC_LZ4)
         return BAD("unknown codec %u", h->codec);
     if (h->count == 0 || h->first_clock > h->last_clock || h->min_ts > h->max_ts ||
@@ -252,8 +267,10 @@ int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char 
 static const uint8_t *payload(const uint8_t *v, const struct log_block_hdr *h,
                               struct log_block_buf *buf)
 {
-    if (h->codec == LOG_CODEC_RAW) return v + LOG_BLOCK_HDR;
-    if (grow(&buf->p, &buf->cap, h->raw_len ? h->raw_len : 1)) return NULL;
+    if (h->codec == LOG_CODEC_RAW)
+        return v + LOG_BLOCK_HDR;
+    if (grow(&buf->p, &buf->cap, h->raw_len ? h->raw_len : 1))
+        return NULL;
     int d = LZ4_decompress_safe((const char *)v + LOG_BLOCK_HDR, (char *)buf->p, (int)h->stored_len,
                                 (int)h->raw_len);
     return d == (int)h->raw_len ? buf->p : NULL;
@@ -287,7 +304,8 @@ int log_block_decode(const uint8_t *v, size_t len, const struct log_block_hdr *h
 {
     (void)len;
     const uint8_t *p = payload(v, h, buf);
-    if (!p) return BAD("lz4 payload does not decompress to %u bytes", h->raw_len);
+    if (!p)
+        return BAD("lz4 payload does not decompress to %u bytes", h->raw_len);
     const uint8_t *end = p + h->raw_len;
     struct log_rec r;
     memset(&r, 0, sizeof(r));
@@ -308,10 +326,13 @@ int log_block_decode(const uint8_t *v, size_t len, const struct log_block_hdr *h
                        (unsigned long long)r.meta.clock);
         if (fn) {
             int rc = fn(ctx, &r);
-            if (rc) return rc;
+            if (rc)
+                return rc;
         }
     }
-    if (p != end) return BAD("%zu bytes left after the last record", (size_t)(end - p));
-    if (r.meta.clock != h->last_clock) return BAD("last record's clock differs from the block's");
+    if (p != end)
+        return BAD("%zu bytes left after the last record", (size_t)(end - p));
+    if (r.meta.clock != h->last_clock)
+        return BAD("last record's clock differs from the block's");
     return 0;
 }

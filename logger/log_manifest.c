@@ -27,20 +27,24 @@ int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, stru
     if (!writer && stat(path, &st))
         return rw_errf(e, RW_ENOENT, "%s: not a rewind log (no %s)", dir, LOG_MANIFEST);
     int rc = mdb_env_create(&m->env);
-    if (rc) return log_mdb_err(e, rc, "env create", path);
+    if (rc)
+        return log_mdb_err(e, rc, "env create", path);
     mdb_env_set_maxdbs(m->env, 4);
     mdb_env_set_mapsize(m->env, 16u << 20);
     rc = mdb_env_open(m->env, path, MDB_NOSUBDIR | (writer ? 0 : MDB_RDONLY), 0644);
-    if (rc) goto fail;
+    if (rc)
+        goto fail;
     MDB_txn *txn;
-    if ((rc = mdb_txn_begin(m->env, NULL, writer ? 0 : MDB_RDONLY, &txn))) goto fail;
+    if ((rc = mdb_txn_begin(m->env, NULL, writer ? 0 : MDB_RDONLY, &txn)))
+        goto fail;
     unsigned c = writer ? MDB_CREATE : 0;
     if ((rc = mdb_dbi_open(txn, "segments", c, &m->segs)) ||
         (rc = mdb_dbi_open(txn, "meta", c, &m->meta))) {
         mdb_txn_abort(txn);
         goto fail;
     }
-    if ((rc = mdb_txn_commit(txn))) goto fail;
+    if ((rc = mdb_txn_commit(txn)))
+        goto fail;
     return 0;
 fail:
     mdb_env_close(m->env);
@@ -50,7 +54,8 @@ fail:
 
 void log_manifest_close(struct log_manifest *m)
 {
-    if (m->env) mdb_env_close(m->env);
+    if (m->env)
+        mdb_env_close(m->env);
     m->env = NULL;
 }
 
@@ -63,7 +68,8 @@ int log_manifest_list(struct log_manifest *m, struct log_seg_info **out, uint32_
     *out = NULL;
     *n = 0;
     int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
+    if (rc)
+        return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
     if ((rc = mdb_cursor_open(txn, m->segs, &cur))) {
         mdb_txn_abort(txn);
         return log_mdb_err(e, rc, "cursor", LOG_MANIFEST);
@@ -87,7 +93,8 @@ int log_manifest_list(struct log_manifest *m, struct log_seg_info **out, uint32_
         }
         (*n)++;
     }
-    if (!ret && rc != MDB_NOTFOUND) ret = log_mdb_err(e, rc, "read", LOG_MANIFEST);
+    if (!ret && rc != MDB_NOTFOUND)
+        ret = log_mdb_err(e, rc, "read", LOG_MANIFEST);
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     if (ret) {
@@ -103,7 +110,8 @@ static int write_one(struct log_manifest *m, MDB_dbi dbi, MDB_val *k, MDB_val *v
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
-    if (rc) return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
+    if (rc)
+        return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
     rc = v ? mdb_put(txn, dbi, k, v, 0) : mdb_del(txn, dbi, k, NULL);
     if (rc && !(rc == MDB_NOTFOUND && !v)) {
         mdb_txn_abort(txn);
@@ -135,7 +143,8 @@ int log_manifest_reserved(struct log_manifest *m, uint64_t *out, struct rw_err *
     MDB_txn *txn;
     MDB_val k = {14, "clock_reserved"}, v;
     int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
+    if (rc)
+        return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
     rc = mdb_get(txn, m->meta, &k, &v);
     *out = 0;
     if (rc == 0 && v.mv_size == 8)
@@ -143,7 +152,8 @@ int log_manifest_reserved(struct log_manifest *m, uint64_t *out, struct rw_err *
     else if (rc == 0)
         rc = MDB_CORRUPTED;
     mdb_txn_abort(txn);
-    if (rc && rc != MDB_NOTFOUND) return log_mdb_err(e, rc, "read clock reservation", LOG_MANIFEST);
+    if (rc && rc != MDB_NOTFOUND)
+        return log_mdb_err(e, rc, "read clock reservation", LOG_MANIFEST);
     return 0;
 }
 

@@ -37,8 +37,10 @@ static int load_live_info(struct log_reader *r, struct log_seg_info *si, struct 
 {
     struct log_seg s;
     int rc = log_seg_open(r->dir, si->id, false, LOG_DUR_NONE, 0, &s, e);
-    if (rc == RW_ENOENT) return 0;
-    if (rc) return rc;
+    if (rc == RW_ENOENT)
+        return 0;
+    if (rc)
+        return rc;
     MDB_txn *txn;
     rc = mdb_txn_begin(s.env, NULL, MDB_RDONLY, &txn);
     if (rc) {
@@ -48,14 +50,16 @@ static int load_live_info(struct log_reader *r, struct log_seg_info *si, struct 
     rc = log_seg_load_info(&s, txn, si->id, e);
     mdb_txn_abort(txn);
     log_seg_close(&s);
-    if (!rc) *si = s.si;
+    if (!rc)
+        *si = s.si;
     return rc;
 }
 
 int log_reader_open(const char *dir, struct log_reader **out, struct rw_err *e)
 {
     struct log_reader *r = calloc(1, sizeof(*r));
-    if (!r) return rw_errf(e, RW_ENOMEM, "out of memory");
+    if (!r)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
     snprintf(r->dir, sizeof(r->dir), "%s", dir);
     struct log_manifest m;
     int rc = log_manifest_open(dir, false, &m, e);
@@ -64,10 +68,12 @@ int log_reader_open(const char *dir, struct log_reader **out, struct rw_err *e)
         return rc;
     }
     rc = log_manifest_list(&m, &r->segs, &r->n, e);
-    if (!rc) rc = log_manifest_reserved(&m, &r->reserved, e);
+    if (!rc)
+        rc = log_manifest_reserved(&m, &r->reserved, e);
     log_manifest_close(&m);
     for (uint32_t i = 0; i < r->n && !rc; i++)
-        if (!r->segs[i].sealed) rc = load_live_info(r, &r->segs[i], e);
+        if (!r->segs[i].sealed)
+            rc = load_live_info(r, &r->segs[i], e);
     if (rc) {
         free(r->segs);
         free(r);
@@ -79,7 +85,8 @@ int log_reader_open(const char *dir, struct log_reader **out, struct rw_err *e)
 
 void log_reader_close(struct log_reader *r)
 {
-    if (!r) return;
+    if (!r)
+        return;
     free(r->segs);
     free(r->buf.p);
     free(r);
@@ -126,7 +133,8 @@ static int filter_rec(void *ctx, const struct log_rec *rec)
         return 0;
     if (q->has_flow) {
         struct rw_flow f;
-        if (!rw_flow_parse(rec->data, rec->cap_len, &f) || !rw_flow_match(&f, &q->flow)) return 0;
+        if (!rw_flow_parse(rec->data, rec->cap_len, &f) || !rw_flow_match(&f, &q->flow))
+            return 0;
     }
     s->st->packets_matched++;
     return s->cb->visit ? s->cb->visit(s->cb->ctx, rec) : 0;
@@ -147,13 +155,15 @@ static int visit_block(struct scan *s, const MDB_val *v, uint64_t key)
         rc = RW_ECORRUPT;
     }
     if (!rc) {
-        if (s->seg->ts_monotonic && h.min_ts > s->q->until_ns) return SCAN_PAST_WINDOW;
+        if (s->seg->ts_monotonic && h.min_ts > s->q->until_ns)
+            return SCAN_PAST_WINDOW;
         if (h.last_clock < s->q->from_clock || h.first_clock > s->q->to_clock ||
             h.max_ts < s->q->since_ns || h.min_ts > s->q->until_ns)
             return 0;
         rc = log_block_decode(v->mv_data, v->mv_size, &h, &s->r->buf, filter_rec, s, why,
                               sizeof(why));
-        if (rc != RW_ECORRUPT) return rc;
+        if (rc != RW_ECORRUPT)
+            return rc;
     }
     s->st->blocks_damaged++;
     if (!s->cb->damage)
@@ -172,7 +182,8 @@ static int get_block(struct scan *s, MDB_txn *txn, MDB_dbi dbi, uint64_t clock)
     if (rc == MDB_NOTFOUND)
         return rw_errf(s->e, RW_ECORRUPT, "segment %u: flow index names missing block %llu",
                        s->seg->id, (unsigned long long)clock);
-    if (rc) return log_mdb_err(s->e, rc, "read block", "log");
+    if (rc)
+        return log_mdb_err(s->e, rc, "read block", "log");
     return visit_block(s, &v, clock);
 }
 
@@ -182,7 +193,8 @@ static int scan_flow(struct scan *s, MDB_txn *txn, struct log_seg *seg)
     uint8_t fk[4] = {(uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, seg->flow, &cur);
-    if (rc) return log_mdb_err(s->e, rc, "cursor", "flow index");
+    if (rc)
+        return log_mdb_err(s->e, rc, "cursor", "flow index");
     MDB_val k = {4, fk}, v;
     int ret = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !ret;
@@ -192,11 +204,14 @@ static int scan_flow(struct scan *s, MDB_txn *txn, struct log_seg *seg)
             break;
         }
         uint64_t c = rw_get_be64(v.mv_data);
-        if (c > s->q->to_clock) break;
+        if (c > s->q->to_clock)
+            break;
         ret = get_block(s, txn, seg->blocks, c);
     }
-    if (ret == SCAN_PAST_WINDOW) ret = 0, rc = 0;
-    if (!ret && rc && rc != MDB_NOTFOUND) ret = log_mdb_err(s->e, rc, "read", "flow index");
+    if (ret == SCAN_PAST_WINDOW)
+        ret = 0, rc = 0;
+    if (!ret && rc && rc != MDB_NOTFOUND)
+        ret = log_mdb_err(s->e, rc, "read", "flow index");
     mdb_cursor_close(cur);
     return ret;
 }
@@ -211,7 +226,8 @@ static int time_start(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
     rw_put_be64(tk + 8, 0);
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, seg->time, &cur);
-    if (rc) return log_mdb_err(s->e, rc, "cursor", "time index");
+    if (rc)
+        return log_mdb_err(s->e, rc, "cursor", "time index");
     MDB_val k = {16, tk}, v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     mdb_cursor_close(cur);
@@ -231,7 +247,8 @@ static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, seg->blocks, &cur);
-    if (rc) return log_mdb_err(s->e, rc, "cursor", "blocks");
+    if (rc)
+        return log_mdb_err(s->e, rc, "cursor", "blocks");
     uint8_t kb[8];
     rw_put_be64(kb, start);
     MDB_val k = {8, kb}, v;
@@ -250,11 +267,14 @@ static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
             break;
         }
         uint64_t c = rw_get_be64(k.mv_data);
-        if (c > s->q->to_clock) break;
+        if (c > s->q->to_clock)
+            break;
         ret = visit_block(s, &v, c);
     }
-    if (ret == SCAN_PAST_WINDOW) ret = 0, rc = 0;
-    if (!ret && rc && rc != MDB_NOTFOUND) ret = log_mdb_err(s->e, rc, "read", "blocks");
+    if (ret == SCAN_PAST_WINDOW)
+        ret = 0, rc = 0;
+    if (!ret && rc && rc != MDB_NOTFOUND)
+        ret = log_mdb_err(s->e, rc, "read", "blocks");
     mdb_cursor_close(cur);
     return ret;
 }
@@ -263,7 +283,8 @@ static int scan_segment(struct scan *s)
 {
     struct log_seg seg;
     int rc = log_seg_open(s->r->dir, s->seg->id, false, LOG_DUR_NONE, 0, &seg, s->e);
-    if (rc) return rw_err_prefix(s->e, "segment %u: ", s->seg->id);
+    if (rc)
+        return rw_err_prefix(s->e, "segment %u: ", s->seg->id);
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(seg.env, NULL, MDB_RDONLY, &txn))) {
         log_seg_close(&seg);
@@ -275,7 +296,8 @@ static int scan_segment(struct scan *s)
     } else if (q->since_ns > 0) {
         uint64_t start;
         rc = time_start(s, txn, &seg, &start);
-        if (!rc && start != UINT64_MAX) rc = scan_range(s, txn, &seg, start);
+        if (!rc && start != UINT64_MAX)
+            rc = scan_range(s, txn, &seg, start);
     } else {
         rc = scan_range(s, txn, &seg, q->from_clock);
     }
@@ -288,18 +310,22 @@ int log_scan(struct log_reader *r, const struct log_query *q, const struct log_s
              struct log_scan_stats *st, struct rw_err *e)
 {
     struct log_scan_stats local;
-    if (!st) st = &local;
+    if (!st)
+        st = &local;
     memset(st, 0, sizeof(*st));
     st->index = q->has_flow ? "flow" : q->since_ns > 0 ? "time" : "clock";
     for (uint32_t i = 0; i < r->n; i++)
-        if (seg_overlaps(&r->segs[i], q)) st->blocks_total += r->segs[i].blocks;
+        if (seg_overlaps(&r->segs[i], q))
+            st->blocks_total += r->segs[i].blocks;
     struct scan s = {.r = r, .q = q, .cb = cb, .st = st, .e = e};
     int rc = 0;
     for (uint32_t i = 0; i < r->n && !rc; i++) {
-        if (!seg_overlaps(&r->segs[i], q)) continue;
+        if (!seg_overlaps(&r->segs[i], q))
+            continue;
         s.seg = &r->segs[i];
         rc = scan_segment(&s);
     }
-    if (cb->progress) cb->progress(cb->ctx, st->blocks_read, st->blocks_total);
+    if (cb->progress)
+        cb->progress(cb->ctx, st->blocks_read, st->blocks_total);
     return rc;
 }

@@ -57,11 +57,13 @@ void log_seg_info_encode(const struct log_seg_info *si, uint8_t out[LOG_SEG_INFO
 
 int log_seg_info_decode(const uint8_t *p, size_t len, struct log_seg_info *si)
 {
-    if (len != LOG_SEG_INFO_LEN) return RW_ECORRUPT;
+    if (len != LOG_SEG_INFO_LEN)
+        return RW_ECORRUPT;
     uint64_t f[11];
     for (int i = 0; i < 11; i++)
         f[i] = get64(p + 8 * i);
-    if (f[0] > UINT32_MAX) return RW_ECORRUPT;
+    if (f[0] > UINT32_MAX)
+        return RW_ECORRUPT;
     si->id = (uint32_t)f[0];
     si->sealed = f[1] & 1;
     si->ts_monotonic = (f[1] & 2) != 0;
@@ -81,7 +83,8 @@ static int open_dbis(struct log_seg *s, bool writer, const char *path, struct rw
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(s->env, NULL, writer ? 0 : MDB_RDONLY, &txn);
-    if (rc) return log_mdb_err(e, rc, "begin", path);
+    if (rc)
+        return log_mdb_err(e, rc, "begin", path);
     unsigned c = writer ? MDB_CREATE : 0;
     if ((rc = mdb_dbi_open(txn, "blocks", c, &s->blocks)) ||
         (rc = mdb_dbi_open(txn, "time", c, &s->time)) ||
@@ -108,9 +111,11 @@ int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability 
         return rw_errf(e, errno == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: mkdir: %s", path,
                        strerror(errno));
     int rc = mdb_env_create(&s->env);
-    if (rc) return log_mdb_err(e, rc, "env create", path);
+    if (rc)
+        return log_mdb_err(e, rc, "env create", path);
     mdb_env_set_maxdbs(s->env, 8);
-    if (writer) mdb_env_set_mapsize(s->env, mapsize);
+    if (writer)
+        mdb_env_set_mapsize(s->env, mapsize);
     unsigned flags = MDB_NORDAHEAD;
     if (!writer)
         flags |= MDB_RDONLY;
@@ -132,7 +137,8 @@ int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability 
 
 void log_seg_close(struct log_seg *s)
 {
-    if (s->env) mdb_env_close(s->env);
+    if (s->env)
+        mdb_env_close(s->env);
     s->env = NULL;
 }
 
@@ -146,7 +152,8 @@ int log_seg_load_info(struct log_seg *s, MDB_txn *txn, uint32_t id, struct rw_er
         s->si.ts_monotonic = true;
         return 0;
     }
-    if (rc) return log_mdb_err(e, rc, "read info", "segment");
+    if (rc)
+        return log_mdb_err(e, rc, "read info", "segment");
     if (log_seg_info_decode(v.mv_data, v.mv_size, &s->si) || s->si.id != id)
         return rw_errf(e, RW_ECORRUPT, "segment %u: summary record is damaged", id);
     return 0;
@@ -159,8 +166,10 @@ int log_seg_remove(const char *dir, uint32_t id, struct rw_err *e)
     const char *names[] = {"data.mdb", "lock.mdb"};
     for (int i = 0; i < 2; i++) {
         snprintf(f, sizeof(f), "%s/%s", path, names[i]);
-        if (unlink(f) && errno != ENOENT) return rw_errf(e, RW_EIO, "%s: %s", f, strerror(errno));
+        if (unlink(f) && errno != ENOENT)
+            return rw_errf(e, RW_EIO, "%s: %s", f, strerror(errno));
     }
-    if (rmdir(path) && errno != ENOENT) return rw_errf(e, RW_EIO, "%s: %s", path, strerror(errno));
+    if (rmdir(path) && errno != ENOENT)
+        return rw_errf(e, RW_EIO, "%s: %s", path, strerror(errno));
     return 0;
 }

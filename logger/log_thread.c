@@ -51,11 +51,14 @@ static void append_mbuf(struct log_thread *t, struct rte_mbuf *m)
     struct rw_mbuf_priv *p = rw_mbuf_priv(m);
     struct rw_err e;
     uint32_t len = rte_pktmbuf_pkt_len(m);
-    if (len > sizeof(t->scratch)) len = sizeof(t->scratch);
+    if (len > sizeof(t->scratch))
+        len = sizeof(t->scratch);
     const uint8_t *data = rte_pktmbuf_read(m, 0, len, t->scratch);
     struct log_rec r = {.meta = p->meta, .orig_len = p->wire_len, .cap_len = len, .data = data};
-    if (r.orig_len < len) r.orig_len = len;
-    if (!atomic_load(&t->failed) && log_writer_append(t->w, &r, &e)) fail(t, &e);
+    if (r.orig_len < len)
+        r.orig_len = len;
+    if (!atomic_load(&t->failed) && log_writer_append(t->w, &r, &e))
+        fail(t, &e);
     rte_pktmbuf_free(m);
 }
 
@@ -64,10 +67,12 @@ static void housekeeping(struct log_thread *t)
     struct rw_err e;
     uint64_t want = atomic_load(&t->want_reserved);
     if (!atomic_load(&t->failed) && want > log_writer_reserved(t->w)) {
-        if (log_writer_reserve(t->w, want, &e)) fail(t, &e);
+        if (log_writer_reserve(t->w, want, &e))
+            fail(t, &e);
         atomic_store(&t->reserved, log_writer_reserved(t->w));
     }
-    if (!atomic_load(&t->failed) && log_writer_tick(t->w, rw_now_ns(), &e)) fail(t, &e);
+    if (!atomic_load(&t->failed) && log_writer_tick(t->w, rw_now_ns(), &e))
+        fail(t, &e);
     atomic_store(&t->durable, log_writer_durable(t->w));
 }
 
@@ -81,13 +86,15 @@ static void *run(void *arg)
             append_mbuf(t, objs[i]);
         housekeeping(t);
         if (n == 0) {
-            if (atomic_load(&t->stop) && rte_ring_empty(t->ring)) break;
+            if (atomic_load(&t->stop) && rte_ring_empty(t->ring))
+                break;
             struct timespec ts = {0, LOG_THREAD_IDLE_NS};
             nanosleep(&ts, NULL);
         }
     }
     struct rw_err e;
-    if (!atomic_load(&t->failed) && log_writer_commit(t->w, &e)) fail(t, &e);
+    if (!atomic_load(&t->failed) && log_writer_commit(t->w, &e))
+        fail(t, &e);
     atomic_store(&t->durable, log_writer_durable(t->w));
     return NULL;
 }
@@ -96,7 +103,8 @@ int log_thread_start(struct log_writer *w, unsigned ring_size, struct log_thread
                      struct rw_err *e)
 {
     struct log_thread *t = calloc(1, sizeof(*t));
-    if (!t) return rw_errf(e, RW_ENOMEM, "out of memory");
+    if (!t)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
     t->w = w;
     atomic_init(&t->durable, log_writer_durable(w));
     atomic_init(&t->reserved, log_writer_reserved(w));
@@ -149,7 +157,8 @@ int log_thread_stop(struct log_thread *t, struct rw_err *e)
     int rc = 0;
     if (atomic_load(&t->failed)) {
         rc = t->err.code;
-        if (e) *e = t->err;
+        if (e)
+            *e = t->err;
     }
     rte_ring_free(t->ring);
     free(t);

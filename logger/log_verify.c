@@ -27,6 +27,7 @@ struct verify {
     bool any;
     struct log_block_buf buf;
     struct log_seg_info got; /* recomputed from the blocks */
+    uint64_t damaged;        /* damaged blocks in the current segment */
 };
 
 static void problem(struct verify *v, uint32_t seg, uint64_t clock, const char *fmt, ...)
@@ -40,7 +41,8 @@ static void problem(struct verify *v, uint32_t seg, uint64_t clock, const char *
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     v->st->problems++;
-    if (v->fn) v->fn(v->ctx, seg, clock, msg);
+    if (v->fn)
+        v->fn(v->ctx, seg, clock, msg);
 }
 
 static int check_rec(void *ctx, const struct log_rec *r)
@@ -81,6 +83,8 @@ static void check_block(struct verify *v, uint32_t seg, const MDB_val *k, const 
     }
     if (rc) {
         problem(v, seg, key, "%s", why);
+        v->damaged++; /* its packets cannot be counted: skip the summary count check */
+        v->got.blocks++;
         return;
     }
     struct log_seg_info *g = &v->got;
@@ -122,13 +126,16 @@ static void check_index(struct verify *v, uint32_t seg, MDB_txn *txn, struct log
         if (mdb_get(txn, s->blocks, &bk, &bv))
             problem(v, seg, rw_get_be64(val.mv_data), "%s index names a missing block", name);
     }
-    if (rc != MDB_NOTFOUND) problem(v, seg, 0, "%s index: %s", name, mdb_strerror(rc));
+    if (rc != MDB_NOTFOUND)
+        problem(v, seg, 0, "%s index: %s", name, mdb_strerror(rc));
     mdb_cursor_close(cur);
 }
 
 static void compare_info(struct verify *v, const struct log_seg_info *want)
 {
     const struct log_seg_info *g = &v->got;
+    if (v->damaged) /* already reported; the counts cannot match */
+        return;
     if (g->packets != want->packets || g->blocks != want->blocks ||
         (g->packets && (g->first_clock != want->first_clock || g->last_clock != want->last_clock)))
         problem(v, want->id, g->last_clock,
@@ -159,11 +166,13 @@ static void verify_segment(struct verify *v, const struct log_seg_info *listed)
         return;
     }
     memset(&v->got, 0, sizeof(v->got));
+    v->damaged = 0;
     int rc;
     for (rc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &val, MDB_NEXT))
         check_block(v, id, &k, &val);
-    if (rc != MDB_NOTFOUND) problem(v, id, v->got.last_clock, "block table: %s", mdb_strerror(rc));
+    if (rc != MDB_NOTFOUND)
+        problem(v, id, v->got.last_clock, "block table: %s", mdb_strerror(rc));
     mdb_cursor_close(cur);
     if (log_seg_load_info(&s, txn, id, &e))
         problem(v, id, 0, "%s", e.msg);
@@ -184,22 +193,28 @@ int log_verify(const char *dir, const struct log_verify_cbs *cb, struct log_veri
                struct rw_err *e)
 {
     struct log_verify_stats local;
-    if (!st) st = &local;
+    if (!st)
+        st = &local;
     memset(st, 0, sizeof(*st));
     struct log_manifest m;
     int rc = log_manifest_open(dir, false, &m, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct log_seg_info *segs;
     uint32_t n;
     uint64_t reserved = 0;
     rc = log_manifest_list(&m, &segs, &n, e);
-    if (!rc) rc = log_manifest_reserved(&m, &reserved, e);
+    if (!rc)
+        rc = log_manifest_reserved(&m, &reserved, e);
     log_manifest_close(&m);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct verify v = {.dir = dir, .fn = cb->problem, .ctx = cb->ctx, .st = st};
     for (uint32_t i = 0; i < n; i++) {
-        if (segs[i].id < cb->from_segment) continue;
-        if (cb->segment) cb->segment(cb->ctx, segs[i].id);
+        if (segs[i].id < cb->from_segment)
+            continue;
+        if (cb->segment)
+            cb->segment(cb->ctx, segs[i].id);
         verify_segment(&v, &segs[i]);
     }
     if (reserved && v.any && v.prev_clock >= reserved)

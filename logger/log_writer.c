@@ -15,10 +15,12 @@
 #include "log_internal.h"
 #include "log_block.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/statvfs.h>
 
 #define LOG_GROUP_MAX_BYTES  (8u << 20) /* commit early past this much pending data */
 #define LOG_GROUP_MAX_BLOCKS 64
@@ -87,9 +89,11 @@ static int start_segment(struct log_writer *w, uint32_t id, struct rw_err *e)
 {
     struct log_seg_info si = {.id = id, .ts_monotonic = true};
     int rc = log_manifest_put(&w->man, &si, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     rc = log_seg_open(w->dir, id, true, w->o.durability, seg_mapsize(&w->o), &w->seg, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(w->seg.env, NULL, MDB_RDONLY, &txn)))
         return log_mdb_err(e, rc, "begin", w->dir);
@@ -101,7 +105,8 @@ static int start_segment(struct log_writer *w, uint32_t id, struct rw_err *e)
 static int seal_segment(struct log_writer *w, struct rw_err *e)
 {
     int rc = mdb_env_sync(w->seg.env, 1);
-    if (rc) return log_mdb_err(e, rc, "sync", "sealing segment");
+    if (rc)
+        return log_mdb_err(e, rc, "sync", "sealing segment");
     w->seg.si.sealed = true;
     rc = log_manifest_put(&w->man, &w->seg.si, e);
     log_seg_close(&w->seg);
@@ -110,8 +115,10 @@ static int seal_segment(struct log_writer *w, struct rw_err *e)
 
 static bool retention_due(const struct log_writer *w, const struct log_seg_info *s, uint64_t total)
 {
-    if (!s->sealed || s->last_clock >= w->o.trim_floor) return false;
-    if (w->o.retain_bytes && total > w->o.retain_bytes) return true;
+    if (!s->sealed || s->last_clock >= w->o.trim_floor)
+        return false;
+    if (w->o.retain_bytes && total > w->o.retain_bytes)
+        return true;
     return w->o.retain_ns && s->packets && s->max_ts + w->o.retain_ns < w->newest_ts;
 }
 
@@ -120,18 +127,23 @@ static bool retention_due(const struct log_writer *w, const struct log_seg_info 
  * never a listed segment without files. */
 static int apply_retention(struct log_writer *w, struct rw_err *e)
 {
-    if (!w->o.retain_bytes && !w->o.retain_ns) return 0;
+    if (!w->o.retain_bytes && !w->o.retain_ns)
+        return 0;
     struct log_seg_info *segs;
     uint32_t n;
     int rc = log_manifest_list(&w->man, &segs, &n, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     uint64_t total = w->seg.si.stored_bytes;
     for (uint32_t i = 0; i < n; i++)
-        if (segs[i].id != w->seg.si.id) total += segs[i].stored_bytes;
+        if (segs[i].id != w->seg.si.id)
+            total += segs[i].stored_bytes;
     for (uint32_t i = 0; i < n && !rc; i++) {
-        if (segs[i].id == w->seg.si.id || !retention_due(w, &segs[i], total)) break;
+        if (segs[i].id == w->seg.si.id || !retention_due(w, &segs[i], total))
+            break;
         rc = log_manifest_del(&w->man, segs[i].id, e);
-        if (!rc) rc = log_seg_remove(w->dir, segs[i].id, e);
+        if (!rc)
+            rc = log_seg_remove(w->dir, segs[i].id, e);
         total -= segs[i].stored_bytes;
     }
     free(segs);
@@ -142,8 +154,10 @@ static int rotate(struct log_writer *w, struct rw_err *e)
 {
     uint32_t next = w->seg.si.id + 1;
     int rc = seal_segment(w, e);
-    if (!rc) rc = start_segment(w, next, e);
-    if (!rc) rc = apply_retention(w, e);
+    if (!rc)
+        rc = start_segment(w, next, e);
+    if (!rc)
+        rc = apply_retention(w, e);
     return rc;
 }
 
@@ -152,22 +166,27 @@ static int recover(struct log_writer *w, struct rw_err *e)
     struct log_seg_info *segs;
     uint32_t n;
     int rc = log_manifest_list(&w->man, &segs, &n, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     uint64_t next = w->reserved;
     for (uint32_t i = 0; i < n; i++)
-        if (segs[i].packets && segs[i].last_clock + 1 > next) next = segs[i].last_clock + 1;
+        if (segs[i].packets && segs[i].last_clock + 1 > next)
+            next = segs[i].last_clock + 1;
     uint32_t last_id = n ? segs[n - 1].id : 0;
     bool reopen = n && !segs[n - 1].sealed;
     free(segs);
     rc = start_segment(w, reopen ? last_id : last_id + 1, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if (w->seg.si.packets) {
-        if (w->seg.si.last_clock + 1 > next) next = w->seg.si.last_clock + 1;
+        if (w->seg.si.last_clock + 1 > next)
+            next = w->seg.si.last_clock + 1;
         w->newest_ts = w->seg.si.max_ts;
     }
     w->next_clock = next;
     w->durable = next;
-    if (reopen && w->seg.si.stored_bytes >= w->o.segment_bytes) return rotate(w, e);
+    if (reopen && w->seg.si.stored_bytes >= w->o.segment_bytes)
+        return rotate(w, e);
     return 0;
 }
 
@@ -179,13 +198,16 @@ int log_writer_open(const char *dir, const struct log_opts *o, struct log_writer
     if (!o->block_pkts || !o->block_bytes || o->segment_bytes < (1u << 20))
         return rw_errf(e, RW_EINVAL, "log options: blocks need a size, segments >= 1 MiB");
     struct log_writer *w = calloc(1, sizeof(*w));
-    if (!w) return rw_errf(e, RW_ENOMEM, "out of memory");
+    if (!w)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
     snprintf(w->dir, sizeof(w->dir), "%s", dir);
     w->o = *o;
     log_bb_init(&w->bb);
     int rc = log_manifest_open(dir, true, &w->man, e);
-    if (!rc) rc = log_manifest_reserved(&w->man, &w->reserved, e);
-    if (!rc) rc = recover(w, e);
+    if (!rc)
+        rc = log_manifest_reserved(&w->man, &w->reserved, e);
+    if (!rc)
+        rc = recover(w, e);
     if (rc) {
         log_seg_close(&w->seg);
         log_manifest_close(&w->man);
@@ -203,13 +225,15 @@ static int close_block(struct log_writer *w)
     if (w->npend == w->pend_cap) {
         size_t n = w->pend_cap ? w->pend_cap * 2 : 16;
         struct pending_block *q = realloc(w->pend, n * sizeof(*q));
-        if (!q) return RW_ENOMEM;
+        if (!q)
+            return RW_ENOMEM;
         w->pend = q;
         w->pend_cap = n;
     }
     struct pending_block *p = &w->pend[w->npend];
     memset(p, 0, sizeof(*p));
-    if (log_bb_encode(b, &p->v, &p->len)) return RW_ENOMEM;
+    if (log_bb_encode(b, &p->v, &p->len))
+        return RW_ENOMEM;
     p->flows = malloc((b->nflows ? b->nflows : 1) * sizeof(uint32_t));
     if (!p->flows) {
         free(p->v);
@@ -226,7 +250,8 @@ static int close_block(struct log_writer *w)
     p->raw = b->raw_len;
     p->wire = b->wire_bytes;
     p->monotonic = b->monotonic;
-    if (w->npend++ == 0) w->pend_since_ns = b->opened_ns;
+    if (w->npend++ == 0)
+        w->pend_since_ns = b->opened_ns;
     w->pend_bytes += p->len;
     log_bb_reset(b);
     return 0;
@@ -242,8 +267,10 @@ static void account(struct log_seg_info *si, const struct pending_block *p)
         si->max_ts = p->max_ts;
     }
     si->last_clock = p->last_clock;
-    if (p->min_ts < si->min_ts) si->min_ts = p->min_ts;
-    if (p->max_ts > si->max_ts) si->max_ts = p->max_ts;
+    if (p->min_ts < si->min_ts)
+        si->min_ts = p->min_ts;
+    if (p->max_ts > si->max_ts)
+        si->max_ts = p->max_ts;
     si->packets += p->count;
     si->blocks++;
     si->raw_bytes += p->raw;
@@ -257,17 +284,20 @@ static int put_block(MDB_txn *txn, struct log_seg *s, const struct pending_block
     rw_put_be64(kb, p->first_clock);
     MDB_val k = {8, kb}, v = {p->len, p->v};
     int rc = mdb_put(txn, s->blocks, &k, &v, MDB_APPEND);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     uint64_t running_max = s->si.packets && s->si.max_ts > p->max_ts ? s->si.max_ts : p->max_ts;
     rw_put_be64(tk, running_max);
     rw_put_be64(tk + 8, p->first_clock);
     MDB_val tkv = {16, tk}, tv = {8, kb};
-    if ((rc = mdb_put(txn, s->time, &tkv, &tv, MDB_APPEND))) return rc;
+    if ((rc = mdb_put(txn, s->time, &tkv, &tv, MDB_APPEND)))
+        return rc;
     for (size_t i = 0; i < p->nflows; i++) {
         uint8_t fk[4] = {(uint8_t)(p->flows[i] >> 24), (uint8_t)(p->flows[i] >> 16),
                          (uint8_t)(p->flows[i] >> 8), (uint8_t)p->flows[i]};
         MDB_val fkv = {4, fk}, fv = {8, kb};
-        if ((rc = mdb_put(txn, s->flow, &fkv, &fv, 0))) return rc;
+        if ((rc = mdb_put(txn, s->flow, &fkv, &fv, 0)))
+            return rc;
     }
     account(&s->si, p);
     return 0;
@@ -280,7 +310,8 @@ static int try_commit(struct log_writer *w)
     struct log_seg_info saved = w->seg.si;
     MDB_txn *txn;
     int rc = mdb_txn_begin(w->seg.env, NULL, 0, &txn);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     for (size_t i = 0; i < w->npend && !rc; i++)
         rc = put_block(txn, &w->seg, &w->pend[i]);
     if (!rc) {
@@ -293,7 +324,8 @@ static int try_commit(struct log_writer *w)
         mdb_txn_abort(txn);
     else
         rc = mdb_txn_commit(txn);
-    if (rc) w->seg.si = saved;
+    if (rc)
+        w->seg.si = saved;
     return rc;
 }
 
@@ -307,14 +339,28 @@ static void drop_pending(struct log_writer *w)
     w->pend_bytes = 0;
 }
 
+/* LMDB reports a short write (the usual form of a full disk) as EIO; tell the
+ * operator what it most likely is. */
+static bool disk_full(const struct log_writer *w)
+{
+    struct statvfs vs;
+    if (statvfs(w->dir, &vs))
+        return false;
+    return (uint64_t)vs.f_bavail * vs.f_frsize < w->pend_bytes + (1u << 20);
+}
+
 static int commit_pending(struct log_writer *w, struct rw_err *e)
 {
-    if (!w->npend) return 0;
+    if (!w->npend)
+        return 0;
     int rc = try_commit(w);
     if (rc == MDB_MAP_FULL && w->seg.si.packets) {
-        if ((rc = rotate(w, e))) return rc;
+        if ((rc = rotate(w, e)))
+            return rc;
         rc = try_commit(w);
     }
+    if (rc == EIO && disk_full(w))
+        rc = ENOSPC;
     if (rc) {
         char where[128];
         snprintf(where, sizeof(where), "segment %u, clocks %llu..%llu not stored", w->seg.si.id,
@@ -324,8 +370,10 @@ static int commit_pending(struct log_writer *w, struct rw_err *e)
     }
     uint64_t last = w->pend[w->npend - 1].last_clock;
     drop_pending(w);
-    if (w->o.durability != LOG_DUR_NONE) w->durable = last + 1;
-    if (w->seg.si.stored_bytes >= w->o.segment_bytes) return rotate(w, e);
+    if (w->o.durability != LOG_DUR_NONE)
+        w->durable = last + 1;
+    if (w->seg.si.stored_bytes >= w->o.segment_bytes)
+        return rotate(w, e);
     return 0;
 }
 
@@ -344,19 +392,25 @@ int log_writer_append(struct log_writer *w, const struct log_rec *r, struct rw_e
         return rw_errf(e, RW_EINVAL, "append: clock %llu is not reserved (reserved below %llu)",
                        (unsigned long long)m->clock, (unsigned long long)w->reserved);
     int rc = log_bb_add(&w->bb, r, w->bb.count ? w->bb.opened_ns : rw_now_ns());
-    if (rc) return rw_errf(e, rc, "append: out of memory");
+    if (rc)
+        return rw_errf(e, rc, "append: out of memory");
     w->have_last = true;
     w->last_clock = m->clock;
     w->last_sub = m->sub;
-    if (m->ts_ns > w->newest_ts) w->newest_ts = m->ts_ns;
-    if (w->o.durability == LOG_DUR_NONE) w->durable = m->clock + 1;
-    if (w->bb.count < w->o.block_pkts && w->bb.raw_len < w->o.block_bytes) return 0;
-    if ((rc = close_block(w))) return rw_errf(e, rc, "append: out of memory");
+    if (m->ts_ns > w->newest_ts)
+        w->newest_ts = m->ts_ns;
+    if (w->o.durability == LOG_DUR_NONE)
+        w->durable = m->clock + 1;
+    if (w->bb.count < w->o.block_pkts && w->bb.raw_len < w->o.block_bytes)
+        return 0;
+    if ((rc = close_block(w)))
+        return rw_errf(e, rc, "append: out of memory");
     /* A group also stays well below a segment, so rotation keeps segments near
      * their configured size. */
     uint64_t group_max =
         w->o.segment_bytes / 8 < LOG_GROUP_MAX_BYTES ? w->o.segment_bytes / 8 : LOG_GROUP_MAX_BYTES;
-    if (w->pend_bytes >= group_max || w->npend >= LOG_GROUP_MAX_BLOCKS) return commit_pending(w, e);
+    if (w->pend_bytes >= group_max || w->npend >= LOG_GROUP_MAX_BLOCKS)
+        return commit_pending(w, e);
     return 0;
 }
 
@@ -365,14 +419,16 @@ int log_writer_tick(struct log_writer *w, uint64_t now_ns, struct rw_err *e)
     int rc;
     if (w->bb.count && now_ns - w->bb.opened_ns >= w->o.commit_ns && (rc = close_block(w)))
         return rw_errf(e, rc, "commit: out of memory");
-    if (w->npend && now_ns - w->pend_since_ns >= w->o.commit_ns) return commit_pending(w, e);
+    if (w->npend && now_ns - w->pend_since_ns >= w->o.commit_ns)
+        return commit_pending(w, e);
     return 0;
 }
 
 int log_writer_commit(struct log_writer *w, struct rw_err *e)
 {
     int rc;
-    if (w->bb.count && (rc = close_block(w))) return rw_errf(e, rc, "commit: out of memory");
+    if (w->bb.count && (rc = close_block(w)))
+        return rw_errf(e, rc, "commit: out of memory");
     return commit_pending(w, e);
 }
 
@@ -388,9 +444,11 @@ uint64_t log_writer_next_clock(const struct log_writer *w)
 
 int log_writer_reserve(struct log_writer *w, uint64_t upto, struct rw_err *e)
 {
-    if (upto <= w->reserved) return 0;
+    if (upto <= w->reserved)
+        return 0;
     int rc = log_manifest_reserve(&w->man, upto, e);
-    if (!rc) w->reserved = upto;
+    if (!rc)
+        w->reserved = upto;
     return rc;
 }
 
@@ -401,9 +459,11 @@ uint64_t log_writer_reserved(const struct log_writer *w)
 
 int log_writer_close(struct log_writer *w, struct rw_err *e)
 {
-    if (!w) return 0;
+    if (!w)
+        return 0;
     int rc = log_writer_commit(w, e);
-    if (!rc && w->o.durability != LOG_DUR_NONE && w->seg.env) mdb_env_sync(w->seg.env, 1);
+    if (!rc && w->o.durability != LOG_DUR_NONE && w->seg.env)
+        mdb_env_sync(w->seg.env, 1);
     drop_pending(w);
     free(w->pend);
     log_bb_free(&w->bb);

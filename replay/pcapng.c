@@ -25,7 +25,8 @@ static int put_opt(FILE *f, uint16_t code, const void *val, uint16_t len)
 {
     static const uint8_t zeros[4];
     uint16_t h[2] = {code, len};
-    if (fwrite(h, 4, 1, f) != 1 || (len && fwrite(val, len, 1, f) != 1)) return -1;
+    if (fwrite(h, 4, 1, f) != 1 || (len && fwrite(val, len, 1, f) != 1))
+        return -1;
     uint32_t padlen = pad4(len) - len;
     return padlen && fwrite(zeros, padlen, 1, f) != 1 ? -1 : 0;
 }
@@ -57,7 +58,8 @@ static int write_idb(FILE *f)
 int pcapng_open(struct pcapng *w, const char *path)
 {
     w->f = fopen(path, "wb");
-    if (!w->f) return -1;
+    if (!w->f)
+        return -1;
     setvbuf(w->f, NULL, _IOFBF, 1 << 20);
     return write_shb(w->f) | write_idb(w->f) ? -1 : 0;
 }
@@ -74,15 +76,18 @@ int pcapng_write(struct pcapng *w, uint64_t ts_ns, uint32_t cap_len, uint32_t wi
              put32(f, (uint32_t)ts_ns) | put32(f, cap_len) | put32(f, wire_len);
     rc |= cap_len && fwrite(data, cap_len, 1, f) != 1;
     rc |= pad4(cap_len) != cap_len && fwrite(zeros, pad4(cap_len) - cap_len, 1, f) != 1;
-    if (comment) rc |= put_opt(f, OPT_COMMENT, comment, clen) | put_opt(f, OPT_ENDOFOPT, NULL, 0);
+    if (comment)
+        rc |= put_opt(f, OPT_COMMENT, comment, clen) | put_opt(f, OPT_ENDOFOPT, NULL, 0);
     return rc | put32(f, len) ? -1 : 0;
 }
 
 int pcapng_close(struct pcapng *w)
 {
-    if (!w->f) return 0;
+    if (!w->f)
+        return 0;
     int rc = ferror(w->f) ? -1 : 0;
-    if (fclose(w->f)) rc = -1;
+    if (fclose(w->f))
+        rc = -1;
     w->f = NULL;
     return rc;
 }

@@ -33,7 +33,8 @@ static bool ends_with(const char *s, const char *suf)
 static int write_rec(void *ctx, const struct log_rec *r)
 {
     struct file_out *f = ctx;
-    if (!replay_filter_match(&f->filt, r)) return 0;
+    if (!replay_filter_match(&f->filt, r))
+        return 0;
     if (f->dump) {
         struct pcap_pkthdr h;
         uint64_t frac = r->meta.ts_ns % 1000000000ull;
@@ -58,7 +59,8 @@ static int write_rec(void *ctx, const struct log_rec *r)
 static int open_out(struct file_out *f, const char *path, struct rw_err *e)
 {
     if (!f->dump && !ends_with(path, ".pcap")) {
-        if (pcapng_open(&f->ng, path)) return rw_errf(e, RW_EIO, "%s: %s", path, strerror(errno));
+        if (pcapng_open(&f->ng, path))
+            return rw_errf(e, RW_EIO, "%s: %s", path, strerror(errno));
         return 0;
     }
     f->dead = pcap_open_dead_with_tstamp_precision(
@@ -74,13 +76,15 @@ static int close_out(struct file_out *f, const char *path, struct rw_err *e)
     int bad = 0;
     if (f->dump) {
         bad = pcap_dump_flush(f->dump) || ferror(pcap_dump_file(f->dump));
-        if (bad) f->werr = errno ? errno : EIO;
+        if (bad)
+            f->werr = errno ? errno : EIO;
         pcap_dump_close(f->dump);
     } else if (pcapng_close(&f->ng)) {
         bad = 1;
         f->werr = f->werr ? f->werr : errno ? errno : EIO;
     }
-    if (f->dead) pcap_close(f->dead);
+    if (f->dead)
+        pcap_close(f->dead);
     if (bad || f->werr)
         return rw_errf(e, f->werr == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: write failed: %s", path,
                        strerror(f->werr));
@@ -91,11 +95,13 @@ int replay_to_file(const char *logdir, const char *path, const struct replay_opt
                    struct replay_stats *st, struct rw_err *e)
 {
     struct replay_stats local;
-    if (!st) st = &local;
+    if (!st)
+        st = &local;
     memset(st, 0, sizeof(*st));
     struct file_out f = {.st = st, .nano = o->pcap_nanosecond};
     int rc = replay_filter_init(&f.filt, o->bpf, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct log_reader *r;
     if ((rc = log_reader_open(logdir, &r, e))) {
         replay_filter_fini(&f.filt);
@@ -104,7 +110,8 @@ int replay_to_file(const char *logdir, const char *path, const struct replay_opt
     if (!(rc = open_out(&f, path, e))) {
         rc = replay_scan(r, o, write_rec, &f, &st->scan, e);
         int crc = close_out(&f, path, rc ? NULL : e);
-        if (!rc) rc = crc;
+        if (!rc)
+            rc = crc;
     }
     log_reader_close(r);
     replay_filter_fini(&f.filt);

@@ -14,9 +14,11 @@ void replay_opts_default(struct replay_opts *o)
 int replay_filter_init(struct replay_filter *f, const char *bpf, struct rw_err *e)
 {
     memset(f, 0, sizeof(*f));
-    if (!bpf || !*bpf) return 0;
+    if (!bpf || !*bpf)
+        return 0;
     pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
-    if (!dead) return rw_errf(e, RW_ENOMEM, "cannot set up the BPF compiler");
+    if (!dead)
+        return rw_errf(e, RW_ENOMEM, "cannot set up the BPF compiler");
     if (pcap_compile(dead, &f->prog, bpf, 1, PCAP_NETMASK_UNKNOWN) < 0) {
         rw_errf(e, RW_EINVAL, "filter '%s': %s", bpf, pcap_geterr(dead));
         pcap_close(dead);
@@ -29,7 +31,8 @@ int replay_filter_init(struct replay_filter *f, const char *bpf, struct rw_err *
 
 bool replay_filter_match(const struct replay_filter *f, const struct log_rec *r)
 {
-    if (!f->on) return true;
+    if (!f->on)
+        return true;
     struct pcap_pkthdr h;
     memset(&h, 0, sizeof(h));
     h.caplen = r->cap_len;
@@ -39,7 +42,8 @@ bool replay_filter_match(const struct replay_filter *f, const struct log_rec *r)
 
 void replay_filter_fini(struct replay_filter *f)
 {
-    if (f->on) pcap_freecode(&f->prog);
+    if (f->on)
+        pcap_freecode(&f->prog);
     f->on = false;
 }
 

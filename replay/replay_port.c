@@ -37,7 +37,8 @@ static void flush(struct port_out *p)
     unsigned sent = 0;
     while (sent < p->n) {
         sent += rte_eth_tx_burst(p->port, 0, p->burst + sent, (uint16_t)(p->n - sent));
-        if (sent < p->n) rte_pause();
+        if (sent < p->n)
+            rte_pause();
     }
     p->n = 0;
 }
@@ -49,7 +50,8 @@ static struct rte_mbuf *to_mbuf(struct rte_mempool *pool, const struct log_rec *
     uint32_t off = 0;
     do {
         struct rte_mbuf *m = rte_pktmbuf_alloc(pool);
-        if (!m) break;
+        if (!m)
+            break;
         uint32_t room = rte_pktmbuf_tailroom(m);
         uint32_t n = r->cap_len - off < room ? r->cap_len - off : room;
         memcpy(rte_pktmbuf_append(m, (uint16_t)n), r->data + off, n);
@@ -72,7 +74,8 @@ static void wait_until(uint64_t due)
 {
     for (;;) {
         uint64_t now = rw_now_ns();
-        if (now >= due) return;
+        if (now >= due)
+            return;
         if (due - now > SLEEP_ABOVE_NS) {
             uint64_t ns = due - now - SLEEP_ABOVE_NS / 2;
             struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
@@ -86,7 +89,8 @@ static void wait_until(uint64_t due)
 static int send_rec(void *ctx, const struct log_rec *r)
 {
     struct port_out *p = ctx;
-    if (!replay_filter_match(&p->filt, r)) return 0;
+    if (!replay_filter_match(&p->filt, r))
+        return 0;
     if (!p->started) {
         p->started = true;
         p->t0 = rw_now_ns();
@@ -109,7 +113,8 @@ static int send_rec(void *ctx, const struct log_rec *r)
     p->burst[p->n++] = m;
     p->st->packets++;
     p->st->bytes += r->cap_len;
-    if (p->n == PORT_BURST) flush(p);
+    if (p->n == PORT_BURST)
+        flush(p);
     return 0;
 }
 
@@ -117,11 +122,13 @@ int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, 
                    const struct replay_opts *o, struct replay_stats *st, struct rw_err *e)
 {
     struct replay_stats local;
-    if (!st) st = &local;
+    if (!st)
+        st = &local;
     memset(st, 0, sizeof(*st));
     struct port_out p = {.port = port, .pool = pool, .speed = speed, .st = st, .e = e};
     int rc = replay_filter_init(&p.filt, o->bpf, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     struct log_reader *r;
     if (!(rc = log_reader_open(logdir, &r, e))) {
         rc = replay_scan(r, o, send_rec, &p, &st->scan, e);

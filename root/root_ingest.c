@@ -45,7 +45,8 @@ static int ensure_reserved(struct root_run *r)
         log_thread_want_reserve(r->lt, r->asked);
     }
     while (r->clock >= log_thread_reserved(r->lt)) {
-        if (log_thread_failed(r->lt)) return RW_EIO;
+        if (log_thread_failed(r->lt))
+            return RW_EIO;
         rte_pause();
     }
     return 0;
@@ -88,7 +89,8 @@ static int stamp(struct root_run *r, struct rte_mbuf *m, uint64_t now)
 static void hand_off(struct root_run *r, struct rte_mbuf **pkts, unsigned n)
 {
     unsigned done = log_thread_submit(r->lt, pkts, n);
-    if (done < n) r->st->ring_waits++;
+    if (done < n)
+        r->st->ring_waits++;
     while (done < n) {
         rte_pause();
         done += log_thread_submit(r->lt, pkts + done, n - done);
@@ -122,7 +124,8 @@ static int rx_loop(struct root_run *r, uint64_t expected)
         uint64_t now = r->o->trace ? 0 : wall_ns();
         for (uint16_t i = 0; i < n; i++) {
             int rc = ensure_reserved(r);
-            if (!rc) rc = stamp(r, pkts[i], now);
+            if (!rc)
+                rc = stamp(r, pkts[i], now);
             if (rc) {
                 rte_pktmbuf_free_bulk(pkts + i, n - i);
                 hand_off(r, pkts, i);
@@ -149,9 +152,11 @@ int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct r
     /* The first block is reserved before the thread starts: nothing is stamped
      * with a clock the manifest does not cover. */
     int rc = log_writer_reserve(w, r.clock + ROOT_CLOCK_BLOCK, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     r.asked = r.clock + ROOT_CLOCK_BLOCK;
-    if ((rc = log_thread_start(w, ROOT_RING, &r.lt, e))) return rc;
+    if ((rc = log_thread_start(w, ROOT_RING, &r.lt, e)))
+        return rc;
     uint64_t expected = o->trace ? o->trace->n : UINT64_MAX;
     struct rw_err loop_err = {0};
     r.e = &loop_err;
@@ -160,7 +165,8 @@ int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct r
     rc = log_thread_stop(r.lt, &thread_err);
     st->next_clock = r.clock;
     st->durable = log_writer_durable(w);
-    if (o->progress) o->progress(o->ctx, st, expected);
+    if (o->progress)
+        o->progress(o->ctx, st, expected);
     if (rc) /* the logger's error explains a loop that stopped because of it */
         *e = thread_err;
     else if (loop_rc)

@@ -14,7 +14,8 @@ int root_trace_scan(const char *path, struct root_trace *t, struct rw_err *e)
     char err[PCAP_ERRBUF_SIZE];
     memset(t, 0, sizeof(*t));
     pcap_t *p = pcap_open_offline_with_tstamp_precision(path, PCAP_TSTAMP_PRECISION_NANO, err);
-    if (!p) return rw_errf(e, RW_EINPUT, "%s: not a readable capture: %s", path, err);
+    if (!p)
+        return rw_errf(e, RW_EINPUT, "%s: not a readable capture: %s", path, err);
     if (pcap_datalink(p) != DLT_EN10MB) {
         int dlt = pcap_datalink(p);
         pcap_close(p);
@@ -30,7 +31,8 @@ int root_trace_scan(const char *path, struct root_trace *t, struct rw_err *e)
         if (t->n == cap) {
             cap *= 2;
             struct root_trace_pkt *q = realloc(t->pkts, cap * sizeof(*q));
-            if (!q) break;
+            if (!q)
+                break;
             t->pkts = q;
         }
         struct root_trace_pkt *k = &t->pkts[t->n++];

@@ -68,7 +68,8 @@ static void test_append_keeps_clocks_apart(void)
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
     CU_ASSERT_EQUAL(got.n, ref.n);
-    if (got.n == ref.n) CU_ASSERT_EQUAL(it_diff(&ref, 0, &got, 0, ref.n, 1), -1);
+    if (got.n == ref.n)
+        CU_ASSERT_EQUAL(it_diff(&ref, 0, &got, 0, ref.n, 1), -1);
     tu_pcap_free(&got);
     CU_ASSERT_EQUAL(it_export(d, log, out, "--to-clock 65535"), 0);
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
@@ -101,7 +102,8 @@ static void compare_with_tcpdump(const char *d, const char *trace, const char *l
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(theirs, &b), 0);
     CU_ASSERT_TRUE(b.n > 0);
     CU_ASSERT_EQUAL(a.n, b.n);
-    if (a.n == b.n) CU_ASSERT_EQUAL(it_diff(&a, 0, &b, 0, a.n, 1), -1);
+    if (a.n == b.n)
+        CU_ASSERT_EQUAL(it_diff(&a, 0, &b, 0, a.n, 1), -1);
     CU_ASSERT_EQUAL(it_file_has(err, index), 1);
     tu_pcap_free(&a);
     tu_pcap_free(&b);
@@ -149,11 +151,13 @@ static void test_time_window(void)
     size_t first = 0, n = 0;
     for (size_t i = 0; i < ref.n; i++)
         if (ref.pkts[i].ts_ns >= since && ref.pkts[i].ts_ns <= until) {
-            if (!n) first = i;
+            if (!n)
+                first = i;
             n++;
         }
     CU_ASSERT_EQUAL(got.n, n);
-    if (got.n == n) CU_ASSERT_EQUAL(it_diff(&ref, first, &got, 0, n, 1), -1);
+    if (got.n == n)
+        CU_ASSERT_EQUAL(it_diff(&ref, first, &got, 0, n, 1), -1);
     char err[4200];
     snprintf(err, sizeof(err), "%s/replay.stderr", d);
     CU_ASSERT_EQUAL(it_file_has(err, "time index"), 1);
@@ -181,7 +185,8 @@ static void test_replay_to_port(void)
                         0);
         CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
         CU_ASSERT_EQUAL(got.n, ref.n); /* the driver stamps its own send times */
-        if (got.n == ref.n) CU_ASSERT_EQUAL(it_diff(&ref, 0, &got, 0, ref.n, 0), -1);
+        if (got.n == ref.n)
+            CU_ASSERT_EQUAL(it_diff(&ref, 0, &got, 0, ref.n, 0), -1);
         tu_pcap_free(&got);
     }
     tu_pcap_free(&ref);

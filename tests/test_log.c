@@ -83,7 +83,8 @@ static struct log_writer *open_w(const char *dir, struct log_opts *o)
     struct log_writer *w = NULL;
     struct rw_err e;
     int rc = log_writer_open(dir, o, &w, &e);
-    if (rc) fprintf(stderr, "open: %s\n", e.msg);
+    if (rc)
+        fprintf(stderr, "open: %s\n", e.msg);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     return w;
 }
@@ -139,7 +140,8 @@ static int scan(const char *dir, const struct log_query *q, struct got *out,
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     struct log_scan_cbs cb = {.visit = collect, .damage = damage, .ctx = out};
     rc = log_scan(r, q, &cb, st, &e);
-    if (rc && !damage) fprintf(stderr, "scan: %s\n", e.msg);
+    if (rc && !damage)
+        fprintf(stderr, "scan: %s\n", e.msg);
     log_reader_close(r);
     return rc;
 }
@@ -162,7 +164,8 @@ static size_t expect(const struct gen *g, const struct log_query *q, size_t *idx
             continue;
         if (q->has_flow) {
             struct rw_flow f;
-            if (!rw_flow_parse(r->data, r->cap_len, &f) || !rw_flow_match(&f, &q->flow)) continue;
+            if (!rw_flow_parse(r->data, r->cap_len, &f) || !rw_flow_match(&f, &q->flow))
+                continue;
         }
         idx[n++] = i;
     }
@@ -214,7 +217,8 @@ static uint64_t committed_packets(const char *dir)
 {
     struct log_reader *r;
     struct rw_err e;
-    if (log_reader_open(dir, &r, &e)) return UINT64_MAX;
+    if (log_reader_open(dir, &r, &e))
+        return UINT64_MAX;
     uint64_t n = 0;
     for (uint32_t i = 0; i < log_reader_nsegments(r); i++)
         n += log_reader_segment(r, i)->packets;
@@ -339,10 +343,13 @@ static void test_reopen_clocks(void)
     pid_t pid = fork();
     if (pid == 0) {
         struct log_writer *w;
-        if (log_writer_open(d, &o, &w, &e) || log_writer_reserve(w, 70000, &e)) _exit(1);
+        if (log_writer_open(d, &o, &w, &e) || log_writer_reserve(w, 70000, &e))
+            _exit(1);
         for (size_t i = 0; i < g.n; i++)
-            if (log_writer_append(w, &g.r[i], &e)) _exit(1);
-        if (log_writer_commit(w, &e)) _exit(1);
+            if (log_writer_append(w, &g.r[i], &e))
+                _exit(1);
+        if (log_writer_commit(w, &e))
+            _exit(1);
         _exit(0);
     }
     int st;
@@ -473,7 +480,8 @@ static int flip_in_file(const char *path, const uint8_t *needle, size_t n)
 {
     size_t len;
     char *buf = tu_slurp(path, &len);
-    if (!buf) return -1;
+    if (!buf)
+        return -1;
     char *hit = memmem(buf, len, needle, n);
     int rc = -1;
     if (hit) {
@@ -541,7 +549,8 @@ static void test_damaged_block(void)
     CU_ASSERT_TRUE(missing > 0 && missing <= 1024 && k < p.clock + missing);
     size_t j = 0;
     for (size_t i = 0; i < g.n && j < got.n; i++) {
-        if (i >= p.clock && i < p.clock + missing) continue;
+        if (i >= p.clock && i < p.clock + missing)
+            continue;
         CU_ASSERT_TRUE(same_rec(&got.r[j], &g.r[i]));
         j++;
     }

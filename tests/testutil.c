@@ -16,9 +16,11 @@
 
 int tu_main(const char *suite, void (*add)(CU_pSuite))
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) return 2;
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 2;
     CU_pSuite s = CU_add_suite(suite, NULL, NULL);
-    if (!s) return 2;
+    if (!s)
+        return 2;
     add(s);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
@@ -45,7 +47,8 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 
 void tu_rmrf(const char *path)
 {
-    if (path) nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    if (path)
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 const char *tu_bin(void)
@@ -73,15 +76,18 @@ int tu_sh(const char *out, const char *fmt, ...)
     else
         snprintf(full, sizeof(full), "%s", cmd);
     int st = system(full);
-    if (st == -1) return -1;
-    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (st == -1)
+        return -1;
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
     return 128 + WTERMSIG(st);
 }
 
 char *tu_slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
+    if (!f)
+        return NULL;
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     size_t r;
@@ -93,8 +99,10 @@ char *tu_slurp(const char *path, size_t *len)
         }
     }
     fclose(f);
-    if (buf) buf[n] = '\0';
-    if (len) *len = n;
+    if (buf)
+        buf[n] = '\0';
+    if (len)
+        *len = n;
     return buf;
 }
 
@@ -103,7 +111,8 @@ int tu_pcap_read(const char *path, struct tu_pcap *out)
     char err[PCAP_ERRBUF_SIZE];
     memset(out, 0, sizeof(*out));
     pcap_t *p = pcap_open_offline_with_tstamp_precision(path, PCAP_TSTAMP_PRECISION_NANO, err);
-    if (!p) return -1;
+    if (!p)
+        return -1;
     size_t cap = 1024;
     out->pkts = malloc(cap * sizeof(*out->pkts));
     struct pcap_pkthdr *h;
