@@ -9,7 +9,7 @@
  *   DIR/seg-NNNNNNNN/      one LMDB environment per segment:
  *       blocks  key = first clock of a block (u64 BE) -> encoded block (log_block.h)
  *       time    key = running max ts (u64 BE) + first clock (u64 BE) -> block clock
- *       flow    key = symmetric flow hash (u32 BE) -> block clocks (dupsort)
+ *       flow    key = first clock of a block (u64 BE) -> Bloom filter of its flows
  *       info    the segment's summary, updated in the same transaction as its blocks
  *
  * Appends collect packets into blocks (compressed with lz4 when that helps); full

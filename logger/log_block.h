@@ -58,6 +58,13 @@ int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t no
  * least an eighth, raw otherwise. */
 int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_len);
 
+/* Per-block flow filter: a Bloom filter over the block's flow hashes, so that a
+ * flow query reads only blocks that may hold the flow (see log_bloom.c). */
+int log_bloom_build(const uint32_t *hashes, size_t n, uint8_t **out, size_t *out_len);
+bool log_bloom_may_hold(const uint8_t *bloom, size_t len, uint32_t hash);
+/* Structural check of a stored filter. */
+bool log_bloom_valid(const uint8_t *bloom, size_t len);
+
 /* Parses and checks the header and CRC of a stored block. Returns 0 or a
  * RW_ECORRUPT with the reason in why. */
 int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char *why, size_t n);

@@ -187,26 +187,28 @@ static int get_block(struct scan *s, MDB_txn *txn, MDB_dbi dbi, uint64_t clock)
     return visit_block(s, &v, clock);
 }
 
+/* Walks the per-block flow filters in clock order and reads the blocks that may
+ * hold the flow. */
 static int scan_flow(struct scan *s, MDB_txn *txn, struct log_seg *seg)
 {
     uint32_t h = rw_flow_hash(&s->q->flow);
-    uint8_t fk[4] = {(uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8), (uint8_t)h};
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, seg->flow, &cur);
     if (rc)
         return log_mdb_err(s->e, rc, "cursor", "flow index");
-    MDB_val k = {4, fk}, v;
+    MDB_val k, v;
     int ret = 0;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0 && !ret;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
-        if (v.mv_size != 8) {
-            ret = rw_errf(s->e, RW_ECORRUPT, "segment %u: bad flow index entry", s->seg->id);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !ret;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8) {
+            ret = rw_errf(s->e, RW_ECORRUPT, "segment %u: bad flow index key", s->seg->id);
             break;
         }
-        uint64_t c = rw_get_be64(v.mv_data);
+        uint64_t c = rw_get_be64(k.mv_data);
         if (c > s->q->to_clock)
             break;
-        ret = get_block(s, txn, seg->blocks, c);
+        if (log_bloom_may_hold(v.mv_data, v.mv_size, h))
+            ret = get_block(s, txn, seg->blocks, c);
     }
     if (ret == SCAN_PAST_WINDOW)
         ret = 0, rc = 0;
@@ -294,7 +296,7 @@ static int scan_segment(struct scan *s)
     if (q->has_flow) {
         rc = scan_flow(s, txn, &seg);
     } else if (q->since_ns > 0) {
-        uint64_t start;
+        uint64_t start = UINT64_MAX;
         rc = time_start(s, txn, &seg, &start);
         if (!rc && start != UINT64_MAX)
             rc = scan_range(s, txn, &seg, start);

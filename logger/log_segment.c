@@ -88,7 +88,7 @@ static int open_dbis(struct log_seg *s, bool writer, const char *path, struct rw
     unsigned c = writer ? MDB_CREATE : 0;
     if ((rc = mdb_dbi_open(txn, "blocks", c, &s->blocks)) ||
         (rc = mdb_dbi_open(txn, "time", c, &s->time)) ||
-        (rc = mdb_dbi_open(txn, "flow", c | MDB_DUPSORT | MDB_DUPFIXED, &s->flow)) ||
+        (rc = mdb_dbi_open(txn, "flow", c, &s->flow)) ||
         (rc = mdb_dbi_open(txn, "info", c, &s->info))) {
         mdb_txn_abort(txn);
         if (rc == MDB_NOTFOUND) /* created but never committed: an empty segment */

@@ -103,7 +103,8 @@ static void check_block(struct verify *v, uint32_t seg, const MDB_val *k, const 
     v->st->packets += h.count;
 }
 
-/* Every entry of an index must name an existing block. */
+/* Every entry of an index must name an existing block: time index entries carry
+ * the block's clock as their value, flow filters as their key. */
 static void check_index(struct verify *v, uint32_t seg, MDB_txn *txn, struct log_seg *s,
                         MDB_dbi idx, const char *name, uint64_t *entries)
 {
@@ -118,13 +119,15 @@ static void check_index(struct verify *v, uint32_t seg, MDB_txn *txn, struct log
     for (rc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
         (*entries)++;
-        if (val.mv_size != 8) {
-            problem(v, seg, 0, "%s index entry of %zu bytes", name, val.mv_size);
+        bool by_key = idx == s->flow;
+        if (by_key ? !log_bloom_valid(val.mv_data, val.mv_size) || k.mv_size != 8
+                   : val.mv_size != 8) {
+            problem(v, seg, 0, "%s index entry is malformed", name);
             continue;
         }
-        bk = val;
+        bk = by_key ? k : val;
         if (mdb_get(txn, s->blocks, &bk, &bv))
-            problem(v, seg, rw_get_be64(val.mv_data), "%s index names a missing block", name);
+            problem(v, seg, rw_get_be64(bk.mv_data), "%s index names a missing block", name);
     }
     if (rc != MDB_NOTFOUND)
         problem(v, seg, 0, "%s index: %s", name, mdb_strerror(rc));
@@ -181,6 +184,9 @@ static void verify_segment(struct verify *v, const struct log_seg_info *listed)
     uint64_t tn, fn;
     check_index(v, id, txn, &s, s.time, "time", &tn);
     check_index(v, id, txn, &s, s.flow, "flow", &fn);
+    if (fn != v->got.blocks)
+        problem(v, id, 0, "flow index has %llu filters for %llu blocks", (unsigned long long)fn,
+                (unsigned long long)v->got.blocks);
     if (tn != v->got.blocks)
         problem(v, id, 0, "time index has %llu entries for %llu blocks", (unsigned long long)tn,
                 (unsigned long long)v->got.blocks);

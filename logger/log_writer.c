@@ -31,8 +31,8 @@ struct pending_block {
     uint64_t first_clock, last_clock, min_ts, max_ts, first_ts;
     uint64_t count, raw, wire;
     bool monotonic;
-    uint32_t *flows;
-    size_t nflows;
+    uint8_t *bloom; /* the block's flow filter (log_bloom.c) */
+    size_t bloom_len;
 };
 
 struct log_writer {
@@ -234,13 +234,10 @@ static int close_block(struct log_writer *w)
     memset(p, 0, sizeof(*p));
     if (log_bb_encode(b, &p->v, &p->len))
         return RW_ENOMEM;
-    p->flows = malloc((b->nflows ? b->nflows : 1) * sizeof(uint32_t));
-    if (!p->flows) {
+    if (log_bloom_build(b->flows, b->nflows, &p->bloom, &p->bloom_len)) {
         free(p->v);
         return RW_ENOMEM;
     }
-    memcpy(p->flows, b->flows, b->nflows * sizeof(uint32_t));
-    p->nflows = b->nflows;
     p->first_clock = b->first_clock;
     p->last_clock = b->last_clock;
     p->min_ts = b->min_ts;
@@ -292,13 +289,9 @@ static int put_block(MDB_txn *txn, struct log_seg *s, const struct pending_block
     MDB_val tkv = {16, tk}, tv = {8, kb};
     if ((rc = mdb_put(txn, s->time, &tkv, &tv, MDB_APPEND)))
         return rc;
-    for (size_t i = 0; i < p->nflows; i++) {
-        uint8_t fk[4] = {(uint8_t)(p->flows[i] >> 24), (uint8_t)(p->flows[i] >> 16),
-                         (uint8_t)(p->flows[i] >> 8), (uint8_t)p->flows[i]};
-        MDB_val fkv = {4, fk}, fv = {8, kb};
-        if ((rc = mdb_put(txn, s->flow, &fkv, &fv, 0)))
-            return rc;
-    }
+    MDB_val fv = {p->bloom_len, p->bloom};
+    if ((rc = mdb_put(txn, s->flow, &k, &fv, MDB_APPEND)))
+        return rc;
     account(&s->si, p);
     return 0;
 }
@@ -333,7 +326,7 @@ static void drop_pending(struct log_writer *w)
 {
     for (size_t i = 0; i < w->npend; i++) {
         free(w->pend[i].v);
-        free(w->pend[i].flows);
+        free(w->pend[i].bloom);
     }
     w->npend = 0;
     w->pend_bytes = 0;

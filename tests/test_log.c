@@ -439,7 +439,9 @@ static void test_flow_index(void)
     check_query(d, &g, &q, &st);
     CU_ASSERT_STRING_EQUAL(st.index, "flow");
     CU_ASSERT_EQUAL(st.packets_matched, 3);
-    CU_ASSERT_EQUAL(st.blocks_read, 3);
+    /* three blocks hold it; a Bloom false positive may add a read, not a packet */
+    CU_ASSERT_TRUE(st.blocks_read >= 3 && st.blocks_read <= 5);
+    CU_ASSERT_TRUE(st.blocks_total >= 19);
     gen_free(&g);
     tu_rmrf(d);
     free(d);

@@ -1,0 +1,50 @@
+# rewind - the two commands an operator needs, over CMake:
+#   make run    install what is missing, build, ingest a bundled trace, show its log
+#   make test   install what is missing, build (Debug, ASan+UBSan), run the whole suite
+# Also: make bench (Release build + benchmarks), make soak (long crash loop), make clean.
+
+BUILD     ?= build
+RELEASE   ?= build-release
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+TRACE     ?= traces/trojan_sequence.pcap
+RUN_DIR   ?= $(BUILD)/run
+
+.PHONY: all setup build run test bench soak format clean
+
+all: build
+
+setup:
+	@bash tools/setup.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Debug -DRW_SANITIZE=ON
+
+build: setup $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	rm -rf $(RUN_DIR)
+	$(BUILD)/cli/rewind log ingest --log $(RUN_DIR)/log --trace $(TRACE) --durability power
+	$(BUILD)/cli/rewind log stat $(RUN_DIR)/log
+	$(BUILD)/cli/rewind log verify $(RUN_DIR)/log
+	$(BUILD)/cli/rewind replay $(RUN_DIR)/log --to-pcap $(RUN_DIR)/replay.pcapng
+	@echo "log in $(RUN_DIR)/log; its packets with their clocks in $(RUN_DIR)/replay.pcapng"
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+$(RELEASE)/CMakeCache.txt:
+	cmake -S . -B $(RELEASE) -DCMAKE_BUILD_TYPE=Release -DRW_SANITIZE=OFF
+
+bench: setup $(RELEASE)/CMakeCache.txt
+	cmake --build $(RELEASE) -j$(JOBS)
+	$(RELEASE)/cli/rewind bench log
+
+soak: build
+	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R test_crash
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(RELEASE)
