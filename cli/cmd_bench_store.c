@@ -91,7 +91,8 @@ static int free_port(void)
     if (s >= 0 && !bind(s, (struct sockaddr *)&a, sizeof(a)) &&
         !getsockname(s, (struct sockaddr *)&a, &al))
         port = ntohs(a.sin_port);
-    if (s >= 0) close(s);
+    if (s >= 0)
+        close(s);
     return port;
 }
 
@@ -100,8 +101,10 @@ static redisContext *redis_wait_up(int port)
     struct timeval tv = {1, 0};
     for (int i = 0; i < 500; i++) {
         redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
-        if (c && !c->err) return c;
-        if (c) redisFree(c);
+        if (c && !c->err)
+            return c;
+        if (c)
+            redisFree(c);
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -113,7 +116,8 @@ static int redis_start(struct bctx *b)
     char port[16];
     b->port = free_port();
     snprintf(port, sizeof(port), "%d", b->port);
-    if (b->port < 0 || (b->redis = fork()) < 0) return fail("redis", "cannot pick a port or fork");
+    if (b->port < 0 || (b->redis = fork()) < 0)
+        return fail("redis", "cannot pick a port or fork");
     if (b->redis == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
@@ -122,7 +126,8 @@ static int redis_start(struct bctx *b)
         _exit(127);
     }
     redisContext *c = redis_wait_up(b->port);
-    if (!c) return fail("redis", "redis-server did not come up (is it installed?)");
+    if (!c)
+        return fail("redis", "redis-server did not come up (is it installed?)");
     redisFree(c);
     snprintf(b->url, sizeof(b->url), "redis://127.0.0.1:%d", b->port);
     return 0;
@@ -142,7 +147,8 @@ static int base_incrby(struct bctx *b, double *out)
 {
     const struct bopts *o = b->o;
     redisContext *c = redis_wait_up(b->port);
-    if (!c) return fail("redis", "cannot connect for the baseline");
+    if (!c)
+        return fail("redis", "cannot connect for the baseline");
     uint64_t t0 = rw_now_ns(), done = 0;
     int rc = 0;
     while (done < o->ops && rc == 0) {
@@ -153,7 +159,8 @@ static int base_incrby(struct bctx *b, double *out)
         for (unsigned i = 0; i < n && rc == 0; i++) {
             redisReply *r = NULL;
             rc = redisGetReply(c, (void **)&r) != REDIS_OK || r->type != REDIS_REPLY_INTEGER;
-            if (r) freeReplyObject(r);
+            if (r)
+                freeReplyObject(r);
         }
         done += n;
     }
@@ -185,7 +192,8 @@ static int run_store(const struct bopts *o, const char *url, struct srates *r)
     struct store_client *c;
     struct rw_err e = {0};
     char kb[32];
-    if (store_open(url, &st, &e)) return fail(url, e.msg);
+    if (store_open(url, &st, &e))
+        return fail(url, e.msg);
     if (store_client_open(st, 1, 0, &c, &e)) {
         store_close(st);
         return fail(url, e.msg);
@@ -217,7 +225,8 @@ static int run_store(const struct bopts *o, const char *url, struct srates *r)
         rc = rc ? rc : (found && v == i) ? 0 : STORE_ECORRUPT;
     }
     r->pop = rate(pops, t0);
-    if (rc) store_fail(c, url);
+    if (rc)
+        store_fail(c, url);
     store_client_close(c);
     store_close(st);
     return rc ? -1 : 0;
@@ -238,7 +247,8 @@ static int bench_redis(struct bctx *b, double lmdb_put)
 {
     struct srates r;
     double incrby;
-    if (redis_start(b) || base_incrby(b, &incrby) || run_store(b->o, b->url, &r)) return -1;
+    if (redis_start(b) || base_incrby(b, &incrby) || run_store(b->o, b->url, &r))
+        return -1;
     printf("redis  plain pipelined INCRBY   %12.0f ops/s  (baseline)\n", incrby);
     print_rates("redis", &r, "incrby", incrby, lmdb_put);
     return 0;
@@ -249,7 +259,8 @@ static int bench_lmdb(struct bctx *b, double lmdb_put)
     struct srates r;
     char url[640];
     snprintf(url, sizeof(url), "lmdb:%s/store?map=4096", b->o->dir);
-    if (run_store(b->o, url, &r)) return -1;
+    if (run_store(b->o, url, &r))
+        return -1;
     print_rates("lmdb", &r, "lmdb-put", lmdb_put, lmdb_put);
     return 0;
 }
@@ -280,7 +291,8 @@ static int parse(int argc, char **argv, struct bopts *o)
         char *end = NULL;
         unsigned long long v = optarg ? strtoull(optarg, &end, 10) : 0;
         bool num_ok = optarg && end && !*end && v > 0;
-        if (ch == 'h') return 1;
+        if (ch == 'h')
+            return 1;
         if (ch == 'n' && num_ok)
             o->ops = v;
         else if (ch == 'b' && num_ok && v <= 65536)
@@ -300,7 +312,8 @@ static int parse(int argc, char **argv, struct bopts *o)
 static int scratch(struct bopts *o, bool *made)
 {
     *made = false;
-    if (o->dir[0]) return mkdir(o->dir, 0775) && access(o->dir, W_OK) ? -1 : 0;
+    if (o->dir[0])
+        return mkdir(o->dir, 0775) && access(o->dir, W_OK) ? -1 : 0;
     const char *t = getenv("TMPDIR");
     snprintf(o->dir, sizeof(o->dir), "%s/rw-bench-store-XXXXXX", t ? t : "/tmp");
     *made = mkdtemp(o->dir) != NULL;
@@ -316,19 +329,24 @@ int cmd_bench_store(int argc, char **argv)
         return p > 0 ? 0 : 2;
     }
     bool made;
-    if (scratch(&o, &made)) return fail(o.dir, "cannot create the scratch directory"), 1;
+    if (scratch(&o, &made))
+        return fail(o.dir, "cannot create the scratch directory"), 1;
     struct bctx b = {.o = &o};
     double lmdb_put = 0;
     printf("ops %llu, batch %u, keys %u\n", (unsigned long long)o.ops, o.batch, o.keys);
     int rc = base_lmdb(&o, &lmdb_put);
-    if (rc == 0) printf("lmdb   plain puts (batched txns) %12.0f ops/s  (baseline)\n", lmdb_put);
-    if (rc == 0 && o.lmdb) rc = bench_lmdb(&b, lmdb_put);
-    if (rc == 0 && o.redis) rc = bench_redis(&b, lmdb_put);
+    if (rc == 0)
+        printf("lmdb   plain puts (batched txns) %12.0f ops/s  (baseline)\n", lmdb_put);
+    if (rc == 0 && o.lmdb)
+        rc = bench_lmdb(&b, lmdb_put);
+    if (rc == 0 && o.redis)
+        rc = bench_redis(&b, lmdb_put);
     redis_stop(&b);
     if (made) {
         char cmd[700];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", o.dir);
-        if (system(cmd) != 0) fail(o.dir, "cannot remove the scratch directory");
+        if (system(cmd) != 0)
+            fail(o.dir, "cannot remove the scratch directory");
     }
     return rc ? 1 : 0;
 }

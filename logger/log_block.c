@@ -197,7 +197,9 @@ static uint32_t block_crc(const uint8_t *v, size_t len)
     return (uint32_t)crc32(c, v + LOG_BLOCK_HDR, (uInt)(len - LOG_BLOCK_HDR));
 }
 
-int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_len)
+#define LZ4_RETRY_EVERY 16
+
+int log_bb_encode(struct log_block_builder *b, uint8_t **out, size_t *out_len)
 {
     int bound = LZ4_compressBound((int)b->raw_len);
     uint8_t *v = malloc(LOG_BLOCK_HDR + (size_t)bound);
@@ -212,9 +214,16 @@ int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_
         .max_ts = b->max_ts,
         .first_ts = b->first_ts,
     };
-    int c = LZ4_compress_default((const char *)b->raw, (char *)v + LOG_BLOCK_HDR, (int)b->raw_len,
+    int c = 0;
+    if (b->lz4_skip)
+        b->lz4_skip--;
+    else
+        c = LZ4_compress_default((const char *)b->raw, (char *)v + LOG_BLOCK_HDR, (int)b->raw_len,
                                  bound);
-    if (c > 0 && (size_t)c < b->raw_len - b->raw_len / 8) {
+    bool pays = c > 0 && (size_t)c < b->raw_len - b->raw_len / 8;
+    if (c > 0 && !pays)
+        b->lz4_skip = LZ4_RETRY_EVERY - 1;
+    if (pays) {
         h.codec = LOG_CODEC_LZ4;
         h.stored_len = (uint32_t)c;
     } else {

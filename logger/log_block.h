@@ -46,7 +46,8 @@ struct log_block_builder {
     uint64_t opened_ns; /* monotonic time of the first append, for group commit */
     uint32_t *flows;    /* distinct flow hashes, for the flow index */
     size_t nflows, flows_cap;
-    bool monotonic; /* ts never went backwards inside the block */
+    bool monotonic;    /* ts never went backwards inside the block */
+    uint32_t lz4_skip; /* blocks left to store raw without trying lz4 */
 };
 
 void log_bb_init(struct log_block_builder *b);
@@ -55,8 +56,10 @@ void log_bb_reset(struct log_block_builder *b);
 int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t now_ns);
 
 /* Encodes the builder into out (malloc'd, *out_len bytes): lz4 when it saves at
- * least an eighth, raw otherwise. */
-int log_bb_encode(const struct log_block_builder *b, uint8_t **out, size_t *out_len);
+ * least an eighth, raw otherwise. After a block that did not compress, the next
+ * 15 are stored raw without trying (encrypted or random payloads would only burn
+ * a compression pass each); the 16th tries again. */
+int log_bb_encode(struct log_block_builder *b, uint8_t **out, size_t *out_len);
 
 /* Per-block flow filter: a Bloom filter over the block's flow hashes, so that a
  * flow query reads only blocks that may hold the flow (see log_bloom.c). */

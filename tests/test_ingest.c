@@ -203,6 +203,21 @@ static void test_help_everywhere(void)
         CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' %s | grep -q usage", tu_bin(), cmds[i]), 0);
 }
 
+/* The benchmark's own behaviour (not its numbers): it runs and agrees with tcpdump. */
+static void test_bench_runs(void)
+{
+    char *d = tu_mkdtemp("bench");
+    char o[4200], out[4300];
+    snprintf(o, sizeof(o), "%s/bench", d);
+    snprintf(out, sizeof(out), "%s.stdout", o);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' bench log --packets 20000 --dir '%s'", tu_bin(), d), 0);
+    CU_ASSERT_EQUAL(it_file_has(out, "ratio"), 2);
+    CU_ASSERT_EQUAL(it_file_has(out, "power"), 2);
+    CU_ASSERT_EQUAL(it_file_has(out, "speed-up"), 2);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "every bundled trace round-trips through DPDK, log and pcap/pcapng",
@@ -213,6 +228,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "a time window returns exactly the packets inside it", test_time_window);
     CU_add_test(s, "replay through a DPDK port sends the logged bytes", test_replay_to_port);
     CU_add_test(s, "every command answers --help", test_help_everywhere);
+    CU_add_test(s, "bench log runs and its export agrees with tcpdump", test_bench_runs);
 }
 
 int main(void)
