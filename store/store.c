@@ -25,11 +25,13 @@ int store_res_set(struct store_res *r, const void *p, size_t len)
 {
     if (len > r->cap) {
         uint8_t *nb = realloc(r->buf, len);
-        if (!nb) return STORE_ENOMEM;
+        if (!nb)
+            return STORE_ENOMEM;
         r->buf = nb;
         r->cap = len;
     }
-    if (len) memcpy(r->buf, p, len);
+    if (len)
+        memcpy(r->buf, p, len);
     r->len = len;
     return STORE_OK;
 }
@@ -72,7 +74,8 @@ int store_open(const char *url, struct store **out, struct rw_err *err)
 {
     const struct store_backend *be = NULL;
     const char *rest = NULL;
-    if (!url || !out) return rw_errf(err, STORE_EINVAL, "store_open: NULL argument");
+    if (!url || !out)
+        return rw_errf(err, STORE_EINVAL, "store_open: NULL argument");
     if (strncmp(url, "mem:", 4) == 0)
         be = &store_be_mem, rest = url + 4;
     else if (strncmp(url, "lmdb:", 5) == 0)
@@ -85,7 +88,8 @@ int store_open(const char *url, struct store **out, struct rw_err *err)
                        "or mem:",
                        url);
     struct store *st = calloc(1, sizeof(*st));
-    if (!st) return rw_errf(err, STORE_ENOMEM, "store_open: out of memory");
+    if (!st)
+        return rw_errf(err, STORE_ENOMEM, "store_open: out of memory");
     st->be = be;
     int rc = be->open(st, rest, err);
     if (rc) {
@@ -98,7 +102,8 @@ int store_open(const char *url, struct store **out, struct rw_err *err)
 
 void store_close(struct store *st)
 {
-    if (!st) return;
+    if (!st)
+        return;
     st->be->close(st);
     free(st);
 }
@@ -109,7 +114,8 @@ int store_client_open(struct store *st, uint32_t vertex, uint16_t slot, struct s
     if (!st || !out || slot >= STORE_SLOT_MAX)
         return rw_errf(err, STORE_EINVAL, "store_client_open: bad argument (slot %u)", slot);
     struct store_client *c = calloc(1, sizeof(*c));
-    if (!c) return rw_errf(err, STORE_ENOMEM, "store_client_open: out of memory");
+    if (!c)
+        return rw_errf(err, STORE_ENOMEM, "store_client_open: out of memory");
     c->st = st;
     c->vertex = vertex;
     c->slot = slot;
@@ -126,8 +132,10 @@ int store_client_open(struct store *st, uint32_t vertex, uint16_t slot, struct s
 
 void store_client_close(struct store_client *c)
 {
-    if (!c) return;
-    if (c->impl) c->st->be->client_close(c);
+    if (!c)
+        return;
+    if (c->impl)
+        c->st->be->client_close(c);
     free(c->q.ops);
     free(c->q.bytes);
     free(c->res.buf);
@@ -141,7 +149,8 @@ const char *store_client_errmsg(const struct store_client *c)
 
 int store_client_set_batch(struct store_client *c, unsigned n)
 {
-    if (!c || n == 0 || n > 65536) return STORE_EINVAL;
+    if (!c || n == 0 || n > 65536)
+        return STORE_EINVAL;
     c->batch_max = n;
     return STORE_OK;
 }
@@ -153,12 +162,14 @@ static int q_bytes(struct store_batch *b, const void *p, size_t len, uint32_t *o
         while (nc < b->nb + len)
             nc *= 2;
         uint8_t *nb = realloc(b->bytes, nc);
-        if (!nb) return STORE_ENOMEM;
+        if (!nb)
+            return STORE_ENOMEM;
         b->bytes = nb;
         b->capb = nc;
     }
     *off = (uint32_t)b->nb;
-    if (len) memcpy(b->bytes + b->nb, p, len);
+    if (len)
+        memcpy(b->bytes + b->nb, p, len);
     b->nb += len;
     return STORE_OK;
 }
@@ -182,7 +193,8 @@ static int enqueue(struct store_client *c, struct store_op *o, const struct stor
     if (q->n == q->cap) {
         size_t nc = q->cap ? q->cap * 2 : 64;
         struct store_op *no = realloc(q->ops, nc * sizeof(*no));
-        if (!no) return store_errf(c, STORE_ENOMEM, "op queue: out of memory");
+        if (!no)
+            return store_errf(c, STORE_ENOMEM, "op queue: out of memory");
         q->ops = no;
         q->cap = nc;
     }
@@ -204,11 +216,13 @@ static int enqueue(struct store_client *c, struct store_op *o, const struct stor
 static int send_queue(struct store_client *c, bool sync)
 {
     uint64_t wm = c->done > c->done_sent ? c->done : 0;
-    if (c->q.n == 0 && wm == 0 && !sync) return STORE_OK;
+    if (c->q.n == 0 && wm == 0 && !sync)
+        return STORE_OK;
     int rc = c->st->be->apply(c, &c->q, wm, sync, &c->res);
     c->q.n = 0;
     c->q.nb = 0;
-    if (rc == STORE_OK && wm) c->done_sent = wm;
+    if (rc == STORE_OK && wm)
+        c->done_sent = wm;
     return rc;
 }
 
@@ -216,7 +230,8 @@ static int blind(struct store_client *c, struct store_op *o, const struct store_
                  const void *a, size_t alen)
 {
     int rc = enqueue(c, o, k, a, alen, NULL, 0);
-    if (rc == STORE_OK && c->q.n >= c->batch_max) rc = send_queue(c, false);
+    if (rc == STORE_OK && c->q.n >= c->batch_max)
+        rc = send_queue(c, false);
     return rc;
 }
 
@@ -224,7 +239,8 @@ static int sync_op(struct store_client *c, struct store_op *o, const struct stor
                    const void *a, size_t alen, const void *b, size_t blen)
 {
     int rc = enqueue(c, o, k, a, alen, b, blen);
-    if (rc == STORE_OK) rc = send_queue(c, true);
+    if (rc == STORE_OK)
+        rc = send_queue(c, true);
     return rc;
 }
 
@@ -241,8 +257,10 @@ static struct store_op op_of(uint8_t kind, const struct store_opid *id)
 
 static int need(struct store_client *c, const void *p, const char *what)
 {
-    if (!c) return STORE_EINVAL;
-    if (!p) return store_errf(c, STORE_EINVAL, "%s: NULL argument", what);
+    if (!c)
+        return STORE_EINVAL;
+    if (!p)
+        return store_errf(c, STORE_EINVAL, "%s: NULL argument", what);
     return STORE_OK;
 }
 
@@ -252,7 +270,8 @@ static int copy_out(struct store_client *c, void *buf, size_t cap, size_t *len)
     *len = c->res.len;
     if (c->res.len > cap)
         return store_errf(c, STORE_ETOOBIG, "value of %zu bytes, buffer of %zu", c->res.len, cap);
-    if (c->res.len) memcpy(buf, c->res.buf, c->res.len);
+    if (c->res.len)
+        memcpy(buf, c->res.buf, c->res.len);
     return STORE_OK;
 }
 
@@ -260,9 +279,11 @@ int store_get(struct store_client *c, const struct store_opid *id, const struct 
               void *buf, size_t cap, size_t *len, bool *found)
 {
     int rc = need(c, len, "store_get");
-    if (rc || (rc = need(c, found, "store_get")) || (rc = check_key(c, k))) return rc;
+    if (rc || (rc = need(c, found, "store_get")) || (rc = check_key(c, k)))
+        return rc;
     struct store_op o = op_of(SOP_GET, id);
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
+        return rc;
     *found = c->res.found;
     return copy_out(c, buf, cap, len);
 }
@@ -271,9 +292,11 @@ int store_get_int(struct store_client *c, const struct store_opid *id, const str
                   int64_t *v, bool *found)
 {
     int rc = need(c, v, "store_get_int");
-    if (rc || (rc = need(c, found, "store_get_int")) || (rc = check_key(c, k))) return rc;
+    if (rc || (rc = need(c, found, "store_get_int")) || (rc = check_key(c, k)))
+        return rc;
     struct store_op o = op_of(SOP_GETI, id);
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
+        return rc;
     *found = c->res.found;
     *v = c->res.found ? c->res.i : 0;
     return STORE_OK;
@@ -283,8 +306,10 @@ int store_put(struct store_client *c, const struct store_opid *id, const struct 
               const void *val, size_t len)
 {
     int rc = need(c, id, "store_put");
-    if (rc || (rc = check_key(c, k))) return rc;
-    if (len && !val) return store_errf(c, STORE_EINVAL, "store_put: NULL value");
+    if (rc || (rc = check_key(c, k)))
+        return rc;
+    if (len && !val)
+        return store_errf(c, STORE_EINVAL, "store_put: NULL value");
     struct store_op o = op_of(SOP_PUT, id);
     return blind(c, &o, k, val, len);
 }
@@ -292,7 +317,8 @@ int store_put(struct store_client *c, const struct store_opid *id, const struct 
 int store_del(struct store_client *c, const struct store_opid *id, const struct store_key *k)
 {
     int rc = need(c, id, "store_del");
-    if (rc || (rc = check_key(c, k))) return rc;
+    if (rc || (rc = check_key(c, k)))
+        return rc;
     struct store_op o = op_of(SOP_DEL, id);
     return blind(c, &o, k, NULL, 0);
 }
@@ -301,8 +327,10 @@ int store_push(struct store_client *c, const struct store_opid *id, const struct
                const void *val, size_t len)
 {
     int rc = need(c, id, "store_push");
-    if (rc || (rc = check_key(c, k))) return rc;
-    if (len && !val) return store_errf(c, STORE_EINVAL, "store_push: NULL value");
+    if (rc || (rc = check_key(c, k)))
+        return rc;
+    if (len && !val)
+        return store_errf(c, STORE_EINVAL, "store_push: NULL value");
     struct store_op o = op_of(SOP_PUSH, id);
     return blind(c, &o, k, val, len);
 }
@@ -311,11 +339,14 @@ int store_incr(struct store_client *c, const struct store_opid *id, const struct
                int64_t delta, int64_t *result)
 {
     int rc = need(c, id, "store_incr");
-    if (rc || (rc = check_key(c, k))) return rc;
+    if (rc || (rc = check_key(c, k)))
+        return rc;
     struct store_op o = op_of(SOP_INCR, id);
     o.delta = delta;
-    if (!result) return blind(c, &o, k, NULL, 0);
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    if (!result)
+        return blind(c, &o, k, NULL, 0);
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
+        return rc;
     *result = c->res.i;
     return STORE_OK;
 }
@@ -336,7 +367,8 @@ int store_pop(struct store_client *c, const struct store_opid *id, const struct 
         (rc = check_key(c, k)))
         return rc;
     struct store_op o = op_of(SOP_POP, id);
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0))) return rc;
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
+        return rc;
     *found = c->res.found;
     return copy_out(c, buf, cap, len);
 }
@@ -345,11 +377,14 @@ int store_cas(struct store_client *c, const struct store_opid *id, const struct 
               const void *expect, size_t elen, const void *nv, size_t nlen, bool *swapped)
 {
     int rc = need(c, id, "store_cas");
-    if (rc || (rc = need(c, swapped, "store_cas")) || (rc = check_key(c, k))) return rc;
-    if (nlen && !nv) return store_errf(c, STORE_EINVAL, "store_cas: NULL new value");
+    if (rc || (rc = need(c, swapped, "store_cas")) || (rc = check_key(c, k)))
+        return rc;
+    if (nlen && !nv)
+        return store_errf(c, STORE_EINVAL, "store_cas: NULL new value");
     struct store_op o = op_of(SOP_CAS, id);
     o.has_a = expect != NULL;
-    if ((rc = sync_op(c, &o, k, expect, expect ? elen : 0, nv, nlen))) return rc;
+    if ((rc = sync_op(c, &o, k, expect, expect ? elen : 0, nv, nlen)))
+        return rc;
     *swapped = c->res.swapped;
     return STORE_OK;
 }
@@ -358,52 +393,64 @@ int store_nondet(struct store_client *c, const struct store_opid *id, store_gen_
                  void *buf, size_t cap, size_t *len)
 {
     int rc = need(c, id, "store_nondet");
-    if (rc || (rc = need(c, gen, "store_nondet")) || (rc = need(c, len, "store_nondet"))) return rc;
+    if (rc || (rc = need(c, gen, "store_nondet")) || (rc = need(c, len, "store_nondet")))
+        return rc;
     struct store_op o = op_of(SOP_NDLOOK, id);
-    if ((rc = sync_op(c, &o, NULL, NULL, 0, NULL, 0))) return rc;
-    if (c->res.found) return copy_out(c, buf, cap, len);
+    if ((rc = sync_op(c, &o, NULL, NULL, 0, NULL, 0)))
+        return rc;
+    if (c->res.found)
+        return copy_out(c, buf, cap, len);
     size_t glen = 0;
     if ((rc = gen(arg, buf, cap, &glen)))
         return store_errf(c, rc, "store_nondet: generator failed (%d)", rc);
     if (glen > cap)
         return store_errf(c, STORE_EINVAL, "store_nondet: generator overran its buffer");
     o = op_of(SOP_NDSET, id);
-    if ((rc = sync_op(c, &o, NULL, buf, glen, NULL, 0))) return rc;
+    if ((rc = sync_op(c, &o, NULL, buf, glen, NULL, 0)))
+        return rc;
     return copy_out(c, buf, cap, len);
 }
 
 int store_done(struct store_client *c, uint64_t clock)
 {
-    if (!c) return STORE_EINVAL;
-    if (clock > c->done) c->done = clock;
+    if (!c)
+        return STORE_EINVAL;
+    if (clock > c->done)
+        c->done = clock;
     return STORE_OK;
 }
 
 int store_flush(struct store_client *c)
 {
-    if (!c) return STORE_EINVAL;
+    if (!c)
+        return STORE_EINVAL;
     int rc = send_queue(c, false);
-    if (rc == STORE_OK) rc = c->st->be->wait(c);
+    if (rc == STORE_OK)
+        rc = c->st->be->wait(c);
     return rc;
 }
 
 int store_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
 {
     int rc = need(c, w, "store_watermark");
-    if (rc) return rc;
-    if (slot >= STORE_SLOT_MAX) return store_errf(c, STORE_EINVAL, "slot %u out of range", slot);
+    if (rc)
+        return rc;
+    if (slot >= STORE_SLOT_MAX)
+        return store_errf(c, STORE_EINVAL, "slot %u out of range", slot);
     return c->st->be->watermark(c, slot, w);
 }
 
 int store_claim(struct store_client *c)
 {
-    if (!c) return STORE_EINVAL;
+    if (!c)
+        return STORE_EINVAL;
     return c->st->be->claim(c);
 }
 
 int store_transfer(struct store_client *c, uint16_t from, uint16_t to)
 {
-    if (!c) return STORE_EINVAL;
+    if (!c)
+        return STORE_EINVAL;
     if (from == to || from >= STORE_SLOT_MAX || to >= STORE_SLOT_MAX)
         return store_errf(c, STORE_EINVAL, "transfer %u -> %u: bad slots", from, to);
     int rc = store_flush(c);
@@ -414,7 +461,8 @@ int store_move(struct store_client *c, const struct store_opid *id, const struct
                uint16_t to)
 {
     int rc = need(c, id, "store_move");
-    if (rc || (rc = check_key(c, k))) return rc;
+    if (rc || (rc = check_key(c, k)))
+        return rc;
     if (k->scope != STORE_FLOW || to >= STORE_SLOT_MAX)
         return store_errf(c, STORE_EINVAL, "store_move: only per-flow objects move, to a slot");
     struct store_op o = op_of(SOP_MOVE, id);
@@ -424,6 +472,7 @@ int store_move(struct store_client *c, const struct store_opid *id, const struct
 
 int store_trim(struct store_client *c, uint64_t g)
 {
-    if (!c) return STORE_EINVAL;
+    if (!c)
+        return STORE_EINVAL;
     return c->st->be->trim(c, g);
 }

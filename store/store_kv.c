@@ -100,10 +100,12 @@ static int get_u64(struct kx *x, const uint8_t *k, size_t kl, uint64_t *v)
     const uint8_t *p;
     size_t n;
     int rc = x->kv->get(x->c, x->txn, k, kl, &p, &n);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     *v = 0;
     if (rc == 0) {
-        if (n != 8) return store_errf(x->c, STORE_ECORRUPT, "u64 record of %zu bytes", n);
+        if (n != 8)
+            return store_errf(x->c, STORE_ECORRUPT, "u64 record of %zu bytes", n);
         *v = rw_get_be64(p);
     }
     return STORE_OK;
@@ -123,11 +125,13 @@ static int slot_get(struct kx *x, uint16_t slot, struct slotent *e)
     size_t n;
     k_slot(k, 's', x->c->vertex, slot);
     int rc = x->kv->get(x->c, x->txn, k, 7, &p, &n);
-    if (rc < 0) return rc;
+    if (rc < 0)
+        return rc;
     e->epoch = 0;
     e->fwd = STORE_NO_SLOT;
     if (rc == 0) {
-        if (n != 10) return store_errf(x->c, STORE_ECORRUPT, "slot entry of %zu bytes", n);
+        if (n != 10)
+            return store_errf(x->c, STORE_ECORRUPT, "slot entry of %zu bytes", n);
         e->epoch = rw_get_be64(p);
         e->fwd = get16(p + 8);
     }
@@ -149,7 +153,8 @@ static int resolve(struct kx *x, uint16_t slot, uint16_t *root)
     struct slotent e;
     for (int hops = 0; hops < STORE_SLOT_MAX; hops++) {
         int rc = slot_get(x, slot, &e);
-        if (rc) return rc;
+        if (rc)
+            return rc;
         if (e.fwd == STORE_NO_SLOT) {
             *root = slot;
             return STORE_OK;
@@ -165,8 +170,10 @@ static int meta_load(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m)
     size_t n;
     memset(m, 0, sizeof(*m));
     int rc = x->kv->get(x->c, x->txn, dk, dl, &p, &n);
-    if (rc) return rc < 0 ? rc : STORE_OK;
-    if (n < 3) return store_errf(x->c, STORE_ECORRUPT, "object record of %zu bytes", n);
+    if (rc)
+        return rc < 0 ? rc : STORE_OK;
+    if (n < 3)
+        return store_errf(x->c, STORE_ECORRUPT, "object record of %zu bytes", n);
     m->exists = true;
     m->type = p[0];
     m->owner = get16(p + 1);
@@ -187,12 +194,15 @@ static int meta_put(struct kx *x, const uint8_t *dk, size_t dl, uint8_t type, ui
 {
     uint8_t stackbuf[64];
     uint8_t *v = plen + 3 <= sizeof(stackbuf) ? stackbuf : malloc(plen + 3);
-    if (!v) return store_errf(x->c, STORE_ENOMEM, "object record: out of memory");
+    if (!v)
+        return store_errf(x->c, STORE_ENOMEM, "object record: out of memory");
     v[0] = type;
     put16(v + 1, owner);
-    if (plen) memcpy(v + 3, pl, plen);
+    if (plen)
+        memcpy(v + 3, pl, plen);
     int rc = x->kv->put(x->c, x->txn, dk, dl, v, plen + 3);
-    if (v != stackbuf) free(v);
+    if (v != stackbuf)
+        free(v);
     return rc;
 }
 
@@ -223,12 +233,14 @@ static int want_type(struct kx *x, const struct meta *m, uint8_t type, const str
 static int check_owner(struct kx *x, const struct store_op *o, const struct meta *m)
 {
     struct store_client *c = x->c;
-    if (o->scope != STORE_FLOW) return STORE_OK;
+    if (o->scope != STORE_FLOW)
+        return STORE_OK;
     if (x->self_root != c->slot)
         return store_errf(c, STORE_EOWNER, "slot %u was transferred to slot %u", c->slot,
                           x->self_root);
-    uint16_t own;
-    if (!m->exists) return STORE_OK;
+    uint16_t own = STORE_NO_SLOT;
+    if (!m->exists)
+        return STORE_OK;
     int rc = resolve(x, m->owner, &own);
     if (rc == STORE_OK && own != c->slot)
         rc = store_errf(c, STORE_EOWNER, "per-flow object owned by slot %u, op from slot %u", own,
@@ -238,7 +250,8 @@ static int check_owner(struct kx *x, const struct store_op *o, const struct meta
 
 static uint16_t new_owner(const struct kx *x, const struct store_op *o, const struct meta *m)
 {
-    if (m->exists) return m->owner;
+    if (m->exists)
+        return m->owner;
     return o->scope == STORE_FLOW ? x->c->slot : STORE_NO_SLOT;
 }
 
@@ -247,15 +260,19 @@ static int do_pop(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m, st
     uint8_t ek[DK_MAX + 8];
     const uint8_t *p;
     size_t n;
-    if (!m->exists || m->head == m->tail) return STORE_OK;
+    if (!m->exists || m->head == m->tail)
+        return STORE_OK;
     size_t el = k_elem(ek, dk, dl, m->head);
     int rc = x->kv->get(x->c, x->txn, ek, el, &p, &n);
-    if (rc) return rc < 0 ? rc : store_errf(x->c, STORE_ECORRUPT, "list element missing");
-    if (store_res_set(r, p, n)) return store_errf(x->c, STORE_ENOMEM, "pop: out of memory");
+    if (rc)
+        return rc < 0 ? rc : store_errf(x->c, STORE_ECORRUPT, "list element missing");
+    if (store_res_set(r, p, n))
+        return store_errf(x->c, STORE_ENOMEM, "pop: out of memory");
     r->found = true;
     uint16_t owner = m->owner;
     uint64_t head = m->head + 1, tail = m->tail;
-    if ((rc = x->kv->del(x->c, x->txn, ek, el))) return rc;
+    if ((rc = x->kv->del(x->c, x->txn, ek, el)))
+        return rc;
     return put_list(x, dk, dl, owner, head, tail);
 }
 
@@ -274,11 +291,13 @@ static int do_del(struct kx *x, const uint8_t *dk, size_t dl, const struct meta 
                   struct store_res *r)
 {
     uint8_t ek[DK_MAX + 8];
-    if (!m->exists) return STORE_OK;
+    if (!m->exists)
+        return STORE_OK;
     r->found = true;
     for (uint64_t i = m->head; m->type == 'l' && i < m->tail; i++) {
         int rc = x->kv->del(x->c, x->txn, ek, k_elem(ek, dk, dl, i));
-        if (rc) return rc;
+        if (rc)
+            return rc;
     }
     return x->kv->del(x->c, x->txn, dk, dl);
 }
@@ -289,7 +308,8 @@ static int do_cas(struct kx *x, const uint8_t *dk, size_t dl, const struct meta 
     const uint8_t *a = x->b->bytes + o->aoff;
     bool match =
         o->has_a ? (m->exists && m->len == o->alen && !memcmp(m->bytes, a, o->alen)) : !m->exists;
-    if (!match) return STORE_OK;
+    if (!match)
+        return STORE_OK;
     r->swapped = true;
     return meta_put(x, dk, dl, 's', new_owner(x, o, m), x->b->bytes + o->boff, o->blen);
 }
@@ -297,10 +317,12 @@ static int do_cas(struct kx *x, const uint8_t *dk, size_t dl, const struct meta 
 static int do_move(struct kx *x, const uint8_t *dk, size_t dl, const struct meta *m,
                    const struct store_op *o, struct store_res *r)
 {
-    if (!m->exists) return STORE_OK;
+    if (!m->exists)
+        return STORE_OK;
     r->found = true;
     uint8_t *copy = malloc(m->len + 1);
-    if (!copy) return store_errf(x->c, STORE_ENOMEM, "move: out of memory");
+    if (!copy)
+        return store_errf(x->c, STORE_ENOMEM, "move: out of memory");
     memcpy(copy, m->bytes, m->len);
     int rc = meta_put(x, dk, dl, m->type, o->to, copy, m->len);
     free(copy);
@@ -316,23 +338,28 @@ static int do_op(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m,
     case SOP_GET:
     case SOP_PUT:
     case SOP_CAS:
-        if ((rc = want_type(x, m, 's', o))) return rc;
+        if ((rc = want_type(x, m, 's', o)))
+            return rc;
         if (o->kind == SOP_PUT)
             return meta_put(x, dk, dl, 's', new_owner(x, o, m), x->b->bytes + o->aoff, o->alen);
-        if (o->kind == SOP_CAS) return do_cas(x, dk, dl, m, o, r);
+        if (o->kind == SOP_CAS)
+            return do_cas(x, dk, dl, m, o, r);
         r->found = m->exists;
         return store_res_set(r, m->bytes, m->len);
     case SOP_GETI:
     case SOP_INCR:
-        if ((rc = want_type(x, m, 'i', o))) return rc;
+        if ((rc = want_type(x, m, 'i', o)))
+            return rc;
         r->found = m->exists;
         r->i = m->i;
-        if (o->kind == SOP_GETI) return STORE_OK;
+        if (o->kind == SOP_GETI)
+            return STORE_OK;
         r->i = (int64_t)((uint64_t)m->i + (uint64_t)o->delta);
         return put_int(x, dk, dl, new_owner(x, o, m), r->i);
     case SOP_PUSH:
     case SOP_POP:
-        if ((rc = want_type(x, m, 'l', o))) return rc;
+        if ((rc = want_type(x, m, 'l', o)))
+            return rc;
         return o->kind == SOP_PUSH ? do_push(x, dk, dl, m, o) : do_pop(x, dk, dl, m, r);
     case SOP_DEL:
         return do_del(x, dk, dl, m, r);
@@ -349,13 +376,16 @@ static int rec_put(struct kx *x, const struct store_op *o, const struct store_re
     size_t n = 10 + r->len;
     uint8_t stackbuf[128];
     uint8_t *v = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
-    if (!v) return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
+    if (!v)
+        return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
     v[0] = o->kind;
     v[1] = (uint8_t)((r->found ? 1 : 0) | (r->swapped ? 2 : 0));
     rw_put_be64(v + 2, (uint64_t)r->i);
-    if (r->len) memcpy(v + 10, r->buf, r->len);
+    if (r->len)
+        memcpy(v + 10, r->buf, r->len);
     int rc = x->kv->put(x->c, x->txn, k, 17, v, n);
-    if (v != stackbuf) free(v);
+    if (v != stackbuf)
+        free(v);
     return rc;
 }
 
@@ -370,8 +400,10 @@ static int rec_find(struct kx *x, const struct store_op *o, struct store_res *r)
                           (unsigned long long)o->clock, (unsigned long long)x->g);
     k_op(k, o->clock, x->c->vertex, o->seq);
     int rc = x->kv->get(x->c, x->txn, k, 17, &p, &n);
-    if (rc) return rc < 0 ? rc : 0;
-    if (n < 10) return store_errf(x->c, STORE_ECORRUPT, "op record of %zu bytes", n);
+    if (rc)
+        return rc < 0 ? rc : 0;
+    if (n < 10)
+        return store_errf(x->c, STORE_ECORRUPT, "op record of %zu bytes", n);
     uint8_t want = o->kind == SOP_NDLOOK ? SOP_NDSET : o->kind;
     if (p[0] != want)
         return store_errf(x->c, STORE_ECONFLICT, "op (%llu,%u) was kind %u, now kind %u",
@@ -381,7 +413,8 @@ static int rec_find(struct kx *x, const struct store_op *o, struct store_res *r)
     r->i = (int64_t)rw_get_be64(p + 2);
     if (store_res_set(r, p + 10, n - 10))
         return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
-    if (o->kind == SOP_NDLOOK) r->found = true;
+    if (o->kind == SOP_NDLOOK)
+        r->found = true;
     return 1;
 }
 
@@ -392,8 +425,10 @@ static int exec_op(struct kx *x, const struct store_op *o, struct store_res *r)
     memset(r, 0, offsetof(struct store_res, buf));
     r->len = 0;
     int rc = o->has_id ? rec_find(x, o, r) : 0;
-    if (rc) return rc < 0 ? rc : STORE_OK;
-    if (o->kind == SOP_NDLOOK) return STORE_OK;
+    if (rc)
+        return rc < 0 ? rc : STORE_OK;
+    if (o->kind == SOP_NDLOOK)
+        return STORE_OK;
     if (o->kind == SOP_NDSET) {
         if (store_res_set(r, x->b->bytes + o->aoff, o->alen))
             return store_errf(x->c, STORE_ENOMEM, "nondet: out of memory");
@@ -414,11 +449,13 @@ static int prologue(struct kx *x)
     uint8_t g[5] = {'g'};
     put32(g + 1, x->c->vertex);
     int rc = slot_get(x, x->c->slot, &e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if (e.epoch != x->c->epoch)
         return store_errf(x->c, STORE_EFENCED, "slot %u now at epoch %llu, client at %llu",
                           x->c->slot, (unsigned long long)e.epoch, (unsigned long long)x->c->epoch);
-    if ((rc = resolve(x, x->c->slot, &x->self_root))) return rc;
+    if ((rc = resolve(x, x->c->slot, &x->self_root)))
+        return rc;
     return get_u64(x, g, 5, &x->g);
 }
 
@@ -428,7 +465,8 @@ static int raise_wm(struct kx *x, uint64_t wm)
     uint64_t old;
     k_slot(k, 'w', x->c->vertex, x->c->slot);
     int rc = get_u64(x, k, 7, &old);
-    if (rc || wm <= old) return rc;
+    if (rc || wm <= old)
+        return rc;
     return put_u64(x, k, 7, wm);
 }
 
@@ -455,12 +493,14 @@ int kv_apply(struct store_client *c, const struct kv_ops *kv, void *db, const st
 {
     struct kx x;
     int rc = begin(&x, c, kv, db, true);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     x.b = b;
     rc = prologue(&x);
     for (size_t i = 0; rc == STORE_OK && i < b->n; i++)
         rc = exec_op(&x, &b->ops[i], res);
-    if (rc == STORE_OK && wm) rc = raise_wm(&x, wm);
+    if (rc == STORE_OK && wm)
+        rc = raise_wm(&x, wm);
     return finish(&x, rc);
 }
 
@@ -469,7 +509,8 @@ int kv_epoch(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t
     struct kx x;
     struct slotent e;
     int rc = begin(&x, c, kv, db, false);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     rc = slot_get(&x, c->slot, &e);
     *epoch = e.epoch;
     x.kv->abort(x.txn);
@@ -481,12 +522,14 @@ int kv_claim(struct store_client *c, const struct kv_ops *kv, void *db)
     struct kx x;
     struct slotent e;
     int rc = begin(&x, c, kv, db, true);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if ((rc = slot_get(&x, c->slot, &e)) == STORE_OK) {
         e.epoch++;
         rc = slot_put(&x, c->slot, &e);
     }
-    if ((rc = finish(&x, rc)) == STORE_OK) c->epoch = e.epoch;
+    if ((rc = finish(&x, rc)) == STORE_OK)
+        c->epoch = e.epoch;
     return rc;
 }
 
@@ -497,7 +540,8 @@ int kv_transfer(struct store_client *c, const struct kv_ops *kv, void *db, uint1
     struct slotent ef, et;
     uint16_t r = 0;
     int rc = begin(&x, c, kv, db, true);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if ((rc = slot_get(&x, from, &ef)) || (rc = slot_get(&x, to, &et)) ||
         (rc = resolve(&x, to, &r)))
         return finish(&x, rc);
@@ -524,7 +568,8 @@ int kv_watermark(struct store_client *c, const struct kv_ops *kv, void *db, uint
     struct kx x;
     uint8_t k[7];
     int rc = begin(&x, c, kv, db, false);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     k_slot(k, 'w', c->vertex, slot);
     rc = get_u64(&x, k, 7, w);
     x.kv->abort(x.txn);
@@ -537,12 +582,14 @@ int kv_trim(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t 
     uint8_t lo[17], hi[17], gk[5] = {'g'};
     uint64_t old;
     int rc = begin(&x, c, kv, db, true);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     k_op(lo, 0, c->vertex, 0);
     k_op(hi, g, c->vertex, 0);
     put32(gk + 1, c->vertex);
     if ((rc = get_u64(&x, gk, 5, &old)) == STORE_OK && g > old)
         rc = kv->del_range(c, x.txn, lo, hi, 17);
-    if (rc == STORE_OK && g > old) rc = put_u64(&x, gk, 5, g);
+    if (rc == STORE_OK && g > old)
+        rc = put_u64(&x, gk, 5, g);
     return finish(&x, rc);
 }

@@ -46,8 +46,10 @@ static int l_get(struct store_client *c, void *txn, const uint8_t *k, size_t kl,
 {
     MDB_val key = {kl, (void *)k}, val;
     int mrc = mdb_get(txn, dbi_of(txn), &key, &val);
-    if (mrc == MDB_NOTFOUND) return 1;
-    if (mrc) return lerr(c, mrc, "get");
+    if (mrc == MDB_NOTFOUND)
+        return 1;
+    if (mrc)
+        return lerr(c, mrc, "get");
     *v = val.mv_data;
     *vl = val.mv_size;
     return 0;
@@ -74,10 +76,12 @@ static int l_del_range(struct store_client *c, void *txn, const uint8_t *lo, con
     MDB_cursor *cur;
     MDB_val key = {len, (void *)lo}, val;
     int mrc = mdb_cursor_open(txn, dbi_of(txn), &cur);
-    if (mrc) return lerr(c, mrc, "cursor_open");
+    if (mrc)
+        return lerr(c, mrc, "cursor_open");
     mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
     while (mrc == 0 && key.mv_size == len && memcmp(key.mv_data, hi, len) < 0) {
-        if ((mrc = mdb_cursor_del(cur, 0))) break;
+        if ((mrc = mdb_cursor_del(cur, 0)))
+            break;
         mrc = mdb_cursor_get(cur, &key, &val, MDB_GET_CURRENT);
     }
     mdb_cursor_close(cur);
@@ -101,7 +105,8 @@ static int parse_path(const char *rest, char *path, size_t cap, size_t *map_mib,
 {
     const char *q = strchr(rest, '?');
     size_t n = q ? (size_t)(q - rest) : strlen(rest);
-    if (n == 0 || n >= cap) return rw_errf(e, STORE_EURL, "lmdb: URL needs a directory path");
+    if (n == 0 || n >= cap)
+        return rw_errf(e, STORE_EURL, "lmdb: URL needs a directory path");
     memcpy(path, rest, n);
     path[n] = 0;
     *map_mib = 1024;
@@ -116,13 +121,15 @@ static int parse_path(const char *rest, char *path, size_t cap, size_t *map_mib,
 static int lmdb_open(struct store *st, const char *rest, struct rw_err *e)
 {
     char path[4096];
-    size_t map_mib;
+    size_t map_mib = 1024;
     int rc = parse_path(rest, path, sizeof(path), &map_mib, e);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if (mkdir(path, 0775) && errno != EEXIST)
         return rw_errf(e, STORE_EBACKEND, "lmdb: mkdir %s: %s", path, strerror(errno));
     struct lmdb_st *l = calloc(1, sizeof(*l));
-    if (!l) return rw_errf(e, STORE_ENOMEM, "lmdb: out of memory");
+    if (!l)
+        return rw_errf(e, STORE_ENOMEM, "lmdb: out of memory");
     MDB_txn *txn = NULL;
     int mrc, dead;
     if ((mrc = mdb_env_create(&l->env)) || (mrc = mdb_env_set_mapsize(l->env, map_mib << 20)) ||
@@ -132,7 +139,8 @@ static int lmdb_open(struct store *st, const char *rest, struct rw_err *e)
         (mrc = mdb_dbi_open(txn, NULL, 0, &l->dbi)) || (mrc = mdb_txn_commit(txn))) {
         rc = rw_errf(e, mrc == MDB_MAP_FULL ? STORE_EFULL : STORE_EBACKEND, "lmdb %s: %s", path,
                      mdb_strerror(mrc));
-        if (l->env) mdb_env_close(l->env);
+        if (l->env)
+            mdb_env_close(l->env);
         free(l);
         return rc;
     }

@@ -53,7 +53,8 @@ static void grow(struct memdb *db)
 {
     size_t nb = db->nb * 2;
     struct ment **t = calloc(nb, sizeof(*t));
-    if (!t) return; /* a full table is slower, not wrong */
+    if (!t)
+        return; /* a full table is slower, not wrong */
     for (size_t i = 0; i < db->nb; i++) {
         for (struct ment *e = db->tab[i], *nx; e; e = nx) {
             nx = e->next;
@@ -81,7 +82,8 @@ static int raw_set(struct memdb *db, const uint8_t *k, size_t kl, const uint8_t 
         return STORE_OK;
     }
     uint8_t *nv = malloc(vl ? vl : 1);
-    if (!nv) return STORE_ENOMEM;
+    if (!nv)
+        return STORE_ENOMEM;
     memcpy(nv, v, vl);
     if (!e) {
         if (!(e = malloc(sizeof(*e) + kl))) {
@@ -93,7 +95,8 @@ static int raw_set(struct memdb *db, const uint8_t *k, size_t kl, const uint8_t 
         e->v = NULL;
         e->next = *pp;
         *pp = e;
-        if (++db->n > db->nb * 2) grow(db);
+        if (++db->n > db->nb * 2)
+            grow(db);
     }
     free(e->v);
     e->v = nv;
@@ -106,16 +109,19 @@ static int save_undo(struct store_client *c, struct memdb *db, const uint8_t *k,
     if (db->nu == db->cu) {
         size_t nc = db->cu ? db->cu * 2 : 64;
         struct undo *nu = realloc(db->u, nc * sizeof(*nu));
-        if (!nu) return store_errf(c, STORE_ENOMEM, "mem: out of memory");
+        if (!nu)
+            return store_errf(c, STORE_ENOMEM, "mem: out of memory");
         db->u = nu;
         db->cu = nc;
     }
     struct ment *e = *find(db, k, kl);
     struct undo u = {.k = malloc(kl), .kl = kl};
-    if (e && (u.saved = malloc(sizeof(*e) + 1))) u.saved->v = malloc(e->vl ? e->vl : 1);
+    if (e && (u.saved = malloc(sizeof(*e) + 1)))
+        u.saved->v = malloc(e->vl ? e->vl : 1);
     if (!u.k || (e && (!u.saved || !u.saved->v))) {
         free(u.k);
-        if (u.saved) free(u.saved->v);
+        if (u.saved)
+            free(u.saved->v);
         free(u.saved);
         return store_errf(c, STORE_ENOMEM, "mem: out of memory");
     }
@@ -135,7 +141,8 @@ static void undo_free(struct memdb *db, bool restore)
         if (restore)
             raw_set(db, u->k, u->kl, u->saved ? u->saved->v : NULL, u->saved ? u->saved->vl : 0);
         free(u->k);
-        if (u->saved) free(u->saved->v);
+        if (u->saved)
+            free(u->saved->v);
         free(u->saved);
     }
 }
@@ -155,7 +162,8 @@ static int m_get(struct store_client *c, void *txn, const uint8_t *k, size_t kl,
 {
     (void)c;
     struct ment *e = *find(txn, k, kl);
-    if (!e) return 1;
+    if (!e)
+        return 1;
     *v = e->v;
     *vl = e->vl;
     return 0;
@@ -180,7 +188,8 @@ static int m_put(struct store_client *c, void *txn, const uint8_t *k, size_t kl,
 static int m_del(struct store_client *c, void *txn, const uint8_t *k, size_t kl)
 {
     struct memdb *db = txn;
-    if (!*find(db, k, kl)) return STORE_OK;
+    if (!*find(db, k, kl))
+        return STORE_OK;
     return m_set(c, db, k, kl, NULL, 0);
 }
 
@@ -191,9 +200,11 @@ static int m_del_range(struct store_client *c, void *txn, const uint8_t *lo, con
     for (size_t i = 0; i < db->nb; i++) {
         for (struct ment *e = db->tab[i], *nx; e; e = nx) {
             nx = e->next;
-            if (e->kl != len || memcmp(e->k, lo, len) < 0 || memcmp(e->k, hi, len) >= 0) continue;
+            if (e->kl != len || memcmp(e->k, lo, len) < 0 || memcmp(e->k, hi, len) >= 0)
+                continue;
             int rc = m_set(c, db, e->k, e->kl, NULL, 0);
-            if (rc) return rc;
+            if (rc)
+                return rc;
         }
     }
     return STORE_OK;
@@ -219,7 +230,8 @@ static const struct kv_ops mem_kv = {m_begin, m_get, m_put, m_del, m_del_range, 
 
 static int mem_open(struct store *st, const char *rest, struct rw_err *e)
 {
-    if (*rest) return rw_errf(e, STORE_EURL, "mem: takes no arguments, got '%s'", rest);
+    if (*rest)
+        return rw_errf(e, STORE_EURL, "mem: takes no arguments, got '%s'", rest);
     struct memdb *db = calloc(1, sizeof(*db));
     if (!db || !(db->tab = calloc(1024, sizeof(*db->tab)))) {
         free(db);

@@ -78,7 +78,8 @@ static int parse_url(struct redis_st *r, const char *rest, struct rw_err *e)
 static int redis_open(struct store *st, const char *rest, struct rw_err *e)
 {
     struct redis_st *r = calloc(1, sizeof(*r));
-    if (!r) return rw_errf(e, STORE_ENOMEM, "redis: out of memory");
+    if (!r)
+        return rw_errf(e, STORE_ENOMEM, "redis: out of memory");
     int rc = parse_url(r, rest, e);
     if (rc) {
         free(r);
@@ -135,7 +136,8 @@ static int broken(struct store_client *c, const char *what)
     struct redis_st *s = rst(c);
     int rc = store_errf(c, STORE_EBACKEND, "redis %s:%d: %s: %s", s->host, s->port, what,
                         r->ctx ? r->ctx->errstr : "not connected");
-    if (r->ctx) redisFree(r->ctx);
+    if (r->ctx)
+        redisFree(r->ctx);
     r->ctx = NULL;
     r->nsent = 0;
     return rc;
@@ -152,7 +154,8 @@ static int command(struct store_client *c, redisReply **out, const char *fmt, ..
     redisReply *rep = redisvCommand(r->ctx, fmt, ap);
     nopipe_end(&np);
     va_end(ap);
-    if (!rep) return broken(c, "command");
+    if (!rep)
+        return broken(c, "command");
     if (rep->type == REDIS_REPLY_ERROR) {
         int rc = store_errf(c, strncmp(rep->str, "OOM", 3) ? STORE_EBACKEND : STORE_EFULL,
                             "redis: %s", rep->str);
@@ -167,7 +170,8 @@ static int simple(struct store_client *c, const char *fmt, const char *arg)
 {
     redisReply *rep;
     int rc = command(c, &rep, fmt, arg);
-    if (rc == STORE_OK) freeReplyObject(rep);
+    if (rc == STORE_OK)
+        freeReplyObject(rep);
     return rc;
 }
 
@@ -182,7 +186,8 @@ static int setup_conn(struct store_client *c)
     if ((s->pass[0] && (rc = simple(c, "AUTH %s", s->pass))) ||
         (s->db && (rc = simple(c, "SELECT %s", db))))
         return rc;
-    if ((rc = command(c, &rep, "SCRIPT LOAD %s", store_redis_lua))) return rc;
+    if ((rc = command(c, &rep, "SCRIPT LOAD %s", store_redis_lua)))
+        return rc;
     if (rep->type == REDIS_REPLY_STRING && rep->len == 40)
         memcpy(r->sha, rep->str, 41);
     else
@@ -202,7 +207,8 @@ static int push_out(struct store_client *c)
             return broken(c, "append");
     nopipe_begin(&np);
     while (!done && rc == STORE_OK)
-        if (redisBufferWrite(r->ctx, &done) != REDIS_OK) rc = -1;
+        if (redisBufferWrite(r->ctx, &done) != REDIS_OK)
+            rc = -1;
     nopipe_end(&np);
     return rc ? broken(c, "write") : STORE_OK;
 }
@@ -211,15 +217,19 @@ static int ensure_conn(struct store_client *c)
 {
     struct redis_cl *r = c->impl;
     struct redis_st *s = rst(c);
-    if (r->ctx) return STORE_OK;
+    if (r->ctx)
+        return STORE_OK;
     struct timeval cto = {1, 0}, rto = {5, 0};
     r->ctx = redisConnectWithTimeout(s->host, s->port, cto);
-    if (!r->ctx) return store_errf(c, STORE_ENOMEM, "redis: out of memory");
-    if (r->ctx->err) return broken(c, "connect");
+    if (!r->ctx)
+        return store_errf(c, STORE_ENOMEM, "redis: out of memory");
+    if (r->ctx->err)
+        return broken(c, "connect");
     redisSetTimeout(r->ctx, rto);
     int rc = setup_conn(c);
     if (rc) {
-        if (r->ctx) redisFree(r->ctx);
+        if (r->ctx)
+            redisFree(r->ctx);
         r->ctx = NULL;
         return rc;
     }
@@ -236,7 +246,8 @@ static int store_code(struct store_client *c, const redisReply *rep)
         rep->element[0]->type != REDIS_REPLY_INTEGER)
         return store_errf(c, STORE_ECORRUPT, "redis: unexpected script reply type %d", rep->type);
     long long code = rep->element[0]->integer;
-    if (code == 0) return STORE_OK;
+    if (code == 0)
+        return STORE_OK;
     const redisReply *m = rep->elements > 1 ? rep->element[1] : NULL;
     return store_errf(c, (int)code, "redis: %s",
                       m && m->type == REDIS_REPLY_STRING ? m->str : "refused");
@@ -277,18 +288,22 @@ static int drain(struct store_client *c, size_t keep, struct store_res *res)
         nopipe_begin(&np);
         int grc = redisGetReply(r->ctx, (void **)&rep);
         nopipe_end(&np);
-        if (grc != REDIS_OK || !rep) return broken(c, "reply");
+        if (grc != REDIS_OK || !rep)
+            return broken(c, "reply");
         if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8)) {
             freeReplyObject(rep);
             return broken(c, "script missing");
         }
         int rc = store_code(c, rep);
-        if (rc == STORE_OK && res) rc = parse_res(c, rep, res);
+        if (rc == STORE_OK && res)
+            rc = parse_res(c, rep, res);
         freeReplyObject(rep);
         pend_pop(r);
-        if (rc && first == STORE_OK) first = rc;
+        if (rc && first == STORE_OK)
+            first = rc;
     }
-    if (first) c->err.code = first;
+    if (first)
+        c->err.code = first;
     return first;
 }
 
@@ -296,10 +311,14 @@ static int drain(struct store_client *c, size_t keep, struct store_res *res)
 static int settle(struct store_client *c, size_t keep, struct store_res *res)
 {
     int rc = ensure_conn(c);
-    if (rc == STORE_OK) rc = push_out(c);
-    if (rc == STORE_OK) rc = drain(c, keep, res);
-    if (rc != STORE_EBACKEND || ((struct redis_cl *)c->impl)->ctx) return rc;
-    if ((rc = ensure_conn(c)) == STORE_OK) rc = drain(c, keep, res);
+    if (rc == STORE_OK)
+        rc = push_out(c);
+    if (rc == STORE_OK)
+        rc = drain(c, keep, res);
+    if (rc != STORE_EBACKEND || ((struct redis_cl *)c->impl)->ctx)
+        return rc;
+    if ((rc = ensure_conn(c)) == STORE_OK)
+        rc = drain(c, keep, res);
     return rc;
 }
 
@@ -326,7 +345,8 @@ static void arg_num(struct argv *a, long long x)
 static void arg_op(struct argv *a, const struct store_batch *b, const struct store_op *o, char *key)
 {
     size_t kl = (size_t)sprintf(key, "d:%u:%u:", o->scope, o->object);
-    if (o->klen) memcpy(key + kl, store_op_key(b, o), o->klen);
+    if (o->klen)
+        memcpy(key + kl, store_op_key(b, o), o->klen);
     arg_num(a, o->kind);
     arg_num(a, o->has_id | (o->has_a << 1));
     arg_num(a, (long long)o->clock);
@@ -350,7 +370,8 @@ static int pend_batch(struct store_client *c, const struct store_batch *b, uint6
     if (r->np == r->cp) {
         size_t nc = r->cp ? r->cp * 2 : 16;
         struct pend *np = realloc(r->p, nc * sizeof(*np));
-        if (np) r->p = np, r->cp = nc;
+        if (np)
+            r->p = np, r->cp = nc;
     }
     if (a.v && a.l && a.num && keys && r->np < r->cp) {
         arg(&a, "EVALSHA", 7);
@@ -382,9 +403,12 @@ static int redis_apply(struct store_client *c, const struct store_batch *b, uint
 {
     struct redis_cl *r = c->impl;
     int rc = pend_batch(c, b, wm);
-    if (rc) return rc;
-    if (sync) return settle(c, 0, res);
-    if ((rc = ensure_conn(c)) || (rc = push_out(c))) return rc;
+    if (rc)
+        return rc;
+    if (sync)
+        return settle(c, 0, res);
+    if ((rc = ensure_conn(c)) || (rc = push_out(c)))
+        return rc;
     return r->np > PIPE_MAX ? drain(c, PIPE_MAX / 2, NULL) : STORE_OK;
 }
 
@@ -400,7 +424,8 @@ static int slot_epoch(struct store_client *c, uint64_t *epoch)
     char key[64];
     snprintf(key, sizeof(key), "%s:slots", r->tag);
     int rc = command(c, &rep, "HGET %s %u", key, (unsigned)c->slot);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     *epoch = rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
     freeReplyObject(rep);
     return STORE_OK;
@@ -409,7 +434,8 @@ static int slot_epoch(struct store_client *c, uint64_t *epoch)
 static int redis_client_open(struct store_client *c)
 {
     struct redis_cl *r = calloc(1, sizeof(*r));
-    if (!r) return store_errf(c, STORE_ENOMEM, "redis: out of memory");
+    if (!r)
+        return store_errf(c, STORE_ENOMEM, "redis: out of memory");
     c->impl = r;
     snprintf(r->tag, sizeof(r->tag), "rw:{v%u}", c->vertex);
     int rc = ensure_conn(c);
@@ -419,7 +445,8 @@ static int redis_client_open(struct store_client *c)
 static void redis_client_close(struct store_client *c)
 {
     struct redis_cl *r = c->impl;
-    if (r->ctx) redisFree(r->ctx);
+    if (r->ctx)
+        redisFree(r->ctx);
     for (size_t i = 0; i < r->np; i++)
         free(r->p[i].cmd);
     free(r->p);
@@ -432,9 +459,11 @@ static int admin(struct store_client *c, redisReply **out, const char *mode, uns
 {
     struct redis_cl *r = c->impl;
     int rc = settle(c, 0, NULL);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     rc = command(c, out, "EVALSHA %s 1 %s %s %llu %llu", r->sha, r->tag, mode, a, b);
-    if (rc == STORE_OK && (rc = store_code(c, *out))) freeReplyObject(*out);
+    if (rc == STORE_OK && (rc = store_code(c, *out)))
+        freeReplyObject(*out);
     return rc;
 }
 
@@ -442,7 +471,8 @@ static int redis_claim(struct store_client *c)
 {
     redisReply *rep;
     int rc = admin(c, &rep, "c", c->slot, 0);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     if (rep->elements == 2 && rep->element[1]->type == REDIS_REPLY_INTEGER)
         c->epoch = (uint64_t)rep->element[1]->integer;
     else
@@ -455,7 +485,8 @@ static int redis_transfer(struct store_client *c, uint16_t from, uint16_t to)
 {
     redisReply *rep;
     int rc = admin(c, &rep, "t", from, to);
-    if (rc == STORE_OK) freeReplyObject(rep);
+    if (rc == STORE_OK)
+        freeReplyObject(rep);
     return rc;
 }
 
@@ -463,7 +494,8 @@ static int redis_trim(struct store_client *c, uint64_t g)
 {
     redisReply *rep;
     int rc = admin(c, &rep, "r", g, 0);
-    if (rc == STORE_OK) freeReplyObject(rep);
+    if (rc == STORE_OK)
+        freeReplyObject(rep);
     return rc;
 }
 
@@ -473,9 +505,11 @@ static int redis_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
     redisReply *rep;
     char key[64];
     int rc = settle(c, 0, NULL);
-    if (rc) return rc;
+    if (rc)
+        return rc;
     snprintf(key, sizeof(key), "%s:w", r->tag);
-    if ((rc = command(c, &rep, "HGET %s %u", key, (unsigned)slot))) return rc;
+    if ((rc = command(c, &rep, "HGET %s %u", key, (unsigned)slot)))
+        return rc;
     *w = rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
     freeReplyObject(rep);
     return STORE_OK;

@@ -46,31 +46,53 @@ local function fail(code, clock, seq, msg)
   return {code, 'op (' .. clock .. ',' .. seq .. '): ' .. msg}
 end
 
--- Pass 1: the checks of every op, without writing anything.
-local function validate(n, slot, root, G)
-  local mt, seen = {}, {}
-  local function meta(key)
-    local m = mt[key]
-    if m == nil then
-      local v = redis.call('HMGET', T .. ':' .. key, 't', 'o')
-      m = {t = v[1], o = tonumber(v[2])}
-      mt[key] = m
+-- Reads the op records of every op with an id, one HMGET per bucket.
+local function read_records(n, G)
+  local recs, byb = {}, {}
+  for j = 0, n - 1 do
+    local b = 4 + j * 9
+    if tonumber(ARGV[b + 2]) % 2 == 1 then
+      local clock, seq = ARGV[b + 3], ARGV[b + 4]
+      if tonumber(clock) < G then
+        return nil, fail(ETRIMMED, clock, seq, 'below trim watermark ' .. fmt(G))
+      end
+      local bk = bucket(clock)
+      local fl = byb[bk]
+      if not fl then fl = {}; byb[bk] = fl end
+      fl[#fl + 1] = clock .. ':' .. seq
     end
-    return m
   end
+  for bk, fl in pairs(byb) do
+    for s = 1, #fl, 500 do
+      local got = redis.call('HMGET', bk, unpack(fl, s, math.min(s + 499, #fl)))
+      for i = 1, #got do recs[fl[s + i - 1]] = got[i] end
+    end
+  end
+  return recs
+end
+
+-- Objects as stored, read once per batch: key -> {t, o, v} (t false: absent).
+local function base_meta(base, key)
+  local m = base[key]
+  if m == nil then
+    local v = redis.call('HMGET', T .. ':' .. key, 't', 'o', 'v')
+    m = {t = v[1], o = v[2] and tonumber(v[2]), v = v[3]}
+    base[key] = m
+  end
+  return m
+end
+
+-- Pass 1: the checks of every op against a simulation of the batch's own
+-- effects on types and owners, without writing anything.
+local function validate(n, slot, root, recs, base)
+  local sim, seen = {}, {}
   for j = 0, n - 1 do
     local kind, flags, clock, seq, scope, key, _, _, arg = op(j)
     local emulated = false
     if flags % 2 == 1 then
-      if tonumber(clock) < G then
-        return fail(ETRIMMED, clock, seq, 'below trim watermark ' .. fmt(G))
-      end
       local rk = clock .. ':' .. seq
       local rkind = seen[rk]
-      if not rkind then
-        local r = rec_get(clock, seq)
-        if r then rkind = tonumber(string.match(r, '^(%d+)|')) end
-      end
+      if not rkind and recs[rk] then rkind = tonumber(string.match(recs[rk], '^(%d+)|')) end
       if rkind then
         local want = kind == 9 and 10 or kind
         if rkind ~= want then
@@ -82,7 +104,7 @@ local function validate(n, slot, root, G)
       end
     end
     if not emulated and kind ~= 9 and kind ~= 10 then
-      local m = meta(key)
+      local m = sim[key] or base_meta(base, key)
       if scope == 1 then
         if root ~= slot then
           return fail(EOWNER, clock, seq, 'slot ' .. slot .. ' was transferred to slot ' .. root)
@@ -90,7 +112,8 @@ local function validate(n, slot, root, G)
         if m.t then
           local own = resolve(m.o)
           if own ~= slot then
-            return fail(EOWNER, clock, seq, 'per-flow object owned by slot ' .. own .. ', op from slot ' .. slot)
+            return fail(EOWNER, clock, seq,
+              'per-flow object owned by slot ' .. own .. ', op from slot ' .. slot)
           end
         end
       end
@@ -100,40 +123,48 @@ local function validate(n, slot, root, G)
       end
       local owner = m.t and m.o or (scope == 1 and slot or NONE)
       if (kind == 3 or kind == 5 or kind == 6) and not m.t then
-        mt[key] = {t = req, o = owner}
+        sim[key] = {t = req, o = owner}
       elseif kind == 8 and not m.t and math.floor(flags / 2) % 2 == 0 then
-        mt[key] = {t = 's', o = owner}
+        sim[key] = {t = 's', o = owner}
       elseif kind == 4 then
-        mt[key] = {t = false}
+        sim[key] = {t = false}
       elseif kind == 11 and m.t then
-        mt[key] = {t = m.t, o = tonumber(arg)}
+        sim[key] = {t = m.t, o = tonumber(arg)}
       end
     end
   end
   return nil
 end
 
--- Pass 2: one op; returns found, swapped, int, bytes.
-local function apply(kind, flags, scope, key, a, b, arg, slot)
+-- Pass 2: one op on the cached object m (kept current); returns found,
+-- swapped, int, bytes.
+local function apply(kind, flags, scope, key, a, b, arg, slot, m)
   local dk, lk = T .. ':' .. key, T .. ':l' .. key
   if kind == 10 then return 1, 0, 0, a end
-  local m = redis.call('HMGET', dk, 't', 'o', 'v')
-  local t, v = m[1], m[3]
-  local owner = t and m[2] or (scope == 1 and slot or NONE)
+  local t, v = m.t, m.v
+  local owner = t and m.o or (scope == 1 and slot or NONE)
   if kind == 1 then
     if t then return 1, 0, 0, v end
   elseif kind == 2 then
     if t then return 1, 0, tonumber(v), '' end
   elseif kind == 3 then
     redis.call('HSET', dk, 't', 's', 'o', owner, 'v', a)
+    m.t, m.o, m.v = 's', owner, a
   elseif kind == 4 then
-    if t then redis.call('DEL', dk, lk) return 1, 0, 0, '' end
+    if t then
+      redis.call('DEL', dk, lk)
+      m.t, m.o, m.v = false, nil, nil
+      return 1, 0, 0, ''
+    end
   elseif kind == 5 then
     if not t then redis.call('HSET', dk, 't', 'l', 'o', owner) end
     redis.call('RPUSH', lk, a)
+    m.t, m.o = 'l', owner
   elseif kind == 6 then
     if not t then redis.call('HSET', dk, 't', 'i', 'o', owner) end
-    return t and 1 or 0, 0, redis.call('HINCRBY', dk, 'v', arg), ''
+    local i = redis.call('HINCRBY', dk, 'v', arg)
+    m.t, m.o, m.v = 'i', owner, i
+    return t and 1 or 0, 0, i, ''
   elseif kind == 7 then
     local p = redis.call('LPOP', lk)
     if p then return 1, 0, 0, p end
@@ -142,12 +173,27 @@ local function apply(kind, flags, scope, key, a, b, arg, slot)
     if math.floor(flags / 2) % 2 == 1 then match = (t and v == a) else match = not t end
     if match then
       redis.call('HSET', dk, 't', 's', 'o', owner, 'v', b)
+      m.t, m.o, m.v = 's', owner, b
       return 0, 1, 0, ''
     end
   elseif kind == 11 then
-    if t then redis.call('HSET', dk, 'o', arg) return 1, 0, 0, '' end
+    if t then
+      redis.call('HSET', dk, 'o', arg)
+      m.o = tonumber(arg)
+      return 1, 0, 0, ''
+    end
   end
   return 0, 0, 0, ''
+end
+
+-- Writes the new op records, one HSET per bucket, and indexes the buckets.
+local function write_records(newb)
+  for bk, kv in pairs(newb) do
+    for s = 1, #kv, 1000 do
+      redis.call('HSET', bk, unpack(kv, s, math.min(s + 999, #kv)))
+    end
+    redis.call('ZADD', OB, kv.num, bk)
+  end
 end
 
 local function batch()
@@ -159,33 +205,41 @@ local function batch()
   local root = resolve(slot)
   local G = tonumber(redis.call('GET', GK) or '0')
   local n = (#ARGV - 4) / 9
-  local err = validate(n, slot, root, G)
+  local recs, err = read_records(n, G)
+  if not recs then return err end
+  local base = {}
+  err = validate(n, slot, root, recs, base)
   if err then return err end
-  local res, buckets = {0, 0, 0, 0, ''}, {}
+  local res, newb = {0, 0, 0, 0, ''}, {}
   for j = 0, n - 1 do
     local kind, flags, clock, seq, scope, key, a, b, arg = op(j)
     local found, swapped, i, bytes = 0, 0, 0, ''
-    local r = flags % 2 == 1 and rec_get(clock, seq)
+    local rk = flags % 2 == 1 and clock .. ':' .. seq
+    local r = rk and recs[rk]
     if r then
-      local k, f, s, ii, p = string.match(r, '^(%d+)|(%d)|(%d)|(-?%d+)|()')
+      local _, f, s, ii, p = string.match(r, '^(%d+)|(%d)|(%d)|(-?%d+)|()')
       found, swapped, i, bytes = tonumber(f), tonumber(s), tonumber(ii), string.sub(r, p)
       if kind == 9 then found = 1 end
     elseif kind ~= 9 then
-      found, swapped, i, bytes = apply(kind, flags, scope, key, a, b, arg, slot)
-      if flags % 2 == 1 then
+      local m = kind ~= 10 and base_meta(base, key)
+      found, swapped, i, bytes = apply(kind, flags, scope, key, a, b, arg, slot, m)
+      if rk then
+        local rec = kind .. '|' .. found .. '|' .. swapped .. '|' .. fmt(i) .. '|' .. bytes
+        recs[rk] = rec
         local bk = bucket(clock)
-        redis.call('HSET', bk, clock .. ':' .. seq,
-          kind .. '|' .. found .. '|' .. swapped .. '|' .. fmt(i) .. '|' .. bytes)
-        buckets[bk] = math.floor(tonumber(clock) / 1024)
+        local kv = newb[bk]
+        if not kv then kv = {num = math.floor(tonumber(clock) / 1024)}; newb[bk] = kv end
+        kv[#kv + 1] = rk
+        kv[#kv + 1] = rec
       end
     end
     res = {0, found, swapped, i, bytes}
   end
+  write_records(newb)
   if wm > 0 then
     local old = tonumber(redis.call('HGET', WM, slot) or '0')
     if wm > old then redis.call('HSET', WM, slot, ARGV[4]) end
   end
-  for bk, num in pairs(buckets) do redis.call('ZADD', OB, num, bk) end
   return res
 end
 

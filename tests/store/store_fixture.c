@@ -24,7 +24,8 @@ static int free_port(void)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof(a);
     int s = socket(AF_INET, SOCK_STREAM, 0);
-    if (s < 0) return -1;
+    if (s < 0)
+        return -1;
     if (bind(s, (struct sockaddr *)&a, sizeof(a)) || getsockname(s, (struct sockaddr *)&a, &al)) {
         close(s);
         return -1;
@@ -40,7 +41,8 @@ static bool port_open(int port)
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int s = socket(AF_INET, SOCK_STREAM, 0);
     bool ok = s >= 0 && connect(s, (struct sockaddr *)&a, sizeof(a)) == 0;
-    if (s >= 0) close(s);
+    if (s >= 0)
+        close(s);
     return ok;
 }
 
@@ -55,11 +57,13 @@ int sfx_redis_up(struct sfx *f)
     char port[16];
     snprintf(port, sizeof(port), "%d", f->port);
     pid_t pid = fork();
-    if (pid < 0) return -1;
+    if (pid < 0)
+        return -1;
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         int null = open("/dev/null", 1);
-        if (null >= 0) dup2(null, 1), dup2(null, 2);
+        if (null >= 0)
+            dup2(null, 1), dup2(null, 2);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir",
                f->dir, "--save", "", "--appendonly", f->persist ? "yes" : "no", "--appendfsync",
                "always", "--daemonize", "no", (char *)NULL);
@@ -67,7 +71,8 @@ int sfx_redis_up(struct sfx *f)
     }
     f->redis = pid;
     for (int i = 0; i < 500; i++) {
-        if (port_open(f->port)) return 0;
+        if (port_open(f->port))
+            return 0;
         if (waitpid(pid, NULL, WNOHANG) == pid) {
             f->redis = 0;
             return -1;
@@ -79,7 +84,8 @@ int sfx_redis_up(struct sfx *f)
 
 void sfx_redis_down(struct sfx *f, int sig)
 {
-    if (f->redis <= 0) return;
+    if (f->redis <= 0)
+        return;
     kill(f->redis, sig);
     waitpid(f->redis, NULL, 0);
     f->redis = 0;
@@ -90,8 +96,10 @@ int sfx_start(struct sfx *f, const char *backend)
     memset(f, 0, sizeof(*f));
     f->backend = backend;
     f->dir = tu_mkdtemp("store");
-    if (!f->dir) return -1;
-    if (strcmp(backend, "redis")) return 0;
+    if (!f->dir)
+        return -1;
+    if (strcmp(backend, "redis"))
+        return 0;
     f->port = free_port();
     return f->port > 0 ? sfx_redis_up(f) : -1;
 }
@@ -119,10 +127,12 @@ int sfx_fresh(struct sfx *f, struct store **st)
         snprintf(f->url, sizeof(f->url), "lmdb:%s/db%d", f->dir, f->n);
     else {
         snprintf(f->url, sizeof(f->url), "redis://127.0.0.1:%d", f->port);
-        if (redis_flushall(f)) return -1;
+        if (redis_flushall(f))
+            return -1;
     }
     int rc = store_open(f->url, st, &e);
-    if (rc) fprintf(stderr, "sfx_fresh %s: %s\n", f->url, e.msg);
+    if (rc)
+        fprintf(stderr, "sfx_fresh %s: %s\n", f->url, e.msg);
     return rc;
 }
 
@@ -130,7 +140,8 @@ pid_t sfx_fork(int (*fn)(void *), void *arg)
 {
     fflush(NULL);
     pid_t pid = fork();
-    if (pid == 0) _exit(fn(arg));
+    if (pid == 0)
+        _exit(fn(arg));
     return pid;
 }
 
@@ -138,6 +149,7 @@ int sfx_wait(pid_t pid)
 {
     int st;
     while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return -1;
+        if (errno != EINTR)
+            return -1;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }

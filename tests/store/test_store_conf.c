@@ -213,7 +213,8 @@ static int gen_fn(void *arg, void *buf, size_t cap, size_t *len)
     struct gen *g = arg;
     g->calls++;
     *len = strlen(g->val);
-    if (*len > cap) return STORE_ETOOBIG;
+    if (*len > cap)
+        return STORE_ETOOBIG;
     memcpy(buf, g->val, *len);
     return 0;
 }
