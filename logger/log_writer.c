@@ -102,13 +102,12 @@ static int start_segment(struct log_writer *w, uint32_t id, struct rw_err *e)
     return rc;
 }
 
+/* No sync here: in `power` mode every commit was synced already, and `process`
+ * mode promises only the page cache (a 256 MiB flush would stall the logger). */
 static int seal_segment(struct log_writer *w, struct rw_err *e)
 {
-    int rc = mdb_env_sync(w->seg.env, 1);
-    if (rc)
-        return log_mdb_err(e, rc, "sync", "sealing segment");
     w->seg.si.sealed = true;
-    rc = log_manifest_put(&w->man, &w->seg.si, e);
+    int rc = log_manifest_put(&w->man, &w->seg.si, e);
     log_seg_close(&w->seg);
     return rc;
 }
@@ -455,8 +454,6 @@ int log_writer_close(struct log_writer *w, struct rw_err *e)
     if (!w)
         return 0;
     int rc = log_writer_commit(w, e);
-    if (!rc && w->o.durability != LOG_DUR_NONE && w->seg.env)
-        mdb_env_sync(w->seg.env, 1);
     drop_pending(w);
     free(w->pend);
     log_bb_free(&w->bb);
