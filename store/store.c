@@ -4,6 +4,7 @@
  * appended to the queue and the whole queue is applied with them, so an op never
  * overtakes an earlier blind update of the same worker.
  */
+#include "store_cache.h"
 #include "store_int.h"
 
 #include <stdarg.h>
@@ -136,6 +137,7 @@ void store_client_close(struct store_client *c)
         return;
     if (c->impl)
         c->st->be->client_close(c);
+    store_cache_free(c->cache);
     free(c->q.ops);
     free(c->q.bytes);
     free(c->res.buf);
@@ -145,6 +147,22 @@ void store_client_close(struct store_client *c)
 const char *store_client_errmsg(const struct store_client *c)
 {
     return c ? c->err.msg : "no client";
+}
+
+int store_client_cache(struct store_client *c, unsigned n)
+{
+    if (!c || n > (1u << 20))
+        return STORE_EINVAL;
+    store_cache_free(c->cache);
+    c->cache = NULL;
+    if (n && !(c->cache = store_cache_new(n)))
+        return store_errf(c, STORE_ENOMEM, "cache: out of memory");
+    return STORE_OK;
+}
+
+void store_client_stats(const struct store_client *c, struct store_stats *s)
+{
+    *s = c->stats;
 }
 
 int store_client_set_batch(struct store_client *c, unsigned n)
@@ -219,10 +237,15 @@ static int send_queue(struct store_client *c, bool sync)
     if (c->q.n == 0 && wm == 0 && !sync)
         return STORE_OK;
     int rc = c->st->be->apply(c, &c->q, wm, sync, &c->res);
+    c->stats.batches++;
+    c->stats.ops += c->q.n;
     c->q.n = 0;
     c->q.nb = 0;
     if (rc == STORE_OK && wm)
         c->done_sent = wm;
+    /* Local answers may rest on ops the store refused. */
+    if (rc)
+        store_cache_clear(c->cache);
     return rc;
 }
 
@@ -275,6 +298,21 @@ static int copy_out(struct store_client *c, void *buf, size_t cap, size_t *len)
     return STORE_OK;
 }
 
+/* A cached answer to a read with an id: the op is still queued (blind) so that
+ * the store records what the read saw. */
+static int cached_read(struct store_client *c, struct store_op *o, const struct store_key *k)
+{
+    c->stats.cache_hits++;
+    return blind(c, o, k, NULL, 0);
+}
+
+static void cache_put(struct store_client *c, const struct store_key *k, uint8_t type, int64_t i,
+                      const void *p, size_t len)
+{
+    struct store_cval v = {type, i, p, len};
+    store_cache_set(c->cache, k, &v);
+}
+
 int store_get(struct store_client *c, const struct store_opid *id, const struct store_key *k,
               void *buf, size_t cap, size_t *len, bool *found)
 {
@@ -282,9 +320,21 @@ int store_get(struct store_client *c, const struct store_opid *id, const struct 
     if (rc || (rc = need(c, found, "store_get")) || (rc = check_key(c, k)))
         return rc;
     struct store_op o = op_of(SOP_GET, id);
+    struct store_cval v;
+    if (id && store_cache_get(c->cache, k, &v) && v.type != 'i') {
+        *len = v.len;
+        if (v.len > cap)
+            return store_errf(c, STORE_ETOOBIG, "value of %zu bytes, buffer of %zu", v.len, cap);
+        if (v.len)
+            memcpy(buf, v.bytes, v.len);
+        *found = v.type == 's';
+        return cached_read(c, &o, k);
+    }
     if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
         return rc;
     *found = c->res.found;
+    if (id)
+        cache_put(c, k, c->res.found ? 's' : 0, 0, c->res.buf, c->res.len);
     return copy_out(c, buf, cap, len);
 }
 
@@ -295,10 +345,18 @@ int store_get_int(struct store_client *c, const struct store_opid *id, const str
     if (rc || (rc = need(c, found, "store_get_int")) || (rc = check_key(c, k)))
         return rc;
     struct store_op o = op_of(SOP_GETI, id);
+    struct store_cval cv;
+    if (id && store_cache_get(c->cache, k, &cv) && cv.type != 's') {
+        *found = cv.type == 'i';
+        *v = cv.type == 'i' ? cv.i : 0;
+        return cached_read(c, &o, k);
+    }
     if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
         return rc;
     *found = c->res.found;
     *v = c->res.found ? c->res.i : 0;
+    if (id)
+        cache_put(c, k, c->res.found ? 'i' : 0, *v, NULL, 0);
     return STORE_OK;
 }
 
@@ -311,7 +369,9 @@ int store_put(struct store_client *c, const struct store_opid *id, const struct 
     if (len && !val)
         return store_errf(c, STORE_EINVAL, "store_put: NULL value");
     struct store_op o = op_of(SOP_PUT, id);
-    return blind(c, &o, k, val, len);
+    if ((rc = blind(c, &o, k, val, len)) == STORE_OK)
+        cache_put(c, k, 's', 0, val, len);
+    return rc;
 }
 
 int store_del(struct store_client *c, const struct store_opid *id, const struct store_key *k)
@@ -320,7 +380,9 @@ int store_del(struct store_client *c, const struct store_opid *id, const struct 
     if (rc || (rc = check_key(c, k)))
         return rc;
     struct store_op o = op_of(SOP_DEL, id);
-    return blind(c, &o, k, NULL, 0);
+    if ((rc = blind(c, &o, k, NULL, 0)) == STORE_OK)
+        cache_put(c, k, 0, 0, NULL, 0);
+    return rc;
 }
 
 int store_push(struct store_client *c, const struct store_opid *id, const struct store_key *k,
@@ -332,6 +394,7 @@ int store_push(struct store_client *c, const struct store_opid *id, const struct
     if (len && !val)
         return store_errf(c, STORE_EINVAL, "store_push: NULL value");
     struct store_op o = op_of(SOP_PUSH, id);
+    store_cache_drop(c->cache, k);
     return blind(c, &o, k, val, len);
 }
 
@@ -343,11 +406,23 @@ int store_incr(struct store_client *c, const struct store_opid *id, const struct
         return rc;
     struct store_op o = op_of(SOP_INCR, id);
     o.delta = delta;
-    if (!result)
-        return blind(c, &o, k, NULL, 0);
+    struct store_cval v;
+    bool known = store_cache_get(c->cache, k, &v) && v.type != 's';
+    int64_t now = (int64_t)((uint64_t)(known && v.type == 'i' ? v.i : 0) + (uint64_t)delta);
+    if (!result || known) {
+        if (result) {
+            *result = now;
+            c->stats.cache_hits++;
+        }
+        rc = blind(c, &o, k, NULL, 0);
+        if (rc == STORE_OK && known)
+            cache_put(c, k, 'i', now, NULL, 0);
+        return rc;
+    }
     if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
         return rc;
     *result = c->res.i;
+    cache_put(c, k, 'i', c->res.i, NULL, 0);
     return STORE_OK;
 }
 
@@ -367,6 +442,7 @@ int store_pop(struct store_client *c, const struct store_opid *id, const struct 
         (rc = check_key(c, k)))
         return rc;
     struct store_op o = op_of(SOP_POP, id);
+    store_cache_drop(c->cache, k);
     if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
         return rc;
     *found = c->res.found;
@@ -386,6 +462,10 @@ int store_cas(struct store_client *c, const struct store_opid *id, const struct 
     if ((rc = sync_op(c, &o, k, expect, expect ? elen : 0, nv, nlen)))
         return rc;
     *swapped = c->res.swapped;
+    if (c->res.swapped)
+        cache_put(c, k, 's', 0, nv, nlen);
+    else
+        store_cache_drop(c->cache, k);
     return STORE_OK;
 }
 
@@ -425,8 +505,8 @@ int store_flush(struct store_client *c)
     if (!c)
         return STORE_EINVAL;
     int rc = send_queue(c, false);
-    if (rc == STORE_OK)
-        rc = c->st->be->wait(c);
+    if (rc == STORE_OK && (rc = c->st->be->wait(c)))
+        store_cache_clear(c->cache);
     return rc;
 }
 
@@ -444,6 +524,7 @@ int store_claim(struct store_client *c)
 {
     if (!c)
         return STORE_EINVAL;
+    store_cache_clear(c->cache);
     return c->st->be->claim(c);
 }
 
@@ -454,6 +535,7 @@ int store_transfer(struct store_client *c, uint16_t from, uint16_t to)
     if (from == to || from >= STORE_SLOT_MAX || to >= STORE_SLOT_MAX)
         return store_errf(c, STORE_EINVAL, "transfer %u -> %u: bad slots", from, to);
     int rc = store_flush(c);
+    store_cache_clear(c->cache);
     return rc ? rc : c->st->be->transfer(c, from, to);
 }
 
@@ -467,6 +549,7 @@ int store_move(struct store_client *c, const struct store_opid *id, const struct
         return store_errf(c, STORE_EINVAL, "store_move: only per-flow objects move, to a slot");
     struct store_op o = op_of(SOP_MOVE, id);
     o.to = to;
+    store_cache_drop(c->cache, k);
     return sync_op(c, &o, k, NULL, 0, NULL, 0);
 }
 

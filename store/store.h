@@ -85,6 +85,19 @@ const char *store_client_errmsg(const struct store_client *c);
 /* Queued ops that trigger a batch (1..65536). */
 int store_client_set_batch(struct store_client *c, unsigned n);
 
+/* Turns the per-flow cache on with about n entries (0: off, the default). The
+ * cache answers reads with an id and sync increments of STORE_FLOW objects that
+ * this client already knows, without a round trip; their ops are queued blind,
+ * so the store still applies and records them. */
+int store_client_cache(struct store_client *c, unsigned n);
+
+struct store_stats {
+    uint64_t batches;    /* batches handed to the backend */
+    uint64_t ops;        /* ops in them */
+    uint64_t cache_hits; /* ops answered by the per-flow cache */
+};
+void store_client_stats(const struct store_client *c, struct store_stats *s);
+
 /* Reads. With id, the result is recorded and a repeat returns what the first
  * read saw; with id NULL it is a plain read of the current value. */
 int store_get(struct store_client *c, const struct store_opid *id, const struct store_key *k,

@@ -91,6 +91,8 @@ struct store_client {
     struct store_batch q;
     struct store_res res;
     struct rw_err err;
+    struct store_cache *cache; /* NULL when off */
+    struct store_stats stats;
     void *impl;
 };
 

@@ -130,16 +130,21 @@ static struct redis_st *rst(struct store_client *c)
     return c->st->impl;
 }
 
+static void drop_conn(struct redis_cl *r)
+{
+    if (r->ctx)
+        redisFree(r->ctx);
+    r->ctx = NULL;
+    r->nsent = 0;
+}
+
 static int broken(struct store_client *c, const char *what)
 {
     struct redis_cl *r = c->impl;
     struct redis_st *s = rst(c);
     int rc = store_errf(c, STORE_EBACKEND, "redis %s:%d: %s: %s", s->host, s->port, what,
                         r->ctx ? r->ctx->errstr : "not connected");
-    if (r->ctx)
-        redisFree(r->ctx);
-    r->ctx = NULL;
-    r->nsent = 0;
+    drop_conn(r);
     return rc;
 }
 
@@ -290,9 +295,13 @@ static int drain(struct store_client *c, size_t keep, struct store_res *res)
         nopipe_end(&np);
         if (grc != REDIS_OK || !rep)
             return broken(c, "reply");
-        if (rep->type == REDIS_REPLY_ERROR && !strncmp(rep->str, "NOSCRIPT", 8)) {
+        if (rep->type == REDIS_REPLY_ERROR) {
+            /* The script did not run (LOADING, NOSCRIPT, OOM, READONLY...): keep the
+             * batch, drop the connection so that the next call resends it. */
+            int rc = store_code(c, rep);
             freeReplyObject(rep);
-            return broken(c, "script missing");
+            drop_conn(r);
+            return rc;
         }
         int rc = store_code(c, rep);
         if (rc == STORE_OK && res)

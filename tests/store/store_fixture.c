@@ -71,7 +71,10 @@ int sfx_redis_up(struct sfx *f)
     }
     f->redis = pid;
     for (int i = 0; i < 500; i++) {
-        if (port_open(f->port))
+        /* Accepting connections is not enough: while it loads its append-only file
+         * the server answers LOADING. */
+        if (port_open(f->port) &&
+            tu_sh(NULL, "redis-cli -p %d ping 2>/dev/null | grep -q PONG", f->port) == 0)
             return 0;
         if (waitpid(pid, NULL, WNOHANG) == pid) {
             f->redis = 0;
@@ -89,6 +92,17 @@ void sfx_redis_down(struct sfx *f, int sig)
     kill(f->redis, sig);
     waitpid(f->redis, NULL, 0);
     f->redis = 0;
+}
+
+int sfx_settle(struct sfx *f, int clients)
+{
+    for (int i = 0; f->redis > 0 && i < 500; i++) {
+        if (tu_sh(NULL, "redis-cli -p %d info clients | grep -q '^connected_clients:%d\\s*$'",
+                  f->port, clients + 1) == 0)
+            return 0;
+        nap_ms(10);
+    }
+    return f->redis > 0 ? -1 : 0;
 }
 
 int sfx_start(struct sfx *f, const char *backend)

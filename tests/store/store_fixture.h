@@ -28,6 +28,9 @@ int sfx_fresh(struct sfx *f, struct store **st);
 /* redis: start, stop (with signal) and restart the server on the same port. */
 int sfx_redis_up(struct sfx *f);
 void sfx_redis_down(struct sfx *f, int sig);
+/* redis: waits until the server has dropped every connection but the caller's
+ * `clients` (a killed client's last command may still be in flight). */
+int sfx_settle(struct sfx *f, int clients);
 /* Runs fn(arg) in a child process; returns its pid. */
 pid_t sfx_fork(int (*fn)(void *), void *arg);
 /* Waits for pid; returns its exit code, or 128+signal. */

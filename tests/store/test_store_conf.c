@@ -324,16 +324,22 @@ static void test_watermark_and_batches(void)
     OK(store_client_set_batch(c, 4));
     OK(store_watermark(obs, 3, &w));
     CU_ASSERT_EQUAL(w, 0);
-    for (uint64_t clk = 1; clk <= 10; clk++) {
+    /* Queued ops are not applied before their batch is full or flushed. */
+    OK(store_incr(c, ID(1, 0), &n, 1, NULL));
+    OK(store_done(c, 1));
+    CU_ASSERT_EQUAL(geti(obs, &n), 0);
+    for (uint64_t clk = 2; clk <= 10; clk++) {
         OK(store_incr(c, ID(clk, 0), &n, 1, NULL));
-        OK(store_done(c, clk));
+        if (clk < 10)
+            OK(store_done(c, clk));
     }
-    /* Full batches went out with the watermark of their time; two ops still wait. */
-    CU_ASSERT_EQUAL(geti(obs, &n), 8);
-    OK(store_watermark(obs, 3, &w));
-    CU_ASSERT_EQUAL(w, 7);
+    /* Packet 10 is not done: its op is applied but the watermark stays at 9. */
     OK(store_flush(c));
     CU_ASSERT_EQUAL(geti(obs, &n), 10);
+    OK(store_watermark(obs, 3, &w));
+    CU_ASSERT_EQUAL(w, 9);
+    OK(store_done(c, 10));
+    OK(store_flush(c));
     OK(store_watermark(obs, 3, &w));
     CU_ASSERT_EQUAL(w, 10);
     /* A slower instance of the slot (a clone) does not pull it back. */
@@ -373,6 +379,54 @@ static void test_trim(void)
     store_close(st);
 }
 
+static void test_flow_cache(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 9, 1), *spare;
+    struct store_key f = K(STORE_FLOW, 1, "flow"), g = K(STORE_FLOW, 1, "ctr");
+    struct store_stats s0, s1;
+    char buf[8];
+    size_t len;
+    bool found;
+    int64_t v;
+    OK(store_client_cache(c, 64));
+    OK(store_put(c, ID(1, 0), &f, "A", 1));
+    OK(store_incr(c, ID(1, 1), &g, 5, NULL));
+    OK(store_flush(c));
+    store_client_stats(c, &s0);
+    OK(store_get(c, ID(2, 0), &f, buf, sizeof(buf), &len, &found)); /* known since the put */
+    CU_ASSERT(found && len == 1 && buf[0] == 'A');
+    OK(store_get_int(c, ID(2, 1), &g, &v, &found)); /* not known: asks the store */
+    CU_ASSERT(found && v == 5);
+    OK(store_incr(c, ID(2, 2), &g, 2, &v)); /* known now */
+    CU_ASSERT_EQUAL(v, 7);
+    store_client_stats(c, &s1);
+    CU_ASSERT_EQUAL(s1.cache_hits - s0.cache_hits, 2);
+    CU_ASSERT_EQUAL(s1.batches - s0.batches, 1);
+    OK(store_flush(c));
+    /* The locally answered ops were applied and recorded: a replay sees them. */
+    OK(store_put(c, ID(3, 0), &f, "B", 1));
+    OK(store_incr(c, ID(3, 1), &g, 1, NULL));
+    OK(store_flush(c));
+    struct store_client *replay = client(st, 9, 1);
+    OK(store_get(replay, ID(2, 0), &f, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && buf[0] == 'A');
+    OK(store_incr(replay, ID(2, 2), &g, 2, &v));
+    CU_ASSERT_EQUAL(v, 7);
+    CU_ASSERT_EQUAL(geti(replay, &g), 8);
+    /* Once fenced, the error empties the cache: nothing is answered locally. */
+    spare = client(st, 9, 1);
+    OK(store_claim(spare));
+    OK(store_incr(c, ID(4, 0), &g, 1, &v));
+    CU_ASSERT_EQUAL(store_flush(c), STORE_EFENCED);
+    CU_ASSERT_EQUAL(store_get_int(c, ID(4, 1), &g, &v, &found), STORE_EFENCED);
+    CU_ASSERT_EQUAL(geti(spare, &g), 8);
+    store_client_close(spare);
+    store_client_close(replay);
+    store_client_close(c);
+    store_close(st);
+}
+
 static void test_bad_url(void)
 {
     struct store *st = NULL;
@@ -398,6 +452,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "transfer and claim", test_transfer_and_claim);
     CU_add_test(s, "watermark and batches", test_watermark_and_batches);
     CU_add_test(s, "trim", test_trim);
+    CU_add_test(s, "per-flow cache", test_flow_cache);
     CU_add_test(s, "bad URLs", test_bad_url);
     add_shared(s);
 }
