@@ -6,7 +6,9 @@
  * The root never waits for storage: it only waits when the ring is full or when
  * it reaches the end of its clock reservation, which it asks for half a block
  * ahead. When the thread has nothing to do it sleeps briefly (DESIGN §5: no two
- * busy pollers on one core).
+ * busy pollers on one core). It runs on an EAL worker lcore when one is free: a
+ * pthread started after rte_eal_init() inherits the main lcore's pinning and
+ * would share the root's core (measured: 1.7 s vs 1.15 s for 1 M packets).
  */
 #include "log.h"
 
@@ -14,10 +16,16 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_prefetch.h>
 #include <rte_ring.h>
 
 #include "rw_mbuf.h"
@@ -28,7 +36,8 @@
 struct log_thread {
     struct log_writer *w;
     struct rte_ring *ring;
-    pthread_t tid;
+    unsigned lcore; /* the EAL worker lcore it runs on, or RTE_MAX_LCORE */
+    pthread_t tid;  /* when no worker lcore is free */
     atomic_bool stop;
     atomic_bool failed;
     atomic_uint_least64_t durable;
@@ -46,6 +55,7 @@ static void fail(struct log_thread *t, const struct rw_err *e)
     }
 }
 
+/* Appends one mbuf's packet; the caller frees the burst in bulk. */
 static void append_mbuf(struct log_thread *t, struct rte_mbuf *m)
 {
     struct rw_mbuf_priv *p = rw_mbuf_priv(m);
@@ -59,7 +69,6 @@ static void append_mbuf(struct log_thread *t, struct rte_mbuf *m)
         r.orig_len = len;
     if (!atomic_load(&t->failed) && log_writer_append(t->w, &r, &e))
         fail(t, &e);
-    rte_pktmbuf_free(m);
 }
 
 static void housekeeping(struct log_thread *t)
@@ -76,14 +85,25 @@ static void housekeeping(struct log_thread *t)
     atomic_store(&t->durable, log_writer_durable(t->w));
 }
 
-static void *run(void *arg)
+static int run(void *arg)
 {
     struct log_thread *t = arg;
     void *objs[LOG_THREAD_BURST];
     for (;;) {
         unsigned n = rte_ring_sc_dequeue_burst(t->ring, objs, LOG_THREAD_BURST, NULL);
-        for (unsigned i = 0; i < n; i++)
+        /* The mbufs were last written on the root's core: ask for every header
+         * and metadata line of the burst at once, then for data a few ahead. */
+        for (unsigned i = 0; i < n; i++) {
+            rte_prefetch0(objs[i]);
+            rte_prefetch0(rw_mbuf_priv(objs[i]));
+        }
+        for (unsigned i = 0; i < n; i++) {
+            if (i + 4 < n)
+                rte_prefetch0(rte_pktmbuf_mtod((struct rte_mbuf *)objs[i + 4], void *));
             append_mbuf(t, objs[i]);
+        }
+        if (n)
+            rte_pktmbuf_free_bulk((struct rte_mbuf **)objs, n);
         housekeeping(t);
         if (n == 0) {
             if (atomic_load(&t->stop) && rte_ring_empty(t->ring))
@@ -96,7 +116,31 @@ static void *run(void *arg)
     if (!atomic_load(&t->failed) && log_writer_commit(t->w, &e))
         fail(t, &e);
     atomic_store(&t->durable, log_writer_durable(t->w));
+    return 0;
+}
+
+/* Without a free worker lcore: a plain thread, registered with the EAL so that it
+ * gets the mempool's per-lcore cache, and allowed on every CPU (it would inherit
+ * the main lcore's pinning and share the root's core). */
+static void *run_thread(void *arg)
+{
+    bool registered = rte_thread_register() == 0;
+    run(arg);
+    if (registered)
+        rte_thread_unregister();
     return NULL;
+}
+
+static int start_plain_thread(struct log_thread *t)
+{
+    if (pthread_create(&t->tid, NULL, run_thread, t))
+        return -1;
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; c++)
+        CPU_SET(c, &all);
+    pthread_setaffinity_np(t->tid, sizeof(all), &all);
+    return 0;
 }
 
 int log_thread_start(struct log_writer *w, unsigned ring_size, struct log_thread **out,
@@ -114,10 +158,17 @@ int log_thread_start(struct log_writer *w, unsigned ring_size, struct log_thread
         free(t);
         return rw_errf(e, RW_EDPDK, "logger ring: %s", rte_strerror(rte_errno));
     }
-    if (pthread_create(&t->tid, NULL, run, t)) {
-        rte_ring_free(t->ring);
-        free(t);
-        return rw_errf(e, RW_EIO, "cannot start the logger thread");
+    /* The logger gets its own core (DPDK's way: an EAL worker lcore). */
+    t->lcore = rte_get_next_lcore(-1, 1, 0);
+    bool on_lcore = t->lcore < RTE_MAX_LCORE && rte_eal_get_lcore_state(t->lcore) == WAIT &&
+                    rte_eal_remote_launch(run, t, t->lcore) == 0;
+    if (!on_lcore) {
+        t->lcore = RTE_MAX_LCORE;
+        if (start_plain_thread(t)) {
+            rte_ring_free(t->ring);
+            free(t);
+            return rw_errf(e, RW_EIO, "cannot start the logger thread");
+        }
     }
     *out = t;
     return 0;
@@ -153,7 +204,10 @@ bool log_thread_failed(const struct log_thread *t)
 int log_thread_stop(struct log_thread *t, struct rw_err *e)
 {
     atomic_store(&t->stop, true);
-    pthread_join(t->tid, NULL);
+    if (t->lcore < RTE_MAX_LCORE)
+        rte_eal_wait_lcore(t->lcore);
+    else
+        pthread_join(t->tid, NULL);
     int rc = 0;
     if (atomic_load(&t->failed)) {
         rc = t->err.code;
