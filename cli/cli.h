@@ -21,8 +21,6 @@ enum {
 
 int cli_exit_code(int rw_code);
 
-/* "64", "64k", "256m", "2g" (bytes, powers of 1024). */
-int cli_parse_size(const char *s, uint64_t *out);
 /* "1.5", "250ms", "10us", "2s", "1h", "7d" as nanoseconds. */
 int cli_parse_duration(const char *s, uint64_t *out);
 /* Epoch seconds ("1795343910.976") or UTC "2026-11-22T10:00:00[.frac][Z]". */

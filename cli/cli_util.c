@@ -60,28 +60,6 @@ int cli_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-int cli_parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    if (!s || !*s || *s == '-')
-        return -1;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
-        return -1;
-    double mul = 1;
-    if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib"))
-        mul = 1024.0;
-    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib"))
-        mul = 1024.0 * 1024;
-    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib"))
-        mul = 1024.0 * 1024 * 1024;
-    else if (*end)
-        return -1;
-    *out = (uint64_t)(v * mul);
-    return 0;
-}
-
 int cli_parse_duration(const char *s, uint64_t *out)
 {
     char *end;
