@@ -182,12 +182,13 @@ static uint16_t first_port(void)
 }
 
 static int run_ingest(struct ingest_args *a, struct root_trace *tr, struct root_stats *st,
-                      struct rw_err *e)
+                      bool *opened, struct rw_err *e)
 {
     struct log_writer *w;
     int rc = log_writer_open(a->log, &a->lo, &w, e);
     if (rc)
         return rc;
+    *opened = true;
     char dev[4200];
     if (a->trace)
         snprintf(dev, sizeof(dev), "net_pcap0,rx_pcap=%s", a->trace);
@@ -238,10 +239,13 @@ static int cmd_ingest(int argc, char **argv)
         cli_error("log ingest: warning: %s; logging the %" PRIu64 " intact packets", tr.problem,
                   tr.n);
     struct root_stats st = {0};
-    int rc = run_ingest(&a, &tr, &st, &e);
-    if (rc)
+    bool opened = false;
+    int rc = run_ingest(&a, &tr, &st, &opened, &e);
+    if (rc && opened)
         cli_error("log ingest: %s; the log keeps every packet below clock %" PRIu64, e.msg,
                   st.durable);
+    else if (rc)
+        cli_error("log ingest: %s", e.msg);
     else if (!a.quiet)
         printf("ingested %" PRIu64 " packets (%" PRIu64 " bytes), clocks %" PRIu64 "..%" PRIu64
                ", durable below %" PRIu64 ", into %s\n",

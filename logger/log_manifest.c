@@ -15,12 +15,28 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* mkdir -p: an operator names a log under a directory that may not exist yet. */
+static int make_dirs(const char *dir)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s", dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0755) && errno != EEXIST)
+            return -1;
+        *s = '/';
+    }
+    return mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
+}
+
 int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, struct rw_err *e)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, LOG_MANIFEST);
     memset(m, 0, sizeof(*m));
-    if (writer && mkdir(dir, 0755) && errno != EEXIST)
+    if (writer && make_dirs(dir))
         return rw_errf(e, errno == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: mkdir: %s", dir,
                        strerror(errno));
     struct stat st;

@@ -199,6 +199,8 @@ static void test_bad_flags(void)
         {"log ingest --log /tmp/x --trace a.pcap --bogus", 2, "unrecognized option"},
         {"log stat", 2, "usage"},
         {"log verify /nonexistent/log", 1, "not a rewind log"},
+        {"log ingest --log /proc/rewind/log --trace /dev/null", 3, "not a readable capture"},
+        {"log ingest --log /proc/rewind/log --trace \"$RW_TRACES/irc.pcap\"", 1, "mkdir"},
         {"replay /tmp", 2, "exactly one of --to-pcap"},
         {"replay /tmp --to-pcap o.pcap --flow 'tcp 1.2.3.4'", 2, "PROTO SRC:PORT DST:PORT"},
         {"replay /tmp --to-pcap o.pcap --since yesterday", 2, "not a time"},
@@ -216,6 +218,7 @@ static void test_bad_flags(void)
             fprintf(stderr, "  `rewind %s` gave %d\n", cases[i].args, rc);
         CU_ASSERT_EQUAL(rc, cases[i].code);
         CU_ASSERT_TRUE(it_file_has(err, cases[i].says) >= 1);
+        CU_ASSERT_EQUAL(it_file_has(err, "keeps every packet below clock 0"), 0);
     }
     /* A BPF syntax error names the filter. */
     char trace[4096], log[4200];

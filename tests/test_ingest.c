@@ -61,7 +61,7 @@ static void test_append_keeps_clocks_apart(void)
     char trace[4096], log[4200], out[4200];
     char *d = tu_mkdtemp("ingest");
     tu_trace("irc.pcap", trace, sizeof(trace));
-    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(log, sizeof(log), "%s/a/b/log", d); /* parents are created */
     snprintf(out, sizeof(out), "%s/second.pcap", d);
     CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, "--durability power"), 0);
