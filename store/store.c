@@ -510,6 +510,32 @@ int store_flush(struct store_client *c)
     return rc;
 }
 
+int store_client_uv(struct store_client *c, struct uv_loop_s *loop)
+{
+    if (!c || !loop)
+        return STORE_EINVAL;
+    if (!c->st->be->uv)
+        return store_errf(c, STORE_EINVAL, "uv mode is for the Redis backend");
+    return c->st->be->uv(c, loop);
+}
+
+int store_flush_async(struct store_client *c, store_flush_cb cb, void *arg)
+{
+    if (!c || !cb)
+        return STORE_EINVAL;
+    if (!c->st->be->flush_async) {
+        int rc = store_flush(c);
+        cb(arg, rc);
+        return STORE_OK;
+    }
+    int rc = send_queue(c, false);
+    if (rc == STORE_OK)
+        rc = c->st->be->flush_async(c, cb, arg);
+    if (rc)
+        store_cache_clear(c->cache);
+    return rc;
+}
+
 int store_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
 {
     int rc = need(c, w, "store_watermark");

@@ -141,6 +141,22 @@ int store_done(struct store_client *c, uint64_t clock);
 /* Applies every queued op (and the watermark) and waits for the result. */
 int store_flush(struct store_client *c);
 
+/* Called once every batch queued before store_flush_async is applied (rc 0) or
+ * when that cannot be known (the first refusal, or STORE_EBACKEND). */
+typedef void (*store_flush_cb)(void *arg, int rc);
+
+/* Redis only: blind batches go over an async connection on a libuv loop (the
+ * caller runs it) and never wait for the server. Sync ops and store_flush still
+ * block, on the client's other connection, after resending every batch not yet
+ * acknowledged (applied or emulated: the order of the client's ops holds). The
+ * process must ignore SIGPIPE. Other backends: STORE_EINVAL. */
+struct uv_loop_s;
+int store_client_uv(struct store_client *c, struct uv_loop_s *loop);
+/* Sends the queue and returns at once; cb runs from the loop when it is applied
+ * (or at once, from this call, when nothing is in flight). Backends without uv
+ * mode flush synchronously and call cb before returning. */
+int store_flush_async(struct store_client *c, store_flush_cb cb, void *arg);
+
 /* Highest clock whose ops are all applied for (client's vertex, slot); 0 if none. */
 int store_watermark(struct store_client *c, uint16_t slot, uint64_t *w);
 

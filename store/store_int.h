@@ -73,6 +73,9 @@ struct store_backend {
     int (*transfer)(struct store_client *c, uint16_t from, uint16_t to);
     int (*watermark)(struct store_client *c, uint16_t slot, uint64_t *w);
     int (*trim)(struct store_client *c, uint64_t g);
+    /* Optional (NULL: the backend applies batches synchronously). */
+    int (*uv)(struct store_client *c, void *loop);
+    int (*flush_async)(struct store_client *c, store_flush_cb cb, void *arg);
 };
 
 struct store {

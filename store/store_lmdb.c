@@ -206,6 +206,6 @@ static int lmdb_trim(struct store_client *c, uint64_t g)
 }
 
 const struct store_backend store_be_lmdb = {
-    lmdb_open, lmdb_close, lmdb_client_open, lmdb_client_close, lmdb_apply,
-    lmdb_wait, lmdb_claim, lmdb_transfer,    lmdb_watermark,    lmdb_trim,
+    lmdb_open,  lmdb_close,    lmdb_client_open, lmdb_client_close, lmdb_apply, lmdb_wait,
+    lmdb_claim, lmdb_transfer, lmdb_watermark,   lmdb_trim,         NULL,       NULL,
 };

@@ -304,6 +304,6 @@ static int mem_trim(struct store_client *c, uint64_t g)
 }
 
 const struct store_backend store_be_mem = {
-    mem_open, mem_close, mem_client_open, mem_client_close, mem_apply,
-    mem_wait, mem_claim, mem_transfer,    mem_watermark,    mem_trim,
+    mem_open,  mem_close,    mem_client_open, mem_client_close, mem_apply, mem_wait,
+    mem_claim, mem_transfer, mem_watermark,   mem_trim,         NULL,      NULL,
 };

@@ -12,6 +12,7 @@
 #include "store_int.h"
 
 #include <errno.h>
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,6 +21,8 @@
 #include <time.h>
 
 #include "store_redis_lua.h"
+
+#include <uv.h>
 
 #define PIPE_MAX 32 /* batches in flight before a blind op waits for replies */
 
@@ -33,15 +36,32 @@ struct redis_st {
 struct pend {
     char *cmd;
     size_t len;
+    uint64_t id;
+};
+
+/* A store_flush_async caller waiting for every batch up to `upto`. */
+struct flushw {
+    uint64_t upto;
+    store_flush_cb cb;
+    void *arg;
 };
 
 struct redis_cl {
+    struct store_client *c;
     redisContext *ctx;
     char tag[32]; /* rw:{vN} */
     char sha[41];
     struct pend *p; /* pending batches, oldest first */
     size_t np, cp;
-    size_t nsent; /* pending batches written on the current connection */
+    size_t nsent;    /* pending batches written on the current sync connection */
+    uint64_t nextid; /* id of the next batch */
+    /* uv mode: blind batches go over an async connection on the caller's loop. */
+    uv_loop_t *loop;
+    redisAsyncContext *ac;
+    uint64_t async_sent; /* highest batch id written on ac */
+    int async_err;       /* first refusal seen in an async reply, not yet reported */
+    struct flushw *fw;
+    size_t nfw, cfw;
 };
 
 static int parse_url(struct redis_st *r, const char *rest, struct rw_err *e)
@@ -272,12 +292,16 @@ static int parse_res(struct store_client *c, const redisReply *rep, struct store
     return STORE_OK;
 }
 
+static void fire_waiters(struct redis_cl *r, int rc);
+
 static void pend_pop(struct redis_cl *r)
 {
     free(r->p[0].cmd);
     memmove(r->p, r->p + 1, (r->np - 1) * sizeof(*r->p));
     r->np--;
-    r->nsent--;
+    if (r->nsent)
+        r->nsent--;
+    fire_waiters(r, STORE_OK);
 }
 
 /* Reads replies until at most keep batches are pending; the first refusal wins,
@@ -396,7 +420,7 @@ static int pend_batch(struct store_client *c, const struct store_batch *b, uint6
         char *cmd = NULL;
         long long len = redisFormatCommandArgv(&cmd, a.n, a.v, a.l);
         if (len > 0) {
-            r->p[r->np++] = (struct pend){cmd, (size_t)len};
+            r->p[r->np++] = (struct pend){cmd, (size_t)len, ++r->nextid};
             rc = STORE_OK;
         }
     }
@@ -405,6 +429,268 @@ static int pend_batch(struct store_client *c, const struct store_batch *b, uint6
     free(a.num);
     free(keys);
     return rc ? store_errf(c, rc, "redis: out of memory formatting a batch") : STORE_OK;
+}
+
+/* ---- uv mode ---------------------------------------------------------------
+ * Blind batches are written on an async connection driven by the caller's
+ * libuv loop and never wait. Sync ops and store_flush stay on the blocking
+ * connection and first resend every batch not yet acknowledged: the store's
+ * emulation makes the second copy harmless, and the client's order holds. */
+
+/* Our own libuv adapter for hiredis. The one in hiredis 0.14 returns early when
+ * libuv reports an error on the poll handle; libuv has stopped the handle by
+ * then, so a connection reset by a dying server is never noticed and waits
+ * forever. Here an error event is handed to hiredis as a read, which makes it
+ * see the error and disconnect. */
+struct uvev {
+    redisAsyncContext *ac;
+    uv_poll_t h;
+    int events;
+};
+
+static void uvev_poll(uv_poll_t *h, int status, int events)
+{
+    struct uvev *p = h->data;
+    int ev = status ? p->events | UV_READABLE : events;
+    if (p->ac && (ev & UV_READABLE))
+        redisAsyncHandleRead(p->ac);
+    if (p->ac && (ev & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void uvev_set(struct uvev *p, int events)
+{
+    p->events = events;
+    if (events)
+        uv_poll_start(&p->h, events, uvev_poll);
+    else
+        uv_poll_stop(&p->h);
+}
+
+static void uvev_add_read(void *d)
+{
+    struct uvev *p = d;
+    uvev_set(p, p->events | UV_READABLE);
+}
+
+static void uvev_del_read(void *d)
+{
+    struct uvev *p = d;
+    uvev_set(p, p->events & ~UV_READABLE);
+}
+
+static void uvev_add_write(void *d)
+{
+    struct uvev *p = d;
+    uvev_set(p, p->events | UV_WRITABLE);
+}
+
+static void uvev_del_write(void *d)
+{
+    struct uvev *p = d;
+    uvev_set(p, p->events & ~UV_WRITABLE);
+}
+
+static void uvev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void uvev_cleanup(void *d)
+{
+    struct uvev *p = d;
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->h, uvev_closed);
+}
+
+static int uvev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct uvev *p = calloc(1, sizeof(*p));
+    if (!p)
+        return REDIS_ERR;
+    if (uv_poll_init_socket(loop, &p->h, ac->c.fd)) {
+        free(p);
+        return REDIS_ERR;
+    }
+    p->h.data = p;
+    p->ac = ac;
+    ac->ev.addRead = uvev_add_read;
+    ac->ev.delRead = uvev_del_read;
+    ac->ev.addWrite = uvev_add_write;
+    ac->ev.delWrite = uvev_del_write;
+    ac->ev.cleanup = uvev_cleanup;
+    ac->ev.data = p;
+    return REDIS_OK;
+}
+
+static void fire_waiters(struct redis_cl *r, int rc)
+{
+    uint64_t acked = r->np ? r->p[0].id - 1 : r->nextid;
+    size_t keep = 0;
+    for (size_t i = 0; i < r->nfw; i++) {
+        struct flushw w = r->fw[i];
+        if (rc == STORE_OK && w.upto > acked) {
+            r->fw[keep++] = w;
+            continue;
+        }
+        int wrc = rc ? rc : r->async_err;
+        r->async_err = 0;
+        w.cb(w.arg, wrc);
+    }
+    r->nfw = keep;
+}
+
+static void ack_upto(struct redis_cl *r, uint64_t id)
+{
+    while (r->np && r->p[0].id <= id)
+        pend_pop(r);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct redis_cl *r = ac->data;
+    redisReply *rep = reply;
+    if (!r || !rep)
+        return; /* connection gone: the batch stays pending */
+    if (rep->type == REDIS_REPLY_ERROR) {
+        /* Not run (LOADING, NOSCRIPT...): keep it, resend on a new connection. */
+        store_code(r->c, rep);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    int rc = store_code(r->c, rep);
+    if (rc && !r->async_err)
+        r->async_err = rc;
+    ack_upto(r, (uint64_t)(uintptr_t)priv);
+}
+
+static void async_lost(struct redis_cl *r, const char *why, const char *detail)
+{
+    struct redis_st *s = rst(r->c);
+    r->ac = NULL;
+    r->async_sent = 0;
+    store_errf(r->c, STORE_EBACKEND, "redis %s:%d: async %s: %s", s->host, s->port, why,
+               detail ? detail : "");
+    fire_waiters(r, STORE_EBACKEND);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_cl *r = ac->data;
+    if (r && status != REDIS_OK)
+        async_lost(r, "connect", ac->errstr);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_cl *r = ac->data;
+    (void)status;
+    if (r)
+        async_lost(r, "connection lost", ac->errstr);
+}
+
+/* Writes pending batches not yet on the async connection. */
+static int async_push(struct store_client *c)
+{
+    struct redis_cl *r = c->impl;
+    for (size_t i = 0; i < r->np; i++) {
+        struct pend *p = &r->p[i];
+        if (p->id <= r->async_sent)
+            continue;
+        if (redisAsyncFormattedCommand(r->ac, on_reply, (void *)(uintptr_t)p->id, p->cmd, p->len) !=
+            REDIS_OK)
+            return store_errf(c, STORE_EBACKEND, "redis: async write failed");
+        r->async_sent = p->id;
+    }
+    return STORE_OK;
+}
+
+static int ensure_async(struct store_client *c)
+{
+    struct redis_cl *r = c->impl;
+    struct redis_st *s = rst(c);
+    if (r->ac)
+        return STORE_OK;
+    redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+    if (!ac || ac->err) {
+        int rc = store_errf(c, STORE_EBACKEND, "redis %s:%d: async connect: %s", s->host, s->port,
+                            ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        return rc;
+    }
+    ac->data = r;
+    if (uvev_attach(ac, r->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        return store_errf(c, STORE_EBACKEND, "redis: cannot attach to the libuv loop");
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    r->ac = ac;
+    r->async_sent = 0;
+    if (s->pass[0])
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", s->pass);
+    if (s->db)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", s->db);
+    redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", store_redis_lua);
+    return async_push(c);
+}
+
+static int redis_uv(struct store_client *c, void *loop)
+{
+    struct redis_cl *r = c->impl;
+    if (r->loop)
+        return store_errf(c, STORE_EINVAL, "client already on a libuv loop");
+    r->loop = loop;
+    return ensure_async(c);
+}
+
+static int async_apply(struct store_client *c)
+{
+    struct redis_cl *r = c->impl;
+    int rc = r->async_err;
+    r->async_err = 0;
+    if (rc)
+        return rc;
+    if ((rc = ensure_async(c)))
+        return rc;
+    return async_push(c);
+}
+
+static int redis_flush_async(struct store_client *c, store_flush_cb cb, void *arg)
+{
+    struct redis_cl *r = c->impl;
+    if (!r->loop)
+        return store_errf(c, STORE_EINVAL, "store_flush_async needs store_client_uv first");
+    int rc = async_apply(c);
+    if (rc)
+        return rc;
+    if (r->np == 0) {
+        cb(arg, STORE_OK);
+        return STORE_OK;
+    }
+    if (r->nfw == r->cfw) {
+        size_t nc = r->cfw ? r->cfw * 2 : 8;
+        struct flushw *nw = realloc(r->fw, nc * sizeof(*nw));
+        if (!nw)
+            return store_errf(c, STORE_ENOMEM, "redis: out of memory");
+        r->fw = nw;
+        r->cfw = nc;
+    }
+    r->fw[r->nfw++] = (struct flushw){r->p[r->np - 1].id, cb, arg};
+    return STORE_OK;
+}
+
+static void async_close(struct redis_cl *r)
+{
+    if (r->ac) {
+        r->ac->data = NULL;
+        redisAsyncFree(r->ac);
+        r->ac = NULL;
+    }
+    store_errf(r->c, STORE_EBACKEND, "redis: client closed");
+    fire_waiters(r, STORE_EBACKEND);
+    free(r->fw);
 }
 
 static int redis_apply(struct store_client *c, const struct store_batch *b, uint64_t wm, bool sync,
@@ -416,6 +702,8 @@ static int redis_apply(struct store_client *c, const struct store_batch *b, uint
         return rc;
     if (sync)
         return settle(c, 0, res);
+    if (r->loop)
+        return async_apply(c);
     if ((rc = ensure_conn(c)) || (rc = push_out(c)))
         return rc;
     return r->np > PIPE_MAX ? drain(c, PIPE_MAX / 2, NULL) : STORE_OK;
@@ -446,6 +734,7 @@ static int redis_client_open(struct store_client *c)
     if (!r)
         return store_errf(c, STORE_ENOMEM, "redis: out of memory");
     c->impl = r;
+    r->c = c;
     snprintf(r->tag, sizeof(r->tag), "rw:{v%u}", c->vertex);
     int rc = ensure_conn(c);
     return rc ? rc : slot_epoch(c, &c->epoch);
@@ -454,6 +743,7 @@ static int redis_client_open(struct store_client *c)
 static void redis_client_close(struct store_client *c)
 {
     struct redis_cl *r = c->impl;
+    async_close(r);
     if (r->ctx)
         redisFree(r->ctx);
     for (size_t i = 0; i < r->np; i++)
@@ -525,6 +815,7 @@ static int redis_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
 }
 
 const struct store_backend store_be_redis = {
-    redis_open, redis_close, redis_client_open, redis_client_close, redis_apply,
-    redis_wait, redis_claim, redis_transfer,    redis_watermark,    redis_trim,
+    redis_open,      redis_close, redis_client_open, redis_client_close,
+    redis_apply,     redis_wait,  redis_claim,       redis_transfer,
+    redis_watermark, redis_trim,  redis_uv,          redis_flush_async,
 };

@@ -440,6 +440,32 @@ static void test_bad_url(void)
     CU_ASSERT_EQUAL(store_open("mem:junk", &st, &e), STORE_EURL);
 }
 
+static void flushed_now(void *arg, int rc)
+{
+    *(int *)arg = rc + 1000;
+}
+
+/* uv mode is Redis's; elsewhere store_flush_async is a flush and a call. */
+static void test_flush_async(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 26, 0);
+    struct store_key n = K(STORE_SHARED, 1, "n");
+    int got = 0;
+    OK(store_incr(c, ID(1, 0), &n, 3, NULL));
+#ifndef STORE_BACKEND_REDIS
+    CU_ASSERT_EQUAL(store_client_uv(c, (struct uv_loop_s *)&got), STORE_EINVAL);
+    OK(store_flush_async(c, flushed_now, &got));
+    CU_ASSERT_EQUAL(got, 1000);
+#else
+    CU_ASSERT_EQUAL(store_flush_async(c, flushed_now, &got), STORE_EINVAL);
+    OK(store_flush(c));
+#endif
+    CU_ASSERT_EQUAL(geti(c, &n), 3);
+    store_client_close(c);
+    store_close(st);
+}
+
 #include "test_store_shared.inc"
 
 static void add(CU_pSuite s)
@@ -454,6 +480,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "trim", test_trim);
     CU_add_test(s, "per-flow cache", test_flow_cache);
     CU_add_test(s, "bad URLs", test_bad_url);
+    CU_add_test(s, "flush_async without a loop", test_flush_async);
     add_shared(s);
 }
 
