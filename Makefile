@@ -1,7 +1,8 @@
 # rewind - the two commands an operator needs, over CMake:
 #   make run    install what is missing, build, ingest a bundled trace, show its log
 #   make test   install what is missing, build (Debug, ASan+UBSan), run the whole suite
-# Also: make bench (Release build + benchmarks), make soak (long crash loop), make clean.
+# Also: make bench (Release build + benchmarks), make soak (long crash loop),
+# make fuzz (libFuzzer on the block and flow parsers), make clean.
 
 BUILD     ?= build
 RELEASE   ?= build-release
@@ -9,7 +10,7 @@ JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 TRACE     ?= traces/trojan_sequence.pcap
 RUN_DIR   ?= $(BUILD)/run
 
-.PHONY: all setup build run test bench soak format clean
+.PHONY: all setup build run test bench soak fuzz format clean
 
 all: build
 
@@ -42,6 +43,21 @@ bench: setup $(RELEASE)/CMakeCache.txt
 
 soak: build
 	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R test_crash
+
+# libFuzzer targets for the parsers that read untrusted bytes; FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     ?= build-fuzz
+FUZZ_CFLAGS   = -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilogger -Icommon \
+                $$(pkg-config --cflags libdpdk)
+fuzz:
+	@bash tools/setup.sh fuzz
+	mkdir -p $(FUZZ_DIR)
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_block.c logger/log_block.c logger/log_bloom.c \
+	    common/rw_flow.c -llz4 -lz $$(pkg-config --libs libdpdk) -o $(FUZZ_DIR)/fuzz_block
+	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_flow.c common/rw_flow.c \
+	    $$(pkg-config --libs libdpdk) -o $(FUZZ_DIR)/fuzz_flow
+	$(FUZZ_DIR)/fuzz_block -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/block
+	$(FUZZ_DIR)/fuzz_flow -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/flow
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -6,3 +6,13 @@ target_link_libraries(rw_itest PUBLIC rw_testutil)
 rw_add_test(test_ingest test_ingest.c LIBS rw_itest)
 rw_add_test(test_badinput test_badinput.c LIBS rw_itest)
 rw_add_test(test_crash test_crash.c LIBS rw_itest TIMEOUT 600)
+
+# Fuzz targets (libFuzzer: `make fuzz`); here their saved corpora replay under ASan.
+foreach(target block flow)
+  add_executable(fuzz_${target}_corpus fuzz/fuzz_${target}.c fuzz/replay_corpus.c)
+  target_link_libraries(fuzz_${target}_corpus PRIVATE rw_logger)
+  target_include_directories(fuzz_${target}_corpus PRIVATE ${CMAKE_SOURCE_DIR}/logger)
+  add_test(NAME fuzz_${target}_corpus
+           COMMAND fuzz_${target}_corpus ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${target})
+  set_tests_properties(fuzz_${target}_corpus PROPERTIES ENVIRONMENT "${RW_TEST_ENV}")
+endforeach()

@@ -10,6 +10,11 @@ PKGS=(build-essential cmake pkg-config
       libcunit1-dev libpcap-dev libyaml-dev zlib1g-dev redis-server tcpdump
       iproute2 util-linux)
 
+# `setup.sh fuzz` also brings clang and its libFuzzer runtime (make fuzz).
+if [ "${1:-}" = fuzz ]; then
+    PKGS+=(clang libclang-rt-14-dev)
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
