@@ -287,6 +287,20 @@ static void print_segment(const struct log_seg_info *s, bool json, bool last)
            cli_fmt_time(s->min_ts, a, sizeof(a)), cli_fmt_time(s->max_ts, b, sizeof(b)));
 }
 
+static void print_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", (unsigned char)*s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
 static int do_stat(void *arg)
 {
     struct stat_args *a = arg;
@@ -299,9 +313,11 @@ static int do_stat(void *arg)
     struct log_seg_info t = {0};
     bool any = false;
     uint32_t n = log_reader_nsegments(r);
-    if (a->json)
-        printf("{\n  \"dir\": \"%s\",\n  \"segments\": [\n", a->dir);
-    else
+    if (a->json) {
+        printf("{\n  \"dir\": ");
+        print_json_string(a->dir);
+        printf(",\n  \"segments\": [\n");
+    } else
         printf("log %s\n", a->dir);
     for (uint32_t i = 0; i < n; i++) {
         const struct log_seg_info *s = log_reader_segment(r, i);

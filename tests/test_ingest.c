@@ -61,7 +61,7 @@ static void test_append_keeps_clocks_apart(void)
     char trace[4096], log[4200], out[4200];
     char *d = tu_mkdtemp("ingest");
     tu_trace("irc.pcap", trace, sizeof(trace));
-    snprintf(log, sizeof(log), "%s/a/b/log", d); /* parents are created */
+    snprintf(log, sizeof(log), "%s/a\"b/log", d); /* parents are created; JSON-escaped */
     snprintf(out, sizeof(out), "%s/second.pcap", d);
     CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, "--durability power"), 0);
@@ -82,6 +82,7 @@ static void test_append_keeps_clocks_apart(void)
     CU_ASSERT_EQUAL(tu_sh(stat, "'%s' log stat '%s' --json", tu_bin(), log), 0);
     snprintf(stat, sizeof(stat), "%s/stat.stdout", d);
     CU_ASSERT_TRUE(it_file_has(stat, "\"packets\": 196,") >= 1);
+    CU_ASSERT_EQUAL(it_file_has(stat, "a\\\"b/log\""), 1);
     CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' log verify '%s' >/dev/null", tu_bin(), log), 0);
     tu_pcap_free(&ref);
     tu_pcap_free(&got);
