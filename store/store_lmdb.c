@@ -8,6 +8,10 @@
  *
  * Durability: MDB_NOSYNC, so a commit reaches the page cache (survives a process
  * crash, DESIGN §6 `process`), not the disk; power loss is the log's business.
+ * MDB_WRITEMAP: a commit writes into the map instead of pwrite()ing each dirty
+ * page, which makes a sync op (one write transaction) about 4x cheaper. Pages
+ * are still copied on write, so a writer killed mid-transaction leaves the last
+ * commit intact.
  */
 #include "store_kv.h"
 
@@ -19,7 +23,7 @@
 
 struct lmdb_st {
     MDB_env *env;
-    MDB_dbi dbi;
+    MDB_dbi dbi, recs;
 };
 
 static int lerr(struct store_client *c, int mrc, const char *what)
@@ -35,17 +39,21 @@ static int l_begin(struct store_client *c, void *kv, bool write, void **txn)
     return mrc ? lerr(c, mrc, "txn_begin") : STORE_OK;
 }
 
-static MDB_dbi dbi_of(void *txn)
+/* Op records ('o' keys) live in a DB of their own: they are most of the data,
+ * and a client's records arrive in key order, so they can be appended. The dbi
+ * numbers are fixed by the order lmdb_open opens them in (checked there). */
+enum { DBI_MAIN = 1, DBI_RECS = 2 };
+
+static MDB_dbi dbi_of(const uint8_t *k)
 {
-    (void)txn;
-    return 1; /* the main DB of every environment we open (see lmdb_open) */
+    return k[0] == 'o' ? DBI_RECS : DBI_MAIN;
 }
 
 static int l_get(struct store_client *c, void *txn, const uint8_t *k, size_t kl, const uint8_t **v,
                  size_t *vl)
 {
     MDB_val key = {kl, (void *)k}, val;
-    int mrc = mdb_get(txn, dbi_of(txn), &key, &val);
+    int mrc = mdb_get(txn, dbi_of(k), &key, &val);
     if (mrc == MDB_NOTFOUND)
         return 1;
     if (mrc)
@@ -59,14 +67,16 @@ static int l_put(struct store_client *c, void *txn, const uint8_t *k, size_t kl,
                  size_t vl)
 {
     MDB_val key = {kl, (void *)k}, val = {vl, (void *)v};
-    int mrc = mdb_put(txn, dbi_of(txn), &key, &val, 0);
+    int mrc = k[0] == 'o' ? mdb_put(txn, DBI_RECS, &key, &val, MDB_APPEND) : MDB_KEYEXIST;
+    if (mrc == MDB_KEYEXIST)
+        mrc = mdb_put(txn, dbi_of(k), &key, &val, 0);
     return mrc ? lerr(c, mrc, "put") : STORE_OK;
 }
 
 static int l_del(struct store_client *c, void *txn, const uint8_t *k, size_t kl)
 {
     MDB_val key = {kl, (void *)k};
-    int mrc = mdb_del(txn, dbi_of(txn), &key, NULL);
+    int mrc = mdb_del(txn, dbi_of(k), &key, NULL);
     return mrc && mrc != MDB_NOTFOUND ? lerr(c, mrc, "del") : STORE_OK;
 }
 
@@ -75,7 +85,7 @@ static int l_del_range(struct store_client *c, void *txn, const uint8_t *lo, con
 {
     MDB_cursor *cur;
     MDB_val key = {len, (void *)lo}, val;
-    int mrc = mdb_cursor_open(txn, dbi_of(txn), &cur);
+    int mrc = mdb_cursor_open(txn, dbi_of(lo), &cur);
     if (mrc)
         return lerr(c, mrc, "cursor_open");
     mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
@@ -133,10 +143,11 @@ static int lmdb_open(struct store *st, const char *rest, struct rw_err *e)
     MDB_txn *txn = NULL;
     int mrc, dead;
     if ((mrc = mdb_env_create(&l->env)) || (mrc = mdb_env_set_mapsize(l->env, map_mib << 20)) ||
-        (mrc = mdb_env_set_maxreaders(l->env, 1024)) ||
-        (mrc = mdb_env_open(l->env, path, MDB_NOSYNC | MDB_NOTLS, 0664)) ||
+        (mrc = mdb_env_set_maxreaders(l->env, 1024)) || (mrc = mdb_env_set_maxdbs(l->env, 4)) ||
+        (mrc = mdb_env_open(l->env, path, MDB_NOSYNC | MDB_NOTLS | MDB_WRITEMAP, 0664)) ||
         (mrc = mdb_reader_check(l->env, &dead)) || (mrc = mdb_txn_begin(l->env, NULL, 0, &txn)) ||
-        (mrc = mdb_dbi_open(txn, NULL, 0, &l->dbi)) || (mrc = mdb_txn_commit(txn))) {
+        (mrc = mdb_dbi_open(txn, NULL, 0, &l->dbi)) ||
+        (mrc = mdb_dbi_open(txn, "oprecs", MDB_CREATE, &l->recs)) || (mrc = mdb_txn_commit(txn))) {
         rc = rw_errf(e, mrc == MDB_MAP_FULL ? STORE_EFULL : STORE_EBACKEND, "lmdb %s: %s", path,
                      mdb_strerror(mrc));
         if (l->env)
@@ -144,11 +155,11 @@ static int lmdb_open(struct store *st, const char *rest, struct rw_err *e)
         free(l);
         return rc;
     }
-    if (l->dbi != 1) {
-        unsigned dbi = l->dbi;
+    if (l->dbi != DBI_MAIN || l->recs != DBI_RECS) {
+        unsigned dbi = l->recs;
         mdb_env_close(l->env);
         free(l);
-        return rw_errf(e, STORE_EBACKEND, "lmdb %s: unexpected main dbi %u", path, dbi);
+        return rw_errf(e, STORE_EBACKEND, "lmdb %s: unexpected dbi %u", path, dbi);
     }
     st->impl = l;
     return STORE_OK;
