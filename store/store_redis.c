@@ -24,7 +24,8 @@
 
 #include <uv.h>
 
-#define PIPE_MAX 32 /* batches in flight before a blind op waits for replies */
+#define PIPE_MAX 32   /* batches in flight before a blind op waits for replies */
+#define PEND_MAX 4096 /* batches kept for resend while the server is unreachable */
 
 struct redis_st {
     char host[256];
@@ -697,6 +698,9 @@ static int redis_apply(struct store_client *c, const struct store_batch *b, uint
                        struct store_res *res)
 {
     struct redis_cl *r = c->impl;
+    if (r->np >= PEND_MAX)
+        return store_errf(c, STORE_EBACKEND,
+                          "redis: %zu batches wait for the server; batch dropped", r->np);
     int rc = pend_batch(c, b, wm);
     if (rc)
         return rc;
