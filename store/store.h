@@ -71,7 +71,7 @@ struct store_opid {
 struct store;
 struct store_client;
 
-/* Opens `lmdb:PATH`, `redis://[:PASSWORD@]HOST:PORT[/DB][,HOST:PORT...]` or `mem:`. */
+/* Opens `lmdb:PATH[?map=MiB]`, `redis://[:PASSWORD@]HOST:PORT[/DB]` or `mem:`. */
 int store_open(const char *url, struct store **st, struct rw_err *err);
 void store_close(struct store *st);
 
@@ -88,7 +88,8 @@ int store_client_set_batch(struct store_client *c, unsigned n);
 /* Turns the per-flow cache on with about n entries (0: off, the default). The
  * cache answers reads with an id and sync increments of STORE_FLOW objects that
  * this client already knows, without a round trip; their ops are queued blind,
- * so the store still applies and records them. */
+ * so the store still applies and records them. With the cache on, a client must
+ * not repeat an op identity itself (replays run on a fresh client). */
 int store_client_cache(struct store_client *c, unsigned n);
 
 struct store_stats {

@@ -69,6 +69,8 @@ static int parse_url(struct redis_st *r, const char *rest, struct rw_err *e)
 {
     const char *at = strchr(rest, '@'), *hp = rest;
     r->db = 0;
+    if (strchr(rest, ','))
+        return rw_errf(e, STORE_EURL, "redis URL '%s': one server only (no cluster routing)", rest);
     if (at) {
         size_t pl = (size_t)(at - rest);
         if (rest[0] != ':' || pl - 1 >= sizeof(r->pass))

@@ -438,6 +438,8 @@ static void test_bad_url(void)
     CU_ASSERT_EQUAL(store_open("redis://", &st, &e), STORE_EURL);
     CU_ASSERT_EQUAL(store_open("redis://127.0.0.1:notaport", &st, &e), STORE_EURL);
     CU_ASSERT_EQUAL(store_open("mem:junk", &st, &e), STORE_EURL);
+    CU_ASSERT_EQUAL(store_open("redis://a:1,b:2", &st, &e), STORE_EURL);
+    CU_ASSERT_EQUAL(store_open("redis://h:1/x", &st, &e), STORE_EURL);
 }
 
 static void flushed_now(void *arg, int rc)
