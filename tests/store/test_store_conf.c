@@ -18,24 +18,24 @@
 #error "STORE_BACKEND must name the backend under test"
 #endif
 
+/* The backend under test, set up once for the whole run. */
 static struct sfx fx;
 
-#define OK(expr) CU_ASSERT_EQUAL_FATAL((expr), STORE_OK)
-
-static struct store_key K(uint8_t scope, uint16_t obj, const char *s) {
+static struct store_key mkkey(uint8_t scope, uint16_t obj, const char *s)
+{
     struct store_key k = {scope, obj, s, strlen(s)};
     return k;
 }
 
-#define ID(clock, seq) (&(struct store_opid){(clock), (seq)})
-
-static struct store *
-fresh(void)
+static struct store *fresh(void)
 {
     struct store *st = NULL;
     CU_ASSERT_EQUAL_FATAL(sfx_fresh(&fx, &st), 0);
     return st;
 }
+
+#define OK(expr)       CU_ASSERT_EQUAL_FATAL((expr), STORE_OK)
+#define ID(clock, seq) (&(struct store_opid){(clock), (seq)})
 
 static struct store_client *client(struct store *st, uint32_t v, uint16_t slot)
 {
@@ -67,8 +67,8 @@ static void test_ops(void)
 {
     struct store *st = fresh();
     struct store_client *c = client(st, 1, 0);
-    struct store_key s = K(STORE_SHARED, 1, "name"), n = K(STORE_SHARED, 2, "ctr"),
-                     l = K(STORE_SHARED, 3, "ports");
+    struct store_key s = mkkey(STORE_SHARED, 1, "name"), n = mkkey(STORE_SHARED, 2, "ctr"),
+                     l = mkkey(STORE_SHARED, 3, "ports");
     char buf[64];
     size_t len;
     bool found, sw;
@@ -94,7 +94,7 @@ static void test_ops(void)
     OK(store_cas(c, ID(2, 1), &s, "alpha", 5, "gamma", 5, &sw));
     CU_ASSERT(sw);
     CU_ASSERT_STRING_EQUAL(gets(c, &s, buf, sizeof(buf)), "gamma");
-    struct store_key fresh_k = K(STORE_SHARED, 1, "new");
+    struct store_key fresh_k = mkkey(STORE_SHARED, 1, "new");
     OK(store_cas(c, ID(2, 2), &fresh_k, NULL, 0, "x", 1, &sw));
     CU_ASSERT(sw);
     OK(store_del(c, ID(2, 3), &s));
@@ -110,7 +110,7 @@ static void test_types_and_atomic_batch(void)
 {
     struct store *st = fresh();
     struct store_client *c = client(st, 1, 0);
-    struct store_key s = K(STORE_SHARED, 1, "str"), n = K(STORE_SHARED, 2, "n");
+    struct store_key s = mkkey(STORE_SHARED, 1, "str"), n = mkkey(STORE_SHARED, 2, "n");
     int64_t v;
     OK(store_put(c, ID(1, 0), &s, "x", 1));
     OK(store_flush(c));
@@ -135,8 +135,8 @@ static void test_emulation(void)
 {
     struct store *st = fresh();
     struct store_client *c = client(st, 2, 0);
-    struct store_key s = K(STORE_SHARED, 1, "s"), n = K(STORE_SHARED, 2, "n"),
-                     l = K(STORE_SHARED, 3, "l"), d = K(STORE_SHARED, 1, "d");
+    struct store_key s = mkkey(STORE_SHARED, 1, "s"), n = mkkey(STORE_SHARED, 2, "n"),
+                     l = mkkey(STORE_SHARED, 3, "l"), d = mkkey(STORE_SHARED, 1, "d");
     char buf[64];
     size_t len;
     bool found, sw;
@@ -245,7 +245,7 @@ static void test_ownership(void)
 {
     struct store *st = fresh();
     struct store_client *a = client(st, 4, 1), *b = client(st, 4, 2);
-    struct store_key f = K(STORE_FLOW, 1, "flow-1"), sh = K(STORE_SHARED, 2, "total");
+    struct store_key f = mkkey(STORE_FLOW, 1, "flow-1"), sh = mkkey(STORE_SHARED, 2, "total");
     char buf[16];
     size_t len;
     bool found;
@@ -274,8 +274,8 @@ static void test_transfer_and_claim(void)
 {
     struct store *st = fresh();
     struct store_client *a = client(st, 5, 1), *b = client(st, 5, 2), *admin = client(st, 5, 0);
-    struct store_key f1 = K(STORE_FLOW, 1, "f1"), f2 = K(STORE_FLOW, 1, "f2"),
-                     sh = K(STORE_SHARED, 2, "n");
+    struct store_key f1 = mkkey(STORE_FLOW, 1, "f1"), f2 = mkkey(STORE_FLOW, 1, "f2"),
+                     sh = mkkey(STORE_SHARED, 2, "n");
     int64_t v;
     bool found;
     OK(store_incr(a, ID(1, 0), &f1, 7, NULL));
@@ -319,7 +319,7 @@ static void test_watermark_and_batches(void)
 {
     struct store *st = fresh();
     struct store_client *c = client(st, 6, 3), *obs = client(st, 6, 0);
-    struct store_key n = K(STORE_SHARED, 1, "n");
+    struct store_key n = mkkey(STORE_SHARED, 1, "n");
     uint64_t w = 99;
     OK(store_client_set_batch(c, 4));
     OK(store_watermark(obs, 3, &w));
@@ -358,7 +358,7 @@ static void test_trim(void)
 {
     struct store *st = fresh();
     struct store_client *c = client(st, 7, 0), *other = client(st, 8, 0);
-    struct store_key n = K(STORE_SHARED, 1, "n");
+    struct store_key n = mkkey(STORE_SHARED, 1, "n");
     int64_t v;
     for (uint64_t clk = 1; clk <= 10; clk++)
         OK(store_incr(c, ID(clk, 0), &n, 1, NULL));
@@ -383,7 +383,7 @@ static void test_flow_cache(void)
 {
     struct store *st = fresh();
     struct store_client *c = client(st, 9, 1), *spare;
-    struct store_key f = K(STORE_FLOW, 1, "flow"), g = K(STORE_FLOW, 1, "ctr");
+    struct store_key f = mkkey(STORE_FLOW, 1, "flow"), g = mkkey(STORE_FLOW, 1, "ctr");
     struct store_stats s0, s1;
     char buf[8];
     size_t len;
@@ -452,7 +452,7 @@ static void test_flush_async(void)
 {
     struct store *st = fresh();
     struct store_client *c = client(st, 26, 0);
-    struct store_key n = K(STORE_SHARED, 1, "n");
+    struct store_key n = mkkey(STORE_SHARED, 1, "n");
     int got = 0;
     OK(store_incr(c, ID(1, 0), &n, 3, NULL));
 #ifndef STORE_BACKEND_REDIS
