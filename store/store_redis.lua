@@ -12,7 +12,12 @@ local SL, WM, GK, OB = T .. ':slots', T .. ':w', T .. ':g', T .. ':ob'
 local EINVAL, EOWNER, EFENCED, ETYPE, ETRIMMED, ECONFLICT = -101, -105, -106, -107, -108, -112
 local REQ = {[1] = 's', [2] = 'i', [3] = 's', [5] = 'l', [6] = 'i', [7] = 'l', [8] = 's'}
 
-local function fmt(x) return string.format('%d', x) end
+-- Integers as digits: tostring() is exact and cheap below 1e14, string.format
+-- (slower) beyond, where tostring would switch to an exponent.
+local function fmt(x)
+  if x < 1e14 and x > -1e14 then return tostring(x) end
+  return string.format('%d', x)
+end
 
 local function slotent(s)
   local v = redis.call('HGET', SL, s)
@@ -32,7 +37,16 @@ local function resolve(s)
   return -1
 end
 
-local function bucket(clock) return T .. ':o:' .. fmt(math.floor(tonumber(clock) / 1024)) end
+local bucket_names = {}
+local function bucket(clock)
+  local b = math.floor(tonumber(clock) / 1024)
+  local name = bucket_names[b]
+  if not name then
+    name = T .. ':o:' .. fmt(b)
+    bucket_names[b] = name
+  end
+  return name
+end
 
 local function rec_get(clock, seq) return redis.call('HGET', bucket(clock), clock .. ':' .. seq) end
 
@@ -210,10 +224,11 @@ local function batch()
   local base = {}
   err = validate(n, slot, root, recs, base)
   if err then return err end
-  local res, newb = {0, 0, 0, 0, ''}, {}
+  local newb = {}
+  local found, swapped, i, bytes = 0, 0, 0, ''
   for j = 0, n - 1 do
     local kind, flags, clock, seq, scope, key, a, b, arg = op(j)
-    local found, swapped, i, bytes = 0, 0, 0, ''
+    found, swapped, i, bytes = 0, 0, 0, ''
     local rk = flags % 2 == 1 and clock .. ':' .. seq
     local r = rk and recs[rk]
     if r then
@@ -233,14 +248,13 @@ local function batch()
         kv[#kv + 1] = rec
       end
     end
-    res = {0, found, swapped, i, bytes}
   end
   write_records(newb)
   if wm > 0 then
     local old = tonumber(redis.call('HGET', WM, slot) or '0')
     if wm > old then redis.call('HSET', WM, slot, ARGV[4]) end
   end
-  return res
+  return {0, found, swapped, i, bytes}
 end
 
 local function claim()
