@@ -374,6 +374,11 @@ static void test_trim(void)
     /* Another vertex keeps its records. */
     OK(store_incr(other, ID(3, 0), &n, 1, &v));
     CU_ASSERT_EQUAL(v, 1);
+    /* Trimming past every record empties the record table. */
+    OK(store_trim(c, 1000));
+    CU_ASSERT_EQUAL(store_incr(c, ID(12, 0), &n, 1, &v), STORE_ETRIMMED);
+    OK(store_incr(c, ID(1000, 0), &n, 1, &v));
+    CU_ASSERT_EQUAL(v, 12);
     store_client_close(other);
     store_client_close(c);
     store_close(st);
