@@ -1,0 +1,244 @@
+/*
+ * link.c - the shared-memory link (see nfworker.h for the design).
+ *
+ * The queues are DPDK's rte_ring, initialised in place inside the memfd with
+ * rte_ring_init() and used with the single-producer/single-consumer calls; no
+ * EAL is needed for that. Written here: only the region layout and the
+ * sleep/wake handshake.
+ */
+#include "nfworker.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <rte_ring.h>
+
+#define LINK_MAGIC   0x4b4e4c52u /* "RLNK" */
+#define LINK_VERSION 1
+
+/* The region's header, shared by both peers. */
+struct link_shm {
+    uint32_t magic, version;
+    uint32_t slots, data_room, slot_size;
+    _Atomic uint32_t generation;
+    _Atomic uint32_t consumer_sleeps; /* set by a consumer about to sleep */
+    uint64_t filled_off, free_off, slots_off, size;
+};
+
+struct link {
+    struct link_shm *shm;
+    struct rte_ring *filled, *free;
+    uint8_t *slots;
+    int memfd, evfd;
+    bool owner;
+};
+
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+static void layout(struct link_shm *h, uint32_t slots, uint32_t room)
+{
+    /* Each ring holds up to every slot number: a ring of 2*slots entries has room
+     * for 2*slots-1 (an rte_ring keeps one entry empty). */
+    size_t ring = align64((size_t)rte_ring_get_memsize(2 * slots));
+    h->slots = slots;
+    h->data_room = room;
+    h->slot_size = (uint32_t)align64(sizeof(struct link_pkt) + room);
+    h->filled_off = align64(sizeof(*h));
+    h->free_off = h->filled_off + ring;
+    h->slots_off = h->free_off + ring;
+    h->size = h->slots_off + (uint64_t)slots * h->slot_size;
+}
+
+static void bind_region(struct link *l)
+{
+    uint8_t *base = (uint8_t *)l->shm;
+    l->filled = (struct rte_ring *)(base + l->shm->filled_off);
+    l->free = (struct rte_ring *)(base + l->shm->free_off);
+    l->slots = base + l->shm->slots_off;
+}
+
+/* Rings rebuilt empty, every slot number on the free ring. */
+static void init_rings(struct link *l)
+{
+    unsigned flags = RING_F_SP_ENQ | RING_F_SC_DEQ;
+    rte_ring_init(l->filled, "rw_link_filled", 2 * l->shm->slots, flags);
+    rte_ring_init(l->free, "rw_link_free", 2 * l->shm->slots, flags);
+    for (uint32_t i = 0; i < l->shm->slots; i++)
+        rte_ring_sp_enqueue(l->free, (void *)(uintptr_t)(i + 1));
+}
+
+int link_create(const char *name, const struct link_opts *o, struct link **out, struct rw_err *e)
+{
+    if (o->slots < 2 || o->slots > 65536 || (o->slots & (o->slots - 1)) || !o->data_room ||
+        o->data_room > (1u << 20))
+        return rw_errf(e, RW_EINVAL, "link %s: slots must be a power of two in 2..65536", name);
+    struct link *l = calloc(1, sizeof(*l));
+    if (!l)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    struct link_shm h = {0};
+    layout(&h, o->slots, o->data_room);
+    char mname[64];
+    snprintf(mname, sizeof(mname), "rw-link-%s", name);
+    l->memfd = memfd_create(mname, MFD_CLOEXEC);
+    l->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (l->memfd < 0 || l->evfd < 0 || ftruncate(l->memfd, (off_t)h.size))
+        goto fail;
+    l->shm = mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_SHARED, l->memfd, 0);
+    if (l->shm == MAP_FAILED)
+        goto fail;
+    *l->shm = h;
+    l->shm->magic = LINK_MAGIC;
+    l->shm->version = LINK_VERSION;
+    l->owner = true;
+    bind_region(l);
+    init_rings(l);
+    *out = l;
+    return 0;
+fail:
+    rw_errf(e, RW_EIO, "link %s: %s", name, strerror(errno));
+    if (l->memfd >= 0)
+        close(l->memfd);
+    if (l->evfd >= 0)
+        close(l->evfd);
+    free(l);
+    return RW_EIO;
+}
+
+int link_attach(int memfd, int evfd, struct link **out, struct rw_err *e)
+{
+    struct link_shm h;
+    if (pread(memfd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || h.magic != LINK_MAGIC ||
+        h.version != LINK_VERSION)
+        return rw_errf(e, RW_EINVAL, "fd %d is not a rewind link", memfd);
+    struct link *l = calloc(1, sizeof(*l));
+    if (!l)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    l->shm = mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (l->shm == MAP_FAILED) {
+        free(l);
+        return rw_errf(e, RW_EIO, "link: mmap: %s", strerror(errno));
+    }
+    l->memfd = memfd;
+    l->evfd = evfd;
+    bind_region(l);
+    *out = l;
+    return 0;
+}
+
+int link_memfd(const struct link *l)
+{
+    return l->memfd;
+}
+
+int link_eventfd(const struct link *l)
+{
+    return l->evfd;
+}
+
+uint32_t link_data_room(const struct link *l)
+{
+    return l->shm->data_room;
+}
+
+uint32_t link_generation(const struct link *l)
+{
+    return atomic_load(&l->shm->generation);
+}
+
+static struct link_pkt *slot(struct link *l, void *obj)
+{
+    uintptr_t i = (uintptr_t)obj - 1;
+    if (i >= l->shm->slots) /* a number the region never handed out */
+        return NULL;
+    return (struct link_pkt *)(l->slots + i * l->shm->slot_size);
+}
+
+static void *slot_obj(struct link *l, struct link_pkt *p)
+{
+    return (void *)(uintptr_t)(((uint8_t *)p - l->slots) / l->shm->slot_size + 1);
+}
+
+struct link_pkt *link_alloc(struct link *l)
+{
+    void *obj;
+    if (rte_ring_sc_dequeue(l->free, &obj))
+        return NULL;
+    return slot(l, obj);
+}
+
+void link_send(struct link *l, struct link_pkt *p)
+{
+    rte_ring_sp_enqueue(l->filled, slot_obj(l, p));
+    /* The consumer sets consumer_sleeps and re-checks the ring before sleeping;
+     * the fence orders our enqueue before our read of the flag. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_exchange(&l->shm->consumer_sleeps, 0)) {
+        uint64_t one = 1;
+        ssize_t r = write(l->evfd, &one, sizeof(one));
+        (void)r; /* EAGAIN: the counter is already non-zero, the consumer will wake */
+    }
+}
+
+struct link_pkt *link_recv(struct link *l)
+{
+    void *obj;
+    if (rte_ring_sc_dequeue(l->filled, &obj))
+        return NULL;
+    return slot(l, obj);
+}
+
+void link_release(struct link *l, struct link_pkt *p)
+{
+    rte_ring_sp_enqueue(l->free, slot_obj(l, p));
+}
+
+int link_wait(struct link *l, int timeout_ms)
+{
+    atomic_store(&l->shm->consumer_sleeps, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!rte_ring_empty(l->filled)) { /* raced with a send: do not sleep */
+        atomic_store(&l->shm->consumer_sleeps, 0);
+        return 1;
+    }
+    struct pollfd pfd = {.fd = l->evfd, .events = POLLIN};
+    int rc = poll(&pfd, 1, timeout_ms);
+    if (rc < 0)
+        return errno == EINTR ? 0 : -errno;
+    uint64_t v;
+    if (rc > 0 && read(l->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        return -errno;
+    atomic_store(&l->shm->consumer_sleeps, 0);
+    return rc > 0 ? 1 : 0;
+}
+
+void link_reset(struct link *l)
+{
+    init_rings(l);
+    atomic_store(&l->shm->consumer_sleeps, 0);
+    atomic_fetch_add(&l->shm->generation, 1);
+    uint64_t v;
+    while (read(l->evfd, &v, sizeof(v)) > 0) /* drop a stale wake-up */
+        ;
+}
+
+void link_close(struct link *l)
+{
+    if (!l)
+        return;
+    munmap(l->shm, l->shm->size);
+    if (l->owner) {
+        close(l->memfd);
+        close(l->evfd);
+    }
+    free(l);
+}

@@ -1,0 +1,1 @@
+rw_add_test(test_link test_link.c LIBS rw_nfworker TIMEOUT 120)

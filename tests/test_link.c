@@ -1,0 +1,232 @@
+/*
+ * test_link.c - the shared-memory link between processes: ordered, intact
+ * delivery with sleeping consumers; a peer killed with SIGKILL never takes the
+ * survivor down, and after link_reset a replacement carries on; closing leaves
+ * no descriptor behind.
+ */
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "nfworker.h"
+#include "testutil.h"
+
+static struct link *make(uint32_t slots)
+{
+    struct link_opts o = {.slots = slots, .data_room = 2048};
+    struct link *l = NULL;
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(link_create("test", &o, &l, &e), 0);
+    return l;
+}
+
+/* Packet `clock` carries len = 60 + clock % 1400 bytes of a clock-derived pattern. */
+static void fill(struct link_pkt *p, uint64_t clock)
+{
+    memset(&p->meta, 0, sizeof(p->meta));
+    p->meta.clock = clock;
+    p->meta.sub = (uint16_t)(clock & 7);
+    p->len = p->wire_len = 60 + (uint32_t)(clock % 1400);
+    for (uint32_t i = 0; i < p->len; i++)
+        p->data[i] = (uint8_t)(clock * 31 + i);
+}
+
+static bool intact(const struct link_pkt *p)
+{
+    if (p->len != 60 + p->meta.clock % 1400 || p->meta.sub != (p->meta.clock & 7))
+        return false;
+    for (uint32_t i = 0; i < p->len; i++)
+        if (p->data[i] != (uint8_t)(p->meta.clock * 31 + i))
+            return false;
+    return true;
+}
+
+/* Sends clocks [from, to); waits (short sleeps) when the link is full. Gives up
+ * after `patience` full-link waits in a row (the peer is gone). */
+static uint64_t send_range(struct link *l, uint64_t from, uint64_t to, int patience)
+{
+    uint64_t c = from;
+    int waits = 0;
+    while (c < to && waits < patience) {
+        struct link_pkt *p = link_alloc(l);
+        if (!p) {
+            waits++;
+            usleep(1000);
+            continue;
+        }
+        waits = 0;
+        fill(p, c++);
+        link_send(l, p);
+    }
+    return c;
+}
+
+/* Child consumer: reads until clock `last`, checks order and bytes, exits 0 if
+ * all were intact and in order; counts sleeps so the wake path is used. */
+static void consumer_child(struct link *l, uint64_t first, uint64_t last, int report_fd)
+{
+    uint64_t want = first, sleeps = 0;
+    while (want <= last) {
+        struct link_pkt *p = link_recv(l);
+        if (!p) {
+            if (link_wait(l, 2000) == 0)
+                _exit(3); /* nothing for 2 s */
+            sleeps++;
+            continue;
+        }
+        if (p->meta.clock != want || !intact(p))
+            _exit(2);
+        want++;
+        link_release(l, p);
+    }
+    if (report_fd >= 0 && write(report_fd, &sleeps, sizeof(sleeps)) != sizeof(sleeps))
+        _exit(4);
+    _exit(0);
+}
+
+static void test_ordered_intact_with_wakeups(void)
+{
+    struct link *l = make(256);
+    int fds[2];
+    CU_ASSERT_EQUAL_FATAL(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        consumer_child(l, 0, 99999, fds[1]);
+    }
+    close(fds[1]);
+    CU_ASSERT_EQUAL(send_range(l, 0, 50000, 5000), 50000);
+    usleep(100000); /* the consumer drains and goes to sleep */
+    CU_ASSERT_EQUAL(send_range(l, 50000, 100000, 5000), 100000);
+    int st;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    uint64_t sleeps = 0;
+    CU_ASSERT_EQUAL(read(fds[0], &sleeps, sizeof(sleeps)), (ssize_t)sizeof(sleeps));
+    CU_ASSERT_TRUE(sleeps >= 1); /* it slept, and a send woke it */
+    close(fds[0]);
+    link_close(l);
+}
+
+static void test_consumer_killed(void)
+{
+    struct link *l = make(64);
+    pid_t pid = fork();
+    if (pid == 0) { /* a consumer that takes a little and then hangs */
+        for (int n = 0; n < 10;) {
+            struct link_pkt *p = link_recv(l);
+            if (p) {
+                n++;
+                link_release(l, p);
+            }
+        }
+        pause();
+        _exit(0);
+    }
+    uint64_t sent = send_range(l, 0, 100000, 50); /* fills the link, then gives up */
+    CU_ASSERT_TRUE(sent >= 10 && sent < 100000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    CU_ASSERT_PTR_NULL(link_alloc(l)); /* still full: the dead peer's slots */
+    uint32_t gen = link_generation(l);
+    link_reset(l);
+    CU_ASSERT_EQUAL(link_generation(l), gen + 1);
+    pid = fork();
+    if (pid == 0)
+        consumer_child(l, 500000, 520000 - 1, -1);
+    CU_ASSERT_EQUAL(send_range(l, 500000, 520000, 5000), 520000);
+    int st;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0); /* only the new packets, in order */
+    link_close(l);
+}
+
+static void test_producer_killed(void)
+{
+    struct link *l = make(128);
+    pid_t pid = fork();
+    if (pid == 0) {
+        send_range(l, 0, UINT64_MAX, 1 << 30);
+        _exit(0);
+    }
+    uint64_t want = 0;
+    while (want < 20000) { /* read a while, then the producer dies mid-stream */
+        struct link_pkt *p = link_recv(l);
+        if (!p)
+            continue;
+        CU_ASSERT_TRUE_FATAL(p->meta.clock == want && intact(p));
+        want++;
+        link_release(l, p);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    struct link_pkt *p;
+    while ((p = link_recv(l))) { /* what it published before dying is whole */
+        CU_ASSERT_TRUE(p->meta.clock == want && intact(p));
+        want++;
+        link_release(l, p);
+    }
+    CU_ASSERT_EQUAL(link_wait(l, 50), 0); /* and then nothing, without hanging */
+    link_reset(l);
+    pid = fork();
+    if (pid == 0) {
+        send_range(l, 7000000, 7001000, 5000);
+        _exit(0);
+    }
+    for (uint64_t c = 7000000; c < 7001000;) {
+        p = link_recv(l);
+        if (!p) {
+            link_wait(l, 1000);
+            continue;
+        }
+        CU_ASSERT_TRUE_FATAL(p->meta.clock == c && intact(p));
+        c++;
+        link_release(l, p);
+    }
+    waitpid(pid, NULL, 0);
+    link_close(l);
+}
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void test_no_leaks(void)
+{
+    int before = count_fds();
+    for (int i = 0; i < 50; i++)
+        link_close(make(16));
+    CU_ASSERT_EQUAL(count_fds(), before);
+    struct link_opts bad = {.slots = 100, .data_room = 2048};
+    struct link *l;
+    struct rw_err e;
+    CU_ASSERT_EQUAL(link_create("bad", &bad, &l, &e), RW_EINVAL);
+    CU_ASSERT_EQUAL(link_attach(0, -1, &l, &e), RW_EINVAL); /* stdin is no link */
+}
+
+static void add(CU_pSuite s)
+{
+    CU_add_test(s, "packets arrive in order and intact; a sleeping consumer is woken",
+                test_ordered_intact_with_wakeups);
+    CU_add_test(s, "a killed consumer never blocks the producer; reset serves a new one",
+                test_consumer_killed);
+    CU_add_test(s, "a killed producer leaves only whole packets; reset serves a new one",
+                test_producer_killed);
+    CU_add_test(s, "closing leaves no descriptors; bad links are refused", test_no_leaks);
+}
+
+int main(void)
+{
+    return tu_main("link", add);
+}
