@@ -1,0 +1,125 @@
+/*
+ * chain.h - the chain file: a YAML description of a chain of NFs (input, NFs with
+ * type, instances, flowspace and config, edges with optional BPF filters, store
+ * URL, log settings), parsed with libyaml and checked before anything starts.
+ *
+ * The coordinator loads a chain once, validates all of it (so a bad file is
+ * refused with FILE:LINE: KEY.PATH: what is wrong and nothing is spawned), and
+ * hands each NF its `config` subtree as a generic YAML tree (struct chain_node),
+ * which the NF reads with the typed helpers below so its own errors name the
+ * line and key too. Parsing starts nothing, creates nothing and prints nothing.
+ * The format is described in docs/chain-file.md.
+ */
+#ifndef RW_CHAIN_H
+#define RW_CHAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rw_common.h"
+
+/* ---- the generic YAML tree ---- */
+
+enum chain_kind { CHAIN_SCALAR, CHAIN_MAP, CHAIN_SEQ };
+
+/* One YAML node with its line (1-based) and its key path from the root, e.g.
+ * "nfs[0].config.rules[1]". Owned by the chain (or tree) it came from. */
+struct chain_node;
+
+enum chain_kind chain_node_kind(const struct chain_node *n);
+int chain_node_line(const struct chain_node *n);
+const char *chain_node_path(const struct chain_node *n);
+/* The text of a scalar (NULL for maps and sequences). */
+const char *chain_node_scalar(const struct chain_node *n);
+/* Non-zero for an unquoted empty, `~` or `null` scalar. */
+int chain_node_is_null(const struct chain_node *n);
+/* Items of a sequence or pairs of a map (0 for scalars). */
+size_t chain_node_count(const struct chain_node *n);
+/* Item i of a sequence, or the value of pair i of a map (NULL when out of range). */
+const struct chain_node *chain_node_item(const struct chain_node *n, size_t i);
+/* The key of pair i of a map (NULL when out of range or not a map). */
+const char *chain_node_key(const struct chain_node *map, size_t i);
+/* The value under key in map; NULL when map is NULL or not a map, the key is
+ * absent, or its value is null. */
+const struct chain_node *chain_node_get(const struct chain_node *map, const char *key);
+
+/* Records RW_EINVAL and "FILE:LINE: PATH: message" in e. With key, the location is
+ * that key's value (or the map itself when the key is absent) and the path ends
+ * in key. Returns RW_EINVAL. All helpers take a NULL map as an empty one. */
+int chain_node_errf(const struct chain_node *map, const char *key, struct rw_err *e,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Checks that n is of kind k ("expected a mapping, got a sequence"). */
+int chain_node_want(const struct chain_node *n, enum chain_kind k, struct rw_err *e);
+/* Refuses keys of map not in the NULL-terminated list allowed, naming those allowed. */
+int chain_node_keys(const struct chain_node *map, const char *const *allowed, struct rw_err *e);
+
+/* Typed getters. An absent or null key gives the default (or, for a required
+ * string, an error); a value of the wrong kind, out of range or not among
+ * names is an error naming the line and the key path. */
+int chain_node_string(const struct chain_node *map, const char *key, int required, const char **out,
+                      struct rw_err *e);
+int chain_node_u64(const struct chain_node *map, const char *key, uint64_t lo, uint64_t hi,
+                   uint64_t def, uint64_t *out, struct rw_err *e);
+/* *out is the index in the NULL-terminated list names. */
+int chain_node_enum(const struct chain_node *map, const char *key, const char *const *names,
+                    int def, int *out, struct rw_err *e);
+
+/* ---- the chain ---- */
+
+#define CHAIN_INPUT         (-1) /* edge endpoint: the root splitter */
+#define CHAIN_OUTPUT        (-2) /* edge endpoint: the sink */
+#define CHAIN_MAX_INSTANCES 64
+
+/* Same order and meaning as enum rw_flowspace (common/rw_flow.h). */
+enum chain_flowspace { CHAIN_FS_5TUPLE, CHAIN_FS_SRC, CHAIN_FS_DST, CHAIN_FS_HOST_PAIR };
+
+/* Same order and meaning as enum log_durability. */
+enum chain_durability { CHAIN_DUR_NONE, CHAIN_DUR_PROCESS, CHAIN_DUR_POWER };
+
+struct chain_nf {
+    char name[32]; /* [a-z0-9_-]{1,31}, unique, not "input" or "output" */
+    char type[32]; /* one of the caller's known types */
+    uint32_t instances;
+    enum chain_flowspace flowspace;
+    const struct chain_node *config; /* a mapping, or NULL when not given */
+    int line;
+};
+
+struct chain_edge {
+    int from, to; /* NF index, CHAIN_INPUT or CHAIN_OUTPUT */
+    char *filter; /* BPF expression accepted by pcap_compile, or NULL */
+    int line;
+};
+
+struct chain {
+    char name[64];
+    char *origin;    /* the file name used in messages */
+    char *trace;     /* input trace (relative to the chain file's directory resolved), or NULL */
+    char *port;      /* input DPDK devargs, or NULL; at most one of trace and port is set */
+    char *store_url; /* as written (default "lmdb:store"); the scheme is checked */
+    enum chain_durability durability;
+    uint32_t segment_mb;
+    uint32_t nnfs, nedges;
+    struct chain_nf *nfs;
+    struct chain_edge *edges;
+    uint32_t *order; /* the nnfs NF indexes in topological order: senders first */
+    struct chain_node *root;
+};
+
+/* Reads and parses the chain file at path. known_types is a NULL-terminated list of
+ * NF types (NULL: accept any type). Returns 0 with *out set, or RW_EINVAL (bad
+ * file), RW_ENOENT/RW_EIO (cannot read), RW_ENOMEM, with the reason in e. */
+int chain_load(const char *path, const char *const *known_types, struct chain **out,
+               struct rw_err *e);
+/* The same over text; origin names the file in messages and gives the directory
+ * relative trace paths are resolved against. */
+int chain_parse(const char *yaml_text, size_t len, const char *origin,
+                const char *const *known_types, struct chain **out, struct rw_err *e);
+void chain_free(struct chain *c);
+
+/* Index of the NF called name, or -1. */
+int chain_nf_index(const struct chain *c, const char *name);
+const char *chain_flowspace_name(enum chain_flowspace fs);
+const char *chain_durability_name(enum chain_durability d);
+
+#endif
