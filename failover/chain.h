@@ -94,7 +94,7 @@ struct chain_edge {
 struct chain {
     char name[64];
     char *origin;    /* the file name used in messages */
-    char *trace;     /* input trace (relative to the chain file's directory resolved), or NULL */
+    char *trace;     /* input trace (a relative one joined to the file's directory), or NULL */
     char *port;      /* input DPDK devargs, or NULL; at most one of trace and port is set */
     char *store_url; /* as written (default "lmdb:store"); the scheme is checked */
     enum chain_durability durability;
