@@ -42,5 +42,7 @@ int cli_guarded(int (*fn)(void *), void *arg, const char *what);
 int cmd_log(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 #endif

@@ -15,9 +15,11 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"run", cmd_run, "run a chain of NFs (docs/chain-file.md)"},
     {"log", cmd_log, "ingest packets into a durable log; stat and verify logs"},
     {"replay", cmd_replay, "read packets back out of a log (pcapng/pcap, DPDK port)"},
     {"bench", cmd_bench, "measure throughput against a baseline in the same run"},
+    {"worker", cmd_worker, "one NF instance (internal: started by `rewind run`)"},
 };
 
 static void usage(FILE *f)

@@ -147,6 +147,25 @@ bool rw_flow_match(const struct rw_flow *a, const struct rw_flow *b)
            a->dport == b->sport;
 }
 
+uint32_t rw_flowspace_hash(const uint8_t *frame, size_t len, enum rw_flowspace fs)
+{
+    struct rw_flow f;
+    if (!rw_flow_parse(frame, len, &f))
+        return 0;
+    switch (fs) {
+    case RW_FS_SRC:
+        return rte_jhash(f.src, 16, f.family);
+    case RW_FS_DST:
+        return rte_jhash(f.dst, 16, f.family);
+    case RW_FS_HOST_PAIR:
+        f.proto = 0;
+        f.sport = f.dport = 0;
+        return rw_flow_hash(&f);
+    default:
+        return rw_flow_hash(&f);
+    }
+}
+
 static int parse_proto(const char *s, uint8_t *proto)
 {
     if (!strcasecmp(s, "tcp"))

@@ -34,6 +34,17 @@ uint32_t rw_flow_hash(const struct rw_flow *f);
 /* True when a and b are the same flow in either direction. */
 bool rw_flow_match(const struct rw_flow *a, const struct rw_flow *b);
 
+/* Flowspaces: what part of a packet decides which instance of an NF gets it. */
+enum rw_flowspace {
+    RW_FS_5TUPLE,    /* the connection (both directions alike) */
+    RW_FS_SRC,       /* the source host */
+    RW_FS_DST,       /* the destination host */
+    RW_FS_HOST_PAIR, /* the two hosts, either direction */
+};
+
+/* Hash of a packet's flowspace key; non-IP packets hash to 0. */
+uint32_t rw_flowspace_hash(const uint8_t *frame, size_t len, enum rw_flowspace fs);
+
 /* Parses "PROTO SRC:PORT DST:PORT" (tcp|udp|icmp|NUMBER; IPv6 as [ADDR]:PORT).
  * Returns 0, or -1 with a reason in why. */
 int rw_flow_from_string(const char *s, struct rw_flow *f, char *why, size_t whylen);

@@ -242,3 +242,52 @@ void link_close(struct link *l)
     }
     free(l);
 }
+
+int link_wait_any(struct link **links, unsigned n, int timeout_ms)
+{
+    struct pollfd pfd[64];
+    if (n > 64)
+        n = 64;
+    for (unsigned i = 0; i < n; i++)
+        atomic_store(&links[i]->shm->consumer_sleeps, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    int rc = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (!rte_ring_empty(links[i]->filled))
+            rc = 1; /* raced with a send: do not sleep */
+    if (!rc) {
+        for (unsigned i = 0; i < n; i++)
+            pfd[i] = (struct pollfd){.fd = links[i]->evfd, .events = POLLIN};
+        rc = poll(pfd, n, timeout_ms);
+        if (rc < 0)
+            rc = errno == EINTR ? 0 : -errno;
+        uint64_t v;
+        for (unsigned i = 0; rc > 0 && i < n; i++)
+            if (pfd[i].revents & POLLIN && read(links[i]->evfd, &v, sizeof(v)) < 0 &&
+                errno != EAGAIN)
+                rc = -errno;
+        rc = rc > 0 ? 1 : rc;
+    }
+    for (unsigned i = 0; i < n; i++)
+        atomic_store(&links[i]->shm->consumer_sleeps, 0);
+    return rc;
+}
+
+int link_send_mark(struct link *l, uint64_t clock)
+{
+    struct link_pkt *p = link_alloc(l);
+    if (!p)
+        return -1;
+    memset(&p->meta, 0, sizeof(p->meta));
+    p->meta.clock = clock;
+    p->meta.flags = RW_F_MARK;
+    p->len = p->wire_len = 0;
+    p->sent_ns = 0;
+    link_send(l, p);
+    return 0;
+}
+
+unsigned link_count(const struct link *l)
+{
+    return rte_ring_count(l->filled);
+}

@@ -25,10 +25,12 @@
 #include <stdint.h>
 
 #include "rw_common.h"
+#include "rw_flow.h"
 
 /* One packet in a slot. */
 struct link_pkt {
     struct rw_meta meta;
+    uint64_t sent_ns;  /* CLOCK_MONOTONIC when the root sent its input (latency) */
     uint32_t len;      /* bytes in data */
     uint32_t wire_len; /* length on the wire */
     uint8_t data[];    /* link_data_room() bytes */
@@ -74,5 +76,144 @@ void link_reset(struct link *l);
 
 /* Unmaps; the owner also closes the descriptors. */
 void link_close(struct link *l);
+
+/* Packets waiting on the link (queue depth). */
+unsigned link_count(const struct link *l);
+
+/* Sleeps until any of the links may have a packet, at most timeout_ms. */
+int link_wait_any(struct link **links, unsigned n, int timeout_ms);
+
+/* Sends a progress mark (RW_F_MARK): everything below clock was sent. Returns 0,
+ * or -1 when the link is full (try again later). */
+int link_send_mark(struct link *l, uint64_t clock);
+
+/* ---- duplicate filter (dedup.c) ---- */
+
+struct dedup {
+    uint64_t *keys;
+    uint64_t mask, n;
+    uint64_t floor; /* keys below it count as seen: (G << 16) */
+};
+
+int dedup_init(struct dedup *d, uint32_t cap_log2);
+/* 1 when (clock, sub) was seen (or is below the trim watermark), 0 when it is new
+ * (and is now remembered), negative on allocation failure. */
+int dedup_seen(struct dedup *d, uint64_t clock, uint16_t sub);
+/* Forgets everything below clock g. */
+int dedup_trim(struct dedup *d, uint64_t g);
+void dedup_free(struct dedup *d);
+
+/* ---- the NF interface ---- */
+
+struct chain_node;
+struct store_key;
+
+/* What the runtime offers an NF while it processes one packet: state ops (the
+ * store, tagged with the packet's clock and the op's sequence, or local state in
+ * --no-ft mode), output, alerts and time. */
+struct nf_env;
+
+int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
+           bool *found);
+int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_t len);
+int nf_del(struct nf_env *env, const struct store_key *k);
+/* Blind when result is NULL. */
+int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_t *result);
+/* Emits an output packet for the current input (sub numbers follow emit order). */
+int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire_len);
+/* Raises an alert: a JSON object's members, e.g. "\"host\": \"10.0.0.1\"". */
+int nf_alert(struct nf_env *env, const char *type, const char *fields_json);
+/* The packet's arrival time at the root (ns): an NF's only clock. */
+uint64_t nf_now(const struct nf_env *env);
+const char *nf_errmsg(const struct nf_env *env);
+
+struct nf_pkt {
+    struct rw_meta meta;
+    const uint8_t *data;
+    uint32_t len, wire_len;
+};
+
+/* An NF type of the catalog. Deterministic by contract (DESIGN §6): output depends
+ * only on input packets, state read through nf_*, and nf_now(). */
+struct nf_def {
+    const char *type;
+    size_t self_size; /* private per-instance memory, zeroed */
+    int (*init)(void *self, const struct chain_node *config, struct rw_err *e);
+    int (*process)(void *self, struct nf_env *env, const struct nf_pkt *p);
+    void (*fini)(void *self);
+};
+
+const struct nf_def *nf_find(const char *type);
+/* NULL-terminated list of the catalog's types (for the chain parser). */
+const char *const *nf_types(void);
+
+/* ---- worker status: heartbeat and stats, in shared memory the coordinator reads ---- */
+
+#define WORKER_LAT_BUCKETS 40 /* bucket b: latency in [2^b, 2^(b+1)) ns */
+
+struct worker_status {
+    _Atomic uint64_t heartbeat; /* bumped every loop turn and every wake-up */
+    _Atomic uint64_t pkts_in, pkts_out, dropped, dups, errors;
+    _Atomic uint64_t queue_depth;             /* input packets seen waiting at the last turn */
+    _Atomic uint64_t mark;                    /* progress: every input below it is processed */
+    _Atomic uint64_t lat[WORKER_LAT_BUCKETS]; /* per-NF processing time histogram */
+    _Atomic uint32_t state;                   /* 0 starting, 1 running, 2 finished, 3 failed */
+};
+
+/* Latency percentile (0..100) of a histogram, in ns (bucket midpoint). */
+uint64_t worker_lat_percentile(const _Atomic uint64_t *hist, double pct);
+
+/* ---- the worker ---- */
+
+/* Where an NF's output goes: one edge, to the instances of the next NF (or the
+ * sink), chosen by that NF's flowspace. */
+struct worker_out {
+    struct link **links; /* one per instance of the target */
+    unsigned n;
+    enum rw_flowspace fs;
+    const char *filter; /* optional BPF */
+};
+
+struct worker_opts {
+    const struct nf_def *def;
+    const struct chain_node *config;
+    const char *nf_name;
+    uint32_t vertex;
+    uint16_t instance, slot;
+    bool ft;               /* false: --no-ft, local state, no duplicate checks */
+    const char *store_url; /* FT state */
+    struct link **in;
+    unsigned nin;
+    struct worker_out *out;
+    unsigned nout;
+    struct worker_status *status;
+    const char *alerts_path; /* JSON lines of this instance's alerts */
+};
+
+/* Runs until every input link has delivered its final mark (UINT64_MAX). */
+int worker_run(const struct worker_opts *o, struct rw_err *e);
+
+/* ---- the sink (chain exit) ---- */
+
+struct log_writer;
+
+struct sink_opts {
+    struct link **in;
+    unsigned nin;
+    bool ft;                   /* drop duplicates, hold until durable */
+    _Atomic uint64_t *durable; /* the root's durable watermark (FT) */
+    struct log_writer *output; /* chain output log (may be NULL) */
+    const volatile int *stop;  /* set when the run is abandoned */
+};
+
+struct sink_stats {
+    uint64_t released, dups, held_max;
+    uint64_t lat[WORKER_LAT_BUCKETS]; /* root send -> sink release */
+    uint64_t clocks_done;             /* final mark */
+};
+
+/* Runs until every input has delivered its final mark and every packet has been
+ * released in (clock, sub) order. */
+int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e);
 
 #endif

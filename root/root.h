@@ -21,6 +21,8 @@
 
 #include "log.h"
 #include "rw_common.h"
+#include "rw_flow.h"
+#include "rw_flow.h"
 
 /* One packet's header as the trace scan saw it. */
 struct root_trace_pkt {
@@ -46,9 +48,22 @@ struct root_stats {
     uint64_t first_clock, next_clock;
     uint64_t durable;    /* durable watermark at the end */
     uint64_t ring_waits; /* bursts that waited for room in the logger ring */
+    uint64_t link_waits; /* packets that waited for room in an NF's link */
+    uint64_t oversize;   /* packets too big for a link slot (not sent) */
 };
 
 typedef void (*root_progress_fn)(void *ctx, const struct root_stats *st, uint64_t expected);
+
+/* The splitter: where packets go after stamping. One edge per chain edge out of
+ * the input: its target NF's instances (one link each), the flowspace that picks
+ * the instance, and an optional BPF filter. */
+struct link;
+struct root_edge {
+    struct link **links;
+    unsigned n;
+    enum rw_flowspace fs;
+    const char *filter;
+};
 
 struct root_ingest_opts {
     const struct root_trace *trace; /* when reading a trace (port 0 is its net_pcap) */
@@ -56,10 +71,15 @@ struct root_ingest_opts {
     volatile const int *stop;  /* set asynchronously to end a live capture */
     root_progress_fn progress; /* called about every 100 ms */
     void *ctx;
+    const struct root_edge *edges; /* NULL: log only (rewind log ingest) */
+    unsigned nedges;
+    _Atomic uint64_t *durable_out; /* published durable watermark (for the sink) */
 };
 
 /* Runs the rx loop until the trace is consumed (or *stop), logging every packet
- * through a logger thread on w. The EAL and the port must be started. */
+ * through a logger thread on w (w NULL: --no-ft, no log, clocks kept in memory)
+ * and sending it along the edges. The EAL and the port must be started. At the
+ * end every edge gets the final progress mark. */
 int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct root_stats *st,
                 struct rw_err *e);
 

@@ -17,6 +17,10 @@
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 
+#include <pcap/pcap.h>
+#include <stdatomic.h>
+
+#include "nfworker.h"
 #include "rw_eal.h"
 #include "rw_mbuf.h"
 
@@ -25,10 +29,14 @@
 #define ROOT_CLOCK_BLOCK   (1ull << 16)
 #define ROOT_TRACE_IDLE_NS 3000000000ull /* a trace PMD silent this long has stopped */
 #define ROOT_PROGRESS_NS   100000000ull
+#define ROOT_MARK_EVERY    256 /* packets between progress marks on the edges */
 
 struct root_run {
     const struct root_ingest_opts *o;
-    struct log_thread *lt;
+    struct log_thread *lt;     /* NULL in --no-ft mode */
+    struct bpf_program *progs; /* compiled edge filters */
+    bool *filtered;
+    uint64_t since_mark;
     struct root_stats *st;
     uint64_t clock;
     uint64_t asked; /* reservation requested up to here */
@@ -40,6 +48,8 @@ struct root_run {
 /* Blocks until clock is inside the durable reservation. */
 static int ensure_reserved(struct root_run *r)
 {
+    if (!r->lt)
+        return 0; /* --no-ft: clocks live in memory only */
     if (r->clock + ROOT_CLOCK_BLOCK / 2 >= r->asked) {
         r->asked = r->clock + ROOT_CLOCK_BLOCK;
         log_thread_want_reserve(r->lt, r->asked);
@@ -88,6 +98,10 @@ static int stamp(struct root_run *r, struct rte_mbuf *m, uint64_t now)
 
 static void hand_off(struct root_run *r, struct rte_mbuf **pkts, unsigned n)
 {
+    if (!r->lt) {
+        rte_pktmbuf_free_bulk(pkts, n);
+        return;
+    }
     unsigned done = log_thread_submit(r->lt, pkts, n);
     if (done < n)
         r->st->ring_waits++;
@@ -100,11 +114,109 @@ static void hand_off(struct root_run *r, struct rte_mbuf **pkts, unsigned n)
 static bool finished(const struct root_run *r, uint64_t expected)
 {
     const volatile int *stop = r->o->stop;
-    return r->st->packets >= expected || (stop && *stop) || log_thread_failed(r->lt);
+    return r->st->packets >= expected || (stop && *stop) || (r->lt && log_thread_failed(r->lt));
+}
+
+static void publish_durable(struct root_run *r)
+{
+    r->st->durable = r->lt ? log_thread_durable(r->lt) : r->clock;
+    if (r->o->durable_out)
+        atomic_store(r->o->durable_out, r->st->durable);
+}
+
+/* ---- the splitter ---- */
+
+static struct link_pkt *alloc_slot(struct root_run *r, struct link *l)
+{
+    struct link_pkt *p = link_alloc(l);
+    if (!p)
+        r->st->link_waits++;
+    while (!p) { /* the instance is behind: wait for it (traces); a NIC would drop */
+        if (r->o->stop && *r->o->stop)
+            return NULL;
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+        p = link_alloc(l);
+    }
+    return p;
+}
+
+static void split_one(struct root_run *r, struct rte_mbuf *m, uint8_t *scratch)
+{
+    uint32_t len = rte_pktmbuf_pkt_len(m);
+    const struct rw_mbuf_priv *mp = rw_mbuf_priv(m);
+    const uint8_t *data = rte_pktmbuf_read(m, 0, len, scratch);
+    for (unsigned i = 0; i < r->o->nedges; i++) {
+        const struct root_edge *ed = &r->o->edges[i];
+        if (r->filtered[i]) {
+            struct pcap_pkthdr h = {.caplen = len, .len = mp->wire_len};
+            if (!pcap_offline_filter(&r->progs[i], &h, data))
+                continue;
+        }
+        struct link *l = ed->links[rw_flowspace_hash(data, len, ed->fs) % ed->n];
+        if (len > link_data_room(l)) {
+            r->st->oversize++;
+            continue;
+        }
+        struct link_pkt *p = alloc_slot(r, l);
+        if (!p)
+            return;
+        p->meta = mp->meta;
+        p->sent_ns = rw_now_ns();
+        p->len = len;
+        p->wire_len = mp->wire_len;
+        memcpy(p->data, data, len);
+        link_send(l, p);
+    }
+}
+
+static void send_marks(struct root_run *r, uint64_t clock)
+{
+    for (unsigned i = 0; i < r->o->nedges; i++)
+        for (unsigned j = 0; j < r->o->edges[i].n; j++)
+            while (link_send_mark(r->o->edges[i].links[j], clock)) {
+                if (r->o->stop && *r->o->stop)
+                    return;
+                struct timespec ts = {0, 20000};
+                nanosleep(&ts, NULL);
+            }
+    r->since_mark = 0;
+}
+
+static int compile_filters(struct root_run *r, struct rw_err *e)
+{
+    unsigned n = r->o->nedges;
+    r->progs = calloc(n ? n : 1, sizeof(*r->progs));
+    r->filtered = calloc(n ? n : 1, sizeof(*r->filtered));
+    if (!r->progs || !r->filtered)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    for (unsigned i = 0; i < n; i++) {
+        const char *f = r->o->edges[i].filter;
+        if (!f || !*f)
+            continue;
+        pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
+        int bad = !dead || pcap_compile(dead, &r->progs[i], f, 1, PCAP_NETMASK_UNKNOWN) < 0;
+        if (dead)
+            pcap_close(dead);
+        if (bad)
+            return rw_errf(e, RW_EINVAL, "input edge filter '%s' does not compile", f);
+        r->filtered[i] = true;
+    }
+    return 0;
+}
+
+static void free_filters(struct root_run *r)
+{
+    for (unsigned i = 0; r->filtered && i < r->o->nedges; i++)
+        if (r->filtered[i])
+            pcap_freecode(&r->progs[i]);
+    free(r->progs);
+    free(r->filtered);
 }
 
 static int rx_loop(struct root_run *r, uint64_t expected)
 {
+    static _Thread_local uint8_t scratch[65536];
     struct rte_mbuf *pkts[ROOT_BURST];
     uint64_t last_rx = rw_now_ns(), last_progress = 0;
     while (!finished(r, expected)) {
@@ -116,6 +228,9 @@ static int rx_loop(struct root_run *r, uint64_t expected)
                                "DPDK stopped delivering the trace after %llu "
                                "of %llu packets",
                                (unsigned long long)r->st->packets, (unsigned long long)expected);
+            publish_durable(r);
+            if (r->since_mark)
+                send_marks(r, r->clock); /* idle: let the chain release what it holds */
             struct timespec ts = {0, 10000};
             nanosleep(&ts, NULL);
             continue;
@@ -132,8 +247,14 @@ static int rx_loop(struct root_run *r, uint64_t expected)
                 return rc;
             }
         }
+        if (r->o->nedges) {
+            for (uint16_t i = 0; i < n; i++)
+                split_one(r, pkts[i], scratch);
+            if ((r->since_mark += n) >= ROOT_MARK_EVERY)
+                send_marks(r, r->clock);
+        }
         hand_off(r, pkts, n);
-        r->st->durable = log_thread_durable(r->lt);
+        publish_durable(r);
         if (r->o->progress && mono - last_progress > ROOT_PROGRESS_NS) {
             last_progress = mono;
             r->o->progress(r->o->ctx, r->st, expected);
@@ -142,29 +263,50 @@ static int rx_loop(struct root_run *r, uint64_t expected)
     return 0;
 }
 
+/* Starts the logger side: the first clock block reserved before the thread
+ * starts, so nothing is stamped with a clock the manifest does not cover. */
+static int start_logging(struct root_run *r, struct log_writer *w, struct rw_err *e)
+{
+    int rc = log_writer_reserve(w, r->clock + ROOT_CLOCK_BLOCK, e);
+    if (rc)
+        return rc;
+    r->asked = r->clock + ROOT_CLOCK_BLOCK;
+    return log_thread_start(w, ROOT_RING, &r->lt, e);
+}
+
 int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct root_stats *st,
                 struct rw_err *e)
 {
     memset(st, 0, sizeof(*st));
     struct root_run r = {.o = o, .st = st, .e = e};
-    r.clock = st->first_clock = log_writer_next_clock(w);
+    r.clock = st->first_clock = w ? log_writer_next_clock(w) : 0;
     r.ts_off = rw_rx_timestamp(&r.ts_flag);
-    /* The first block is reserved before the thread starts: nothing is stamped
-     * with a clock the manifest does not cover. */
-    int rc = log_writer_reserve(w, r.clock + ROOT_CLOCK_BLOCK, e);
-    if (rc)
+    int rc = compile_filters(&r, e);
+    if (!rc && w)
+        rc = start_logging(&r, w, e);
+    if (rc) {
+        free_filters(&r);
         return rc;
-    r.asked = r.clock + ROOT_CLOCK_BLOCK;
-    if ((rc = log_thread_start(w, ROOT_RING, &r.lt, e)))
-        return rc;
+    }
     uint64_t expected = o->trace ? o->trace->n : UINT64_MAX;
     struct rw_err loop_err = {0};
     r.e = &loop_err;
     int loop_rc = rx_loop(&r, expected);
     struct rw_err thread_err = {0};
-    rc = log_thread_stop(r.lt, &thread_err);
+    rc = r.lt ? log_thread_stop(r.lt, &thread_err) : 0;
+    r.lt = NULL;
     st->next_clock = r.clock;
-    st->durable = log_writer_durable(w);
+    /* Everything stamped is durable now (or was never going to be): publish, then
+     * end the edges, so the sink can release the rest and the chain can finish. */
+    if (w)
+        st->durable = log_writer_durable(w);
+    else
+        st->durable = r.clock;
+    if (o->durable_out)
+        atomic_store(o->durable_out, rc ? st->durable : UINT64_MAX);
+    if (o->nedges)
+        send_marks(&r, UINT64_MAX);
+    free_filters(&r);
     if (o->progress)
         o->progress(o->ctx, st, expected);
     if (rc) /* the logger's error explains a loop that stopped because of it */

@@ -1,0 +1,43 @@
+/*
+ * failover.h - the coordinator's public API (with chain.h, the chain file).
+ *
+ * `rewind run` is the coordinator: it loads the chain, creates the links between
+ * the processes (it owns them, DESIGN §5), spawns and watches one worker process
+ * per NF instance with libuv, runs the root splitter and the logger in its own
+ * process, and the sink in a thread of it. Crash detection, failover and clones
+ * (DESIGN §7) are the next issue; today a worker that dies fails the run cleanly.
+ */
+#ifndef RW_FAILOVER_H
+#define RW_FAILOVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chain.h"
+#include "rw_common.h"
+
+struct run_opts {
+    const char *chain_path;
+    const char *trace, *port; /* override the chain's input */
+    const char *out_dir;
+    const char *self_exe; /* the rewind binary, to spawn `rewind worker` */
+    bool no_ft;           /* traditional NFs: local state, no log, no clock checks */
+    bool progress;        /* progress lines on stderr */
+    int eal_argc;
+    char **eal_argv;
+    volatile const int *stop; /* set by SIGINT/SIGTERM: drain and finish */
+};
+
+struct run_result {
+    uint64_t packets_in, packets_out, duplicates;
+    double seconds;
+};
+
+/* Runs the chain to the end of its input; writes OUT/output (a log),
+ * OUT/alerts.json and OUT/report.json. */
+int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e);
+
+/* The body of `rewind worker` (spawned by run_chain; argv as it builds it). */
+int run_worker_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,308 @@
+/*
+ * run.c - `rewind run`: the coordinator of a chain on one host.
+ *
+ * Process layout: this process runs the root (DPDK rx, clocks, the logger on its
+ * own lcore) and the sink (a thread); every NF instance is a `rewind worker`
+ * process. All links are memfds created here and passed to the workers as
+ * inherited descriptors, so this process owns every piece of shared memory, and
+ * a worker's death can never leave the others with memory they cannot trust.
+ *
+ * libuv runs in a thread of its own: it spawns the workers (before DPDK starts,
+ * so no process is forked from a DPDK process), reaps them, and would be where
+ * heartbeat checks and failover live (next issue). A worker that exits before
+ * the end fails the run: the root and the sink are told to stop, the other
+ * workers are killed, and the error says which instance died and how.
+ */
+#include "failover.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <rte_ethdev.h>
+
+#include "log.h"
+#include "nfworker.h"
+#include "root.h"
+#include "run_internal.h"
+#include "rw_eal.h"
+
+#define LINK_SLOTS       1024
+#define LINK_ROOM        2048
+#define DRAIN_TIMEOUT_MS 20000
+
+/* ---- links ---- */
+
+static unsigned edge_from_n(const struct chain *c, const struct chain_edge *ed)
+{
+    return ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
+}
+
+static unsigned edge_to_n(const struct chain *c, const struct chain_edge *ed)
+{
+    return ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
+}
+
+static int make_links(struct run *r, struct rw_err *e)
+{
+    const struct chain *c = r->chain;
+    r->links = calloc(c->nedges, sizeof(*r->links));
+    if (!r->links)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    struct link_opts lo = {.slots = LINK_SLOTS, .data_room = LINK_ROOM};
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        unsigned n = edge_from_n(c, &c->edges[k]) * edge_to_n(c, &c->edges[k]);
+        r->links[k] = calloc(n, sizeof(struct link *));
+        if (!r->links[k])
+            return rw_errf(e, RW_ENOMEM, "out of memory");
+        for (unsigned i = 0; i < n; i++) {
+            char name[48];
+            snprintf(name, sizeof(name), "e%u-%u", k, i);
+            int rc = link_create(name, &lo, &r->links[k][i], e);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Link of edge k between instance i of its source and instance j of its target. */
+struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j)
+{
+    return r->links[k][i * edge_to_n(r->chain, &r->chain->edges[k]) + j];
+}
+
+static void free_links(struct run *r)
+{
+    for (uint32_t k = 0; r->links && k < r->chain->nedges; k++) {
+        unsigned n =
+            edge_from_n(r->chain, &r->chain->edges[k]) * edge_to_n(r->chain, &r->chain->edges[k]);
+        for (unsigned i = 0; r->links[k] && i < n; i++)
+            link_close(r->links[k][i]);
+        free(r->links[k]);
+    }
+    free(r->links);
+}
+
+/* The status blocks of all workers, one shared region. */
+static int make_status(struct run *r, struct rw_err *e)
+{
+    for (uint32_t k = 0; k < r->chain->nnfs; k++)
+        r->nworkers += r->chain->nfs[k].instances;
+    r->status_len = r->nworkers * sizeof(struct worker_status);
+    r->status_fd = memfd_create("rw-status", MFD_CLOEXEC);
+    if (r->status_fd < 0 || ftruncate(r->status_fd, (off_t)r->status_len))
+        return rw_errf(e, RW_EIO, "status region: %s", strerror(errno));
+    r->status = mmap(NULL, r->status_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->status_fd, 0);
+    if (r->status == MAP_FAILED) {
+        r->status = NULL;
+        return rw_errf(e, RW_EIO, "status region: %s", strerror(errno));
+    }
+    r->workers = calloc(r->nworkers, sizeof(*r->workers));
+    return r->workers ? 0 : rw_errf(e, RW_ENOMEM, "out of memory");
+}
+
+/* ---- the sink thread ---- */
+
+static void *sink_thread(void *arg)
+{
+    struct run *r = arg;
+    r->sink_rc = sink_run(&r->sink_opts, &r->sink_st, &r->sink_err);
+    if (r->sink_rc)
+        r->stop = 1;
+    return NULL;
+}
+
+static int start_sink(struct run *r, struct rw_err *e)
+{
+    const struct chain *c = r->chain;
+    unsigned n = 0;
+    for (uint32_t k = 0; k < c->nedges; k++)
+        if (c->edges[k].to == CHAIN_OUTPUT)
+            n += edge_from_n(c, &c->edges[k]);
+    r->sink_in = calloc(n ? n : 1, sizeof(struct link *));
+    if (!r->sink_in)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    n = 0;
+    for (uint32_t k = 0; k < c->nedges; k++)
+        if (c->edges[k].to == CHAIN_OUTPUT)
+            for (unsigned i = 0; i < edge_from_n(c, &c->edges[k]); i++)
+                r->sink_in[n++] = run_link(r, k, i, 0);
+    r->sink_opts = (struct sink_opts){.in = r->sink_in,
+                                      .nin = n,
+                                      .ft = !r->o->no_ft,
+                                      .durable = &r->durable,
+                                      .output = r->output,
+                                      .stop = &r->stop};
+    if (pthread_create(&r->sink_tid, NULL, sink_thread, r))
+        return rw_errf(e, RW_EIO, "cannot start the sink thread");
+    r->sink_started = true;
+    return 0;
+}
+
+/* ---- the root ---- */
+
+static int make_root_edges(struct run *r, struct rw_err *e)
+{
+    const struct chain *c = r->chain;
+    r->redges = calloc(c->nedges, sizeof(*r->redges));
+    if (!r->redges)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        const struct chain_edge *ed = &c->edges[k];
+        if (ed->from != CHAIN_INPUT)
+            continue;
+        struct root_edge *re = &r->redges[r->nredges++];
+        re->n = edge_to_n(c, ed);
+        re->links = &r->links[k][0];
+        re->fs =
+            ed->to == CHAIN_OUTPUT ? RW_FS_5TUPLE : (enum rw_flowspace)c->nfs[ed->to].flowspace;
+        re->filter = ed->filter;
+    }
+    return 0;
+}
+
+static void root_progress(void *ctx, const struct root_stats *st, uint64_t expected)
+{
+    struct run *r = ctx;
+    r->root_st = *st;
+    if (!r->o->progress)
+        return;
+    if (expected != UINT64_MAX)
+        fprintf(stderr, "\rrun: %" PRIu64 "/%" PRIu64 " packets in   ", st->packets, expected);
+    else
+        fprintf(stderr, "\rrun: %" PRIu64 " packets in   ", st->packets);
+}
+
+static int run_root(struct run *r, struct rw_err *e)
+{
+    const char *trace = r->o->trace ? r->o->trace : r->o->port ? NULL : r->chain->trace;
+    const char *port = r->o->port ? r->o->port : trace ? NULL : r->chain->port;
+    if (!trace && !port)
+        return rw_errf(e, RW_EINVAL, "the chain has no input: give --trace or --port");
+    char dev[4200];
+    int rc = 0;
+    if (trace && (rc = root_trace_scan(trace, &r->trace, e)))
+        return rc;
+    snprintf(dev, sizeof(dev), trace ? "net_pcap0,rx_pcap=%s" : "%s", trace ? trace : port);
+    if ((rc = rw_eal_init(r->o->eal_argc, r->o->eal_argv, dev, e)))
+        return rc;
+    r->eal_up = true;
+    struct rte_mempool *pool = rw_pool_create("rw_rx", 32767, e);
+    if (!pool || (rc = rw_port_start(0, pool, e)))
+        return rc ? rc : RW_EDPDK;
+    struct root_ingest_opts ro = {.trace = trace ? &r->trace : NULL,
+                                  .port = 0,
+                                  .stop = &r->stop,
+                                  .progress = root_progress,
+                                  .ctx = r,
+                                  .edges = r->redges,
+                                  .nedges = r->nredges,
+                                  .durable_out = &r->durable};
+    rc = root_ingest(&ro, r->input_log, &r->root_st, e);
+    if (r->o->progress)
+        fputc('\n', stderr);
+    return rc;
+}
+
+/* ---- logs ---- */
+
+static int open_logs(struct run *r, struct rw_err *e)
+{
+    char path[PATH_MAX];
+    struct log_opts lo;
+    log_opts_default(&lo);
+    lo.durability = (enum log_durability)r->chain->durability;
+    lo.segment_bytes = (uint64_t)r->chain->segment_mb << 20;
+    int rc = 0;
+    if (!r->o->no_ft) {
+        snprintf(path, sizeof(path), "%s/log", r->o->out_dir);
+        rc = log_writer_open(path, &lo, &r->input_log, e);
+    }
+    if (rc)
+        return rc;
+    lo.durability = LOG_DUR_PROCESS;
+    snprintf(path, sizeof(path), "%s/output", r->o->out_dir);
+    return log_writer_open(path, &lo, &r->output, e);
+}
+
+/* ---- the run ---- */
+
+static int prepare(struct run *r, struct rw_err *e)
+{
+    int rc = chain_load(r->o->chain_path, nf_types(), &r->chain, e);
+    if (rc)
+        return rc;
+    if (!r->o->no_ft && !strcmp(r->chain->store_url, "mem:"))
+        return rw_errf(e, RW_EINVAL,
+                       "%s: store mem: is in-process only; a chain needs lmdb: "
+                       "or redis://",
+                       r->o->chain_path);
+    char alerts[PATH_MAX];
+    snprintf(alerts, sizeof(alerts), "%s/alerts", r->o->out_dir);
+    if ((mkdir(r->o->out_dir, 0755) && errno != EEXIST) || (mkdir(alerts, 0755) && errno != EEXIST))
+        return rw_errf(e, RW_EIO, "%s: %s", r->o->out_dir, strerror(errno));
+    if ((rc = run_store_url(r, e)) || (rc = make_links(r, e)) || (rc = make_status(r, e)) ||
+        (rc = make_root_edges(r, e)) || (rc = open_logs(r, e)))
+        return rc;
+    return 0;
+}
+
+static void cleanup(struct run *r)
+{
+    if (r->eal_up)
+        rw_eal_fini(0);
+    root_trace_free(&r->trace);
+    log_writer_close(r->input_log, NULL);
+    log_writer_close(r->output, NULL);
+    free_links(r);
+    free(r->sink_in);
+    free(r->redges);
+    if (r->status)
+        munmap(r->status, r->status_len);
+    if (r->status_fd > 0)
+        close(r->status_fd);
+    free(r->workers);
+    if (r->chain)
+        chain_free(r->chain);
+}
+
+int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e)
+{
+    struct run r = {.o = o, .status_fd = -1};
+    memset(res, 0, sizeof(*res));
+    uint64_t t0 = rw_now_ns();
+    int rc = prepare(&r, e);
+    if (!rc)
+        rc = run_spawn_workers(&r, e); /* before DPDK: nothing forks a DPDK process */
+    if (!rc)
+        rc = start_sink(&r, e);
+    if (!rc && (rc = run_root(&r, e)))
+        r.stop = 1;
+    if (r.sink_started)
+        pthread_join(r.sink_tid, NULL);
+    if (!rc && r.sink_rc) {
+        rc = r.sink_rc;
+        *e = r.sink_err;
+    }
+    int wrc = run_wait_workers(&r, rc ? 0 : DRAIN_TIMEOUT_MS, rc ? NULL : e);
+    if (!rc)
+        rc = wrc;
+    res->seconds = (double)(rw_now_ns() - t0) / 1e9;
+    res->packets_in = r.root_st.packets;
+    res->packets_out = r.sink_st.released;
+    res->duplicates = r.sink_st.dups;
+    if (r.chain && r.workers)
+        run_write_outputs(&r, res, rc, e);
+    cleanup(&r);
+    return rc;
+}

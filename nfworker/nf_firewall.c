@@ -1,0 +1,329 @@
+/*
+ * nf_firewall.c - the stateful firewall: connection tracking, "allow established
+ * and related", and first-match rules from the chain file for new connections.
+ *
+ * State (DESIGN §6): one per-flow object per connection in the store, keyed by the
+ * connection's endpoints in a fixed order, holding which sides sent FIN and the
+ * time of the last packet (packet time, from nf_now). A packet of a tracked
+ * connection passes; ICMP errors that quote a tracked connection pass (related);
+ * anything else is judged by the rules, and only a packet that can open a
+ * connection (TCP SYN without ACK, UDP, ICMP echo request) creates an entry. A
+ * connection ends on RST, or after idle_timeout of packet time; FIN on both sides
+ * only shortens that to close_timeout, so the last ACK still passes.
+ *
+ * config:
+ *   default: allow | drop          (drop)
+ *   non_ip: allow | drop           (allow: ARP and friends)
+ *   idle_timeout: SECONDS          (300)
+ *   rules: [ {action, proto: tcp|udp|icmp|any, src: CIDR, dst: CIDR,
+ *             src_port: N | N-M, dst_port: N | N-M} ]
+ */
+#include "nfworker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain.h"
+#include "store.h"
+
+#define FW_OBJ_CONN         1
+#define FW_OBJ_COUNTERS     2
+#define FW_MAX_RULES        256
+#define FW_CLOSE_TIMEOUT_NS 10000000000ull
+
+struct fw_rule {
+    bool allow;
+    uint8_t proto; /* 0: any */
+    uint8_t family;
+    uint8_t src[16], dst[16];
+    uint8_t src_bits, dst_bits; /* prefix lengths; 0 matches all */
+    uint16_t sport_lo, sport_hi, dport_lo, dport_hi;
+};
+
+struct firewall {
+    bool default_allow, non_ip_allow;
+    uint64_t idle_ns;
+    struct fw_rule rules[FW_MAX_RULES];
+    unsigned nrules;
+};
+
+/* A tracked connection as stored. */
+struct fw_conn {
+    uint64_t last_ns;
+    uint8_t fin_lo, fin_hi; /* FIN seen from the lower / higher endpoint */
+    uint8_t pad[6];
+};
+
+/* ---- configuration ---- */
+
+static int parse_cidr(const struct chain_node *r, const char *key, uint8_t *family,
+                      uint8_t addr[16], uint8_t *bits, struct rw_err *e)
+{
+    const char *s;
+    int rc = chain_node_string(r, key, 0, &s, e);
+    if (rc || !s)
+        return rc;
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", s);
+    char *slash = strchr(buf, '/');
+    if (slash)
+        *slash = '\0';
+    uint8_t fam = inet_pton(AF_INET, buf, addr) == 1    ? 4
+                  : inet_pton(AF_INET6, buf, addr) == 1 ? 6
+                                                        : 0;
+    long b = slash ? strtol(slash + 1, NULL, 10) : (fam == 4 ? 32 : 128);
+    if (!fam || b < 0 || b > (fam == 4 ? 32 : 128) || (*family && *family != fam))
+        return chain_node_errf(r, key, e, "'%s' is not an address or CIDR prefix", s);
+    *family = fam;
+    *bits = (uint8_t)b;
+    return 0;
+}
+
+static int parse_ports(const struct chain_node *r, const char *key, uint16_t *lo, uint16_t *hi,
+                       struct rw_err *e)
+{
+    const char *s;
+    *lo = 0;
+    *hi = 65535;
+    int rc = chain_node_string(r, key, 0, &s, e);
+    if (rc || !s)
+        return rc;
+    char *end;
+    long a = strtol(s, &end, 10), b = a;
+    if (*end == '-')
+        b = strtol(end + 1, &end, 10);
+    if (*end || end == s || a < 0 || b > 65535 || a > b)
+        return chain_node_errf(r, key, e, "'%s' is not a port or range N-M", s);
+    *lo = (uint16_t)a;
+    *hi = (uint16_t)b;
+    return 0;
+}
+
+static int parse_rule(const struct chain_node *r, struct fw_rule *fr, struct rw_err *e)
+{
+    static const char *const keys[] = {"action",   "proto",    "src", "dst",
+                                       "src_port", "dst_port", NULL};
+    static const char *const actions[] = {"drop", "allow", NULL};
+    static const char *const protos[] = {"any", "tcp", "udp", "icmp", NULL};
+    static const uint8_t proto_num[] = {0, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP};
+    int action, proto, rc;
+    if ((rc = chain_node_want(r, CHAIN_MAP, e)) || (rc = chain_node_keys(r, keys, e)) ||
+        (rc = chain_node_enum(r, "action", actions, -1, &action, e)) ||
+        (rc = chain_node_enum(r, "proto", protos, 0, &proto, e)))
+        return rc;
+    if (action < 0)
+        return chain_node_errf(r, "action", e, "a rule needs an action (allow or drop)");
+    fr->allow = action == 1;
+    fr->proto = proto_num[proto];
+    if ((rc = parse_cidr(r, "src", &fr->family, fr->src, &fr->src_bits, e)) ||
+        (rc = parse_cidr(r, "dst", &fr->family, fr->dst, &fr->dst_bits, e)) ||
+        (rc = parse_ports(r, "src_port", &fr->sport_lo, &fr->sport_hi, e)) ||
+        (rc = parse_ports(r, "dst_port", &fr->dport_lo, &fr->dport_hi, e)))
+        return rc;
+    return 0;
+}
+
+static int fw_init(void *self, const struct chain_node *cfg, struct rw_err *e)
+{
+    static const char *const keys[] = {"default", "non_ip", "idle_timeout", "rules", NULL};
+    static const char *const verdicts[] = {"drop", "allow", NULL};
+    struct firewall *fw = self;
+    int def, nonip, rc;
+    uint64_t idle;
+    if ((cfg &&
+         ((rc = chain_node_want(cfg, CHAIN_MAP, e)) || (rc = chain_node_keys(cfg, keys, e)))) ||
+        (rc = chain_node_enum(cfg, "default", verdicts, 0, &def, e)) ||
+        (rc = chain_node_enum(cfg, "non_ip", verdicts, 1, &nonip, e)) ||
+        (rc = chain_node_u64(cfg, "idle_timeout", 1, 86400 * 7, 300, &idle, e)))
+        return rc;
+    fw->default_allow = def == 1;
+    fw->non_ip_allow = nonip == 1;
+    fw->idle_ns = idle * 1000000000ull;
+    const struct chain_node *rules = chain_node_get(cfg, "rules");
+    if (!rules)
+        return 0;
+    if ((rc = chain_node_want(rules, CHAIN_SEQ, e)))
+        return rc;
+    if (chain_node_count(rules) > FW_MAX_RULES)
+        return chain_node_errf(cfg, "rules", e, "at most %d rules", FW_MAX_RULES);
+    for (size_t i = 0; i < chain_node_count(rules); i++)
+        if ((rc = parse_rule(chain_node_item(rules, i), &fw->rules[fw->nrules++], e)))
+            return rc;
+    return 0;
+}
+
+/* ---- the packet path ---- */
+
+static bool prefix_match(const uint8_t *a, const uint8_t *p, unsigned bits)
+{
+    unsigned full = bits / 8, rest = bits % 8;
+    if (memcmp(a, p, full))
+        return false;
+    return !rest || ((a[full] ^ p[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+static bool rule_match(const struct fw_rule *r, const struct rw_flow *f)
+{
+    if ((r->proto && r->proto != f->proto) || (r->family && r->family != f->family))
+        return false;
+    if (!prefix_match(f->src, r->src, r->src_bits) || !prefix_match(f->dst, r->dst, r->dst_bits))
+        return false;
+    return f->sport >= r->sport_lo && f->sport <= r->sport_hi && f->dport >= r->dport_lo &&
+           f->dport <= r->dport_hi;
+}
+
+static bool rules_allow(const struct firewall *fw, const struct rw_flow *f)
+{
+    for (unsigned i = 0; i < fw->nrules; i++)
+        if (rule_match(&fw->rules[i], f))
+            return fw->rules[i].allow;
+    return fw->default_allow;
+}
+
+/* The connection key: protocol and both endpoints, lower endpoint first. */
+static size_t conn_key(const struct rw_flow *f, uint8_t out[40], bool *from_lo)
+{
+    int c = memcmp(f->src, f->dst, 16);
+    *from_lo = c < 0 || (c == 0 && f->sport <= f->dport);
+    const uint8_t *lo = *from_lo ? f->src : f->dst, *hi = *from_lo ? f->dst : f->src;
+    uint16_t lp = *from_lo ? f->sport : f->dport, hp = *from_lo ? f->dport : f->sport;
+    out[0] = f->family;
+    out[1] = f->proto;
+    memcpy(out + 2, lo, 16);
+    memcpy(out + 18, hi, 16);
+    out[34] = (uint8_t)(lp >> 8), out[35] = (uint8_t)lp;
+    out[36] = (uint8_t)(hp >> 8), out[37] = (uint8_t)hp;
+    return 38;
+}
+
+/* TCP flags, or 0 when the packet is not TCP or too short. */
+static uint8_t tcp_flags(const uint8_t *d, uint32_t len, const struct rw_flow *f)
+{
+    if (f->proto != IPPROTO_TCP || f->family != 4 || len < 14 + 20 + 14)
+        return 0;
+    size_t ihl = (size_t)(d[14] & 0x0f) * 4;
+    return 14 + ihl + 14 <= len ? d[14 + ihl + 13] : 0;
+}
+
+static bool can_open(const struct rw_flow *f, const uint8_t *d, uint32_t len)
+{
+    if (f->proto == IPPROTO_TCP)
+        return (tcp_flags(d, len, f) & 0x12) == 0x02; /* SYN without ACK */
+    if (f->proto == IPPROTO_ICMP && f->family == 4 && len >= 14 + 20 + 1) {
+        size_t ihl = (size_t)(d[14] & 0x0f) * 4;
+        return 14 + ihl < len && d[14 + ihl] == 8; /* echo request */
+    }
+    return f->proto == IPPROTO_UDP || f->proto == IPPROTO_ICMPV6;
+}
+
+/* For an ICMPv4 error, the connection it quotes (rebuilt as a frame to parse). */
+static bool icmp_quoted_flow(const uint8_t *d, uint32_t len, const struct rw_flow *f,
+                             struct rw_flow *q)
+{
+    if (f->proto != IPPROTO_ICMP || f->family != 4)
+        return false;
+    size_t ihl = (size_t)(d[14] & 0x0f) * 4, off = 14 + ihl;
+    if (off + 8 + 20 > len || (d[off] != 3 && d[off] != 11 && d[off] != 12))
+        return false;
+    uint8_t frame[14 + 60 + 8];
+    size_t inner = len - (off + 8) < 68 ? len - (off + 8) : 68;
+    memset(frame, 0, 14);
+    frame[12] = 0x08;
+    memcpy(frame + 14, d + off + 8, inner);
+    return rw_flow_parse(frame, 14 + inner, q);
+}
+
+static int lookup(struct nf_env *env, const struct rw_flow *f, struct store_key *k, uint8_t kb[40],
+                  bool *from_lo, struct fw_conn *c, bool *found)
+{
+    k->scope = STORE_FLOW;
+    k->object = FW_OBJ_CONN;
+    k->bytes = kb;
+    k->len = conn_key(f, kb, from_lo);
+    size_t len;
+    int rc = nf_get(env, k, c, sizeof(*c), &len, found);
+    if (!rc && *found && len != sizeof(*c))
+        *found = false;
+    return rc;
+}
+
+static int count(struct nf_env *env, const char *what)
+{
+    struct store_key k = {
+        .scope = STORE_SHARED, .object = FW_OBJ_COUNTERS, .bytes = what, .len = strlen(what)};
+    return nf_incr(env, &k, 1, NULL);
+}
+
+static int pass(struct nf_env *env, const struct nf_pkt *p)
+{
+    int rc = nf_emit(env, p->data, p->len, p->wire_len);
+    return rc ? rc : count(env, "allowed");
+}
+
+/* A packet of a tracked connection: update FIN/RST/idle state and pass it. */
+static int established(const struct firewall *fw, struct nf_env *env, const struct nf_pkt *p,
+                       const struct rw_flow *f, struct store_key *k, bool from_lo,
+                       struct fw_conn *c)
+{
+    (void)fw;
+    uint8_t fl = tcp_flags(p->data, p->len, f);
+    int rc;
+    if (fl & 0x04) { /* RST ends it */
+        rc = nf_del(env, k);
+    } else {
+        if (fl & 0x01)
+            *(from_lo ? &c->fin_lo : &c->fin_hi) = 1;
+        c->last_ns = nf_now(env);
+        rc = nf_put(env, k, c, sizeof(*c));
+    }
+    return rc ? rc : pass(env, p);
+}
+
+static bool expired(const struct firewall *fw, const struct fw_conn *c, uint64_t now)
+{
+    uint64_t limit = c->fin_lo && c->fin_hi ? FW_CLOSE_TIMEOUT_NS : fw->idle_ns;
+    return now > c->last_ns && now - c->last_ns > limit;
+}
+
+static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
+{
+    struct firewall *fw = self;
+    struct rw_flow f, q;
+    if (!rw_flow_parse(p->data, p->len, &f))
+        return fw->non_ip_allow ? pass(env, p) : count(env, "dropped");
+    struct store_key k;
+    uint8_t kb[40];
+    bool from_lo, found;
+    struct fw_conn c;
+    int rc = lookup(env, &f, &k, kb, &from_lo, &c, &found);
+    if (rc)
+        return rc;
+    if (found && !expired(fw, &c, nf_now(env)))
+        return established(fw, env, p, &f, &k, from_lo, &c);
+    if (icmp_quoted_flow(p->data, p->len, &f, &q)) { /* related */
+        struct store_key qk;
+        uint8_t qkb[40];
+        bool qlo, qfound;
+        struct fw_conn qc;
+        if ((rc = lookup(env, &q, &qk, qkb, &qlo, &qc, &qfound)))
+            return rc;
+        if (qfound)
+            return pass(env, p);
+    }
+    if (!rules_allow(fw, &f) || !can_open(&f, p->data, p->len))
+        return count(env, "dropped");
+    struct fw_conn nc = {.last_ns = nf_now(env)};
+    if ((rc = nf_put(env, &k, &nc, sizeof(nc))))
+        return rc;
+    return pass(env, p);
+}
+
+const struct nf_def nf_firewall = {
+    .type = "firewall",
+    .self_size = sizeof(struct firewall),
+    .init = fw_init,
+    .process = fw_process,
+};

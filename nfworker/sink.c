@@ -1,0 +1,216 @@
+/*
+ * sink.c - the chain's exit.
+ *
+ * Packets from the last NFs' instances arrive interleaved; each link is in
+ * clock order and carries progress marks. The sink keeps arrivals in a min-heap
+ * by (clock, sub) and releases the front while it is below both the lowest mark
+ * of its inputs (nothing earlier can still come) and, with FT, the root's durable
+ * watermark (output commit: nothing leaves before its input is durable). Output
+ * therefore leaves in (clock, sub) order, which is also what makes duplicates
+ * easy: a copy of what was already released is dropped on arrival or when it
+ * reaches the front.
+ */
+#include "nfworker.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct held {
+    struct rw_meta meta;
+    uint64_t sent_ns;
+    uint32_t len, wire_len;
+    uint8_t data[];
+};
+
+struct heap {
+    struct held **a;
+    size_t n, cap;
+};
+
+static bool before(const struct held *x, const struct held *y)
+{
+    return x->meta.clock < y->meta.clock ||
+           (x->meta.clock == y->meta.clock && x->meta.sub < y->meta.sub);
+}
+
+static int heap_push(struct heap *h, struct held *x)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 1024;
+        struct held **a = realloc(h->a, cap * sizeof(*a));
+        if (!a)
+            return RW_ENOMEM;
+        h->a = a;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    for (; i && before(x, h->a[(i - 1) / 2]); i = (i - 1) / 2)
+        h->a[i] = h->a[(i - 1) / 2];
+    h->a[i] = x;
+    return 0;
+}
+
+static struct held *heap_pop(struct heap *h)
+{
+    struct held *top = h->a[0], *last = h->a[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n)
+            break;
+        if (c + 1 < h->n && before(h->a[c + 1], h->a[c]))
+            c++;
+        if (!before(h->a[c], last))
+            break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    if (h->n)
+        h->a[i] = last;
+    return top;
+}
+
+struct sink {
+    const struct sink_opts *o;
+    struct sink_stats *st;
+    struct heap h;
+    uint64_t *mark;
+    bool released_any;
+    uint64_t last_clock;
+    uint16_t last_sub;
+};
+
+static bool already_released(const struct sink *s, const struct rw_meta *m)
+{
+    return s->released_any &&
+           (m->clock < s->last_clock || (m->clock == s->last_clock && m->sub <= s->last_sub));
+}
+
+static int take(struct sink *s, const struct link_pkt *p)
+{
+    if (s->o->ft && already_released(s, &p->meta)) {
+        s->st->dups++;
+        return 0;
+    }
+    struct held *x = malloc(sizeof(*x) + p->len);
+    if (!x)
+        return RW_ENOMEM;
+    x->meta = p->meta;
+    x->sent_ns = p->sent_ns;
+    x->len = p->len;
+    x->wire_len = p->wire_len;
+    memcpy(x->data, p->data, p->len);
+    int rc = heap_push(&s->h, x);
+    if (rc)
+        free(x);
+    if (s->h.n > s->st->held_max)
+        s->st->held_max = s->h.n;
+    return rc;
+}
+
+static int release(struct sink *s, struct held *x, struct rw_err *e)
+{
+    if (s->o->ft && already_released(s, &x->meta)) {
+        s->st->dups++; /* both copies were held: the second reaches the front */
+        return 0;
+    }
+    s->released_any = true;
+    s->last_clock = x->meta.clock;
+    s->last_sub = x->meta.sub;
+    s->st->released++;
+    uint64_t ns = x->sent_ns ? rw_now_ns() - x->sent_ns : 0;
+    unsigned b = 0;
+    while (b + 1 < WORKER_LAT_BUCKETS && (ns >> (b + 1)))
+        b++;
+    s->st->lat[b]++;
+    if (!s->o->output)
+        return 0;
+    struct log_rec r = {
+        .meta = x->meta, .orig_len = x->wire_len, .cap_len = x->len, .data = x->data};
+    r.meta.flags = 0;
+    return log_writer_append(s->o->output, &r, e);
+}
+
+static uint64_t bound(const struct sink *s)
+{
+    uint64_t m = UINT64_MAX;
+    for (unsigned i = 0; i < s->o->nin; i++)
+        m = s->mark[i] < m ? s->mark[i] : m;
+    if (s->o->ft) {
+        uint64_t d = atomic_load(s->o->durable);
+        m = d < m ? d : m;
+    }
+    return m;
+}
+
+/* Releases every held packet below the bound; returns how many or an error. */
+static int release_ready(struct sink *s, struct rw_err *e)
+{
+    uint64_t b = bound(s);
+    int n = 0;
+    while (s->h.n && (s->h.a[0]->meta.clock < b || b == UINT64_MAX)) {
+        struct held *x = heap_pop(&s->h);
+        int rc = release(s, x, e);
+        free(x);
+        if (rc)
+            return rc;
+        n++;
+    }
+    return n;
+}
+
+static int drain_links(struct sink *s)
+{
+    int n = 0;
+    for (unsigned i = 0; i < s->o->nin; i++) {
+        struct link_pkt *p;
+        for (int k = 0; k < 256 && (p = link_recv(s->o->in[i])); k++, n++) {
+            int rc = 0;
+            if (p->meta.flags & RW_F_MARK)
+                s->mark[i] = p->meta.clock;
+            else
+                rc = take(s, p);
+            link_release(s->o->in[i], p);
+            if (rc)
+                return rc;
+        }
+    }
+    return n;
+}
+
+static bool finished(const struct sink *s)
+{
+    for (unsigned i = 0; i < s->o->nin; i++)
+        if (s->mark[i] != UINT64_MAX)
+            return false;
+    return s->h.n == 0;
+}
+
+int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e)
+{
+    memset(st, 0, sizeof(*st));
+    struct sink s = {.o = o, .st = st};
+    s.mark = calloc(o->nin ? o->nin : 1, sizeof(uint64_t));
+    if (!s.mark)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    int rc = 0;
+    while (!finished(&s) && !(o->stop && *o->stop)) {
+        int got = drain_links(&s);
+        int rel = got < 0 ? got : release_ready(&s, e);
+        if (got < 0 || rel < 0) {
+            rc = got < 0 ? rw_errf(e, got, "sink: out of memory") : rel;
+            break;
+        }
+        if (!got && !rel) /* wait for packets, or for the durable watermark */
+            link_wait_any(o->in, o->nin, s.h.n ? 1 : 100);
+    }
+    st->clocks_done = UINT64_MAX;
+    while (s.h.n)
+        free(heap_pop(&s.h));
+    free(s.h.a);
+    free(s.mark);
+    return rc;
+}

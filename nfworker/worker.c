@@ -1,0 +1,373 @@
+/*
+ * worker.c - the NF worker's loop: take packets from the input links, drop the
+ * ones already seen, run the NF, send what it emits to the next NF's instances
+ * (by that NF's flowspace) or the sink, and pass progress marks on.
+ *
+ * Progress marks: a mark with clock C on a link says "nothing below C will come
+ * on this link any more". A worker has processed every input below the minimum
+ * of its inputs' marks, so it forwards that minimum on every output after the
+ * packets it emitted for them; the sink uses the marks to release output in
+ * clock order. The final mark (UINT64_MAX) ends the run.
+ *
+ * State: with FT every op goes to the store with the op identity (vertex, clock,
+ * seq); in --no-ft mode to a local map (traditional NFs, the baseline).
+ */
+#include "nfworker.h"
+#include "localstate.h"
+
+#include <errno.h>
+#include <pcap/pcap.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store.h"
+
+#define WORKER_BURST 64
+#define MAX_EMITS    8 /* per input per NF: sub = in_sub * 8 + emit index */
+
+struct out_edge {
+    const struct worker_out *w;
+    struct bpf_program prog;
+    bool filtered;
+};
+
+struct nf_env {
+    const struct worker_opts *o;
+    struct store *st;
+    struct store_client *sc;
+    struct lstate ls;
+    struct out_edge *outs;
+    const struct link_pkt *in;
+    uint32_t seq;
+    unsigned emits;
+    FILE *alerts;
+    char err[256];
+};
+
+static int env_err(struct nf_env *env, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int env_err(struct nf_env *env, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(env->err, sizeof(env->err), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+const char *nf_errmsg(const struct nf_env *env)
+{
+    return env->err;
+}
+
+uint64_t nf_now(const struct nf_env *env)
+{
+    return env->in->meta.ts_ns;
+}
+
+static struct store_opid next_id(struct nf_env *env)
+{
+    return (struct store_opid){.clock = env->in->meta.clock, .seq = env->seq++};
+}
+
+static int store_rc(struct nf_env *env, int rc)
+{
+    if (rc)
+        env_err(env, rc, "store: %s", store_client_errmsg(env->sc));
+    return rc;
+}
+
+int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
+           bool *found)
+{
+    if (!env->o->ft)
+        return lstate_get(&env->ls, k, buf, cap, len, found);
+    struct store_opid id = next_id(env);
+    return store_rc(env, store_get(env->sc, &id, k, buf, cap, len, found));
+}
+
+int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_t len)
+{
+    if (!env->o->ft)
+        return lstate_put(&env->ls, k, val, len);
+    struct store_opid id = next_id(env);
+    return store_rc(env, store_put(env->sc, &id, k, val, len));
+}
+
+int nf_del(struct nf_env *env, const struct store_key *k)
+{
+    if (!env->o->ft)
+        return lstate_del(&env->ls, k);
+    struct store_opid id = next_id(env);
+    return store_rc(env, store_del(env->sc, &id, k));
+}
+
+int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_t *result)
+{
+    if (!env->o->ft)
+        return lstate_incr(&env->ls, k, delta, result);
+    struct store_opid id = next_id(env);
+    return store_rc(env, store_incr(env->sc, &id, k, delta, result));
+}
+
+int nf_alert(struct nf_env *env, const char *type, const char *fields_json)
+{
+    if (!env->alerts)
+        return 0;
+    fprintf(env->alerts, "{\"clock\": %llu, \"ts\": %llu, \"nf\": \"%s\", \"type\": \"%s\"%s%s}\n",
+            (unsigned long long)env->in->meta.clock, (unsigned long long)env->in->meta.ts_ns,
+            env->o->nf_name, type, fields_json && *fields_json ? ", " : "",
+            fields_json ? fields_json : "");
+    return 0;
+}
+
+/* Copies a packet into a slot of the chosen link, waiting while it is full. */
+static void send_to(struct link *l, const struct link_pkt *in, uint16_t sub, const uint8_t *data,
+                    uint32_t len, uint32_t wire_len)
+{
+    struct link_pkt *p;
+    while (!(p = link_alloc(l))) {
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    p->meta = in->meta;
+    p->meta.sub = sub;
+    p->meta.flags = 0;
+    p->sent_ns = in->sent_ns;
+    p->len = len;
+    p->wire_len = wire_len;
+    memcpy(p->data, data, len);
+    link_send(l, p);
+}
+
+int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire_len)
+{
+    if (env->emits >= MAX_EMITS)
+        return env_err(env, RW_EINVAL, "more than %d packets emitted for one input", MAX_EMITS);
+    uint16_t sub = (uint16_t)(env->in->meta.sub * MAX_EMITS + env->emits++);
+    for (unsigned i = 0; i < env->o->nout; i++) {
+        struct out_edge *oe = &env->outs[i];
+        if (len > link_data_room(oe->w->links[0]))
+            return env_err(env, RW_EINVAL, "emitted packet of %u bytes is too big", len);
+        if (oe->filtered) {
+            struct pcap_pkthdr h = {.caplen = len, .len = wire_len};
+            if (!pcap_offline_filter(&oe->prog, &h, data))
+                continue;
+        }
+        uint32_t hsh = rw_flowspace_hash(data, len, oe->w->fs);
+        send_to(oe->w->links[hsh % oe->w->n], env->in, sub, data, len, wire_len);
+    }
+    return 0;
+}
+
+/* ---- the loop ---- */
+
+struct worker {
+    const struct worker_opts *o;
+    struct nf_env env;
+    void *self;
+    struct dedup dd;
+    uint64_t *in_mark;
+    uint64_t sent_mark;
+};
+
+static void record_latency(struct worker_status *st, uint64_t ns)
+{
+    unsigned b = 0;
+    while (b + 1 < WORKER_LAT_BUCKETS && (ns >> (b + 1)))
+        b++;
+    atomic_fetch_add(&st->lat[b], 1);
+}
+
+static int process_one(struct worker *w, const struct link_pkt *p)
+{
+    struct worker_status *st = w->o->status;
+    if (w->o->ft) {
+        int seen = dedup_seen(&w->dd, p->meta.clock, p->meta.sub);
+        if (seen) {
+            atomic_fetch_add(&st->dups, seen > 0);
+            return seen < 0 ? RW_ENOMEM : 0;
+        }
+    }
+    uint64_t t0 = rw_now_ns();
+    struct nf_env *env = &w->env;
+    env->in = p;
+    env->seq = 0;
+    env->emits = 0;
+    struct nf_pkt np = {.meta = p->meta, .data = p->data, .len = p->len, .wire_len = p->wire_len};
+    int rc = w->o->def->process(w->self, env, &np);
+    if (rc)
+        return rc;
+    if (w->o->ft && (rc = store_done(env->sc, p->meta.clock)))
+        return store_rc(env, rc);
+    atomic_fetch_add(&st->pkts_in, 1);
+    atomic_fetch_add(env->emits ? &st->pkts_out : &st->dropped, env->emits ? env->emits : 1);
+    record_latency(st, rw_now_ns() - t0);
+    return 0;
+}
+
+static void send_marks(struct worker *w, uint64_t mark)
+{
+    for (unsigned i = 0; i < w->o->nout; i++)
+        for (unsigned j = 0; j < w->o->out[i].n; j++)
+            while (link_send_mark(w->o->out[i].links[j], mark)) {
+                struct timespec ts = {0, 20000};
+                nanosleep(&ts, NULL);
+            }
+    w->sent_mark = mark;
+    atomic_store(&w->o->status->mark, mark);
+}
+
+/* Drains up to a burst from each input; returns packets handled or an error. */
+static int one_turn(struct worker *w)
+{
+    int handled = 0;
+    uint64_t depth = 0;
+    for (unsigned i = 0; i < w->o->nin; i++) {
+        struct link *l = w->o->in[i];
+        depth += link_count(l);
+        struct link_pkt *p;
+        for (int n = 0; n < WORKER_BURST && (p = link_recv(l)); n++, handled++) {
+            int rc = 0;
+            if (p->meta.flags & RW_F_MARK)
+                w->in_mark[i] = p->meta.clock;
+            else
+                rc = process_one(w, p);
+            link_release(l, p);
+            if (rc)
+                return rc;
+        }
+    }
+    atomic_store(&w->o->status->queue_depth, depth);
+    return handled;
+}
+
+static uint64_t min_mark(const struct worker *w)
+{
+    uint64_t m = UINT64_MAX;
+    for (unsigned i = 0; i < w->o->nin; i++)
+        m = w->in_mark[i] < m ? w->in_mark[i] : m;
+    return m;
+}
+
+static int loop(struct worker *w)
+{
+    struct worker_status *st = w->o->status;
+    atomic_store(&st->state, 1);
+    for (;;) {
+        atomic_fetch_add(&st->heartbeat, 1);
+        int n = one_turn(w);
+        if (n < 0)
+            return n;
+        uint64_t m = min_mark(w);
+        if (m > w->sent_mark || (m == UINT64_MAX && w->sent_mark != UINT64_MAX)) {
+            if (w->o->ft && store_flush(w->env.sc))
+                return store_rc(&w->env, RW_EIO);
+            send_marks(w, m);
+            if (w->o->ft && m != UINT64_MAX)
+                dedup_trim(&w->dd, m);
+        }
+        if (m == UINT64_MAX)
+            return 0;
+        if (n == 0)
+            link_wait_any(w->o->in, w->o->nin, 100);
+    }
+}
+
+static int setup(struct worker *w, struct rw_err *e)
+{
+    const struct worker_opts *o = w->o;
+    w->env.o = o;
+    w->env.outs = calloc(o->nout ? o->nout : 1, sizeof(*w->env.outs));
+    w->in_mark = calloc(o->nin ? o->nin : 1, sizeof(uint64_t));
+    w->self = calloc(1, o->def->self_size ? o->def->self_size : 1);
+    if (!w->env.outs || !w->in_mark || !w->self)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    for (unsigned i = 0; i < o->nout; i++) {
+        struct out_edge *oe = &w->env.outs[i];
+        oe->w = &o->out[i];
+        if (!oe->w->filter || !*oe->w->filter)
+            continue;
+        pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
+        if (!dead || pcap_compile(dead, &oe->prog, oe->w->filter, 1, PCAP_NETMASK_UNKNOWN) < 0) {
+            if (dead)
+                pcap_close(dead);
+            return rw_errf(e, RW_EINVAL, "edge filter '%s' does not compile", oe->w->filter);
+        }
+        pcap_close(dead);
+        oe->filtered = true;
+    }
+    if (o->alerts_path && !(w->env.alerts = fopen(o->alerts_path, "a")))
+        return rw_errf(e, RW_EIO, "%s: %s", o->alerts_path, strerror(errno));
+    int rc = o->ft ? dedup_init(&w->dd, 14) : lstate_init(&w->env.ls);
+    if (rc)
+        return rw_errf(e, rc, "out of memory");
+    return o->def->init(w->self, o->config, e);
+}
+
+static int open_store(struct worker *w, struct rw_err *e)
+{
+    int rc = store_open(w->o->store_url, &w->env.st, e);
+    if (rc)
+        return rc;
+    rc = store_client_open(w->env.st, w->o->vertex, w->o->slot, &w->env.sc, e);
+    if (!rc && (rc = store_claim(w->env.sc)))
+        rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
+    return rc;
+}
+
+static void teardown(struct worker *w)
+{
+    if (w->self && w->o->def->fini)
+        w->o->def->fini(w->self);
+    for (unsigned i = 0; w->env.outs && i < w->o->nout; i++)
+        if (w->env.outs[i].filtered)
+            pcap_freecode(&w->env.outs[i].prog);
+    if (w->env.alerts)
+        fclose(w->env.alerts);
+    if (w->o->ft)
+        dedup_free(&w->dd);
+    else
+        lstate_free(&w->env.ls);
+    free(w->env.outs);
+    free(w->in_mark);
+    free(w->self);
+}
+
+int worker_run(const struct worker_opts *o, struct rw_err *e)
+{
+    struct worker w = {.o = o};
+    int rc = setup(&w, e);
+    if (!rc && o->ft)
+        rc = open_store(&w, e);
+    if (!rc && (rc = loop(&w)))
+        rw_errf(e, rc, "%s[%u]: %s", o->nf_name, o->instance, w.env.err);
+    if (w.env.sc)
+        store_client_close(w.env.sc);
+    if (w.env.st)
+        store_close(w.env.st);
+    atomic_store(&o->status->state, rc ? 3 : 2);
+    teardown(&w);
+    return rc;
+}
+
+uint64_t worker_lat_percentile(const _Atomic uint64_t *hist, double pct)
+{
+    uint64_t total = 0, seen = 0;
+    for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
+        total += atomic_load(&hist[b]);
+    if (!total)
+        return 0;
+    uint64_t want = (uint64_t)((double)total * pct / 100.0);
+    for (int b = 0; b < WORKER_LAT_BUCKETS; b++) {
+        seen += atomic_load(&hist[b]);
+        if (seen > want || seen == total)
+            return (3ull << b) / 2; /* bucket midpoint */
+    }
+    return 0;
+}
