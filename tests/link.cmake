@@ -1,1 +1,2 @@
 rw_add_test(test_link test_link.c LIBS rw_nfworker TIMEOUT 120)
+rw_add_test(test_dedup test_dedup.c LIBS rw_nfworker)

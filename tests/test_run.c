@@ -1,0 +1,306 @@
+/*
+ * test_run.c - `rewind run` end to end with the firewall chain: the same trace
+ * through 1 and 3 instances and through --no-ft gives the same output, packet
+ * for packet (clock, sub, bytes); the firewall's verdicts are the ones its rules
+ * say; every process exits and nothing is left behind; bad chain files are
+ * refused before anything starts; a worker killed mid-run fails the run cleanly.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "itest.h"
+#include "log.h"
+
+struct out_pkt {
+    uint64_t clock;
+    uint16_t sub;
+    uint32_t len;
+    uint8_t *data;
+};
+
+struct outs {
+    size_t n, cap;
+    struct out_pkt *p;
+};
+
+static int collect(void *ctx, const struct log_rec *r)
+{
+    struct outs *o = ctx;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 1024;
+        o->p = realloc(o->p, o->cap * sizeof(*o->p));
+    }
+    struct out_pkt *x = &o->p[o->n++];
+    x->clock = r->meta.clock;
+    x->sub = r->meta.sub;
+    x->len = r->cap_len;
+    x->data = malloc(r->cap_len);
+    memcpy(x->data, r->data, r->cap_len);
+    return 0;
+}
+
+static void read_output(const char *out_dir, struct outs *o)
+{
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/output", out_dir);
+    memset(o, 0, sizeof(*o));
+    struct log_reader *r;
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(dir, &r, &e), 0);
+    struct log_query q;
+    log_query_all(&q);
+    struct log_scan_cbs cb = {.visit = collect, .ctx = o};
+    CU_ASSERT_EQUAL(log_scan(r, &q, &cb, NULL, &e), 0);
+    log_reader_close(r);
+}
+
+static void free_outs(struct outs *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->p[i].data);
+    free(o->p);
+}
+
+static bool same_outs(const struct outs *a, const struct outs *b)
+{
+    if (a->n != b->n)
+        return fprintf(stderr, "  outputs differ: %zu vs %zu packets\n", a->n, b->n), false;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->p[i].clock != b->p[i].clock || a->p[i].sub != b->p[i].sub ||
+            a->p[i].len != b->p[i].len || memcmp(a->p[i].data, b->p[i].data, a->p[i].len))
+            return fprintf(stderr, "  outputs differ at packet %zu (clock %llu)\n", i,
+                           (unsigned long long)a->p[i].clock),
+                   false;
+    return true;
+}
+
+/* docs/chains/firewall.yaml with `instances` set, written to dir. */
+static void chain_with(const char *dir, int instances, char *path, size_t n)
+{
+    char src[4096];
+    snprintf(src, sizeof(src), "%s/docs/chains/firewall.yaml", getenv("RW_SRC"));
+    snprintf(path, n, "%s/fw%d.yaml", dir, instances);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "sed 's/instances: 3/instances: %d/' '%s' > '%s'", instances, src, path), 0);
+}
+
+static int run(const char *dir, const char *chain, const char *trace, const char *out,
+               const char *extra)
+{
+    char o[4200];
+    snprintf(o, sizeof(o), "%s/run", dir);
+    return tu_sh(o, "'%s' run '%s' --trace '%s' --out '%s' %s", tu_bin(), chain, trace, out,
+                 extra ? extra : "");
+}
+
+static void equivalence(const char *trace_name)
+{
+    char *d = tu_mkdtemp("run");
+    char trace[4096], c1[4200], c3[4200], o1[4200], o3[4200], on[4200];
+    tu_trace(trace_name, trace, sizeof(trace));
+    chain_with(d, 1, c1, sizeof(c1));
+    chain_with(d, 3, c3, sizeof(c3));
+    snprintf(o1, sizeof(o1), "%s/one", d);
+    snprintf(o3, sizeof(o3), "%s/three", d);
+    snprintf(on, sizeof(on), "%s/noft", d);
+    CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, o3, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(run(d, c1, trace, o1, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, on, "--no-ft"), 0);
+    struct outs a, b, c;
+    read_output(o3, &a);
+    read_output(o1, &b);
+    read_output(on, &c);
+    CU_ASSERT_TRUE(a.n > 0);
+    CU_ASSERT_TRUE(same_outs(&a, &b));
+    CU_ASSERT_TRUE(same_outs(&a, &c));
+    struct tu_pcap ref;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    for (size_t i = 0; i < a.n; i++) /* each output is its input, unchanged */
+        CU_ASSERT_TRUE(a.p[i].clock < ref.n && a.p[i].len == ref.pkts[a.p[i].clock].caplen &&
+                       !memcmp(a.p[i].data, ref.pkts[a.p[i].clock].data, a.p[i].len));
+    char rep[4300];
+    snprintf(rep, sizeof(rep), "%s/report.json", o3);
+    char want[64];
+    snprintf(want, sizeof(want), "\"packets_in\": %zu,", ref.n);
+    CU_ASSERT_EQUAL(it_file_has(rep, want), 2); /* the chain's and its one NF's */
+    CU_ASSERT_EQUAL(it_file_has(rep, "\"ok\": true"), 1);
+    tu_pcap_free(&ref);
+    free_outs(&a);
+    free_outs(&b);
+    free_outs(&c);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_equivalent_outputs(void)
+{
+    const char *traces[] = {"nmap_sT_top1000.pcap", "hping3.pcap", "trojan_sequence.pcap"};
+    for (int i = 0; i < 3; i++) {
+        fprintf(stderr, "  %s\n", traces[i]);
+        equivalence(traces[i]);
+    }
+}
+
+/* TCP SYN (without ACK) from client to server, and its destination port. */
+static bool is_syn_to_server(const struct out_pkt *p, uint16_t *dport)
+{
+    const uint8_t *d = p->data;
+    if (p->len < 54 || d[12] != 0x08 || d[13] != 0x00 || d[23] != 6)
+        return false;
+    size_t ihl = (size_t)(d[14] & 0x0f) * 4;
+    uint8_t srv[4];
+    inet_pton(AF_INET, "10.200.0.2", srv);
+    if (memcmp(d + 30, srv, 4) || 14 + ihl + 14 > p->len)
+        return false;
+    *dport = (uint16_t)(d[14 + ihl + 2] << 8 | d[14 + ihl + 3]);
+    return (d[14 + ihl + 13] & 0x12) == 0x02;
+}
+
+static void test_firewall_verdicts(void)
+{
+    char *d = tu_mkdtemp("fw");
+    char trace[4096], c3[4200], out[4200];
+    tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
+    chain_with(d, 3, c3, sizeof(c3));
+    snprintf(out, sizeof(out), "%s/out", d);
+    CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, out, NULL), 0);
+    struct outs o;
+    read_output(out, &o);
+    int allowed_low = 0, refused_low = 0;
+    for (size_t i = 0; i < o.n; i++) {
+        uint16_t port;
+        if (!is_syn_to_server(&o.p[i], &port) || port >= 1024)
+            continue;
+        if (port == 21 || port == 22 || port == 80)
+            allowed_low++;
+        else
+            refused_low++; /* the rules allow no other port below 1024 */
+    }
+    CU_ASSERT_EQUAL(refused_low, 0);
+    CU_ASSERT_TRUE(allowed_low >= 2); /* the scan does try ssh and http */
+    struct tu_pcap ref;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_TRUE(o.n < ref.n); /* and it does drop */
+    tu_pcap_free(&ref);
+    free_outs(&o);
+    tu_rmrf(d);
+    free(d);
+}
+
+static int count_workers(const char *tag)
+{
+    char cmd[512];
+    /* [w]: the pattern must not match the shell running pgrep */
+    snprintf(cmd, sizeof(cmd), "pgrep -f 'rewind [w]orker.*%s' | wc -l", tag);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1)
+            n = -1;
+        pclose(p);
+    }
+    return n;
+}
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    int n = 0;
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void test_clean_exit(void)
+{
+    char *d = tu_mkdtemp("clean");
+    char trace[4096], c3[4200], out[4200];
+    tu_trace("hping3.pcap", trace, sizeof(trace));
+    chain_with(d, 3, c3, sizeof(c3));
+    snprintf(out, sizeof(out), "%s/out", d);
+    int shm = count_dir("/dev/shm");
+    CU_ASSERT_EQUAL(run(d, c3, trace, out, NULL), 0);
+    CU_ASSERT_EQUAL(count_workers(out), 0); /* every worker exited */
+    CU_ASSERT_EQUAL(count_dir("/dev/shm"), shm);
+    char alerts[4300];
+    snprintf(alerts, sizeof(alerts), "%s/alerts.json", out);
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(alerts, &st), 0);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_bad_chains(void)
+{
+    static const struct {
+        const char *file, *says;
+    } bad[] = {{"unknown_type.yaml", "unknown NF type"},
+               {"cycle.yaml", "cycle"},
+               {"missing_type.yaml", "type"},
+               {"store_scheme.yaml", "store"},
+               {"syntax.yaml", ":"}};
+    char *d = tu_mkdtemp("badchain");
+    char trace[4096], out[4200], err[4200], chain[4300];
+    tu_trace("irc.pcap", trace, sizeof(trace));
+    snprintf(out, sizeof(out), "%s/out", d);
+    snprintf(err, sizeof(err), "%s/run.stderr", d);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(chain, sizeof(chain), "%s/tests/chains/bad/%s", getenv("RW_SRC"), bad[i].file);
+        CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
+        CU_ASSERT_TRUE(it_file_has(err, bad[i].file) >= 1); /* FILE:LINE: ... */
+        CU_ASSERT_TRUE(it_file_has(err, bad[i].says) >= 1);
+        struct stat st;
+        CU_ASSERT_NOT_EQUAL(stat(out, &st), 0); /* nothing was created or started */
+    }
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_worker_killed(void)
+{
+    char *d = tu_mkdtemp("kill");
+    char trace[4096], c3[4200], out[4200], err[4300];
+    tu_trace("external/real.pcap", trace, sizeof(trace));
+    chain_with(d, 3, c3, sizeof(c3));
+    snprintf(out, sizeof(out), "%s/out", d);
+    snprintf(err, sizeof(err), "%s/run.stderr", d);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(run(d, c3, trace, out, NULL));
+    for (int i = 0; i < 200 && count_workers(out) < 3; i++)
+        usleep(10000);
+    usleep(100000);
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "pkill -9 -f 'rewind [w]orker.*instance=1 .*%s'", out);
+    CU_ASSERT_EQUAL(tu_sh(NULL, "%s", cmd), 0);
+    int st;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1); /* failed, did not hang or crash */
+    CU_ASSERT_TRUE(it_file_has(err, "fw[1] was killed by signal 9") >= 1);
+    CU_ASSERT_EQUAL(count_workers(out), 0); /* the others were stopped */
+    tu_rmrf(d);
+    free(d);
+}
+
+static void add(CU_pSuite s)
+{
+    CU_add_test(s, "1 and 3 instances and --no-ft give the same output", test_equivalent_outputs);
+    CU_add_test(s, "the firewall passes and drops what its rules say", test_firewall_verdicts);
+    CU_add_test(s, "every process exits and nothing is left behind", test_clean_exit);
+    CU_add_test(s, "bad chain files are refused before anything starts", test_bad_chains);
+    CU_add_test(s, "a worker killed mid-run fails the run cleanly", test_worker_killed);
+}
+
+int main(void)
+{
+    return tu_main("run", add);
+}
