@@ -203,6 +203,157 @@ static void test_emulation(void)
     store_close(st);
 }
 
+/*
+ * Repeats of blind ops. Each blind op keeps its own record, so that these hold
+ * whatever order the ops arrive in and whichever slot repeats them. A cheaper
+ * rule (a per-slot high mark of the last applied (clock, seq), see
+ * docs/store.md "Why blind ops keep one record each") fails the out-of-order and
+ * the cross-slot cases below; the other two pin down what any rule must keep.
+ */
+
+/* Packet clk of a 3-op blind sequence: +1 on counters s0, s1, s2. */
+static void blind_packet(struct store_client *c, uint64_t clk, int from_seq)
+{
+    static const char *names[3] = {"s0", "s1", "s2"};
+    for (int s = from_seq; s < 3; s++) {
+        struct store_key k = mkkey(STORE_SHARED, 1, names[s]);
+        OK(store_incr(c, ID(clk, (uint32_t)s), &k, 1, NULL));
+    }
+}
+
+static void expect_blind_counts(struct store_client *c, int64_t want)
+{
+    struct store_key s0 = mkkey(STORE_SHARED, 1, "s0"), s1 = mkkey(STORE_SHARED, 1, "s1"),
+                     s2 = mkkey(STORE_SHARED, 1, "s2");
+    CU_ASSERT_EQUAL(geti(c, &s0), want);
+    CU_ASSERT_EQUAL(geti(c, &s1), want);
+    CU_ASSERT_EQUAL(geti(c, &s2), want);
+}
+
+/* A worker with several input links takes packets in arrival order, not in
+ * clock order: a late lower clock is a first application, not a repeat. */
+static void test_blind_out_of_order(void)
+{
+    static const uint64_t clocks[] = {5, 9, 12, 3, 7, 11};
+    struct store *st = fresh();
+    struct store_client *c = client(st, 10, 0);
+    OK(store_client_set_batch(c, 3));
+    for (int round = 0; round < 2; round++) { /* the second round only repeats */
+        for (size_t i = 0; i < sizeof(clocks) / sizeof(clocks[0]); i++)
+            blind_packet(c, clocks[i], 0);
+        OK(store_flush(c));
+        expect_blind_counts(c, 6);
+    }
+    store_client_close(c);
+    store_close(st);
+}
+
+/* A clone of the slot issues the same sequence (blind ops, and now and then a
+ * sync one whose result it uses); the two interleave batch by batch, either one
+ * ahead. Each op is applied once and both copies see the same results. */
+static void clone_run(struct store_client *c, uint64_t from, uint64_t to, int64_t *seen)
+{
+    struct store_key m = mkkey(STORE_SHARED, 2, "m");
+    for (uint64_t clk = from; clk <= to; clk++) {
+        blind_packet(c, clk, 0);
+        if (clk % 7 == 0) {
+            int64_t v = 0;
+            OK(store_incr(c, ID(clk, 3), &m, 1, &v));
+            if (seen[clk / 7] == 0)
+                seen[clk / 7] = v;
+            CU_ASSERT_EQUAL(v, seen[clk / 7]);
+        }
+        OK(store_done(c, clk));
+    }
+}
+
+static void test_blind_clone_interleaved(void)
+{
+    struct store *st = fresh();
+    struct store_client *orig = client(st, 11, 2), *clone = client(st, 11, 2);
+    struct store_key m = mkkey(STORE_SHARED, 2, "m");
+    int64_t seen[8] = {0};
+    uint64_t w = 0;
+    OK(store_client_set_batch(orig, 5));
+    OK(store_client_set_batch(clone, 4));
+    clone_run(orig, 1, 10, seen);
+    clone_run(clone, 1, 15, seen); /* catches up, then leads */
+    clone_run(orig, 11, 20, seen);
+    for (uint64_t clk = 16; clk <= 30; clk++) { /* packet by packet */
+        clone_run(clone, clk, clk, seen);
+        clone_run(orig, clk, clk, seen);
+    }
+    OK(store_flush(orig));
+    OK(store_flush(clone));
+    expect_blind_counts(orig, 30);
+    CU_ASSERT_EQUAL(geti(orig, &m), 4);
+    CU_ASSERT_EQUAL(seen[1] + seen[2] + seen[3] + seen[4], 1 + 2 + 3 + 4);
+    OK(store_watermark(orig, 2, &w));
+    CU_ASSERT_EQUAL(w, 30);
+    store_client_close(clone);
+    store_client_close(orig);
+    store_close(st);
+}
+
+/* Failover: the instance died after a batch that held half of packet 7. The
+ * replacement replays from the slot's watermark W = 6: packet 7's applied ops
+ * are emulated, its missing one and the later packets applied. */
+static void test_blind_replay_half_packet(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 12, 1), *next;
+    uint64_t w = 0;
+    OK(store_client_set_batch(c, 4)); /* batch 5 = packet 6's last two ops, packet 7's first two */
+    for (uint64_t clk = 1; clk <= 6; clk++) {
+        blind_packet(c, clk, 0);
+        OK(store_done(c, clk));
+    }
+    struct store_key s0 = mkkey(STORE_SHARED, 1, "s0"), s1 = mkkey(STORE_SHARED, 1, "s1");
+    OK(store_incr(c, ID(7, 0), &s0, 1, NULL));
+    OK(store_incr(c, ID(7, 1), &s1, 1, NULL)); /* fills batch 5: sent */
+    OK(store_flush(c));                        /* waits for it; nothing else queued */
+    store_client_close(c);                     /* dies before packet 7's last op */
+    next = client(st, 12, 1);
+    OK(store_claim(next));
+    OK(store_watermark(next, 1, &w));
+    CU_ASSERT_EQUAL_FATAL(w, 6);
+    CU_ASSERT_EQUAL(geti(next, &s0), 7);
+    for (uint64_t clk = w + 1; clk <= 10; clk++) {
+        blind_packet(next, clk, 0);
+        OK(store_done(next, clk));
+    }
+    OK(store_flush(next));
+    expect_blind_counts(next, 10);
+    OK(store_watermark(next, 1, &w));
+    CU_ASSERT_EQUAL(w, 10);
+    store_client_close(next);
+    store_close(st);
+}
+
+/* An op identity is the vertex's, not the slot's: a packet applied by slot 1
+ * and repeated by slot 2 after a transfer (a replay routed by the new owner)
+ * is emulated, though slot 2's own ops are at lower clocks. */
+static void test_blind_repeat_other_slot(void)
+{
+    struct store *st = fresh();
+    struct store_client *a = client(st, 13, 1), *b = client(st, 13, 2), *admin = client(st, 13, 0);
+    struct store_key x = mkkey(STORE_SHARED, 1, "x");
+    OK(store_incr(a, ID(10, 0), &x, 1, NULL));
+    OK(store_incr(a, ID(50, 0), &x, 1, NULL));
+    OK(store_flush(a));
+    OK(store_incr(b, ID(20, 0), &x, 1, NULL));
+    OK(store_flush(b));
+    OK(store_transfer(admin, 1, 2));
+    OK(store_incr(b, ID(50, 0), &x, 1, NULL));
+    OK(store_incr(b, ID(10, 0), &x, 1, NULL));
+    OK(store_flush(b));
+    CU_ASSERT_EQUAL(geti(b, &x), 3);
+    store_client_close(admin);
+    store_client_close(b);
+    store_client_close(a);
+    store_close(st);
+}
+
 struct gen {
     int calls;
     char val[16];
@@ -480,6 +631,10 @@ static void add(CU_pSuite s)
     CU_add_test(s, "ops", test_ops);
     CU_add_test(s, "types and atomic batch", test_types_and_atomic_batch);
     CU_add_test(s, "emulation of repeats", test_emulation);
+    CU_add_test(s, "blind ops out of clock order", test_blind_out_of_order);
+    CU_add_test(s, "blind ops: clone interleaved", test_blind_clone_interleaved);
+    CU_add_test(s, "blind ops: replay of a half packet", test_blind_replay_half_packet);
+    CU_add_test(s, "blind ops: repeat from another slot", test_blind_repeat_other_slot);
     CU_add_test(s, "nondet recorded once", test_nondet);
     CU_add_test(s, "ownership and moves", test_ownership);
     CU_add_test(s, "transfer and claim", test_transfer_and_claim);
