@@ -1,5 +1,5 @@
 # rewind - the two commands an operator needs, over CMake:
-#   make run    install what is missing, build, ingest a bundled trace, show its log
+#   make run    install what is missing, build, run the bundled firewall chain on a trace
 #   make test   install what is missing, build (Debug, ASan+UBSan), run the whole suite
 # Also: make bench (Release build + benchmarks), make soak (long crash loop),
 # make fuzz (libFuzzer on the block and flow parsers), make clean.
@@ -7,7 +7,8 @@
 BUILD     ?= build
 RELEASE   ?= build-release
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
-TRACE     ?= traces/trojan_sequence.pcap
+TRACE     ?= traces/nmap_sT_top1000.pcap
+CHAIN     ?= docs/chains/firewall.yaml
 RUN_DIR   ?= $(BUILD)/run
 
 .PHONY: all setup build run test bench soak fuzz format clean
@@ -25,11 +26,11 @@ build: setup $(BUILD)/CMakeCache.txt
 
 run: build
 	rm -rf $(RUN_DIR)
-	$(BUILD)/cli/rewind log ingest --log $(RUN_DIR)/log --trace $(TRACE) --durability power
+	$(BUILD)/cli/rewind run $(CHAIN) --trace $(TRACE) --out $(RUN_DIR)
 	$(BUILD)/cli/rewind log stat $(RUN_DIR)/log
-	$(BUILD)/cli/rewind log verify $(RUN_DIR)/log
-	$(BUILD)/cli/rewind replay $(RUN_DIR)/log --to-pcap $(RUN_DIR)/replay.pcapng
-	@echo "log in $(RUN_DIR)/log; its packets with their clocks in $(RUN_DIR)/replay.pcapng"
+	$(BUILD)/cli/rewind replay $(RUN_DIR)/output --to-pcap $(RUN_DIR)/output.pcapng
+	@echo "input log: $(RUN_DIR)/log; what left the chain, with clocks: $(RUN_DIR)/output.pcapng;"
+	@echo "counts and latencies: $(RUN_DIR)/report.json"
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

@@ -207,7 +207,8 @@ struct sink_opts {
 };
 
 struct sink_stats {
-    uint64_t released, dups, held_max;
+    _Atomic uint64_t released; /* readable while the sink runs */
+    uint64_t dups, held_max;
     uint64_t lat[WORKER_LAT_BUCKETS]; /* root send -> sink release */
     uint64_t clocks_done;             /* final mark */
 };

@@ -120,7 +120,7 @@ static int release(struct sink *s, struct held *x, struct rw_err *e)
     s->released_any = true;
     s->last_clock = x->meta.clock;
     s->last_sub = x->meta.sub;
-    s->st->released++;
+    atomic_fetch_add(&s->st->released, 1);
     uint64_t ns = x->sent_ns ? rw_now_ns() - x->sent_ns : 0;
     unsigned b = 0;
     while (b + 1 < WORKER_LAT_BUCKETS && (ns >> (b + 1)))

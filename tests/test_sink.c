@@ -1,0 +1,142 @@
+/*
+ * test_sink.c - the chain exit in-process, through real links: output commit
+ * (nothing is released before its clock is durable), release in (clock, sub)
+ * order across interleaved inputs using progress marks, duplicates dropped.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "nfworker.h"
+#include "testutil.h"
+
+struct sink_run {
+    struct sink_opts o;
+    struct sink_stats st;
+    int rc;
+};
+
+static void *sink_thread(void *arg)
+{
+    struct sink_run *s = arg;
+    struct rw_err e;
+    s->rc = sink_run(&s->o, &s->st, &e);
+    return NULL;
+}
+
+static void send(struct link *l, uint64_t clock, uint16_t sub)
+{
+    struct link_pkt *p = link_alloc(l);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    memset(&p->meta, 0, sizeof(p->meta));
+    p->meta.clock = clock;
+    p->meta.sub = sub;
+    p->meta.ts_ns = 1000 + clock;
+    p->sent_ns = 0;
+    p->len = p->wire_len = 64;
+    memset(p->data, (int)clock, 64);
+    link_send(l, p);
+}
+
+static uint64_t wait_released(struct sink_run *s, uint64_t want)
+{
+    for (int i = 0; i < 300 && atomic_load(&s->st.released) < want; i++)
+        usleep(10000);
+    return atomic_load(&s->st.released);
+}
+
+static int check_order(void *ctx, const struct log_rec *r)
+{
+    uint64_t *prev = ctx;
+    uint64_t key = (r->meta.clock << 16) | r->meta.sub;
+    CU_ASSERT_TRUE(*prev == UINT64_MAX || key > *prev);
+    CU_ASSERT_EQUAL(r->data[0], (uint8_t)r->meta.clock);
+    *prev = key;
+    return 0;
+}
+
+static void test_output_commit_order_and_dups(void)
+{
+    char *d = tu_mkdtemp("sink");
+    struct link_opts lo = {.slots = 256, .data_room = 256};
+    struct link *in[2];
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(link_create("a", &lo, &in[0], &e), 0);
+    CU_ASSERT_EQUAL_FATAL(link_create("b", &lo, &in[1], &e), 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    struct log_writer *w;
+    CU_ASSERT_EQUAL_FATAL(log_writer_open(d, &o, &w, &e), 0);
+    _Atomic uint64_t durable = 50;
+    struct sink_run s = {.o = {.in = in, .nin = 2, .ft = true, .durable = &durable, .output = w}};
+    pthread_t t;
+    pthread_create(&t, NULL, sink_thread, &s);
+    for (uint64_t c = 0; c < 100; c++) /* even clocks on one link, odd on the other */
+        send(in[c & 1], c, 0);
+    send(in[0], 40, 1); /* a second output of input 40 */
+    link_send_mark(in[0], 100);
+    link_send_mark(in[1], 100);
+    CU_ASSERT_EQUAL(wait_released(&s, 51), 51); /* clocks 0..49 and (40, 1) */
+    usleep(100000);
+    CU_ASSERT_EQUAL(atomic_load(&s.st.released), 51); /* and not one more */
+    send(in[1], 41, 0);                               /* a duplicate of something released */
+    atomic_store(&durable, UINT64_MAX);
+    link_send_mark(in[0], UINT64_MAX);
+    link_send_mark(in[1], UINT64_MAX);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(s.rc, 0);
+    CU_ASSERT_EQUAL(atomic_load(&s.st.released), 101);
+    CU_ASSERT_EQUAL(s.st.dups, 1);
+    CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
+    struct log_reader *r;
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    struct log_query q;
+    log_query_all(&q);
+    uint64_t prev = UINT64_MAX;
+    struct log_scan_cbs cb = {.visit = check_order, .ctx = &prev};
+    struct log_scan_stats st;
+    CU_ASSERT_EQUAL(log_scan(r, &q, &cb, &st, &e), 0);
+    CU_ASSERT_EQUAL(st.packets_matched, 101);
+    log_reader_close(r);
+    link_close(in[0]);
+    link_close(in[1]);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_no_ft_releases_at_marks(void)
+{
+    struct link_opts lo = {.slots = 64, .data_room = 256};
+    struct link *in[1];
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(link_create("c", &lo, &in[0], &e), 0);
+    _Atomic uint64_t durable = 0; /* ignored without FT */
+    struct sink_run s = {.o = {.in = in, .nin = 1, .ft = false, .durable = &durable}};
+    pthread_t t;
+    pthread_create(&t, NULL, sink_thread, &s);
+    for (uint64_t c = 0; c < 10; c++)
+        send(in[0], c, 0);
+    usleep(100000);
+    CU_ASSERT_EQUAL(atomic_load(&s.st.released), 0); /* no mark yet: held */
+    link_send_mark(in[0], 5);
+    CU_ASSERT_EQUAL(wait_released(&s, 5), 5);
+    link_send_mark(in[0], UINT64_MAX);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(atomic_load(&s.st.released), 10);
+    link_close(in[0]);
+}
+
+static void add(CU_pSuite s)
+{
+    CU_add_test(s, "output waits for durability, leaves in clock order, once",
+                test_output_commit_order_and_dups);
+    CU_add_test(s, "without FT, marks alone release output", test_no_ft_releases_at_marks);
+}
+
+int main(void)
+{
+    return tu_main("sink", add);
+}
