@@ -70,9 +70,13 @@ uint64_t nf_now(const struct nf_env *env)
     return env->in->meta.ts_ns;
 }
 
+/* An op's identity: the input's clock, and a sequence that starts at sub << 16,
+ * so that two packets with one clock (an upstream NF's several outputs for one
+ * input) never share op identities. */
 static struct store_opid next_id(struct nf_env *env)
 {
-    return (struct store_opid){.clock = env->in->meta.clock, .seq = env->seq++};
+    uint32_t seq = ((uint32_t)env->in->meta.sub << 16) | (env->seq++ & 0xffff);
+    return (struct store_opid){.clock = env->in->meta.clock, .seq = seq};
 }
 
 static int store_rc(struct nf_env *env, int rc)
@@ -174,6 +178,7 @@ struct worker {
     struct dedup dd;
     uint64_t *in_mark;
     uint64_t sent_mark;
+    uint64_t max_clock; /* highest input clock processed */
 };
 
 static void record_latency(struct worker_status *st, uint64_t ns)
@@ -203,8 +208,8 @@ static int process_one(struct worker *w, const struct link_pkt *p)
     int rc = w->o->def->process(w->self, env, &np);
     if (rc)
         return rc;
-    if (w->o->ft && (rc = store_done(env->sc, p->meta.clock)))
-        return store_rc(env, rc);
+    if (p->meta.clock > w->max_clock)
+        w->max_clock = p->meta.clock;
     atomic_fetch_add(&st->pkts_in, 1);
     atomic_fetch_add(env->emits ? &st->pkts_out : &st->dropped, env->emits ? env->emits : 1);
     record_latency(st, rw_now_ns() - t0);
@@ -266,6 +271,12 @@ static int loop(struct worker *w)
             return n;
         uint64_t m = min_mark(w);
         if (m > w->sent_mark || (m == UINT64_MAX && w->sent_mark != UINT64_MAX)) {
+            /* Inputs arrive in clock order per link, not across links: only below
+             * the lowest mark is every input processed, so only that far may the
+             * slot's store watermark W go. */
+            uint64_t done = m == UINT64_MAX ? w->max_clock : m - 1;
+            if (w->o->ft && m > 0 && store_done(w->env.sc, done))
+                return store_rc(&w->env, RW_EIO);
             if (w->o->ft && store_flush(w->env.sc))
                 return store_rc(&w->env, RW_EIO);
             send_marks(w, m);
