@@ -208,6 +208,7 @@ static int run_root(struct run *r, struct rw_err *e)
                                   .edges = r->redges,
                                   .nedges = r->nredges,
                                   .durable_out = &r->durable};
+    r->pipeline_ns = rw_now_ns();
     rc = root_ingest(&ro, r->input_log, &r->root_st, e);
     if (r->o->progress)
         fputc('\n', stderr);
@@ -290,6 +291,7 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
         r.stop = 1;
     if (r.sink_started)
         pthread_join(r.sink_tid, NULL);
+    r.pipeline_ns = r.pipeline_ns ? rw_now_ns() - r.pipeline_ns : 0;
     if (!rc && r.sink_rc) {
         rc = r.sink_rc;
         *e = r.sink_err;

@@ -53,6 +53,7 @@ struct run {
     bool sink_started;
     int sink_rc;
     struct rw_err sink_err;
+    uint64_t pipeline_ns; /* first rx to last release: excludes start-up */
 };
 
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);

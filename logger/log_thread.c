@@ -30,8 +30,9 @@
 
 #include "rw_mbuf.h"
 
-#define LOG_THREAD_BURST   64
-#define LOG_THREAD_IDLE_NS 20000
+#define LOG_THREAD_BURST       64
+#define LOG_THREAD_IDLE_NS     20000  /* first sleep when the ring is empty */
+#define LOG_THREAD_IDLE_MAX_NS 250000 /* backed off to this: a quarter of the commit window */
 
 struct log_thread {
     struct log_writer *w;
@@ -89,6 +90,7 @@ static int run(void *arg)
 {
     struct log_thread *t = arg;
     void *objs[LOG_THREAD_BURST];
+    long idle_ns = LOG_THREAD_IDLE_NS;
     for (;;) {
         unsigned n = rte_ring_sc_dequeue_burst(t->ring, objs, LOG_THREAD_BURST, NULL);
         /* The mbufs were last written on the root's core: ask for every header
@@ -108,8 +110,13 @@ static int run(void *arg)
         if (n == 0) {
             if (atomic_load(&t->stop) && rte_ring_empty(t->ring))
                 break;
-            struct timespec ts = {0, LOG_THREAD_IDLE_NS};
+            /* Back off while idle: on a machine with few cores every wake-up is
+             * taken from the root or a worker. */
+            struct timespec ts = {0, idle_ns};
             nanosleep(&ts, NULL);
+            idle_ns = idle_ns * 2 < LOG_THREAD_IDLE_MAX_NS ? idle_ns * 2 : LOG_THREAD_IDLE_MAX_NS;
+        } else {
+            idle_ns = LOG_THREAD_IDLE_NS;
         }
     }
     struct rw_err e;

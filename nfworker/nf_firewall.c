@@ -30,9 +30,9 @@
 #include "store.h"
 
 #define FW_OBJ_CONN         1
-#define FW_OBJ_COUNTERS     2
 #define FW_MAX_RULES        256
 #define FW_CLOSE_TIMEOUT_NS 10000000000ull
+#define FW_TOUCH_NS         1000000000ull /* last-seen is kept to the second: timeouts are seconds */
 
 struct fw_rule {
     bool allow;
@@ -250,17 +250,12 @@ static int lookup(struct nf_env *env, const struct rw_flow *f, struct store_key 
     return rc;
 }
 
-static int count(struct nf_env *env, const char *what)
-{
-    struct store_key k = {
-        .scope = STORE_SHARED, .object = FW_OBJ_COUNTERS, .bytes = what, .len = strlen(what)};
-    return nf_incr(env, &k, 1, NULL);
-}
-
+/* Verdict counts are the worker's (its status block counts packets in, out and
+ * dropped per instance): a store counter per packet would cost a store op per
+ * packet for what the runtime already knows. */
 static int pass(struct nf_env *env, const struct nf_pkt *p)
 {
-    int rc = nf_emit(env, p->data, p->len, p->wire_len);
-    return rc ? rc : count(env, "allowed");
+    return nf_emit(env, p->data, p->len, p->wire_len);
 }
 
 /* A packet of a tracked connection: update FIN/RST/idle state and pass it. */
@@ -274,10 +269,13 @@ static int established(const struct firewall *fw, struct nf_env *env, const stru
     if (fl & 0x04) { /* RST ends it */
         rc = nf_del(env, k);
     } else {
-        if (fl & 0x01)
+        bool fin = (fl & 0x01) && !*(from_lo ? &c->fin_lo : &c->fin_hi);
+        if (fin)
             *(from_lo ? &c->fin_lo : &c->fin_hi) = 1;
-        c->last_ns = nf_now(env);
-        rc = nf_put(env, k, c, sizeof(*c));
+        bool stale = nf_now(env) > c->last_ns && nf_now(env) - c->last_ns >= FW_TOUCH_NS;
+        if (stale)
+            c->last_ns = nf_now(env);
+        rc = fin || stale ? nf_put(env, k, c, sizeof(*c)) : 0;
     }
     return rc ? rc : pass(env, p);
 }
@@ -293,7 +291,7 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     struct firewall *fw = self;
     struct rw_flow f, q;
     if (!rw_flow_parse(p->data, p->len, &f))
-        return fw->non_ip_allow ? pass(env, p) : count(env, "dropped");
+        return fw->non_ip_allow ? pass(env, p) : 0;
     struct store_key k;
     uint8_t kb[40];
     bool from_lo, found;
@@ -314,7 +312,7 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
             return pass(env, p);
     }
     if (!rules_allow(fw, &f) || !can_open(&f, p->data, p->len))
-        return count(env, "dropped");
+        return 0;
     struct fw_conn nc = {.last_ns = nf_now(env)};
     if ((rc = nf_put(env, &k, &nc, sizeof(nc))))
         return rc;

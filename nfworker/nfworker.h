@@ -149,7 +149,9 @@ const char *const *nf_types(void);
 
 /* ---- worker status: heartbeat and stats, in shared memory the coordinator reads ---- */
 
-#define WORKER_LAT_BUCKETS 40 /* bucket b: latency in [2^b, 2^(b+1)) ns */
+/* Latency histograms: 4 buckets per power of two of nanoseconds (about 19%
+ * wide), enough to tell 1 µs added from 2. */
+#define WORKER_LAT_BUCKETS 160
 
 struct worker_status {
     _Atomic uint64_t heartbeat; /* bumped every loop turn and every wake-up */
@@ -160,7 +162,9 @@ struct worker_status {
     _Atomic uint32_t state;                   /* 0 starting, 1 running, 2 finished, 3 failed */
 };
 
-/* Latency percentile (0..100) of a histogram, in ns (bucket midpoint). */
+/* Bucket of a latency, and percentile (0..100) of a histogram in ns (bucket
+ * midpoint). */
+unsigned worker_lat_bucket(uint64_t ns);
 uint64_t worker_lat_percentile(const _Atomic uint64_t *hist, double pct);
 
 /* ---- the worker ---- */

@@ -121,11 +121,7 @@ static int release(struct sink *s, struct held *x, struct rw_err *e)
     s->last_clock = x->meta.clock;
     s->last_sub = x->meta.sub;
     atomic_fetch_add(&s->st->released, 1);
-    uint64_t ns = x->sent_ns ? rw_now_ns() - x->sent_ns : 0;
-    unsigned b = 0;
-    while (b + 1 < WORKER_LAT_BUCKETS && (ns >> (b + 1)))
-        b++;
-    s->st->lat[b]++;
+    s->st->lat[worker_lat_bucket(x->sent_ns ? rw_now_ns() - x->sent_ns : 0)]++;
     if (!s->o->output)
         return 0;
     struct log_rec r = {

@@ -129,8 +129,22 @@ static void test_no_ft_releases_at_marks(void)
     link_close(in[0]);
 }
 
+static void test_latency_histogram(void)
+{
+    static _Atomic uint64_t h[WORKER_LAT_BUCKETS];
+    for (int i = 0; i < 90; i++)
+        atomic_fetch_add(&h[worker_lat_bucket(1000)], 1);
+    for (int i = 0; i < 10; i++)
+        atomic_fetch_add(&h[worker_lat_bucket(250000)], 1);
+    uint64_t p50 = worker_lat_percentile(h, 50), p99 = worker_lat_percentile(h, 99);
+    CU_ASSERT_TRUE(p50 >= 900 && p50 <= 1150); /* within the ~19% bucket */
+    CU_ASSERT_TRUE(p99 >= 225000 && p99 <= 290000);
+    CU_ASSERT_TRUE(worker_lat_bucket(1000) < worker_lat_bucket(1200)); /* finer than 2x */
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "latency percentiles land in the right bucket", test_latency_histogram);
     CU_add_test(s, "output waits for durability, leaves in clock order, once",
                 test_output_commit_order_and_dups);
     CU_add_test(s, "without FT, marks alone release output", test_no_ft_releases_at_marks);

@@ -13,11 +13,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "nfworker.h"
 #include "store.h"
 #include "testutil.h"
 
-static void send_udp(struct link *l, uint64_t clock, uint16_t sub)
+/* A UDP packet from 10.0.0.HOST:99 to 10.1.0.1:53. */
+static void send_udp(struct link *l, uint64_t clock, uint16_t sub, uint8_t host)
 {
     struct link_pkt *p = link_alloc(l);
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
@@ -28,7 +30,7 @@ static void send_udp(struct link *l, uint64_t clock, uint16_t sub)
     p->meta.ts_ns = 1000000 + clock;
     p->len = p->wire_len = 64;
     p->data[12] = 0x08, p->data[14] = 0x45, p->data[23] = 17;
-    uint8_t a[4] = {10, 0, 0, (uint8_t)clock}, b[4] = {10, 1, 0, 1};
+    uint8_t a[4] = {10, 0, 0, host}, b[4] = {10, 1, 0, 1};
     memcpy(p->data + 26, a, 4);
     memcpy(p->data + 30, b, 4);
     p->data[35] = 99, p->data[37] = 53;
@@ -60,22 +62,30 @@ static uint64_t watermark(const char *url)
     return w;
 }
 
-static int64_t dropped_count(const char *url)
+/* Whether the firewall's connection entry for 10.0.0.HOST:99 <-> 10.1.0.1:53 is
+ * in the store (key layout of nf_firewall.c: family, proto, lower endpoint,
+ * higher endpoint, ports). */
+static bool conn_stored(const char *url, uint8_t host)
 {
+    uint8_t k[38] = {4, 17, 10, 0, 0, host};
+    k[18] = 10, k[19] = 1, k[20] = 0, k[21] = 1;
+    k[35] = 99, k[37] = 53;
     struct store *s;
     struct store_client *c;
     struct rw_err e;
-    int64_t v = -1;
     bool found = false;
-    struct store_key k = {.scope = STORE_SHARED, .object = 2, .bytes = "dropped", .len = 7};
+    uint8_t v[64];
+    size_t len;
+    struct store_key key = {.scope = STORE_FLOW, .object = 1, .bytes = k, .len = sizeof(k)};
     if (store_open(url, &s, &e) == 0) {
         if (store_client_open(s, 1, 0, &c, &e) == 0) {
-            store_get_int(c, NULL, &k, &v, &found);
+            if (store_get(c, NULL, &key, v, sizeof(v), &len, &found))
+                found = false;
             store_client_close(c);
         }
         store_close(s);
     }
-    return found ? v : -1;
+    return found;
 }
 
 static void test_watermark_and_identities(void)
@@ -92,10 +102,14 @@ static void test_watermark_and_identities(void)
     struct worker_status *st =
         mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     memset(st, 0, sizeof(*st));
+    static const char yaml[] = "nfs:\n  - {name: fw, type: firewall, config: {default: allow}}\n";
+    struct chain *ch;
+    CU_ASSERT_EQUAL_FATAL(chain_parse(yaml, sizeof(yaml) - 1, "t.yaml", nf_types(), &ch, &e), 0);
     pid_t pid = fork();
-    if (pid == 0) { /* the worker: firewall with its defaults (drop all new flows) */
+    if (pid == 0) { /* the worker: a firewall that lets new flows in */
         struct worker_out wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
         struct worker_opts o = {.def = nf_find("firewall"),
+                                .config = ch->nfs[0].config,
                                 .nf_name = "fw",
                                 .vertex = 1,
                                 .ft = true,
@@ -107,23 +121,27 @@ static void test_watermark_and_identities(void)
                                 .status = st};
         _exit(worker_run(&o, &e) ? 1 : 0);
     }
-    send_udp(in[0], 10, 0);
-    send_udp(in[0], 12, 0);
+    send_udp(in[0], 10, 0, 10);
+    send_udp(in[0], 12, 0, 12);
     link_send_mark(in[0], 13);
     wait_in(st, 2);
     uint64_t w = watermark(url);
     CU_ASSERT_TRUE(w == 0 || w < 3); /* clock 3 is still to come on the other link */
-    send_udp(in[1], 3, 0);
-    send_udp(in[1], 3, 1); /* two packets of one clock */
+    send_udp(in[1], 3, 0, 3);
+    send_udp(in[1], 3, 1, 4); /* two packets of one clock, two flows */
     link_send_mark(in[1], 13);
     wait_in(st, 4);
-    CU_ASSERT_EQUAL(watermark(url), 12);
     link_send_mark(in[0], UINT64_MAX);
     link_send_mark(in[1], UINT64_MAX);
     int status;
     waitpid(pid, &status, 0);
     CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    CU_ASSERT_EQUAL(dropped_count(url), 4); /* (3,1) was counted, not emulated */
+    CU_ASSERT_EQUAL(watermark(url), 12); /* W goes with a batch: here the final flush */
+    CU_ASSERT_TRUE(conn_stored(url, 3));
+    CU_ASSERT_TRUE(conn_stored(url, 4)); /* (3,1)'s write was applied, not emulated */
+    CU_ASSERT_TRUE(conn_stored(url, 12));
+    CU_ASSERT_FALSE(conn_stored(url, 99)); /* and the check can say no */
+    chain_free(ch);
     for (int i = 0; i < 2; i++)
         link_close(in[i]);
     link_close(out[0]);
