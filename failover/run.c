@@ -238,9 +238,30 @@ static int open_logs(struct run *r, struct rw_err *e)
 
 /* ---- the run ---- */
 
+/* Each NF reads its own config; doing it here first means a bad rule is refused
+ * with its line and key before any process starts. */
+static int check_nf_configs(const struct chain *c, struct rw_err *e)
+{
+    for (uint32_t k = 0; k < c->nnfs; k++) {
+        const struct nf_def *def = nf_find(c->nfs[k].type);
+        void *self = calloc(1, def->self_size ? def->self_size : 1);
+        if (!self)
+            return rw_errf(e, RW_ENOMEM, "out of memory");
+        int rc = def->init(self, c->nfs[k].config, e);
+        if (!rc && def->fini)
+            def->fini(self);
+        free(self);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int prepare(struct run *r, struct rw_err *e)
 {
     int rc = chain_load(r->o->chain_path, nf_types(), &r->chain, e);
+    if (!rc)
+        rc = check_nf_configs(r->chain, e);
     if (rc)
         return rc;
     if (!r->o->no_ft && !strcmp(r->chain->store_url, "mem:"))

@@ -200,9 +200,18 @@ static void test_replay_to_port(void)
 
 static void test_help_everywhere(void)
 {
-    const char *cmds[] = {"--help",          "log --help",        "log ingest --help",
-                          "log stat --help", "log verify --help", "replay --help",
-                          "bench --help",    "bench log --help"};
+    const char *cmds[] = {"--help",
+                          "log --help",
+                          "log ingest --help",
+                          "log stat --help",
+                          "log verify --help",
+                          "replay --help",
+                          "bench --help",
+                          "bench log --help",
+                          "bench store --help",
+                          "bench chain --help",
+                          "run --help",
+                          "worker --help"};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' %s | grep -q usage", tu_bin(), cmds[i]), 0);
 }

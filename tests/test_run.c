@@ -261,6 +261,16 @@ static void test_bad_chains(void)
         struct stat st;
         CU_ASSERT_NOT_EQUAL(stat(out, &st), 0); /* nothing was created or started */
     }
+    /* An NF's own config is checked before anything starts, with line and key. */
+    char src[4096];
+    snprintf(src, sizeof(src), "%s/docs/chains/firewall.yaml", getenv("RW_SRC"));
+    snprintf(chain, sizeof(chain), "%s/badrule.yaml", d);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "sed 's/dst_port: 6667/dst_port: 70000/' '%s' > '%s'", src, chain), 0);
+    CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
+    CU_ASSERT_TRUE(it_file_has(err, "badrule.yaml:23: nfs[0].config.rules[3].dst_port") >= 1);
+    struct stat st;
+    CU_ASSERT_NOT_EQUAL(stat(out, &st), 0);
     tu_rmrf(d);
     free(d);
 }
