@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_ring.h>
@@ -273,9 +274,21 @@ int link_wait_any(struct link **links, unsigned n, int timeout_ms)
     return rc;
 }
 
-int link_send_mark(struct link *l, uint64_t clock)
+struct link_pkt *link_alloc_wait(struct link *l, const volatile int *stop)
 {
-    struct link_pkt *p = link_alloc(l);
+    struct link_pkt *p;
+    while (!(p = link_alloc(l))) {
+        if (stop && *stop)
+            return NULL;
+        struct timespec ts = {0, 20000};
+        nanosleep(&ts, NULL);
+    }
+    return p;
+}
+
+int link_send_mark(struct link *l, uint64_t clock, const volatile int *stop)
+{
+    struct link_pkt *p = link_alloc_wait(l, stop);
     if (!p)
         return -1;
     memset(&p->meta, 0, sizeof(p->meta));

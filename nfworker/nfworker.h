@@ -83,9 +83,13 @@ unsigned link_count(const struct link *l);
 /* Sleeps until any of the links may have a packet, at most timeout_ms. */
 int link_wait_any(struct link **links, unsigned n, int timeout_ms);
 
-/* Sends a progress mark (RW_F_MARK): everything below clock was sent. Returns 0,
- * or -1 when the link is full (try again later). */
-int link_send_mark(struct link *l, uint64_t clock);
+/* A free slot, waiting with short sleeps while the consumer is behind; NULL only
+ * when *stop (may be NULL) becomes set. */
+struct link_pkt *link_alloc_wait(struct link *l, const volatile int *stop);
+
+/* Sends a progress mark (RW_F_MARK): everything below clock was sent. Waits for a
+ * slot like link_alloc_wait; returns -1 only when stopped. */
+int link_send_mark(struct link *l, uint64_t clock, const volatile int *stop);
 
 /* ---- duplicate filter (dedup.c) ---- */
 

@@ -134,11 +134,7 @@ int nf_alert(struct nf_env *env, const char *type, const char *fields_json)
 static void send_to(struct link *l, const struct link_pkt *in, uint16_t sub, const uint8_t *data,
                     uint32_t len, uint32_t wire_len)
 {
-    struct link_pkt *p;
-    while (!(p = link_alloc(l))) {
-        struct timespec ts = {0, 20000};
-        nanosleep(&ts, NULL);
-    }
+    struct link_pkt *p = link_alloc_wait(l, NULL);
     p->meta = in->meta;
     p->meta.sub = sub;
     p->meta.flags = 0;
@@ -235,10 +231,7 @@ static void send_marks(struct worker *w, uint64_t mark)
 {
     for (unsigned i = 0; i < w->o->nout; i++)
         for (unsigned j = 0; j < w->o->out[i].n; j++)
-            while (link_send_mark(w->o->out[i].links[j], mark)) {
-                struct timespec ts = {0, 20000};
-                nanosleep(&ts, NULL);
-            }
+            link_send_mark(w->o->out[i].links[j], mark, NULL);
     w->sent_mark = mark;
     atomic_store(&w->o->status->mark, mark);
 }

@@ -126,17 +126,13 @@ static void publish_durable(struct root_run *r)
 
 /* ---- the splitter ---- */
 
+/* The instance is behind: wait for it (a trace); a NIC would drop instead. */
 static struct link_pkt *alloc_slot(struct root_run *r, struct link *l)
 {
     struct link_pkt *p = link_alloc(l);
-    if (!p)
+    if (!p) {
         r->st->link_waits++;
-    while (!p) { /* the instance is behind: wait for it (traces); a NIC would drop */
-        if (r->o->stop && *r->o->stop)
-            return NULL;
-        struct timespec ts = {0, 20000};
-        nanosleep(&ts, NULL);
-        p = link_alloc(l);
+        p = link_alloc_wait(l, r->o->stop);
     }
     return p;
 }
@@ -174,12 +170,8 @@ static void send_marks(struct root_run *r, uint64_t clock)
 {
     for (unsigned i = 0; i < r->o->nedges; i++)
         for (unsigned j = 0; j < r->o->edges[i].n; j++)
-            while (link_send_mark(r->o->edges[i].links[j], clock)) {
-                if (r->o->stop && *r->o->stop)
-                    return;
-                struct timespec ts = {0, 20000};
-                nanosleep(&ts, NULL);
-            }
+            if (link_send_mark(r->o->edges[i].links[j], clock, r->o->stop))
+                return;
     r->since_mark = 0;
 }
 

@@ -191,23 +191,12 @@ static void test_producer_killed(void)
     link_close(l);
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-    while (d && readdir(d))
-        n++;
-    if (d)
-        closedir(d);
-    return n;
-}
-
 static void test_no_leaks(void)
 {
-    int before = count_fds();
+    int before = tu_count_dir("/proc/self/fd");
     for (int i = 0; i < 50; i++)
         link_close(make(16));
-    CU_ASSERT_EQUAL(count_fds(), before);
+    CU_ASSERT_EQUAL(tu_count_dir("/proc/self/fd"), before);
     struct link_opts bad = {.slots = 100, .data_room = 2048};
     struct link *l;
     struct rw_err e;

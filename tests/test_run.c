@@ -209,17 +209,6 @@ static int count_workers(const char *tag)
     return n;
 }
 
-static int count_dir(const char *path)
-{
-    DIR *d = opendir(path);
-    int n = 0;
-    while (d && readdir(d))
-        n++;
-    if (d)
-        closedir(d);
-    return n;
-}
-
 static void test_clean_exit(void)
 {
     char *d = tu_mkdtemp("clean");
@@ -227,10 +216,10 @@ static void test_clean_exit(void)
     tu_trace("hping3.pcap", trace, sizeof(trace));
     chain_with(d, 3, c3, sizeof(c3));
     snprintf(out, sizeof(out), "%s/out", d);
-    int shm = count_dir("/dev/shm");
+    int shm = tu_count_dir("/dev/shm");
     CU_ASSERT_EQUAL(run(d, c3, trace, out, NULL), 0);
     CU_ASSERT_EQUAL(count_workers(out), 0); /* every worker exited */
-    CU_ASSERT_EQUAL(count_dir("/dev/shm"), shm);
+    CU_ASSERT_EQUAL(tu_count_dir("/dev/shm"), shm);
     char alerts[4300];
     snprintf(alerts, sizeof(alerts), "%s/alerts.json", out);
     struct stat st;

@@ -77,15 +77,15 @@ static void test_output_commit_order_and_dups(void)
     for (uint64_t c = 0; c < 100; c++) /* even clocks on one link, odd on the other */
         send(in[c & 1], c, 0);
     send(in[0], 40, 1); /* a second output of input 40 */
-    link_send_mark(in[0], 100);
-    link_send_mark(in[1], 100);
+    link_send_mark(in[0], 100, NULL);
+    link_send_mark(in[1], 100, NULL);
     CU_ASSERT_EQUAL(wait_released(&s, 51), 51); /* clocks 0..49 and (40, 1) */
     usleep(100000);
     CU_ASSERT_EQUAL(atomic_load(&s.st.released), 51); /* and not one more */
     send(in[1], 41, 0);                               /* a duplicate of something released */
     atomic_store(&durable, UINT64_MAX);
-    link_send_mark(in[0], UINT64_MAX);
-    link_send_mark(in[1], UINT64_MAX);
+    link_send_mark(in[0], UINT64_MAX, NULL);
+    link_send_mark(in[1], UINT64_MAX, NULL);
     pthread_join(t, NULL);
     CU_ASSERT_EQUAL(s.rc, 0);
     CU_ASSERT_EQUAL(atomic_load(&s.st.released), 101);
@@ -121,9 +121,9 @@ static void test_no_ft_releases_at_marks(void)
         send(in[0], c, 0);
     usleep(100000);
     CU_ASSERT_EQUAL(atomic_load(&s.st.released), 0); /* no mark yet: held */
-    link_send_mark(in[0], 5);
+    link_send_mark(in[0], 5, NULL);
     CU_ASSERT_EQUAL(wait_released(&s, 5), 5);
-    link_send_mark(in[0], UINT64_MAX);
+    link_send_mark(in[0], UINT64_MAX, NULL);
     pthread_join(t, NULL);
     CU_ASSERT_EQUAL(atomic_load(&s.st.released), 10);
     link_close(in[0]);

@@ -123,16 +123,16 @@ static void test_watermark_and_identities(void)
     }
     send_udp(in[0], 10, 0, 10);
     send_udp(in[0], 12, 0, 12);
-    link_send_mark(in[0], 13);
+    link_send_mark(in[0], 13, NULL);
     wait_in(st, 2);
     uint64_t w = watermark(url);
     CU_ASSERT_TRUE(w == 0 || w < 3); /* clock 3 is still to come on the other link */
     send_udp(in[1], 3, 0, 3);
     send_udp(in[1], 3, 1, 4); /* two packets of one clock, two flows */
-    link_send_mark(in[1], 13);
+    link_send_mark(in[1], 13, NULL);
     wait_in(st, 4);
-    link_send_mark(in[0], UINT64_MAX);
-    link_send_mark(in[1], UINT64_MAX);
+    link_send_mark(in[0], UINT64_MAX, NULL);
+    link_send_mark(in[1], UINT64_MAX, NULL);
     int status;
     waitpid(pid, &status, 0);
     CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);

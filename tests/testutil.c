@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <CUnit/Basic.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pcap/pcap.h>
@@ -81,6 +82,17 @@ int tu_sh(const char *out, const char *fmt, ...)
     if (WIFEXITED(st))
         return WEXITSTATUS(st);
     return 128 + WTERMSIG(st);
+}
+
+int tu_count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    int n = 0;
+    while (d && readdir(d))
+        n++;
+    if (d)
+        closedir(d);
+    return n;
 }
 
 char *tu_slurp(const char *path, size_t *len)

@@ -25,6 +25,9 @@ const char *tu_trace(const char *name, char *buf, size_t len);
  * stderr go to files in the scratch dir when out is non-NULL (out.stdout/.stderr). */
 int tu_sh(const char *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Entries in a directory (open descriptors: "/proc/self/fd"). */
+int tu_count_dir(const char *path);
+
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 char *tu_slurp(const char *path, size_t *len);
 
