@@ -202,7 +202,8 @@ static int run_root(struct run *r, struct rw_err *e)
         return rc ? rc : RW_EDPDK;
     struct root_ingest_opts ro = {.trace = trace ? &r->trace : NULL,
                                   .port = 0,
-                                  .stop = &r->stop,
+                                  .stop = r->o->stop,
+                                  .abort = &r->stop,
                                   .progress = root_progress,
                                   .ctx = r,
                                   .edges = r->redges,

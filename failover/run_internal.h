@@ -44,7 +44,7 @@ struct run {
     struct root_stats root_st;
     struct log_writer *input_log, *output;
     bool eal_up;
-    volatile int stop;
+    volatile int stop; /* the run is abandoned (a worker died, the sink failed) */
     _Atomic uint64_t durable;
     struct link **sink_in;
     struct sink_opts sink_opts;

@@ -69,6 +69,7 @@ struct root_ingest_opts {
     const struct root_trace *trace; /* when reading a trace (port 0 is its net_pcap) */
     uint16_t port;
     volatile const int *stop;  /* set asynchronously to end a live capture */
+    volatile const int *abort; /* set when the run is abandoned: stop waiting on links */
     root_progress_fn progress; /* called about every 100 ms */
     void *ctx;
     const struct root_edge *edges; /* NULL: log only (rewind log ingest) */

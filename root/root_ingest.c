@@ -113,8 +113,9 @@ static void hand_off(struct root_run *r, struct rte_mbuf **pkts, unsigned n)
 
 static bool finished(const struct root_run *r, uint64_t expected)
 {
-    const volatile int *stop = r->o->stop;
-    return r->st->packets >= expected || (stop && *stop) || (r->lt && log_thread_failed(r->lt));
+    const volatile int *stop = r->o->stop, *abort = r->o->abort;
+    return r->st->packets >= expected || (stop && *stop) || (abort && *abort) ||
+           (r->lt && log_thread_failed(r->lt));
 }
 
 static void publish_durable(struct root_run *r)
@@ -132,7 +133,7 @@ static struct link_pkt *alloc_slot(struct root_run *r, struct link *l)
     struct link_pkt *p = link_alloc(l);
     if (!p) {
         r->st->link_waits++;
-        p = link_alloc_wait(l, r->o->stop);
+        p = link_alloc_wait(l, r->o->abort);
     }
     return p;
 }
@@ -170,7 +171,7 @@ static void send_marks(struct root_run *r, uint64_t clock)
 {
     for (unsigned i = 0; i < r->o->nedges; i++)
         for (unsigned j = 0; j < r->o->edges[i].n; j++)
-            if (link_send_mark(r->o->edges[i].links[j], clock, r->o->stop))
+            if (link_send_mark(r->o->edges[i].links[j], clock, r->o->abort))
                 return;
     r->since_mark = 0;
 }

@@ -290,8 +290,49 @@ static void test_worker_killed(void)
     free(d);
 }
 
+/* A port has no end: SIGINT ends the input, the chain drains, and what left it is
+ * what the same packets give as a trace. */
+static void test_port_until_sigint(void)
+{
+    char *d = tu_mkdtemp("port");
+    char trace[4096], c3[4200], out[4200], ref[4200], dev[8400];
+    tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
+    chain_with(d, 3, c3, sizeof(c3));
+    snprintf(out, sizeof(out), "%s/port", d);
+    snprintf(ref, sizeof(ref), "%s/trace", d);
+    snprintf(dev, sizeof(dev), "net_pcap0,rx_pcap=%s", trace);
+    CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, ref, NULL), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(tu_bin(), "rewind", "run", c3, "--port", dev, "--out", out, (char *)NULL);
+        _exit(127);
+    }
+    struct outs a, b;
+    read_output(ref, &a);
+    char rep[4300];
+    snprintf(rep, sizeof(rep), "%s/log", out);
+    for (int i = 0; i < 300; i++) { /* until the input log holds every packet */
+        usleep(20000);
+        if (tu_sh(NULL, "'%s' log stat '%s' --json 2>/dev/null | grep -q '\"packets\": 2012,'",
+                  tu_bin(), rep) == 0)
+            break;
+    }
+    kill(pid, SIGINT);
+    int st;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    read_output(out, &b);
+    CU_ASSERT_TRUE(same_outs(&a, &b));
+    CU_ASSERT_EQUAL(count_workers(out), 0);
+    free_outs(&a);
+    free_outs(&b);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "a port until SIGINT drains and matches the trace run", test_port_until_sigint);
     CU_add_test(s, "1 and 3 instances and --no-ft give the same output", test_equivalent_outputs);
     CU_add_test(s, "the firewall passes and drops what its rules say", test_firewall_verdicts);
     CU_add_test(s, "every process exits and nothing is left behind", test_clean_exit);
