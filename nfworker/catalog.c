@@ -1,14 +1,26 @@
 /*
- * catalog.c - the NF types a chain file may name.
+ * catalog.c - the NF types a chain file may name: one per nfworker/nf_<type>.c,
+ * listed in the generated nf_list.h (see nfworker/CMakeLists.txt).
  */
 #include <string.h>
 
 #include "nfworker.h"
 
-extern const struct nf_def nf_firewall;
+#define NF(t) extern const struct nf_def nf_##t;
+#include "nf_list.h"
+#undef NF
 
-static const struct nf_def *const catalog[] = {&nf_firewall};
-static const char *const names[] = {"firewall", NULL};
+static const struct nf_def *const catalog[] = {
+#define NF(t) &nf_##t,
+#include "nf_list.h"
+#undef NF
+};
+
+static const char *const names[] = {
+#define NF(t) #t,
+#include "nf_list.h"
+#undef NF
+    NULL};
 
 const struct nf_def *nf_find(const char *type)
 {
