@@ -142,3 +142,62 @@ int lstate_incr(struct lstate *s, const struct store_key *k, int64_t delta, int6
         *result = v;
     return lstate_put(s, k, &v, sizeof(v));
 }
+
+/* Lists: items as (u32 length, bytes) one after the other, with a read offset at
+ * the front of the value so a pop is O(1) until the consumed part is compacted. */
+int lstate_push(struct lstate *s, const struct store_key *k, const void *val, size_t len)
+{
+    uint32_t h = hash_of(k);
+    struct lentry **p = find(s, k, h), *e = *p;
+    if (!e) {
+        uint32_t head = 4;
+        int rc = lstate_put(s, k, &head, sizeof(head));
+        if (rc)
+            return rc;
+        e = *find(s, k, h);
+    }
+    size_t need = e->vlen + 4 + len;
+    if (need > e->vcap) {
+        size_t cap = e->vcap ? e->vcap : 64;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *v = realloc(e->val, cap);
+        if (!v)
+            return STORE_ENOMEM;
+        e->val = v;
+        e->vcap = (uint32_t)cap;
+    }
+    uint32_t l = (uint32_t)len;
+    memcpy(e->val + e->vlen, &l, 4);
+    memcpy(e->val + e->vlen + 4, val, len);
+    e->vlen = (uint32_t)need;
+    return 0;
+}
+
+int lstate_pop(struct lstate *s, const struct store_key *k, void *buf, size_t cap, size_t *len,
+               bool *found)
+{
+    struct lentry *e = *find(s, k, hash_of(k));
+    uint32_t head, l;
+    *found = false;
+    *len = 0;
+    if (!e || e->vlen < 4)
+        return 0;
+    memcpy(&head, e->val, 4);
+    if (head + 4 > e->vlen)
+        return 0; /* empty */
+    memcpy(&l, e->val + head, 4);
+    if (l > cap)
+        return STORE_ETOOBIG;
+    memcpy(buf, e->val + head + 4, l);
+    *len = l;
+    *found = true;
+    head += 4 + l;
+    if (head > 4096 && head * 2 > e->vlen) { /* compact the consumed front */
+        memmove(e->val + 4, e->val + head, e->vlen - head);
+        e->vlen -= head - 4;
+        head = 4;
+    }
+    memcpy(e->val, &head, 4);
+    return 0;
+}

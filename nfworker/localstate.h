@@ -24,5 +24,9 @@ int lstate_get(struct lstate *s, const struct store_key *k, void *buf, size_t ca
 int lstate_put(struct lstate *s, const struct store_key *k, const void *val, size_t len);
 int lstate_del(struct lstate *s, const struct store_key *k);
 int lstate_incr(struct lstate *s, const struct store_key *k, int64_t delta, int64_t *result);
+/* A list is a value of length-prefixed items; pop takes the first. */
+int lstate_push(struct lstate *s, const struct store_key *k, const void *val, size_t len);
+int lstate_pop(struct lstate *s, const struct store_key *k, void *buf, size_t cap, size_t *len,
+               bool *found);
 
 #endif

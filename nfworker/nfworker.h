@@ -123,6 +123,10 @@ int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_
 int nf_del(struct nf_env *env, const struct store_key *k);
 /* Blind when result is NULL. */
 int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_t *result);
+/* Lists (FIFO): push appends (blind); pop removes the head, *found false when empty. */
+int nf_push(struct nf_env *env, const struct store_key *k, const void *val, size_t len);
+int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
+           bool *found);
 /* Emits an output packet for the current input (sub numbers follow emit order). */
 int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire_len);
 /* Raises an alert: a JSON object's members, e.g. "\"host\": \"10.0.0.1\"". */

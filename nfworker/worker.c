@@ -119,6 +119,23 @@ int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_
     return store_rc(env, store_incr(env->sc, &id, k, delta, result));
 }
 
+int nf_push(struct nf_env *env, const struct store_key *k, const void *val, size_t len)
+{
+    if (!env->o->ft)
+        return lstate_push(&env->ls, k, val, len);
+    struct store_opid id = next_id(env);
+    return store_rc(env, store_push(env->sc, &id, k, val, len));
+}
+
+int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
+           bool *found)
+{
+    if (!env->o->ft)
+        return lstate_pop(&env->ls, k, buf, cap, len, found);
+    struct store_opid id = next_id(env);
+    return store_rc(env, store_pop(env->sc, &id, k, buf, cap, len, found));
+}
+
 int nf_alert(struct nf_env *env, const char *type, const char *fields_json)
 {
     if (!env->alerts)
