@@ -146,6 +146,8 @@ struct nf_pkt {
 struct nf_def {
     const char *type;
     size_t self_size; /* private per-instance memory, zeroed */
+    bool ordered;     /* inputs merged in (clock, sub) order across links (arrival
+                         order matters to it: DESIGN §7, chain-wide order) */
     int (*init)(void *self, const struct chain_node *config, struct rw_err *e);
     int (*process)(void *self, struct nf_env *env, const struct nf_pkt *p);
     void (*fini)(void *self);

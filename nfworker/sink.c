@@ -17,61 +17,7 @@
 #include <string.h>
 
 #include "log.h"
-
-struct held {
-    struct rw_meta meta;
-    uint64_t sent_ns;
-    uint32_t len, wire_len;
-    uint8_t data[];
-};
-
-struct heap {
-    struct held **a;
-    size_t n, cap;
-};
-
-static bool before(const struct held *x, const struct held *y)
-{
-    return x->meta.clock < y->meta.clock ||
-           (x->meta.clock == y->meta.clock && x->meta.sub < y->meta.sub);
-}
-
-static int heap_push(struct heap *h, struct held *x)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 1024;
-        struct held **a = realloc(h->a, cap * sizeof(*a));
-        if (!a)
-            return RW_ENOMEM;
-        h->a = a;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    for (; i && before(x, h->a[(i - 1) / 2]); i = (i - 1) / 2)
-        h->a[i] = h->a[(i - 1) / 2];
-    h->a[i] = x;
-    return 0;
-}
-
-static struct held *heap_pop(struct heap *h)
-{
-    struct held *top = h->a[0], *last = h->a[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n)
-            break;
-        if (c + 1 < h->n && before(h->a[c + 1], h->a[c]))
-            c++;
-        if (!before(h->a[c], last))
-            break;
-        h->a[i] = h->a[c];
-        i = c;
-    }
-    if (h->n)
-        h->a[i] = last;
-    return top;
-}
+#include "pktheap.h"
 
 struct sink {
     const struct sink_opts *o;
@@ -95,14 +41,9 @@ static int take(struct sink *s, const struct link_pkt *p)
         s->st->dups++;
         return 0;
     }
-    struct held *x = malloc(sizeof(*x) + p->len);
+    struct link_pkt *x = held_copy(p);
     if (!x)
         return RW_ENOMEM;
-    x->meta = p->meta;
-    x->sent_ns = p->sent_ns;
-    x->len = p->len;
-    x->wire_len = p->wire_len;
-    memcpy(x->data, p->data, p->len);
     int rc = heap_push(&s->h, x);
     if (rc)
         free(x);
@@ -111,7 +52,7 @@ static int take(struct sink *s, const struct link_pkt *p)
     return rc;
 }
 
-static int release(struct sink *s, struct held *x, struct rw_err *e)
+static int release(struct sink *s, struct link_pkt *x, struct rw_err *e)
 {
     if (s->o->ft && already_released(s, &x->meta)) {
         s->st->dups++; /* both copies were held: the second reaches the front */
@@ -148,7 +89,7 @@ static int release_ready(struct sink *s, struct rw_err *e)
     uint64_t b = bound(s);
     int n = 0;
     while (s->h.n && (s->h.a[0]->meta.clock < b || b == UINT64_MAX)) {
-        struct held *x = heap_pop(&s->h);
+        struct link_pkt *x = heap_pop(&s->h);
         int rc = release(s, x, e);
         free(x);
         if (rc)
@@ -204,9 +145,7 @@ int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e)
             link_wait_any(o->in, o->nin, s.h.n ? 1 : 100);
     }
     st->clocks_done = UINT64_MAX;
-    while (s.h.n)
-        free(heap_pop(&s.h));
-    free(s.h.a);
+    heap_clear(&s.h);
     free(s.mark);
     return rc;
 }

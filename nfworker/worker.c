@@ -14,6 +14,7 @@
  */
 #include "nfworker.h"
 #include "localstate.h"
+#include "pktheap.h"
 
 #include <errno.h>
 #include <pcap/pcap.h>
@@ -191,7 +192,8 @@ struct worker {
     struct dedup dd;
     uint64_t *in_mark;
     uint64_t sent_mark;
-    uint64_t max_clock; /* highest input clock processed */
+    uint64_t max_clock;  /* highest input clock processed */
+    struct heap pending; /* ordered NFs: inputs waiting for every link's mark */
 };
 
 unsigned worker_lat_bucket(uint64_t ns)
@@ -217,16 +219,20 @@ static void record_latency(struct worker_status *st, uint64_t ns)
     atomic_fetch_add(&st->lat[worker_lat_bucket(ns)], 1);
 }
 
+/* 1 when p was seen already (a duplicate, dropped), 0 when new, or an error. */
+static int duplicate(struct worker *w, const struct link_pkt *p)
+{
+    if (!w->o->ft)
+        return 0;
+    int seen = dedup_seen(&w->dd, p->meta.clock, p->meta.sub);
+    if (seen > 0)
+        atomic_fetch_add(&w->o->status->dups, 1);
+    return seen;
+}
+
 static int process_one(struct worker *w, const struct link_pkt *p)
 {
     struct worker_status *st = w->o->status;
-    if (w->o->ft) {
-        int seen = dedup_seen(&w->dd, p->meta.clock, p->meta.sub);
-        if (seen) {
-            atomic_fetch_add(&st->dups, seen > 0);
-            return seen < 0 ? RW_ENOMEM : 0;
-        }
-    }
     uint64_t t0 = rw_now_ns();
     struct nf_env *env = &w->env;
     env->in = p;
@@ -253,6 +259,33 @@ static void send_marks(struct worker *w, uint64_t mark)
     atomic_store(&w->o->status->mark, mark);
 }
 
+/* A new input: processed now, or, for an ordered NF, held until every link's
+ * mark has passed it. */
+static int take_input(struct worker *w, const struct link_pkt *p)
+{
+    if (!w->o->def->ordered)
+        return process_one(w, p);
+    struct link_pkt *x = held_copy(p);
+    if (!x || heap_push(&w->pending, x)) {
+        free(x);
+        return RW_ENOMEM;
+    }
+    return 0;
+}
+
+/* Ordered NFs: processes the held inputs below the lowest mark, in clock order. */
+static int process_ready(struct worker *w, uint64_t mark)
+{
+    while (w->pending.n && w->pending.a[0]->meta.clock < mark) {
+        struct link_pkt *x = heap_pop(&w->pending);
+        int rc = process_one(w, x);
+        free(x);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 /* Drains up to a burst from each input; returns packets handled or an error. */
 static int one_turn(struct worker *w)
 {
@@ -266,9 +299,10 @@ static int one_turn(struct worker *w)
             int rc = 0;
             if (p->meta.flags & RW_F_MARK)
                 w->in_mark[i] = p->meta.clock;
-            else
-                rc = process_one(w, p);
+            else if ((rc = duplicate(w, p)) == 0)
+                rc = take_input(w, p);
             link_release(l, p);
+            rc = rc > 0 ? 0 : rc;
             if (rc)
                 return rc;
         }
@@ -295,6 +329,9 @@ static int loop(struct worker *w)
         if (n < 0)
             return n;
         uint64_t m = min_mark(w);
+        int rc = w->o->def->ordered ? process_ready(w, m) : 0;
+        if (rc)
+            return rc;
         if (m > w->sent_mark || (m == UINT64_MAX && w->sent_mark != UINT64_MAX)) {
             /* Inputs arrive in clock order per link, not across links: only below
              * the lowest mark is every input processed, so only that far may the
@@ -375,6 +412,7 @@ static void teardown(struct worker *w)
         dedup_free(&w->dd);
     else
         lstate_free(&w->env.ls);
+    heap_clear(&w->pending);
     free(w->env.outs);
     free(w->in_mark);
     free(w->self);

@@ -150,8 +150,98 @@ static void test_watermark_and_identities(void)
     free(d);
 }
 
+/* A test NF that records the clocks it is given, in order, in shared memory. */
+struct order_log {
+    _Atomic uint32_t n;
+    uint64_t clocks[64];
+};
+
+static struct order_log *order_log; /* this test's shared page (set before fork) */
+
+static int rec_init(void *self, const struct chain_node *cfg, struct rw_err *e)
+{
+    (void)self, (void)cfg, (void)e;
+    return 0;
+}
+
+static int rec_process(void *self, struct nf_env *env, const struct nf_pkt *p)
+{
+    (void)self, (void)env;
+    uint32_t i = atomic_fetch_add(&order_log->n, 1);
+    if (i < 64)
+        order_log->clocks[i] = p->meta.clock;
+    return 0;
+}
+
+/* Runs a recorder over two links fed out of clock order across them. */
+static void run_recorder(bool ordered)
+{
+    const struct nf_def def = {
+        .type = "recorder", .init = rec_init, .process = rec_process, .ordered = ordered};
+    struct link_opts lo = {.slots = 64, .data_room = 256};
+    struct link *in[2], *out[1];
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(link_create("r0", &lo, &in[0], &e), 0);
+    CU_ASSERT_EQUAL_FATAL(link_create("r1", &lo, &in[1], &e), 0);
+    CU_ASSERT_EQUAL_FATAL(link_create("ro", &lo, &out[0], &e), 0);
+    struct worker_status *st =
+        mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(st, 0, sizeof(*st));
+    memset(order_log, 0, sizeof(*order_log));
+    uint64_t a[] = {2, 5, 9}, b[] = {1, 3, 8};
+    for (int i = 0; i < 3; i++) { /* all queued before the worker starts */
+        send_udp(in[0], a[i], 0, 1);
+        send_udp(in[1], b[i], 0, 2);
+    }
+    for (int i = 0; i < 2; i++)
+        link_send_mark(in[i], UINT64_MAX, NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct worker_out wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
+        struct worker_opts o = {.def = &def,
+                                .nf_name = "rec",
+                                .vertex = 1,
+                                .ft = false,
+                                .in = in,
+                                .nin = 2,
+                                .out = &wo,
+                                .nout = 1,
+                                .status = st};
+        _exit(worker_run(&o, &e) ? 1 : 0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CU_ASSERT_EQUAL(atomic_load(&order_log->n), 6);
+    link_close(in[0]);
+    link_close(in[1]);
+    link_close(out[0]);
+    munmap(st, sizeof(*st));
+}
+
+static bool sorted(const struct order_log *l)
+{
+    for (uint32_t i = 1; i < l->n; i++)
+        if (l->clocks[i] < l->clocks[i - 1])
+            return false;
+    return true;
+}
+
+static void test_ordered_inputs(void)
+{
+    order_log =
+        mmap(NULL, sizeof(*order_log), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    run_recorder(true);
+    CU_ASSERT_TRUE(sorted(order_log)); /* 1 2 3 5 8 9 */
+    run_recorder(false);
+    CU_ASSERT_FALSE(sorted(order_log)); /* link by link: the test can tell */
+    munmap(order_log, sizeof(*order_log));
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "an ordered NF gets its inputs in clock order across links",
+                test_ordered_inputs);
     CU_add_test(s, "W waits for every input link; one clock's packets are distinct ops",
                 test_watermark_and_identities);
 }
