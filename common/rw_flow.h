@@ -15,12 +15,13 @@
 #include <stdint.h>
 
 struct rw_flow {
-    uint8_t family; /* 4 or 6; 0 when the packet is not IP */
-    uint8_t proto;  /* IPPROTO_* */
+    /* Addresses first and word-aligned: the flowspace hashes read them as words. */
+    uint8_t src[16] __attribute__((aligned(4))); /* IPv4 uses the first 4 bytes */
+    uint8_t dst[16];
     uint16_t sport; /* host order; 0 for protocols without ports, later fragments */
     uint16_t dport;
-    uint8_t src[16]; /* IPv4 uses the first 4 bytes */
-    uint8_t dst[16];
+    uint8_t family; /* 4 or 6; 0 when the packet is not IP */
+    uint8_t proto;  /* IPPROTO_* */
 };
 
 /* Parses an Ethernet frame (with up to two VLAN tags). Returns true and fills f

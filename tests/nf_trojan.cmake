@@ -1,0 +1,1 @@
+rw_add_test(test_nf_trojan test_nf_trojan.c LIBS rw_itest)
