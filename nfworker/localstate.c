@@ -42,9 +42,15 @@ void lstate_free(struct lstate *s)
     s->buckets = NULL;
 }
 
+/* rte_jhash reads whole aligned words: hash a zero-padded aligned copy, never
+ * the caller's bytes (which may be short or unaligned). */
 static uint32_t hash_of(const struct store_key *k)
 {
-    return rte_jhash(k->bytes, (uint32_t)k->len, ((uint32_t)k->scope << 16) | k->object);
+    uint32_t w[(STORE_KEY_MAX + 3) / 4];
+    size_t len = k->len <= STORE_KEY_MAX ? k->len : STORE_KEY_MAX;
+    memset(w, 0, (len + 3) & ~(size_t)3);
+    memcpy(w, k->bytes, len);
+    return rte_jhash(w, (uint32_t)len, ((uint32_t)k->scope << 16) | k->object);
 }
 
 static struct lentry **find(struct lstate *s, const struct store_key *k, uint32_t h)

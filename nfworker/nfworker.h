@@ -119,6 +119,8 @@ struct nf_env;
 
 int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
            bool *found);
+/* An integer object (one nf_incr works on); *v is 0 when absent. */
+int nf_get_int(struct nf_env *env, const struct store_key *k, int64_t *v, bool *found);
 int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_t len);
 int nf_del(struct nf_env *env, const struct store_key *k);
 /* Blind when result is NULL. */

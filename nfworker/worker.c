@@ -96,6 +96,20 @@ int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap,
     return store_rc(env, store_get(env->sc, &id, k, buf, cap, len, found));
 }
 
+int nf_get_int(struct nf_env *env, const struct store_key *k, int64_t *v, bool *found)
+{
+    *v = 0;
+    if (!env->o->ft) {
+        size_t len;
+        int rc = lstate_get(&env->ls, k, v, sizeof(*v), &len, found);
+        if (!rc && *found && len != sizeof(*v))
+            rc = STORE_ETYPE;
+        return rc;
+    }
+    struct store_opid id = next_id(env);
+    return store_rc(env, store_get_int(env->sc, &id, k, v, found));
+}
+
 int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_t len)
 {
     if (!env->o->ft)

@@ -1,0 +1,285 @@
+/*
+ * nf_lb.c - the load balancer: connections to a virtual IP and port (VIP) go to
+ * one of several backends, the one with the fewest active connections when the
+ * connection starts; every later packet of the connection goes to the same
+ * backend (affinity); the backend's replies are rewritten to come from the VIP;
+ * a connection's slot is released when it ends (RST, FIN both ways, or idle).
+ *
+ * State (DESIGN §6), all in the store:
+ *   - per backend, its number of active connections: shared counters, read to
+ *     choose (recorded reads, so a replay chooses the same) and updated with
+ *     blind increments;
+ *   - per connection, its backend and FIN state, keyed by the client's endpoint:
+ *     shared scope, because the two directions of a connection hash to different
+ *     instances under every flowspace (the backend is not the VIP), and each must
+ *     find the mapping.
+ * Instances choosing at the same moment may pick the same backend: balance is
+ * kept within a bound, not exactly (the counters are shared and exact).
+ *
+ * config:
+ *   vip: ADDRESS, port: N (0: any), proto: tcp | udp
+ *   backends: [ADDRESS, ...]      (IPv4, 1..32)
+ *   idle_timeout: SECONDS         (300)
+ */
+#include "nfworker.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <rte_ip.h>
+#include <rte_jhash.h>
+
+#include "chain.h"
+#include "store.h"
+
+#define LB_OBJ_ACTIVE   1 /* per backend: active connections */
+#define LB_OBJ_CONN     2 /* per connection: its backend */
+#define LB_MAX_BACKENDS 32
+#define LB_MAX_FRAME    2048 /* a link slot's data room */
+
+struct lb {
+    uint8_t vip[4];
+    uint16_t port;
+    uint8_t proto;
+    uint8_t backends[LB_MAX_BACKENDS][4];
+    unsigned n;
+    uint64_t idle_ns;
+};
+
+struct lb_conn {
+    uint64_t last_ns;
+    uint8_t backend;
+    uint8_t fin_client, fin_backend;
+    uint8_t pad[5];
+};
+
+/* ---- configuration ---- */
+
+static int parse_addr(const struct chain_node *map, const char *key, const struct chain_node *n,
+                      uint8_t out[4], struct rw_err *e)
+{
+    const char *s = chain_node_scalar(n);
+    if (!s || inet_pton(AF_INET, s, out) != 1)
+        return chain_node_errf(map, key, e, "'%s' is not an IPv4 address", s ? s : "?");
+    return 0;
+}
+
+static int lb_init(void *self, const struct chain_node *cfg, struct rw_err *e)
+{
+    static const char *const keys[] = {"vip", "port", "proto", "backends", "idle_timeout", NULL};
+    static const char *const protos[] = {"tcp", "udp", NULL};
+    struct lb *lb = self;
+    int proto, rc;
+    uint64_t port, idle;
+    if (!cfg)
+        return rw_errf(e, RW_EINVAL, "lb: config with vip and backends is required");
+    if ((rc = chain_node_want(cfg, CHAIN_MAP, e)) || (rc = chain_node_keys(cfg, keys, e)) ||
+        (rc = chain_node_u64(cfg, "port", 0, 65535, 0, &port, e)) ||
+        (rc = chain_node_enum(cfg, "proto", protos, 0, &proto, e)) ||
+        (rc = chain_node_u64(cfg, "idle_timeout", 1, 86400 * 7, 300, &idle, e)))
+        return rc;
+    const struct chain_node *vip = chain_node_get(cfg, "vip"),
+                            *be = chain_node_get(cfg, "backends");
+    if (!vip || !be)
+        return chain_node_errf(cfg, vip ? "backends" : "vip", e, "missing required key");
+    if ((rc = parse_addr(cfg, "vip", vip, lb->vip, e)) || (rc = chain_node_want(be, CHAIN_SEQ, e)))
+        return rc;
+    if (chain_node_count(be) < 1 || chain_node_count(be) > LB_MAX_BACKENDS)
+        return chain_node_errf(cfg, "backends", e, "1 to %d backends", LB_MAX_BACKENDS);
+    for (size_t i = 0; i < chain_node_count(be); i++)
+        if ((rc = parse_addr(cfg, "backends", chain_node_item(be, i), lb->backends[lb->n++], e)))
+            return rc;
+    lb->port = (uint16_t)port;
+    lb->proto = proto == 0 ? IPPROTO_TCP : IPPROTO_UDP;
+    lb->idle_ns = idle * 1000000000ull;
+    return 0;
+}
+
+/* ---- packets ---- */
+
+struct view {
+    struct rte_ipv4_hdr *ip;
+    uint8_t *l4;
+    uint16_t sport, dport;
+    uint8_t flags; /* TCP flags */
+};
+
+/* The IPv4 TCP/UDP headers of a writable copy of the packet. */
+static bool parse(uint8_t *d, uint32_t len, uint8_t proto, struct view *v)
+{
+    if (len < 14 + 20 || d[12] != 0x08 || d[13] != 0x00)
+        return false;
+    v->ip = (struct rte_ipv4_hdr *)(d + 14);
+    size_t ihl = (size_t)(d[14] & 0x0f) * 4;
+    size_t l4len = proto == IPPROTO_TCP ? 20 : 8;
+    if ((d[14] >> 4) != 4 || ihl < 20 || 14 + ihl + l4len > len || v->ip->next_proto_id != proto ||
+        (rte_be_to_cpu_16(v->ip->fragment_offset) & 0x1fff))
+        return false;
+    v->l4 = d + 14 + ihl;
+    v->sport = (uint16_t)(v->l4[0] << 8 | v->l4[1]);
+    v->dport = (uint16_t)(v->l4[2] << 8 | v->l4[3]);
+    v->flags = proto == IPPROTO_TCP ? v->l4[13] : 0;
+    return true;
+}
+
+/* Rewrites an address and recomputes the IPv4 and L4 checksums (DPDK's helpers
+ * over the whole packet: exact, and packets here are small). */
+static void rewrite(struct view *v, uint8_t proto, bool dst, const uint8_t addr[4], uint32_t len)
+{
+    memcpy(dst ? (void *)&v->ip->dst_addr : (void *)&v->ip->src_addr, addr, 4);
+    v->ip->hdr_checksum = 0;
+    v->ip->hdr_checksum = rte_ipv4_cksum(v->ip);
+    uint8_t *ck = proto == IPPROTO_TCP ? v->l4 + 16 : v->l4 + 6;
+    uint16_t tot = rte_be_to_cpu_16(v->ip->total_length);
+    size_t ihl = (size_t)(((const uint8_t *)v->ip)[0] & 0x0f) * 4;
+    if (14 + (size_t)tot > len || tot < ihl)
+        return; /* truncated capture: the L4 checksum cannot be recomputed */
+    if (proto == IPPROTO_UDP && !ck[0] && !ck[1])
+        return; /* UDP without a checksum stays without */
+    ck[0] = ck[1] = 0;
+    uint16_t c = rte_ipv4_udptcp_cksum(v->ip, v->l4);
+    memcpy(ck, &c, 2);
+}
+
+static struct store_key conn_key(const uint8_t client[4], uint16_t cport, uint8_t kb[8])
+{
+    memcpy(kb, client, 4);
+    kb[4] = (uint8_t)(cport >> 8), kb[5] = (uint8_t)cport, kb[6] = kb[7] = 0;
+    return (struct store_key){.scope = STORE_SHARED, .object = LB_OBJ_CONN, .bytes = kb, .len = 8};
+}
+
+static struct store_key active_key(const uint8_t *backend_index)
+{
+    return (struct store_key){
+        .scope = STORE_SHARED, .object = LB_OBJ_ACTIVE, .bytes = backend_index, .len = 1};
+}
+
+/* Least active connections; a tie (all idle, often, with short connections) is
+ * broken by the client endpoint's hash, so idle backends share new clients evenly
+ * rather than the first one taking them all. */
+static int choose(const struct lb *lb, struct nf_env *env, uint32_t client_hash, uint8_t *out)
+{
+    int64_t load[LB_MAX_BACKENDS], best = INT64_MAX;
+    for (unsigned i = 0; i < lb->n; i++) {
+        uint8_t idx = (uint8_t)i;
+        struct store_key k = active_key(&idx);
+        bool found;
+        int rc = nf_get_int(env, &k, &load[i], &found);
+        if (rc)
+            return rc;
+        best = load[i] < best ? load[i] : best;
+    }
+    unsigned ties = 0;
+    for (unsigned i = 0; i < lb->n; i++)
+        ties += load[i] == best;
+    unsigned pick = client_hash % ties;
+    for (unsigned i = 0; i < lb->n; i++)
+        if (load[i] == best && pick-- == 0) {
+            *out = (uint8_t)i;
+            break;
+        }
+    return 0;
+}
+
+static int release(struct nf_env *env, const struct store_key *ck, uint8_t backend)
+{
+    struct store_key ak = active_key(&backend);
+    int rc = nf_incr(env, &ak, -1, NULL);
+    return rc ? rc : nf_del(env, ck);
+}
+
+/* A client packet to the VIP: find or make its mapping, send it to the backend. */
+static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p, uint8_t *d,
+                   struct view *v)
+{
+    uint8_t kb[8] __attribute__((aligned(4))); /* hashed as words */
+    struct store_key ck = conn_key((const uint8_t *)&v->ip->src_addr, v->sport, kb);
+    struct lb_conn c;
+    size_t len;
+    bool found;
+    int rc = nf_get(env, &ck, &c, sizeof(c), &len, &found);
+    if (rc)
+        return rc;
+    uint64_t now = nf_now(env);
+    if (found && len == sizeof(c) && now > c.last_ns && now - c.last_ns > lb->idle_ns) {
+        if ((rc = release(env, &ck, c.backend)))
+            return rc;
+        found = false;
+    }
+    if (!found || len != sizeof(c)) {
+        memset(&c, 0, sizeof(c));
+        uint32_t h = rte_jhash(kb, 8, 0x6c62);
+        if ((rc = choose(lb, env, h, &c.backend)))
+            return rc;
+        struct store_key ak = active_key(&c.backend);
+        if ((rc = nf_incr(env, &ak, 1, NULL)))
+            return rc;
+    }
+    c.last_ns = now;
+    c.fin_client |= (v->flags & 0x01) != 0;
+    bool ended = (v->flags & 0x04) || (c.fin_client && c.fin_backend);
+    rc = ended ? release(env, &ck, c.backend) : nf_put(env, &ck, &c, sizeof(c));
+    if (rc)
+        return rc;
+    rewrite(v, lb->proto, true, lb->backends[c.backend], p->len);
+    return nf_emit(env, d, p->len, p->wire_len);
+}
+
+/* A reply to a client (from a backend, or from the VIP in a capture taken before
+ * the balancer): from the VIP, and it ends the connection on RST or final FIN. */
+static int reply(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p, uint8_t *d,
+                 struct view *v)
+{
+    uint8_t kb[8];
+    struct store_key ck = conn_key((const uint8_t *)&v->ip->dst_addr, v->dport, kb);
+    struct lb_conn c;
+    size_t len;
+    bool found;
+    int rc = nf_get(env, &ck, &c, sizeof(c), &len, &found);
+    if (rc)
+        return rc;
+    if (found && len == sizeof(c) && (v->flags & 0x05)) {
+        c.fin_backend |= (v->flags & 0x01) != 0;
+        bool ended = (v->flags & 0x04) || (c.fin_client && c.fin_backend);
+        rc = ended ? release(env, &ck, c.backend) : nf_put(env, &ck, &c, sizeof(c));
+        if (rc)
+            return rc;
+    }
+    if (memcmp(&v->ip->src_addr, lb->vip, 4))
+        rewrite(v, lb->proto, false, lb->vip, p->len);
+    return nf_emit(env, d, p->len, p->wire_len);
+}
+
+static bool is_backend(const struct lb *lb, const void *addr)
+{
+    for (unsigned i = 0; i < lb->n; i++)
+        if (!memcmp(lb->backends[i], addr, 4))
+            return true;
+    return false;
+}
+
+static int lb_process(void *self, struct nf_env *env, const struct nf_pkt *p)
+{
+    const struct lb *lb = self;
+    uint8_t d[LB_MAX_FRAME];
+    struct view v;
+    if (p->len > sizeof(d) || (memcpy(d, p->data, p->len), !parse(d, p->len, lb->proto, &v)))
+        return nf_emit(env, p->data, p->len, p->wire_len); /* not for the VIP */
+    bool to_vip = !memcmp(&v.ip->dst_addr, lb->vip, 4) && (!lb->port || v.dport == lb->port);
+    bool from_vip = (!memcmp(&v.ip->src_addr, lb->vip, 4) && (!lb->port || v.sport == lb->port)) ||
+                    is_backend(lb, &v.ip->src_addr);
+    if (to_vip)
+        return forward(lb, env, p, d, &v);
+    if (from_vip)
+        return reply(lb, env, p, d, &v);
+    return nf_emit(env, p->data, p->len, p->wire_len);
+}
+
+const struct nf_def nf_lb = {
+    .type = "lb",
+    .self_size = sizeof(struct lb),
+    .init = lb_init,
+    .process = lb_process,
+};
