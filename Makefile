@@ -2,7 +2,7 @@
 #   make run    install what is missing, build, run the bundled firewall chain on a trace
 #   make test   install what is missing, build (Debug, ASan+UBSan), run the whole suite
 # Also: make bench (Release build + benchmarks), make soak (long crash loop),
-# make fuzz (libFuzzer on the block and flow parsers), make clean.
+# make fuzz (libFuzzer on the log, flow and NF parsers), make clean.
 
 BUILD     ?= build
 RELEASE   ?= build-release
@@ -45,20 +45,17 @@ bench: setup $(RELEASE)/CMakeCache.txt
 soak: build
 	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R test_crash
 
-# libFuzzer targets for the parsers that read untrusted bytes; FUZZ_SECONDS each.
+# libFuzzer on the parsers that read untrusted bytes (log blocks, flow keys, and
+# every NF of the catalog), FUZZ_SECONDS each, in a clang build of its own.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     ?= build-fuzz
-FUZZ_CFLAGS   = -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilogger -Icommon \
-                $$(pkg-config --cflags libdpdk)
 fuzz:
 	@bash tools/setup.sh fuzz
-	mkdir -p $(FUZZ_DIR)
-	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_block.c logger/log_block.c logger/log_bloom.c \
-	    common/rw_flow.c -llz4 -lz $$(pkg-config --libs libdpdk) -o $(FUZZ_DIR)/fuzz_block
-	clang $(FUZZ_CFLAGS) tests/fuzz/fuzz_flow.c common/rw_flow.c \
-	    $$(pkg-config --libs libdpdk) -o $(FUZZ_DIR)/fuzz_flow
-	$(FUZZ_DIR)/fuzz_block -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/block
-	$(FUZZ_DIR)/fuzz_flow -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/flow
+	cmake -S . -B $(FUZZ_DIR) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DRW_FUZZ=ON
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzz_block fuzz_flow fuzz_nf
+	for t in block flow nf; do \
+	    $(FUZZ_DIR)/tests/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) tests/fuzz/corpus/$$t || exit 1; \
+	done
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

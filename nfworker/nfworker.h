@@ -159,6 +159,19 @@ const struct nf_def *nf_find(const char *type);
 /* NULL-terminated list of the catalog's types (for the chain parser). */
 const char *const *nf_types(void);
 
+/* ---- an NF in-process, for fuzzing and unit tests ---- */
+
+/* An NF instance with local state (as --no-ft) and no links: what it emits is
+ * counted, not sent. */
+struct nf_local;
+
+int nf_local_open(const struct nf_def *def, const struct chain_node *config, struct nf_local **out,
+                  struct rw_err *e);
+/* Runs the NF on one packet; *emitted is how many packets it emitted for it. */
+int nf_local_process(struct nf_local *l, const struct rw_meta *meta, const uint8_t *data,
+                     uint32_t len, unsigned *emitted);
+void nf_local_close(struct nf_local *l);
+
 /* ---- worker status: heartbeat and stats, in shared memory the coordinator reads ---- */
 
 /* Latency histograms: 4 buckets per power of two of nanoseconds (about 19%

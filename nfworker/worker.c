@@ -13,6 +13,7 @@
  * seq); in --no-ft mode to a local map (traditional NFs, the baseline).
  */
 #include "nfworker.h"
+#include "worker_local.h"
 #include "localstate.h"
 #include "pktheap.h"
 
@@ -463,4 +464,56 @@ uint64_t worker_lat_percentile(const _Atomic uint64_t *hist, double pct)
             return bucket_mid((unsigned)b);
     }
     return 0;
+}
+
+/* ---- a worker with no links (local_nf.c) ---- */
+
+struct nf_local_run {
+    struct worker w;
+    struct link_pkt *pkt; /* one slot's worth, reused */
+    uint32_t cap;
+};
+
+int worker_local_start(const struct worker_opts *o, struct nf_local_run **out, struct rw_err *e)
+{
+    struct nf_local_run *r = calloc(1, sizeof(*r));
+    if (!r)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    r->w.o = o;
+    int rc = setup(&r->w, e);
+    if (rc) {
+        teardown(&r->w);
+        free(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+int worker_local_packet(struct nf_local_run *r, const struct rw_meta *meta, const uint8_t *data,
+                        uint32_t len, unsigned *emitted)
+{
+    if (!r->pkt || len > r->cap) {
+        struct link_pkt *p = realloc(r->pkt, sizeof(*p) + len);
+        if (!p)
+            return RW_ENOMEM;
+        r->pkt = p;
+        r->cap = len;
+    }
+    r->pkt->meta = *meta;
+    r->pkt->sent_ns = 0;
+    r->pkt->len = r->pkt->wire_len = len;
+    memcpy(r->pkt->data, data, len);
+    int rc = process_one(&r->w, r->pkt);
+    *emitted = r->w.env.emits;
+    return rc;
+}
+
+void worker_local_stop(struct nf_local_run *r)
+{
+    if (!r)
+        return;
+    teardown(&r->w);
+    free(r->pkt);
+    free(r);
 }
