@@ -190,6 +190,26 @@ static int release(struct nf_env *env, const struct store_key *ck, uint8_t backe
     return rc ? rc : nf_del(env, ck);
 }
 
+/* The connection's mapping, if it has one. */
+static int lookup(struct nf_env *env, const struct store_key *ck, struct lb_conn *c, bool *found)
+{
+    size_t len;
+    int rc = nf_get(env, ck, c, sizeof(*c), &len, found);
+    *found = *found && len == sizeof(*c);
+    return rc;
+}
+
+/* Records one side's FIN; releases the connection once it has ended (RST, or FIN
+ * from both sides), else stores it. */
+static int track_end(struct nf_env *env, const struct store_key *ck, struct lb_conn *c,
+                     uint8_t flags, bool from_client)
+{
+    if (flags & 0x01)
+        *(from_client ? &c->fin_client : &c->fin_backend) = 1;
+    bool ended = (flags & 0x04) || (c->fin_client && c->fin_backend);
+    return ended ? release(env, ck, c->backend) : nf_put(env, ck, c, sizeof(*c));
+}
+
 /* A client packet to the VIP: find or make its mapping, send it to the backend. */
 static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p, uint8_t *d,
                    struct view *v)
@@ -197,18 +217,17 @@ static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt 
     uint8_t kb[8] __attribute__((aligned(4))); /* hashed as words */
     struct store_key ck = conn_key((const uint8_t *)&v->ip->src_addr, v->sport, kb);
     struct lb_conn c;
-    size_t len;
     bool found;
-    int rc = nf_get(env, &ck, &c, sizeof(c), &len, &found);
+    int rc = lookup(env, &ck, &c, &found);
     if (rc)
         return rc;
     uint64_t now = nf_now(env);
-    if (found && len == sizeof(c) && now > c.last_ns && now - c.last_ns > lb->idle_ns) {
+    if (found && now > c.last_ns && now - c.last_ns > lb->idle_ns) {
         if ((rc = release(env, &ck, c.backend)))
             return rc;
         found = false;
     }
-    if (!found || len != sizeof(c)) {
+    if (!found) {
         memset(&c, 0, sizeof(c));
         uint32_t h = rte_jhash(kb, 8, 0x6c62);
         if ((rc = choose(lb, env, h, &c.backend)))
@@ -218,10 +237,7 @@ static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt 
             return rc;
     }
     c.last_ns = now;
-    c.fin_client |= (v->flags & 0x01) != 0;
-    bool ended = (v->flags & 0x04) || (c.fin_client && c.fin_backend);
-    rc = ended ? release(env, &ck, c.backend) : nf_put(env, &ck, &c, sizeof(c));
-    if (rc)
+    if ((rc = track_end(env, &ck, &c, v->flags, true)))
         return rc;
     rewrite(v, lb->proto, true, lb->backends[c.backend], p->len);
     return nf_emit(env, d, p->len, p->wire_len);
@@ -232,21 +248,15 @@ static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt 
 static int reply(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p, uint8_t *d,
                  struct view *v)
 {
-    uint8_t kb[8];
+    uint8_t kb[8] __attribute__((aligned(4)));
     struct store_key ck = conn_key((const uint8_t *)&v->ip->dst_addr, v->dport, kb);
     struct lb_conn c;
-    size_t len;
     bool found;
-    int rc = nf_get(env, &ck, &c, sizeof(c), &len, &found);
+    int rc = lookup(env, &ck, &c, &found);
+    if (!rc && found && (v->flags & 0x05)) /* only FIN or RST changes the mapping */
+        rc = track_end(env, &ck, &c, v->flags, false);
     if (rc)
         return rc;
-    if (found && len == sizeof(c) && (v->flags & 0x05)) {
-        c.fin_backend |= (v->flags & 0x01) != 0;
-        bool ended = (v->flags & 0x04) || (c.fin_client && c.fin_backend);
-        rc = ended ? release(env, &ck, c.backend) : nf_put(env, &ck, &c, sizeof(c));
-        if (rc)
-            return rc;
-    }
     if (memcmp(&v->ip->src_addr, lb->vip, 4))
         rewrite(v, lb->proto, false, lb->vip, p->len);
     return nf_emit(env, d, p->len, p->wire_len);
