@@ -245,10 +245,13 @@ static int check_nf_configs(const struct chain *c, struct rw_err *e)
 {
     for (uint32_t k = 0; k < c->nnfs; k++) {
         const struct nf_def *def = nf_find(c->nfs[k].type);
+        int rc = def->check ? def->check(&c->nfs[k], e) : 0;
+        if (rc)
+            return rw_err_prefix(e, "%s:%d: nfs[%u].flowspace: ", c->origin, c->nfs[k].line, k);
         void *self = calloc(1, def->self_size ? def->self_size : 1);
         if (!self)
             return rw_errf(e, RW_ENOMEM, "out of memory");
-        int rc = def->init(self, c->nfs[k].config, e);
+        rc = def->init(self, c->nfs[k].config, e);
         if (!rc && def->fini)
             def->fini(self);
         free(self);

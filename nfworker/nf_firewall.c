@@ -319,7 +319,15 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     return pass(env, p);
 }
 
+/* A connection's two directions must meet in one instance's table. */
+static int fw_check(const struct chain_nf *nf, struct rw_err *e)
+{
+    static const int ok[] = {CHAIN_FS_5TUPLE, CHAIN_FS_HOST_PAIR};
+    return nf_require_flowspace(nf, ok, 2, "a connection's two directions", e);
+}
+
 const struct nf_def nf_firewall = {
+    .check = fw_check,
     .type = "firewall",
     .self_size = sizeof(struct firewall),
     .init = fw_init,

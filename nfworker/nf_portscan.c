@@ -553,7 +553,15 @@ static int ps_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     return (rc = track(ps, env, &k)) ? rc : pass(env, p);
 }
 
+/* A probe and its answer must meet in one instance (per-pair attempt records). */
+static int ps_check(const struct chain_nf *nf, struct rw_err *e)
+{
+    static const int ok[] = {CHAIN_FS_HOST_PAIR};
+    return nf_require_flowspace(nf, ok, 1, "probes from their answers", e);
+}
+
 const struct nf_def nf_portscan = {
+    .check = ps_check,
     .type = "portscan",
     .self_size = sizeof(struct portscan),
     .init = ps_init,

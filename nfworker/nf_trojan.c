@@ -267,7 +267,15 @@ static int tj_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     return rc ? rc : nf_emit(env, p->data, p->len, p->wire_len); /* a detector passes all */
 }
 
+/* A host's requests (to every server) must meet in one instance. */
+static int tj_check(const struct chain_nf *nf, struct rw_err *e)
+{
+    static const int ok[] = {CHAIN_FS_SRC};
+    return nf_require_flowspace(nf, ok, 1, "a host's requests to different servers", e);
+}
+
 const struct nf_def nf_trojan = {
+    .check = tj_check,
     .type = "trojan",
     .self_size = sizeof(struct trojan),
     .ordered = true,

@@ -145,6 +145,8 @@ struct nf_pkt {
 
 /* An NF type of the catalog. Deterministic by contract (DESIGN §6): output depends
  * only on input packets, state read through nf_*, and nf_now(). */
+struct chain_nf;
+
 struct nf_def {
     const char *type;
     size_t self_size; /* private per-instance memory, zeroed */
@@ -153,7 +155,16 @@ struct nf_def {
     int (*init)(void *self, const struct chain_node *config, struct rw_err *e);
     int (*process)(void *self, struct nf_env *env, const struct nf_pkt *p);
     void (*fini)(void *self);
+    /* Optional: refuses a placement its state cannot work with (a flowspace that
+     * splits packets it must see together, when there are several instances).
+     * Called by the coordinator before anything starts. */
+    int (*check)(const struct chain_nf *nf, struct rw_err *e);
 };
+
+/* For check hooks: refuses nf's flowspace unless it is one of ok (n entries) or
+ * the NF runs as a single instance. */
+int nf_require_flowspace(const struct chain_nf *nf, const int *ok, unsigned n, const char *why,
+                         struct rw_err *e);
 
 const struct nf_def *nf_find(const char *type);
 /* NULL-terminated list of the catalog's types (for the chain parser). */

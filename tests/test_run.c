@@ -258,6 +258,12 @@ static void test_bad_chains(void)
         tu_sh(NULL, "sed 's/dst_port: 6667/dst_port: 70000/' '%s' > '%s'", src, chain), 0);
     CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "badrule.yaml:23: nfs[0].config.rules[3].dst_port") >= 1);
+    /* So is a flowspace that would split a connection across the instances. */
+    snprintf(chain, sizeof(chain), "%s/badfs.yaml", d);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "sed 's/flowspace: 5tuple/flowspace: src/' '%s' > '%s'", src, chain), 0);
+    CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
+    CU_ASSERT_TRUE(it_file_has(err, "nfs[0].flowspace: src with 3 instances splits") >= 1);
     struct stat st;
     CU_ASSERT_NOT_EQUAL(stat(out, &st), 0);
     tu_rmrf(d);
