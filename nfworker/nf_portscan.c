@@ -560,8 +560,11 @@ static int ps_check(const struct chain_nf *nf, struct rw_err *e)
     return nf_require_flowspace(nf, ok, 1, "probes from their answers", e);
 }
 
+/* Ordered: the walk depends on the order of outcomes, which must be the clock's,
+ * not the order in which upstream instances happen to deliver them. */
 const struct nf_def nf_portscan = {
     .check = ps_check,
+    .ordered = true,
     .type = "portscan",
     .self_size = sizeof(struct portscan),
     .init = ps_init,

@@ -336,8 +336,42 @@ static void test_port_until_sigint(void)
     free(d);
 }
 
+/* The catalog's chain, firewall -> port-scan detector (blocking) -> NAT, on the nmap
+ * scan: the scanner is detected once and blocked, what leaves is translated, and
+ * a second run leaves exactly the same. */
+static void test_full_chain(void)
+{
+    char *d = tu_mkdtemp("full");
+    char trace[4096], chain[4200], a[4200], b[4200], al[4300];
+    tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
+    snprintf(chain, sizeof(chain), "%s/docs/chains/full.yaml", getenv("RW_SRC"));
+    snprintf(a, sizeof(a), "%s/a", d);
+    snprintf(b, sizeof(b), "%s/b", d);
+    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, a, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, b, NULL), 0);
+    snprintf(al, sizeof(al), "%s/alerts.json", a);
+    CU_ASSERT_EQUAL(it_file_has(al, "\"type\": \"scan.detected\""), 1);
+    CU_ASSERT_EQUAL(it_file_has(al, "\"host\": \"10.200.0.1\""), 1);
+    CU_ASSERT_TRUE(it_file_has(al, "nat.map") >= 1);
+    struct outs x, y;
+    read_output(a, &x);
+    read_output(b, &y);
+    CU_ASSERT_TRUE(x.n > 0 && x.n < 100); /* blocked once detected */
+    CU_ASSERT_TRUE(same_outs(&x, &y));
+    uint8_t ext[4] = {192, 0, 2, 1};
+    for (size_t i = 0; i < x.n; i++) /* every client packet that left was translated */
+        if (x.p[i].len >= 34 && x.p[i].data[12] == 0x08 && x.p[i].data[29] != 2)
+            CU_ASSERT_EQUAL(memcmp(x.p[i].data + 26, ext, 4), 0);
+    free_outs(&x);
+    free_outs(&y);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "the full chain detects, blocks and translates, the same every run",
+                test_full_chain);
     CU_add_test(s, "a port until SIGINT drains and matches the trace run", test_port_until_sigint);
     CU_add_test(s, "1 and 3 instances and --no-ft give the same output", test_equivalent_outputs);
     CU_add_test(s, "the firewall passes and drops what its rules say", test_firewall_verdicts);
