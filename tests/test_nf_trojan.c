@@ -212,17 +212,30 @@ static void test_stalled_upstream(void)
 static void test_ft_and_no_ft(void)
 {
     char *d = tu_mkdtemp("tj");
-    char trace[4096], a[4200], b[4200];
+    char trace[4096], a[4200], b[4200], c[4200], src[4096], chain3[4200], o[4300];
     tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
     snprintf(a, sizeof(a), "%s/ft", d);
     snprintf(b, sizeof(b), "%s/noft", d);
+    snprintf(c, sizeof(c), "%s/three", d);
     CU_ASSERT_EQUAL_FATAL(run(d, trace, a, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(run(d, trace, b, "--no-ft"), 0);
-    char *x = alerts_of(a), *y = alerts_of(b);
+    /* and with three detector instances (flowspace src: a host stays on one) */
+    snprintf(src, sizeof(src), "%s/docs/chains/trojan.yaml", getenv("RW_SRC"));
+    snprintf(chain3, sizeof(chain3), "%s/trojan3.yaml", d);
+    snprintf(o, sizeof(o), "%s/run", d);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "sed 's/    type: trojan/    type: trojan\\n    instances: 3/' '%s' > '%s'",
+              src, chain3),
+        0);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(o, "'%s' run '%s' --trace '%s' --out '%s'", tu_bin(), chain3, trace, c), 0);
+    char *x = alerts_of(a), *y = alerts_of(b), *z = alerts_of(c);
     CU_ASSERT_STRING_EQUAL(x, y);
+    CU_ASSERT_STRING_EQUAL(x, z);
     CU_ASSERT_PTR_NOT_NULL(strstr(x, "trojan.detected"));
     free(x);
     free(y);
+    free(z);
     tu_rmrf(d);
     free(d);
 }
@@ -233,7 +246,7 @@ static void add(CU_pSuite s)
                 test_one_alert_at_the_right_clocks);
     CU_add_test(s, "steps out of order, or one missing, raise none", test_out_of_order_or_missing);
     CU_add_test(s, "a stalled upstream instance changes nothing", test_stalled_upstream);
-    CU_add_test(s, "FT and --no-ft raise the same alerts", test_ft_and_no_ft);
+    CU_add_test(s, "FT, --no-ft and three instances raise the same alerts", test_ft_and_no_ft);
 }
 
 int main(void)
