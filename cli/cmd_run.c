@@ -38,7 +38,8 @@ static void run_usage(FILE *f)
             "  --no-ft                        traditional NFs: state local to each process, no\n"
             "                                 log, no clock checks (the overhead baseline)\n"
             "  --progress                     progress lines when stderr is not a terminal\n\n"
-            "Exit: 0 ok; 1 the run failed (a worker died, I/O); 2 usage or a bad chain file.\n");
+            "Exit: 0 ok; 1 the run failed (a worker died, I/O, DPDK); 2 usage or a bad chain\n"
+            "file; 3 the trace is damaged or not a capture; 4 out of disk space.\n");
 }
 
 static int parse_run(int argc, char **argv, struct run_opts *o)
@@ -113,7 +114,7 @@ int cmd_run(int argc, char **argv)
     int rc = run_chain(&o, &res, &e);
     if (rc) {
         cli_error("run: %s", e.msg);
-        return rc == RW_EINVAL ? EXIT_USAGE : EXIT_FAIL;
+        return cli_exit_code(rc);
     }
     printf("%s: %" PRIu64 " packets in, %" PRIu64 " out, %" PRIu64
            " duplicates suppressed, %.2f s (%.0f packets/s); %s/report.json\n",

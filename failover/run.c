@@ -183,24 +183,30 @@ static void root_progress(void *ctx, const struct root_stats *st, uint64_t expec
         fprintf(stderr, "\rrun: %" PRIu64 " packets in   ", st->packets);
 }
 
+/* The input: the run's --trace/--port, else the chain's. A trace is scanned here,
+ * before anything is created or started, so a bad one is refused cleanly. */
+static int resolve_input(struct run *r, struct rw_err *e)
+{
+    r->in_trace = r->o->trace ? r->o->trace : r->o->port ? NULL : r->chain->trace;
+    r->in_port = r->o->port ? r->o->port : r->in_trace ? NULL : r->chain->port;
+    if (!r->in_trace && !r->in_port)
+        return rw_errf(e, RW_EINVAL, "the chain has no input: give --trace or --port");
+    return r->in_trace ? root_trace_scan(r->in_trace, &r->trace, e) : 0;
+}
+
 static int run_root(struct run *r, struct rw_err *e)
 {
-    const char *trace = r->o->trace ? r->o->trace : r->o->port ? NULL : r->chain->trace;
-    const char *port = r->o->port ? r->o->port : trace ? NULL : r->chain->port;
-    if (!trace && !port)
-        return rw_errf(e, RW_EINVAL, "the chain has no input: give --trace or --port");
     char dev[4200];
-    int rc = 0;
-    if (trace && (rc = root_trace_scan(trace, &r->trace, e)))
-        return rc;
-    snprintf(dev, sizeof(dev), trace ? "net_pcap0,rx_pcap=%s" : "%s", trace ? trace : port);
-    if ((rc = rw_eal_init(r->o->eal_argc, r->o->eal_argv, dev, e)))
+    snprintf(dev, sizeof(dev), r->in_trace ? "net_pcap0,rx_pcap=%s" : "%s",
+             r->in_trace ? r->in_trace : r->in_port);
+    int rc = rw_eal_init(r->o->eal_argc, r->o->eal_argv, dev, e);
+    if (rc)
         return rc;
     r->eal_up = true;
     struct rte_mempool *pool = rw_pool_create("rw_rx", 32767, e);
     if (!pool || (rc = rw_port_start(0, pool, e)))
         return rc ? rc : RW_EDPDK;
-    struct root_ingest_opts ro = {.trace = trace ? &r->trace : NULL,
+    struct root_ingest_opts ro = {.trace = r->in_trace ? &r->trace : NULL,
                                   .port = 0,
                                   .stop = r->o->stop,
                                   .abort = &r->stop,
@@ -266,6 +272,8 @@ static int prepare(struct run *r, struct rw_err *e)
     int rc = chain_load(r->o->chain_path, nf_types(), &r->chain, e);
     if (!rc)
         rc = check_nf_configs(r->chain, e);
+    if (!rc)
+        rc = resolve_input(r, e);
     if (rc)
         return rc;
     if (!r->o->no_ft && !strcmp(r->chain->store_url, "mem:"))

@@ -40,6 +40,7 @@ struct run {
     char fail_msg[256];
     struct root_edge *redges;
     unsigned nredges;
+    const char *in_trace, *in_port; /* the input actually used */
     struct root_trace trace;
     struct root_stats root_st;
     struct log_writer *input_log, *output;

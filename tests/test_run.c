@@ -258,6 +258,10 @@ static void test_bad_chains(void)
         tu_sh(NULL, "sed 's/dst_port: 6667/dst_port: 70000/' '%s' > '%s'", src, chain), 0);
     CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "badrule.yaml:23: nfs[0].config.rules[3].dst_port") >= 1);
+    /* A trace that is not a capture: exit 3, nothing created. */
+    CU_ASSERT_EQUAL(run(d, src, "/dev/null", out, NULL), 3);
+    CU_ASSERT_TRUE(it_file_has(err, "not a readable capture") >= 1);
+    CU_ASSERT_NOT_EQUAL(stat(out, &st), 0);
     /* So is a flowspace that would split a connection across the instances. */
     snprintf(chain, sizeof(chain), "%s/badfs.yaml", d);
     CU_ASSERT_EQUAL_FATAL(
