@@ -259,6 +259,7 @@ static void test_bad_chains(void)
     CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "badrule.yaml:23: nfs[0].config.rules[3].dst_port") >= 1);
     /* A trace that is not a capture: exit 3, nothing created. */
+    struct stat st;
     CU_ASSERT_EQUAL(run(d, src, "/dev/null", out, NULL), 3);
     CU_ASSERT_TRUE(it_file_has(err, "not a readable capture") >= 1);
     CU_ASSERT_NOT_EQUAL(stat(out, &st), 0);
@@ -268,7 +269,6 @@ static void test_bad_chains(void)
         tu_sh(NULL, "sed 's/flowspace: 5tuple/flowspace: src/' '%s' > '%s'", src, chain), 0);
     CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "nfs[0].flowspace: src with 3 instances splits") >= 1);
-    struct stat st;
     CU_ASSERT_NOT_EQUAL(stat(out, &st), 0);
     tu_rmrf(d);
     free(d);
