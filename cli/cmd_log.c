@@ -447,7 +447,7 @@ static long read_report(FILE *in, struct verify_totals *t)
     return ended ? -1 : current;
 }
 
-static int cmd_verify(int argc, char **argv)
+static int cmd_log_verify(int argc, char **argv)
 {
     const char *dir = NULL;
     for (int i = 1; i < argc; i++) {
@@ -519,7 +519,7 @@ int cmd_log(int argc, char **argv)
     if (!strcmp(argv[1], "stat"))
         return cmd_stat(argc - 1, argv + 1);
     if (!strcmp(argv[1], "verify"))
-        return cmd_verify(argc - 1, argv + 1);
+        return cmd_log_verify(argc - 1, argv + 1);
     cli_error("log: unknown subcommand '%s'", argv[1]);
     return EXIT_USAGE;
 }
