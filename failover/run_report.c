@@ -84,6 +84,30 @@ static uint64_t sum(const struct worker_status *st, size_t n, size_t off)
     return t;
 }
 
+/* The NF's named statistics, summed over its instances, as a JSON object. */
+static void nf_counters(FILE *f, const struct worker_status *st, uint32_t n)
+{
+    char names[WORKER_COUNTERS * 4][24];
+    int64_t sums[WORKER_COUNTERS * 4];
+    unsigned k = 0;
+    for (uint32_t i = 0; i < n; i++)
+        for (int c = 0; c < WORKER_COUNTERS && st[i].counters[c].name[0]; c++) {
+            unsigned j = 0;
+            while (j < k && strncmp(names[j], st[i].counters[c].name, sizeof(names[0])))
+                j++;
+            if (j == k && k < WORKER_COUNTERS * 4) {
+                snprintf(names[k], sizeof(names[0]), "%s", st[i].counters[c].name);
+                sums[k++] = 0;
+            }
+            if (j < k)
+                sums[j] += atomic_load(&st[i].counters[c].value);
+        }
+    fprintf(f, ", \"counters\": {");
+    for (unsigned j = 0; j < k; j++)
+        fprintf(f, "%s\"%s\": %lld", j ? ", " : "", names[j], (long long)sums[j]);
+    fprintf(f, "}");
+}
+
 static void nf_stats(FILE *f, struct run *r, uint32_t k, uint32_t first, bool last)
 {
     const struct chain_nf *nf = &r->chain->nfs[k];
@@ -95,13 +119,15 @@ static void nf_stats(FILE *f, struct run *r, uint32_t k, uint32_t first, bool la
     fprintf(f,
             "    {\"name\": \"%s\", \"type\": \"%s\", \"instances\": %u, \"packets_in\": %" PRIu64
             ", \"packets_out\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"duplicates\": %" PRIu64
-            ", \"latency_ns\": {\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "}}%s\n",
+            ", \"latency_ns\": {\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "}",
             nf->name, nf->type, nf->instances,
             sum(st, nf->instances, offsetof(struct worker_status, pkts_in)),
             sum(st, nf->instances, offsetof(struct worker_status, pkts_out)),
             sum(st, nf->instances, offsetof(struct worker_status, dropped)),
             sum(st, nf->instances, offsetof(struct worker_status, dups)),
-            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), last ? "" : ",");
+            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99));
+    nf_counters(f, st, nf->instances);
+    fprintf(f, "}%s\n", last ? "" : ",");
 }
 
 static void write_report(struct run *r, const struct run_result *res, int rc, struct rw_err *e)

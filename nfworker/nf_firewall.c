@@ -291,7 +291,7 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     struct firewall *fw = self;
     struct rw_flow f, q;
     if (!rw_flow_parse(p->data, p->len, &f))
-        return fw->non_ip_allow ? pass(env, p) : 0;
+        return fw->non_ip_allow ? pass(env, p) : nf_count(env, "non_ip", 1);
     struct store_key k;
     uint8_t kb[40];
     bool from_lo, found;
@@ -311,8 +311,10 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
         if (qfound)
             return pass(env, p);
     }
-    if (!rules_allow(fw, &f) || !can_open(&f, p->data, p->len))
-        return 0;
+    if (!rules_allow(fw, &f))
+        return nf_count(env, "denied", 1);
+    if (!can_open(&f, p->data, p->len))
+        return nf_count(env, "not_new", 1); /* allowed, but not a connection's start */
     struct fw_conn nc = {.last_ns = nf_now(env)};
     if ((rc = nf_put(env, &k, &nc, sizeof(nc))))
         return rc;

@@ -333,7 +333,7 @@ static int drop(struct nf_env *env, enum drop_reason r, const struct view *v)
     struct store_key k = skey(STORE_SHARED, NAT_OBJ_DROPS, &kb, 4);
     int64_t total;
     int rc = nf_incr(env, &k, 1, &total);
-    if (rc)
+    if (rc || (rc = nf_count(env, drop_names[r], 1)))
         return rc;
     char f[160], src[32] = "?";
     if (v && v->src)
@@ -343,17 +343,18 @@ static int drop(struct nf_env *env, enum drop_reason r, const struct view *v)
     return nf_alert(env, "nat.drop", f);
 }
 
-/* Drops counted blind, without an event: unmatched inbound, unsupported ICMP... */
-static int drop_quiet(struct nf_env *env, uint32_t code)
-{
-    struct store_key k = skey(STORE_SHARED, NAT_OBJ_DROPS, &code, 4);
-    return nf_incr(env, &k, 1, NULL);
-}
-
 #define DQ_NO_MAPPING 100
 #define DQ_NOT_NAT    101
 #define DQ_NON_IPV4   102
 #define DQ_ICMP_OTHER 103
+
+/* Drops counted blind, without an event: unmatched inbound, unsupported ICMP... */
+static int drop_quiet(struct nf_env *env, uint32_t code)
+{
+    struct store_key k = skey(STORE_SHARED, NAT_OBJ_DROPS, &code, 4);
+    int rc = nf_incr(env, &k, 1, NULL);
+    return rc ? rc : nf_count(env, code == DQ_NO_MAPPING ? "no_mapping" : "unsupported", 1);
+}
 
 /* ---- the port pool and mappings ---- */
 

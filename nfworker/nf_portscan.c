@@ -544,6 +544,8 @@ static int ps_process(void *self, struct nf_env *env, const struct nf_pkt *p)
         struct store_key sk = {
             .scope = STORE_SHARED, .object = PS_OBJ_STATS, .bytes = name, .len = sizeof(name)};
         int rc = nf_incr(env, &sk, 1, NULL);
+        if (!rc)
+            rc = nf_count(env, "malformed", 1);
         return rc || ps->drop_malformed ? rc : pass(env, p);
     }
     bool drop;

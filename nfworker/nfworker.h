@@ -133,6 +133,11 @@ int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap,
 int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire_len);
 /* Raises an alert: a JSON object's members, e.g. "\"host\": \"10.0.0.1\"". */
 int nf_alert(struct nf_env *env, const char *type, const char *fields_json);
+/* Adds delta to one of the instance's named statistics (up to 16 names of up to
+ * 23 characters), shown per NF in report.json: drop reasons, malformed packets.
+ * Operational counts, not state: they are not in the store, so after a failover a
+ * replayed packet may be counted twice. */
+int nf_count(struct nf_env *env, const char *name, int64_t delta);
 /* The packet's arrival time at the root (ns): an NF's only clock. */
 uint64_t nf_now(const struct nf_env *env);
 const char *nf_errmsg(const struct nf_env *env);
@@ -188,6 +193,7 @@ void nf_local_close(struct nf_local *l);
 /* Latency histograms: 4 buckets per power of two of nanoseconds (about 19%
  * wide), enough to tell 1 µs added from 2. */
 #define WORKER_LAT_BUCKETS 160
+#define WORKER_COUNTERS    16
 
 struct worker_status {
     _Atomic uint64_t heartbeat; /* bumped every loop turn and every wake-up */
@@ -196,6 +202,10 @@ struct worker_status {
     _Atomic uint64_t mark;                    /* progress: every input below it is processed */
     _Atomic uint64_t lat[WORKER_LAT_BUCKETS]; /* per-NF processing time histogram */
     _Atomic uint32_t state;                   /* 0 starting, 1 running, 2 finished, 3 failed */
+    struct {
+        char name[24]; /* written once by the worker before its value is used */
+        _Atomic int64_t value;
+    } counters[WORKER_COUNTERS]; /* nf_count */
 };
 
 /* Bucket of a latency, and percentile (0..100) of a histogram in ns (bucket

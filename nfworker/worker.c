@@ -152,6 +152,20 @@ int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap,
     return store_rc(env, store_pop(env->sc, &id, k, buf, cap, len, found));
 }
 
+int nf_count(struct nf_env *env, const char *name, int64_t delta)
+{
+    struct worker_status *st = env->o->status;
+    for (int i = 0; i < WORKER_COUNTERS; i++) {
+        if (!st->counters[i].name[0])
+            snprintf(st->counters[i].name, sizeof(st->counters[i].name), "%s", name);
+        if (!strncmp(st->counters[i].name, name, sizeof(st->counters[i].name) - 1)) {
+            atomic_fetch_add(&st->counters[i].value, delta);
+            return 0;
+        }
+    }
+    return 0; /* more names than slots: statistics only, never an error */
+}
+
 int nf_alert(struct nf_env *env, const char *type, const char *fields_json)
 {
     if (!env->alerts)

@@ -188,6 +188,21 @@ static void test_firewall_verdicts(void)
     struct tu_pcap ref;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
     CU_ASSERT_TRUE(o.n < ref.n); /* and it does drop */
+    /* report.json: the NF's drop reasons add up to its drops and to what went missing */
+    char rep[4300];
+    snprintf(rep, sizeof(rep), "%s/report.json", out);
+    char *js = tu_slurp(rep, NULL);
+    const char *dr = js ? strstr(js, "\"dropped\": ") : NULL,
+               *de = js ? strstr(js, "\"denied\": ") : NULL,
+               *nn = js ? strstr(js, "\"not_new\": ") : NULL;
+    CU_ASSERT_PTR_NOT_NULL(dr);
+    unsigned long long dropped = dr ? strtoull(dr + 11, NULL, 10) : 0;
+    unsigned long long denied = de ? strtoull(de + 10, NULL, 10) : 0;
+    unsigned long long notnew = nn ? strtoull(nn + 11, NULL, 10) : 0;
+    CU_ASSERT_TRUE(dropped > 0);
+    CU_ASSERT_EQUAL(denied + notnew, dropped);
+    CU_ASSERT_EQUAL(dropped, ref.n - o.n);
+    free(js);
     tu_pcap_free(&ref);
     free_outs(&o);
     tu_rmrf(d);
