@@ -6,6 +6,8 @@
  * refused before anything starts; a worker killed mid-run fails the run cleanly.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
@@ -387,8 +389,71 @@ static void test_full_chain(void)
     free(d);
 }
 
+/* A free TCP port on 127.0.0.1 (bound once, released for redis-server to take). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    int port = -1;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
+        !getsockname(fd, (struct sockaddr *)&a, &l))
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* The same chain with its state in a real redis-server (started here on loopback
+ * and stopped at the end) leaves the same output as with LMDB. */
+static void test_redis_store(void)
+{
+    char *d = tu_mkdtemp("redis");
+    int port = free_port();
+    CU_ASSERT_TRUE_FATAL(port > 0);
+    pid_t rs = fork();
+    if (rs == 0) {
+        char p[16];
+        snprintf(p, sizeof(p), "%d", port);
+        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", d, (char *)NULL);
+        _exit(127);
+    }
+    int up = 1;
+    for (int i = 0; i < 200 && (up = tu_sh(NULL, "redis-cli -p %d ping >/dev/null 2>&1", port));
+         i++)
+        usleep(10000);
+    CU_ASSERT_EQUAL_FATAL(up, 0);
+    char trace[4096], c3[4200], cr[4200], a[4200], b[4200];
+    tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
+    chain_with(d, 3, c3, sizeof(c3));
+    snprintf(cr, sizeof(cr), "%s/fw-redis.yaml", d);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "sed 's#store: lmdb:store#store: redis://127.0.0.1:%d#' '%s' > '%s'", port, c3,
+              cr),
+        0);
+    snprintf(a, sizeof(a), "%s/lmdb", d);
+    snprintf(b, sizeof(b), "%s/redis", d);
+    CU_ASSERT_EQUAL(run(d, c3, trace, a, NULL), 0);
+    CU_ASSERT_EQUAL(run(d, cr, trace, b, NULL), 0);
+    struct outs x, y;
+    read_output(a, &x);
+    read_output(b, &y);
+    CU_ASSERT_TRUE(x.n > 0);
+    CU_ASSERT_TRUE(same_outs(&x, &y));
+    CU_ASSERT_TRUE(tu_sh(NULL, "redis-cli -p %d dbsize | grep -qv '^0$'", port) ==
+                   0); /* it was used */
+    kill(rs, SIGTERM);
+    waitpid(rs, NULL, 0);
+    free_outs(&x);
+    free_outs(&y);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "state in Redis gives the same output as in LMDB", test_redis_store);
     CU_add_test(s, "the full chain detects, blocks and translates, the same every run",
                 test_full_chain);
     CU_add_test(s, "a port until SIGINT drains and matches the trace run", test_port_until_sigint);
