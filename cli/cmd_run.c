@@ -37,7 +37,10 @@ static void run_usage(FILE *f)
             "  --out DIR                      output directory (default: out)\n"
             "  --no-ft                        traditional NFs: state local to each process, no\n"
             "                                 log, no clock checks (the overhead baseline)\n"
-            "  --progress                     progress lines when stderr is not a terminal\n\n"
+            "  --progress                     progress lines when stderr is not a terminal\n"
+            "  --heartbeat-ms N               check workers' heartbeats every N ms (100)\n"
+            "  --heartbeat-misses N           a worker that misses N checks in a row is hung:\n"
+            "                                 it is killed and the run fails (20)\n\n"
             "Exit: 0 ok; 1 the run failed (a worker died, I/O, DPDK); 2 usage or a bad chain\n"
             "file; 3 the trace is damaged or not a capture; 4 out of disk space.\n");
 }
@@ -50,6 +53,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
                                          {"no-ft", no_argument, 0, 'n'},
                                          {"progress", no_argument, 0, 'P'},
                                          {"help", no_argument, 0, 'h'},
+                                         {"heartbeat-ms", required_argument, 0, 'B'},
+                                         {"heartbeat-misses", required_argument, 0, 'M'},
                                          {0, 0, 0, 0}};
     memset(o, 0, sizeof(*o));
     o->out_dir = "out";
@@ -72,6 +77,16 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
         case 'P':
             o->progress = true;
             break;
+        case 'B':
+        case 'M': {
+            uint64_t v;
+            if (cli_parse_u64(optarg, &v) || v < 1 || v > 60000)
+                return cli_error("--%s: '%s' is not in 1..60000",
+                                 c == 'B' ? "heartbeat-ms" : "heartbeat-misses", optarg),
+                       -1;
+            *(c == 'B' ? &o->heartbeat_ms : &o->heartbeat_misses) = (unsigned)v;
+            break;
+        }
         case 'h':
             run_usage(stdout);
             exit(EXIT_OK);

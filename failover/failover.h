@@ -4,8 +4,10 @@
  * `rewind run` is the coordinator: it loads the chain, creates the links between
  * the processes (it owns them, DESIGN §5), spawns and watches one worker process
  * per NF instance with libuv, runs the root splitter and the logger in its own
- * process, and the sink in a thread of it. Crash detection, failover and clones
- * (DESIGN §7) are the next issue; today a worker that dies fails the run cleanly.
+ * process, and the sink in a thread of it. It detects a worker's death (its exit)
+ * and a hang (missed heartbeats: the worker is then SIGKILLed, so every failure is
+ * fail-stop). Taking over the slot (DESIGN §7) is the failover issue; today a
+ * failed worker fails the run cleanly.
  */
 #ifndef RW_FAILOVER_H
 #define RW_FAILOVER_H
@@ -25,7 +27,9 @@ struct run_opts {
     bool progress;        /* progress lines on stderr */
     int eal_argc;
     char **eal_argv;
-    volatile const int *stop; /* set by SIGINT/SIGTERM: drain and finish */
+    volatile const int *stop;  /* set by SIGINT/SIGTERM: drain and finish */
+    unsigned heartbeat_ms;     /* how often workers' heartbeats are checked (default 100) */
+    unsigned heartbeat_misses; /* missed checks before a worker counts as hung (default 20) */
 };
 
 struct run_result {

@@ -18,6 +18,9 @@ struct run_worker {
     struct run *r;
     uint32_t nf, instance, index;
     bool running;
+    bool hung;          /* killed for missing heartbeats */
+    uint64_t last_beat; /* heartbeat counter at the last check */
+    unsigned missed;    /* checks in a row without a beat */
     int64_t exit_status;
     int term_signal;
 };
@@ -33,6 +36,9 @@ struct run {
     struct run_worker *workers;
     uint32_t nworkers;
     uv_loop_t loop;
+    uv_timer_t beat_timer;
+    uv_async_t quit; /* ends the loop's own handles when the run is over */
+    unsigned beat_ms, beat_misses;
     uv_thread_t uv_tid;
     bool uv_started;
     _Atomic uint32_t exited;

@@ -124,9 +124,14 @@ static void on_worker_exit(uv_process_t *p, int64_t status, int sig)
     w->exit_status = status;
     w->term_signal = sig;
     if ((status || sig) && !atomic_exchange(&r->failed, 1)) {
-        snprintf(r->fail_msg, sizeof(r->fail_msg), "%s[%u] %s %d before the end of the run",
-                 r->chain->nfs[w->nf].name, w->instance,
-                 sig ? "was killed by signal" : "exited with status", sig ? sig : (int)status);
+        if (w->hung)
+            snprintf(r->fail_msg, sizeof(r->fail_msg),
+                     "%s[%u] stopped answering (no heartbeat for %u ms) and was killed",
+                     r->chain->nfs[w->nf].name, w->instance, w->missed * r->beat_ms);
+        else
+            snprintf(r->fail_msg, sizeof(r->fail_msg), "%s[%u] %s %d before the end of the run",
+                     r->chain->nfs[w->nf].name, w->instance,
+                     sig ? "was killed by signal" : "exited with status", sig ? sig : (int)status);
         r->stop = 1;
         for (uint32_t j = 0; j < r->nworkers; j++)
             if (r->workers[j].running)
@@ -134,6 +139,36 @@ static void on_worker_exit(uv_process_t *p, int64_t status, int sig)
     }
     uv_close((uv_handle_t *)p, on_close);
     atomic_fetch_add(&r->exited, 1);
+}
+
+/* From run_wait_workers, through uv_async: the loop may end once the processes are
+ * reaped; the timer and this handle would otherwise keep it alive. */
+static void on_quit(uv_async_t *a)
+{
+    struct run *r = a->data;
+    uv_close((uv_handle_t *)&r->beat_timer, on_close);
+    uv_close((uv_handle_t *)a, on_close);
+}
+
+/* Heartbeats: a running worker bumps its counter every loop turn and at least
+ * every 100 ms while idle. One that misses `misses` checks in a row is hung: it
+ * is killed, so that the failure is a clean exit the run can report. */
+static void on_beat_check(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    for (uint32_t j = 0; j < r->nworkers; j++) {
+        struct run_worker *w = &r->workers[j];
+        uint64_t beat = atomic_load(&r->status[w->index].heartbeat);
+        if (!w->running || atomic_load(&r->status[w->index].state) != 1 || beat != w->last_beat) {
+            w->last_beat = beat;
+            w->missed = 0;
+            continue;
+        }
+        if (++w->missed == r->beat_misses) {
+            w->hung = true;
+            uv_process_kill(&w->proc, SIGKILL);
+        }
+    }
 }
 
 static void loop_thread(void *arg)
@@ -171,6 +206,13 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
                 w->running = true;
         }
     free(a);
+    r->beat_ms = r->o->heartbeat_ms ? r->o->heartbeat_ms : 100;
+    r->beat_misses = r->o->heartbeat_misses ? r->o->heartbeat_misses : 20;
+    uv_timer_init(&r->loop, &r->beat_timer);
+    r->beat_timer.data = r;
+    uv_async_init(&r->loop, &r->quit, on_quit);
+    r->quit.data = r;
+    uv_timer_start(&r->beat_timer, on_beat_check, r->beat_ms, r->beat_ms);
     if (uv_thread_create(&r->uv_tid, loop_thread, r))
         return rc ? rc : rw_errf(e, RW_EIO, "cannot start the libuv thread");
     r->uv_started = true;
@@ -190,6 +232,7 @@ int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e)
     for (uint32_t j = 0; late && j < r->nworkers; j++)
         if (r->workers[j].running && r->workers[j].proc.pid > 0)
             kill(r->workers[j].proc.pid, SIGKILL); /* from this thread: kill(2), not libuv */
+    uv_async_send(&r->quit);
     uv_thread_join(&r->uv_tid);
     uv_loop_close(&r->loop);
     if (atomic_load(&r->failed))

@@ -451,8 +451,37 @@ static void test_redis_store(void)
     free(d);
 }
 
+/* A hung worker (stopped, not dead) misses its heartbeats: the coordinator kills
+ * it, so the failure is fail-stop and the run ends instead of waiting forever. */
+static void test_worker_hung(void)
+{
+    char *d = tu_mkdtemp("hung");
+    char trace[4096], c3[4200], out[4200], err[4300];
+    tu_trace("external/real.pcap", trace, sizeof(trace));
+    chain_with(d, 3, c3, sizeof(c3));
+    snprintf(out, sizeof(out), "%s/out", d);
+    snprintf(err, sizeof(err), "%s/run.stderr", d);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(run(d, c3, trace, out, "--heartbeat-ms 50 --heartbeat-misses 10"));
+    for (int i = 0; i < 200 && count_workers(out) < 3; i++)
+        usleep(10000);
+    usleep(100000);
+    char cmd[4400];
+    snprintf(cmd, sizeof(cmd), "pkill -STOP -f 'rewind [w]orker.*instance=2 .*%s'", out);
+    CU_ASSERT_EQUAL(tu_sh(NULL, "%s", cmd), 0);
+    int st;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+    CU_ASSERT_TRUE(it_file_has(err, "fw[2] stopped answering (no heartbeat for 500 ms)") >= 1);
+    CU_ASSERT_EQUAL(count_workers(out), 0);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "a hung worker is detected by its heartbeats and killed", test_worker_hung);
     CU_add_test(s, "state in Redis gives the same output as in LMDB", test_redis_store);
     CU_add_test(s, "the full chain detects, blocks and translates, the same every run",
                 test_full_chain);
