@@ -211,7 +211,8 @@ static void test_help_everywhere(void)
                           "bench store --help",
                           "bench chain --help",
                           "run --help",
-                          "worker --help"};
+                          "worker --help",
+                          "verify --help"};
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' %s | grep -q usage", tu_bin(), cmds[i]), 0);
 }
