@@ -5,6 +5,8 @@
 #ifndef RW_ITEST_H
 #define RW_ITEST_H
 
+#include <stdbool.h>
+
 #include "testutil.h"
 
 /* rewind log ingest --log DIR --trace TRACE -q EXTRA; returns the exit code. */
@@ -17,6 +19,24 @@ int it_export(const char *scratch, const char *log, const char *out, const char 
  * Returns the index of the first difference, or -1 when equal. */
 long it_diff(const struct tu_pcap *a, size_t ao, const struct tu_pcap *b, size_t bo, size_t n,
              int check_ts);
+
+/* What left a chain: OUT/output read back with the log API, packet by packet. */
+struct it_pkt {
+    uint64_t clock;
+    uint16_t sub;
+    uint32_t len;
+    uint8_t *data;
+};
+
+struct it_outs {
+    size_t n, cap;
+    struct it_pkt *p;
+};
+
+void it_read_output(const char *run_dir, struct it_outs *o);
+void it_free_outs(struct it_outs *o);
+/* Same (clock, sub, bytes) sequence; says where they differ on stderr. */
+bool it_same_outs(const struct it_outs *a, const struct it_outs *b);
 
 /* Counts how many times a string occurs in a file. */
 int it_file_has(const char *path, const char *needle);

@@ -20,67 +20,6 @@
 
 /* ---- output log ---- */
 
-struct out_pkt {
-    uint64_t clock;
-    uint32_t len;
-    uint8_t *data;
-};
-
-struct outs {
-    size_t n, cap;
-    struct out_pkt *p;
-};
-
-static int collect(void *ctx, const struct log_rec *r)
-{
-    struct outs *o = ctx;
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 1024;
-        o->p = realloc(o->p, o->cap * sizeof(*o->p));
-    }
-    struct out_pkt *x = &o->p[o->n++];
-    x->clock = r->meta.clock;
-    x->len = r->cap_len;
-    x->data = malloc(r->cap_len ? r->cap_len : 1);
-    memcpy(x->data, r->data, r->cap_len);
-    return 0;
-}
-
-static void read_output(const char *out_dir, struct outs *o)
-{
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/output", out_dir);
-    memset(o, 0, sizeof(*o));
-    struct log_reader *r;
-    struct rw_err e;
-    CU_ASSERT_EQUAL_FATAL(log_reader_open(dir, &r, &e), 0);
-    struct log_query q;
-    log_query_all(&q);
-    struct log_scan_cbs cb = {.visit = collect, .ctx = o};
-    CU_ASSERT_EQUAL(log_scan(r, &q, &cb, NULL, &e), 0);
-    log_reader_close(r);
-}
-
-static void free_outs(struct outs *o)
-{
-    for (size_t i = 0; i < o->n; i++)
-        free(o->p[i].data);
-    free(o->p);
-}
-
-static bool same_outs(const struct outs *a, const struct outs *b)
-{
-    if (a->n != b->n)
-        return fprintf(stderr, "  outputs differ: %zu vs %zu packets\n", a->n, b->n), false;
-    for (size_t i = 0; i < a->n; i++)
-        if (a->p[i].clock != b->p[i].clock || a->p[i].len != b->p[i].len ||
-            memcmp(a->p[i].data, b->p[i].data, a->p[i].len))
-            return fprintf(stderr, "  outputs differ at packet %zu (clock %llu)\n", i,
-                           (unsigned long long)a->p[i].clock),
-                   false;
-    return true;
-}
-
 /* ---- running the chain ---- */
 
 /* docs/chains/nat.yaml with inside and ports replaced, written to dir/name. */
@@ -347,7 +286,7 @@ static void apply_ev(const struct ev *e, char (*live)[96], size_t *nlive, bool *
 }
 
 /* An outbound packet: translated, mapped as the events say, the rest unchanged. */
-static void check_outbound(const struct ctx *cx, const struct tu_pkt *in, const struct out_pkt *o,
+static void check_outbound(const struct ctx *cx, const struct tu_pkt *in, const struct it_pkt *o,
                            const struct pv *iv, char (*live)[96], struct check *c)
 {
     struct pv ov = pparse(o->data, o->len);
@@ -375,7 +314,7 @@ static void check_outbound(const struct ctx *cx, const struct tu_pkt *in, const 
     free(m);
 }
 
-static void check_run(const struct ctx *cx, const struct tu_pcap *ref, const struct outs *o,
+static void check_run(const struct ctx *cx, const struct tu_pcap *ref, const struct it_outs *o,
                       const struct evs *x, struct check *c)
 {
     memset(c, 0, sizeof(*c));
@@ -397,7 +336,7 @@ static void check_run(const struct ctx *cx, const struct tu_pcap *ref, const str
             break;
         CU_ASSERT_FATAL(clock < ref->n);
         const struct tu_pkt *in = &ref->pkts[clock];
-        const struct out_pkt *op = &o->p[k];
+        const struct it_pkt *op = &o->p[k];
         struct pv iv = pparse(in->data, in->caplen);
         bool outbound =
             iv.ok && in_net(iv.src, cx->inside, cx->bits) && !in_net(iv.dst, cx->inside, cx->bits);
@@ -446,18 +385,18 @@ static void test_translation(void)
         snprintf(out, sizeof(out), "%s/out%d", d, i);
         CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, out, NULL), 0);
         struct tu_pcap ref;
-        struct outs o;
+        struct it_outs o;
         struct evs x;
         struct check c;
         CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
-        read_output(out, &o);
+        it_read_output(out, &o);
         read_events(out, &x);
         check_run(&lab, &ref, &o, &x, &c);
         expect_clean(&c);
         CU_ASSERT_EQUAL(o.n, ref.n); /* a big pool: every packet has its flow's mapping */
         CU_ASSERT_EQUAL(c.syn_out, c.syn_in);
         tu_pcap_free(&ref);
-        free_outs(&o);
+        it_free_outs(&o);
         free(x.v);
     }
     tu_rmrf(d);
@@ -524,17 +463,17 @@ static void test_return_translated_back(void)
         CU_ASSERT_TRUE(rewritten > 100); /* the replies of every mapped flow */
         CU_ASSERT_EQUAL_FATAL(tu_pcap_write(t2p, &t2), 0);
         CU_ASSERT_EQUAL_FATAL(run(d, chain, t2p, o2, NULL), 0);
-        struct outs a, b;
-        read_output(o1, &a);
-        read_output(o2, &b);
+        struct it_outs a, b;
+        it_read_output(o1, &a);
+        it_read_output(o2, &b);
         /* translated back to exactly what the inside host received, checksums included */
-        CU_ASSERT_TRUE(same_outs(&a, &b));
+        CU_ASSERT_TRUE(it_same_outs(&a, &b));
         read_events(o2, &x2);
         CU_ASSERT_EQUAL(x2.n, x1.n); /* and the same mappings came and went */
         tu_pcap_free(&ref);
         tu_pcap_free(&t2);
-        free_outs(&a);
-        free_outs(&b);
+        it_free_outs(&a);
+        it_free_outs(&b);
         free(x1.v);
         free(x2.v);
     }
@@ -551,11 +490,11 @@ static void test_ports_come_back(void)
     snprintf(out, sizeof(out), "%s/out", d);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, out, NULL), 0);
     struct tu_pcap ref;
-    struct outs o;
+    struct it_outs o;
     struct evs x;
     struct check c;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
-    read_output(out, &o);
+    it_read_output(out, &o);
     read_events(out, &x);
     struct ctx cx = lab;
     cx.hi = 20007;
@@ -568,7 +507,7 @@ static void test_ports_come_back(void)
     CU_ASSERT_TRUE(x.reset >= 900); /* returned on the server's RST */
     CU_ASSERT_EQUAL(x.exhausted_alerts, 0);
     tu_pcap_free(&ref);
-    free_outs(&o);
+    it_free_outs(&o);
     free(x.v);
     tu_rmrf(d);
     free(d);
@@ -587,13 +526,13 @@ static void test_exhaustion_real(void)
     snprintf(rep, sizeof(rep), "%s/report.json", ft);
     CU_ASSERT_EQUAL(it_file_has(rep, "\"ok\": true"), 1);
     struct tu_pcap ref;
-    struct outs a, b;
+    struct it_outs a, b;
     struct evs x;
     struct check c;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
-    read_output(ft, &a);
-    read_output(noft, &b);
-    CU_ASSERT_TRUE(same_outs(&a, &b)); /* FT and --no-ft agree */
+    it_read_output(ft, &a);
+    it_read_output(noft, &b);
+    CU_ASSERT_TRUE(it_same_outs(&a, &b)); /* FT and --no-ft agree */
     read_events(ft, &x);
     struct ctx cx = {"10.64.0.0", 16, 20000, 20003};
     check_run(&cx, &ref, &a, &x, &c);
@@ -607,9 +546,9 @@ static void test_exhaustion_real(void)
     chain_with(d, "natreal.yaml", "10.64.0.0/16", "1024-65535", chain, sizeof(chain));
     snprintf(full, sizeof(full), "%s/full", d);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, full, NULL), 0);
-    struct outs f;
+    struct it_outs f;
     struct evs xf;
-    read_output(full, &f);
+    it_read_output(full, &f);
     read_events(full, &xf);
     cx.lo = 1024, cx.hi = 65535;
     check_run(&cx, &ref, &f, &xf, &c);
@@ -618,9 +557,9 @@ static void test_exhaustion_real(void)
     CU_ASSERT_EQUAL(c.syn_out, c.syn_in);
     CU_ASSERT_TRUE(c.maps > 3000);
     tu_pcap_free(&ref);
-    free_outs(&a);
-    free_outs(&b);
-    free_outs(&f);
+    it_free_outs(&a);
+    it_free_outs(&b);
+    it_free_outs(&f);
     free(x.v);
     free(xf.v);
     tu_rmrf(d);
@@ -637,17 +576,17 @@ static void test_ft_equals_noft(void)
     snprintf(noft, sizeof(noft), "%s/noft", d);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, ft, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, noft, "--no-ft"), 0);
-    struct outs a, b;
-    read_output(ft, &a);
-    read_output(noft, &b);
+    struct it_outs a, b;
+    it_read_output(ft, &a);
+    it_read_output(noft, &b);
     CU_ASSERT_TRUE(a.n > 0);
-    CU_ASSERT_TRUE(same_outs(&a, &b));
+    CU_ASSERT_TRUE(it_same_outs(&a, &b));
     snprintf(a1, sizeof(a1), "%s/alerts.json", ft);
     snprintf(a2, sizeof(a2), "%s/alerts.json", noft);
     CU_ASSERT_EQUAL(tu_sh(NULL, "cmp -s '%s' '%s'", a1, a2), 0); /* same events */
     CU_ASSERT_TRUE(it_file_has(a1, "\"nat.map\"") > 0);
-    free_outs(&a);
-    free_outs(&b);
+    it_free_outs(&a);
+    it_free_outs(&b);
     tu_rmrf(d);
     free(d);
 }
@@ -670,12 +609,12 @@ static void test_three_instances(void)
     CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, one, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, three, NULL), 0);
     struct tu_pcap ref;
-    struct outs a, b;
+    struct it_outs a, b;
     struct evs x;
     struct check c;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
-    read_output(one, &a);
-    read_output(three, &b);
+    it_read_output(one, &a);
+    it_read_output(three, &b);
     CU_ASSERT_EQUAL(a.n, b.n);
     size_t fate = 0;
     for (size_t i = 0; i < a.n && i < b.n; i++)
@@ -686,7 +625,7 @@ static void test_three_instances(void)
     check_run(&cx, &ref, &b, &x, &c);
     expect_clean(&c);
     CU_ASSERT_EQUAL(c.syn_out, c.syn_in);
-    free_outs(&b);
+    it_free_outs(&b);
     free(x.v);
     /* 8 ports: reuse all the time, by instances at different points in packet
      * time; which flows find the pool empty depends on the interleaving, the
@@ -695,7 +634,7 @@ static void test_three_instances(void)
     CU_ASSERT_EQUAL_FATAL(tu_sh(NULL, "sed -i 's/instances: 1/instances: 3/' '%s'", chain), 0);
     snprintf(three, sizeof(three), "%s/three8", d);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, three, NULL), 0);
-    read_output(three, &b);
+    it_read_output(three, &b);
     read_events(three, &x);
     cx.hi = 1031;
     check_run(&cx, &ref, &b, &x, &c);
@@ -704,8 +643,8 @@ static void test_three_instances(void)
     CU_ASSERT_TRUE(c.max_live <= 8);
     CU_ASSERT_EQUAL(x.exhausted_count, (long long)x.exhausted_alerts);
     tu_pcap_free(&ref);
-    free_outs(&a);
-    free_outs(&b);
+    it_free_outs(&a);
+    it_free_outs(&b);
     free(x.v);
     tu_rmrf(d);
     free(d);
@@ -753,9 +692,9 @@ static void test_malformed(void)
     CU_ASSERT_EQUAL_FATAL(tu_pcap_write(bad, &t), 0);
     snprintf(out, sizeof(out), "%s/out", d);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, bad, out, NULL), 0);
-    struct outs o;
+    struct it_outs o;
     struct evs x;
-    read_output(out, &o);
+    it_read_output(out, &o);
     read_events(out, &x);
     /* the runt Ethernet frame is not IPv4 (non_ipv4: allow); the good SYN is translated */
     CU_ASSERT_EQUAL_FATAL(o.n, 3);
@@ -777,7 +716,7 @@ static void test_malformed(void)
     CU_ASSERT_EQUAL(x.n, 1);            /* one nat.map: the good SYN */
     tu_pcap_free(&ref);
     tu_pcap_free(&t);
-    free_outs(&o);
+    it_free_outs(&o);
     free(x.v);
     tu_rmrf(d);
     free(d);
@@ -804,9 +743,9 @@ static void test_idle_ports_come_back(void)
     CU_ASSERT_EQUAL_FATAL(tu_pcap_write(path, &t), 0);
     snprintf(out, sizeof(out), "%s/out", d);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, path, out, NULL), 0);
-    struct outs o;
+    struct it_outs o;
     struct evs x;
-    read_output(out, &o);
+    it_read_output(out, &o);
     read_events(out, &x);
     CU_ASSERT_EQUAL_FATAL(o.n, 3);
     CU_ASSERT_EQUAL(o.p[2].clock, 3);       /* the late flow got a port... */
@@ -814,7 +753,7 @@ static void test_idle_ports_come_back(void)
     CU_ASSERT_TRUE(x.idle >= 1);            /* released by the age queue */
     tu_pcap_free(&ref);
     tu_pcap_free(&t);
-    free_outs(&o);
+    it_free_outs(&o);
     free(x.v);
     tu_rmrf(d);
     free(d);
@@ -853,9 +792,9 @@ static void test_icmp_echo(void)
     CU_ASSERT_EQUAL_FATAL(tu_pcap_write(path, &t), 0);
     snprintf(out, sizeof(out), "%s/out", d);
     CU_ASSERT_EQUAL_FATAL(run(d, chain, path, out, NULL), 0);
-    struct outs o;
+    struct it_outs o;
     struct evs x;
-    read_output(out, &o);
+    it_read_output(out, &o);
     read_events(out, &x);
     CU_ASSERT_EQUAL_FATAL(o.n, 2);
     struct pv rq = pparse(o.p[0].data, o.p[0].len), rp = pparse(o.p[1].data, o.p[1].len);
@@ -871,7 +810,7 @@ static void test_icmp_echo(void)
     CU_ASSERT_STRING_EQUAL(x.n ? x.v[0].flow : "", "icmp 10.200.0.1:4660 198.51.100.7:0");
     tu_pcap_free(&ref);
     tu_pcap_free(&t);
-    free_outs(&o);
+    it_free_outs(&o);
     free(x.v);
     tu_rmrf(d);
     free(d);

@@ -18,67 +18,6 @@
 
 #define SCANNER "10.200.0.1"
 
-struct out_pkt {
-    uint64_t clock;
-    uint16_t sub;
-    uint32_t len;
-    uint8_t *data;
-};
-
-struct outs {
-    size_t n, cap;
-    struct out_pkt *p;
-};
-
-static int collect(void *ctx, const struct log_rec *r)
-{
-    struct outs *o = ctx;
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 1024;
-        o->p = realloc(o->p, o->cap * sizeof(*o->p));
-    }
-    struct out_pkt *x = &o->p[o->n++];
-    x->clock = r->meta.clock;
-    x->sub = r->meta.sub;
-    x->len = r->cap_len;
-    x->data = malloc(r->cap_len ? r->cap_len : 1);
-    memcpy(x->data, r->data, r->cap_len);
-    return 0;
-}
-
-static void read_output(const char *out_dir, struct outs *o)
-{
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/output", out_dir);
-    memset(o, 0, sizeof(*o));
-    struct log_reader *r;
-    struct rw_err e;
-    CU_ASSERT_EQUAL_FATAL(log_reader_open(dir, &r, &e), 0);
-    struct log_query q;
-    log_query_all(&q);
-    struct log_scan_cbs cb = {.visit = collect, .ctx = o};
-    CU_ASSERT_EQUAL(log_scan(r, &q, &cb, NULL, &e), 0);
-    log_reader_close(r);
-}
-
-static void free_outs(struct outs *o)
-{
-    for (size_t i = 0; i < o->n; i++)
-        free(o->p[i].data);
-    free(o->p);
-}
-
-static bool same_outs(const struct outs *a, const struct outs *b)
-{
-    if (a->n != b->n)
-        return fprintf(stderr, "  outputs differ: %zu vs %zu packets\n", a->n, b->n), false;
-    for (size_t i = 0; i < a->n; i++)
-        if (a->p[i].clock != b->p[i].clock || a->p[i].sub != b->p[i].sub ||
-            a->p[i].len != b->p[i].len || memcmp(a->p[i].data, b->p[i].data, a->p[i].len))
-            return fprintf(stderr, "  outputs differ at packet %zu\n", i), false;
-    return true;
-}
-
 /* A one-NF portscan chain with `instances` and extra config lines (YAML, each
  * "      key: value\n"). */
 static void chain(const char *dir, const char *name, int instances, const char *extra, char *path,
@@ -171,19 +110,19 @@ static void scan_flagged(const char *trace_name)
     CU_ASSERT_EQUAL(count(a1, "\"attempts\": 4, \"failures\": 4"), 1);
     CU_ASSERT_STRING_EQUAL(a1, an);
     CU_ASSERT_STRING_EQUAL(a1, a3);
-    struct outs x, y, z;
-    read_output(o1, &x);
-    read_output(on, &y);
-    read_output(o3, &z);
+    struct it_outs x, y, z;
+    it_read_output(o1, &x);
+    it_read_output(on, &y);
+    it_read_output(o3, &z);
     struct tu_pcap ref;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
     CU_ASSERT_EQUAL(x.n, ref.n); /* without block, everything passes */
-    CU_ASSERT_TRUE(same_outs(&x, &y));
-    CU_ASSERT_TRUE(same_outs(&x, &z));
+    CU_ASSERT_TRUE(it_same_outs(&x, &y));
+    CU_ASSERT_TRUE(it_same_outs(&x, &z));
     tu_pcap_free(&ref);
-    free_outs(&x);
-    free_outs(&y);
-    free_outs(&z);
+    it_free_outs(&x);
+    it_free_outs(&y);
+    it_free_outs(&z);
     free(a1), free(an), free(a3);
     tu_rmrf(d);
     free(d);
@@ -216,13 +155,13 @@ static void test_benign(void)
         if (*al)
             fprintf(stderr, "  %s flagged:\n%s", traces[i], al);
         CU_ASSERT_EQUAL(count(al, "scan.detected"), 0);
-        struct outs o;
-        read_output(out, &o);
+        struct it_outs o;
+        it_read_output(out, &o);
         struct tu_pcap ref;
         CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
         CU_ASSERT_EQUAL(o.n, ref.n);
         tu_pcap_free(&ref);
-        free_outs(&o);
+        it_free_outs(&o);
         free(al);
     }
     tu_rmrf(d);
@@ -314,10 +253,10 @@ static void test_block(void)
     CU_ASSERT_EQUAL_FATAL(run(d, c1, trace, on, "--no-ft"), 0);
     char *al = alerts(o1);
     uint64_t at = one_detection(al);
-    struct outs o, n;
-    read_output(o1, &o);
-    read_output(on, &n);
-    CU_ASSERT_TRUE(same_outs(&o, &n));
+    struct it_outs o, n;
+    it_read_output(o1, &o);
+    it_read_output(on, &n);
+    CU_ASSERT_TRUE(it_same_outs(&o, &n));
     struct tu_pcap ref;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
     /* Walk input and output together: each input is out unchanged unless it is the
@@ -337,8 +276,8 @@ static void test_block(void)
     CU_ASSERT_EQUAL(j, o.n);
     CU_ASSERT_TRUE(dropped > 4000); /* the rest of the scan and the whole flood */
     tu_pcap_free(&ref);
-    free_outs(&o);
-    free_outs(&n);
+    it_free_outs(&o);
+    it_free_outs(&n);
     free(al);
     tu_rmrf(d);
     free(d);
@@ -443,18 +382,18 @@ static void test_malformed(void)
     CU_ASSERT_EQUAL_FATAL(run(d, cp, mod, op, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(run(d, cd, mod, od, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(run(d, cd, mod, on, "--no-ft"), 0);
-    struct outs a, b, c;
-    read_output(op, &a);
-    read_output(od, &b);
-    read_output(on, &c);
+    struct it_outs a, b, c;
+    it_read_output(op, &a);
+    it_read_output(od, &b);
+    it_read_output(on, &c);
     CU_ASSERT_EQUAL(a.n, m.n);
     CU_ASSERT_EQUAL(b.n, m.n - bad);
-    CU_ASSERT_TRUE(same_outs(&b, &c));
+    CU_ASSERT_TRUE(it_same_outs(&b, &c));
     for (size_t i = 0; i < b.n; i++) /* what is dropped is exactly the broken ones */
         CU_ASSERT_TRUE(b.p[i].clock < ref.n || b.p[i].clock == m.n - 1);
-    free_outs(&a);
-    free_outs(&b);
-    free_outs(&c);
+    it_free_outs(&a);
+    it_free_outs(&b);
+    it_free_outs(&c);
     tu_pcap_free(&m);
     tu_pcap_free(&ref);
     tu_rmrf(d);

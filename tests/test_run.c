@@ -20,69 +20,6 @@
 #include "itest.h"
 #include "log.h"
 
-struct out_pkt {
-    uint64_t clock;
-    uint16_t sub;
-    uint32_t len;
-    uint8_t *data;
-};
-
-struct outs {
-    size_t n, cap;
-    struct out_pkt *p;
-};
-
-static int collect(void *ctx, const struct log_rec *r)
-{
-    struct outs *o = ctx;
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 1024;
-        o->p = realloc(o->p, o->cap * sizeof(*o->p));
-    }
-    struct out_pkt *x = &o->p[o->n++];
-    x->clock = r->meta.clock;
-    x->sub = r->meta.sub;
-    x->len = r->cap_len;
-    x->data = malloc(r->cap_len);
-    memcpy(x->data, r->data, r->cap_len);
-    return 0;
-}
-
-static void read_output(const char *out_dir, struct outs *o)
-{
-    char dir[4200];
-    snprintf(dir, sizeof(dir), "%s/output", out_dir);
-    memset(o, 0, sizeof(*o));
-    struct log_reader *r;
-    struct rw_err e;
-    CU_ASSERT_EQUAL_FATAL(log_reader_open(dir, &r, &e), 0);
-    struct log_query q;
-    log_query_all(&q);
-    struct log_scan_cbs cb = {.visit = collect, .ctx = o};
-    CU_ASSERT_EQUAL(log_scan(r, &q, &cb, NULL, &e), 0);
-    log_reader_close(r);
-}
-
-static void free_outs(struct outs *o)
-{
-    for (size_t i = 0; i < o->n; i++)
-        free(o->p[i].data);
-    free(o->p);
-}
-
-static bool same_outs(const struct outs *a, const struct outs *b)
-{
-    if (a->n != b->n)
-        return fprintf(stderr, "  outputs differ: %zu vs %zu packets\n", a->n, b->n), false;
-    for (size_t i = 0; i < a->n; i++)
-        if (a->p[i].clock != b->p[i].clock || a->p[i].sub != b->p[i].sub ||
-            a->p[i].len != b->p[i].len || memcmp(a->p[i].data, b->p[i].data, a->p[i].len))
-            return fprintf(stderr, "  outputs differ at packet %zu (clock %llu)\n", i,
-                           (unsigned long long)a->p[i].clock),
-                   false;
-    return true;
-}
-
 /* docs/chains/firewall.yaml with `instances` set, written to dir. */
 static void chain_with(const char *dir, int instances, char *path, size_t n)
 {
@@ -115,13 +52,13 @@ static void equivalence(const char *trace_name)
     CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, o3, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(run(d, c1, trace, o1, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, on, "--no-ft"), 0);
-    struct outs a, b, c;
-    read_output(o3, &a);
-    read_output(o1, &b);
-    read_output(on, &c);
+    struct it_outs a, b, c;
+    it_read_output(o3, &a);
+    it_read_output(o1, &b);
+    it_read_output(on, &c);
     CU_ASSERT_TRUE(a.n > 0);
-    CU_ASSERT_TRUE(same_outs(&a, &b));
-    CU_ASSERT_TRUE(same_outs(&a, &c));
+    CU_ASSERT_TRUE(it_same_outs(&a, &b));
+    CU_ASSERT_TRUE(it_same_outs(&a, &c));
     struct tu_pcap ref;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
     for (size_t i = 0; i < a.n; i++) /* each output is its input, unchanged */
@@ -134,9 +71,9 @@ static void equivalence(const char *trace_name)
     CU_ASSERT_EQUAL(it_file_has(rep, want), 2); /* the chain's and its one NF's */
     CU_ASSERT_EQUAL(it_file_has(rep, "\"ok\": true"), 1);
     tu_pcap_free(&ref);
-    free_outs(&a);
-    free_outs(&b);
-    free_outs(&c);
+    it_free_outs(&a);
+    it_free_outs(&b);
+    it_free_outs(&c);
     tu_rmrf(d);
     free(d);
 }
@@ -151,7 +88,7 @@ static void test_equivalent_outputs(void)
 }
 
 /* TCP SYN (without ACK) from client to server, and its destination port. */
-static bool is_syn_to_server(const struct out_pkt *p, uint16_t *dport)
+static bool is_syn_to_server(const struct it_pkt *p, uint16_t *dport)
 {
     const uint8_t *d = p->data;
     if (p->len < 54 || d[12] != 0x08 || d[13] != 0x00 || d[23] != 6)
@@ -173,8 +110,8 @@ static void test_firewall_verdicts(void)
     chain_with(d, 3, c3, sizeof(c3));
     snprintf(out, sizeof(out), "%s/out", d);
     CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, out, NULL), 0);
-    struct outs o;
-    read_output(out, &o);
+    struct it_outs o;
+    it_read_output(out, &o);
     int allowed_low = 0, refused_low = 0;
     for (size_t i = 0; i < o.n; i++) {
         uint16_t port;
@@ -206,7 +143,7 @@ static void test_firewall_verdicts(void)
     CU_ASSERT_EQUAL(dropped, ref.n - o.n);
     free(js);
     tu_pcap_free(&ref);
-    free_outs(&o);
+    it_free_outs(&o);
     tu_rmrf(d);
     free(d);
 }
@@ -334,8 +271,8 @@ static void test_port_until_sigint(void)
         execl(tu_bin(), "rewind", "run", c3, "--port", dev, "--out", out, (char *)NULL);
         _exit(127);
     }
-    struct outs a, b;
-    read_output(ref, &a);
+    struct it_outs a, b;
+    it_read_output(ref, &a);
     char rep[4300];
     snprintf(rep, sizeof(rep), "%s/log", out);
     for (int i = 0; i < 300; i++) { /* until the input log holds every packet */
@@ -348,11 +285,11 @@ static void test_port_until_sigint(void)
     int st;
     waitpid(pid, &st, 0);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    read_output(out, &b);
-    CU_ASSERT_TRUE(same_outs(&a, &b));
+    it_read_output(out, &b);
+    CU_ASSERT_TRUE(it_same_outs(&a, &b));
     CU_ASSERT_EQUAL(count_workers(out), 0);
-    free_outs(&a);
-    free_outs(&b);
+    it_free_outs(&a);
+    it_free_outs(&b);
     tu_rmrf(d);
     free(d);
 }
@@ -374,17 +311,17 @@ static void test_full_chain(void)
     CU_ASSERT_EQUAL(it_file_has(al, "\"type\": \"scan.detected\""), 1);
     CU_ASSERT_EQUAL(it_file_has(al, "\"host\": \"10.200.0.1\""), 1);
     CU_ASSERT_TRUE(it_file_has(al, "nat.map") >= 1);
-    struct outs x, y;
-    read_output(a, &x);
-    read_output(b, &y);
+    struct it_outs x, y;
+    it_read_output(a, &x);
+    it_read_output(b, &y);
     CU_ASSERT_TRUE(x.n > 0 && x.n < 100); /* blocked once detected */
-    CU_ASSERT_TRUE(same_outs(&x, &y));
+    CU_ASSERT_TRUE(it_same_outs(&x, &y));
     uint8_t ext[4] = {192, 0, 2, 1};
     for (size_t i = 0; i < x.n; i++) /* every client packet that left was translated */
         if (x.p[i].len >= 34 && x.p[i].data[12] == 0x08 && x.p[i].data[29] != 2)
             CU_ASSERT_EQUAL(memcmp(x.p[i].data + 26, ext, 4), 0);
-    free_outs(&x);
-    free_outs(&y);
+    it_free_outs(&x);
+    it_free_outs(&y);
     tu_rmrf(d);
     free(d);
 }
@@ -436,17 +373,17 @@ static void test_redis_store(void)
     snprintf(b, sizeof(b), "%s/redis", d);
     CU_ASSERT_EQUAL(run(d, c3, trace, a, NULL), 0);
     CU_ASSERT_EQUAL(run(d, cr, trace, b, NULL), 0);
-    struct outs x, y;
-    read_output(a, &x);
-    read_output(b, &y);
+    struct it_outs x, y;
+    it_read_output(a, &x);
+    it_read_output(b, &y);
     CU_ASSERT_TRUE(x.n > 0);
-    CU_ASSERT_TRUE(same_outs(&x, &y));
+    CU_ASSERT_TRUE(it_same_outs(&x, &y));
     CU_ASSERT_TRUE(tu_sh(NULL, "redis-cli -p %d dbsize | grep -qv '^0$'", port) ==
                    0); /* it was used */
     kill(rs, SIGTERM);
     waitpid(rs, NULL, 0);
-    free_outs(&x);
-    free_outs(&y);
+    it_free_outs(&x);
+    it_free_outs(&y);
     tu_rmrf(d);
     free(d);
 }
