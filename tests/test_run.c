@@ -416,8 +416,47 @@ static void test_worker_hung(void)
     free(d);
 }
 
+/* Edge filters split an NF's output (fan-out) and the sink merges two NFs' outputs
+ * (fan-in): every packet leaves once, web traffic rewritten by the balancer, the
+ * rest unchanged. */
+static void test_branches(void)
+{
+    char *d = tu_mkdtemp("branch");
+    char trace[4096], chain[4200], out[4200];
+    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    snprintf(chain, sizeof(chain), "%s/tests/chains/good/branch.yaml", getenv("RW_SRC"));
+    snprintf(out, sizeof(out), "%s/out", d);
+    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, out, NULL), 0);
+    struct it_outs o;
+    it_read_output(out, &o);
+    struct tu_pcap ref;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_EQUAL_FATAL(o.n, ref.n);
+    int web = 0, other_changed = 0;
+    for (size_t i = 0; i < o.n; i++) {
+        const struct tu_pkt *in = &ref.pkts[o.p[i].clock];
+        const uint8_t *x = in->data;
+        size_t ihl = (size_t)(x[14] & 15) * 4;
+        bool to_web = in->caplen > 14 + ihl + 4 && x[12] == 8 && x[23] == 6 &&
+                      (x[14 + ihl + 2] << 8 | x[14 + ihl + 3]) == 80 && x[33] == 2;
+        if (to_web) { /* to the VIP's port 80: sent to a backend 10.200.9.x */
+            web++;
+            CU_ASSERT_TRUE(o.p[i].data[32] == 9 && (o.p[i].data[33] == 1 || o.p[i].data[33] == 2));
+        } else if (!(x[23] == 6 && (x[14 + ihl] << 8 | x[14 + ihl + 1]) == 80)) {
+            other_changed += o.p[i].len != in->caplen || memcmp(o.p[i].data, in->data, in->caplen);
+        }
+    }
+    CU_ASSERT_TRUE(web > 10);
+    CU_ASSERT_EQUAL(other_changed, 0);
+    tu_pcap_free(&ref);
+    it_free_outs(&o);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "edge filters fan out, the sink fans in", test_branches);
     CU_add_test(s, "a hung worker is detected by its heartbeats and killed", test_worker_hung);
     CU_add_test(s, "state in Redis gives the same output as in LMDB", test_redis_store);
     CU_add_test(s, "the full chain detects, blocks and translates, the same every run",
