@@ -472,7 +472,7 @@ static int map_new(const struct nat *n, struct nf_env *env, const struct view *v
                    const uint8_t okey[NAT_OKEY], struct nat_map *m, bool *ok)
 {
     int rc;
-    uint16_t port;
+    uint16_t port = 0;
     if ((rc = sweep(n, env)) || (rc = port_alloc(n, env, &port, ok)) || !*ok)
         return rc;
     *m = (struct nat_map){.last_ns = nf_now(env), .ext_port = port};

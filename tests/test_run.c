@@ -150,7 +150,7 @@ static void test_firewall_verdicts(void)
 
 static int count_workers(const char *tag)
 {
-    char cmd[512];
+    char cmd[4400];
     /* [w]: the pattern must not match the shell running pgrep */
     snprintf(cmd, sizeof(cmd), "pgrep -f 'rewind [w]orker.*%s' | wc -l", tag);
     FILE *p = popen(cmd, "r");
