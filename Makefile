@@ -45,6 +45,8 @@ release: setup $(RELEASE)/CMakeCache.txt
 
 bench: release
 	$(RELEASE)/cli/rewind bench log
+	$(RELEASE)/cli/rewind bench store
+	$(RELEASE)/cli/rewind bench chain
 
 soak: build
 	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R test_crash
