@@ -19,6 +19,7 @@ struct run_worker {
     uint32_t nf, instance, index;
     bool running;
     bool hung;          /* killed for missing heartbeats */
+    bool hung_starting; /* ... before its loop ever started */
     uint64_t last_beat; /* heartbeat counter at the last check */
     unsigned missed;    /* checks in a row without a beat */
     int64_t exit_status;

@@ -125,9 +125,10 @@ static void on_worker_exit(uv_process_t *p, int64_t status, int sig)
     w->term_signal = sig;
     if ((status || sig) && !atomic_exchange(&r->failed, 1)) {
         if (w->hung)
-            snprintf(r->fail_msg, sizeof(r->fail_msg),
-                     "%s[%u] stopped answering (no heartbeat for %u ms) and was killed",
-                     r->chain->nfs[w->nf].name, w->instance, w->missed * r->beat_ms);
+            snprintf(r->fail_msg, sizeof(r->fail_msg), "%s[%u] %s (%u ms) and was killed",
+                     r->chain->nfs[w->nf].name, w->instance,
+                     w->hung_starting ? "did not finish starting" : "stopped answering",
+                     w->missed * r->beat_ms);
         else
             snprintf(r->fail_msg, sizeof(r->fail_msg), "%s[%u] %s %d before the end of the run",
                      r->chain->nfs[w->nf].name, w->instance,
@@ -159,13 +160,18 @@ static void on_beat_check(uv_timer_t *t)
     for (uint32_t j = 0; j < r->nworkers; j++) {
         struct run_worker *w = &r->workers[j];
         uint64_t beat = atomic_load(&r->status[w->index].heartbeat);
-        if (!w->running || atomic_load(&r->status[w->index].state) != 1 || beat != w->last_beat) {
+        bool started = atomic_load(&r->status[w->index].state) != 0;
+        if (!w->running || (started && beat != w->last_beat)) {
             w->last_beat = beat;
             w->missed = 0;
             continue;
         }
-        if (++w->missed == r->beat_misses) {
+        /* Starting up (chain file, store) may take longer than a loop turn: it gets
+         * ten times the budget, but a worker stuck there is hung all the same. */
+        unsigned limit = started ? r->beat_misses : r->beat_misses * 10;
+        if (++w->missed == limit) {
             w->hung = true;
+            w->hung_starting = !started;
             uv_process_kill(&w->proc, SIGKILL);
         }
     }

@@ -410,7 +410,10 @@ static void test_worker_hung(void)
     int st;
     waitpid(pid, &st, 0);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1);
-    CU_ASSERT_TRUE(it_file_has(err, "fw[2] stopped answering (no heartbeat for 500 ms)") >= 1);
+    /* stopped while running, or (on a slow machine) while still starting up */
+    CU_ASSERT_TRUE(it_file_has(err, "fw[2] stopped answering (500 ms) and was killed") +
+                       it_file_has(err, "fw[2] did not finish starting (5000 ms) and was killed") ==
+                   1);
     CU_ASSERT_EQUAL(count_workers(out), 0);
     tu_rmrf(d);
     free(d);
