@@ -275,7 +275,7 @@ static void test_port_until_sigint(void)
     it_read_output(ref, &a);
     char rep[4300];
     snprintf(rep, sizeof(rep), "%s/log", out);
-    for (int i = 0; i < 300; i++) { /* until the input log holds every packet */
+    for (int i = 0; i < 1500; i++) { /* until the input log holds every packet */
         usleep(20000);
         if (tu_sh(NULL, "'%s' log stat '%s' --json 2>/dev/null | grep -q '\"packets\": 2012,'",
                   tu_bin(), rep) == 0)
