@@ -138,7 +138,8 @@ static struct link_pkt *alloc_slot(struct root_run *r, struct link *l)
     return p;
 }
 
-static void split_one(struct root_run *r, struct rte_mbuf *m, uint8_t *scratch)
+/* sent_ns: the burst's send time (one clock read per burst, not per packet). */
+static void split_one(struct root_run *r, struct rte_mbuf *m, uint8_t *scratch, uint64_t sent_ns)
 {
     uint32_t len = rte_pktmbuf_pkt_len(m);
     const struct rw_mbuf_priv *mp = rw_mbuf_priv(m);
@@ -159,7 +160,7 @@ static void split_one(struct root_run *r, struct rte_mbuf *m, uint8_t *scratch)
         if (!p)
             return;
         p->meta = mp->meta;
-        p->sent_ns = rw_now_ns();
+        p->sent_ns = sent_ns;
         p->len = len;
         p->wire_len = mp->wire_len;
         memcpy(p->data, data, len);
@@ -242,7 +243,7 @@ static int rx_loop(struct root_run *r, uint64_t expected)
         }
         if (r->o->nedges) {
             for (uint16_t i = 0; i < n; i++)
-                split_one(r, pkts[i], scratch);
+                split_one(r, pkts[i], scratch, mono);
             if ((r->since_mark += n) >= ROOT_MARK_EVERY)
                 send_marks(r, r->clock);
         }
