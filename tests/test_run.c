@@ -228,6 +228,19 @@ static void test_bad_chains(void)
     free(d);
 }
 
+/* Starts `rewind run` in a child and returns once its three workers exist. */
+static pid_t run_in_background(const char *d, const char *chain, const char *trace, const char *out,
+                               const char *extra)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(run(d, chain, trace, out, extra));
+    for (int i = 0; i < 200 && count_workers(out) < 3; i++)
+        usleep(10000);
+    usleep(100000);
+    return pid;
+}
+
 static void test_worker_killed(void)
 {
     char *d = tu_mkdtemp("kill");
@@ -236,12 +249,7 @@ static void test_worker_killed(void)
     chain_with(d, 3, c3, sizeof(c3));
     snprintf(out, sizeof(out), "%s/out", d);
     snprintf(err, sizeof(err), "%s/run.stderr", d);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(run(d, c3, trace, out, NULL));
-    for (int i = 0; i < 200 && count_workers(out) < 3; i++)
-        usleep(10000);
-    usleep(100000);
+    pid_t pid = run_in_background(d, c3, trace, out, NULL);
     char cmd[4400];
     snprintf(cmd, sizeof(cmd), "pkill -9 -f 'rewind [w]orker.*instance=1 .*%s'", out);
     CU_ASSERT_EQUAL(tu_sh(NULL, "%s", cmd), 0);
@@ -398,12 +406,7 @@ static void test_worker_hung(void)
     chain_with(d, 3, c3, sizeof(c3));
     snprintf(out, sizeof(out), "%s/out", d);
     snprintf(err, sizeof(err), "%s/run.stderr", d);
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(run(d, c3, trace, out, "--heartbeat-ms 50 --heartbeat-misses 10"));
-    for (int i = 0; i < 200 && count_workers(out) < 3; i++)
-        usleep(10000);
-    usleep(100000);
+    pid_t pid = run_in_background(d, c3, trace, out, "--heartbeat-ms 50 --heartbeat-misses 10");
     char cmd[4400];
     snprintf(cmd, sizeof(cmd), "pkill -STOP -f 'rewind [w]orker.*instance=2 .*%s'", out);
     CU_ASSERT_EQUAL(tu_sh(NULL, "%s", cmd), 0);
