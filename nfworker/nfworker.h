@@ -1,8 +1,9 @@
 /*
- * nfworker.h - the NF worker part's public API. Today: the link, the
- * shared-memory channel that carries packets and their metadata between the
- * processes of a chain on one host (DESIGN §5). The worker runtime and the NF
- * catalog build on it (open issues).
+ * nfworker.h - the NF worker part's public API: the link (the shared-memory
+ * channel that carries packets and their metadata between the processes of a
+ * chain on one host, DESIGN §5), the duplicate filter, the NF interface and its
+ * per-packet state API, the worker loop and its status block, the sink, and
+ * nf_local (an NF in-process, for fuzzing and tests).
  *
  * A link is one memfd that its owner (the coordinator side) creates and maps:
  * a header, two DPDK rte_rings used as single-producer/single-consumer queues of
