@@ -43,6 +43,7 @@ int cmd_log(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_chaos(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_verify_runs(int argc, char **argv); /* cmd_log.c has a static cmd_verify */
 

@@ -1,5 +1,6 @@
 /*
- * cmd_run.c - `rewind run CHAIN.yaml` and the internal `rewind worker`.
+ * cmd_run.c - `rewind run CHAIN.yaml`, `rewind chaos CHAIN.yaml` (the same run
+ * with a fault schedule) and the internal `rewind worker`.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -22,30 +23,68 @@ static void on_run_signal(int sig)
     run_stop = 1;
 }
 
+static const char run_options[] =
+    "  --trace PCAP, --port DEVARGS   override the chain's input\n"
+    "  --out DIR                      output directory (default: out)\n"
+    "  --no-ft                        traditional NFs: state local to each process, no\n"
+    "                                 log, no clock checks, no failover (the baseline)\n"
+    "  --progress                     progress lines when stderr is not a terminal\n"
+    "  --heartbeat-ms N               check workers' heartbeats every N ms (100)\n"
+    "  --heartbeat-misses N           a worker that misses N checks in a row is hung:\n"
+    "                                 it is killed and its slot failed over (20)\n"
+    "  --spares N                     hot spares kept ready for failover (2)\n"
+    "  --rate PPS                     pace the input to PPS packets per second\n"
+    "  --no-dedup                     debug: no duplicate suppression (shows what it\n"
+    "                                 prevents: failovers then duplicate output)\n";
+
 static void run_usage(FILE *f)
 {
     fprintf(f,
             "usage: rewind run CHAIN.yaml [--trace PCAP | --port DEVARGS] [--out DIR] [--no-ft] "
-            "[-- EAL args]\n\n"
+            "[options] [-- EAL args]\n\n"
             "Runs a chain of NFs (docs/chain-file.md): the root splitter and the logger in this\n"
             "process, one worker process per NF instance, the sink. Runs until the input ends\n"
             "(or SIGINT/SIGTERM for a port) and every packet has left the chain or been\n"
             "dropped. Writes DIR/output/ (a log: `rewind replay DIR/output --to-pcap F`),\n"
             "DIR/alerts.json, DIR/report.json, and with FT the input log DIR/log/ and the\n"
-            "store.\n\n"
-            "  --trace PCAP, --port DEVARGS   override the chain's input\n"
-            "  --out DIR                      output directory (default: out)\n"
-            "  --no-ft                        traditional NFs: state local to each process, no\n"
-            "                                 log, no clock checks (the overhead baseline)\n"
-            "  --progress                     progress lines when stderr is not a terminal\n"
-            "  --heartbeat-ms N               check workers' heartbeats every N ms (100)\n"
-            "  --heartbeat-misses N           a worker that misses N checks in a row is hung:\n"
-            "                                 it is killed and the run fails (20)\n\n"
-            "Exit: 0 ok; 1 the run failed (a worker died, I/O, DPDK); 2 usage or a bad chain\n"
-            "file; 3 the trace is damaged or not a capture; 4 out of disk space.\n");
+            "store. A worker that dies or hangs is replaced by a hot spare, which replays\n"
+            "its slot from the log (report.json: failovers, detection and recovery times).\n\n"
+            "%s\n"
+            "Exit: 0 ok; 1 the run failed (a worker died with --no-ft or could not be\n"
+            "replaced, I/O, DPDK); 2 usage or a bad chain file; 3 the trace is damaged or\n"
+            "not a capture; 4 out of disk space.\n",
+            run_options);
 }
 
-static int parse_run(int argc, char **argv, struct run_opts *o)
+static void chaos_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: rewind chaos CHAIN.yaml --trace PCAP --out DIR [--kill-every MS]\n"
+            "       [--stall-every MS --stall-ms N] [--seed S] [run options] [-- EAL args]\n\n"
+            "Runs the chain like `rewind run` while killing (SIGKILL) a random worker every\n"
+            "--kill-every ms and stopping one (SIGSTOP, then SIGCONT after --stall-ms) every\n"
+            "--stall-every ms. Victims are drawn from a generator seeded by --seed. Writes\n"
+            "DIR/chaos.json (every fault: time, NF, instance, pid) besides what run writes.\n"
+            "Check the result against a fault-free run with `rewind verify REF DIR`.\n"
+            "A short trace finishes before many faults land: slow it with --rate.\n\n"
+            "  --kill-every MS     SIGKILL a random worker every MS ms\n"
+            "  --stall-every MS    SIGSTOP a random worker every MS ms ...\n"
+            "  --stall-ms N        ... for N ms (default 50; longer than the heartbeat\n"
+            "                      budget, it is a hang: killed and failed over)\n"
+            "  --seed S            the victims' generator seed (default 1)\n"
+            "%s\n"
+            "Exit: as `rewind run`; 2 also when no fault is asked for.\n",
+            run_options);
+}
+
+static int parse_num(const char *name, const char *arg, uint64_t lo, uint64_t hi, uint64_t *v)
+{
+    if (cli_parse_u64(arg, v) || *v < lo || *v > hi)
+        return cli_error("--%s: '%s' is not in %" PRIu64 "..%" PRIu64, name, arg, lo, hi), -1;
+    return 0;
+}
+
+static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
 {
     static const struct option opts[] = {{"trace", required_argument, 0, 't'},
                                          {"port", required_argument, 0, 'p'},
@@ -55,9 +94,19 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
                                          {"help", no_argument, 0, 'h'},
                                          {"heartbeat-ms", required_argument, 0, 'B'},
                                          {"heartbeat-misses", required_argument, 0, 'M'},
+                                         {"spares", required_argument, 0, 'S'},
+                                         {"rate", required_argument, 0, 'R'},
+                                         {"no-dedup", no_argument, 0, 'D'},
+                                         {"kill-every", required_argument, 0, 'K'},
+                                         {"stall-every", required_argument, 0, 'T'},
+                                         {"stall-ms", required_argument, 0, 'L'},
+                                         {"seed", required_argument, 0, 'E'},
                                          {0, 0, 0, 0}};
+    void (*usage)(FILE *) = chaos ? chaos_usage : run_usage;
     memset(o, 0, sizeof(*o));
     o->out_dir = "out";
+    o->seed = 1;
+    uint64_t v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -87,11 +136,48 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
             *(c == 'B' ? &o->heartbeat_ms : &o->heartbeat_misses) = (unsigned)v;
             break;
         }
+        case 'S':
+            if (parse_num("spares", optarg, 0, 64, &v))
+                return -1;
+            o->spares = (unsigned)v;
+            break;
+        case 'R':
+            if (parse_num("rate", optarg, 1, 100000000, &v))
+                return -1;
+            o->rate_pps = v;
+            break;
+        case 'D':
+            o->no_dedup = true;
+            break;
+        case 'K':
+        case 'T':
+        case 'L':
+            if (!chaos)
+                return cli_error("run: --%s is a `rewind chaos` option", c == 'K'   ? "kill-every"
+                                                                         : c == 'T' ? "stall-every"
+                                                                                    : "stall-ms"),
+                       -1;
+            if (parse_num(c == 'K'   ? "kill-every"
+                          : c == 'T' ? "stall-every"
+                                     : "stall-ms",
+                          optarg, 1, 3600000, &v))
+                return -1;
+            *(c == 'K'   ? &o->kill_every_ms
+              : c == 'T' ? &o->stall_every_ms
+                         : &o->stall_ms) = (unsigned)v;
+            break;
+        case 'E':
+            if (!chaos)
+                return cli_error("run: --seed is a `rewind chaos` option"), -1;
+            if (parse_num("seed", optarg, 0, UINT64_MAX, &v))
+                return -1;
+            o->seed = v;
+            break;
         case 'h':
-            run_usage(stdout);
+            usage(stdout);
             exit(EXIT_OK);
         default:
-            run_usage(stderr);
+            usage(stderr);
             return -1;
         }
     }
@@ -101,17 +187,24 @@ static int parse_run(int argc, char **argv, struct run_opts *o)
         return cli_error("run: unexpected argument '%s'", argv[optind]), -1;
     o->eal_argc = argc - optind;
     o->eal_argv = argv + optind;
+    const char *cmd = chaos ? "chaos" : "run";
     if (!o->chain_path)
-        return cli_error("run: the chain file is required (see docs/chains/)"), -1;
+        return cli_error("%s: the chain file is required (see docs/chains/)", cmd), -1;
     if (o->trace && o->port)
-        return cli_error("run: give at most one of --trace and --port"), -1;
+        return cli_error("%s: give at most one of --trace and --port", cmd), -1;
+    if (chaos && !o->kill_every_ms && !o->stall_every_ms)
+        return cli_error("chaos: give --kill-every and/or --stall-every"), -1;
+    if (chaos && o->no_ft)
+        return cli_error("chaos: --no-ft has no failover; every fault would fail the run"), -1;
+    if (o->stall_every_ms && !o->stall_ms)
+        o->stall_ms = 50;
     return 0;
 }
 
-int cmd_run(int argc, char **argv)
+static int run_main(int argc, char **argv, bool chaos)
 {
     struct run_opts o;
-    if (parse_run(argc, argv, &o))
+    if (parse_run(argc, argv, &o, chaos))
         return EXIT_USAGE;
     static char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -132,10 +225,25 @@ int cmd_run(int argc, char **argv)
         return cli_exit_code(rc);
     }
     printf("%s: %" PRIu64 " packets in, %" PRIu64 " out, %" PRIu64
-           " duplicates suppressed, %.2f s (%.0f packets/s); %s/report.json\n",
-           o.no_ft ? "run (no-ft)" : "run", res.packets_in, res.packets_out, res.duplicates,
-           res.seconds, res.seconds > 0 ? (double)res.packets_in / res.seconds : 0.0, o.out_dir);
+           " duplicates suppressed, %u failovers, %.2f s (%.0f packets/s); %s/report.json\n",
+           chaos     ? "chaos"
+           : o.no_ft ? "run (no-ft)"
+                     : "run",
+           res.packets_in, res.packets_out, res.duplicates, res.failovers, res.seconds,
+           res.seconds > 0 ? (double)res.packets_in / res.seconds : 0.0, o.out_dir);
+    if (chaos)
+        printf("chaos: %u kills, %u stalls; %s/chaos.json\n", res.kills, res.stalls, o.out_dir);
     return EXIT_OK;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    return run_main(argc, argv, false);
+}
+
+int cmd_chaos(int argc, char **argv)
+{
+    return run_main(argc, argv, true);
 }
 
 int cmd_worker(int argc, char **argv)

@@ -19,6 +19,7 @@ static const struct command commands[] = {
     {"log", cmd_log, "ingest packets into a durable log; stat and verify logs"},
     {"replay", cmd_replay, "read packets back out of a log (pcapng/pcap, DPDK port)"},
     {"bench", cmd_bench, "measure throughput against a baseline in the same run"},
+    {"chaos", cmd_chaos, "run a chain while killing and stalling its workers"},
     {"verify", cmd_verify_runs, "compare two runs clock by clock (DESIGN §2)"},
     {"worker", cmd_worker, "one NF instance (internal: started by `rewind run`)"},
 };

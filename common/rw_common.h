@@ -25,6 +25,8 @@ enum rw_pkt_flag {
     RW_F_CLONE = 1u << 2,       /* replicated to a straggler's clone */
     RW_F_MOVE_LAST = 1u << 3,   /* last packet of moved flows to the old instance */
     RW_F_MOVE_FIRST = 1u << 4,  /* first packet of moved flows to the new instance */
+    RW_F_REPEAT = 1u << 5,      /* in a log: the previous record's (clock, sub) again, a
+                                   duplicate kept on purpose (a run with --no-dedup) */
     RW_F_MARK = 1u << 15,       /* not a packet: its sender has sent everything below
                                    meta.clock on this link (progress for merges) */
 };

@@ -6,8 +6,10 @@
  * per NF instance with libuv, runs the root splitter and the logger in its own
  * process, and the sink in a thread of it. It detects a worker's death (its exit)
  * and a hang (missed heartbeats: the worker is then SIGKILLed, so every failure is
- * fail-stop). Taking over the slot (DESIGN §7) is the failover issue; today a
- * failed worker fails the run cleanly.
+ * fail-stop). A failed slot is given to a hot spare, which replays the slot's
+ * logged packets from its store watermark and takes the live links over
+ * (DESIGN §7; nfworker/recover.c). `rewind chaos` is a run with a fault
+ * schedule: SIGKILL and SIGSTOP/SIGCONT of random workers.
  */
 #ifndef RW_FAILOVER_H
 #define RW_FAILOVER_H
@@ -30,10 +32,17 @@ struct run_opts {
     volatile const int *stop;  /* set by SIGINT/SIGTERM: drain and finish */
     unsigned heartbeat_ms;     /* how often workers' heartbeats are checked (default 100) */
     unsigned heartbeat_misses; /* missed checks before a worker counts as hung (default 20) */
+    unsigned spares;           /* hot spares kept ready (FT only; default 2) */
+    bool no_dedup;             /* debug: no duplicate suppression anywhere */
+    uint64_t rate_pps;         /* pace the input (0: as fast as it comes) */
+    /* chaos: faults on a schedule (0: none) */
+    unsigned kill_every_ms, stall_every_ms, stall_ms;
+    uint64_t seed;
 };
 
 struct run_result {
     uint64_t packets_in, packets_out, duplicates;
+    uint32_t failovers, kills, stalls;
     double seconds;
 };
 

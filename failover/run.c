@@ -7,11 +7,13 @@
  * inherited descriptors, so this process owns every piece of shared memory, and
  * a worker's death can never leave the others with memory they cannot trust.
  *
- * libuv runs in a thread of its own: it spawns the workers (before DPDK starts,
- * so no process is forked from a DPDK process), reaps them, and would be where
- * heartbeat checks and failover live (next issue). A worker that exits before
- * the end fails the run: the root and the sink are told to stop, the other
- * workers are killed, and the error says which instance died and how.
+ * libuv runs in a thread of its own: it spawns the workers (the first ones
+ * before DPDK starts), checks heartbeats, reaps them and fails their slots over
+ * to hot spares (run_spawn.c). Spares started later are forked from this DPDK
+ * process: libuv execs right after the fork, and the child inherits only the
+ * descriptors it is given. With --no-ft a worker that dies fails the run: the
+ * root and the sink are told to stop, the other workers are killed, and the
+ * error says which instance died and how.
  */
 #include "failover.h"
 
@@ -93,22 +95,54 @@ static void free_links(struct run *r)
     free(r->links);
 }
 
-/* The status blocks of all workers, one shared region. */
+/* Status blocks for this many processes beyond the slots: the spares and the
+ * replacements of every failover a run may see. */
+#define EXTRA_PROCS 4096
+
+size_t run_region_size(uint32_t cap)
+{
+    size_t head = (sizeof(struct worker_shared) + 63) & ~(size_t)63;
+    return head + (size_t)cap * sizeof(struct worker_status);
+}
+
+struct worker_status *run_region_status(void *region)
+{
+    return (struct worker_status *)((char *)region + run_region_size(0));
+}
+
+/* The shared header and the status blocks of every worker, one region. */
 static int make_status(struct run *r, struct rw_err *e)
 {
-    for (uint32_t k = 0; k < r->chain->nnfs; k++)
-        r->nworkers += r->chain->nfs[k].instances;
-    r->status_len = r->nworkers * sizeof(struct worker_status);
+    const struct chain *c = r->chain;
+    r->slot_base = calloc(c->nnfs ? c->nnfs : 1, sizeof(uint32_t));
+    if (!r->slot_base)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    for (uint32_t k = 0; k < c->nnfs; k++) {
+        r->slot_base[k] = r->nworkers;
+        r->nworkers += c->nfs[k].instances;
+    }
+    if (r->nworkers > WORKER_MAX_SLOTS)
+        return rw_errf(e, RW_EINVAL, "%s: %u instances in all; at most %d", r->o->chain_path,
+                       r->nworkers, WORKER_MAX_SLOTS);
+    r->slots = calloc(r->nworkers ? r->nworkers : 1, sizeof(*r->slots));
+    if (!r->slots)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    for (uint32_t k = 0; k < c->nnfs; k++)
+        for (uint32_t i = 0; i < c->nfs[k].instances; i++)
+            r->slots[r->slot_base[k] + i] = (struct run_slot){.nf = k, .instance = i};
+    r->status_cap = r->nworkers + EXTRA_PROCS;
+    r->region_len = run_region_size(r->status_cap);
     r->status_fd = memfd_create("rw-status", MFD_CLOEXEC);
-    if (r->status_fd < 0 || ftruncate(r->status_fd, (off_t)r->status_len))
+    if (r->status_fd < 0 || ftruncate(r->status_fd, (off_t)r->region_len))
         return rw_errf(e, RW_EIO, "status region: %s", strerror(errno));
-    r->status = mmap(NULL, r->status_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->status_fd, 0);
-    if (r->status == MAP_FAILED) {
-        r->status = NULL;
+    r->region = mmap(NULL, r->region_len, PROT_READ | PROT_WRITE, MAP_SHARED, r->status_fd, 0);
+    if (r->region == MAP_FAILED) {
+        r->region = NULL;
         return rw_errf(e, RW_EIO, "status region: %s", strerror(errno));
     }
-    r->workers = calloc(r->nworkers, sizeof(*r->workers));
-    return r->workers ? 0 : rw_errf(e, RW_ENOMEM, "out of memory");
+    r->shared = r->region;
+    r->status = run_region_status(r->region);
+    return 0;
 }
 
 /* ---- the sink thread ---- */
@@ -140,7 +174,8 @@ static int start_sink(struct run *r, struct rw_err *e)
     r->sink_opts = (struct sink_opts){.in = r->sink_in,
                                       .nin = n,
                                       .ft = !r->o->no_ft,
-                                      .durable = &r->durable,
+                                      .keep_dups = r->o->no_dedup,
+                                      .durable = &r->shared->durable,
                                       .output = r->output,
                                       .stop = &r->stop};
     if (pthread_create(&r->sink_tid, NULL, sink_thread, r))
@@ -214,7 +249,9 @@ static int run_root(struct run *r, struct rw_err *e)
                                   .ctx = r,
                                   .edges = r->redges,
                                   .nedges = r->nredges,
-                                  .durable_out = &r->durable};
+                                  .durable_out = &r->shared->durable,
+                                  .clock_out = &r->shared->root_clock,
+                                  .rate_pps = r->o->rate_pps};
     r->pipeline_ns = rw_now_ns();
     rc = root_ingest(&ro, r->input_log, &r->root_st, e);
     if (r->o->progress)
@@ -239,6 +276,7 @@ static int open_logs(struct run *r, struct rw_err *e)
     if (rc)
         return rc;
     lo.durability = LOG_DUR_PROCESS;
+    lo.allow_repeats = r->o->no_dedup;
     snprintf(path, sizeof(path), "%s/output", r->o->out_dir);
     return log_writer_open(path, &lo, &r->output, e);
 }
@@ -301,11 +339,17 @@ static void cleanup(struct run *r)
     free_links(r);
     free(r->sink_in);
     free(r->redges);
-    if (r->status)
-        munmap(r->status, r->status_len);
+    if (r->region)
+        munmap(r->region, r->region_len);
     if (r->status_fd > 0)
         close(r->status_fd);
-    free(r->workers);
+    for (uint32_t i = 0; r->procs && i < atomic_load(&r->nprocs); i++)
+        free(r->procs[i]);
+    free(r->procs);
+    free(r->slots);
+    free(r->slot_base);
+    free(r->failovers);
+    free(r->faults);
     if (r->chain)
         chain_free(r->chain);
 }
@@ -314,7 +358,7 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
 {
     struct run r = {.o = o, .status_fd = -1};
     memset(res, 0, sizeof(*res));
-    uint64_t t0 = rw_now_ns();
+    uint64_t t0 = r.t0_ns = rw_now_ns();
     int rc = prepare(&r, e);
     if (!rc)
         rc = run_spawn_workers(&r, e); /* before DPDK: nothing forks a DPDK process */
@@ -336,8 +380,13 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
     res->packets_in = r.root_st.packets;
     res->packets_out = r.sink_st.released;
     res->duplicates = r.sink_st.dups;
-    if (r.chain && r.workers)
+    res->failovers = r.nfailovers;
+    for (uint32_t i = 0; i < r.nfaults; i++)
+        *(r.faults[i].action[0] == 'k' ? &res->kills : &res->stalls) += 1;
+    if (r.chain && r.region && r.procs) {
         run_write_outputs(&r, res, rc, e);
+        run_chaos_write(&r);
+    }
     cleanup(&r);
     return rc;
 }

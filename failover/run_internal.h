@@ -1,6 +1,7 @@
 /*
  * run_internal.h - the coordinator's state, shared by its files (run.c: the
- * run; run_spawn.c: worker processes; run_report.c: report and alerts).
+ * run; run_spawn.c: worker processes, heartbeats, failover; run_chaos.c: the
+ * fault schedule of `rewind chaos`; run_report.c: report and alerts).
  */
 #ifndef RW_RUN_INTERNAL_H
 #define RW_RUN_INTERNAL_H
@@ -13,17 +14,46 @@
 #include "nfworker.h"
 #include "root.h"
 
-struct run_worker {
+/* One worker process: a slot's instance, or a spare (slot -1) until assigned. */
+struct run_proc {
     uv_process_t proc;
     struct run *r;
-    uint32_t nf, instance, index;
+    uint32_t index; /* its status block */
+    int slot;       /* global slot index, -1 while a spare */
+    int nf;         /* the slot's NF, -1 while a spare */
     bool running;
     bool hung;          /* killed for missing heartbeats */
     bool hung_starting; /* ... before its loop ever started */
+    bool chaos_killed;
+    uint64_t fault_ns;  /* when chaos killed it (0: a fault of its own) */
     uint64_t last_beat; /* heartbeat counter at the last check */
     unsigned missed;    /* checks in a row without a beat */
     int64_t exit_status;
     int term_signal;
+    int pid;
+};
+
+struct run_slot {
+    uint32_t nf, instance;
+    struct run_proc *proc; /* serving it now */
+    unsigned errors;       /* workers in a row that exited with an error (not a signal) */
+};
+
+/* One failover, for report.json. */
+struct run_failover {
+    uint32_t slot;
+    uint32_t spare; /* status block of the replacement */
+    const char *reason;
+    uint64_t fault_ns, detected_ns; /* fault: the chaos kill, else the detection */
+};
+
+/* One fault `rewind chaos` injected, for chaos.json. */
+struct run_fault {
+    uint64_t at_ns;
+    char action[8]; /* kill, stall */
+    uint32_t slot;
+    int pid;
+    unsigned ms; /* stall length */
 };
 
 struct run {
@@ -31,20 +61,34 @@ struct run {
     struct chain *chain;
     char store_url[4200];
     struct link ***links; /* [edge][from instance * to instances + to instance] */
+    void *region;         /* shared header, then status blocks */
+    size_t region_len;
+    struct worker_shared *shared;
     struct worker_status *status;
-    size_t status_len;
+    uint32_t status_cap; /* status blocks: every process the run may start */
     int status_fd;
-    struct run_worker *workers;
-    uint32_t nworkers;
+    uint32_t nworkers; /* slots */
+    struct run_slot *slots;
+    uint32_t *slot_base; /* per NF: its first slot */
+    struct run_proc **procs;
+    _Atomic uint32_t nprocs;
+    unsigned spares_target;
     uv_loop_t loop;
     uv_timer_t beat_timer;
     uv_async_t quit; /* ends the loop's own handles when the run is over */
     unsigned beat_ms, beat_misses;
     uv_thread_t uv_tid;
     bool uv_started;
+    bool ending; /* loop thread: the input is over, no more failovers or spares */
     _Atomic uint32_t exited;
-    _Atomic int failed; /* a worker died before the end */
+    _Atomic int failed; /* a worker died and could not be replaced */
     char fail_msg[256];
+    struct run_failover *failovers;
+    uint32_t nfailovers, cap_failovers;
+    struct run_fault *faults;
+    uint32_t nfaults, cap_faults;
+    uv_timer_t kill_timer, stall_timer;
+    uint64_t rng;
     struct root_edge *redges;
     unsigned nredges;
     const char *in_trace, *in_port; /* the input actually used */
@@ -53,7 +97,6 @@ struct run {
     struct log_writer *input_log, *output;
     bool eal_up;
     volatile int stop; /* the run is abandoned (a worker died, the sink failed) */
-    _Atomic uint64_t durable;
     struct link **sink_in;
     struct sink_opts sink_opts;
     struct sink_stats sink_st;
@@ -61,8 +104,13 @@ struct run {
     bool sink_started;
     int sink_rc;
     struct rw_err sink_err;
+    uint64_t t0_ns;       /* the run's start, for chaos.json times */
     uint64_t pipeline_ns; /* first rx to last release: excludes start-up */
 };
+
+/* The status region: the shared header, then cap status blocks. */
+size_t run_region_size(uint32_t cap);
+struct worker_status *run_region_status(void *region);
 
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
 int run_store_url(struct run *r, struct rw_err *e);
@@ -70,5 +118,11 @@ int run_spawn_workers(struct run *r, struct rw_err *e);
 /* Waits up to timeout_ms for every worker to exit (0: kill them now). */
 int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e);
 void run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e);
+
+/* run_chaos.c: starts the fault timers on the loop (loop thread), and writes
+ * OUT/chaos.json. */
+void run_chaos_start(struct run *r);
+void run_chaos_stop(struct run *r);
+void run_chaos_write(struct run *r);
 
 #endif

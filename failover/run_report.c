@@ -66,68 +66,140 @@ static void merge_alerts(struct run *r)
         qsort(v, n, sizeof(*v), by_clock);
     snprintf(path, sizeof(path), "%s/alerts.json", r->o->out_dir);
     FILE *f = fopen(path, "w");
+    /* A replacement raises again the alerts of the packets it replays: the same
+     * line (clock, NF, fields) twice is one alert, unless duplicate suppression
+     * is off (the debug flag that shows what it prevents). */
     for (size_t i = 0; i < n; i++) {
-        if (f)
+        bool dup = i && !r->o->no_dedup && !strcmp(v[i].text, v[i - 1].text);
+        if (f && !dup)
             fputs(v[i].text, f);
-        free(v[i].text);
     }
+    for (size_t i = 0; i < n; i++)
+        free(v[i].text);
     if (f)
         fclose(f);
     free(v);
 }
 
-static uint64_t sum(const struct worker_status *st, size_t n, size_t off)
+/* Sums a status field over every process that served NF k (replacements too). */
+static uint64_t sum(const struct run *r, int k, size_t off)
 {
     uint64_t t = 0;
-    for (size_t i = 0; i < n; i++)
-        t += atomic_load((_Atomic uint64_t *)((const char *)&st[i] + off));
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
+        if (r->procs[i]->nf == k)
+            t += atomic_load(
+                (_Atomic uint64_t *)((const char *)&r->status[r->procs[i]->index] + off));
     return t;
 }
 
-/* The NF's named statistics, summed over its instances, as a JSON object. */
-static void nf_counters(FILE *f, const struct worker_status *st, uint32_t n)
+/* The NF's named statistics, summed over its processes, as a JSON object. */
+static void nf_counters(FILE *f, const struct run *r, int nf)
 {
     char names[WORKER_COUNTERS * 4][24];
     int64_t sums[WORKER_COUNTERS * 4];
     unsigned k = 0;
-    for (uint32_t i = 0; i < n; i++)
-        for (int c = 0; c < WORKER_COUNTERS && st[i].counters[c].name[0]; c++) {
+    for (uint32_t p = 0; p < atomic_load(&r->nprocs); p++) {
+        if (r->procs[p]->nf != nf)
+            continue;
+        const struct worker_status *st = &r->status[r->procs[p]->index];
+        for (int c = 0; c < WORKER_COUNTERS && st->counters[c].name[0]; c++) {
             unsigned j = 0;
-            while (j < k && strncmp(names[j], st[i].counters[c].name, sizeof(names[0])))
+            while (j < k && strncmp(names[j], st->counters[c].name, sizeof(names[0])))
                 j++;
             if (j == k && k < WORKER_COUNTERS * 4) {
-                snprintf(names[k], sizeof(names[0]), "%s", st[i].counters[c].name);
+                snprintf(names[k], sizeof(names[0]), "%s", st->counters[c].name);
                 sums[k++] = 0;
             }
             if (j < k)
-                sums[j] += atomic_load(&st[i].counters[c].value);
+                sums[j] += atomic_load(&st->counters[c].value);
         }
+    }
     fprintf(f, ", \"counters\": {");
     for (unsigned j = 0; j < k; j++)
         fprintf(f, "%s\"%s\": %lld", j ? ", " : "", names[j], (long long)sums[j]);
     fprintf(f, "}");
 }
 
-static void nf_stats(FILE *f, struct run *r, uint32_t k, uint32_t first, bool last)
+static void nf_stats(FILE *f, struct run *r, uint32_t k, bool last)
 {
     const struct chain_nf *nf = &r->chain->nfs[k];
-    const struct worker_status *st = &r->status[first];
     _Atomic uint64_t lat[WORKER_LAT_BUCKETS] = {0};
-    for (uint32_t i = 0; i < nf->instances; i++)
-        for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
-            atomic_fetch_add(&lat[b], atomic_load(&st[i].lat[b]));
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
+        if (r->procs[i]->nf == (int)k)
+            for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
+                atomic_fetch_add(&lat[b], atomic_load(&r->status[r->procs[i]->index].lat[b]));
     fprintf(f,
             "    {\"name\": \"%s\", \"type\": \"%s\", \"instances\": %u, \"packets_in\": %" PRIu64
             ", \"packets_out\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"duplicates\": %" PRIu64
             ", \"latency_ns\": {\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "}",
             nf->name, nf->type, nf->instances,
-            sum(st, nf->instances, offsetof(struct worker_status, pkts_in)),
-            sum(st, nf->instances, offsetof(struct worker_status, pkts_out)),
-            sum(st, nf->instances, offsetof(struct worker_status, dropped)),
-            sum(st, nf->instances, offsetof(struct worker_status, dups)),
-            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99));
-    nf_counters(f, st, nf->instances);
+            sum(r, (int)k, offsetof(struct worker_status, pkts_in)),
+            sum(r, (int)k, offsetof(struct worker_status, pkts_out)),
+            sum(r, (int)k, offsetof(struct worker_status, dropped)),
+            sum(r, (int)k, offsetof(struct worker_status, dups)), worker_lat_percentile(lat, 50),
+            worker_lat_percentile(lat, 99));
+    nf_counters(f, r, (int)k);
     fprintf(f, "}%s\n", last ? "" : ",");
+}
+
+static int by_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* p (0..100) of n sorted values, in ms. */
+static double pct_ms(const uint64_t *v, uint32_t n, double p)
+{
+    if (!n)
+        return 0;
+    uint32_t i = (uint32_t)((double)(n - 1) * p / 100.0 + 0.5);
+    return (double)v[i] / 1e6;
+}
+
+/* Failovers: detection (fault to the coordinator's decision) and recovery (fault
+ * to the replacement processing live traffic) times, and what was replayed. A
+ * fault's time is known when chaos caused it; otherwise it is the detection. */
+static void failover_stats(FILE *f, struct run *r)
+{
+    uint32_t n = r->nfailovers, nrec = 0;
+    uint64_t *det = calloc(n ? n : 1, sizeof(uint64_t)), *rec = calloc(n ? n : 1, sizeof(uint64_t));
+    uint64_t replayed = 0;
+    for (uint32_t i = 0; det && rec && i < n; i++) {
+        const struct run_failover *x = &r->failovers[i];
+        const struct worker_status *st = &r->status[x->spare];
+        det[i] = x->detected_ns - x->fault_ns;
+        uint64_t done = atomic_load(&st->recovered_ns);
+        if (done > x->fault_ns)
+            rec[nrec++] = done - x->fault_ns;
+        replayed += atomic_load(&st->replayed);
+    }
+    if (det && rec) {
+        qsort(det, n, sizeof(uint64_t), by_u64);
+        qsort(rec, nrec, sizeof(uint64_t), by_u64);
+        fprintf(f,
+                "  \"failovers\": %u,\n  \"recovered\": %u,\n  \"replayed_packets\": %" PRIu64
+                ",\n  \"detection_ms\": {\"p50\": %.3f, \"p99\": %.3f},\n"
+                "  \"recovery_ms\": {\"p50\": %.3f, \"p99\": %.3f},\n  \"failover_log\": [",
+                n, nrec, replayed, pct_ms(det, n, 50), pct_ms(det, n, 99), pct_ms(rec, nrec, 50),
+                pct_ms(rec, nrec, 99));
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const struct run_failover *x = &r->failovers[i];
+        const struct run_slot *s = &r->slots[x->slot];
+        const struct worker_status *st = &r->status[x->spare];
+        uint64_t done = atomic_load(&st->recovered_ns);
+        fprintf(f,
+                "%s\n    {\"nf\": \"%s\", \"instance\": %u, \"reason\": \"%s\", "
+                "\"detection_ms\": %.3f, \"recovery_ms\": %.3f, \"replayed\": %" PRIu64 "}",
+                i ? "," : "", r->chain->nfs[s->nf].name, s->instance, x->reason,
+                (double)(x->detected_ns - x->fault_ns) / 1e6,
+                done > x->fault_ns ? (double)(done - x->fault_ns) / 1e6 : -1.0,
+                (uint64_t)atomic_load(&st->replayed));
+    }
+    fprintf(f, "%s],\n", n ? "\n  " : "");
+    free(det);
+    free(rec);
 }
 
 static void write_report(struct run *r, const struct run_result *res, int rc, struct rw_err *e)
@@ -141,24 +213,23 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
     for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
         atomic_init(&lat[b], r->sink_st.lat[b]);
     uint64_t nf_dups = 0;
-    for (uint32_t w = 0; w < r->nworkers; w++)
-        nf_dups += atomic_load(&r->status[w].dups);
+    for (uint32_t w = 0; w < atomic_load(&r->nprocs); w++)
+        nf_dups += atomic_load(&r->status[r->procs[w]->index].dups);
     fprintf(f,
             "{\n  \"chain\": \"%s\",\n  \"mode\": \"%s\",\n  \"ok\": %s,\n  \"error\": \"%s\",\n"
             "  \"packets_in\": %" PRIu64 ",\n  \"packets_out\": %" PRIu64 ",\n"
             "  \"duplicates_suppressed\": %" PRIu64 ",\n  \"seconds\": %.3f,\n"
             "  \"pipeline_seconds\": %.3f,\n  \"throughput_pps\": %.0f,\n  \"latency_ns\": "
-            "{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "},\n  \"failovers\": 0,\n  \"nfs\": [\n",
+            "{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "},\n",
             r->chain->name, r->o->no_ft ? "no-ft" : "ft", rc ? "false" : "true",
             rc && e ? "see stderr" : "", res->packets_in, res->packets_out,
             res->duplicates + nf_dups, res->seconds, (double)r->pipeline_ns / 1e9,
             r->pipeline_ns ? (double)res->packets_in * 1e9 / (double)r->pipeline_ns : 0.0,
             worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99));
-    uint32_t first = 0;
-    for (uint32_t k = 0; k < r->chain->nnfs; k++) {
-        nf_stats(f, r, k, first, k + 1 == r->chain->nnfs);
-        first += r->chain->nfs[k].instances;
-    }
+    failover_stats(f, r);
+    fprintf(f, "  \"nfs\": [\n");
+    for (uint32_t k = 0; k < r->chain->nnfs; k++)
+        nf_stats(f, r, k, k + 1 == r->chain->nnfs);
     fprintf(f, "  ]\n}\n");
     fclose(f);
 }

@@ -1,25 +1,36 @@
 /*
  * run_spawn.c - the worker processes of a run: spawned with libuv (each in its
  * own session, so a Ctrl-C on `rewind run` reaches only the coordinator, which
- * then drains the chain), reaped by the loop thread, and the other half: the
- * body of `rewind worker`, which attaches to the descriptors it inherited.
+ * then drains the chain), watched by heartbeat, reaped by the loop thread, and
+ * replaced when they fail.
+ *
+ * Failover (DESIGN §7): a slot's worker that dies (exit, signal) or stops
+ * answering (missed heartbeats: it is SIGKILLed, so every failure is fail-stop)
+ * is replaced by a hot spare: a `rewind worker --spare` that already loaded the
+ * chain, mapped every link and opened the store. The coordinator writes the
+ * slot into the spare's status block and wakes it (a futex); the spare claims
+ * the slot in the store and replays (nfworker/recover.c). The pool is then
+ * topped up. With no spare ready, a fresh one is started already assigned:
+ * slower (an exec on the critical path), never a lost slot. With --no-ft there
+ * is no state to recover and a failure fails the run, as before.
  */
 #include "run_internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_FDS 512
+#define MAX_FDS           512
+#define MAX_ERRORS_IN_ROW 3
 
 int run_store_url(struct run *r, struct rw_err *e)
 {
@@ -32,15 +43,15 @@ int run_store_url(struct run *r, struct rw_err *e)
     return 0;
 }
 
-/* Arguments and inherited descriptors of one worker, built together: a link's
- * pair of descriptors lands at child fds k, k+1, named in the arguments. */
+/* Arguments and inherited descriptors of one worker, built together: every
+ * link's pair of descriptors lands at child fds k, k+1, named in --links. */
 struct spawn_args {
-    char *argv[64];
+    char *argv[32];
     int nargs;
     uv_stdio_container_t stdio[MAX_FDS];
     int nfds;
-    char buf[64][256];
-    char big[8][8192];
+    char buf[32][PATH_MAX + 64];
+    char links[16384];
 };
 
 static char *arg(struct spawn_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -63,15 +74,7 @@ static int add_fd(struct spawn_args *a, int fd)
     return a->nfds++;
 }
 
-/* Appends "memfd:eventfd" child descriptor pairs for a link to a list. */
-static void add_link(struct spawn_args *a, char *list, size_t cap, struct link *l)
-{
-    int m = add_fd(a, link_memfd(l)), v = add_fd(a, link_eventfd(l));
-    size_t n = strlen(list);
-    snprintf(list + n, cap - n, "%s%d:%d", n && list[n - 1] != '=' ? "," : "", m, v);
-}
-
-static void build_args(struct run *r, uint32_t k, uint32_t i, uint32_t index, struct spawn_args *a)
+static void build_args(struct run *r, const struct run_proc *p, struct spawn_args *a)
 {
     const struct chain *c = r->chain;
     memset(a, 0, sizeof(*a));
@@ -80,34 +83,32 @@ static void build_args(struct run *r, uint32_t k, uint32_t i, uint32_t index, st
     a->argv[a->nargs++] = (char *)r->o->self_exe;
     a->argv[a->nargs++] = "worker";
     arg(a, "--chain=%s", r->o->chain_path);
-    arg(a, "--nf=%u", k);
-    arg(a, "--instance=%u", i);
-    arg(a, "--status=%d:%u", add_fd(a, r->status_fd), index);
+    if (p->slot < 0) {
+        arg(a, "--spare");
+    } else {
+        arg(a, "--nf=%u", r->slots[p->slot].nf);
+        arg(a, "--instance=%u", r->slots[p->slot].instance);
+    }
+    arg(a, "--status=%d:%u:%u", add_fd(a, r->status_fd), p->index, r->status_cap);
     arg(a, "--store=%s", r->store_url);
-    arg(a, "--alerts=%s/alerts/%s-%u.jsonl", r->o->out_dir, c->nfs[k].name, i);
+    arg(a, "--out-dir=%s", r->o->out_dir);
     if (r->o->no_ft)
         arg(a, "--no-ft");
-    char *in = a->big[0];
-    strcpy(in, "--in=");
-    for (uint32_t ed = 0; ed < c->nedges; ed++) {
-        const struct chain_edge *x = &c->edges[ed];
-        unsigned nfrom = x->from == CHAIN_INPUT ? 1 : c->nfs[x->from].instances;
-        if (x->to == (int)k)
-            for (unsigned s = 0; s < nfrom; s++)
-                add_link(a, in, sizeof(a->big[0]), run_link(r, ed, s, i));
+    if (r->o->no_dedup)
+        arg(a, "--no-dedup");
+    size_t n = (size_t)snprintf(a->links, sizeof(a->links), "--links=");
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        const struct chain_edge *ed = &c->edges[k];
+        unsigned nfrom = ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
+        unsigned nto = ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
+        for (unsigned i = 0; i < nfrom * nto; i++) {
+            struct link *l = r->links[k][i];
+            int m = add_fd(a, link_memfd(l)), v = add_fd(a, link_eventfd(l));
+            n += (size_t)snprintf(a->links + n, sizeof(a->links) - n, "%s%d:%d",
+                                  a->links[n - 1] == '=' ? "" : ",", m, v);
+        }
     }
-    a->argv[a->nargs++] = in;
-    for (uint32_t ed = 0, n = 1; ed < c->nedges && n < 8; ed++) {
-        const struct chain_edge *x = &c->edges[ed];
-        if (x->from != (int)k)
-            continue;
-        char *out = a->big[n++];
-        snprintf(out, sizeof(a->big[0]), "--out=%u=", ed);
-        unsigned nto = x->to == CHAIN_OUTPUT ? 1 : c->nfs[x->to].instances;
-        for (unsigned t = 0; t < nto; t++)
-            add_link(a, out, sizeof(a->big[0]), run_link(r, ed, i, t));
-        a->argv[a->nargs++] = out;
-    }
+    a->argv[a->nargs++] = a->links;
     a->argv[a->nargs] = NULL;
 }
 
@@ -116,63 +117,232 @@ static void on_close(uv_handle_t *h)
     (void)h;
 }
 
-static void on_worker_exit(uv_process_t *p, int64_t status, int sig)
+static void on_proc_close(uv_handle_t *h)
 {
-    struct run_worker *w = p->data;
-    struct run *r = w->r;
-    w->running = false;
-    w->exit_status = status;
-    w->term_signal = sig;
-    if ((status || sig) && !atomic_exchange(&r->failed, 1)) {
-        if (w->hung)
-            snprintf(r->fail_msg, sizeof(r->fail_msg), "%s[%u] %s (%u ms) and was killed",
-                     r->chain->nfs[w->nf].name, w->instance,
-                     w->hung_starting ? "did not finish starting" : "stopped answering",
-                     w->missed * r->beat_ms);
-        else
-            snprintf(r->fail_msg, sizeof(r->fail_msg), "%s[%u] %s %d before the end of the run",
-                     r->chain->nfs[w->nf].name, w->instance,
-                     sig ? "was killed by signal" : "exited with status", sig ? sig : (int)status);
-        r->stop = 1;
-        for (uint32_t j = 0; j < r->nworkers; j++)
-            if (r->workers[j].running)
-                uv_process_kill(&r->workers[j].proc, SIGKILL);
+    (void)h; /* the proc stays allocated: the report reads it */
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig);
+
+/* Starts a worker process for slot (or a spare: slot -1; assigned: a spare that
+ * is given its slot before it even starts). Loop thread (or before it runs). */
+static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, struct rw_err *e)
+{
+    uint32_t n = atomic_load(&r->nprocs);
+    if (n == r->status_cap) {
+        rw_errf(e, RW_EIO, "no status block left for another worker (%u started)", n);
+        return NULL;
     }
-    uv_close((uv_handle_t *)p, on_close);
+    struct run_proc *p = calloc(1, sizeof(*p));
+    struct spawn_args *a = malloc(sizeof(*a));
+    if (!p || !a) {
+        free(p);
+        free(a);
+        rw_errf(e, RW_ENOMEM, "out of memory");
+        return NULL;
+    }
+    *p = (struct run_proc){.r = r, .index = n, .slot = slot, .nf = -1};
+    if (slot >= 0)
+        p->nf = (int)r->slots[slot].nf;
+    p->proc.data = p;
+    memset(&r->status[n], 0, sizeof(r->status[n]));
+    atomic_store(&r->status[n].assign, assign);
+    build_args(r, p, a);
+    uv_process_options_t po = {.file = r->o->self_exe,
+                               .args = a->argv,
+                               .exit_cb = on_exit_cb,
+                               .flags = UV_PROCESS_DETACHED,
+                               .stdio_count = a->nfds,
+                               .stdio = a->stdio};
+    int u = uv_spawn(&r->loop, &p->proc, &po);
+    free(a);
+    if (u) {
+        rw_errf(e, RW_EIO, "cannot start a worker: %s", uv_strerror(u));
+        free(p);
+        return NULL;
+    }
+    p->running = true;
+    p->pid = p->proc.pid;
+    r->procs[n] = p;
+    atomic_store(&r->nprocs, n + 1);
+    return p;
+}
+
+static unsigned spares_ready(const struct run *r)
+{
+    unsigned n = 0;
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
+        n += r->procs[i]->running && r->procs[i]->slot < 0;
+    return n;
+}
+
+static void top_up_spares(struct run *r)
+{
+    struct rw_err e;
+    while (!r->ending && !r->o->no_ft && spares_ready(r) < r->spares_target)
+        if (!spawn_proc(r, -1, 0, &e))
+            return; /* no room: failovers will start spares assigned */
+}
+
+static void fail_run(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void fail_run(struct run *r, const char *fmt, ...)
+{
+    if (atomic_exchange(&r->failed, 1))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->fail_msg, sizeof(r->fail_msg), fmt, ap);
+    va_end(ap);
+    r->stop = 1;
+    for (uint32_t j = 0; j < atomic_load(&r->nprocs); j++)
+        if (r->procs[j]->running)
+            uv_process_kill(&r->procs[j]->proc, SIGKILL);
+}
+
+static void describe_death(const struct run *r, const struct run_proc *p, char *buf, size_t cap)
+{
+    const struct run_slot *s = &r->slots[p->slot];
+    const char *name = r->chain->nfs[s->nf].name;
+    if (p->hung)
+        snprintf(buf, cap, "%s[%u] %s (%u ms) and was killed", name, s->instance,
+                 p->hung_starting ? "did not finish starting" : "stopped answering",
+                 p->missed * r->beat_ms);
+    else
+        snprintf(buf, cap, "%s[%u] %s %d before the end of the run", name, s->instance,
+                 p->term_signal ? "was killed by signal" : "exited with status",
+                 p->term_signal ? p->term_signal : (int)p->exit_status);
+}
+
+static void record_failover(struct run *r, const struct run_proc *dead, const struct run_proc *to,
+                            uint64_t now)
+{
+    if (r->nfailovers == r->cap_failovers) {
+        uint32_t cap = r->cap_failovers ? r->cap_failovers * 2 : 64;
+        void *v = realloc(r->failovers, cap * sizeof(*r->failovers));
+        if (!v)
+            return;
+        r->failovers = v;
+        r->cap_failovers = cap;
+    }
+    const char *reason = dead->hung ? "hung" : dead->term_signal ? "killed" : "exited";
+    r->failovers[r->nfailovers++] =
+        (struct run_failover){.slot = (uint32_t)dead->slot,
+                              .spare = to->index,
+                              .reason = reason,
+                              .fault_ns = dead->fault_ns ? dead->fault_ns : now,
+                              .detected_ns = now};
+}
+
+/* Gives the dead worker's slot to a spare (or a fresh process already assigned). */
+static void fail_over(struct run *r, struct run_proc *dead)
+{
+    uint64_t now = rw_now_ns();
+    int slot = dead->slot;
+    uint32_t assign = WORKER_ASSIGN(r->slots[slot].nf, r->slots[slot].instance);
+    struct run_proc *to = NULL;
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to; i++) {
+        struct run_proc *p = r->procs[i];
+        if (p->running && p->slot < 0 && atomic_load(&r->status[p->index].state) == 4)
+            to = p;
+    }
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to; i++)
+        if (r->procs[i]->running && r->procs[i]->slot < 0)
+            to = r->procs[i]; /* still starting: it reads the assignment once up */
+    struct rw_err e = {0};
+    if (!to && !(to = spawn_proc(r, -1, assign, &e))) {
+        char why[160];
+        describe_death(r, dead, why, sizeof(why));
+        fail_run(r, "%s, and no replacement could be started: %s", why, e.msg);
+        return;
+    }
+    to->slot = slot;
+    to->nf = (int)r->slots[slot].nf;
+    atomic_store(&r->status[to->index].assigned_ns, now);
+    atomic_store(&r->status[to->index].assign, assign);
+    syscall(SYS_futex, (uint32_t *)&r->status[to->index].assign, FUTEX_WAKE, 1, NULL, NULL, 0);
+    r->slots[slot].proc = to;
+    record_failover(r, dead, to, now);
+    top_up_spares(r);
+}
+
+static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
+{
+    struct run_proc *p = pp->data;
+    struct run *r = p->r;
+    p->running = false;
+    p->exit_status = status;
+    p->term_signal = sig;
+    /* Once the sink has everything (ending), a worker that had finished its
+     * slot may die without consequence: its output and its store are complete. */
+    bool finished = p->slot >= 0 && atomic_load(&r->shared->slot_finished[p->slot]);
+    bool clean = (!status && !sig) || (r->ending && finished);
+    if (!clean && !atomic_load(&r->failed)) {
+        if (p->slot < 0) {
+            top_up_spares(r); /* a spare died: only the pool is short */
+        } else if (r->o->no_ft || r->ending) {
+            char why[200];
+            describe_death(r, p, why, sizeof(why));
+            fail_run(r, "%s", why);
+        } else if (!sig && ++r->slots[p->slot].errors >= MAX_ERRORS_IN_ROW) {
+            /* A worker that reports an error (not a kill) would most likely do it
+             * again: a few tries, then the run fails instead of looping. */
+            char why[200];
+            describe_death(r, p, why, sizeof(why));
+            fail_run(r, "%s (%u times in a row; the workers' messages say why)", why,
+                     r->slots[p->slot].errors);
+        } else {
+            fail_over(r, p);
+        }
+    }
+    uv_close((uv_handle_t *)pp, on_proc_close);
     atomic_fetch_add(&r->exited, 1);
 }
 
-/* From run_wait_workers, through uv_async: the loop may end once the processes are
- * reaped; the timer and this handle would otherwise keep it alive. */
+/* From run_wait_workers, through uv_async: no more failovers; spares are told
+ * to leave; the loop may end once every process is reaped. */
 static void on_quit(uv_async_t *a)
 {
     struct run *r = a->data;
+    r->ending = true;
+    run_chaos_stop(r);
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++) {
+        struct run_proc *p = r->procs[i];
+        if (p->running && p->slot < 0) {
+            atomic_store(&r->status[p->index].assign, WORKER_QUIT);
+            syscall(SYS_futex, (uint32_t *)&r->status[p->index].assign, FUTEX_WAKE, 1, NULL, NULL,
+                    0);
+        }
+    }
     uv_close((uv_handle_t *)&r->beat_timer, on_close);
     uv_close((uv_handle_t *)a, on_close);
 }
 
 /* Heartbeats: a running worker bumps its counter every loop turn and at least
- * every 100 ms while idle. One that misses `misses` checks in a row is hung: it
- * is killed, so that the failure is a clean exit the run can report. */
+ * every 100 ms while idle (a spare every 50 ms). One that misses `misses` checks
+ * in a row is hung: it is killed, and its exit is then a failure like any other. */
 static void on_beat_check(uv_timer_t *t)
 {
     struct run *r = t->data;
-    for (uint32_t j = 0; j < r->nworkers; j++) {
-        struct run_worker *w = &r->workers[j];
-        uint64_t beat = atomic_load(&r->status[w->index].heartbeat);
-        bool started = atomic_load(&r->status[w->index].state) != 0;
-        if (!w->running || (started && beat != w->last_beat)) {
-            w->last_beat = beat;
-            w->missed = 0;
+    for (uint32_t j = 0; j < atomic_load(&r->nprocs); j++) {
+        struct run_proc *p = r->procs[j];
+        const struct worker_status *st = &r->status[p->index];
+        uint64_t beat = atomic_load(&st->heartbeat);
+        bool started = atomic_load(&st->state) != 0;
+        if (p->slot >= 0 && atomic_load(&st->state) == 1)
+            r->slots[p->slot].errors = 0; /* it got past its replay */
+        if (!p->running || (started && beat != p->last_beat)) {
+            p->last_beat = beat;
+            p->missed = 0;
             continue;
         }
         /* Starting up (chain file, store) may take longer than a loop turn: it gets
          * ten times the budget, but a worker stuck there is hung all the same. */
         unsigned limit = started ? r->beat_misses : r->beat_misses * 10;
-        if (++w->missed == limit) {
-            w->hung = true;
-            w->hung_starting = !started;
-            uv_process_kill(&w->proc, SIGKILL);
+        if (++p->missed == limit) {
+            p->hung = true;
+            p->hung_starting = !started;
+            uv_process_kill(&p->proc, SIGKILL);
         }
     }
 }
@@ -187,31 +357,20 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
 {
     if (uv_loop_init(&r->loop))
         return rw_errf(e, RW_EIO, "libuv loop");
-    struct spawn_args *a = malloc(sizeof(*a));
-    if (!a)
+    r->procs = calloc(r->status_cap, sizeof(*r->procs));
+    if (!r->procs)
         return rw_errf(e, RW_ENOMEM, "out of memory");
     int rc = 0;
-    uint32_t index = 0;
-    for (uint32_t k = 0; k < r->chain->nnfs && !rc; k++)
-        for (uint32_t i = 0; i < r->chain->nfs[k].instances && !rc; i++, index++) {
-            struct run_worker *w = &r->workers[index];
-            *w = (struct run_worker){.r = r, .nf = k, .instance = i, .index = index};
-            w->proc.data = w;
-            build_args(r, k, i, index, a);
-            uv_process_options_t po = {.file = r->o->self_exe,
-                                       .args = a->argv,
-                                       .exit_cb = on_worker_exit,
-                                       .flags = UV_PROCESS_DETACHED,
-                                       .stdio_count = a->nfds,
-                                       .stdio = a->stdio};
-            int u = uv_spawn(&r->loop, &w->proc, &po);
-            if (u)
-                rc = rw_errf(e, RW_EIO, "cannot start %s[%u]: %s", r->chain->nfs[k].name, i,
-                             uv_strerror(u));
-            else
-                w->running = true;
-        }
-    free(a);
+    for (uint32_t s = 0; s < r->nworkers && !rc; s++) {
+        struct run_proc *p = spawn_proc(r, (int)s, 0, e);
+        if (!p)
+            rc = RW_EIO;
+        else
+            r->slots[s].proc = p;
+    }
+    r->spares_target = r->o->no_ft ? 0 : r->o->spares ? r->o->spares : 2;
+    if (!rc)
+        top_up_spares(r);
     r->beat_ms = r->o->heartbeat_ms ? r->o->heartbeat_ms : 100;
     r->beat_misses = r->o->heartbeat_misses ? r->o->heartbeat_misses : 20;
     uv_timer_init(&r->loop, &r->beat_timer);
@@ -219,6 +378,7 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
     uv_async_init(&r->loop, &r->quit, on_quit);
     r->quit.data = r;
     uv_timer_start(&r->beat_timer, on_beat_check, r->beat_ms, r->beat_ms);
+    run_chaos_start(r);
     if (uv_thread_create(&r->uv_tid, loop_thread, r))
         return rc ? rc : rw_errf(e, RW_EIO, "cannot start the libuv thread");
     r->uv_started = true;
@@ -229,16 +389,16 @@ int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e)
 {
     if (!r->uv_started)
         return 0;
+    uv_async_send(&r->quit);
     uint64_t deadline = rw_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-    while (atomic_load(&r->exited) < r->nworkers && rw_now_ns() < deadline) {
+    while (atomic_load(&r->exited) < atomic_load(&r->nprocs) && rw_now_ns() < deadline) {
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
     }
-    bool late = atomic_load(&r->exited) < r->nworkers;
-    for (uint32_t j = 0; late && j < r->nworkers; j++)
-        if (r->workers[j].running && r->workers[j].proc.pid > 0)
-            kill(r->workers[j].proc.pid, SIGKILL); /* from this thread: kill(2), not libuv */
-    uv_async_send(&r->quit);
+    bool late = atomic_load(&r->exited) < atomic_load(&r->nprocs);
+    for (uint32_t j = 0; late && j < atomic_load(&r->nprocs); j++)
+        if (r->procs[j]->running && r->procs[j]->pid > 0)
+            kill(r->procs[j]->pid, SIGKILL); /* from this thread: kill(2), not libuv */
     uv_thread_join(&r->uv_tid);
     uv_loop_close(&r->loop);
     if (atomic_load(&r->failed))

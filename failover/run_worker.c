@@ -1,32 +1,43 @@
 /*
- * run_worker.c - `rewind worker`: one NF instance, spawned by `rewind run`. It
- * re-reads the chain file for its NF's type, config and edges, attaches to the
- * links and the status block it inherited, and runs the worker loop until the
- * chain's final mark. It dies with its coordinator (PR_SET_PDEATHSIG): a worker
- * must never outlive the process that owns its links.
+ * run_worker.c - `rewind worker`: one NF instance, or a hot spare, spawned by
+ * `rewind run`.
+ *
+ * Every worker inherits the descriptors of all the chain's links, the status
+ * region and the shared region, and re-reads the chain file. A worker started
+ * for a slot (--nf, --instance) attaches to that slot's links and runs; a spare
+ * (--spare) does everything that can be done before it knows its slot (chain,
+ * links, store) and then waits on its status block until the coordinator gives
+ * it a failed slot: it then takes the slot over (nfworker/recover.c) and runs.
+ * That is what keeps exec, chain parsing and store opening off a failover's
+ * critical path. A worker dies with its coordinator (PR_SET_PDEATHSIG): it must
+ * never outlive the process that owns its links.
  */
 #include "failover.h"
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "nfworker.h"
+#include "run_internal.h"
+#include "store.h"
 
-#define MAX_LINKS 256
+#define MAX_LINKS 1024
 
 struct wargs {
-    const char *chain, *store, *alerts;
-    unsigned nf, instance, status_index;
+    const char *chain, *store, *out_dir, *links;
+    unsigned nf, instance, status_index, status_cap;
     int status_fd;
-    bool no_ft;
-    const char *in;
-    const char *out[8];
-    unsigned nout;
+    bool no_ft, no_dedup, spare, has_nf;
 };
 
 static int parse_args(int argc, char **argv, struct wargs *a)
@@ -38,38 +49,59 @@ static int parse_args(int argc, char **argv, struct wargs *a)
         if (!strncmp(s, "--chain=", 8))
             a->chain = s + 8;
         else if (!strncmp(s, "--nf=", 5))
-            a->nf = (unsigned)atoi(s + 5);
+            a->nf = (unsigned)atoi(s + 5), a->has_nf = true;
         else if (!strncmp(s, "--instance=", 11))
             a->instance = (unsigned)atoi(s + 11);
         else if (!strncmp(s, "--status=", 9))
-            sscanf(s + 9, "%d:%u", &a->status_fd, &a->status_index);
+            sscanf(s + 9, "%d:%u:%u", &a->status_fd, &a->status_index, &a->status_cap);
         else if (!strncmp(s, "--store=", 8))
             a->store = s + 8;
-        else if (!strncmp(s, "--alerts=", 9))
-            a->alerts = s + 9;
+        else if (!strncmp(s, "--out-dir=", 10))
+            a->out_dir = s + 10;
+        else if (!strncmp(s, "--links=", 8))
+            a->links = s + 8;
         else if (!strcmp(s, "--no-ft"))
             a->no_ft = true;
-        else if (!strncmp(s, "--in=", 5))
-            a->in = s + 5;
-        else if (!strncmp(s, "--out=", 6) && a->nout < 8)
-            a->out[a->nout++] = s + 6;
+        else if (!strcmp(s, "--no-dedup"))
+            a->no_dedup = true;
+        else if (!strcmp(s, "--spare"))
+            a->spare = true;
         else if (!strcmp(s, "--help"))
             return 1;
         else
             return -1;
     }
-    return a->chain && a->status_fd >= 0 && a->in ? 0 : -1;
+    bool ok = a->chain && a->status_fd >= 0 && a->status_index < a->status_cap && a->links &&
+              a->out_dir && (a->spare != a->has_nf);
+    return ok ? 0 : -1;
 }
 
+struct wstate {
+    struct chain *chain;
+    struct link *all[MAX_LINKS]; /* every link of the chain, in run_link order */
+    unsigned nall;
+    uint32_t *edge_base; /* per edge: index of its first link in all */
+    uint32_t *slot_base; /* per NF: its first slot */
+    struct link *in[MAX_LINKS];
+    unsigned nin;
+    struct link *outl[8][MAX_LINKS];
+    struct worker_out out[8];
+    unsigned nout;
+    void *region;
+    struct worker_status *st;
+    struct worker_shared *shared;
+    struct store *store;
+    char alerts[PATH_MAX], log_dir[PATH_MAX];
+};
+
 /* "m:v,m:v,..." -> attached links. */
-static int attach_list(const char *s, struct link **out, unsigned *n, struct rw_err *e)
+static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
 {
-    *n = 0;
-    while (s && *s && *n < MAX_LINKS) {
+    while (s && *s && w->nall < MAX_LINKS) {
         int m, v, used;
         if (sscanf(s, "%d:%d%n", &m, &v, &used) != 2)
             return rw_errf(e, RW_EINVAL, "bad link list '%s'", s);
-        int rc = link_attach(m, v, &out[(*n)++], e);
+        int rc = link_attach(m, v, &w->all[w->nall++], e);
         if (rc)
             return rc;
         s += used;
@@ -79,74 +111,150 @@ static int attach_list(const char *s, struct link **out, unsigned *n, struct rw_
     return 0;
 }
 
-static struct worker_status *map_status(const struct wargs *a, const struct chain *c)
+static unsigned from_n(const struct chain *c, const struct chain_edge *ed)
 {
-    unsigned total = 0;
-    for (uint32_t k = 0; k < c->nnfs; k++)
-        total += c->nfs[k].instances;
-    if (a->status_index >= total)
-        return NULL;
-    void *p = mmap(NULL, total * sizeof(struct worker_status), PROT_READ | PROT_WRITE, MAP_SHARED,
-                   a->status_fd, 0);
-    return p == MAP_FAILED ? NULL : (struct worker_status *)p + a->status_index;
+    return ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
 }
 
-struct wstate {
-    struct chain *chain;
-    struct link *in[MAX_LINKS];
-    unsigned nin;
-    struct link *outl[8][MAX_LINKS];
-    struct worker_out out[8];
-};
-
-static int setup_outs(const struct wargs *a, struct wstate *s, struct rw_err *e)
+static unsigned to_n(const struct chain *c, const struct chain_edge *ed)
 {
-    for (unsigned j = 0; j < a->nout; j++) {
-        unsigned edge;
-        int used;
-        if (sscanf(a->out[j], "%u=%n", &edge, &used) != 1 || edge >= s->chain->nedges)
-            return rw_errf(e, RW_EINVAL, "bad --out '%s'", a->out[j]);
-        const struct chain_edge *ed = &s->chain->edges[edge];
-        struct worker_out *o = &s->out[j];
-        int rc = attach_list(a->out[j] + used, s->outl[j], &o->n, e);
-        if (rc)
-            return rc;
-        o->links = s->outl[j];
-        o->fs = ed->to == CHAIN_OUTPUT ? RW_FS_5TUPLE
-                                       : (enum rw_flowspace)s->chain->nfs[ed->to].flowspace;
-        o->filter = ed->filter;
+    return ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
+}
+
+static int index_links(struct wstate *w, struct rw_err *e)
+{
+    const struct chain *c = w->chain;
+    w->edge_base = calloc(c->nedges ? c->nedges : 1, sizeof(uint32_t));
+    w->slot_base = calloc(c->nnfs ? c->nnfs : 1, sizeof(uint32_t));
+    if (!w->edge_base || !w->slot_base)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        w->edge_base[k] = n;
+        n += from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]);
     }
+    if (n != w->nall)
+        return rw_errf(e, RW_EINVAL, "%u links given, the chain has %u", w->nall, n);
+    for (uint32_t k = 0, s = 0; k < c->nnfs; s += c->nfs[k++].instances)
+        w->slot_base[k] = s;
     return 0;
 }
 
-static int run_one(const struct wargs *a, struct wstate *s, struct rw_err *e)
+static struct link *link_of(const struct wstate *w, uint32_t k, unsigned i, unsigned j)
 {
-    int rc = chain_load(a->chain, nf_types(), &s->chain, e);
+    return w->all[w->edge_base[k] + i * to_n(w->chain, &w->chain->edges[k]) + j];
+}
+
+/* The slot's links: inputs from every instance of every edge into the NF, and
+ * one output per edge out of it (to each instance of the target). */
+static int pick_links(struct wstate *w, unsigned nf, unsigned inst, bool take, struct rw_err *e)
+{
+    const struct chain *c = w->chain;
+    w->nin = w->nout = 0;
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        const struct chain_edge *ed = &c->edges[k];
+        if (ed->to == (int)nf)
+            for (unsigned s = 0; s < from_n(c, ed); s++)
+                w->in[w->nin++] = link_of(w, k, s, inst);
+        if (ed->from != (int)nf)
+            continue;
+        if (w->nout == 8)
+            return rw_errf(e, RW_EINVAL, "%s: more than 8 edges out", c->nfs[nf].name);
+        struct worker_out *o = &w->out[w->nout];
+        o->n = to_n(c, ed);
+        for (unsigned t = 0; t < o->n; t++)
+            w->outl[w->nout][t] = link_of(w, k, inst, t);
+        o->links = w->outl[w->nout++];
+        o->fs = ed->to == CHAIN_OUTPUT ? RW_FS_5TUPLE : (enum rw_flowspace)c->nfs[ed->to].flowspace;
+        o->filter = ed->filter;
+    }
+    for (unsigned i = 0; take && i < w->nin; i++)
+        link_take_consumer(w->in[i]);
+    for (unsigned j = 0; take && j < w->nout; j++)
+        for (unsigned t = 0; t < w->out[j].n; t++)
+            link_take_producer(w->out[j].links[t]);
+    return 0;
+}
+
+static int map_region(const struct wargs *a, struct wstate *w, struct rw_err *e)
+{
+    size_t len = run_region_size(a->status_cap);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, a->status_fd, 0);
+    if (p == MAP_FAILED)
+        return rw_errf(e, RW_EINVAL, "bad status region");
+    w->region = p;
+    w->shared = p;
+    w->st = run_region_status(p) + a->status_index;
+    return 0;
+}
+
+/* A spare sleeps on its status block's assign word (a futex on the shared
+ * mapping) and keeps its heartbeat going meanwhile. */
+static uint32_t wait_assignment(struct worker_status *st)
+{
+    atomic_store(&st->state, 4);
+    for (;;) {
+        uint32_t v = atomic_load(&st->assign);
+        if (v)
+            return v;
+        atomic_fetch_add(&st->heartbeat, 1);
+        struct timespec ts = {0, 50000000};
+        syscall(SYS_futex, (uint32_t *)&st->assign, FUTEX_WAIT, 0, &ts, NULL, 0);
+    }
+}
+
+static int run_slot(const struct wargs *a, struct wstate *w, unsigned nf, unsigned inst,
+                    struct rw_err *e)
+{
+    const struct chain *c = w->chain;
+    if (nf >= c->nnfs || inst >= c->nfs[nf].instances)
+        return rw_errf(e, RW_EINVAL, "no slot %u[%u] in %s", nf, inst, a->chain);
+    int rc = pick_links(w, nf, inst, a->spare, e);
     if (rc)
         return rc;
-    if (a->nf >= s->chain->nnfs)
-        return rw_errf(e, RW_EINVAL, "no NF %u in %s", a->nf, a->chain);
-    const struct chain_nf *nf = &s->chain->nfs[a->nf];
-    struct worker_status *st = map_status(a, s->chain);
-    if (!st)
-        return rw_errf(e, RW_EINVAL, "bad status region");
-    if ((rc = attach_list(a->in, s->in, &s->nin, e)) || (rc = setup_outs(a, s, e)))
-        return rc;
-    struct worker_opts wo = {.def = nf_find(nf->type),
-                             .config = nf->config,
-                             .nf_name = nf->name,
-                             .vertex = a->nf + 1,
-                             .instance = (uint16_t)a->instance,
-                             .slot = (uint16_t)a->instance,
+    const struct chain_nf *cn = &c->nfs[nf];
+    snprintf(w->alerts, sizeof(w->alerts), "%s/alerts/%s-%u.jsonl", a->out_dir, cn->name, inst);
+    snprintf(w->log_dir, sizeof(w->log_dir), "%s/log", a->out_dir);
+    struct worker_opts wo = {.def = nf_find(cn->type),
+                             .config = cn->config,
+                             .nf_name = cn->name,
+                             .vertex = nf + 1,
+                             .instance = (uint16_t)inst,
+                             .slot = (uint16_t)inst,
                              .ft = !a->no_ft,
                              .store_url = a->store,
-                             .in = s->in,
-                             .nin = s->nin,
-                             .out = s->out,
-                             .nout = a->nout,
-                             .status = st,
-                             .alerts_path = a->alerts};
+                             .store = w->store,
+                             .in = w->in,
+                             .nin = w->nin,
+                             .out = w->out,
+                             .nout = w->nout,
+                             .status = w->st,
+                             .alerts_path = w->alerts,
+                             .no_dedup = a->no_dedup,
+                             .recover = a->spare,
+                             .chain = c,
+                             .nf_index = nf,
+                             .shared = w->shared,
+                             .slot_base = w->slot_base,
+                             .log_dir = w->log_dir};
     return worker_run(&wo, e);
+}
+
+static int run_one(const struct wargs *a, struct wstate *w, struct rw_err *e)
+{
+    int rc = chain_load(a->chain, nf_types(), &w->chain, e);
+    if (rc || (rc = map_region(a, w, e)) || (rc = attach_all(a->links, w, e)) ||
+        (rc = index_links(w, e)))
+        return rc;
+    if (!a->spare)
+        return run_slot(a, w, a->nf, a->instance, e);
+    if (!a->no_ft && (rc = store_open(a->store, &w->store, e)))
+        return rc;
+    uint32_t v = wait_assignment(w->st);
+    if (v == WORKER_QUIT)
+        return 0;
+    v -= 1;
+    return run_slot(a, w, v >> 16, v & 0xffff, e);
 }
 
 int run_worker_main(int argc, char **argv)
@@ -155,22 +263,28 @@ int run_worker_main(int argc, char **argv)
     int p = parse_args(argc, argv, &a);
     if (p) {
         fprintf(p > 0 ? stdout : stderr,
-                "usage: rewind worker --chain=FILE --nf=K --instance=I --status=FD:IDX "
-                "--in=FD:FD,... [--out=EDGE=FD:FD,...] [--store=URL] [--alerts=FILE] [--no-ft]\n\n"
-                "One NF instance of a chain. Internal: `rewind run` starts these with the\n"
-                "descriptors of their links; it is not meant to be run by hand.\n");
+                "usage: rewind worker --chain=FILE --status=FD:IDX:CAP --links=FD:FD,... "
+                "--out-dir=DIR (--nf=K --instance=I | --spare) [--store=URL] [--no-ft] "
+                "[--no-dedup]\n\n"
+                "One NF instance of a chain, or a hot spare that waits for a failed slot.\n"
+                "Internal: `rewind run` starts these with the descriptors of every link;\n"
+                "it is not meant to be run by hand.\n");
         return p > 0 ? 0 : 2;
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1)
         return 1;            /* the coordinator is already gone */
     signal(SIGINT, SIG_IGN); /* the coordinator decides when the chain stops */
-    static struct wstate s;
+    static struct wstate w;
     struct rw_err e = {0};
-    int rc = run_one(&a, &s, &e);
+    int rc = run_one(&a, &w, &e);
     if (rc)
-        fprintf(stderr, "rewind worker %u[%u]: %s\n", a.nf, a.instance, e.msg);
-    if (s.chain)
-        chain_free(s.chain);
+        fprintf(stderr, "rewind worker %s: %s\n", a.spare ? "(spare)" : "", e.msg);
+    if (w.store)
+        store_close(w.store);
+    if (w.chain)
+        chain_free(w.chain);
+    free(w.edge_base);
+    free(w.slot_base);
     return rc ? 1 : 0;
 }

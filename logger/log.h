@@ -45,6 +45,8 @@ struct log_opts {
     uint32_t block_pkts;    /* close a block at this many packets */
     uint32_t block_bytes;   /* ... or this many raw bytes */
     uint64_t commit_ns;     /* commit a closed or open block at most this old */
+    bool allow_repeats;     /* debug: accept the last (clock, sub) again (the output of a
+                               run with --no-dedup, where duplicates are the point) */
 };
 
 /* Fills o with the defaults: process durability, 256 MiB segments, keep all,

@@ -325,7 +325,9 @@ int log_block_decode(const uint8_t *v, size_t len, const struct log_block_hdr *h
         uint16_t before_sub = r.meta.sub;
         if (decode_one(&p, end, &r, &prev_ts))
             return BAD("record %u of %u is cut short", i, h->count);
-        bool ordered = r.meta.clock > before || (r.meta.clock == before && r.meta.sub > before_sub);
+        bool ordered =
+            r.meta.clock > before || (r.meta.clock == before && r.meta.sub > before_sub) ||
+            (r.meta.clock == before && r.meta.sub == before_sub && (r.meta.flags & RW_F_REPEAT));
         if ((i > 0 && !ordered) || r.meta.clock > h->last_clock || r.meta.ts_ns < h->min_ts ||
             r.meta.ts_ns > h->max_ts)
             return BAD("record %u (clock %llu) is outside the block's ranges", i,

@@ -373,7 +373,10 @@ int log_writer_append(struct log_writer *w, const struct log_rec *r, struct rw_e
 {
     const struct rw_meta *m = &r->meta;
     if (w->have_last &&
-        (m->clock < w->last_clock || (m->clock == w->last_clock && m->sub <= w->last_sub)))
+        (m->clock < w->last_clock ||
+         (m->clock == w->last_clock &&
+          (m->sub < w->last_sub ||
+           (m->sub == w->last_sub && !(w->o.allow_repeats && (m->flags & RW_F_REPEAT)))))))
         return rw_errf(e, RW_EINVAL, "append: clock %llu.%u is not above the last logged %llu.%u",
                        (unsigned long long)m->clock, m->sub, (unsigned long long)w->last_clock,
                        w->last_sub);

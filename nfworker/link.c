@@ -232,6 +232,29 @@ void link_reset(struct link *l)
         ;
 }
 
+/* A peer killed inside rte_ring's enqueue or dequeue leaves its side's head
+ * ahead of its tail. As the side's only user from now on, the replacement puts
+ * the head back: a half-done dequeue is undone (the entries are still there,
+ * since the other side waits for the tail), a half-done enqueue is dropped
+ * (its entries were never published). */
+static void heal(struct rte_ring_headtail *ht)
+{
+    ht->head = ht->tail;
+}
+
+void link_take_consumer(struct link *l)
+{
+    heal(&l->filled->cons);
+    heal(&l->free->prod);
+    atomic_store(&l->shm->consumer_sleeps, 0);
+}
+
+void link_take_producer(struct link *l)
+{
+    heal(&l->filled->prod);
+    heal(&l->free->cons);
+}
+
 void link_close(struct link *l)
 {
     if (!l)

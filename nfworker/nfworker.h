@@ -75,6 +75,14 @@ int link_wait(struct link *l, int timeout_ms);
  * link during the reset (the coordinator pauses it first). */
 void link_reset(struct link *l);
 
+/* A replacement becomes the link's consumer (or producer) after its peer on
+ * that side died, possibly inside a ring operation: that side's ring state is
+ * made consistent again. Packets the dead consumer had taken stay lost from the
+ * link (the replacement replays them from the log), and so do their slots until
+ * link_reset. */
+void link_take_consumer(struct link *l);
+void link_take_producer(struct link *l);
+
 /* Unmaps; the owner also closes the descriptors. */
 void link_close(struct link *l);
 
@@ -110,7 +118,9 @@ void dedup_free(struct dedup *d);
 
 /* ---- the NF interface ---- */
 
+struct chain;
 struct chain_node;
+struct store;
 struct store_key;
 
 /* What the runtime offers an NF while it processes one packet: state ops (the
@@ -203,10 +213,30 @@ struct worker_status {
     _Atomic uint64_t mark;                    /* progress: every input below it is processed */
     _Atomic uint64_t lat[WORKER_LAT_BUCKETS]; /* per-NF processing time histogram */
     _Atomic uint32_t state;                   /* 0 starting, 1 running, 2 finished, 3 failed */
+    /* Failover (written by the coordinator before the worker reads them): a spare
+     * waits until assign is set, to WORKER_ASSIGN(nf, instance) or WORKER_QUIT. */
+    _Atomic uint32_t assign;
+    _Atomic uint64_t assigned_ns;  /* CLOCK_MONOTONIC: when the coordinator assigned it */
+    _Atomic uint64_t recovered_ns; /* when its replay was done and live traffic began */
+    _Atomic uint64_t replayed;     /* packets it replayed from the log */
     struct {
         char name[24]; /* written once by the worker before its value is used */
         _Atomic int64_t value;
     } counters[WORKER_COUNTERS]; /* nf_count */
+};
+
+#define WORKER_ASSIGN(nf, inst) ((((uint32_t)(nf)) << 16 | (uint32_t)(inst)) + 1)
+#define WORKER_QUIT             UINT32_MAX
+
+/* What the processes of a run share besides links and status blocks: the root's
+ * progress (a replacement replays up to the root's clock once the log holds it)
+ * and, per slot, whether its worker has finished (its store watermark is then
+ * final). Slot index: the NF's first slot plus the instance. */
+#define WORKER_MAX_SLOTS 1024
+struct worker_shared {
+    _Atomic uint64_t root_clock; /* the next clock the root hands out */
+    _Atomic uint64_t durable;    /* the root's durable watermark */
+    _Atomic uint32_t slot_finished[WORKER_MAX_SLOTS];
 };
 
 /* Bucket of a latency, and percentile (0..100) of a histogram in ns (bucket
@@ -239,6 +269,19 @@ struct worker_opts {
     unsigned nout;
     struct worker_status *status;
     const char *alerts_path; /* JSON lines of this instance's alerts */
+    struct store *store;     /* already open (a spare opens it early), or NULL */
+    bool no_dedup;           /* debug: keep duplicates (proves the chaos tests can fail) */
+    /* Failover: take the slot over. The worker claims it in the store, reads its
+     * watermark W, waits until the root's log and every upstream slot have passed
+     * the root's clock R, then replays the logged packets in (W, R) through the
+     * upstream NFs (their ops emulated by the store) into its own NF, buffering
+     * live traffic meanwhile, and goes on with the live links (recover.c). */
+    bool recover;
+    const struct chain *chain; /* the chain, for the upstream NFs */
+    uint32_t nf_index;
+    struct worker_shared *shared;
+    const uint32_t *slot_base; /* per NF: index of its first slot in shared */
+    const char *log_dir;       /* the root's input log */
 };
 
 /* Runs until every input link has delivered its final mark (UINT64_MAX). */
@@ -252,6 +295,7 @@ struct sink_opts {
     struct link **in;
     unsigned nin;
     bool ft;                   /* drop duplicates, hold until durable */
+    bool keep_dups;            /* debug (--no-dedup): release duplicates too */
     _Atomic uint64_t *durable; /* the root's durable watermark (FT) */
     struct log_writer *output; /* chain output log (may be NULL) */
     const volatile int *stop;  /* set when the run is abandoned */

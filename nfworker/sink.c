@@ -37,7 +37,7 @@ static bool already_released(const struct sink *s, const struct rw_meta *m)
 
 static int take(struct sink *s, const struct link_pkt *p)
 {
-    if (s->o->ft && already_released(s, &p->meta)) {
+    if (s->o->ft && !s->o->keep_dups && already_released(s, &p->meta)) {
         s->st->dups++;
         return 0;
     }
@@ -54,7 +54,10 @@ static int take(struct sink *s, const struct link_pkt *p)
 
 static int release(struct sink *s, struct link_pkt *x, struct rw_err *e)
 {
-    if (s->o->ft && already_released(s, &x->meta)) {
+    bool repeat = s->released_any && x->meta.clock == s->last_clock && x->meta.sub == s->last_sub;
+    /* With keep_dups (debug) a copy right behind its original is released too; one
+     * that comes after later clocks cannot be put in the ordered output log. */
+    if (s->o->ft && already_released(s, &x->meta) && !(s->o->keep_dups && repeat)) {
         s->st->dups++; /* both copies were held: the second reaches the front */
         return 0;
     }
@@ -67,7 +70,7 @@ static int release(struct sink *s, struct link_pkt *x, struct rw_err *e)
         return 0;
     struct log_rec r = {
         .meta = x->meta, .orig_len = x->wire_len, .cap_len = x->len, .data = x->data};
-    r.meta.flags = 0;
+    r.meta.flags = repeat ? RW_F_REPEAT : 0;
     return log_writer_append(s->o->output, &r, e);
 }
 

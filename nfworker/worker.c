@@ -13,9 +13,8 @@
  * seq); in --no-ft mode to a local map (traditional NFs, the baseline).
  */
 #include "nfworker.h"
+#include "worker_int.h"
 #include "worker_local.h"
-#include "localstate.h"
-#include "pktheap.h"
 
 #include <errno.h>
 #include <pcap/pcap.h>
@@ -30,25 +29,6 @@
 
 #define WORKER_BURST 64
 #define MAX_EMITS    8 /* per input per NF: sub = in_sub * 8 + emit index */
-
-struct out_edge {
-    const struct worker_out *w;
-    struct bpf_program prog;
-    bool filtered;
-};
-
-struct nf_env {
-    const struct worker_opts *o;
-    struct store *st;
-    struct store_client *sc;
-    struct lstate ls;
-    struct out_edge *outs;
-    const struct link_pkt *in;
-    uint32_t seq;
-    unsigned emits;
-    FILE *alerts;
-    char err[256];
-};
 
 static int env_err(struct nf_env *env, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -81,7 +61,7 @@ static struct store_opid next_id(struct nf_env *env)
     return (struct store_opid){.clock = env->in->meta.clock, .seq = seq};
 }
 
-static int store_rc(struct nf_env *env, int rc)
+int worker_store_err(struct nf_env *env, int rc)
 {
     if (rc)
         env_err(env, rc, "store: %s", store_client_errmsg(env->sc));
@@ -94,7 +74,7 @@ int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap,
     if (!env->o->ft)
         return lstate_get(&env->ls, k, buf, cap, len, found);
     struct store_opid id = next_id(env);
-    return store_rc(env, store_get(env->sc, &id, k, buf, cap, len, found));
+    return worker_store_err(env, store_get(env->sc, &id, k, buf, cap, len, found));
 }
 
 int nf_get_int(struct nf_env *env, const struct store_key *k, int64_t *v, bool *found)
@@ -108,7 +88,7 @@ int nf_get_int(struct nf_env *env, const struct store_key *k, int64_t *v, bool *
         return rc;
     }
     struct store_opid id = next_id(env);
-    return store_rc(env, store_get_int(env->sc, &id, k, v, found));
+    return worker_store_err(env, store_get_int(env->sc, &id, k, v, found));
 }
 
 int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_t len)
@@ -116,7 +96,7 @@ int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_
     if (!env->o->ft)
         return lstate_put(&env->ls, k, val, len);
     struct store_opid id = next_id(env);
-    return store_rc(env, store_put(env->sc, &id, k, val, len));
+    return worker_store_err(env, store_put(env->sc, &id, k, val, len));
 }
 
 int nf_del(struct nf_env *env, const struct store_key *k)
@@ -124,7 +104,7 @@ int nf_del(struct nf_env *env, const struct store_key *k)
     if (!env->o->ft)
         return lstate_del(&env->ls, k);
     struct store_opid id = next_id(env);
-    return store_rc(env, store_del(env->sc, &id, k));
+    return worker_store_err(env, store_del(env->sc, &id, k));
 }
 
 int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_t *result)
@@ -132,7 +112,7 @@ int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_
     if (!env->o->ft)
         return lstate_incr(&env->ls, k, delta, result);
     struct store_opid id = next_id(env);
-    return store_rc(env, store_incr(env->sc, &id, k, delta, result));
+    return worker_store_err(env, store_incr(env->sc, &id, k, delta, result));
 }
 
 int nf_push(struct nf_env *env, const struct store_key *k, const void *val, size_t len)
@@ -140,7 +120,7 @@ int nf_push(struct nf_env *env, const struct store_key *k, const void *val, size
     if (!env->o->ft)
         return lstate_push(&env->ls, k, val, len);
     struct store_opid id = next_id(env);
-    return store_rc(env, store_push(env->sc, &id, k, val, len));
+    return worker_store_err(env, store_push(env->sc, &id, k, val, len));
 }
 
 int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
@@ -149,7 +129,7 @@ int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap,
     if (!env->o->ft)
         return lstate_pop(&env->ls, k, buf, cap, len, found);
     struct store_opid id = next_id(env);
-    return store_rc(env, store_pop(env->sc, &id, k, buf, cap, len, found));
+    return worker_store_err(env, store_pop(env->sc, &id, k, buf, cap, len, found));
 }
 
 int nf_count(struct nf_env *env, const char *name, int64_t delta)
@@ -174,6 +154,9 @@ int nf_alert(struct nf_env *env, const char *type, const char *fields_json)
             (unsigned long long)env->in->meta.clock, (unsigned long long)env->in->meta.ts_ns,
             env->o->nf_name, type, fields_json && *fields_json ? ", " : "",
             fields_json ? fields_json : "");
+    /* Now, not at exit: a worker may be killed at any instant, and its store
+     * watermark may pass this packet as soon as the NF returns. */
+    fflush(env->alerts);
     return 0;
 }
 
@@ -197,6 +180,8 @@ int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire
     if (env->emits >= MAX_EMITS)
         return env_err(env, RW_EINVAL, "more than %d packets emitted for one input", MAX_EMITS);
     uint16_t sub = (uint16_t)(env->in->meta.sub * MAX_EMITS + env->emits++);
+    if (env->capture)
+        return env->capture(env->capture_ctx, env, data, len, wire_len, sub);
     for (unsigned i = 0; i < env->o->nout; i++) {
         struct out_edge *oe = &env->outs[i];
         if (len > link_data_room(oe->w->links[0]))
@@ -213,17 +198,6 @@ int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire
 }
 
 /* ---- the loop ---- */
-
-struct worker {
-    const struct worker_opts *o;
-    struct nf_env env;
-    void *self;
-    struct dedup dd;
-    uint64_t *in_mark;
-    uint64_t sent_mark;
-    uint64_t max_clock;  /* highest input clock processed */
-    struct heap pending; /* ordered NFs: inputs waiting for every link's mark */
-};
 
 unsigned worker_lat_bucket(uint64_t ns)
 {
@@ -248,10 +222,9 @@ static void record_latency(struct worker_status *st, uint64_t ns)
     atomic_fetch_add(&st->lat[worker_lat_bucket(ns)], 1);
 }
 
-/* 1 when p was seen already (a duplicate, dropped), 0 when new, or an error. */
-static int duplicate(struct worker *w, const struct link_pkt *p)
+int worker_duplicate(struct worker *w, const struct link_pkt *p)
 {
-    if (!w->o->ft)
+    if (!w->o->ft || w->o->no_dedup)
         return 0;
     int seen = dedup_seen(&w->dd, p->meta.clock, p->meta.sub);
     if (seen > 0)
@@ -259,7 +232,7 @@ static int duplicate(struct worker *w, const struct link_pkt *p)
     return seen;
 }
 
-static int process_one(struct worker *w, const struct link_pkt *p)
+int worker_process_one(struct worker *w, const struct link_pkt *p)
 {
     struct worker_status *st = w->o->status;
     uint64_t t0 = rw_now_ns();
@@ -293,7 +266,7 @@ static void send_marks(struct worker *w, uint64_t mark)
 static int take_input(struct worker *w, const struct link_pkt *p)
 {
     if (!w->o->def->ordered)
-        return process_one(w, p);
+        return worker_process_one(w, p);
     struct link_pkt *x = held_copy(p);
     if (!x || heap_push(&w->pending, x)) {
         free(x);
@@ -307,12 +280,105 @@ static int process_ready(struct worker *w, uint64_t mark)
 {
     while (w->pending.n && w->pending.a[0]->meta.clock < mark) {
         struct link_pkt *x = heap_pop(&w->pending);
-        int rc = process_one(w, x);
+        int rc = worker_process_one(w, x);
         free(x);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+/* ---- the backlog (live traffic buffered during a recovery) ---- */
+
+static int backlog_push(struct backlog *b, const struct link_pkt *p)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 256;
+        struct link_pkt **a = malloc(cap * sizeof(*a));
+        if (!a)
+            return RW_ENOMEM;
+        for (size_t i = 0; i < b->n; i++)
+            a[i] = b->a[(b->head + i) % (b->cap ? b->cap : 1)];
+        free(b->a);
+        b->a = a;
+        b->cap = cap;
+        b->head = 0;
+    }
+    struct link_pkt *x = held_copy(p);
+    if (!x)
+        return RW_ENOMEM;
+    b->a[(b->head + b->n++) % b->cap] = x;
+    return 0;
+}
+
+static struct link_pkt *backlog_pop(struct backlog *b)
+{
+    if (!b || !b->n)
+        return NULL;
+    struct link_pkt *x = b->a[b->head];
+    b->head = (b->head + 1) % b->cap;
+    b->n--;
+    return x;
+}
+
+static void backlog_free(struct worker *w)
+{
+    for (unsigned i = 0; w->backlog && i < w->o->nin; i++) {
+        struct link_pkt *x;
+        while ((x = backlog_pop(&w->backlog[i])))
+            free(x);
+        free(w->backlog[i].a);
+    }
+    free(w->backlog);
+    w->backlog = NULL;
+}
+
+int worker_buffer_links(struct worker *w)
+{
+    if (!w->backlog && !(w->backlog = calloc(w->o->nin ? w->o->nin : 1, sizeof(*w->backlog))))
+        return RW_ENOMEM;
+    for (unsigned i = 0; i < w->o->nin; i++) {
+        struct link_pkt *p;
+        while ((p = link_recv(w->o->in[i]))) {
+            int rc = backlog_push(&w->backlog[i], p);
+            link_release(w->o->in[i], p);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* One input: a mark moves the link's mark (never back: a replacement upstream
+ * may repeat an older one), a packet is dropped as a duplicate or taken. */
+static int handle(struct worker *w, unsigned i, const struct link_pkt *p)
+{
+    if (p->meta.flags & RW_F_MARK) {
+        if (p->meta.clock > w->in_mark[i])
+            w->in_mark[i] = p->meta.clock;
+        return 0;
+    }
+    int rc = worker_duplicate(w, p);
+    if (rc == 0)
+        rc = take_input(w, p);
+    return rc > 0 ? 0 : rc;
+}
+
+/* The next input of link i: what recovery buffered first, then the link. */
+static int next_input(struct worker *w, unsigned i)
+{
+    struct link_pkt *x = backlog_pop(w->backlog ? &w->backlog[i] : NULL);
+    if (x) {
+        int rc = handle(w, i, x);
+        free(x);
+        return rc ? rc : 1;
+    }
+    struct link_pkt *p = link_recv(w->o->in[i]);
+    if (!p)
+        return 0;
+    int rc = handle(w, i, p);
+    link_release(w->o->in[i], p);
+    return rc ? rc : 1;
 }
 
 /* Drains up to a burst from each input; returns packets handled or an error. */
@@ -321,20 +387,12 @@ static int one_turn(struct worker *w)
     int handled = 0;
     uint64_t depth = 0;
     for (unsigned i = 0; i < w->o->nin; i++) {
-        struct link *l = w->o->in[i];
-        depth += link_count(l);
-        struct link_pkt *p;
-        for (int n = 0; n < WORKER_BURST && (p = link_recv(l)); n++, handled++) {
-            int rc = 0;
-            if (p->meta.flags & RW_F_MARK)
-                w->in_mark[i] = p->meta.clock;
-            else if ((rc = duplicate(w, p)) == 0)
-                rc = take_input(w, p);
-            link_release(l, p);
-            rc = rc > 0 ? 0 : rc;
-            if (rc)
-                return rc;
-        }
+        depth += link_count(w->o->in[i]) + (w->backlog ? w->backlog[i].n : 0);
+        int rc = 0;
+        for (int n = 0; n < WORKER_BURST && (rc = next_input(w, i)) > 0; n++)
+            handled++;
+        if (rc < 0)
+            return rc;
     }
     atomic_store(&w->o->status->queue_depth, depth);
     return handled;
@@ -346,6 +404,40 @@ static uint64_t min_mark(const struct worker *w)
     for (unsigned i = 0; i < w->o->nin; i++)
         m = w->in_mark[i] < m ? w->in_mark[i] : m;
     return m;
+}
+
+/* W goes with the next batch; when no batch fills for a while (a quiet slot,
+ * blind ops answered by the cache), a flush carries it, so that a replacement
+ * downstream, which waits for every upstream slot's W, is not kept waiting. */
+#define WORKER_FLUSH_NS 2000000ull
+
+static int advance_watermark(struct worker *w, uint64_t m, bool idle)
+{
+    if (!w->o->ft || m == 0)
+        return 0;
+    /* Inputs arrive in clock order per link, not across links: only below the
+     * lowest mark is every input processed, so only that far may W go. */
+    uint64_t done = m == UINT64_MAX ? w->max_clock : m - 1;
+    if (done > w->done && store_done(w->env.sc, done))
+        return worker_store_err(&w->env, RW_EIO);
+    w->done = done > w->done ? done : w->done;
+    uint64_t now = rw_now_ns();
+    bool due = w->done > w->flushed_done &&
+               (idle || now - w->last_flush_ns > WORKER_FLUSH_NS || m == UINT64_MAX);
+    if (due || m == UINT64_MAX) {
+        if (store_flush(w->env.sc))
+            return worker_store_err(&w->env, RW_EIO);
+        w->flushed_done = w->done;
+        w->last_flush_ns = now;
+    }
+    return 0;
+}
+
+static void slot_finished(struct worker *w)
+{
+    const struct worker_opts *o = w->o;
+    if (o->shared && o->slot_base)
+        atomic_store(&o->shared->slot_finished[o->slot_base[o->nf_index] + o->instance], 1);
 }
 
 static int loop(struct worker *w)
@@ -361,23 +453,18 @@ static int loop(struct worker *w)
         int rc = w->o->def->ordered ? process_ready(w, m) : 0;
         if (rc)
             return rc;
-        if (m > w->sent_mark || (m == UINT64_MAX && w->sent_mark != UINT64_MAX)) {
-            /* Inputs arrive in clock order per link, not across links: only below
-             * the lowest mark is every input processed, so only that far may the
-             * slot's store watermark W go. */
-            uint64_t done = m == UINT64_MAX ? w->max_clock : m - 1;
-            if (w->o->ft && m > 0 && store_done(w->env.sc, done))
-                return store_rc(&w->env, RW_EIO);
-            /* No flush here: marks order the output, and output commit rests on
-             * the input log; W goes with the next batch. Flush once at the end. */
-            if (w->o->ft && m == UINT64_MAX && store_flush(w->env.sc))
-                return store_rc(&w->env, RW_EIO);
+        bool moved = m > w->sent_mark || (m == UINT64_MAX && w->sent_mark != UINT64_MAX);
+        if ((moved || n == 0) && (rc = advance_watermark(w, m, n == 0)))
+            return rc;
+        if (moved) {
             send_marks(w, m);
             if (w->o->ft && m != UINT64_MAX)
                 dedup_trim(&w->dd, m);
         }
-        if (m == UINT64_MAX)
+        if (m == UINT64_MAX) {
+            slot_finished(w);
             return 0;
+        }
         if (n == 0)
             link_wait_any(w->o->in, w->o->nin, 100);
     }
@@ -414,18 +501,41 @@ static int setup(struct worker *w, struct rw_err *e)
     return o->def->init(w->self, o->config, e);
 }
 
-static int open_store(struct worker *w, struct rw_err *e)
+/* The client the loop uses. The slot's own per-flow objects are read from the
+ * cache after the first time: the store still records every op (queued blind),
+ * without a round trip per packet. */
+static int open_client(struct worker *w, bool claim, struct rw_err *e)
 {
-    int rc = store_open(w->o->store_url, &w->env.st, e);
-    if (rc)
-        return rc;
-    rc = store_client_open(w->env.st, w->o->vertex, w->o->slot, &w->env.sc, e);
-    /* The slot's own per-flow objects are read from the cache after the first
-     * time: the store still records every op (queued blind), without a round
-     * trip per packet. */
-    if (!rc && ((rc = store_claim(w->env.sc)) || (rc = store_client_cache(w->env.sc, 1 << 16))))
+    int rc = store_client_open(w->env.st, w->o->vertex, w->o->slot, &w->env.sc, e);
+    if (!rc &&
+        ((claim && (rc = store_claim(w->env.sc))) || (rc = store_client_cache(w->env.sc, 1 << 16))))
         rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
     return rc;
+}
+
+/* A replacement replays on a client without the cache: replayed ops are answered
+ * by the store's records, in whatever order the failed worker issued them, which
+ * a cache filled in replay order would not reproduce. The loop then gets a fresh
+ * client with the cache, opened after the claim, so it joins the new epoch. */
+static int open_store(struct worker *w, struct rw_err *e)
+{
+    int rc = w->o->store ? 0 : store_open(w->o->store_url, &w->env.st, e);
+    if (rc)
+        return rc;
+    if (w->o->store)
+        w->env.st = w->o->store;
+    if (!w->o->recover)
+        return open_client(w, true, e);
+    rc = store_client_open(w->env.st, w->o->vertex, w->o->slot, &w->env.sc, e);
+    if (!rc && (rc = store_claim(w->env.sc)))
+        rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
+    if (!rc)
+        rc = worker_recover(w, e);
+    if (rc)
+        return rc;
+    store_client_close(w->env.sc);
+    w->env.sc = NULL;
+    return open_client(w, false, e);
 }
 
 static void teardown(struct worker *w)
@@ -442,6 +552,7 @@ static void teardown(struct worker *w)
     else
         lstate_free(&w->env.ls);
     heap_clear(&w->pending);
+    backlog_free(w);
     free(w->env.outs);
     free(w->in_mark);
     free(w->self);
@@ -457,7 +568,7 @@ int worker_run(const struct worker_opts *o, struct rw_err *e)
         rw_errf(e, rc, "%s[%u]: %s", o->nf_name, o->instance, w.env.err);
     if (w.env.sc)
         store_client_close(w.env.sc);
-    if (w.env.st)
+    if (w.env.st && !o->store)
         store_close(w.env.st);
     atomic_store(&o->status->state, rc ? 3 : 2);
     teardown(&w);
@@ -518,7 +629,7 @@ int worker_local_packet(struct nf_local_run *r, const struct rw_meta *meta, cons
     r->pkt->sent_ns = 0;
     r->pkt->len = r->pkt->wire_len = len;
     memcpy(r->pkt->data, data, len);
-    int rc = process_one(&r->w, r->pkt);
+    int rc = worker_process_one(&r->w, r->pkt);
     *emitted = r->w.env.emits;
     return rc;
 }

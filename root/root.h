@@ -75,6 +75,9 @@ struct root_ingest_opts {
     const struct root_edge *edges; /* NULL: log only (rewind log ingest) */
     unsigned nedges;
     _Atomic uint64_t *durable_out; /* published durable watermark (for the sink) */
+    _Atomic uint64_t *clock_out;   /* published next clock, before a burst is sent
+                                      (a replacement replays up to it) */
+    uint64_t rate_pps;             /* at most this many packets per second (0: no limit) */
 };
 
 /* Runs the rx loop until the trace is consumed (or *stop), logging every packet

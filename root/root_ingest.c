@@ -40,6 +40,7 @@ struct root_run {
     struct root_stats *st;
     uint64_t clock;
     uint64_t asked; /* reservation requested up to here */
+    uint64_t pace_t0, paced;
     int ts_off;
     uint64_t ts_flag;
     struct rw_err *e;
@@ -208,6 +209,24 @@ static void free_filters(struct root_run *r)
     free(r->filtered);
 }
 
+/* --rate: sleeps until the packets taken so far are due (chaos runs slow a
+ * short trace down so that faults land while it flows). */
+static void pace(struct root_run *r, unsigned n)
+{
+    if (!r->o->rate_pps)
+        return;
+    if (!r->pace_t0)
+        r->pace_t0 = rw_now_ns();
+    r->paced += n;
+    uint64_t due = r->pace_t0 + r->paced * 1000000000ull / r->o->rate_pps;
+    uint64_t now = rw_now_ns();
+    if (due > now) {
+        struct timespec ts = {(time_t)((due - now) / 1000000000ull),
+                              (long)((due - now) % 1000000000ull)};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int rx_loop(struct root_run *r, uint64_t expected)
 {
     static _Thread_local uint8_t scratch[65536];
@@ -230,6 +249,7 @@ static int rx_loop(struct root_run *r, uint64_t expected)
             continue;
         }
         last_rx = mono;
+        pace(r, n);
         uint64_t now = r->o->trace ? 0 : wall_ns();
         for (uint16_t i = 0; i < n; i++) {
             int rc = ensure_reserved(r);
@@ -241,10 +261,14 @@ static int rx_loop(struct root_run *r, uint64_t expected)
                 return rc;
             }
         }
+        if (r->o->clock_out)
+            atomic_store(r->o->clock_out, r->clock);
         if (r->o->nedges) {
             for (uint16_t i = 0; i < n; i++)
                 split_one(r, pkts[i], scratch, mono);
-            if ((r->since_mark += n) >= ROOT_MARK_EVERY)
+            /* Paced input is slow: a mark per burst keeps the chain's release
+             * (and a replacement's wait for the upstream) from lagging. */
+            if ((r->since_mark += n) >= ROOT_MARK_EVERY || r->o->rate_pps)
                 send_marks(r, r->clock);
         }
         hand_off(r, pkts, n);

@@ -3,7 +3,8 @@
  * through 1 and 3 instances and through --no-ft gives the same output, packet
  * for packet (clock, sub, bytes); the firewall's verdicts are the ones its rules
  * say; every process exits and nothing is left behind; bad chain files are
- * refused before anything starts; a worker killed mid-run fails the run cleanly.
+ * refused before anything starts; with --no-ft (no state to recover) a worker
+ * killed or hung mid-run fails the run cleanly. Failover with FT: test_failover.c.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -241,6 +242,7 @@ static pid_t run_in_background(const char *d, const char *chain, const char *tra
     return pid;
 }
 
+/* --no-ft has no failover: a dead worker fails the run, naming the instance. */
 static void test_worker_killed(void)
 {
     char *d = tu_mkdtemp("kill");
@@ -249,7 +251,7 @@ static void test_worker_killed(void)
     chain_with(d, 3, c3, sizeof(c3));
     snprintf(out, sizeof(out), "%s/out", d);
     snprintf(err, sizeof(err), "%s/run.stderr", d);
-    pid_t pid = run_in_background(d, c3, trace, out, NULL);
+    pid_t pid = run_in_background(d, c3, trace, out, "--no-ft");
     char cmd[4400];
     snprintf(cmd, sizeof(cmd), "pkill -9 -f 'rewind [w]orker.*instance=1 .*%s'", out);
     CU_ASSERT_EQUAL(tu_sh(NULL, "%s", cmd), 0);
@@ -397,7 +399,8 @@ static void test_redis_store(void)
 }
 
 /* A hung worker (stopped, not dead) misses its heartbeats: the coordinator kills
- * it, so the failure is fail-stop and the run ends instead of waiting forever. */
+ * it, so the failure is fail-stop and the run ends instead of waiting forever
+ * (--no-ft: with FT the slot is failed over, test_failover.c). */
 static void test_worker_hung(void)
 {
     char *d = tu_mkdtemp("hung");
@@ -406,7 +409,8 @@ static void test_worker_hung(void)
     chain_with(d, 3, c3, sizeof(c3));
     snprintf(out, sizeof(out), "%s/out", d);
     snprintf(err, sizeof(err), "%s/run.stderr", d);
-    pid_t pid = run_in_background(d, c3, trace, out, "--heartbeat-ms 50 --heartbeat-misses 10");
+    pid_t pid =
+        run_in_background(d, c3, trace, out, "--no-ft --heartbeat-ms 50 --heartbeat-misses 10");
     char cmd[4400];
     snprintf(cmd, sizeof(cmd), "pkill -STOP -f 'rewind [w]orker.*instance=2 .*%s'", out);
     CU_ASSERT_EQUAL(tu_sh(NULL, "%s", cmd), 0);
@@ -463,7 +467,8 @@ static void test_branches(void)
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "edge filters fan out, the sink fans in", test_branches);
-    CU_add_test(s, "a hung worker is detected by its heartbeats and killed", test_worker_hung);
+    CU_add_test(s, "--no-ft: a hung worker is detected by its heartbeats and killed",
+                test_worker_hung);
     CU_add_test(s, "state in Redis gives the same output as in LMDB", test_redis_store);
     CU_add_test(s, "the full chain detects, blocks and translates, the same every run",
                 test_full_chain);
@@ -472,7 +477,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "the firewall passes and drops what its rules say", test_firewall_verdicts);
     CU_add_test(s, "every process exits and nothing is left behind", test_clean_exit);
     CU_add_test(s, "bad chain files are refused before anything starts", test_bad_chains);
-    CU_add_test(s, "a worker killed mid-run fails the run cleanly", test_worker_killed);
+    CU_add_test(s, "--no-ft: a worker killed mid-run fails the run cleanly", test_worker_killed);
 }
 
 int main(void)

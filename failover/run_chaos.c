@@ -1,0 +1,155 @@
+/*
+ * run_chaos.c - `rewind chaos`: faults on a schedule while the chain runs.
+ *
+ * Two libuv timers on the coordinator's loop: every --kill-every ms a random
+ * slot's worker gets SIGKILL; every --stall-every ms one gets SIGSTOP, and
+ * SIGCONT --stall-ms later (a stall longer than the heartbeat budget becomes a
+ * hang, which the coordinator turns into a kill). Victims are drawn from a
+ * xorshift generator seeded by --seed, so a schedule can be repeated; which
+ * packet a fault lands on still depends on timing. Every fault is written to
+ * OUT/chaos.json with its time, victim and pid.
+ */
+#include "run_internal.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+struct stall {
+    uv_timer_t t;
+    struct run_proc *p;
+};
+
+static uint64_t next_rand(struct run *r)
+{
+    uint64_t x = r->rng ? r->rng : 0x9e3779b97f4a7c15ull;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return r->rng = x;
+}
+
+/* A random slot whose worker is running and past its start-up: in its loop, or
+ * a replacement still replaying (state 4: a spare given the slot). */
+static struct run_proc *victim(struct run *r)
+{
+    if (!r->nworkers)
+        return NULL;
+    uint32_t s = (uint32_t)(next_rand(r) % r->nworkers);
+    struct run_proc *p = r->slots[s].proc;
+    uint32_t st = p ? atomic_load(&r->status[p->index].state) : 0;
+    if (!p || !p->running || (st != 1 && st != 4))
+        return NULL;
+    return p;
+}
+
+static void note(struct run *r, const char *action, const struct run_proc *p, unsigned ms)
+{
+    if (r->nfaults == r->cap_faults) {
+        uint32_t cap = r->cap_faults ? r->cap_faults * 2 : 64;
+        void *v = realloc(r->faults, cap * sizeof(*r->faults));
+        if (!v)
+            return;
+        r->faults = v;
+        r->cap_faults = cap;
+    }
+    struct run_fault *f = &r->faults[r->nfaults++];
+    *f = (struct run_fault){
+        .at_ns = rw_now_ns(), .slot = (uint32_t)p->slot, .pid = p->pid, .ms = ms};
+    snprintf(f->action, sizeof(f->action), "%s", action);
+}
+
+static void on_kill(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    struct run_proc *p = r->ending ? NULL : victim(r);
+    if (!p)
+        return;
+    note(r, "kill", p, 0);
+    p->fault_ns = rw_now_ns();
+    uv_process_kill(&p->proc, SIGKILL);
+}
+
+static void on_stall_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_resume(uv_timer_t *t)
+{
+    struct stall *s = t->data;
+    if (s->p->running)
+        uv_process_kill(&s->p->proc, SIGCONT);
+    uv_close((uv_handle_t *)t, on_stall_close);
+}
+
+static void on_stall(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    struct run_proc *p = r->ending ? NULL : victim(r);
+    struct stall *s = p ? calloc(1, sizeof(*s)) : NULL;
+    if (!s)
+        return;
+    note(r, "stall", p, r->o->stall_ms);
+    s->p = p;
+    uv_timer_init(&r->loop, &s->t);
+    s->t.data = s;
+    uv_process_kill(&p->proc, SIGSTOP);
+    uv_timer_start(&s->t, on_resume, r->o->stall_ms ? r->o->stall_ms : 1, 0);
+}
+
+void run_chaos_start(struct run *r)
+{
+    r->rng = r->o->seed * 0x2545f4914f6cdd1dull + 1;
+    uv_timer_init(&r->loop, &r->kill_timer);
+    uv_timer_init(&r->loop, &r->stall_timer);
+    r->kill_timer.data = r->stall_timer.data = r;
+    if (r->o->kill_every_ms)
+        uv_timer_start(&r->kill_timer, on_kill, r->o->kill_every_ms, r->o->kill_every_ms);
+    if (r->o->stall_every_ms)
+        uv_timer_start(&r->stall_timer, on_stall, r->o->stall_every_ms, r->o->stall_every_ms);
+}
+
+/* Loop thread, once the input is over: a stalled worker is resumed at once by
+ * its pending timer (they stay armed); no new fault starts. */
+void run_chaos_stop(struct run *r)
+{
+    uv_close((uv_handle_t *)&r->kill_timer, NULL);
+    uv_close((uv_handle_t *)&r->stall_timer, NULL);
+}
+
+void run_chaos_write(struct run *r)
+{
+    if (!r->o->kill_every_ms && !r->o->stall_every_ms)
+        return;
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/chaos.json", r->o->out_dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    unsigned kills = 0, stalls = 0;
+    for (uint32_t i = 0; i < r->nfaults; i++)
+        *(r->faults[i].action[0] == 'k' ? &kills : &stalls) += 1;
+    fprintf(f,
+            "{\n  \"seed\": %" PRIu64 ",\n  \"kill_every_ms\": %u,\n  \"stall_every_ms\": %u,\n"
+            "  \"stall_ms\": %u,\n  \"kills\": %u,\n  \"stalls\": %u,\n  \"failovers\": %u,\n"
+            "  \"faults\": [\n",
+            r->o->seed, r->o->kill_every_ms, r->o->stall_every_ms, r->o->stall_ms, kills, stalls,
+            r->nfailovers);
+    for (uint32_t i = 0; i < r->nfaults; i++) {
+        const struct run_fault *x = &r->faults[i];
+        const struct run_slot *s = &r->slots[x->slot];
+        fprintf(f,
+                "    {\"at_ms\": %.3f, \"action\": \"%s\", \"nf\": \"%s\", \"instance\": %u, "
+                "\"pid\": %d",
+                (double)(x->at_ns - r->t0_ns) / 1e6, x->action, r->chain->nfs[s->nf].name,
+                s->instance, x->pid);
+        if (x->ms)
+            fprintf(f, ", \"ms\": %u", x->ms);
+        fprintf(f, "}%s\n", i + 1 < r->nfaults ? "," : "");
+    }
+    fprintf(f, "  ]\n}\n");
+    fclose(f);
+}

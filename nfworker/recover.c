@@ -1,0 +1,420 @@
+/*
+ * recover.c - a replacement takes a failed slot over (DESIGN §6, §7).
+ *
+ * The replacement has claimed the slot in the store (the failed worker, should it
+ * still run, is fenced) and reads the slot's store watermark W: every op of every
+ * packet with clock <= W is applied. It reads the root's clock R: every packet
+ * anyone in the chain sent before the failure has a clock below R. Once the
+ * input log holds every clock below R, and every upstream slot's watermark has
+ * reached R - 1 (their ops for those clocks are applied), it reads the logged
+ * packets in (W, R) and runs them through the upstream NFs in-process: each op
+ * they issue carries the identity the live upstream worker used, so the store
+ * answers it from its record, and they emit exactly what they emitted then.
+ * What reaches this slot is processed by its NF in clock order: ops the failed
+ * worker had applied are emulated, the rest applied now.
+ *
+ * Live traffic keeps arriving on the slot's links meanwhile; it is buffered (the
+ * upstream must not block on a full link: it could not advance its watermark,
+ * which this replay waits for) and handled after the replay. Live packets below
+ * R were either processed by the failed worker or are in the replay: the
+ * duplicate filter, filled by the replay, drops them. Outputs the failed worker
+ * had already sent are sent again; the next NF and the sink drop them.
+ *
+ * Replaying through the upstream NFs here, rather than asking the live upstream
+ * workers to re-process old packets, leaves the healthy part of the chain
+ * untouched: no old clocks on live links, no second store client beside a
+ * live worker's cache. The price is that the replacement runs the upstream NFs'
+ * code, which the catalog provides anyway.
+ */
+#include "worker_int.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chain.h"
+#include "log.h"
+
+#define REC_POLL_NS 500000 /* while waiting for the log and the upstream slots */
+
+struct up_inst {
+    struct store_client *sc;
+    struct nf_env env;
+    void *self;
+};
+
+/* An NF upstream of the slot, run in-process on replayed packets. */
+struct up_nf {
+    struct recovery *rec;
+    uint32_t index;
+    const struct nf_def *def;
+    struct worker_opts o; /* the env's view: FT, a private status block */
+    struct worker_status st;
+    struct up_inst *inst;
+    uint32_t n;
+    bool needed; /* on a path from the input to the slot's NF */
+};
+
+struct recovery {
+    struct worker *w;
+    const struct chain *c;
+    struct up_nf *nfs;
+    struct bpf_program *progs;
+    bool *filtered;
+    uint32_t room;
+    uint64_t replayed, seen;
+    struct rw_err *e;
+    bool failed; /* e holds the first error: the NFs it unwinds through keep it */
+};
+
+static int rec_err(struct recovery *rec, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int rec_err(struct recovery *rec, int rc, const char *fmt, ...)
+{
+    if (rec->failed)
+        return rc;
+    rec->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rec->e->msg, sizeof(rec->e->msg), fmt, ap);
+    va_end(ap);
+    rec->e->code = rc;
+    return rc;
+}
+
+/* ---- the upstream NFs ---- */
+
+static void mark_needed(struct recovery *rec)
+{
+    const struct chain *c = rec->c;
+    for (bool grew = true; grew;) {
+        grew = false;
+        for (uint32_t k = 0; k < c->nedges; k++) {
+            const struct chain_edge *ed = &c->edges[k];
+            if (ed->from < 0 || ed->to < 0 || rec->nfs[ed->from].needed)
+                continue;
+            if ((uint32_t)ed->to == rec->w->o->nf_index || rec->nfs[ed->to].needed)
+                grew = rec->nfs[ed->from].needed = true;
+        }
+    }
+}
+
+static int open_up_nf(struct recovery *rec, struct up_nf *u, struct rw_err *e);
+
+static int open_upstream(struct recovery *rec, struct rw_err *e)
+{
+    const struct chain *c = rec->c;
+    rec->nfs = calloc(c->nnfs, sizeof(*rec->nfs));
+    rec->progs = calloc(c->nedges, sizeof(*rec->progs));
+    rec->filtered = calloc(c->nedges, sizeof(*rec->filtered));
+    if (!rec->nfs || !rec->progs || !rec->filtered)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    mark_needed(rec);
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        const char *f = c->edges[k].filter;
+        if (!f || !*f)
+            continue;
+        pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
+        int bad = !dead || pcap_compile(dead, &rec->progs[k], f, 1, PCAP_NETMASK_UNKNOWN) < 0;
+        if (dead)
+            pcap_close(dead);
+        if (bad)
+            return rw_errf(e, RW_EINVAL, "edge filter '%s' does not compile", f);
+        rec->filtered[k] = true;
+    }
+    for (uint32_t k = 0; k < c->nnfs; k++) {
+        int rc = rec->nfs[k].needed ? open_up_nf(rec, &rec->nfs[k], e) : 0;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int capture(void *ctx, struct nf_env *env, const uint8_t *data, uint32_t len,
+                   uint32_t wire_len, uint16_t sub);
+
+/* One client per upstream slot, no claim (the live worker keeps the slot) and no
+ * cache: every op is answered by the store's record. */
+static int open_up_nf(struct recovery *rec, struct up_nf *u, struct rw_err *e)
+{
+    const struct chain_nf *nf = &rec->c->nfs[u - rec->nfs];
+    u->rec = rec;
+    u->index = (uint32_t)(u - rec->nfs);
+    u->def = nf_find(nf->type);
+    u->n = nf->instances;
+    u->o = (struct worker_opts){.def = u->def, .nf_name = nf->name, .ft = true, .status = &u->st};
+    u->inst = calloc(u->n, sizeof(*u->inst));
+    if (!u->def || !u->inst)
+        return rw_errf(e, RW_ENOMEM, "NF %s: cannot set up its replay", nf->name);
+    for (uint32_t j = 0; j < u->n; j++) {
+        struct up_inst *x = &u->inst[j];
+        int rc = store_client_open(rec->w->env.st, u->index + 1, (uint16_t)j, &x->sc, e);
+        if (rc)
+            return rc;
+        x->self = calloc(1, u->def->self_size ? u->def->self_size : 1);
+        if (!x->self)
+            return rw_errf(e, RW_ENOMEM, "out of memory");
+        if ((rc = u->def->init(x->self, nf->config, e)))
+            return rc;
+        x->env = (struct nf_env){
+            .o = &u->o, .st = rec->w->env.st, .sc = x->sc, .capture = capture, .capture_ctx = u};
+    }
+    return 0;
+}
+
+static void close_upstream(struct recovery *rec)
+{
+    for (uint32_t k = 0; rec->nfs && k < rec->c->nnfs; k++) {
+        struct up_nf *u = &rec->nfs[k];
+        for (uint32_t j = 0; u->inst && j < u->n; j++) {
+            if (u->inst[j].self && u->def->fini)
+                u->def->fini(u->inst[j].self);
+            free(u->inst[j].self);
+            if (u->inst[j].sc)
+                store_client_close(u->inst[j].sc);
+        }
+        free(u->inst);
+    }
+    for (uint32_t k = 0; rec->filtered && k < rec->c->nedges; k++)
+        if (rec->filtered[k])
+            pcap_freecode(&rec->progs[k]);
+    free(rec->nfs);
+    free(rec->progs);
+    free(rec->filtered);
+}
+
+/* ---- the replay ---- */
+
+static int deliver(struct recovery *rec, int from, const struct rw_meta *m, const uint8_t *data,
+                   uint32_t len, uint32_t wire_len);
+
+static struct link_pkt *make_pkt(const struct rw_meta *m, const uint8_t *data, uint32_t len,
+                                 uint32_t wire_len)
+{
+    struct link_pkt *p = malloc(sizeof(*p) + len);
+    if (!p)
+        return NULL;
+    p->meta = *m;
+    p->meta.flags = 0;
+    p->sent_ns = 0;
+    p->len = len;
+    p->wire_len = wire_len;
+    memcpy(p->data, data, len);
+    return p;
+}
+
+static int capture(void *ctx, struct nf_env *env, const uint8_t *data, uint32_t len,
+                   uint32_t wire_len, uint16_t sub)
+{
+    struct up_nf *u = ctx;
+    struct rw_meta m = env->in->meta;
+    m.sub = sub;
+    return deliver(u->rec, (int)u->index, &m, data, len, wire_len);
+}
+
+/* The upstream slot was failed over since its client was opened (the claim
+ * fences older clients): a new client joins the new epoch. */
+static int up_reopen(struct recovery *rec, struct up_nf *u, uint32_t j)
+{
+    struct up_inst *x = &u->inst[j];
+    store_client_close(x->sc);
+    x->sc = NULL;
+    struct rw_err e = {0};
+    int rc = store_client_open(rec->w->env.st, u->index + 1, (uint16_t)j, &x->sc, &e);
+    x->env.sc = x->sc;
+    return rc;
+}
+
+#define REC_FENCED_TRIES 100
+
+/* Runs upstream NF u's instance j on one packet, as its live worker did. When the
+ * slot changes hands meanwhile, the packet is run again on a new client: its ops
+ * are emulated, and what it had emitted already is dropped as a duplicate. */
+static int run_up(struct recovery *rec, struct up_nf *u, uint32_t j, struct link_pkt *p)
+{
+    struct nf_env *env = &u->inst[j].env;
+    const struct link_pkt *saved = env->in;
+    uint32_t seq = env->seq;
+    unsigned emits = env->emits;
+    struct nf_pkt np = {.meta = p->meta, .data = p->data, .len = p->len, .wire_len = p->wire_len};
+    int rc;
+    for (int tries = 0;; tries++) {
+        env->in = p;
+        env->seq = 0;
+        env->emits = 0;
+        env->err[0] = '\0';
+        rc = u->def->process(u->inst[j].self, env, &np);
+        if (rc != STORE_EFENCED || tries == REC_FENCED_TRIES || up_reopen(rec, u, j))
+            break;
+        rec->failed = false;
+    }
+    if (rc)
+        rec_err(rec, rc, "replay through %s[%u], clock %" PRIu64 ": %s", u->o.nf_name, j,
+                p->meta.clock, env->err);
+    env->in = saved;
+    env->seq = seq;
+    env->emits = emits;
+    return rc;
+}
+
+/* The slot's own NF: a replayed input, processed now, in clock order. */
+static int feed_self(struct recovery *rec, struct link_pkt *p)
+{
+    struct worker *w = rec->w;
+    int rc = worker_duplicate(w, p);
+    if (rc == 0 && (rc = worker_process_one(w, p)))
+        rec_err(rec, rc, "%s[%u]: replay of clock %" PRIu64 ": %s", w->o->nf_name, w->o->instance,
+                p->meta.clock, w->env.err);
+    rec->replayed += rc == 0;
+    return rc < 0 ? rc : 0;
+}
+
+static bool edge_takes(struct recovery *rec, uint32_t k, const uint8_t *data, uint32_t len,
+                       uint32_t wire_len)
+{
+    if (!rec->filtered[k])
+        return true;
+    struct pcap_pkthdr h = {.caplen = len, .len = wire_len};
+    return pcap_offline_filter(&rec->progs[k], &h, data) != 0;
+}
+
+/* Sends a packet along the edges out of `from` (an upstream NF or the input), as
+ * the root's splitter and nf_emit do, keeping only what leads to the slot. */
+static int deliver(struct recovery *rec, int from, const struct rw_meta *m, const uint8_t *data,
+                   uint32_t len, uint32_t wire_len)
+{
+    const struct worker_opts *o = rec->w->o;
+    for (uint32_t k = 0; k < rec->c->nedges; k++) {
+        const struct chain_edge *ed = &rec->c->edges[k];
+        if (ed->from != from || ed->to < 0)
+            continue;
+        bool mine = (uint32_t)ed->to == o->nf_index;
+        if (!mine && !rec->nfs[ed->to].needed)
+            continue;
+        if (from == CHAIN_INPUT && len > rec->room)
+            continue; /* the root does not send what does not fit a slot */
+        if (!edge_takes(rec, k, data, len, wire_len))
+            continue;
+        const struct chain_nf *to = &rec->c->nfs[ed->to];
+        uint32_t j = rw_flowspace_hash(data, len, (enum rw_flowspace)to->flowspace) % to->instances;
+        if (mine && j != o->instance)
+            continue;
+        struct link_pkt *p = make_pkt(m, data, len, wire_len);
+        if (!p)
+            return rec_err(rec, RW_ENOMEM, "out of memory");
+        int rc = mine ? feed_self(rec, p) : run_up(rec, &rec->nfs[ed->to], j, p);
+        free(p);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Every 256 logged packets: keep the heartbeat and drain the live links. */
+static int keep_alive(struct recovery *rec)
+{
+    atomic_fetch_add(&rec->w->o->status->heartbeat, 1);
+    int rc = worker_buffer_links(rec->w);
+    return rc ? rec_err(rec, rc, "out of memory buffering live traffic") : 0;
+}
+
+static int on_record(void *ctx, const struct log_rec *r)
+{
+    struct recovery *rec = ctx;
+    if ((++rec->seen & 255) == 0 && keep_alive(rec))
+        return RW_ENOMEM;
+    struct rw_meta m = r->meta;
+    m.sub = 0;
+    m.flags = 0;
+    return deliver(rec, CHAIN_INPUT, &m, r->data, r->cap_len, r->orig_len);
+}
+
+/* ---- waiting until the replay can be exact ---- */
+
+static bool upstream_ready(struct recovery *rec, uint64_t r_clock)
+{
+    const struct worker_opts *o = rec->w->o;
+    if (atomic_load(&o->shared->durable) < r_clock)
+        return false;
+    for (uint32_t k = 0; k < rec->c->nnfs; k++) {
+        struct up_nf *u = &rec->nfs[k];
+        for (uint32_t j = 0; u->needed && j < u->n; j++) {
+            if (atomic_load(&o->shared->slot_finished[o->slot_base[k] + j]))
+                continue;
+            uint64_t wm = 0;
+            int rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
+            if (rc == STORE_EFENCED && !up_reopen(rec, u, j))
+                rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
+            if (rc || wm + 1 < r_clock)
+                return false;
+        }
+    }
+    return true;
+}
+
+static int wait_ready(struct recovery *rec, uint64_t r_clock)
+{
+    while (!upstream_ready(rec, r_clock)) {
+        int rc = keep_alive(rec);
+        if (rc)
+            return rc;
+        struct timespec ts = {0, REC_POLL_NS};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static int replay(struct recovery *rec, uint64_t from, uint64_t below)
+{
+    if (below <= from)
+        return 0;
+    struct log_reader *lr;
+    int rc = log_reader_open(rec->w->o->log_dir, &lr, rec->e);
+    if (rc)
+        return rc;
+    struct log_query q;
+    log_query_all(&q);
+    q.from_clock = from;
+    q.to_clock = below - 1;
+    struct log_scan_cbs cb = {.visit = on_record, .ctx = rec};
+    struct log_scan_stats st;
+    rc = log_scan(lr, &q, &cb, &st, rec->e);
+    log_reader_close(lr);
+    return rc;
+}
+
+int worker_recover(struct worker *w, struct rw_err *e)
+{
+    const struct worker_opts *o = w->o;
+    if (!o->chain || !o->shared || !o->slot_base || !o->log_dir || !o->nin)
+        return rw_errf(e, RW_EINVAL, "%s[%u]: recovery needs the chain, the log and the links",
+                       o->nf_name, o->instance);
+    struct recovery rec = {.w = w, .c = o->chain, .room = link_data_room(o->in[0]), .e = e};
+    uint64_t wm = 0;
+    int rc = store_watermark(w->env.sc, o->slot, &wm);
+    if (rc)
+        return rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
+    uint64_t r_clock = atomic_load(&o->shared->root_clock);
+    /* W = 0 also means "nothing applied": start at 0 then (clock 0 replayed is
+     * emulated and its outputs dropped downstream, never lost). */
+    uint64_t from = wm ? wm + 1 : 0;
+    rc = open_upstream(&rec, e);
+    if (!rc)
+        rc = wait_ready(&rec, r_clock);
+    if (!rc)
+        rc = replay(&rec, from, r_clock);
+    close_upstream(&rec);
+    if (!rc && r_clock > 0 && (store_done(w->env.sc, r_clock - 1) || store_flush(w->env.sc)))
+        rc = rw_errf(e, RW_EIO, "store: %s", store_client_errmsg(w->env.sc));
+    if (!rc && r_clock > 0)
+        w->done = w->flushed_done = r_clock - 1; /* W never goes back */
+    if (!rc)
+        rc = worker_buffer_links(w);
+    atomic_store(&o->status->replayed, rec.replayed);
+    atomic_store(&o->status->recovered_ns, rw_now_ns());
+    return rc;
+}

@@ -1,0 +1,78 @@
+/*
+ * worker_int.h - the worker's state, shared by worker.c (the loop, the NF
+ * environment) and recover.c (taking a failed slot over). Internal to nfworker.
+ */
+#ifndef RW_WORKER_INT_H
+#define RW_WORKER_INT_H
+
+#include <stdio.h>
+
+#include "localstate.h"
+#include "nfworker.h"
+#include "pktheap.h"
+#include "store.h"
+
+#include <pcap/pcap.h>
+
+struct out_edge {
+    const struct worker_out *w;
+    struct bpf_program prog;
+    bool filtered;
+};
+
+struct nf_env;
+/* Where nf_emit sends a packet when set (a replay of an upstream NF) instead of
+ * the output links. */
+typedef int (*nf_capture_fn)(void *ctx, struct nf_env *env, const uint8_t *data, uint32_t len,
+                             uint32_t wire_len, uint16_t sub);
+
+struct nf_env {
+    const struct worker_opts *o;
+    struct store *st;
+    struct store_client *sc;
+    struct lstate ls;
+    struct out_edge *outs;
+    const struct link_pkt *in;
+    uint32_t seq;
+    unsigned emits;
+    FILE *alerts;
+    nf_capture_fn capture;
+    void *capture_ctx;
+    char err[256];
+};
+
+/* Packets a worker took off a link but has not handled yet (recovery buffers
+ * live traffic while it replays): a FIFO per input link. */
+struct backlog {
+    struct link_pkt **a;
+    size_t head, n, cap;
+};
+
+struct worker {
+    const struct worker_opts *o;
+    struct nf_env env;
+    void *self;
+    struct dedup dd;
+    uint64_t *in_mark;
+    uint64_t sent_mark;
+    uint64_t max_clock;  /* highest input clock processed */
+    struct heap pending; /* ordered NFs: inputs waiting for every link's mark */
+    struct backlog *backlog;
+    uint64_t done;          /* last clock given to store_done */
+    uint64_t flushed_done;  /* ... and the last one flushed */
+    uint64_t last_flush_ns; /* store flushes carry W even when no batch fills */
+};
+
+int worker_process_one(struct worker *w, const struct link_pkt *p);
+/* 1 when p was seen already (a duplicate, dropped), 0 when new, or an error. */
+int worker_duplicate(struct worker *w, const struct link_pkt *p);
+int worker_store_err(struct nf_env *env, int rc);
+
+/* Copies everything waiting on the input links into the backlog. */
+int worker_buffer_links(struct worker *w);
+
+/* recover.c: replays the slot's packets in (W, R) and leaves live traffic that
+ * arrived meanwhile in the backlog. */
+int worker_recover(struct worker *w, struct rw_err *e);
+
+#endif
