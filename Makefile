@@ -47,6 +47,7 @@ bench: release
 	$(RELEASE)/cli/rewind bench log
 	$(RELEASE)/cli/rewind bench store
 	$(RELEASE)/cli/rewind bench chain
+	$(RELEASE)/cli/rewind bench failover
 
 soak: build
 	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R test_crash

@@ -9,11 +9,17 @@
  *     mostly queueing and, with FT, the wait for durability (output commit);
  *   per-NF latency: the NF's own time per packet in its worker (median), FT minus
  *     --no-ft: what the store and the duplicate filter add to an NF.
+ *
+ * `rewind bench failover`: the same kind of chain (a firewall with 2 instances)
+ * healthy and under a kill storm (`rewind chaos --kill-every MS`), alternating,
+ * median of 3: throughput under the storm as a ratio of the healthy run's, and
+ * detection and recovery times (p50, p99) from the chaos runs' report.json.
  */
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pcap/pcap.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,14 +60,17 @@ static int write_trace(const char *path, uint64_t n)
     return 0;
 }
 
-static int write_chain(const char *path, int nfs)
+static int write_chain(const char *path, int nfs, int instances)
 {
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
     fprintf(f, "name: bench%d\nstore: lmdb:store\nlog: {durability: process}\nnfs:\n", nfs);
     for (int i = 0; i < nfs; i++)
-        fprintf(f, "  - {name: fw%d, type: firewall, config: {default: allow}}\n", i);
+        fprintf(f,
+                "  - {name: fw%d, type: firewall, instances: %d, flowspace: 5tuple, config: "
+                "{default: allow}}\n",
+                i, instances);
     return fclose(f);
 }
 
@@ -99,6 +108,79 @@ static int run_once(const char *self, const char *dir, const char *chain, const 
     return 0;
 }
 
+/* ---- failover ---- */
+
+struct fo_figures {
+    double pps, failovers, det50, det99, rec50, rec99;
+};
+
+static int fo_once(const char *self, const char *dir, const char *chain, const char *trace,
+                   unsigned kill_ms, struct fo_figures *f)
+{
+    char cmd[16384], rep[4200], chaos[64] = "run";
+    if (kill_ms)
+        snprintf(chaos, sizeof(chaos), "chaos --kill-every %u", kill_ms);
+    snprintf(cmd, sizeof(cmd),
+             "rm -rf '%s/out' && '%s' %s '%s' --trace '%s' --out '%s/out' >/dev/null", dir, self,
+             chaos, chain, trace, dir);
+    if (system(cmd) != 0)
+        return -1;
+    snprintf(rep, sizeof(rep), "%s/out/report.json", dir);
+    FILE *in = fopen(rep, "r");
+    if (!in)
+        return -1;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, in);
+    fclose(in);
+    buf[n] = '\0';
+    f->pps = json_num(buf, "\"throughput_pps\": ", 0);
+    f->failovers = json_num(buf, "\"failovers\": ", 0);
+    const char *d = strstr(buf, "\"detection_ms\": "), *r = strstr(buf, "\"recovery_ms\": ");
+    f->det50 = d ? json_num(d, "\"p50\": ", 0) : 0;
+    f->det99 = d ? json_num(d, "\"p99\": ", 0) : 0;
+    f->rec50 = r ? json_num(r, "\"p50\": ", 0) : 0;
+    f->rec99 = r ? json_num(r, "\"p99\": ", 0) : 0;
+    return 0;
+}
+
+static double med(double *v);
+
+/* Median over the REPS runs of one field. */
+static double fo_med(const struct fo_figures *runs, size_t off)
+{
+    double v[REPS];
+    for (int r = 0; r < REPS; r++)
+        v[r] = *(const double *)((const char *)&runs[r] + off);
+    return med(v);
+}
+
+static int bench_failover(const char *self, const char *dir, const char *trace, unsigned kill_ms)
+{
+    char chain[4200];
+    snprintf(chain, sizeof(chain), "%s/fo.yaml", dir);
+    if (write_chain(chain, 1, 2))
+        return -1;
+    struct fo_figures ok[REPS], st[REPS];
+    for (int r = 0; r < REPS; r++)
+        if (fo_once(self, dir, chain, trace, 0, &ok[r]) ||
+            fo_once(self, dir, chain, trace, kill_ms, &st[r]))
+            return cli_error("bench: `rewind run`/`rewind chaos` failed"), -1;
+    double pps_ok = fo_med(ok, offsetof(struct fo_figures, pps));
+    double pps_st = fo_med(st, offsetof(struct fo_figures, pps));
+    printf("firewall, 2 instances, kill storm every %u ms (median of %d runs each):\n", kill_ms,
+           REPS);
+    printf("  healthy     %12.0f packets/s\n", pps_ok);
+    printf("  kill storm  %12.0f packets/s  (%.0f failovers per run): ratio %.2f\n", pps_st,
+           fo_med(st, offsetof(struct fo_figures, failovers)), pps_st / pps_ok);
+    printf("  detection   p50 %7.2f ms   p99 %7.2f ms\n",
+           fo_med(st, offsetof(struct fo_figures, det50)),
+           fo_med(st, offsetof(struct fo_figures, det99)));
+    printf("  recovery    p50 %7.2f ms   p99 %7.2f ms   (fault -> replacement on live traffic)\n",
+           fo_med(st, offsetof(struct fo_figures, rec50)),
+           fo_med(st, offsetof(struct fo_figures, rec99)));
+    return 0;
+}
+
 static double med(double *v)
 {
     double a = v[0], b = v[1], c = v[2];
@@ -126,7 +208,7 @@ static int bench_one(const char *self, const char *dir, const char *trace, int n
 {
     char chain[4200];
     snprintf(chain, sizeof(chain), "%s/chain%d.yaml", dir, nfs);
-    if (write_chain(chain, nfs))
+    if (write_chain(chain, nfs, 1))
         return -1;
     struct figures ft[REPS], no[REPS], mft, mno;
     for (int r = 0; r < REPS; r++) /* alternate, so drift hits both */
@@ -146,6 +228,45 @@ static int bench_one(const char *self, const char *dir, const char *trace, int n
            "+%.2f us per NF\n",
            mft.pps / mno.pps, mft.nf_p50[0] / 1e3, mno.nf_p50[0] / 1e3, added / nfs / 1e3);
     return 0;
+}
+
+int cmd_bench_failover(int argc, char **argv)
+{
+    static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
+                                         {"kill-every", required_argument, 0, 'k'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    uint64_t n = 1000000, k = 50;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if ((c == 'n' && !cli_parse_u64(optarg, &n) && n > 0) ||
+            (c == 'k' && !cli_parse_u64(optarg, &k) && k > 0 && k < 100000))
+            continue;
+        FILE *f = c == 'h' ? stdout : stderr;
+        fprintf(f, "usage: rewind bench failover [--packets N] [--kill-every MS]\n\n"
+                   "A firewall chain with 2 instances, healthy and under `rewind chaos\n"
+                   "--kill-every MS` (default 50), on the same synthetic trace (default 1000000\n"
+                   "packets), median of 3 alternating runs: throughput ratio, detection and\n"
+                   "recovery times (p50, p99).\n");
+        return c == 'h' ? EXIT_OK : EXIT_USAGE;
+    }
+    char self[PATH_MAX], tmpl[] = "/tmp/rewind-bench-fo-XXXXXX", trace[PATH_MAX];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    char *dir = mkdtemp(tmpl);
+    if (sl <= 0 || !dir)
+        return cli_error("bench: cannot set up"), EXIT_FAIL;
+    self[sl] = '\0';
+    snprintf(trace, sizeof(trace), "%s/trace.pcap", dir);
+    int rc = write_trace(trace, n);
+    printf("failover benchmark, %" PRIu64 " packets of 64 bytes:\n", n);
+    if (!rc)
+        rc = bench_failover(self, dir, trace, (unsigned)k);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        cli_error("bench: could not remove %s", dir);
+    return rc ? EXIT_FAIL : EXIT_OK;
 }
 
 int cmd_bench_chain(int argc, char **argv)

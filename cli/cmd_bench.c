@@ -10,24 +10,29 @@
 
 int cmd_bench_log(int argc, char **argv);
 int cmd_bench_chain(int argc, char **argv);
+int cmd_bench_failover(int argc, char **argv);
 
 int cmd_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         FILE *f = argc < 2 ? stderr : stdout;
-        fprintf(f, "usage: rewind bench (log|store|chain) [options]\n\n"
+        fprintf(f, "usage: rewind bench (log|store|chain|failover) [options]\n\n"
                    "  log    ingest rate vs a raw LMDB append of the same records, per\n"
                    "         durability mode; flow-query export vs tcpdump\n"
                    "  store  state store ops/s per backend vs plain LMDB puts and plain\n"
                    "         pipelined Redis INCRBY\n"
                    "  chain  a 1-NF and a 2-NF chain, fault tolerant vs --no-ft: throughput,\n"
-                   "         latency, and what FT adds per NF\n");
+                   "         latency, and what FT adds per NF\n"
+                   "  failover  a chain healthy vs under a kill storm: throughput ratio,\n"
+                   "         detection and recovery times\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     if (!strcmp(argv[1], "log"))
         return cmd_bench_log(argc - 1, argv + 1);
     if (!strcmp(argv[1], "chain"))
         return cmd_bench_chain(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "failover"))
+        return cmd_bench_failover(argc - 1, argv + 1);
     if (!strcmp(argv[1], "store"))
         return cmd_bench_store(argc - 1, argv + 1);
     cli_error("bench: unknown benchmark '%s'", argv[1]);

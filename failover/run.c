@@ -366,6 +366,8 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
         rc = start_sink(&r, e);
     if (!rc && (rc = run_root(&r, e)))
         r.stop = 1;
+    if (r.shared) /* the root sent its final marks */
+        atomic_store(&r.shared->root_finished, 1);
     if (r.sink_started)
         pthread_join(r.sink_tid, NULL);
     r.pipeline_ns = r.pipeline_ns ? rw_now_ns() - r.pipeline_ns : 0;

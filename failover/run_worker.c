@@ -83,6 +83,7 @@ struct wstate {
     uint32_t *edge_base; /* per edge: index of its first link in all */
     uint32_t *slot_base; /* per NF: its first slot */
     struct link *in[MAX_LINKS];
+    int in_producer[MAX_LINKS]; /* the producer's slot, -1 for the root */
     unsigned nin;
     struct link *outl[8][MAX_LINKS];
     struct worker_out out[8];
@@ -153,9 +154,11 @@ static int pick_links(struct wstate *w, unsigned nf, unsigned inst, bool take, s
     w->nin = w->nout = 0;
     for (uint32_t k = 0; k < c->nedges; k++) {
         const struct chain_edge *ed = &c->edges[k];
-        if (ed->to == (int)nf)
-            for (unsigned s = 0; s < from_n(c, ed); s++)
-                w->in[w->nin++] = link_of(w, k, s, inst);
+        for (unsigned s = 0; ed->to == (int)nf && s < from_n(c, ed); s++) {
+            w->in_producer[w->nin] =
+                ed->from == CHAIN_INPUT ? -1 : (int)(w->slot_base[ed->from] + s);
+            w->in[w->nin++] = link_of(w, k, s, inst);
+        }
         if (ed->from != (int)nf)
             continue;
         if (w->nout == 8)
@@ -236,7 +239,8 @@ static int run_slot(const struct wargs *a, struct wstate *w, unsigned nf, unsign
                              .nf_index = nf,
                              .shared = w->shared,
                              .slot_base = w->slot_base,
-                             .log_dir = w->log_dir};
+                             .log_dir = w->log_dir,
+                             .in_producer = w->in_producer};
     return worker_run(&wo, e);
 }
 

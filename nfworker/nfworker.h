@@ -234,8 +234,9 @@ struct worker_status {
  * final). Slot index: the NF's first slot plus the instance. */
 #define WORKER_MAX_SLOTS 1024
 struct worker_shared {
-    _Atomic uint64_t root_clock; /* the next clock the root hands out */
-    _Atomic uint64_t durable;    /* the root's durable watermark */
+    _Atomic uint64_t root_clock;    /* the next clock the root hands out */
+    _Atomic uint64_t durable;       /* the root's durable watermark */
+    _Atomic uint32_t root_finished; /* the root sent its final marks */
     _Atomic uint32_t slot_finished[WORKER_MAX_SLOTS];
 };
 
@@ -282,6 +283,7 @@ struct worker_opts {
     struct worker_shared *shared;
     const uint32_t *slot_base; /* per NF: index of its first slot in shared */
     const char *log_dir;       /* the root's input log */
+    const int *in_producer;    /* per input link: the producer's slot, -1 for the root */
 };
 
 /* Runs until every input link has delivered its final mark (UINT64_MAX). */

@@ -387,6 +387,38 @@ static int replay(struct recovery *rec, uint64_t from, uint64_t below)
     return rc;
 }
 
+static bool producer_finished(const struct worker_opts *o, unsigned i)
+{
+    int s = o->in_producer ? o->in_producer[i] : -2;
+    if (s == -1)
+        return atomic_load(&o->shared->root_finished) != 0;
+    return s >= 0 && atomic_load(&o->shared->slot_finished[s]) != 0;
+}
+
+/* A producer that has finished sent its final mark: it is either still on the
+ * link or was taken by the failed worker, which may have died before it could
+ * say it had finished. The producer's flag is read before the link is drained:
+ * a final mark not found then was taken, and counts as received. */
+static int take_final_marks(struct worker *w)
+{
+    const struct worker_opts *o = w->o;
+    bool fin[256] = {0};
+    for (unsigned i = 0; i < o->nin && i < 256; i++)
+        fin[i] = producer_finished(o, i);
+    int rc = worker_buffer_links(w);
+    for (unsigned i = 0; !rc && i < o->nin && i < 256; i++) {
+        const struct backlog *b = &w->backlog[i];
+        bool seen = false;
+        for (size_t k = 0; k < b->n && !seen; k++) {
+            const struct link_pkt *x = b->a[(b->head + k) % b->cap];
+            seen = (x->meta.flags & RW_F_MARK) && x->meta.clock == UINT64_MAX;
+        }
+        if (fin[i] && !seen)
+            w->in_mark[i] = UINT64_MAX;
+    }
+    return rc;
+}
+
 int worker_recover(struct worker *w, struct rw_err *e)
 {
     const struct worker_opts *o = w->o;
@@ -413,7 +445,7 @@ int worker_recover(struct worker *w, struct rw_err *e)
     if (!rc && r_clock > 0)
         w->done = w->flushed_done = r_clock - 1; /* W never goes back */
     if (!rc)
-        rc = worker_buffer_links(w);
+        rc = take_final_marks(w);
     atomic_store(&o->status->replayed, rec.replayed);
     atomic_store(&o->status->recovered_ns, rw_now_ns());
     return rc;

@@ -165,14 +165,14 @@ static void test_kill_during_replay(void)
     snprintf(ref, sizeof(ref), "%s/ref", d);
     snprintf(run, sizeof(run), "%s/run", d);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
-    int rc = rw_cmd("chaos", c, run, "--rate 800 --kill-every 7 --seed 11");
+    int rc = rw_cmd("chaos", c, run, "--rate 800 --kill-every 25 --seed 11");
     CU_ASSERT_EQUAL(rc, 0);
     if (rc)
         tu_sh(NULL, "tail -5 '%s.txt.stderr' >&2", run);
     char report[4400];
     snprintf(report, sizeof(report), "%s/report.json", run);
     CU_ASSERT_TRUE(it_file_has(report, "\"recovery_ms\": -1.000") >= 1);
-    CU_ASSERT_TRUE(json_num(run, "report.json", "failovers") >= 20);
+    CU_ASSERT_TRUE(json_num(run, "report.json", "failovers") >= 40);
     check_equivalent(ref, run);
     tu_rmrf(d);
     free(d);
