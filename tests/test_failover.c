@@ -52,7 +52,7 @@ static void chain_path(const char *name, char *buf, size_t n)
 /* `rewind CMD CHAIN [--trace T] --out OUT EXTRA`; its output in OUT.txt.std{out,err}. */
 static int rw_cmd(const char *cmd, const struct chain_case *c, const char *out, const char *extra)
 {
-    char chain[4096], trace[4200] = "", log[4300];
+    char chain[4096], trace[4200] = "", log[8192];
     chain_path(c->chain, chain, sizeof(chain));
     if (c->trace) {
         char t[4096];
@@ -67,7 +67,7 @@ static int rw_cmd(const char *cmd, const struct chain_case *c, const char *out, 
 /* `rewind verify REF RUN`: its exit status; its report in RUN.verify.stdout. */
 static int verify(const char *ref, const char *run)
 {
-    char log[4300];
+    char log[8192];
     snprintf(log, sizeof(log), "%s.verify", run);
     return tu_sh(log, "'%s' verify '%s' '%s'", tu_bin(), ref, run);
 }
@@ -75,7 +75,7 @@ static int verify(const char *ref, const char *run)
 /* A number after `"key": ` in a JSON file written by rewind (-1: absent). */
 static long json_num(const char *dir, const char *file, const char *key)
 {
-    char path[4300], needle[128];
+    char path[8192], needle[128];
     snprintf(path, sizeof(path), "%s/%s", dir, file);
     snprintf(needle, sizeof(needle), "\"%s\": ", key);
     size_t len;
@@ -88,7 +88,7 @@ static long json_num(const char *dir, const char *file, const char *key)
 
 static void check_equivalent(const char *ref, const char *run)
 {
-    char log[4300];
+    char log[8192];
     snprintf(log, sizeof(log), "%s.verify.stdout", run);
     int rc = verify(ref, run);
     CU_ASSERT_EQUAL(rc, 0);
@@ -140,7 +140,7 @@ static void test_chaos_catalog(void)
 static void test_no_dedup_shows_duplicates(void)
 {
     char *d = tu_mkdtemp("nodedup");
-    char ref[4200], run[4300], log[4400];
+    char ref[4200], run[4300], log[8192];
     const struct chain_case *c = &catalog[0];
     snprintf(ref, sizeof(ref), "%s/ref", d);
     snprintf(run, sizeof(run), "%s/nodedup", d);
@@ -169,7 +169,7 @@ static void test_kill_during_replay(void)
     CU_ASSERT_EQUAL(rc, 0);
     if (rc)
         tu_sh(NULL, "tail -5 '%s.txt.stderr' >&2", run);
-    char report[4400];
+    char report[8192];
     snprintf(report, sizeof(report), "%s/report.json", run);
     CU_ASSERT_TRUE(it_file_has(report, "\"recovery_ms\": -1.000") >= 1);
     CU_ASSERT_TRUE(json_num(run, "report.json", "failovers") >= 40);
@@ -230,7 +230,7 @@ static void single_fault(const char *tag, const char *signal, const char *victim
             tu_sh(NULL, "pkill -%s -f 'rewind [w]orker.*%s .*%s'", signal, victims[i], run), 0);
     CU_ASSERT_EQUAL(wait_exit(pid), 0);
     CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), n);
-    char report[4400], want[64];
+    char report[8192], want[64];
     snprintf(report, sizeof(report), "%s/report.json", run);
     snprintf(want, sizeof(want), "\"reason\": \"%s\"", reason);
     CU_ASSERT_EQUAL(it_file_has(report, want), n);
@@ -355,7 +355,7 @@ static int write_lock_held(const char *env_path)
 static void test_kill_holding_write_lock(void)
 {
     char *d = tu_mkdtemp("wlock");
-    char ref[4200], run[4300], store[4400], pidcmd[4600];
+    char ref[4200], run[4300], store[8192], pidcmd[16384];
     const struct chain_case *c = &catalog[5];
     snprintf(ref, sizeof(ref), "%s/ref", d);
     snprintf(run, sizeof(run), "%s/run", d);
