@@ -47,9 +47,12 @@ int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, stru
         return log_mdb_err(e, rc, "env create", path);
     mdb_env_set_maxdbs(m->env, 4);
     mdb_env_set_mapsize(m->env, 16u << 20);
+    mdb_env_set_maxreaders(m->env, 1024); /* as the segments: readers may be killed */
     rc = mdb_env_open(m->env, path, MDB_NOSUBDIR | (writer ? 0 : MDB_RDONLY), 0644);
     if (rc)
         goto fail;
+    int dead;
+    mdb_reader_check(m->env, &dead);
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(m->env, NULL, writer ? 0 : MDB_RDONLY, &txn)))
         goto fail;

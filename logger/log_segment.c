@@ -121,12 +121,17 @@ int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability 
         flags |= MDB_RDONLY;
     else if (dur != LOG_DUR_POWER)
         flags |= MDB_NOSYNC; /* the page cache survives a process crash */
+    /* Readers of a live log (failover replays) may be killed mid-read: room for
+     * many, and the slots of dead ones are reclaimed on every open. */
+    mdb_env_set_maxreaders(s->env, 1024);
     rc = mdb_env_open(s->env, path, flags, 0644);
     if (rc) {
         mdb_env_close(s->env);
         s->env = NULL;
         return log_mdb_err(e, rc, "open", path);
     }
+    int dead;
+    mdb_reader_check(s->env, &dead);
     rc = open_dbis(s, writer, path, e);
     if (rc) {
         mdb_env_close(s->env);
