@@ -60,6 +60,28 @@ static int write_trace(const char *path, uint64_t n)
     return 0;
 }
 
+/* A scratch directory with a synthetic trace of n packets, and this binary. */
+struct bench_env {
+    char self[PATH_MAX], dir[64], trace[PATH_MAX];
+};
+
+static int bench_env_open(struct bench_env *b, const char *tag, uint64_t n);
+static void bench_env_close(struct bench_env *b);
+
+/* Reads dir/out/report.json into buf (NUL-terminated). */
+static int read_report(const char *dir, char *buf, size_t cap)
+{
+    char rep[4200];
+    snprintf(rep, sizeof(rep), "%s/out/report.json", dir);
+    FILE *in = fopen(rep, "r");
+    if (!in)
+        return -1;
+    size_t n = fread(buf, 1, cap - 1, in);
+    fclose(in);
+    buf[n] = '\0';
+    return 0;
+}
+
 static int write_chain(const char *path, int nfs, int instances)
 {
     FILE *f = fopen(path, "w");
@@ -86,20 +108,13 @@ static double json_num(const char *s, const char *key, int nth)
 static int run_once(const char *self, const char *dir, const char *chain, const char *trace,
                     bool noft, int nfs, struct figures *f)
 {
-    char cmd[16384], rep[4200];
+    char cmd[16384];
     snprintf(cmd, sizeof(cmd),
              "rm -rf '%s/out' && '%s' run '%s' --trace '%s' --out '%s/out' %s >/dev/null", dir,
              self, chain, trace, dir, noft ? "--no-ft" : "");
-    if (system(cmd) != 0)
-        return -1;
-    snprintf(rep, sizeof(rep), "%s/out/report.json", dir);
-    FILE *in = fopen(rep, "r");
-    if (!in)
-        return -1;
     static char buf[65536];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, in);
-    fclose(in);
-    buf[n] = '\0';
+    if (system(cmd) != 0 || read_report(dir, buf, sizeof(buf)))
+        return -1;
     f->pps = json_num(buf, "\"throughput_pps\": ", 0);
     f->p50 = json_num(buf, "\"p50\": ", 0);
     f->p99 = json_num(buf, "\"p99\": ", 0);
@@ -117,22 +132,15 @@ struct fo_figures {
 static int fo_once(const char *self, const char *dir, const char *chain, const char *trace,
                    unsigned kill_ms, struct fo_figures *f)
 {
-    char cmd[16384], rep[4200], chaos[64] = "run";
+    char cmd[16384], chaos[64] = "run";
     if (kill_ms)
         snprintf(chaos, sizeof(chaos), "chaos --kill-every %u", kill_ms);
     snprintf(cmd, sizeof(cmd),
              "rm -rf '%s/out' && '%s' %s '%s' --trace '%s' --out '%s/out' >/dev/null", dir, self,
              chaos, chain, trace, dir);
-    if (system(cmd) != 0)
-        return -1;
-    snprintf(rep, sizeof(rep), "%s/out/report.json", dir);
-    FILE *in = fopen(rep, "r");
-    if (!in)
-        return -1;
     static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, in);
-    fclose(in);
-    buf[n] = '\0';
+    if (system(cmd) != 0 || read_report(dir, buf, sizeof(buf)))
+        return -1;
     f->pps = json_num(buf, "\"throughput_pps\": ", 0);
     f->failovers = json_num(buf, "\"failovers\": ", 0);
     const char *d = strstr(buf, "\"detection_ms\": "), *r = strstr(buf, "\"recovery_ms\": ");
@@ -251,21 +259,12 @@ int cmd_bench_failover(int argc, char **argv)
                    "recovery times (p50, p99).\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
-    char self[PATH_MAX], tmpl[] = "/tmp/rewind-bench-fo-XXXXXX", trace[PATH_MAX];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    char *dir = mkdtemp(tmpl);
-    if (sl <= 0 || !dir)
-        return cli_error("bench: cannot set up"), EXIT_FAIL;
-    self[sl] = '\0';
-    snprintf(trace, sizeof(trace), "%s/trace.pcap", dir);
-    int rc = write_trace(trace, n);
+    struct bench_env b;
+    if (bench_env_open(&b, "fo", n))
+        return EXIT_FAIL;
     printf("failover benchmark, %" PRIu64 " packets of 64 bytes:\n", n);
-    if (!rc)
-        rc = bench_failover(self, dir, trace, (unsigned)k);
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        cli_error("bench: could not remove %s", dir);
+    int rc = bench_failover(b.self, b.dir, b.trace, (unsigned)k);
+    bench_env_close(&b);
     return rc ? EXIT_FAIL : EXIT_OK;
 }
 
@@ -286,22 +285,36 @@ int cmd_bench_chain(int argc, char **argv)
                    "go), median of 3 alternating runs of `rewind run`. Default 300000 packets.\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
-    char self[PATH_MAX], tmpl[] = "/tmp/rewind-bench-chain-XXXXXX", trace[PATH_MAX];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    char *dir = mkdtemp(tmpl);
-    if (sl <= 0 || !dir)
-        return cli_error("bench: cannot set up"), EXIT_FAIL;
-    self[sl] = '\0';
-    snprintf(trace, sizeof(trace), "%s/trace.pcap", dir);
-    int rc = write_trace(trace, n);
+    struct bench_env b;
+    if (bench_env_open(&b, "chain", n))
+        return EXIT_FAIL;
     printf("chain benchmark, %" PRIu64 " packets of 64 bytes, median of %d runs each:\n", n, REPS);
+    int rc = bench_one(b.self, b.dir, b.trace, 1);
     if (!rc)
-        rc = bench_one(self, dir, trace, 1);
-    if (!rc)
-        rc = bench_one(self, dir, trace, 2);
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        cli_error("bench: could not remove %s", dir);
+        rc = bench_one(b.self, b.dir, b.trace, 2);
+    bench_env_close(&b);
     return rc ? EXIT_FAIL : EXIT_OK;
+}
+
+static int bench_env_open(struct bench_env *b, const char *tag, uint64_t n)
+{
+    snprintf(b->dir, sizeof(b->dir), "/tmp/rewind-bench-%s-XXXXXX", tag);
+    ssize_t sl = readlink("/proc/self/exe", b->self, sizeof(b->self) - 1);
+    if (sl <= 0 || !mkdtemp(b->dir))
+        return cli_error("bench: cannot set up"), -1;
+    b->self[sl] = '\0';
+    snprintf(b->trace, sizeof(b->trace), "%s/trace.pcap", b->dir);
+    if (write_trace(b->trace, n)) {
+        bench_env_close(b);
+        return cli_error("bench: cannot write %s", b->trace), -1;
+    }
+    return 0;
+}
+
+static void bench_env_close(struct bench_env *b)
+{
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", b->dir);
+    if (system(cmd) != 0)
+        cli_error("bench: could not remove %s", b->dir);
 }

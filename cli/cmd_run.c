@@ -106,6 +106,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
     memset(o, 0, sizeof(*o));
     o->out_dir = "out";
     o->seed = 1;
+    o->spares = 2;
     uint64_t v;
     int c;
     optind = 1;

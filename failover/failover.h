@@ -32,7 +32,7 @@ struct run_opts {
     volatile const int *stop;  /* set by SIGINT/SIGTERM: drain and finish */
     unsigned heartbeat_ms;     /* how often workers' heartbeats are checked (default 100) */
     unsigned heartbeat_misses; /* missed checks before a worker counts as hung (default 20) */
-    unsigned spares;           /* hot spares kept ready (FT only; default 2) */
+    unsigned spares;           /* hot spares kept ready (FT only; `rewind run` gives 2) */
     bool no_dedup;             /* debug: no duplicate suppression anywhere */
     uint64_t rate_pps;         /* pace the input (0: as fast as it comes) */
     /* chaos: faults on a schedule (0: none) */

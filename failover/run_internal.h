@@ -24,7 +24,6 @@ struct run_proc {
     bool running;
     bool hung;          /* killed for missing heartbeats */
     bool hung_starting; /* ... before its loop ever started */
-    bool chaos_killed;
     uint64_t fault_ns;  /* when chaos killed it (0: a fault of its own) */
     uint64_t last_beat; /* heartbeat counter at the last check */
     unsigned missed;    /* checks in a row without a beat */

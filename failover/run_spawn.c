@@ -368,7 +368,7 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
         else
             r->slots[s].proc = p;
     }
-    r->spares_target = r->o->no_ft ? 0 : r->o->spares ? r->o->spares : 2;
+    r->spares_target = r->o->no_ft ? 0 : r->o->spares;
     if (!rc)
         top_up_spares(r);
     r->beat_ms = r->o->heartbeat_ms ? r->o->heartbeat_ms : 100;

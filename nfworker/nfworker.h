@@ -13,11 +13,12 @@
  * after finding the link empty; a producer only writes it when the consumer said
  * it sleeps, so the busy path makes no syscall.
  *
- * When either peer dies, the owner calls link_reset(): both rings are rebuilt, all
- * slots are free again, the generation advances, and the replacement attaches to
- * the same memfd. Nothing in the region belongs to a process's allocator, so a
- * dead peer cannot leave the survivor with dangling memory: at worst a slot it
- * held is lost until the reset.
+ * When a peer dies, its replacement attaches to the same memfd and heals its side
+ * of the rings (link_take_consumer/producer); link_reset() rebuilds a quiet link
+ * with every slot free. Nothing in the region belongs to a process's allocator,
+ * so a dead peer cannot leave the survivor with dangling memory: at worst a slot
+ * it held is lost until a reset. A replacement takes a failed slot over by
+ * replaying it from the log (worker_opts.recover, recover.c).
  */
 #ifndef RW_NFWORKER_H
 #define RW_NFWORKER_H

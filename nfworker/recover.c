@@ -402,11 +402,13 @@ static bool producer_finished(const struct worker_opts *o, unsigned i)
 static int take_final_marks(struct worker *w)
 {
     const struct worker_opts *o = w->o;
-    bool fin[256] = {0};
-    for (unsigned i = 0; i < o->nin && i < 256; i++)
+    bool *fin = calloc(o->nin, sizeof(bool));
+    if (!fin)
+        return RW_ENOMEM;
+    for (unsigned i = 0; i < o->nin; i++)
         fin[i] = producer_finished(o, i);
     int rc = worker_buffer_links(w);
-    for (unsigned i = 0; !rc && i < o->nin && i < 256; i++) {
+    for (unsigned i = 0; !rc && i < o->nin; i++) {
         const struct backlog *b = &w->backlog[i];
         bool seen = false;
         for (size_t k = 0; k < b->n && !seen; k++) {
@@ -416,6 +418,7 @@ static int take_final_marks(struct worker *w)
         if (fin[i] && !seen)
             w->in_mark[i] = UINT64_MAX;
     }
+    free(fin);
     return rc;
 }
 

@@ -1,6 +1,13 @@
 /*
  * itest.c - see itest.h.
  */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "itest.h"
 
 #include "log.h"
@@ -100,4 +107,59 @@ bool it_same_outs(const struct it_outs *a, const struct it_outs *b)
                            (unsigned long long)a->p[i].clock),
                    false;
     return true;
+}
+
+int it_count_workers(const char *tag)
+{
+    char cmd[4400];
+    /* [w]: the pattern must not match the shell running pgrep */
+    snprintf(cmd, sizeof(cmd), "pgrep -f 'rewind [w]orker.*%s' | wc -l", tag);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1)
+            n = -1;
+        pclose(p);
+    }
+    return n;
+}
+
+/* A free TCP port on 127.0.0.1 (bound once, released for redis-server to take). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof(a);
+    int port = -1;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
+        !getsockname(fd, (struct sockaddr *)&a, &l))
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+pid_t it_redis_start(const char *dir, int *port)
+{
+    *port = free_port();
+    if (*port <= 0)
+        return 0;
+    pid_t rs = fork();
+    if (rs == 0) {
+        char p[16];
+        snprintf(p, sizeof(p), "%d", *port);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", dir, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        if (!tu_sh(NULL, "redis-cli -p %d ping >/dev/null 2>&1", *port))
+            return rs;
+        usleep(10000);
+    }
+    kill(rs, SIGTERM);
+    waitpid(rs, NULL, 0);
+    return 0;
 }

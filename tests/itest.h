@@ -6,6 +6,7 @@
 #define RW_ITEST_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "testutil.h"
 
@@ -40,5 +41,12 @@ bool it_same_outs(const struct it_outs *a, const struct it_outs *b);
 
 /* Counts how many times a string occurs in a file. */
 int it_file_has(const char *path, const char *needle);
+
+/* `rewind worker` processes whose command line contains tag (-1 on error). */
+int it_count_workers(const char *tag);
+
+/* Starts a real redis-server on a free loopback port, its files in dir; returns
+ * its pid (0 on failure) and the port in *port once it answers PING. */
+pid_t it_redis_start(const char *dir, int *port);
 
 #endif

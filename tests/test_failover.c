@@ -182,20 +182,6 @@ static void test_kill_during_replay(void)
 
 /* ---- single faults, from outside ---- */
 
-static int count_workers(const char *tag)
-{
-    char cmd[4400];
-    snprintf(cmd, sizeof(cmd), "pgrep -f 'rewind [w]orker.*%s' | wc -l", tag);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p) {
-        if (fscanf(p, "%d", &n) != 1)
-            n = -1;
-        pclose(p);
-    }
-    return n;
-}
-
 /* Starts `rewind run` in a child; returns once its n workers (spares too) exist
  * and the input has been flowing for a while. */
 static pid_t run_bg(const struct chain_case *c, const char *out, const char *extra, int n)
@@ -203,7 +189,7 @@ static pid_t run_bg(const struct chain_case *c, const char *out, const char *ext
     pid_t pid = fork();
     if (pid == 0)
         _exit(rw_cmd("run", c, out, extra));
-    for (int i = 0; i < 500 && count_workers(out) < n; i++)
+    for (int i = 0; i < 500 && it_count_workers(out) < n; i++)
         usleep(10000);
     usleep(300000);
     return pid;
@@ -237,7 +223,7 @@ static void single_fault(const char *tag, const char *signal, const char *victim
     snprintf(want, sizeof(want), "\"reason\": \"%s\"", reason);
     CU_ASSERT_EQUAL(it_file_has(report, want), n);
     check_equivalent(ref, run);
-    CU_ASSERT_EQUAL(count_workers(run), 0);
+    CU_ASSERT_EQUAL(it_count_workers(run), 0);
     tu_rmrf(d);
     free(d);
 }
@@ -264,40 +250,12 @@ static void test_hang_fails_over(void)
 
 /* ---- the store in Redis ---- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    int port = -1;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
-        !getsockname(fd, (struct sockaddr *)&a, &l))
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 static void test_redis_chaos(void)
 {
     char *d = tu_mkdtemp("redischaos");
-    int port = free_port();
-    CU_ASSERT_TRUE_FATAL(port > 0);
-    pid_t rs = fork();
-    if (rs == 0) {
-        char p[16];
-        snprintf(p, sizeof(p), "%d", port);
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", d, (char *)NULL);
-        _exit(127);
-    }
-    int up = 1;
-    for (int i = 0; i < 200 && (up = tu_sh(NULL, "redis-cli -p %d ping >/dev/null 2>&1", port));
-         i++)
-        usleep(10000);
-    CU_ASSERT_EQUAL_FATAL(up, 0);
+    int port;
+    pid_t rs = it_redis_start(d, &port);
+    CU_ASSERT_TRUE_FATAL(rs > 0);
     /* full.yaml with its store in Redis; the reference keeps LMDB */
     char src[4096], chain[4200], ref[4200], run[4300];
     chain_path("full.yaml", src, sizeof(src));

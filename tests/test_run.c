@@ -149,21 +149,6 @@ static void test_firewall_verdicts(void)
     free(d);
 }
 
-static int count_workers(const char *tag)
-{
-    char cmd[4400];
-    /* [w]: the pattern must not match the shell running pgrep */
-    snprintf(cmd, sizeof(cmd), "pgrep -f 'rewind [w]orker.*%s' | wc -l", tag);
-    FILE *p = popen(cmd, "r");
-    int n = -1;
-    if (p) {
-        if (fscanf(p, "%d", &n) != 1)
-            n = -1;
-        pclose(p);
-    }
-    return n;
-}
-
 static void test_clean_exit(void)
 {
     char *d = tu_mkdtemp("clean");
@@ -173,7 +158,7 @@ static void test_clean_exit(void)
     snprintf(out, sizeof(out), "%s/out", d);
     int shm = tu_count_dir("/dev/shm");
     CU_ASSERT_EQUAL(run(d, c3, trace, out, NULL), 0);
-    CU_ASSERT_EQUAL(count_workers(out), 0); /* every worker exited */
+    CU_ASSERT_EQUAL(it_count_workers(out), 0); /* every worker exited */
     CU_ASSERT_EQUAL(tu_count_dir("/dev/shm"), shm);
     char alerts[4300];
     snprintf(alerts, sizeof(alerts), "%s/alerts.json", out);
@@ -236,7 +221,7 @@ static pid_t run_in_background(const char *d, const char *chain, const char *tra
     pid_t pid = fork();
     if (pid == 0)
         _exit(run(d, chain, trace, out, extra));
-    for (int i = 0; i < 200 && count_workers(out) < 3; i++)
+    for (int i = 0; i < 200 && it_count_workers(out) < 3; i++)
         usleep(10000);
     usleep(100000);
     return pid;
@@ -259,7 +244,7 @@ static void test_worker_killed(void)
     waitpid(pid, &st, 0);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1); /* failed, did not hang or crash */
     CU_ASSERT_TRUE(it_file_has(err, "fw[1] was killed by signal 9") >= 1);
-    CU_ASSERT_EQUAL(count_workers(out), 0); /* the others were stopped */
+    CU_ASSERT_EQUAL(it_count_workers(out), 0); /* the others were stopped */
     tu_rmrf(d);
     free(d);
 }
@@ -297,7 +282,7 @@ static void test_port_until_sigint(void)
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     it_read_output(out, &b);
     CU_ASSERT_TRUE(it_same_outs(&a, &b));
-    CU_ASSERT_EQUAL(count_workers(out), 0);
+    CU_ASSERT_EQUAL(it_count_workers(out), 0);
     it_free_outs(&a);
     it_free_outs(&b);
     tu_rmrf(d);
@@ -336,41 +321,14 @@ static void test_full_chain(void)
     free(d);
 }
 
-/* A free TCP port on 127.0.0.1 (bound once, released for redis-server to take). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof(a);
-    int port = -1;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
-        !getsockname(fd, (struct sockaddr *)&a, &l))
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 /* The same chain with its state in a real redis-server (started here on loopback
  * and stopped at the end) leaves the same output as with LMDB. */
 static void test_redis_store(void)
 {
     char *d = tu_mkdtemp("redis");
-    int port = free_port();
-    CU_ASSERT_TRUE_FATAL(port > 0);
-    pid_t rs = fork();
-    if (rs == 0) {
-        char p[16];
-        snprintf(p, sizeof(p), "%d", port);
-        execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", d, (char *)NULL);
-        _exit(127);
-    }
-    int up = 1;
-    for (int i = 0; i < 200 && (up = tu_sh(NULL, "redis-cli -p %d ping >/dev/null 2>&1", port));
-         i++)
-        usleep(10000);
-    CU_ASSERT_EQUAL_FATAL(up, 0);
+    int port;
+    pid_t rs = it_redis_start(d, &port);
+    CU_ASSERT_TRUE_FATAL(rs > 0);
     char trace[4096], c3[4200], cr[4200], a[4200], b[4200];
     tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
     chain_with(d, 3, c3, sizeof(c3));
@@ -421,7 +379,7 @@ static void test_worker_hung(void)
     CU_ASSERT_TRUE(it_file_has(err, "fw[2] stopped answering (500 ms) and was killed") +
                        it_file_has(err, "fw[2] did not finish starting (5000 ms) and was killed") ==
                    1);
-    CU_ASSERT_EQUAL(count_workers(out), 0);
+    CU_ASSERT_EQUAL(it_count_workers(out), 0);
     tu_rmrf(d);
     free(d);
 }
