@@ -118,7 +118,16 @@ static void chaos_case(const char *d, const struct chain_case *c, unsigned seed,
     long stalls = json_num(run, "chaos.json", "stalls");
     CU_ASSERT_TRUE(kills >= 10);
     CU_ASSERT_TRUE(stalls >= 5);
-    CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), kills);
+    /* Every kill is failed over, except one that lands in the last instant, on a
+     * worker that had already sent its final marks (the run is then complete);
+     * and nothing else fails: stalls are shorter than the heartbeat budget. */
+    long failovers = json_num(run, "report.json", "failovers");
+    char report[8192];
+    snprintf(report, sizeof(report), "%s/report.json", run);
+    CU_ASSERT_TRUE(failovers <= kills && failovers >= kills - 1);
+    CU_ASSERT_EQUAL(it_file_has(report, "\"reason\": \"killed\""), failovers);
+    if (failovers != kills)
+        fprintf(stderr, "  %ld kills, %ld failovers (see %s)\n", kills, failovers, report);
     check_equivalent(ref, run);
 }
 
