@@ -230,21 +230,48 @@ static int enqueue(struct store_client *c, struct store_op *o, const struct stor
     return STORE_OK;
 }
 
-/* Hands the queue to the backend; sync waits for the last op's result. */
+/* A refusal that belongs to one op (a read of an object another slot owns, an op
+ * of the wrong type), not to the batch. */
+static bool op_refusal(int rc)
+{
+    return rc == STORE_EOWNER || rc == STORE_ETYPE;
+}
+
+/* Hands the queue to the backend; sync waits for the last op's result.
+ *
+ * A batch is all or nothing, but the blind ops queued before a sync op were
+ * issued by earlier packets and have been answered already: when only the sync
+ * op (always the last) is refused, the others are applied without it, and the
+ * caller gets the refusal as that op's answer. */
 static int send_queue(struct store_client *c, bool sync)
 {
     uint64_t wm = c->done > c->done_sent ? c->done : 0;
     if (c->q.n == 0 && wm == 0 && !sync)
         return STORE_OK;
     int rc = c->st->be->apply(c, &c->q, wm, sync, &c->res);
+    bool applied = rc == STORE_OK;
+    if (sync && op_refusal(rc)) {
+        struct rw_err refusal = c->err;
+        int again = STORE_OK;
+        if (c->q.n > 1 || wm) {
+            c->q.n--;
+            again = c->st->be->apply(c, &c->q, wm, true, &c->res);
+            c->q.n++; /* counted below as sent */
+        }
+        applied = again == STORE_OK;
+        if (again)
+            rc = again;
+        else
+            c->err = refusal;
+    }
     c->stats.batches++;
     c->stats.ops += c->q.n;
     c->q.n = 0;
     c->q.nb = 0;
-    if (rc == STORE_OK && wm)
+    if (applied && wm)
         c->done_sent = wm;
     /* Local answers may rest on ops the store refused. */
-    if (rc)
+    if (!applied)
         store_cache_clear(c->cache);
     return rc;
 }
@@ -333,8 +360,8 @@ int store_get(struct store_client *c, const struct store_opid *id, const struct 
     if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
         return rc;
     *found = c->res.found;
-    if (id)
-        cache_put(c, k, c->res.found ? 's' : 0, 0, c->res.buf, c->res.len);
+    if (id && c->res.found) /* absence is no ownership: another slot may create it */
+        cache_put(c, k, 's', 0, c->res.buf, c->res.len);
     return copy_out(c, buf, cap, len);
 }
 
@@ -355,8 +382,8 @@ int store_get_int(struct store_client *c, const struct store_opid *id, const str
         return rc;
     *found = c->res.found;
     *v = c->res.found ? c->res.i : 0;
-    if (id)
-        cache_put(c, k, c->res.found ? 'i' : 0, *v, NULL, 0);
+    if (id && c->res.found)
+        cache_put(c, k, 'i', *v, NULL, 0);
     return STORE_OK;
 }
 

@@ -421,6 +421,34 @@ static void test_ownership(void)
     store_close(st);
 }
 
+/* A read refused for its key (another slot's object) is that read's answer: the
+ * blind ops queued before it, from earlier packets, and W are applied anyway. */
+static void test_refused_read_keeps_queue(void)
+{
+    struct store *st = fresh();
+    struct store_client *a = client(st, 5, 1), *b = client(st, 5, 2);
+    struct store_key f = mkkey(STORE_FLOW, 1, "a's flow"), n = mkkey(STORE_SHARED, 2, "n"),
+                     mine = mkkey(STORE_FLOW, 3, "b's flow");
+    char buf[16];
+    size_t len;
+    bool found;
+    uint64_t w = 0;
+    OK(store_put(a, ID(1, 0), &f, "x", 1));
+    OK(store_flush(a));
+    OK(store_incr(b, ID(2, 0), &n, 5, NULL));
+    OK(store_put(b, ID(2, 1), &mine, "y", 1));
+    OK(store_done(b, 2));
+    CU_ASSERT_EQUAL(store_get(b, ID(3, 0), &f, buf, sizeof(buf), &len, &found), STORE_EOWNER);
+    CU_ASSERT_PTR_NOT_NULL(strstr(store_client_errmsg(b), "owned by slot 1"));
+    CU_ASSERT_EQUAL(geti(b, &n), 5);
+    CU_ASSERT_STRING_EQUAL(gets(b, &mine, buf, sizeof(buf)), "y");
+    OK(store_watermark(b, 2, &w));
+    CU_ASSERT_EQUAL(w, 2);
+    store_client_close(a);
+    store_client_close(b);
+    store_close(st);
+}
+
 static void test_transfer_and_claim(void)
 {
     struct store *st = fresh();
@@ -583,6 +611,32 @@ static void test_flow_cache(void)
     store_close(st);
 }
 
+/* A per-flow key read as absent is not cached: absence is no ownership, and
+ * another slot may create the object (a lookup across flows, like the connection
+ * an ICMP error quotes). The next read asks the store and is refused, and the
+ * client's queue is applied without it. */
+static void test_flow_cache_absent(void)
+{
+    struct store *st = fresh();
+    struct store_client *a = client(st, 9, 1), *b = client(st, 9, 2);
+    struct store_key f = mkkey(STORE_FLOW, 1, "quoted"), mine = mkkey(STORE_FLOW, 2, "mine");
+    char buf[8];
+    size_t len;
+    bool found = true;
+    OK(store_client_cache(b, 64));
+    OK(store_get(b, ID(1, 0), &f, buf, sizeof(buf), &len, &found));
+    CU_ASSERT_FALSE(found);
+    OK(store_put(a, ID(2, 0), &f, "A", 1));
+    OK(store_flush(a));
+    OK(store_put(b, ID(3, 0), &mine, "m", 1));
+    CU_ASSERT_EQUAL(store_get(b, ID(3, 1), &f, buf, sizeof(buf), &len, &found), STORE_EOWNER);
+    OK(store_flush(b));
+    CU_ASSERT_STRING_EQUAL(gets(b, &mine, buf, sizeof(buf)), "m");
+    store_client_close(a);
+    store_client_close(b);
+    store_close(st);
+}
+
 static void test_bad_url(void)
 {
     struct store *st = NULL;
@@ -637,10 +691,12 @@ static void add(CU_pSuite s)
     CU_add_test(s, "blind ops: repeat from another slot", test_blind_repeat_other_slot);
     CU_add_test(s, "nondet recorded once", test_nondet);
     CU_add_test(s, "ownership and moves", test_ownership);
+    CU_add_test(s, "a refused read keeps the queue", test_refused_read_keeps_queue);
     CU_add_test(s, "transfer and claim", test_transfer_and_claim);
     CU_add_test(s, "watermark and batches", test_watermark_and_batches);
     CU_add_test(s, "trim", test_trim);
     CU_add_test(s, "per-flow cache", test_flow_cache);
+    CU_add_test(s, "per-flow cache: absence is not cached", test_flow_cache_absent);
     CU_add_test(s, "bad URLs", test_bad_url);
     CU_add_test(s, "flush_async without a loop", test_flush_async);
     add_shared(s);
