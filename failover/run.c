@@ -141,6 +141,7 @@ static int make_status(struct run *r, struct rw_err *e)
         return rw_errf(e, RW_EIO, "status region: %s", strerror(errno));
     }
     r->shared = r->region;
+    r->shared->nslots = r->nworkers;
     r->status = run_region_status(r->region);
     return 0;
 }
@@ -291,7 +292,7 @@ static int check_nf_configs(const struct chain *c, struct rw_err *e)
         const struct nf_def *def = nf_find(c->nfs[k].type);
         int rc = def->check ? def->check(&c->nfs[k], e) : 0;
         if (rc)
-            return rw_err_prefix(e, "%s:%d: nfs[%u].flowspace: ", c->origin, c->nfs[k].line, k);
+            return rw_err_prefix(e, "%s:%d: nfs[%u].", c->origin, c->nfs[k].line, k);
         void *self = calloc(1, def->self_size ? def->self_size : 1);
         if (!self)
             return rw_errf(e, RW_ENOMEM, "out of memory");

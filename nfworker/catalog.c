@@ -50,6 +50,6 @@ int nf_require_flowspace(const struct chain_nf *nf, const int *ok, unsigned n, c
         snprintf(allowed + l, sizeof(allowed) - l, "%s%s", i ? " or " : "",
                  chain_flowspace_name((enum chain_flowspace)ok[i]));
     }
-    return rw_errf(e, RW_EINVAL, "%s with %u instances splits %s; use %s",
+    return rw_errf(e, RW_EINVAL, "flowspace: %s with %u instances splits %s; use %s",
                    chain_flowspace_name(nf->flowspace), nf->instances, why, allowed);
 }

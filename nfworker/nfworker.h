@@ -154,6 +154,34 @@ int nf_count(struct nf_env *env, const char *name, int64_t delta);
 uint64_t nf_now(const struct nf_env *env);
 const char *nf_errmsg(const struct nf_env *env);
 
+/* ---- bounded state: age queues (age.c) ---- */
+
+/* What a look at an old key of an age queue decided. */
+enum nf_age_verdict {
+    NF_AGE_KEEP, /* its object is alive: the key goes to the back of the queue */
+    NF_AGE_GONE  /* absent, replaced (its ticket differs) or ended by the judge now */
+};
+
+/* Judges an old key: KEEP while its object lives; GONE when the object is absent,
+ * holds another ticket (it is a later object under the same key), or has expired,
+ * in which case the judge ends it now, as the NF ends objects (deletes it, raises
+ * its events, gives resources back). It runs inside the current packet's
+ * processing: nf_now() is that packet's time, its ops that packet's. */
+typedef int (*nf_age_fn)(void *self, struct nf_env *env, const void *key, size_t len,
+                         uint64_t ticket, enum nf_age_verdict *v);
+
+struct nf_aging {
+    uint16_t object; /* the queue's object id, among the NF's own */
+    nf_age_fn judge;
+};
+
+/* Puts key (of an object the NF has just created) at the back of the slot's age
+ * queue a, after looking at the queue's two oldest keys (a->judge). *ticket is
+ * this entry's: keep it in the object, for the judge. What keeps an NF's state
+ * bounded by its live flows and hosts on a long run. */
+int nf_age(struct nf_env *env, const struct nf_aging *a, void *self, const void *key, size_t len,
+           uint64_t *ticket);
+
 struct nf_pkt {
     struct rw_meta meta;
     const uint8_t *data;
@@ -161,20 +189,22 @@ struct nf_pkt {
 };
 
 /* An NF type of the catalog. Deterministic by contract (DESIGN §6): output depends
- * only on input packets, state read through nf_*, and nf_now(). */
+ * only on input packets, state read through nf_*, and nf_now(). The worker hands
+ * it its slot's packets in (clock, sub) order, merging several input links by
+ * their marks, so timers and cross-flow state see the same sequence in every
+ * run. */
 struct chain_nf;
 
 struct nf_def {
     const char *type;
     size_t self_size; /* private per-instance memory, zeroed */
-    bool ordered;     /* inputs merged in (clock, sub) order across links (arrival
-                         order matters to it: DESIGN §7, chain-wide order) */
     int (*init)(void *self, const struct chain_node *config, struct rw_err *e);
     int (*process)(void *self, struct nf_env *env, const struct nf_pkt *p);
     void (*fini)(void *self);
     /* Optional: refuses a placement its state cannot work with (a flowspace that
-     * splits packets it must see together, when there are several instances).
-     * Called by the coordinator before anything starts. */
+     * splits packets it must see together, more instances than it can run).
+     * Called by the coordinator before anything starts; the message starts with
+     * the key it is about ("flowspace: ...", "instances: ..."). */
     int (*check)(const struct chain_nf *nf, struct rw_err *e);
 };
 
@@ -232,13 +262,21 @@ struct worker_status {
 /* What the processes of a run share besides links and status blocks: the root's
  * progress (a replacement replays up to the root's clock once the log holds it)
  * and, per slot, whether its worker has finished (its store watermark is then
- * final). Slot index: the NF's first slot plus the instance. */
+ * final) and the store watermark it last flushed. Slot index: the NF's first
+ * slot plus the instance.
+ *
+ * Trim watermark (DESIGN §6): G = the lowest slot_w over the run's nslots slots.
+ * Every replay starts above some slot's W, so above G: op records below G are
+ * never asked for again, and the first instance of each NF trims its NF's
+ * records below G as the run goes, which keeps the store bounded. */
 #define WORKER_MAX_SLOTS 1024
 struct worker_shared {
     _Atomic uint64_t root_clock;    /* the next clock the root hands out */
     _Atomic uint64_t durable;       /* the root's durable watermark */
     _Atomic uint32_t root_finished; /* the root sent its final marks */
+    uint32_t nslots;                /* written by the coordinator before any worker starts */
     _Atomic uint32_t slot_finished[WORKER_MAX_SLOTS];
+    _Atomic uint64_t slot_w[WORKER_MAX_SLOTS]; /* a lower bound of each slot's store W */
 };
 
 /* Bucket of a latency, and percentile (0..100) of a histogram in ns (bucket

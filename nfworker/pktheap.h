@@ -1,6 +1,6 @@
 /*
  * pktheap.h - packets held in (clock, sub) order: the sink's release queue and
- * an ordered worker's input merge. Internal to nfworker.
+ * a worker's merge of several input links. Internal to nfworker.
  */
 #ifndef RW_PKTHEAP_H
 #define RW_PKTHEAP_H

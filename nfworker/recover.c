@@ -160,8 +160,12 @@ static int open_up_nf(struct recovery *rec, struct up_nf *u, struct rw_err *e)
             return rw_errf(e, RW_ENOMEM, "out of memory");
         if ((rc = u->def->init(x->self, nf->config, e)))
             return rc;
-        x->env = (struct nf_env){
-            .o = &u->o, .st = rec->w->env.st, .sc = x->sc, .capture = capture, .capture_ctx = u};
+        x->env = (struct nf_env){.o = &u->o,
+                                 .slot = (uint16_t)j,
+                                 .st = rec->w->env.st,
+                                 .sc = x->sc,
+                                 .capture = capture,
+                                 .capture_ctx = u};
     }
     return 0;
 }
@@ -445,8 +449,10 @@ int worker_recover(struct worker *w, struct rw_err *e)
     close_upstream(&rec);
     if (!rc && r_clock > 0 && (store_done(w->env.sc, r_clock - 1) || store_flush(w->env.sc)))
         rc = rw_errf(e, RW_EIO, "store: %s", store_client_errmsg(w->env.sc));
-    if (!rc && r_clock > 0)
+    if (!rc && r_clock > 0) {
         w->done = w->flushed_done = r_clock - 1; /* W never goes back */
+        worker_publish_w(w);
+    }
     if (!rc)
         rc = take_final_marks(w);
     atomic_store(&o->status->replayed, rec.replayed);

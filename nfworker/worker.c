@@ -261,11 +261,22 @@ static void send_marks(struct worker *w, uint64_t mark)
     atomic_store(&w->o->status->mark, mark);
 }
 
-/* A new input: processed now, or, for an ordered NF, held until every link's
- * mark has passed it. */
+/* Every NF sees its slot's inputs in (clock, sub) order (DESIGN §6): its timers,
+ * expiry and cross-flow state then act on the same packet in every run, however
+ * parallel upstream instances interleave. One input link is already in clock
+ * order (every producer emits in the order it processes, and it processes in
+ * clock order); several are merged: a packet is held until every link's mark has
+ * passed it. Holding copies (rather than leaving packets in their links) keeps
+ * the links draining, so a slow link can never block the producer of another. */
+static bool merges(const struct worker *w)
+{
+    return w->o->nin > 1;
+}
+
+/* A new input: processed now, or held until every link's mark has passed it. */
 static int take_input(struct worker *w, const struct link_pkt *p)
 {
-    if (!w->o->def->ordered)
+    if (!merges(w))
         return worker_process_one(w, p);
     struct link_pkt *x = held_copy(p);
     if (!x || heap_push(&w->pending, x)) {
@@ -275,7 +286,7 @@ static int take_input(struct worker *w, const struct link_pkt *p)
     return 0;
 }
 
-/* Ordered NFs: processes the held inputs below the lowest mark, in clock order. */
+/* Processes the held inputs below the lowest mark, in clock order. */
 static int process_ready(struct worker *w, uint64_t mark)
 {
     while (w->pending.n && w->pending.a[0]->meta.clock < mark) {
@@ -410,6 +421,42 @@ static uint64_t min_mark(const struct worker *w)
  * blind ops answered by the cache), a flush carries it, so that a replacement
  * downstream, which waits for every upstream slot's W, is not kept waiting. */
 #define WORKER_FLUSH_NS 2000000ull
+/* Clocks G must have advanced by before the next trim: each trim is one write
+ * transaction over the records between, so fewer, larger ones cost less. */
+#define WORKER_TRIM_STEP 4096
+
+/* The slot's index in the run's shared block, or -1 outside a run (unit tests). */
+static int shared_index(const struct worker_opts *o)
+{
+    return o->shared && o->slot_base ? (int)(o->slot_base[o->nf_index] + o->instance) : -1;
+}
+
+void worker_publish_w(struct worker *w)
+{
+    int i = shared_index(w->o);
+    if (i >= 0)
+        atomic_store(&w->o->shared->slot_w[i], w->flushed_done);
+}
+
+/* The first instance of each NF forgets its NF's op records below G (DESIGN §6):
+ * no replay starts at or below any slot's W, so none asks for them again. */
+static int trim(struct worker *w)
+{
+    const struct worker_opts *o = w->o;
+    if (o->instance != 0 || shared_index(o) < 0 || w->flushed_done < w->trimmed + WORKER_TRIM_STEP)
+        return 0;
+    uint64_t g = UINT64_MAX;
+    for (uint32_t s = 0; s < o->shared->nslots && s < WORKER_MAX_SLOTS; s++) {
+        uint64_t v = atomic_load(&o->shared->slot_w[s]);
+        g = v < g ? v : g;
+    }
+    if (g == UINT64_MAX || g < w->trimmed + WORKER_TRIM_STEP)
+        return 0;
+    if (store_trim(w->env.sc, g))
+        return worker_store_err(&w->env, RW_EIO);
+    w->trimmed = g;
+    return 0;
+}
 
 static int advance_watermark(struct worker *w, uint64_t m, bool idle)
 {
@@ -429,6 +476,8 @@ static int advance_watermark(struct worker *w, uint64_t m, bool idle)
             return worker_store_err(&w->env, RW_EIO);
         w->flushed_done = w->done;
         w->last_flush_ns = now;
+        worker_publish_w(w);
+        return trim(w);
     }
     return 0;
 }
@@ -450,7 +499,7 @@ static int loop(struct worker *w)
         if (n < 0)
             return n;
         uint64_t m = min_mark(w);
-        int rc = w->o->def->ordered ? process_ready(w, m) : 0;
+        int rc = merges(w) ? process_ready(w, m) : 0;
         if (rc)
             return rc;
         bool moved = m > w->sent_mark || (m == UINT64_MAX && w->sent_mark != UINT64_MAX);
@@ -474,6 +523,7 @@ static int setup(struct worker *w, struct rw_err *e)
 {
     const struct worker_opts *o = w->o;
     w->env.o = o;
+    w->env.slot = o->slot;
     w->env.outs = calloc(o->nout ? o->nout : 1, sizeof(*w->env.outs));
     w->in_mark = calloc(o->nin ? o->nin : 1, sizeof(uint64_t));
     w->self = calloc(1, o->def->self_size ? o->def->self_size : 1);

@@ -28,6 +28,7 @@ typedef int (*nf_capture_fn)(void *ctx, struct nf_env *env, const uint8_t *data,
 
 struct nf_env {
     const struct worker_opts *o;
+    uint16_t slot; /* whose per-flow objects its ops touch (age queues name it) */
     struct store *st;
     struct store_client *sc;
     struct lstate ls;
@@ -56,17 +57,22 @@ struct worker {
     uint64_t *in_mark;
     uint64_t sent_mark;
     uint64_t max_clock;  /* highest input clock processed */
-    struct heap pending; /* ordered NFs: inputs waiting for every link's mark */
+    struct heap pending; /* several input links: inputs waiting for every link's mark */
     struct backlog *backlog;
     uint64_t done;          /* last clock given to store_done */
     uint64_t flushed_done;  /* ... and the last one flushed */
     uint64_t last_flush_ns; /* store flushes carry W even when no batch fills */
+    uint64_t trimmed;       /* G of the last trim (the first instance of an NF trims) */
 };
 
 int worker_process_one(struct worker *w, const struct link_pkt *p);
 /* 1 when p was seen already (a duplicate, dropped), 0 when new, or an error. */
 int worker_duplicate(struct worker *w, const struct link_pkt *p);
 int worker_store_err(struct nf_env *env, int rc);
+
+/* Tells the run the W this worker last flushed (a lower bound of the slot's W in
+ * the store), from which the trim watermark G is derived. */
+void worker_publish_w(struct worker *w);
 
 /* Copies everything waiting on the input links into the backlog. */
 int worker_buffer_links(struct worker *w);
