@@ -30,6 +30,7 @@
 #include "store.h"
 
 #define FW_OBJ_CONN         1
+#define FW_OBJ_AGE          2 /* the slot's age queue of connections */
 #define FW_MAX_RULES        256
 #define FW_CLOSE_TIMEOUT_NS 10000000000ull
 #define FW_TOUCH_NS         1000000000ull /* last-seen is kept to the second: timeouts are seconds */
@@ -53,6 +54,7 @@ struct firewall {
 /* A tracked connection as stored. */
 struct fw_conn {
     uint64_t last_ns;
+    uint64_t ticket;        /* its age-queue entry (nf_age) */
     uint8_t fin_lo, fin_hi; /* FIN seen from the lower / higher endpoint */
     uint8_t pad[6];
 };
@@ -286,6 +288,28 @@ static bool expired(const struct firewall *fw, const struct fw_conn *c, uint64_t
     return now > c->last_ns && now - c->last_ns > limit;
 }
 
+/* An old connection of the age queue: alive, or ended now when idle (a
+ * connection that just stopped sending would otherwise stay for ever). */
+static int fw_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                    enum nf_age_verdict *v)
+{
+    struct store_key k = {.scope = STORE_FLOW, .object = FW_OBJ_CONN, .bytes = key, .len = len};
+    struct fw_conn c;
+    size_t got;
+    bool found;
+    int rc = nf_get(env, &k, &c, sizeof(c), &got, &found);
+    *v = NF_AGE_GONE;
+    if (rc || !found || got != sizeof(c) || c.ticket != ticket)
+        return rc;
+    if (!expired(self, &c, nf_now(env))) {
+        *v = NF_AGE_KEEP;
+        return 0;
+    }
+    return nf_del(env, &k);
+}
+
+static const struct nf_aging fw_aging = {.object = FW_OBJ_AGE, .judge = fw_judge};
+
 static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
 {
     struct firewall *fw = self;
@@ -306,17 +330,23 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
         uint8_t qkb[40];
         bool qlo, qfound;
         struct fw_conn qc;
-        if ((rc = lookup(env, &q, &qk, qkb, &qlo, &qc, &qfound)))
+        /* The error travels on its own addresses, so the flowspace may have sent
+         * it to another instance than its connection's: that table is not ours
+         * to read (the store refuses), and the error is judged as unrelated. */
+        rc = lookup(env, &q, &qk, qkb, &qlo, &qc, &qfound);
+        if (rc && rc != STORE_EOWNER)
             return rc;
-        if (qfound)
+        if (!rc && qfound)
             return pass(env, p);
     }
     if (!rules_allow(fw, &f))
         return nf_count(env, "denied", 1);
     if (!can_open(&f, p->data, p->len))
         return nf_count(env, "not_new", 1); /* allowed, but not a connection's start */
-    struct fw_conn nc = {.last_ns = nf_now(env)};
-    if ((rc = nf_put(env, &k, &nc, sizeof(nc))))
+    /* An expired entry is taken over with its place in the age queue. */
+    struct fw_conn nc = {.last_ns = nf_now(env), .ticket = found ? c.ticket : 0};
+    if ((!found && (rc = nf_age(env, &fw_aging, fw, k.bytes, k.len, &nc.ticket))) ||
+        (rc = nf_put(env, &k, &nc, sizeof(nc))))
         return rc;
     return pass(env, p);
 }

@@ -36,6 +36,7 @@
 
 #define LB_OBJ_ACTIVE   1 /* per backend: active connections */
 #define LB_OBJ_CONN     2 /* per connection: its backend */
+#define LB_OBJ_AGE      3 /* the slot's age queue of connections */
 #define LB_MAX_BACKENDS 32
 #define LB_MAX_FRAME    2048 /* a link slot's data room */
 
@@ -50,6 +51,7 @@ struct lb {
 
 struct lb_conn {
     uint64_t last_ns;
+    uint64_t ticket; /* its age-queue entry */
     uint8_t backend;
     uint8_t fin_client, fin_backend;
     uint8_t pad[5];
@@ -210,6 +212,37 @@ static int track_end(struct nf_env *env, const struct store_key *ck, struct lb_c
     return ended ? release(env, ck, c->backend) : nf_put(env, ck, c, sizeof(*c));
 }
 
+static bool idle(const struct lb *lb, const struct lb_conn *c, uint64_t now)
+{
+    return now > c->last_ns && now - c->last_ns > lb->idle_ns;
+}
+
+/* An old connection of the age queue: alive, or released now when idle (its
+ * backend's count goes down), so a client that vanished does not hold a share of
+ * a backend, nor the store, for ever. */
+static int lb_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                    enum nf_age_verdict *v)
+{
+    uint8_t kb[8];
+    struct lb_conn c;
+    bool found;
+    *v = NF_AGE_GONE;
+    if (len != sizeof(kb))
+        return 0;
+    memcpy(kb, key, sizeof(kb));
+    struct store_key ck = {.scope = STORE_SHARED, .object = LB_OBJ_CONN, .bytes = kb, .len = 8};
+    int rc = lookup(env, &ck, &c, &found);
+    if (rc || !found || c.ticket != ticket)
+        return rc;
+    if (!idle(self, &c, nf_now(env))) {
+        *v = NF_AGE_KEEP;
+        return 0;
+    }
+    return release(env, &ck, c.backend);
+}
+
+static const struct nf_aging lb_aging = {.object = LB_OBJ_AGE, .judge = lb_judge};
+
 /* A client packet to the VIP: find or make its mapping, send it to the backend. */
 static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p, uint8_t *d,
                    struct view *v)
@@ -222,13 +255,15 @@ static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt 
     if (rc)
         return rc;
     uint64_t now = nf_now(env);
-    if (found && now > c.last_ns && now - c.last_ns > lb->idle_ns) {
+    if (found && idle(lb, &c, now)) {
         if ((rc = release(env, &ck, c.backend)))
             return rc;
         found = false;
     }
     if (!found) {
         memset(&c, 0, sizeof(c));
+        if ((rc = nf_age(env, &lb_aging, (void *)lb, kb, sizeof(kb), &c.ticket)))
+            return rc;
         uint32_t h = rte_jhash(kb, 8, 0x6c62);
         if ((rc = choose(lb, env, h, &c.backend)))
             return rc;

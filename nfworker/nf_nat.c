@@ -17,9 +17,10 @@
  *   - per flow (FLOW, owned by the instance's slot): the outbound mapping, keyed by
  *     the inside 5-tuple (external port, FIN seen each way, last packet time), and
  *     the inbound mapping, keyed by protocol, external port and remote endpoint.
- *   - an age queue (SHARED list of outbound keys in mapping order): no periodic
- *     sweep exists (NFs run only on packets), so each new flow looks at the oldest
- *     entries and releases the ones idle for longer than the timeout.
+ *   - the slot's age queue of outbound keys (nf_age): NFs run only on packets, so
+ *     each new flow looks at the two oldest mappings and releases those idle for
+ *     longer than the timeout; a flow that never sends again still gives its port
+ *     back, and the mappings stay bounded by the live flows.
  *   - counters (SHARED integers): drops per reason, and translated packets per
  *     protocol and direction (blind increments).
  *
@@ -56,12 +57,11 @@
 #define NAT_OBJ_FREE   2 /* SHARED list of uint16 ports */
 #define NAT_OBJ_OUT    3 /* FLOW: inside 5-tuple -> struct nat_map */
 #define NAT_OBJ_IN     4 /* FLOW: (proto, ext port, remote) -> struct nat_back */
-#define NAT_OBJ_AGE    5 /* SHARED list of struct nat_age */
+#define NAT_OBJ_AGE    5 /* the slot's age queue of outbound keys (nf_age) */
 #define NAT_OBJ_DROPS  6 /* SHARED int per drop reason */
 #define NAT_OBJ_PKTS   7 /* SHARED int per (protocol, direction): translated packets */
 
 #define NAT_TOUCH_NS 1000000000ull /* last-seen is kept to the second */
-#define NAT_SWEEP    2             /* age-queue entries looked at per new flow */
 /* Key lengths are multiples of 4 and key buffers 4-aligned: --no-ft's local map
  * hashes with rte_jhash, which reads whole 32-bit words. */
 #define NAT_OKEY 16 /* proto, inside ip, port, remote ip, port, 3 zero bytes */
@@ -79,6 +79,7 @@ struct nat {
 /* Outbound mapping as stored. */
 struct nat_map {
     uint64_t last_ns;
+    uint64_t ticket; /* its age-queue entry */
     uint16_t ext_port;
     uint8_t fin_out, fin_in;
     uint8_t pad[4];
@@ -96,12 +97,6 @@ struct nat_free {
     uint64_t released_ns;
     uint16_t port;
     uint8_t pad[6];
-};
-
-struct nat_age {
-    _Alignas(4) uint8_t okey[NAT_OKEY];
-    uint16_t ext_port;
-    uint8_t pad[2];
 };
 
 /* A parsed IPv4 packet: offsets into the frame and the flow's endpoints. */
@@ -429,65 +424,49 @@ static int get_map(struct nf_env *env, const uint8_t okey[NAT_OKEY], struct nat_
     return rc;
 }
 
-/* One age-queue entry: released when idle, requeued when alive; *more says
- * whether to look at the next one. */
-static int sweep_one(const struct nat *n, struct nf_env *env, bool *more)
+/* An old outbound key of the age queue: alive, or released now when idle (its
+ * port goes back to the pool, nat.unmap says so). */
+static int nat_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                     enum nf_age_verdict *v)
 {
-    uint32_t z = 0;
-    struct store_key k = skey(STORE_SHARED, NAT_OBJ_AGE, &z, 4);
-    struct nat_age a;
-    size_t len;
-    bool found;
-    int rc = nf_pop(env, &k, &a, sizeof(a), &len, &found);
-    *more = false;
-    if (rc || !found || len != sizeof(a))
-        return rc;
     struct nat_map m;
-    rc = get_map(env, a.okey, &m, &found);
-    if (rc == STORE_EOWNER) /* another instance's flow: its owner will judge it */
-        return nf_push(env, &k, &a, sizeof(a));
-    if (rc)
+    bool found;
+    *v = NF_AGE_GONE;
+    if (len != NAT_OKEY)
+        return 0;
+    _Alignas(4) uint8_t okey[NAT_OKEY];
+    memcpy(okey, key, NAT_OKEY);
+    int rc = get_map(env, okey, &m, &found);
+    if (rc || !found || m.ticket != ticket)
         return rc;
-    if (!found || m.ext_port != a.ext_port) { /* already released */
-        *more = true;
+    if (!expired(self, &m, nf_now(env))) {
+        *v = NF_AGE_KEEP;
         return 0;
     }
-    if (!expired(n, &m, nf_now(env)))
-        return nf_push(env, &k, &a, sizeof(a));
-    *more = true;
-    return release(n, env, a.okey, a.ext_port, "idle");
+    return release(self, env, okey, m.ext_port, "idle");
 }
 
-static int sweep(const struct nat *n, struct nf_env *env)
-{
-    bool more = true;
-    int rc = 0;
-    for (int i = 0; i < NAT_SWEEP && more && !rc; i++)
-        rc = sweep_one(n, env, &more);
-    return rc;
-}
+static const struct nf_aging nat_aging = {.object = NAT_OBJ_AGE, .judge = nat_judge};
 
 /* A new outbound flow: a port, both mappings, the age entry, nat.map. */
-static int map_new(const struct nat *n, struct nf_env *env, const struct view *v,
+static int map_new(struct nat *n, struct nf_env *env, const struct view *v,
                    const uint8_t okey[NAT_OKEY], struct nat_map *m, bool *ok)
 {
     int rc;
     uint16_t port = 0;
-    if ((rc = sweep(n, env)) || (rc = port_alloc(n, env, &port, ok)) || !*ok)
+    *m = (struct nat_map){.last_ns = nf_now(env)};
+    /* The age queue first: idle flows it releases may give this one its port. */
+    if ((rc = nf_age(env, &nat_aging, n, okey, NAT_OKEY, &m->ticket)) ||
+        (rc = port_alloc(n, env, &port, ok)) || !*ok)
         return rc;
-    *m = (struct nat_map){.last_ns = nf_now(env), .ext_port = port};
+    m->ext_port = port;
     struct nat_back b = {.port = v->sport};
     memcpy(b.ip, v->src, 4);
-    struct nat_age a = {.ext_port = port};
-    memcpy(a.okey, okey, NAT_OKEY);
     _Alignas(4) uint8_t ik[NAT_IKEY];
-    uint32_t z = 0;
     in_key(ik, okey, port);
     struct store_key ko = skey(STORE_FLOW, NAT_OBJ_OUT, okey, NAT_OKEY),
-                     ki = skey(STORE_FLOW, NAT_OBJ_IN, ik, NAT_IKEY),
-                     ka = skey(STORE_SHARED, NAT_OBJ_AGE, &z, 4);
-    if ((rc = nf_put(env, &ko, m, sizeof(*m))) || (rc = nf_put(env, &ki, &b, sizeof(b))) ||
-        (rc = nf_push(env, &ka, &a, sizeof(a))))
+                     ki = skey(STORE_FLOW, NAT_OBJ_IN, ik, NAT_IKEY);
+    if ((rc = nf_put(env, &ko, m, sizeof(*m))) || (rc = nf_put(env, &ki, &b, sizeof(b))))
         return rc;
     return map_event(n, env, "nat.map", okey, port, NULL);
 }
@@ -665,6 +644,8 @@ static int inbound(struct nat *n, struct nf_env *env, const struct nf_pkt *p, co
     size_t len;
     bool found;
     int rc = nf_get(env, &k, &b, sizeof(b), &len, &found);
+    if (rc == STORE_EOWNER) /* mapped by another instance (several: see nat_check) */
+        return drop_quiet(env, DQ_NO_MAPPING);
     if (rc)
         return rc;
     if (!found || len != sizeof(b))
@@ -712,8 +693,33 @@ static int nat_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     return drop_quiet(env, DQ_NOT_NAT);
 }
 
+/* Return traffic to the external address carries nothing that names the
+ * instance holding its mapping, so no flowspace sends it where the outbound
+ * packets went: several instances only work on a trace captured inside the NAT
+ * (untranslated_return: pass), where replies still carry the inside address and
+ * 5tuple keeps a connection together. On a border, one instance. */
+static int nat_check(const struct chain_nf *nf, struct rw_err *e)
+{
+    static const char *const ret[] = {"drop", "pass", NULL};
+    int rp = 1;
+    if (nf->instances <= 1)
+        return 0;
+    struct rw_err ignored; /* a bad value is init's to report, with its line */
+    if (nf->config && chain_node_enum(nf->config, "untranslated_return", ret, 1, &rp, &ignored))
+        return 0;
+    if (!rp)
+        return rw_errf(e, RW_EINVAL,
+                       "instances: %u NAT instances with untranslated_return: drop (a border): "
+                       "return traffic to the external address carries nothing that names the "
+                       "instance holding its mapping; use one instance",
+                       nf->instances);
+    static const int ok[] = {CHAIN_FS_5TUPLE};
+    return nf_require_flowspace(nf, ok, 1, "a connection's two directions", e);
+}
+
 const struct nf_def nf_nat = {
     .type = "nat",
+    .check = nat_check,
     .self_size = sizeof(struct nat),
     .init = nat_init,
     .process = nat_process,

@@ -21,11 +21,19 @@
  * the instance that saw the SYN), shared objects for the per-host walk, counts
  * and the detected flag (a scanner's attempts span pairs, hence instances).
  *
+ * Bounded state: three age queues of the slot (nf_age). A pair whose hosts fall
+ * silent has its unanswered attempts judged failed once their timeout has passed
+ * (a SYN to a filtered port counts even when nothing more is heard from the
+ * pair); an attempt is remembered `memory` seconds, then a contact to that port
+ * is a first contact again; a host's walk, counts and flag are forgotten
+ * `memory` seconds after its last outcome (a detected scanner is then blocked no
+ * more, and must be detected again).
+ *
  * config:
  *   theta0: P(success | benign)    (0.8)     theta1: P(success | scanner) (0.2)
  *   pd: detection probability      (0.99)    pf: false positive prob.     (0.01)
  *   timeout: SECONDS               (5)       block: BOOL                  (false)
- *   malformed: pass | drop         (pass)
+ *   malformed: pass | drop         (pass)    memory: SECONDS              (3600)
  */
 #include "nfworker.h"
 
@@ -38,13 +46,18 @@
 #include "chain.h"
 #include "store.h"
 
-#define PS_OBJ_ATTEMPT  1 /* flow: (family, proto, src, dst, dport) -> struct ps_attempt */
-#define PS_OBJ_PENDING  2 /* flow: (family, lo, hi) -> struct ps_pend[] */
-#define PS_OBJ_WALK     3 /* shared: host -> log(Lambda) * PS_FIX */
-#define PS_OBJ_ATTEMPTS 4 /* shared: host -> outcomes counted */
-#define PS_OBJ_FAILURES 5 /* shared: host -> failures counted */
-#define PS_OBJ_FLAG     6 /* shared: host -> 1 once detected */
-#define PS_OBJ_STATS    7 /* shared: "malformed" -> packets */
+#define PS_OBJ_ATTEMPT  1  /* flow: (family, proto, src, dst, dport) -> struct ps_attempt */
+#define PS_OBJ_PENDING  2  /* flow: (family, lo, hi) -> struct ps_pend[] */
+#define PS_OBJ_WALK     3  /* shared: host -> log(Lambda) * PS_FIX */
+#define PS_OBJ_ATTEMPTS 4  /* shared: host -> outcomes counted */
+#define PS_OBJ_FAILURES 5  /* shared: host -> failures counted */
+#define PS_OBJ_FLAG     6  /* shared: host -> 1 once detected */
+#define PS_OBJ_STATS    7  /* shared: "malformed" -> packets */
+#define PS_OBJ_SEEN     8  /* shared: host -> packet time of its last outcome */
+#define PS_OBJ_TICKET   9  /* shared: host -> the age-queue entry that ages it */
+#define PS_OBJ_AGE_ATT  10 /* the slot's age queues: attempts, */
+#define PS_OBJ_AGE_PAIR 11 /* pairs with unanswered attempts, */
+#define PS_OBJ_AGE_HOST 12 /* and hosts whose first outcome the slot counted */
 
 #define PS_PEND_MAX 256
 #define PS_FIX      1000000.0 /* log-likelihoods in millionths */
@@ -55,13 +68,14 @@ enum ps_class { PK_NON_IP, PK_BAD, PK_OK };
 struct portscan {
     int64_t step_ok, step_fail; /* log(theta1/theta0), log((1-theta1)/(1-theta0)) */
     int64_t up, down;           /* log(eta1), log(eta0) */
-    uint64_t timeout_ns;
+    uint64_t timeout_ns, memory_ns;
     bool block, drop_malformed;
 };
 
 /* A first-contact attempt as stored. */
 struct ps_attempt {
     uint64_t ts;
+    uint64_t ticket; /* its age-queue entry */
     uint8_t state;
     uint8_t pad[7];
 };
@@ -75,11 +89,14 @@ struct ps_pend {
     uint8_t pad[4];
 };
 
-/* The pending list of the current packet's pair, loaded once per packet. */
+/* The pending list of the current packet's pair, loaded once per packet. Stored
+ * as the ticket of its age-queue entry, then the entries. */
 struct ps_pair {
     uint8_t key[36]; /* family, 3 zero bytes, lower address, higher address */
+    uint64_t ticket;
     struct ps_pend e[PS_PEND_MAX];
     unsigned n;
+    bool stored; /* it was in the store when loaded */
     bool dirty;
 };
 
@@ -146,13 +163,13 @@ static int check_probs(const struct chain_node *cfg, double t0, double t1, doubl
 
 static int ps_init(void *self, const struct chain_node *cfg, struct rw_err *e)
 {
-    static const char *const keys[] = {"theta0",  "theta1", "pd",        "pf",
-                                       "timeout", "block",  "malformed", NULL};
+    static const char *const keys[] = {"theta0", "theta1",    "pd",     "pf", "timeout",
+                                       "block",  "malformed", "memory", NULL};
     static const char *const bools[] = {"false", "true", NULL};
     static const char *const verdicts[] = {"drop", "pass", NULL};
     struct portscan *ps = self;
     double t0, t1, pd, pf;
-    uint64_t timeout;
+    uint64_t timeout, memory;
     int block, mal, rc;
     if ((cfg &&
          ((rc = chain_node_want(cfg, CHAIN_MAP, e)) || (rc = chain_node_keys(cfg, keys, e)))) ||
@@ -160,6 +177,7 @@ static int ps_init(void *self, const struct chain_node *cfg, struct rw_err *e)
         (rc = get_prob(cfg, "theta1", 0.2, &t1, e)) || (rc = get_prob(cfg, "pd", 0.99, &pd, e)) ||
         (rc = get_prob(cfg, "pf", 0.01, &pf, e)) || (rc = check_probs(cfg, t0, t1, pd, pf, e)) ||
         (rc = chain_node_u64(cfg, "timeout", 1, 3600, 5, &timeout, e)) ||
+        (rc = chain_node_u64(cfg, "memory", 1, 86400 * 30, 3600, &memory, e)) ||
         (rc = chain_node_enum(cfg, "block", bools, 0, &block, e)) ||
         (rc = chain_node_enum(cfg, "malformed", verdicts, 1, &mal, e)))
         return rc;
@@ -168,6 +186,7 @@ static int ps_init(void *self, const struct chain_node *cfg, struct rw_err *e)
     ps->up = fix(ln(pd / pf));
     ps->down = fix(ln((1 - pd) / (1 - pf)));
     ps->timeout_ns = timeout * 1000000000ull;
+    ps->memory_ns = memory * 1000000000ull;
     ps->block = block == 1;
     ps->drop_malformed = mal == 0;
     return 0;
@@ -328,7 +347,42 @@ static int raise_alert(struct nf_env *env, uint8_t family, const uint8_t *host, 
     return nf_alert(env, "scan.detected", fields);
 }
 
-/* One outcome of a first contact made by host: a step of its walk. */
+/* A host's objects, all forgotten together. */
+static const uint16_t host_objs[] = {PS_OBJ_WALK, PS_OBJ_ATTEMPTS, PS_OBJ_FAILURES,
+                                     PS_OBJ_FLAG, PS_OBJ_SEEN,     PS_OBJ_TICKET};
+
+/* An old host of the age queue: forgotten `memory` after its last outcome. */
+static int host_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                      enum nf_age_verdict *v)
+{
+    const struct portscan *ps = self;
+    struct store_key k = {.scope = STORE_SHARED, .object = PS_OBJ_TICKET, .bytes = key, .len = len};
+    uint64_t t = 0, seen = 0;
+    size_t got;
+    bool found;
+    *v = NF_AGE_GONE;
+    int rc = nf_get(env, &k, &t, sizeof(t), &got, &found);
+    if (rc || !found || got != sizeof(t) || t != ticket)
+        return rc;
+    k.object = PS_OBJ_SEEN;
+    if ((rc = nf_get(env, &k, &seen, sizeof(seen), &got, &found)))
+        return rc;
+    if (found && got == sizeof(seen) &&
+        (nf_now(env) <= seen || nf_now(env) - seen <= ps->memory_ns)) {
+        *v = NF_AGE_KEEP;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(host_objs) / sizeof(host_objs[0]) && !rc; i++) {
+        k.object = host_objs[i];
+        rc = nf_del(env, &k);
+    }
+    return rc;
+}
+
+static const struct nf_aging host_aging = {.object = PS_OBJ_AGE_HOST, .judge = host_judge};
+
+/* One outcome of a first contact made by host: a step of its walk. The instance
+ * that counts a host's first outcome ages the host. */
 static int outcome(const struct portscan *ps, struct nf_env *env, uint8_t family,
                    const uint8_t *host, bool ok)
 {
@@ -337,11 +391,17 @@ static int outcome(const struct portscan *ps, struct nf_env *env, uint8_t family
     struct store_key att = host_key(PS_OBJ_ATTEMPTS, family, host, kb);
     struct store_key fail = host_key(PS_OBJ_FAILURES, family, host, kb);
     struct store_key walk = host_key(PS_OBJ_WALK, family, host, kb);
-    int64_t v, f;
+    struct store_key seen = host_key(PS_OBJ_SEEN, family, host, kb);
+    struct store_key tk = host_key(PS_OBJ_TICKET, family, host, kb);
+    uint64_t now = nf_now(env), ticket;
+    int64_t v, f, n;
     int rc;
-    if ((rc = nf_incr(env, &flag, 0, &f)) || f)
+    if ((rc = nf_incr(env, &flag, 0, &f)) || (rc = nf_put(env, &seen, &now, sizeof(now))) || f)
         return rc; /* decided: the walk is over */
-    if ((rc = nf_incr(env, &att, 1, NULL)) || (!ok && (rc = nf_incr(env, &fail, 1, NULL))) ||
+    if ((rc = nf_incr(env, &att, 1, &n)) ||
+        (n == 1 && ((rc = nf_age(env, &host_aging, (void *)ps, kb, sizeof(kb), &ticket)) ||
+                    (rc = nf_put(env, &tk, &ticket, sizeof(ticket))))) ||
+        (!ok && (rc = nf_incr(env, &fail, 1, NULL))) ||
         (rc = nf_incr(env, &walk, ok ? ps->step_ok : ps->step_fail, &v)))
         return rc;
     if (v <= ps->down) /* benign so far: start again, so a later scan is still seen */
@@ -355,17 +415,45 @@ static int outcome(const struct portscan *ps, struct nf_env *env, uint8_t family
 
 /* ---- attempts ---- */
 
-static int get_attempt(struct nf_env *env, const struct store_key *k, struct ps_attempt *a,
-                       bool *found)
+static bool forgotten(const struct portscan *ps, const struct ps_attempt *a, uint64_t now)
+{
+    return now > a->ts && now - a->ts > ps->memory_ns;
+}
+
+/* *found: the attempt is stored and still remembered (one older than `memory`
+ * counts as absent, whether or not its age queue has reached it yet). */
+static int get_attempt(const struct portscan *ps, struct nf_env *env, const struct store_key *k,
+                       struct ps_attempt *a, bool *found)
 {
     size_t len;
     int rc = nf_get(env, k, a, sizeof(*a), &len, found);
     if (rc == STORE_EOWNER) /* another instance's pair (an ICMP error from a router) */
         return *found = false, 0;
-    if (!rc && *found && len != sizeof(*a))
+    if (!rc && *found && (len != sizeof(*a) || forgotten(ps, a, nf_now(env))))
         *found = false;
     return rc;
 }
+
+/* An old attempt of the age queue: remembered for `memory` seconds. */
+static int att_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                     enum nf_age_verdict *v)
+{
+    struct store_key k = {.scope = STORE_FLOW, .object = PS_OBJ_ATTEMPT, .bytes = key, .len = len};
+    struct ps_attempt a;
+    size_t got;
+    bool found;
+    int rc = nf_get(env, &k, &a, sizeof(a), &got, &found);
+    *v = NF_AGE_GONE;
+    if (rc || !found || got != sizeof(a) || a.ticket != ticket)
+        return rc;
+    if (!forgotten(self, &a, nf_now(env))) {
+        *v = NF_AGE_KEEP;
+        return 0;
+    }
+    return nf_del(env, &k);
+}
+
+static const struct nf_aging att_aging = {.object = PS_OBJ_AGE_ATT, .judge = att_judge};
 
 /* Settles an attempt if it is still pending; *settled says so. */
 static int settle(const struct portscan *ps, struct nf_env *env, uint8_t family, uint8_t proto,
@@ -375,7 +463,7 @@ static int settle(const struct portscan *ps, struct nf_env *env, uint8_t family,
     struct store_key k = attempt_key(family, proto, src, dst, dport, kb);
     struct ps_attempt a;
     bool found;
-    int rc = get_attempt(env, &k, &a, &found);
+    int rc = get_attempt(ps, env, &k, &a, &found);
     *settled = false;
     if (rc || !found || a.state != PS_PENDING)
         return rc;
@@ -393,6 +481,27 @@ static bool lower(const uint8_t *a, const uint8_t *b)
     return memcmp(a, b, 16) < 0;
 }
 
+#define PAIR_HEAD 16 /* the ticket, 8 bytes reserved */
+
+/* Reads the pair whose key is in pr->key. */
+static int pair_read(struct nf_env *env, struct ps_pair *pr)
+{
+    uint8_t v[PAIR_HEAD + sizeof(pr->e)];
+    struct store_key sk = pair_key(pr);
+    size_t len;
+    bool found;
+    int rc = nf_get(env, &sk, v, sizeof(v), &len, &found);
+    pr->stored = !rc && found && len >= PAIR_HEAD;
+    pr->n = pr->stored ? (unsigned)((len - PAIR_HEAD) / sizeof(pr->e[0])) : 0;
+    pr->ticket = 0;
+    if (pr->stored) {
+        memcpy(&pr->ticket, v, sizeof(pr->ticket));
+        memcpy(pr->e, v + PAIR_HEAD, pr->n * sizeof(pr->e[0]));
+    }
+    pr->dirty = false;
+    return rc;
+}
+
 static int pair_load(struct nf_env *env, const struct ps_pkt *k, struct ps_pair *pr)
 {
     bool lo = lower(k->src, k->dst);
@@ -400,21 +509,29 @@ static int pair_load(struct nf_env *env, const struct ps_pkt *k, struct ps_pair 
     pr->key[0] = k->family;
     memcpy(pr->key + 4, lo ? k->src : k->dst, 16);
     memcpy(pr->key + 20, lo ? k->dst : k->src, 16);
-    struct store_key sk = pair_key(pr);
-    size_t len;
-    bool found;
-    int rc = nf_get(env, &sk, pr->e, sizeof(pr->e), &len, &found);
-    pr->n = !rc && found ? (unsigned)(len / sizeof(pr->e[0])) : 0;
-    pr->dirty = false;
-    return rc;
+    return pair_read(env, pr);
 }
 
-static int pair_save(struct nf_env *env, struct ps_pair *pr)
+static const struct nf_aging pair_aging;
+
+/* A pair with unanswered attempts is stored (and, when new, aged); one without
+ * is deleted. */
+static int pair_save(const struct portscan *ps, struct nf_env *env, struct ps_pair *pr)
 {
     if (!pr->dirty)
         return 0;
     struct store_key sk = pair_key(pr);
-    return pr->n ? nf_put(env, &sk, pr->e, pr->n * sizeof(pr->e[0])) : nf_del(env, &sk);
+    if (!pr->n)
+        return pr->stored ? nf_del(env, &sk) : 0;
+    int rc = pr->stored
+                 ? 0
+                 : nf_age(env, &pair_aging, (void *)ps, pr->key, sizeof(pr->key), &pr->ticket);
+    if (rc)
+        return rc;
+    uint8_t v[PAIR_HEAD + sizeof(pr->e)] = {0};
+    memcpy(v, &pr->ticket, sizeof(pr->ticket));
+    memcpy(v + PAIR_HEAD, pr->e, pr->n * sizeof(pr->e[0]));
+    return nf_put(env, &sk, v, PAIR_HEAD + pr->n * sizeof(pr->e[0]));
 }
 
 static void pair_remove(struct ps_pair *pr, unsigned i)
@@ -460,11 +577,22 @@ static int syn(const struct portscan *ps, struct nf_env *env, const struct ps_pk
     uint8_t kb[36];
     struct store_key ak = attempt_key(k->family, k->proto, k->src, k->dst, k->dport, kb);
     struct ps_attempt a;
-    bool found;
-    int rc = get_attempt(env, &ak, &a, &found);
-    if (rc || found)
+    bool found, stored;
+    size_t len;
+    int rc = nf_get(env, &ak, &a, sizeof(a), &len, &stored);
+    if (rc == STORE_EOWNER) /* the pair's answers go elsewhere: not ours to track */
+        return 0;
+    if (rc)
         return rc;
-    a = (struct ps_attempt){.ts = nf_now(env), .state = PS_PENDING};
+    stored = stored && len == sizeof(a);
+    found = stored && !forgotten(ps, &a, nf_now(env));
+    if (found)
+        return 0;
+    /* A forgotten attempt is taken over with its place in the age queue. */
+    uint64_t ticket = stored ? a.ticket : 0;
+    if (!stored && (rc = nf_age(env, &att_aging, (void *)ps, kb, sizeof(kb), &ticket)))
+        return rc;
+    a = (struct ps_attempt){.ts = nf_now(env), .ticket = ticket, .state = PS_PENDING};
     if ((rc = nf_put(env, &ak, &a, sizeof(a))))
         return rc;
     if (pr->n == PS_PEND_MAX && (rc = fail_oldest(ps, env, pr)))
@@ -498,6 +626,28 @@ static int unreachable(const struct portscan *ps, struct nf_env *env, const stru
     return rc; /* otherwise expire() finds it settled and skips it */
 }
 
+/* An old pair of the age queue: its attempts whose timeout has passed are
+ * judged failed now, even if the pair never sends again; the pair is kept while
+ * attempts are still waiting. */
+static int pair_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                      enum nf_age_verdict *v)
+{
+    struct ps_pair pr;
+    *v = NF_AGE_GONE;
+    if (len != sizeof(pr.key))
+        return 0;
+    memcpy(pr.key, key, len);
+    int rc = pair_read(env, &pr);
+    if (rc || !pr.stored || pr.ticket != ticket)
+        return rc;
+    if ((rc = expire(self, env, &pr)) || (rc = pair_save(self, env, &pr)))
+        return rc;
+    *v = pr.n ? NF_AGE_KEEP : NF_AGE_GONE;
+    return 0;
+}
+
+static const struct nf_aging pair_aging = {.object = PS_OBJ_AGE_PAIR, .judge = pair_judge};
+
 static int track(const struct portscan *ps, struct nf_env *env, const struct ps_pkt *k)
 {
     struct ps_pair pr;
@@ -512,7 +662,7 @@ static int track(const struct portscan *ps, struct nf_env *env, const struct ps_
         rc = answer(ps, env, k, &pr, false);
     else if (k->quoted && k->q_proto == IPPROTO_TCP)
         rc = unreachable(ps, env, k, &pr);
-    return rc ? rc : pair_save(env, &pr);
+    return rc ? rc : pair_save(ps, env, &pr);
 }
 
 static int blocked(const struct portscan *ps, struct nf_env *env, const struct ps_pkt *k,
@@ -566,7 +716,6 @@ static int ps_check(const struct chain_nf *nf, struct rw_err *e)
  * not the order in which upstream instances happen to deliver them. */
 const struct nf_def nf_portscan = {
     .check = ps_check,
-    .ordered = true,
     .type = "portscan",
     .self_size = sizeof(struct portscan),
     .init = ps_init,

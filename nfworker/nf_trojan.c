@@ -5,17 +5,22 @@
  * literature. A host that completes the steps in order raises `trojan.detected`
  * once, with the clock of each step.
  *
- * Order is the clock's, not arrival's: the NF is `ordered`, so its worker merges
- * its inputs by clock across upstream instances, and a delay in one upstream
+ * Order is the clock's, not arrival's: like every NF, it gets its inputs merged
+ * by clock across upstream instances (worker.c), so a delay in one upstream
  * instance cannot reorder the steps (DESIGN §7, chain-wide order).
  *
  * State: one per-host object (the host that sends the requests), written only when
  * the host completes a step; packets that match no step cost no store op. Chains
- * partition it by flowspace `src`, so a host's requests reach one instance.
+ * partition it by flowspace `src`, so a host's requests reach one instance. A
+ * host's progress lasts `window` seconds of packet time after its last step: a
+ * later step starts the sequence again, and the slot's age queue (nf_age) forgets
+ * hosts gone quiet, so the table holds the hosts of the last window, not every
+ * host ever seen.
  *
  * config:
  *   steps: [ {kind: ssh}, {kind: download, extensions: [html, zip, exe]}, {kind: irc} ]
  *   ports: {ssh: 22, http: 80, ftp: 21, irc: 6667}
+ *   window: SECONDS (86400)
  */
 #include "nfworker.h"
 
@@ -29,6 +34,7 @@
 #include "store.h"
 
 #define TJ_OBJ_HOST  1
+#define TJ_OBJ_AGE   2 /* the slot's age queue of hosts */
 #define TJ_MAX_STEPS 8
 #define TJ_MAX_EXT   8
 
@@ -44,6 +50,7 @@ struct trojan {
     struct tj_step steps[TJ_MAX_STEPS];
     unsigned nsteps;
     uint16_t ssh, http, ftp, irc;
+    uint64_t window_ns;
 };
 
 /* A host's progress as stored. */
@@ -51,6 +58,8 @@ struct tj_host {
     uint8_t done; /* steps completed */
     uint8_t alerted;
     uint8_t pad[6];
+    uint64_t last_ns; /* packet time of its last step */
+    uint64_t ticket;  /* its age-queue entry */
     uint64_t clocks[TJ_MAX_STEPS];
 };
 
@@ -110,13 +119,16 @@ static int parse_ports(struct trojan *t, const struct chain_node *cfg, struct rw
 
 static int tj_init(void *self, const struct chain_node *cfg, struct rw_err *e)
 {
-    static const char *const keys[] = {"steps", "ports", NULL};
+    static const char *const keys[] = {"steps", "ports", "window", NULL};
     struct trojan *t = self;
+    uint64_t window;
     int rc = 0;
     if (cfg && ((rc = chain_node_want(cfg, CHAIN_MAP, e)) || (rc = chain_node_keys(cfg, keys, e))))
         return rc;
-    if ((rc = parse_ports(t, cfg, e)))
+    if ((rc = parse_ports(t, cfg, e)) ||
+        (rc = chain_node_u64(cfg, "window", 1, 86400 * 365, 86400, &window, e)))
         return rc;
+    t->window_ns = window * 1000000000ull;
     const struct chain_node *steps = chain_node_get(cfg, "steps");
     if (!steps) {
         t->steps[0].kind = TJ_SSH;
@@ -231,6 +243,32 @@ static int alert(struct nf_env *env, const struct trojan *t, const struct rw_flo
     return nf_alert(env, "trojan.detected", fields);
 }
 
+static bool quiet(const struct trojan *t, const struct tj_host *h, uint64_t now)
+{
+    return now > h->last_ns && now - h->last_ns > t->window_ns;
+}
+
+/* An old host of the age queue: kept while its last step is within the window. */
+static int tj_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                    enum nf_age_verdict *v)
+{
+    struct store_key k = {.scope = STORE_FLOW, .object = TJ_OBJ_HOST, .bytes = key, .len = len};
+    struct tj_host h;
+    size_t hl;
+    bool found;
+    int rc = nf_get(env, &k, &h, sizeof(h), &hl, &found);
+    *v = NF_AGE_GONE;
+    if (rc || !found || hl != sizeof(h) || h.ticket != ticket)
+        return rc;
+    if (!quiet(self, &h, nf_now(env))) {
+        *v = NF_AGE_KEEP;
+        return 0;
+    }
+    return nf_del(env, &k);
+}
+
+static const struct nf_aging tj_aging = {.object = TJ_OBJ_AGE, .judge = tj_judge};
+
 static int advance(const struct trojan *t, struct nf_env *env, const struct nf_pkt *p,
                    const struct rw_flow *f, const uint8_t *pl, size_t len, uint16_t dport)
 {
@@ -241,10 +279,16 @@ static int advance(const struct trojan *t, struct nf_env *env, const struct nf_p
     int rc = nf_get(env, &k, &h, sizeof(h), &hl, &found);
     if (rc)
         return rc;
-    if (!found || hl != sizeof(h))
+    found = found && hl == sizeof(h);
+    uint64_t ticket = found ? h.ticket : 0;
+    if (!found || quiet(t, &h, nf_now(env))) /* a quiet host starts again */
         memset(&h, 0, sizeof(h));
     if (h.alerted || h.done >= t->nsteps || !step_matches(t, &t->steps[h.done], pl, len, dport))
         return 0;
+    if (!found && (rc = nf_age(env, &tj_aging, (void *)t, k.bytes, k.len, &ticket)))
+        return rc;
+    h.ticket = ticket;
+    h.last_ns = nf_now(env);
     h.clocks[h.done++] = p->meta.clock;
     if (h.done == t->nsteps) {
         h.alerted = 1;
@@ -278,7 +322,6 @@ const struct nf_def nf_trojan = {
     .check = tj_check,
     .type = "trojan",
     .self_size = sizeof(struct trojan),
-    .ordered = true,
     .init = tj_init,
     .process = tj_process,
 };

@@ -829,6 +829,16 @@ static void test_bad_config(void)
     chain_with(d, "badinside.yaml", "10.200.0.300/32", "1024-65535", chain, sizeof(chain));
     CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "badinside.yaml:25: nfs[0].config.inside") >= 1);
+    /* several instances on a border: replies could not find their mapping */
+    chain_with(d, "border.yaml", "10.200.0.1/32", "1024-65535", chain, sizeof(chain));
+    CU_ASSERT_EQUAL_FATAL(tu_sh(NULL,
+                                "sed -i -e 's/instances: 1/instances: 2/' -e "
+                                "'s/idle_timeout: 300/untranslated_return: drop/' '%s'",
+                                chain),
+                          0);
+    CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
+    CU_ASSERT_TRUE(it_file_has(err, "nfs[0].instances: 2 NAT instances with "
+                                    "untranslated_return: drop") >= 1);
     tu_rmrf(d);
     free(d);
 }
