@@ -66,6 +66,8 @@ const char *store_strerror(int rc)
         return "store record corrupt";
     case STORE_ECONFLICT:
         return "op identity reused for a different op";
+    case STORE_EINUSE:
+        return "the store holds another run's state";
     default:
         return "unknown store error";
     }
@@ -604,6 +606,20 @@ int store_move(struct store_client *c, const struct store_opid *id, const struct
     o.to = to;
     store_cache_drop(c->cache, k);
     return sync_op(c, &o, k, NULL, 0, NULL, 0);
+}
+
+int store_bind_run(struct store *st, const char *run, bool force, struct rw_err *e)
+{
+    struct store_client *c;
+    if (!run)
+        return rw_errf(e, STORE_EINVAL, "store_bind_run: NULL run");
+    int rc = store_client_open(st, 0, 0, &c, e);
+    if (rc)
+        return rc;
+    if ((rc = st->be->bind_run(c, run, force)))
+        rw_errf(e, rc, "%s", c->err.msg);
+    store_client_close(c);
+    return rc;
 }
 
 int store_trim(struct store_client *c, uint64_t g)

@@ -29,18 +29,19 @@
 /* Distinct from RW_E* so a caller can tell a store refusal from an I/O error. */
 enum store_rc {
     STORE_OK = 0,
-    STORE_EINVAL = -101,   /* bad argument (NULL, key or value too long, bad slot) */
-    STORE_EURL = -102,     /* store URL not understood */
-    STORE_EBACKEND = -103, /* backend unreachable or failed; the op may be retried */
-    STORE_EFULL = -104,    /* LMDB map full (or Redis out of memory) */
-    STORE_EOWNER = -105,   /* per-flow object owned by another slot */
-    STORE_EFENCED = -106,  /* the client's slot was claimed or transferred since attach */
-    STORE_ETYPE = -107,    /* op does not fit the object's type (incr on bytes...) */
-    STORE_ETRIMMED = -108, /* op clock below the trim watermark: cannot tell if applied */
-    STORE_ETOOBIG = -109,  /* value larger than the caller's buffer (*len says how big) */
-    STORE_ENOMEM = -110,   /* allocation failed */
-    STORE_ECORRUPT = -111, /* a stored record fails its checks */
-    STORE_ECONFLICT = -112 /* same op identity seen before for a different op kind */
+    STORE_EINVAL = -101,    /* bad argument (NULL, key or value too long, bad slot) */
+    STORE_EURL = -102,      /* store URL not understood */
+    STORE_EBACKEND = -103,  /* backend unreachable or failed; the op may be retried */
+    STORE_EFULL = -104,     /* LMDB map full (or Redis out of memory) */
+    STORE_EOWNER = -105,    /* per-flow object owned by another slot */
+    STORE_EFENCED = -106,   /* the client's slot was claimed or transferred since attach */
+    STORE_ETYPE = -107,     /* op does not fit the object's type (incr on bytes...) */
+    STORE_ETRIMMED = -108,  /* op clock below the trim watermark: cannot tell if applied */
+    STORE_ETOOBIG = -109,   /* value larger than the caller's buffer (*len says how big) */
+    STORE_ENOMEM = -110,    /* allocation failed */
+    STORE_ECORRUPT = -111,  /* a stored record fails its checks */
+    STORE_ECONFLICT = -112, /* same op identity seen before for a different op kind */
+    STORE_EINUSE = -113     /* the store holds another run's state */
 };
 
 enum store_scope {
@@ -173,6 +174,16 @@ int store_move(struct store_client *c, const struct store_opid *id, const struct
 /* Forgets the op records of the client's vertex with clock < g (the trim
  * watermark G); later ops of that vertex below g fail with STORE_ETRIMMED. */
 int store_trim(struct store_client *c, uint64_t g);
+
+/* A store holds one run's state: op records, watermarks and objects of two
+ * runs would mix (the second meets the first's records and trusts them). Binds
+ * an open store to the run described by `run` (a line saying which run: it is
+ * shown to whoever meets the store later). A store that holds any state, bound
+ * or written before binding existed, is refused with STORE_EINUSE and a message
+ * that names it and says what to do; with force its rewind state is cleared
+ * first (nothing else the database holds). Call it once, before any worker
+ * opens the store. */
+int store_bind_run(struct store *st, const char *run, bool force, struct rw_err *e);
 
 const char *store_strerror(int rc);
 

@@ -76,6 +76,8 @@ struct store_backend {
     /* Optional (NULL: the backend applies batches synchronously). */
     int (*uv)(struct store_client *c, void *loop);
     int (*flush_async)(struct store_client *c, store_flush_cb cb, void *arg);
+    /* store_bind_run, on a client of vertex 0 (for its connection). */
+    int (*bind_run)(struct store_client *c, const char *run, bool force);
 };
 
 struct store {

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,12 +25,19 @@
 struct lmdb_st {
     MDB_env *env;
     MDB_dbi dbi, recs;
+    size_t map_mib;
+    char path[4096];
 };
 
 static int lerr(struct store_client *c, int mrc, const char *what)
 {
-    int rc = mrc == MDB_MAP_FULL ? STORE_EFULL : STORE_EBACKEND;
-    return store_errf(c, rc, "lmdb %s: %s", what, mdb_strerror(mrc));
+    const struct lmdb_st *l = c->st->impl;
+    if (mrc == MDB_MAP_FULL) /* the operator's remedy, in the operator's words */
+        return store_errf(c, STORE_EFULL,
+                          "lmdb:%s is full (its map is %zu MiB): give it more room with "
+                          "?map=MiB in the store URL",
+                          l->path, l->map_mib);
+    return store_errf(c, STORE_EBACKEND, "lmdb %s: %s", what, mdb_strerror(mrc));
 }
 
 static int l_begin(struct store_client *c, void *kv, bool write, void **txn)
@@ -161,6 +169,8 @@ static int lmdb_open(struct store *st, const char *rest, struct rw_err *e)
         free(l);
         return rw_errf(e, STORE_EBACKEND, "lmdb %s: unexpected dbi %u", path, dbi);
     }
+    l->map_mib = map_mib;
+    snprintf(l->path, sizeof(l->path), "%s", path);
     st->impl = l;
     return STORE_OK;
 }
@@ -216,7 +226,76 @@ static int lmdb_trim(struct store_client *c, uint64_t g)
     return kv_trim(c, &lmdb_kv, c->impl, g);
 }
 
+/* The run marker: a key no store op makes. The main DB also holds the name of
+ * the op-record DB (LMDB keeps named DBs there): state is a key that starts
+ * like a store op's (kv's layout: d, e, s, w, g), or any op record. */
+static const uint8_t RUN_KEY[] = {'R', 'U', 'N'};
+
+static bool state_key(const MDB_val *k)
+{
+    return k->mv_size > 0 && strchr("degsw", *(const char *)k->mv_data);
+}
+
+/* Counts the state keys of the main DB, deleting them when clear is set. */
+static int main_state(MDB_txn *txn, bool clear, size_t *n)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int mrc = mdb_cursor_open(txn, DBI_MAIN, &cur);
+    *n = 0;
+    if (mrc)
+        return mrc;
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (!mrc) {
+        bool del = state_key(&k) && (++*n, clear);
+        if (del && (mrc = mdb_cursor_del(cur, 0)))
+            break;
+        /* after a delete the cursor already rests on the next key */
+        mrc = mdb_cursor_get(cur, &k, &v, del ? MDB_GET_CURRENT : MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return mrc == MDB_NOTFOUND ? 0 : mrc;
+}
+
+static int lmdb_bind_run(struct store_client *c, const char *run, bool force)
+{
+    struct lmdb_st *l = c->st->impl;
+    MDB_txn *txn;
+    MDB_stat rs;
+    MDB_val k = {sizeof(RUN_KEY), (void *)RUN_KEY}, v;
+    size_t objs = 0;
+    int mrc = mdb_txn_begin(l->env, NULL, 0, &txn);
+    if (mrc)
+        return lerr(c, mrc, "txn_begin");
+    int marker = mdb_get(txn, DBI_MAIN, &k, &v);
+    if ((marker && marker != MDB_NOTFOUND && (mrc = marker)) ||
+        (mrc = mdb_stat(txn, DBI_RECS, &rs)) || (mrc = main_state(txn, false, &objs))) {
+        mdb_txn_abort(txn);
+        return lerr(c, mrc, "bind");
+    }
+    bool used = !marker || objs || rs.ms_entries;
+    if (used && !force) {
+        char who[256];
+        snprintf(who, sizeof(who), "%.*s", marker ? 30 : (int)v.mv_size,
+                 marker ? "written by an earlier rewind" : (const char *)v.mv_data);
+        mdb_txn_abort(txn);
+        return store_errf(c, STORE_EINUSE,
+                          "lmdb:%s holds the state of another run (%s); runs must not mix: give "
+                          "the chain another store path, delete that directory, or --force to "
+                          "clear it",
+                          l->path, who);
+    }
+    v = (MDB_val){strlen(run), (void *)run};
+    if ((used && (mrc = main_state(txn, true, &objs))) ||
+        (used && (mrc = mdb_drop(txn, DBI_RECS, 0))) || (mrc = mdb_put(txn, DBI_MAIN, &k, &v, 0))) {
+        mdb_txn_abort(txn);
+        return lerr(c, mrc, "bind");
+    }
+    return (mrc = mdb_txn_commit(txn)) ? lerr(c, mrc, "commit") : STORE_OK;
+}
+
 const struct store_backend store_be_lmdb = {
-    lmdb_open,  lmdb_close,    lmdb_client_open, lmdb_client_close, lmdb_apply, lmdb_wait,
-    lmdb_claim, lmdb_transfer, lmdb_watermark,   lmdb_trim,         NULL,       NULL,
+    lmdb_open, lmdb_close, lmdb_client_open, lmdb_client_close, lmdb_apply,
+    lmdb_wait, lmdb_claim, lmdb_transfer,    lmdb_watermark,    lmdb_trim,
+    NULL,      NULL,       lmdb_bind_run,
 };

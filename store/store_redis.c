@@ -820,8 +820,71 @@ static int redis_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
     return STORE_OK;
 }
 
+#define RUN_KEY "rw:run"
+
+/* Finds (or, with clear, deletes) every key of rewind's in the database. */
+static int scan_state(struct store_client *c, bool clear, long long *n)
+{
+    char cursor[32] = "0";
+    *n = 0;
+    do {
+        redisReply *rep;
+        int rc = command(c, &rep, "SCAN %s MATCH rw:* COUNT 1000", cursor);
+        if (rc)
+            return rc;
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+            rep->element[0]->type != REDIS_REPLY_STRING ||
+            rep->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(rep);
+            return store_errf(c, STORE_EBACKEND, "redis: malformed SCAN reply");
+        }
+        snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+        const redisReply *keys = rep->element[1];
+        *n += (long long)keys->elements;
+        for (size_t i = 0; clear && i < keys->elements && !rc; i++) {
+            redisReply *d;
+            if (!(rc = command(c, &d, "UNLINK %b", keys->element[i]->str,
+                               (size_t)keys->element[i]->len)))
+                freeReplyObject(d);
+        }
+        freeReplyObject(rep);
+        if (rc)
+            return rc;
+    } while (strcmp(cursor, "0") && (clear || !*n));
+    return STORE_OK;
+}
+
+static int redis_bind_run(struct store_client *c, const char *run, bool force)
+{
+    const struct redis_st *s = rst(c);
+    redisReply *rep;
+    long long n = 0;
+    char who[256] = "written by an earlier rewind";
+    int rc = command(c, &rep, "GET %s", RUN_KEY);
+    if (rc)
+        return rc;
+    if (rep->type == REDIS_REPLY_STRING)
+        snprintf(who, sizeof(who), "%.*s", (int)rep->len, rep->str);
+    bool marked = rep->type == REDIS_REPLY_STRING;
+    freeReplyObject(rep);
+    if (!marked && (rc = scan_state(c, false, &n)))
+        return rc;
+    if ((marked || n) && !force)
+        return store_errf(c, STORE_EINUSE,
+                          "redis://%s:%d/%d holds the state of another run (%s); runs must not "
+                          "mix: use another database (redis://HOST:PORT/N), clear its rw:* keys, "
+                          "or --force to clear them",
+                          s->host, s->port, s->db, who);
+    if ((marked || n) && (rc = scan_state(c, true, &n)))
+        return rc;
+    if ((rc = command(c, &rep, "SET %s %s", RUN_KEY, run)))
+        return rc;
+    freeReplyObject(rep);
+    return STORE_OK;
+}
+
 const struct store_backend store_be_redis = {
-    redis_open,      redis_close, redis_client_open, redis_client_close,
-    redis_apply,     redis_wait,  redis_claim,       redis_transfer,
-    redis_watermark, redis_trim,  redis_uv,          redis_flush_async,
+    redis_open, redis_close,       redis_client_open, redis_client_close, redis_apply,
+    redis_wait, redis_claim,       redis_transfer,    redis_watermark,    redis_trim,
+    redis_uv,   redis_flush_async, redis_bind_run,
 };
