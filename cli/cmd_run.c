@@ -25,7 +25,10 @@ static void on_run_signal(int sig)
 
 static const char run_options[] =
     "  --trace PCAP, --port DEVARGS   override the chain's input\n"
-    "  --out DIR                      output directory (default: out)\n"
+    "  --out DIR                      output directory (default: out); one that holds\n"
+    "                                 a previous run is refused\n"
+    "  --force                        replace the previous run in --out (its log,\n"
+    "                                 output, alerts, reports and store inside it)\n"
     "  --no-ft                        traditional NFs: state local to each process, no\n"
     "                                 log, no clock checks, no failover (the baseline)\n"
     "  --progress                     progress lines when stderr is not a terminal\n"
@@ -51,8 +54,9 @@ static void run_usage(FILE *f)
             "its slot from the log (report.json: failovers, detection and recovery times).\n\n"
             "%s\n"
             "Exit: 0 ok; 1 the run failed (a worker died with --no-ft or could not be\n"
-            "replaced, I/O, DPDK); 2 usage or a bad chain file; 3 the trace is damaged or\n"
-            "not a capture; 4 out of disk space.\n",
+            "replaced, I/O, DPDK); 2 usage, a bad chain file, or --out holds a previous run;\n"
+            "3 the trace is damaged or not a capture; 4 out of disk space, or the store is\n"
+            "full.\n",
             run_options);
 }
 
@@ -89,6 +93,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
     static const struct option opts[] = {{"trace", required_argument, 0, 't'},
                                          {"port", required_argument, 0, 'p'},
                                          {"out", required_argument, 0, 'o'},
+                                         {"force", no_argument, 0, 'F'},
                                          {"no-ft", no_argument, 0, 'n'},
                                          {"progress", no_argument, 0, 'P'},
                                          {"help", no_argument, 0, 'h'},
@@ -120,6 +125,9 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
             break;
         case 'o':
             o->out_dir = optarg;
+            break;
+        case 'F':
+            o->force = true;
             break;
         case 'n':
             o->no_ft = true;

@@ -24,6 +24,7 @@ struct run_opts {
     const char *chain_path;
     const char *trace, *port; /* override the chain's input */
     const char *out_dir;
+    bool force;           /* --out may hold a previous run: replace its files */
     const char *self_exe; /* the rewind binary, to spawn `rewind worker` */
     bool no_ft;           /* traditional NFs: local state, no log, no clock checks */
     bool progress;        /* progress lines on stderr */

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -37,6 +38,7 @@
 #include "root.h"
 #include "run_internal.h"
 #include "rw_eal.h"
+#include "store.h"
 
 #define LINK_SLOTS       1024
 #define LINK_ROOM        2048
@@ -306,6 +308,28 @@ static int check_nf_configs(const struct chain *c, struct rw_err *e)
     return 0;
 }
 
+/* The store holds this run's state only: one that holds an earlier run's is
+ * refused (exit 2) or, with --force, cleared. A store inside --out is new (see
+ * run_outdir.c); this is for an absolute LMDB path and for Redis. */
+static int bind_store(struct run *r, struct rw_err *e)
+{
+    char run[PATH_MAX + 256], when[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    snprintf(run, sizeof(run), "rewind run %s --out %s, started %s, pid %d", r->o->chain_path,
+             r->o->out_dir, when, (int)getpid());
+    struct store *st;
+    int rc = store_open(r->store_url, &st, e);
+    if (!rc) {
+        rc = store_bind_run(st, run, r->o->force, e);
+        store_close(st);
+    }
+    if (rc)
+        e->code = rc == STORE_EINUSE ? RW_EINVAL : RW_EIO;
+    return rc ? e->code : 0;
+}
+
 static int prepare(struct run *r, struct rw_err *e)
 {
     int rc = chain_load(r->o->chain_path, nf_types(), &r->chain, e);
@@ -320,12 +344,9 @@ static int prepare(struct run *r, struct rw_err *e)
                        "%s: store mem: is in-process only; a chain needs lmdb: "
                        "or redis://",
                        r->o->chain_path);
-    char alerts[PATH_MAX];
-    snprintf(alerts, sizeof(alerts), "%s/alerts", r->o->out_dir);
-    if ((mkdir(r->o->out_dir, 0755) && errno != EEXIST) || (mkdir(alerts, 0755) && errno != EEXIST))
-        return rw_errf(e, RW_EIO, "%s: %s", r->o->out_dir, strerror(errno));
-    if ((rc = run_store_url(r, e)) || (rc = make_links(r, e)) || (rc = make_status(r, e)) ||
-        (rc = make_root_edges(r, e)) || (rc = open_logs(r, e)))
+    if ((rc = run_prepare_out(r, e)) || (rc = run_store_url(r, e)) ||
+        (!r->o->no_ft && (rc = bind_store(r, e))) || (rc = make_links(r, e)) ||
+        (rc = make_status(r, e)) || (rc = make_root_edges(r, e)) || (rc = open_logs(r, e)))
         return rc;
     return 0;
 }

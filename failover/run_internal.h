@@ -14,6 +14,11 @@
 #include "nfworker.h"
 #include "root.h"
 
+/* A worker's exit status when its store (or disk) is full: the run ends with
+ * exit 4 instead of failing the slot over to a spare that would meet the same
+ * wall. */
+#define RUN_WORKER_EXIT_FULL 4
+
 /* One worker process: a slot's instance, or a spare (slot -1) until assigned. */
 struct run_proc {
     uv_process_t proc;
@@ -112,6 +117,9 @@ size_t run_region_size(uint32_t cap);
 struct worker_status *run_region_status(void *region);
 
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
+/* run_outdir.c: creates --out (0700), refuses one that holds a previous run
+ * (RW_EINVAL, naming what it holds) or, with --force, removes that run's files. */
+int run_prepare_out(struct run *r, struct rw_err *e);
 int run_store_url(struct run *r, struct rw_err *e);
 int run_spawn_workers(struct run *r, struct rw_err *e);
 /* Waits up to timeout_ms for every worker to exit (0: kill them now). */

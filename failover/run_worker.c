@@ -290,5 +290,5 @@ int run_worker_main(int argc, char **argv)
         chain_free(w.chain);
     free(w.edge_base);
     free(w.slot_base);
-    return rc ? 1 : 0;
+    return rc == RW_ENOSPC ? RUN_WORKER_EXIT_FULL : rc ? 1 : 0;
 }

@@ -452,8 +452,9 @@ static int trim(struct worker *w)
     }
     if (g == UINT64_MAX || g < w->trimmed + WORKER_TRIM_STEP)
         return 0;
-    if (store_trim(w->env.sc, g))
-        return worker_store_err(&w->env, RW_EIO);
+    int rc = store_trim(w->env.sc, g);
+    if (rc)
+        return worker_store_err(&w->env, rc);
     w->trimmed = g;
     return 0;
 }
@@ -465,15 +466,16 @@ static int advance_watermark(struct worker *w, uint64_t m, bool idle)
     /* Inputs arrive in clock order per link, not across links: only below the
      * lowest mark is every input processed, so only that far may W go. */
     uint64_t done = m == UINT64_MAX ? w->max_clock : m - 1;
-    if (done > w->done && store_done(w->env.sc, done))
-        return worker_store_err(&w->env, RW_EIO);
+    int rc = done > w->done ? store_done(w->env.sc, done) : 0;
+    if (rc)
+        return worker_store_err(&w->env, rc);
     w->done = done > w->done ? done : w->done;
     uint64_t now = rw_now_ns();
     bool due = w->done > w->flushed_done &&
                (idle || now - w->last_flush_ns > WORKER_FLUSH_NS || m == UINT64_MAX);
     if (due || m == UINT64_MAX) {
-        if (store_flush(w->env.sc))
-            return worker_store_err(&w->env, RW_EIO);
+        if ((rc = store_flush(w->env.sc)))
+            return worker_store_err(&w->env, rc);
         w->flushed_done = w->done;
         w->last_flush_ns = now;
         worker_publish_w(w);
@@ -608,6 +610,15 @@ static void teardown(struct worker *w)
     free(w->self);
 }
 
+/* The run's code for a store's answer: a full store is a full disk to the
+ * operator (exit 4), any other refusal a failure. */
+static int run_code(int rc)
+{
+    if (rc == STORE_EFULL)
+        return RW_ENOSPC;
+    return rc <= STORE_EINVAL ? RW_EIO : rc;
+}
+
 int worker_run(const struct worker_opts *o, struct rw_err *e)
 {
     struct worker w = {.o = o};
@@ -616,6 +627,9 @@ int worker_run(const struct worker_opts *o, struct rw_err *e)
         rc = open_store(&w, e);
     if (!rc && (rc = loop(&w)))
         rw_errf(e, rc, "%s[%u]: %s", o->nf_name, o->instance, w.env.err);
+    if (rc && e)
+        e->code = run_code(rc);
+    rc = run_code(rc);
     if (w.env.sc)
         store_client_close(w.env.sc);
     if (w.env.st && !o->store)
