@@ -627,11 +627,18 @@ static void put(char **out, size_t *len, const char *s, size_t n)
     *len += n;
 }
 
-static int alert_proto(const char *line)
+/* Lines are not terminated inside the file's buffer: search within n bytes only
+ * (strstr would read on into the next lines, and take their fields for this one's). */
+static const char *find(const char *line, size_t n, const char *what)
 {
-    if (strstr(line, "\"proto\": \"udp\""))
+    return memmem(line, n, what, strlen(what));
+}
+
+static int alert_proto(const char *line, size_t n)
+{
+    if (find(line, n, "\"proto\": \"udp\""))
         return 1;
-    if (strstr(line, "\"proto\": \"icmp\""))
+    if (find(line, n, "\"proto\": \"icmp\""))
         return 2;
     return 0;
 }
@@ -685,7 +692,7 @@ static char *canon_line(struct vcanon *c, const char *line, size_t n)
     size_t len = 0;
     if (!out)
         return NULL;
-    int proto = alert_proto(line);
+    int proto = alert_proto(line, n);
     for (size_t i = 0; i < n;) {
         put(&out, &len, line + i, 1);
         if (line[i++] != '"' || !c->o->ncanon)
@@ -715,7 +722,7 @@ static void valerts_free(struct valerts *v)
 /* The clock of an alert line, or -1 when it has none. */
 static int alert_clock(const char *line, size_t n, uint64_t *clock)
 {
-    const char *k = strstr(line, "\"clock\": ");
+    const char *k = find(line, n, "\"clock\": ");
     if (!k || k + 10 > line + n || k[9] < '0' || k[9] > '9')
         return -1;
     char *end;
