@@ -3,7 +3,8 @@
  * one of several backends, the one with the fewest active connections when the
  * connection starts; every later packet of the connection goes to the same
  * backend (affinity); the backend's replies are rewritten to come from the VIP;
- * a connection's slot is released when it ends (RST, FIN both ways, or idle).
+ * a connection's slot is released when it ends (RST; the last ACK after FIN both
+ * ways, so that ACK still reaches the same backend; or idle).
  *
  * State (DESIGN §6), all in the store:
  *   - per backend, its number of active connections: shared counters, read to
@@ -201,14 +202,16 @@ static int lookup(struct nf_env *env, const struct store_key *ck, struct lb_conn
     return rc;
 }
 
-/* Records one side's FIN; releases the connection once it has ended (RST, or FIN
- * from both sides), else stores it. */
+/* Records one side's FIN; releases the connection once it has ended (RST, or the
+ * first pure ACK after FIN from both sides: the close's last packet, which this
+ * packet's caller still sends to the connection's backend), else stores it. */
 static int track_end(struct nf_env *env, const struct store_key *ck, struct lb_conn *c,
                      uint8_t flags, bool from_client)
 {
+    bool closing = c->fin_client && c->fin_backend;
     if (flags & 0x01)
         *(from_client ? &c->fin_client : &c->fin_backend) = 1;
-    bool ended = (flags & 0x04) || (c->fin_client && c->fin_backend);
+    bool ended = (flags & 0x04) || (closing && (flags & 0x11) == 0x10);
     return ended ? release(env, ck, c->backend) : nf_put(env, ck, c, sizeof(*c));
 }
 
@@ -288,7 +291,7 @@ static int reply(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p
     struct lb_conn c;
     bool found;
     int rc = lookup(env, &ck, &c, &found);
-    if (!rc && found && (v->flags & 0x05)) /* only FIN or RST changes the mapping */
+    if (!rc && found && ((v->flags & 0x05) || (c.fin_client && c.fin_backend)))
         rc = track_end(env, &ck, &c, v->flags, false);
     if (rc)
         return rc;
