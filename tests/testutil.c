@@ -23,6 +23,11 @@ int tu_main(const char *suite, void (*add)(CU_pSuite))
     if (!s)
         return 2;
     add(s);
+    /* RW_TEST=WORDS runs only the tests whose name contains WORDS. */
+    const char *only = getenv("RW_TEST");
+    CU_set_fail_on_inactive(CU_FALSE);
+    for (CU_pTest t = s->pTest; only && *only && t; t = t->pNext)
+        CU_set_test_active(t, strstr(t->pName, only) ? CU_TRUE : CU_FALSE);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures();
@@ -48,6 +53,10 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 
 void tu_rmrf(const char *path)
 {
+    if (path && getenv("RW_KEEP")) { /* debugging a failure: look at what it left */
+        fprintf(stderr, "RW_KEEP: left %s\n", path);
+        return;
+    }
     if (path)
         nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -10,10 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Runs one CUnit registry built by `add` and exits non-zero on any failure. */
+/* Runs one CUnit registry built by `add` and exits non-zero on any failure.
+ * RW_TEST=WORDS in the environment runs only the tests whose name holds WORDS. */
 int tu_main(const char *suite, void (*add)(CU_pSuite));
 
-/* A fresh directory under $TMPDIR, removed by tu_rmrf. */
+/* A fresh directory under $TMPDIR, removed by tu_rmrf (kept when RW_KEEP is set in
+ * the environment, to look at what a failing test left). */
 char *tu_mkdtemp(const char *tag);
 void tu_rmrf(const char *path);
 
