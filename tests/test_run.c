@@ -348,10 +348,65 @@ static void test_redis_store(void)
     CU_ASSERT_TRUE(it_same_outs(&x, &y));
     CU_ASSERT_TRUE(tu_sh(NULL, "redis-cli -p %d dbsize | grep -qv '^0$'", port) ==
                    0); /* it was used */
+    /* A second run on the database, on other traffic, would meet the first's op
+     * records at the same clocks and take their answers: refused, naming the
+     * first run, until --force clears it; then it equals the same run on LMDB. */
+    char t2[4096], a2[4200], c[4200], err[4300];
+    tu_trace("trojan_sequence.pcap", t2, sizeof(t2));
+    snprintf(a2, sizeof(a2), "%s/lmdb2", d);
+    snprintf(c, sizeof(c), "%s/redis2", d);
+    snprintf(err, sizeof(err), "%s/run.stderr", d);
+    CU_ASSERT_EQUAL(run(d, cr, t2, c, NULL), 2);
+    CU_ASSERT_TRUE(it_file_has(err, "holds the state of another run") == 1);
+    CU_ASSERT_TRUE(it_file_has(err, "/redis, started") == 1);
+    CU_ASSERT_EQUAL(run(d, cr, t2, c, "--force"), 0);
+    CU_ASSERT_EQUAL(run(d, c3, t2, a2, NULL), 0);
+    it_free_outs(&x);
+    it_free_outs(&y);
+    it_read_output(a2, &x);
+    it_read_output(c, &y);
+    CU_ASSERT_TRUE(x.n > 0 && it_same_outs(&x, &y));
     kill(rs, SIGTERM);
     waitpid(rs, NULL, 0);
     it_free_outs(&x);
     it_free_outs(&y);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* A run's directory holds one run: a second run into it would continue the
+ * first's clocks and store and mix its output with the first's. It is refused
+ * (exit 2, saying what the directory holds) until --force replaces exactly the
+ * run's files. */
+static void test_out_reused(void)
+{
+    char *d = tu_mkdtemp("reuse");
+    char trace[4096], c1[4200], out[4200], err[4300], mine[4300], first[4200];
+    tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
+    chain_with(d, 1, c1, sizeof(c1));
+    snprintf(out, sizeof(out), "%s/out", d);
+    snprintf(first, sizeof(first), "%s/first", d);
+    snprintf(err, sizeof(err), "%s/run.stderr", d);
+    snprintf(mine, sizeof(mine), "%s/out/notes.txt", d);
+    CU_ASSERT_EQUAL_FATAL(run(d, c1, trace, first, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(run(d, c1, trace, out, NULL), 0);
+    struct stat st;
+    CU_ASSERT_TRUE(stat(out, &st) == 0 && (st.st_mode & 0777) == 0700);
+    FILE *f = fopen(mine, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fclose(f);
+    CU_ASSERT_EQUAL(run(d, c1, trace, out, NULL), 2);
+    CU_ASSERT_TRUE(it_file_has(err, "holds a previous run (log, output, alerts, alerts.json, "
+                                    "report.json, store)") == 1);
+    CU_ASSERT_TRUE(it_file_has(err, "--force") == 1);
+    CU_ASSERT_EQUAL(run(d, c1, trace, out, "--force"), 0);
+    CU_ASSERT_EQUAL(access(mine, F_OK), 0); /* not the run's: left alone */
+    struct it_outs a, b;                    /* clocks from 0 again, nothing of the first run */
+    it_read_output(first, &a);
+    it_read_output(out, &b);
+    CU_ASSERT_TRUE(a.n > 0 && it_same_outs(&a, &b));
+    it_free_outs(&a);
+    it_free_outs(&b);
     tu_rmrf(d);
     free(d);
 }
@@ -427,7 +482,10 @@ static void add(CU_pSuite s)
     CU_add_test(s, "edge filters fan out, the sink fans in", test_branches);
     CU_add_test(s, "--no-ft: a hung worker is detected by its heartbeats and killed",
                 test_worker_hung);
-    CU_add_test(s, "state in Redis gives the same output as in LMDB", test_redis_store);
+    CU_add_test(s, "state in Redis gives the same output as in LMDB; one run per database",
+                test_redis_store);
+    CU_add_test(s, "a second run into the same --out is refused; --force replaces it",
+                test_out_reused);
     CU_add_test(s, "the full chain detects, blocks and translates, the same every run",
                 test_full_chain);
     CU_add_test(s, "a port until SIGINT drains and matches the trace run", test_port_until_sigint);
