@@ -415,6 +415,15 @@ static void test_time_index_unordered(void)
     free(d);
 }
 
+/* q selects one flow, in both directions. */
+static void flow_query(struct log_query *q, const char *flow)
+{
+    char why[128];
+    log_query_all(q);
+    CU_ASSERT_EQUAL_FATAL(rw_flow_from_string(flow, &q->flow, why, sizeof(why)), 0);
+    q->has_flow = true;
+}
+
 /* Moves every flow of g onto one host pair (10.0.0.9 and 10.1.0.1), keeping its
  * ports and direction, so that only the ports tell the flows apart. */
 static void one_host_pair(struct gen *g)
@@ -446,10 +455,7 @@ static void flow_index_case(bool one_pair, const char *flow)
     log_opts_default(&o);
     write_all(d, &o, &g);
     struct log_query q;
-    log_query_all(&q);
-    char why[128];
-    CU_ASSERT_EQUAL(rw_flow_from_string(flow, &q.flow, why, sizeof(why)), 0);
-    q.has_flow = true;
+    flow_query(&q, flow);
     struct log_scan_stats st;
     check_query(d, &g, &q, &st);
     CU_ASSERT_STRING_EQUAL(st.index, "flow");
@@ -538,12 +544,8 @@ static void test_flow_hash_version(void)
     CU_ASSERT_EQUAL(log_reader_flow_hash(r), RW_FLOW_HASH_VERSION);
     log_reader_close(r);
     struct log_query q, all;
-    log_query_all(&q);
+    flow_query(&q, "udp 10.0.0.7:1007 10.1.0.1:53");
     log_query_all(&all);
-    char why[128];
-    CU_ASSERT_EQUAL(rw_flow_from_string("udp 10.0.0.7:1007 10.1.0.1:53", &q.flow, why, sizeof(why)),
-                    0);
-    q.has_flow = true;
     check_query(d, &g, &q, NULL);
 
     /* A newer rewind's log: no flow query, no append of other filters into it. */
@@ -581,13 +583,9 @@ static void test_old_filters_are_read(void)
     o.block_pkts = 100;
     write_all(d, &o, &g);
     struct log_query q;
-    log_query_all(&q);
-    char why[128];
-    CU_ASSERT_EQUAL(rw_flow_from_string("udp 10.9.9.9:1 10.1.0.1:53", &q.flow, why, sizeof(why)),
-                    0);
-    q.has_flow = true;
+    flow_query(&q, "udp 10.9.9.9:1 10.1.0.1:53"); /* a flow the log does not hold */
     struct log_scan_stats st;
-    check_query(d, &g, &q, &st); /* a flow the log does not hold */
+    check_query(d, &g, &q, &st);
     CU_ASSERT_TRUE(st.blocks_total >= 30);
     CU_ASSERT_TRUE(st.blocks_read <= 2);
     set_filter_version(d, 1);
