@@ -301,6 +301,21 @@ static void print_json_string(const char *s)
     putchar('"');
 }
 
+/* The flow index's hash version, and whether this build can use the index. */
+static void print_flow_hash(uint32_t v)
+{
+    if (v == RW_FLOW_HASH_VERSION)
+        printf("flow     hash version %u\n", v);
+    else if (!v)
+        printf("flow     no hash version recorded (written before version %u): replay --flow "
+               "refuses this log\n",
+               RW_FLOW_HASH_VERSION);
+    else
+        printf("flow     hash version %u, unknown to this build (it knows %u): replay --flow "
+               "refuses this log\n",
+               v, RW_FLOW_HASH_VERSION);
+}
+
 static int do_stat(void *arg)
 {
     struct stat_args *a = arg;
@@ -345,9 +360,9 @@ static int do_stat(void *arg)
                ", \"first_clock\": %" PRIu64 ", \"last_clock\": %" PRIu64 ", \"min_ts\": %" PRIu64
                ", \"max_ts\": %" PRIu64 ", \"wire_bytes\": %" PRIu64 ", \"raw_bytes\": %" PRIu64
                ", \"stored_bytes\": %" PRIu64
-               ", \"compression\": %.3f, \"clock_reserved\": %" PRIu64 "\n}\n",
+               ", \"compression\": %.3f, \"clock_reserved\": %" PRIu64 ", \"flow_hash\": %u\n}\n",
                t.packets, t.blocks, t.first_clock, t.last_clock, t.min_ts, t.max_ts, t.wire_bytes,
-               t.raw_bytes, t.stored_bytes, ratio, log_reader_reserved(r));
+               t.raw_bytes, t.stored_bytes, ratio, log_reader_reserved(r), log_reader_flow_hash(r));
     } else if (any) {
         printf("segments %u, packets %" PRIu64 ", blocks %" PRIu64 "\n", n, t.packets, t.blocks);
         printf("clocks   %" PRIu64 "..%" PRIu64 " (reserved below %" PRIu64 ")\n", t.first_clock,
@@ -360,6 +375,8 @@ static int do_stat(void *arg)
     } else {
         printf("segments %u, no packets\n", n);
     }
+    if (!a->json)
+        print_flow_hash(log_reader_flow_hash(r));
     log_reader_close(r);
     return EXIT_OK;
 }
@@ -370,7 +387,8 @@ static int cmd_stat(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: rewind log stat DIR [--json]\n\nSegments, clock range, time range, "
-                   "packets, bytes and compression ratio of a log.\n");
+                   "packets, bytes, compression ratio and flow hash version\n(0 in JSON: none "
+                   "recorded) of a log.\n");
             return EXIT_OK;
         } else if (!strcmp(argv[i], "--json"))
             a.json = true;

@@ -30,8 +30,11 @@ static void replay_usage(FILE *f)
             "  --flow 'PROTO SRC:PORT DST:PORT'   both directions; IPv6 as [ADDR]:PORT\n"
             "  --filter 'BPF'        tcpdump filter syntax (libpcap)\n\n"
             "Uses the log's flow and time indexes, so a narrow query reads few blocks.\n"
-            "Damaged blocks are skipped and reported; the exit code is then 3.\n"
-            "Exit: 0 ok; 1 failed; 2 usage; 3 damaged blocks skipped; 4 out of disk space.\n");
+            "Damaged blocks are skipped and reported; the exit code is then 3. --flow is\n"
+            "refused (exit 3) on a log whose flow hash version is not this build's\n"
+            "(`rewind log stat` shows it).\n"
+            "Exit: 0 ok; 1 failed; 2 usage; 3 damaged blocks skipped, or a flow index this\n"
+            "build cannot use; 4 out of disk space.\n");
 }
 
 struct replay_args {

@@ -90,4 +90,11 @@ static inline uint64_t rw_get_be64(const uint8_t *p)
     return v;
 }
 
+/* Composing a word from bytes, rather than reading the bytes through a uint32_t
+ * pointer, keeps word-wise hashing of byte keys defined C (rw_flow.c). */
+static inline uint32_t rw_get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 #endif

@@ -6,6 +6,7 @@
  * reads what it has checked is there.
  */
 #include "rw_flow.h"
+#include "rw_common.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -118,22 +119,35 @@ static int endpoint_cmp(const uint8_t *a, uint16_t ap, const uint8_t *b, uint16_
     return (int)ap - (int)bp;
 }
 
+/* Keys are serialised to bytes and hashed as big-endian words composed byte by
+ * byte. Handing rte_jhash a struct of u8/u16 fields made it read them through a
+ * uint32_t pointer: the optimiser may assume such loads do not see the field
+ * stores, and at -O2 it dropped the ports and protocol (issue 10), so Debug and
+ * Release built different flow indexes. A value defined by the key's bytes alone
+ * is the same on every build and host, which the log's flow index needs. */
+#define FLOW_KEY_LEN  40 /* lo addr 16, hi addr 16, lo port 2, hi port 2, family, proto, 0, 0 */
+#define FLOW_KEY_SEED 0x72657764u
+
+static uint32_t hash_key(const uint8_t *key, size_t len, uint32_t seed)
+{
+    uint32_t w[FLOW_KEY_LEN / 4];
+    for (size_t i = 0; i < len / 4; i++)
+        w[i] = rw_get_be32(key + 4 * i);
+    return rte_jhash_32b(w, (uint32_t)(len / 4), seed);
+}
+
 uint32_t rw_flow_hash(const struct rw_flow *f)
 {
-    struct {
-        uint8_t lo[16], hi[16];
-        uint16_t lop, hip;
-        uint8_t family, proto, pad[2];
-    } k;
-    memset(&k, 0, sizeof(k));
+    uint8_t k[FLOW_KEY_LEN] = {0};
     bool swap = endpoint_cmp(f->src, f->sport, f->dst, f->dport) > 0;
-    memcpy(k.lo, swap ? f->dst : f->src, 16);
-    memcpy(k.hi, swap ? f->src : f->dst, 16);
-    k.lop = swap ? f->dport : f->sport;
-    k.hip = swap ? f->sport : f->dport;
-    k.family = f->family;
-    k.proto = f->proto;
-    return rte_jhash(&k, sizeof(k), 0x72657764u);
+    uint16_t lop = swap ? f->dport : f->sport, hip = swap ? f->sport : f->dport;
+    memcpy(k, swap ? f->dst : f->src, 16);
+    memcpy(k + 16, swap ? f->src : f->dst, 16);
+    k[32] = (uint8_t)(lop >> 8), k[33] = (uint8_t)lop;
+    k[34] = (uint8_t)(hip >> 8), k[35] = (uint8_t)hip;
+    k[36] = f->family;
+    k[37] = f->proto;
+    return hash_key(k, sizeof(k), FLOW_KEY_SEED);
 }
 
 bool rw_flow_match(const struct rw_flow *a, const struct rw_flow *b)
@@ -154,9 +168,9 @@ uint32_t rw_flowspace_hash(const uint8_t *frame, size_t len, enum rw_flowspace f
         return 0;
     switch (fs) {
     case RW_FS_SRC:
-        return rte_jhash(f.src, 16, f.family);
+        return hash_key(f.src, 16, f.family);
     case RW_FS_DST:
-        return rte_jhash(f.dst, 16, f.family);
+        return hash_key(f.dst, 16, f.family);
     case RW_FS_HOST_PAIR:
         f.proto = 0;
         f.sport = f.dport = 0;

@@ -15,8 +15,7 @@
 #include <stdint.h>
 
 struct rw_flow {
-    /* Addresses first and word-aligned: the flowspace hashes read them as words. */
-    uint8_t src[16] __attribute__((aligned(4))); /* IPv4 uses the first 4 bytes */
+    uint8_t src[16]; /* IPv4 uses the first 4 bytes */
     uint8_t dst[16];
     uint16_t sport; /* host order; 0 for protocols without ports, later fragments */
     uint16_t dport;
@@ -29,7 +28,12 @@ struct rw_flow {
  * past len. */
 bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f);
 
-/* Direction-independent hash of a flow (rte_jhash over the ordered endpoints). */
+/* Direction-independent hash of a flow: jhash over the ordered endpoints, ports,
+ * family and protocol as bytes (docs/log-format.md defines it exactly). The log's
+ * flow index stores these hashes, so the value must never depend on the build or
+ * host, and any change to it is a new RW_FLOW_HASH_VERSION, which every log
+ * records: a reader refuses a flow query on a log whose version it does not know. */
+#define RW_FLOW_HASH_VERSION 2
 uint32_t rw_flow_hash(const struct rw_flow *f);
 
 /* True when a and b are the same flow in either direction. */

@@ -5,7 +5,8 @@
  * effects may leave the chain; failover replays from it and analysts query it
  * for forensics. A log is a directory:
  *
- *   DIR/manifest.mdb       LMDB: the segment table and the root's clock reservation
+ *   DIR/manifest.mdb       LMDB: the segment table, the root's clock reservation
+ *                          and the flow hash version of the flow index
  *   DIR/seg-NNNNNNNN/      one LMDB environment per segment:
  *       blocks  key = first clock of a block (u64 BE) -> encoded block (log_block.h)
  *       time    key = running max ts (u64 BE) + first clock (u64 BE) -> block clock
@@ -141,6 +142,9 @@ void log_reader_close(struct log_reader *r);
 uint32_t log_reader_nsegments(const struct log_reader *r);
 const struct log_seg_info *log_reader_segment(const struct log_reader *r, uint32_t i);
 uint64_t log_reader_reserved(const struct log_reader *r);
+/* The RW_FLOW_HASH_VERSION recorded for the log's flow index; 0 when none is (a
+ * log written before version 2). */
+uint32_t log_reader_flow_hash(const struct log_reader *r);
 
 /* A query: all bounds inclusive; the zero query plus log_query_all() matches all. */
 struct log_query {
@@ -179,6 +183,12 @@ struct log_scan_cbs {
 
 int log_scan(struct log_reader *r, const struct log_query *q, const struct log_scan_cbs *cb,
              struct log_scan_stats *st, struct rw_err *e);
+
+/* What log_scan says before reading anything: RW_ECORRUPT, naming the log and the
+ * version, for a flow query on a log whose flow hash version is not this build's
+ * (its filters would hide blocks that hold the flow); else 0. Callers that produce
+ * output can ask first and produce none. */
+int log_query_check(const struct log_reader *r, const struct log_query *q, struct rw_err *e);
 
 /* ---- checking ---- */
 

@@ -41,7 +41,8 @@ int log_seg_load_info(struct log_seg *s, MDB_txn *txn, uint32_t id, struct rw_er
 /* Deletes a segment's files. */
 int log_seg_remove(const char *dir, uint32_t id, struct rw_err *e);
 
-/* The manifest: segment table and clock reservation; every write is fsync'd. */
+/* The manifest: segment table, clock reservation and flow hash version; every
+ * write is fsync'd. */
 int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, struct rw_err *e);
 void log_manifest_close(struct log_manifest *m);
 int log_manifest_list(struct log_manifest *m, struct log_seg_info **out, uint32_t *n,
@@ -50,6 +51,10 @@ int log_manifest_put(struct log_manifest *m, const struct log_seg_info *si, stru
 int log_manifest_del(struct log_manifest *m, uint32_t id, struct rw_err *e);
 int log_manifest_reserved(struct log_manifest *m, uint64_t *out, struct rw_err *e);
 int log_manifest_reserve(struct log_manifest *m, uint64_t upto, struct rw_err *e);
+/* The RW_FLOW_HASH_VERSION that built the log's flow filters; 0 when none is
+ * recorded (a log written before version 2). */
+int log_manifest_flow_hash(struct log_manifest *m, uint32_t *out, struct rw_err *e);
+int log_manifest_set_flow_hash(struct log_manifest *m, uint32_t version, struct rw_err *e);
 
 /* LMDB errors as rw codes (map full and disk full become RW_ENOSPC). */
 int log_mdb_err(struct rw_err *e, int rc, const char *what, const char *where);

@@ -1,6 +1,8 @@
 /*
  * log_manifest.c - the log's table of contents: which segments exist, their
- * clock and time ranges once sealed, and the root's clock reservation.
+ * clock and time ranges once sealed, the root's clock reservation, and which
+ * flow hash built the flow index (a reader can only use the index if it computes
+ * the same hash, rw_flow.h).
  *
  * It is a small LMDB file beside the segments. Every write is synced whatever
  * the log's durability mode: the reservation is what guarantees that a clock is
@@ -157,23 +159,52 @@ int log_manifest_del(struct log_manifest *m, uint32_t id, struct rw_err *e)
     return write_one(m, m->segs, &k, NULL, e);
 }
 
-int log_manifest_reserved(struct log_manifest *m, uint64_t *out, struct rw_err *e)
+/* One meta value of exactly len bytes into out; *found is false when it is absent. */
+static int get_meta(struct log_manifest *m, const char *key, uint8_t *out, size_t len, bool *found,
+                    const char *what, struct rw_err *e)
 {
     MDB_txn *txn;
-    MDB_val k = {14, "clock_reserved"}, v;
+    MDB_val k = {strlen(key), (void *)key}, v;
+    *found = false;
     int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return log_mdb_err(e, rc, "begin", LOG_MANIFEST);
     rc = mdb_get(txn, m->meta, &k, &v);
-    *out = 0;
-    if (rc == 0 && v.mv_size == 8)
-        *out = rw_get_be64(v.mv_data);
+    *found = rc == 0;
+    if (rc == 0 && v.mv_size == len)
+        memcpy(out, v.mv_data, len);
     else if (rc == 0)
         rc = MDB_CORRUPTED;
     mdb_txn_abort(txn);
     if (rc && rc != MDB_NOTFOUND)
-        return log_mdb_err(e, rc, "read clock reservation", LOG_MANIFEST);
+        return log_mdb_err(e, rc, what, LOG_MANIFEST);
     return 0;
+}
+
+int log_manifest_reserved(struct log_manifest *m, uint64_t *out, struct rw_err *e)
+{
+    uint8_t vb[8];
+    bool found;
+    int rc = get_meta(m, "clock_reserved", vb, sizeof(vb), &found, "read clock reservation", e);
+    *out = !rc && found ? rw_get_be64(vb) : 0;
+    return rc;
+}
+
+int log_manifest_flow_hash(struct log_manifest *m, uint32_t *out, struct rw_err *e)
+{
+    uint8_t vb[4];
+    bool found;
+    int rc = get_meta(m, "flow_hash", vb, sizeof(vb), &found, "read flow hash version", e);
+    *out = !rc && found ? rw_get_be32(vb) : 0;
+    return rc;
+}
+
+int log_manifest_set_flow_hash(struct log_manifest *m, uint32_t version, struct rw_err *e)
+{
+    uint8_t vb[4] = {(uint8_t)(version >> 24), (uint8_t)(version >> 16), (uint8_t)(version >> 8),
+                     (uint8_t)version};
+    MDB_val k = {9, "flow_hash"}, v = {4, vb};
+    return write_one(m, m->meta, &k, &v, e);
 }
 
 int log_manifest_reserve(struct log_manifest *m, uint64_t upto, struct rw_err *e)

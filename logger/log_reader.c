@@ -5,7 +5,8 @@
  * is given (only the blocks that hold it are read), else the time index when a
  * time window is given, else the block table by clock. Each block is checked
  * (CRC) before it is decoded; a damaged one is reported and skipped, so one bad
- * page does not hide the rest of the log from an analyst.
+ * page does not hide the rest of the log from an analyst. A flow query is refused
+ * on a log whose flow filters were built by a hash this build does not compute.
  */
 #include "log_internal.h"
 #include "log_block.h"
@@ -21,6 +22,7 @@ struct log_reader {
     struct log_seg_info *segs;
     uint32_t n;
     uint64_t reserved;
+    uint32_t flow_hash; /* RW_FLOW_HASH_VERSION of the flow filters; 0: none recorded */
     struct log_block_buf buf;
 };
 
@@ -70,6 +72,8 @@ int log_reader_open(const char *dir, struct log_reader **out, struct rw_err *e)
     rc = log_manifest_list(&m, &r->segs, &r->n, e);
     if (!rc)
         rc = log_manifest_reserved(&m, &r->reserved, e);
+    if (!rc)
+        rc = log_manifest_flow_hash(&m, &r->flow_hash, e);
     log_manifest_close(&m);
     for (uint32_t i = 0; i < r->n && !rc; i++)
         if (!r->segs[i].sealed)
@@ -105,6 +109,32 @@ const struct log_seg_info *log_reader_segment(const struct log_reader *r, uint32
 uint64_t log_reader_reserved(const struct log_reader *r)
 {
     return r->reserved;
+}
+
+uint32_t log_reader_flow_hash(const struct log_reader *r)
+{
+    return r->flow_hash;
+}
+
+/* Filters built by another hash than the query's would answer "not here" for
+ * blocks that hold the flow: refuse rather than return nothing. */
+int log_query_check(const struct log_reader *r, const struct log_query *q, struct rw_err *e)
+{
+    if (!q->has_flow || r->flow_hash == RW_FLOW_HASH_VERSION)
+        return 0;
+    if (!r->flow_hash)
+        return rw_errf(e, RW_ECORRUPT,
+                       "%s: no flow hash version recorded: the log was written before flow hash "
+                       "version %u, by a hash that differed between builds, so its flow index "
+                       "cannot answer a flow query; re-ingest the capture into a new log, or "
+                       "select with a BPF filter alone (--filter), which reads every block",
+                       r->dir, RW_FLOW_HASH_VERSION);
+    return rw_errf(e, RW_ECORRUPT,
+                   "%s: its flow index uses flow hash version %u, which this build does not know "
+                   "(it knows %u), so it cannot answer a flow query; use a rewind that knows "
+                   "version %u, or select with a BPF filter alone (--filter), which reads every "
+                   "block",
+                   r->dir, r->flow_hash, RW_FLOW_HASH_VERSION, r->flow_hash);
 }
 
 static bool seg_overlaps(const struct log_seg_info *s, const struct log_query *q)
@@ -316,11 +346,13 @@ int log_scan(struct log_reader *r, const struct log_query *q, const struct log_s
         st = &local;
     memset(st, 0, sizeof(*st));
     st->index = q->has_flow ? "flow" : q->since_ns > 0 ? "time" : "clock";
+    int rc = log_query_check(r, q, e);
+    if (rc)
+        return rc;
     for (uint32_t i = 0; i < r->n; i++)
         if (seg_overlaps(&r->segs[i], q))
             st->blocks_total += r->segs[i].blocks;
     struct scan s = {.r = r, .q = q, .cb = cb, .st = st, .e = e};
-    int rc = 0;
     for (uint32_t i = 0; i < r->n && !rc; i++) {
         if (!seg_overlaps(&r->segs[i], q))
             continue;

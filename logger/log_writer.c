@@ -189,6 +189,30 @@ static int recover(struct log_writer *w, struct rw_err *e)
     return 0;
 }
 
+/* A new log records the flow hash its filters are built with. A log that has none
+ * recorded predates version 2: blocks appended to it are indexed with version 2,
+ * but its older filters still cannot be trusted, so it stays unrecorded and flow
+ * queries keep refusing it. Filters of another version are never mixed into a log. */
+static int record_flow_hash(struct log_writer *w, struct rw_err *e)
+{
+    uint32_t v;
+    int rc = log_manifest_flow_hash(&w->man, &v, e);
+    if (rc || v == RW_FLOW_HASH_VERSION)
+        return rc;
+    if (v)
+        return rw_errf(e, RW_ECORRUPT,
+                       "%s: its flow index uses flow hash version %u, which this build does not "
+                       "know (it writes version %u); append with a rewind that knows version %u, "
+                       "or write a new log",
+                       w->dir, v, RW_FLOW_HASH_VERSION, v);
+    struct log_seg_info *segs;
+    uint32_t n;
+    if ((rc = log_manifest_list(&w->man, &segs, &n, e)))
+        return rc;
+    free(segs);
+    return n ? 0 : log_manifest_set_flow_hash(&w->man, RW_FLOW_HASH_VERSION, e);
+}
+
 int log_writer_open(const char *dir, const struct log_opts *o, struct log_writer **out,
                     struct rw_err *e)
 {
@@ -205,6 +229,8 @@ int log_writer_open(const char *dir, const struct log_opts *o, struct log_writer
     int rc = log_manifest_open(dir, true, &w->man, e);
     if (!rc)
         rc = log_manifest_reserved(&w->man, &w->reserved, e);
+    if (!rc)
+        rc = record_flow_hash(w, e);
     if (!rc)
         rc = recover(w, e);
     if (rc) {

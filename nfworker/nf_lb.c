@@ -250,7 +250,7 @@ static const struct nf_aging lb_aging = {.object = LB_OBJ_AGE, .judge = lb_judge
 static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p, uint8_t *d,
                    struct view *v)
 {
-    uint8_t kb[8] __attribute__((aligned(4))); /* hashed as words */
+    uint8_t kb[8];
     struct store_key ck = conn_key((const uint8_t *)&v->ip->src_addr, v->sport, kb);
     struct lb_conn c;
     bool found;
@@ -267,7 +267,9 @@ static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt 
         memset(&c, 0, sizeof(c));
         if ((rc = nf_age(env, &lb_aging, (void *)lb, kb, sizeof(kb), &c.ticket)))
             return rc;
-        uint32_t h = rte_jhash(kb, 8, 0x6c62);
+        /* words composed from the bytes: rte_jhash would read kb through a uint32_t
+         * pointer, which the optimiser may order before the stores (rw_flow.c) */
+        uint32_t h = rte_jhash_2words(rw_get_be32(kb), rw_get_be32(kb + 4), 0x6c62);
         if ((rc = choose(lb, env, h, &c.backend)))
             return rc;
         struct store_key ak = active_key(&c.backend);
@@ -286,7 +288,7 @@ static int forward(const struct lb *lb, struct nf_env *env, const struct nf_pkt 
 static int reply(const struct lb *lb, struct nf_env *env, const struct nf_pkt *p, uint8_t *d,
                  struct view *v)
 {
-    uint8_t kb[8] __attribute__((aligned(4)));
+    uint8_t kb[8];
     struct store_key ck = conn_key((const uint8_t *)&v->ip->dst_addr, v->dport, kb);
     struct lb_conn c;
     bool found;

@@ -12,6 +12,8 @@
 
 #include "log.h"
 
+#include <lmdb.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,34 @@ long it_diff(const struct tu_pcap *a, size_t ao, const struct tu_pcap *b, size_t
         }
     }
     return -1;
+}
+
+int it_set_flow_hash(const char *log, uint32_t version)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/manifest.mdb", log);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    if (mdb_env_create(&env))
+        return -1;
+    mdb_env_set_maxdbs(env, 4);
+    mdb_env_set_mapsize(env, 16u << 20); /* as the writer's */
+    int rc = mdb_env_open(env, path, MDB_NOSUBDIR, 0644);
+    if (!rc && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+        uint8_t vb[4] = {(uint8_t)(version >> 24), (uint8_t)(version >> 16),
+                         (uint8_t)(version >> 8), (uint8_t)version};
+        MDB_val k = {9, "flow_hash"}, v = {4, vb};
+        rc = mdb_dbi_open(txn, "meta", 0, &meta);
+        if (!rc)
+            rc = version ? mdb_put(txn, meta, &k, &v, 0) : mdb_del(txn, meta, &k, NULL);
+        if (rc)
+            mdb_txn_abort(txn);
+        else
+            rc = mdb_txn_commit(txn);
+    }
+    mdb_env_close(env);
+    return rc ? -1 : 0;
 }
 
 int it_file_has(const char *path, const char *needle)

@@ -39,6 +39,11 @@ void it_free_outs(struct it_outs *o);
 /* Same (clock, sub, bytes) sequence; says where they differ on stderr. */
 bool it_same_outs(const struct it_outs *a, const struct it_outs *b);
 
+/* Rewrites LOG's manifest as another rewind would have left it: its flow hash
+ * version record set to `version`, or removed when version is 0 (a log written
+ * before the record existed). Returns 0 or -1. */
+int it_set_flow_hash(const char *log, uint32_t version);
+
 /* Counts how many times a string occurs in a file. */
 int it_file_has(const char *path, const char *needle);
 

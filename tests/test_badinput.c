@@ -1,6 +1,7 @@
 /*
  * test_badinput.c - damaged input and hostile conditions: truncated and garbage
- * captures, damaged log pages, a full disk, bad flags. Each must give a clear
+ * captures, damaged log pages, a full disk, bad flags, a flow index built by a
+ * hash this build does not know. Each must give a clear
  * error and a meaningful exit code, never a crash, and keep what was committed.
  */
 #include <fcntl.h>
@@ -181,6 +182,64 @@ static void test_full_disk(void)
     free(d);
 }
 
+/* A log whose flow index this build cannot use (one from before flow hash
+ * version 2, or from a newer rewind): `replay --flow` must refuse it, name the log
+ * and the version and say what to do, and never answer "0 packets" with exit 0;
+ * a BPF filter alone still answers; `log stat` shows the version. */
+static void test_unknown_flow_hash(void)
+{
+    static const struct {
+        uint32_t version;
+        const char *stat, *replay;
+    } cases[] = {
+        {2, "flow     hash version 2\n", NULL},
+        {7, "hash version 7, unknown to this build (it knows 2)",
+         "flow hash version 7, which this build does not know"},
+        {0, "no hash version recorded", "no flow hash version recorded"},
+    };
+    const char *flow = "--flow 'tcp 10.200.0.2:22 10.200.0.1:53044'";
+    const char *bpf = "tcp and host 10.200.0.1 and port 53044 and host 10.200.0.2 and port 22";
+    char *d = tu_mkdtemp("bad");
+    char trace[4096], log[4200], out[4200], err[4200], o[4200], stat[4200], args[512];
+    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(out, sizeof(out), "%s/ssh.pcap", d);
+    snprintf(err, sizeof(err), "%s/replay.stderr", d);
+    snprintf(o, sizeof(o), "%s/stat", d);
+    snprintf(stat, sizeof(stat), "%s/stat.stdout", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, "--block-packets 64"), 0);
+    struct tu_pcap got;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (cases[i].version != 2)
+            CU_ASSERT_EQUAL_FATAL(it_set_flow_hash(log, cases[i].version), 0);
+        CU_ASSERT_EQUAL(tu_sh(o, "'%s' log stat '%s'", tu_bin(), log), 0);
+        CU_ASSERT_EQUAL(it_file_has(stat, cases[i].stat), 1);
+        CU_ASSERT_EQUAL(tu_sh(o, "'%s' log stat '%s' --json", tu_bin(), log), 0);
+        snprintf(args, sizeof(args), "\"flow_hash\": %u\n", cases[i].version);
+        CU_ASSERT_EQUAL(it_file_has(stat, args), 1);
+        unlink(out);
+        if (!cases[i].replay) {
+            CU_ASSERT_EQUAL(it_export(d, log, out, flow), 0);
+            CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
+            CU_ASSERT_EQUAL(got.n, 43);
+            tu_pcap_free(&got);
+            continue;
+        }
+        CU_ASSERT_EQUAL(it_export(d, log, out, flow), 3);
+        CU_ASSERT_EQUAL(it_file_has(err, cases[i].replay), 1);
+        CU_ASSERT_EQUAL(it_file_has(err, log), 1);
+        CU_ASSERT_EQUAL(it_file_has(err, "--filter"), 1);
+        CU_ASSERT_EQUAL(access(out, F_OK), -1); /* no empty capture to mistake for an answer */
+        snprintf(args, sizeof(args), "--filter '%s'", bpf);
+        CU_ASSERT_EQUAL(it_export(d, log, out, args), 0);
+        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &got), 0);
+        CU_ASSERT_EQUAL(got.n, 43);
+        tu_pcap_free(&got);
+    }
+    tu_rmrf(d);
+    free(d);
+}
+
 struct bad_flag {
     const char *args;
     int code;
@@ -245,6 +304,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "damaged or cut LMDB pages: errors, never a crash", test_damaged_lmdb_structure);
     CU_add_test(s, "a full disk: exit 4, every durable packet kept", test_full_disk);
     CU_add_test(s, "bad flags: usage errors with exit 2", test_bad_flags);
+    CU_add_test(s, "a flow index of an unknown hash: --flow refused, exit 3, stat says so",
+                test_unknown_flow_hash);
 }
 
 int main(void)

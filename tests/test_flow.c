@@ -43,6 +43,52 @@ static void test_v4_both_directions(void)
     CU_ASSERT_FALSE(rw_flow_match(&fa, &fb));
 }
 
+/* Known answers, computed outside rewind (lookup3's hashword over the key as
+ * big-endian words, per docs/log-format.md). The log's flow index stores these
+ * values, so every build (Debug, Release, any compiler or host) must give exactly
+ * them: a Release build that drops the port stores (issue 10) fails here. */
+static uint32_t hash_of(const char *spec)
+{
+    struct rw_flow f;
+    char why[128];
+    CU_ASSERT_EQUAL_FATAL(rw_flow_from_string(spec, &f, why, sizeof(why)), 0);
+    return rw_flow_hash(&f);
+}
+
+static void test_flow_hash_known_answers(void)
+{
+    CU_ASSERT_EQUAL(hash_of("tcp 10.0.0.1:1234 10.0.0.2:80"), 0x71b1f04du);
+    CU_ASSERT_EQUAL(hash_of("tcp 10.0.0.2:80 10.0.0.1:1234"), 0x71b1f04du);
+    CU_ASSERT_EQUAL(hash_of("tcp 10.0.0.1:1235 10.0.0.2:80"), 0x957a8bebu);
+    CU_ASSERT_EQUAL(hash_of("udp 10.0.0.1:1234 10.0.0.2:80"), 0xfbc73bbfu);
+    CU_ASSERT_EQUAL(hash_of("udp [2001:db8::1]:5000 [2001:db8::2]:53"), 0x3a262ce7u);
+    CU_ASSERT_EQUAL(hash_of("udp [2001:db8::2]:53 [2001:db8::1]:5000"), 0x3a262ce7u);
+    struct rw_flow none;
+    memset(&none, 0, sizeof(none)); /* what the parser leaves for a non-IP frame */
+    CU_ASSERT_EQUAL(rw_flow_hash(&none), 0x4101ee79u);
+}
+
+/* The same through the parser and the flowspaces the splitters partition by. */
+static void test_flowspace_known_answers(void)
+{
+    uint8_t a[64], b[64];
+    make_v4(a, "10.0.0.1", 1234, "10.0.0.2", 80);
+    make_v4(b, "10.0.0.2", 80, "10.0.0.1", 1234);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(a, 54, RW_FS_5TUPLE), 0x71b1f04du);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(b, 54, RW_FS_5TUPLE), 0x71b1f04du);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(a, 54, RW_FS_HOST_PAIR), 0x31e9611bu);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(b, 54, RW_FS_HOST_PAIR), 0x31e9611bu);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(a, 54, RW_FS_SRC), 0xd485433eu);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(a, 54, RW_FS_DST), 0x0b3b0d68u);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(b, 54, RW_FS_DST), 0xd485433eu);
+    make_v4(b, "10.0.0.1", 1235, "10.0.0.2", 80); /* same hosts, another connection */
+    CU_ASSERT_EQUAL(rw_flowspace_hash(b, 54, RW_FS_5TUPLE), 0x957a8bebu);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(b, 54, RW_FS_HOST_PAIR), 0x31e9611bu);
+    a[12] = 0x08, a[13] = 0x06; /* ARP: not IP, every flowspace hashes it to 0 */
+    CU_ASSERT_EQUAL(rw_flowspace_hash(a, 54, RW_FS_5TUPLE), 0);
+    CU_ASSERT_EQUAL(rw_flowspace_hash(a, 54, RW_FS_SRC), 0);
+}
+
 static void test_truncated_and_bad_headers(void)
 {
     uint8_t a[64];
@@ -111,6 +157,10 @@ static void add(CU_pSuite s)
 {
     CU_add_test(s, "IPv4 flow matches and hashes alike in both directions",
                 test_v4_both_directions);
+    CU_add_test(s, "the flow hash gives its known answers on every build",
+                test_flow_hash_known_answers);
+    CU_add_test(s, "flowspace hashes give their known answers on every build",
+                test_flowspace_known_answers);
     CU_add_test(s, "truncated and malformed headers are refused, not read past",
                 test_truncated_and_bad_headers);
     CU_add_test(s, "later IPv4 fragments carry no ports", test_fragment_has_no_ports);

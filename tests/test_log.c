@@ -1,7 +1,7 @@
 /*
  * test_log.c - the log's writer and reader in-process: round trip, group commit
  * and the durable watermark, rotation, retention, clock recovery, each index,
- * and damage detection.
+ * the flow hash version a log records, and damage detection.
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -12,8 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
+#include "itest.h"
 #include "log.h"
-#include "testutil.h"
 
 #define BASE_TS 1795343910000000000ull
 
@@ -413,7 +415,28 @@ static void test_time_index_unordered(void)
     free(d);
 }
 
-static void test_flow_index(void)
+/* q selects one flow, in both directions. */
+static void flow_query(struct log_query *q, const char *flow)
+{
+    char why[128];
+    log_query_all(q);
+    CU_ASSERT_EQUAL_FATAL(rw_flow_from_string(flow, &q->flow, why, sizeof(why)), 0);
+    q->has_flow = true;
+}
+
+/* Moves every flow of g onto one host pair (10.0.0.9 and 10.1.0.1), keeping its
+ * ports and direction, so that only the ports tell the flows apart. */
+static void one_host_pair(struct gen *g)
+{
+    for (size_t i = 0; i < g->n; i++) {
+        uint8_t *p = g->bufs[i];
+        uint8_t *client = p[27] == 0 ? p + 26 : p + 30; /* 10.0.x.y; the server is 10.1.0.1 */
+        client[2] = 0, client[3] = 9;
+    }
+}
+
+/* 20000 packets of 50 flows, and one rare flow in three blocks, once reversed. */
+static void flow_index_case(bool one_pair, const char *flow)
 {
     char *d = tu_mkdtemp("log");
     struct gen g;
@@ -426,15 +449,13 @@ static void test_flow_index(void)
         g.r[rare[i]].data = g.bufs[rare[i]];
         g.r[rare[i]].cap_len = g.r[rare[i]].orig_len = 80;
     }
+    if (one_pair)
+        one_host_pair(&g);
     struct log_opts o;
     log_opts_default(&o);
     write_all(d, &o, &g);
     struct log_query q;
-    log_query_all(&q);
-    char why[128];
-    CU_ASSERT_EQUAL(
-        rw_flow_from_string("udp 10.0.15.160:5000 10.1.0.1:53", &q.flow, why, sizeof(why)), 0);
-    q.has_flow = true;
+    flow_query(&q, flow);
     struct log_scan_stats st;
     check_query(d, &g, &q, &st);
     CU_ASSERT_STRING_EQUAL(st.index, "flow");
@@ -442,6 +463,135 @@ static void test_flow_index(void)
     /* three blocks hold it; a Bloom false positive may add a read, not a packet */
     CU_ASSERT_TRUE(st.blocks_read >= 3 && st.blocks_read <= 5);
     CU_ASSERT_TRUE(st.blocks_total >= 19);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+static void test_flow_index(void)
+{
+    flow_index_case(false, "udp 10.0.15.160:5000 10.1.0.1:53");
+}
+
+/* Every block holds this host pair: a hash that lost the ports (issue 10: the
+ * Release build's did) reads them all. */
+static void test_flow_index_ports(void)
+{
+    flow_index_case(true, "udp 10.0.0.9:5000 10.1.0.1:53");
+}
+
+/* Sets the version byte of every flow filter of segment 1, as a build from before
+ * flow hash version 2 would have written them. */
+static void set_filter_version(const char *dir, uint8_t version)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/seg-00000001", dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi flow;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, path, 0, 0644), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "flow", 0, &flow), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(txn, flow, &cur), 0);
+    int n = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+        uint8_t *b = malloc(v.mv_size);
+        memcpy(b, v.mv_data, v.mv_size);
+        b[0] = version;
+        MDB_val nv = {v.mv_size, b};
+        CU_ASSERT_EQUAL(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT), 0);
+        free(b);
+    }
+    CU_ASSERT_TRUE(n > 0);
+    mdb_cursor_close(cur);
+    CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A flow query on a log whose flow index this build cannot trust must fail with
+ * the log and the version named, reading nothing. */
+static void check_refused(const char *dir, const struct log_query *q, const char *why)
+{
+    struct log_reader *r;
+    struct rw_err e;
+    struct log_scan_stats st;
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(dir, &r, &e), 0);
+    struct log_scan_cbs cb = {0};
+    CU_ASSERT_EQUAL(log_scan(r, q, &cb, &st, &e), RW_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, dir));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, why));
+    CU_ASSERT_EQUAL(st.blocks_read, 0);
+    log_reader_close(r);
+}
+
+static void test_flow_hash_version(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g, more;
+    gen_make(&g, 3000, 0, 50, 0, 0);
+    gen_make(&more, 100, 3000, 50, 0, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    write_all(d, &o, &g);
+    struct log_reader *r;
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    CU_ASSERT_EQUAL(log_reader_flow_hash(r), RW_FLOW_HASH_VERSION);
+    log_reader_close(r);
+    struct log_query q, all;
+    flow_query(&q, "udp 10.0.0.7:1007 10.1.0.1:53");
+    log_query_all(&all);
+    check_query(d, &g, &q, NULL);
+
+    /* A newer rewind's log: no flow query, no append of other filters into it. */
+    CU_ASSERT_EQUAL_FATAL(it_set_flow_hash(d, 7), 0);
+    check_refused(d, &q, "flow hash version 7, which this build does not know");
+    check_query(d, &g, &all, NULL); /* what needs no flow filter still works */
+    struct log_writer *w;
+    CU_ASSERT_EQUAL(log_writer_open(d, &o, &w, &e), RW_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "version 7"));
+
+    /* A log from before the record: refused, and appending leaves it unrecorded. */
+    CU_ASSERT_EQUAL_FATAL(it_set_flow_hash(d, 0), 0);
+    check_refused(d, &q, "no flow hash version recorded");
+    write_all(d, &o, &more);
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    CU_ASSERT_EQUAL(log_reader_flow_hash(r), 0);
+    log_reader_close(r);
+    check_refused(d, &q, "no flow hash version recorded");
+    verify_ok(d);
+    gen_free(&g);
+    gen_free(&more);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* Filters of the pre-version-2 hash inside a version 2 log (a build from before
+ * the fix appended to it) are never trusted: their blocks are read. */
+static void test_old_filters_are_read(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    gen_make(&g, 3000, 0, 50, 0, 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    o.block_pkts = 100;
+    write_all(d, &o, &g);
+    struct log_query q;
+    flow_query(&q, "udp 10.9.9.9:1 10.1.0.1:53"); /* a flow the log does not hold */
+    struct log_scan_stats st;
+    check_query(d, &g, &q, &st);
+    CU_ASSERT_TRUE(st.blocks_total >= 30);
+    CU_ASSERT_TRUE(st.blocks_read <= 2);
+    set_filter_version(d, 1);
+    check_query(d, &g, &q, &st);
+    CU_ASSERT_EQUAL(st.blocks_read, st.blocks_total);
+    verify_ok(d); /* the filters are intact, only not trusted */
     gen_free(&g);
     tu_rmrf(d);
     free(d);
@@ -585,6 +735,11 @@ static void add(CU_pSuite s)
     CU_add_test(s, "time windows stay exact when timestamps are unordered",
                 test_time_index_unordered);
     CU_add_test(s, "a flow query reads only the blocks holding the flow", test_flow_index);
+    CU_add_test(s, "flows of one host pair are told apart by their ports", test_flow_index_ports);
+    CU_add_test(s, "a log records its flow hash version; flow queries refuse any other",
+                test_flow_hash_version);
+    CU_add_test(s, "filters of the pre-version-2 hash are read, never trusted",
+                test_old_filters_are_read);
     CU_add_test(s, "lz4 is used where it helps and skipped where it does not",
                 test_compression_where_it_helps);
     CU_add_test(s, "a damaged block is named by verify and skipped by scans", test_damaged_block);
