@@ -7,8 +7,8 @@
  * (so the check can fail); kills that land during a replay; two slots at once;
  * the store in a real redis-server; a worker killed while it holds the LMDB
  * write lock, and one killed in the drain at the end before its slot is
- * finished (held at that instant by a hardware watchpoint, not left to
- * timing). RW_LONG=1 runs more seeds and more faults.
+ * finished (both held at that instant by a hardware watchpoint, so neither is
+ * left to timing). RW_LONG=1 runs more seeds and more faults.
  */
 #include <fcntl.h>
 #include <lmdb.h>
@@ -511,58 +511,82 @@ static void test_kill_in_drain(void)
 
 /* ---- killed inside the store's write transaction ---- */
 
-/* 1 when another process holds the LMDB environment's write lock: a child tries
- * to begin a write transaction and is stopped by an alarm if it must wait. */
-static int write_lock_held(const char *env_path)
+/* Where LMDB keeps its write mutex's lock word in lock.mdb: a robust mutex holds
+ * its owner's thread id, so a write transaction is begun in a scratch
+ * environment and the lock file searched for this thread's id. -1 if absent. */
+static long wlock_offset(const char *dir)
 {
-    pid_t c = fork();
-    if (c == 0) {
-        alarm(1);
-        MDB_env *env;
-        MDB_txn *txn;
-        if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 16) ||
-            mdb_env_open(env, env_path, MDB_NOSYNC | MDB_NOTLS | MDB_WRITEMAP, 0664))
-            _exit(2);
-        if (mdb_txn_begin(env, NULL, 0, &txn))
-            _exit(2);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/probe", dir);
+    mkdir(path, 0755);
+    MDB_env *env;
+    MDB_txn *txn;
+    long off = -1;
+    if (mdb_env_create(&env))
+        return -1;
+    if (!mdb_env_open(env, path, MDB_NOSYNC | MDB_NOTLS, 0664) &&
+        !mdb_txn_begin(env, NULL, 0, &txn)) {
+        snprintf(path, sizeof(path), "%s/probe/lock.mdb", dir);
+        size_t len = 0;
+        char *lock = tu_slurp(path, &len);
+        uint32_t tid = (uint32_t)gettid();
+        for (size_t o = 0; lock && o + 4 <= len && o < 4096 && off < 0; o += 4)
+            if (!memcmp(lock + o, &tid, 4))
+                off = (long)o;
+        free(lock);
         mdb_txn_abort(txn);
-        mdb_env_close(env);
-        _exit(0);
     }
-    int st;
-    waitpid(c, &st, 0);
-    return WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM;
+    mdb_env_close(env);
+    return off;
 }
 
-/* Stops nat[0] at random instants until it is caught holding the store's write
- * lock, then kills it there: LMDB's robust mutex frees the lock, the replacement
- * replays, the output is exact. */
+struct wlock {
+    const _Atomic uint32_t *word;
+    uint32_t tid;
+};
+
+/* FUTEX_TID_MASK: the owner, without the waiters and owner-died bits */
+static bool wlock_owned(const void *ctx)
+{
+    const struct wlock *w = ctx;
+    return (atomic_load(w->word) & 0x3fffffff) == w->tid;
+}
+
+/* fw[0] is held at the instant it takes the store's write lock (its write of the
+ * lock word) and killed there: LMDB's robust mutex frees the lock, the others
+ * go on, the replacement replays, the output is exact. A lock that stayed taken
+ * would stop every worker's store flush, and the run would never end. */
 static void test_kill_holding_write_lock(void)
 {
     char *d = tu_mkdtemp("wlock");
-    char ref[4200], run[4300], store[8192], pidcmd[16384];
+    char ref[4200], run[4300], lockf[8192];
     const struct chain_case *c = &catalog[5];
     snprintf(ref, sizeof(ref), "%s/ref", d);
     snprintf(run, sizeof(run), "%s/run", d);
-    snprintf(store, sizeof(store), "%s/store", run);
+    snprintf(lockf, sizeof(lockf), "%s/store/lock.mdb", run);
+    long off = wlock_offset(d);
+    CU_ASSERT_FATAL(off >= 0);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
     run_bg(&b, c, run, "--rate 300", 6 + 2, 100);
-    snprintf(pidcmd, sizeof(pidcmd), "pgrep -f 'rewind [w]orker.*--nf=0 --instance=0 .*%s'", run);
-    FILE *p = popen(pidcmd, "r");
-    int victim = 0;
-    CU_ASSERT_FATAL(p && fscanf(p, "%d", &victim) == 1);
-    pclose(p);
-    bool caught = false;
-    for (int i = 0; i < 400 && !caught; i++) {
-        usleep((useconds_t)(rand() % 3000));
-        kill(victim, SIGSTOP);
-        caught = write_lock_held(store);
-        kill(victim, caught ? SIGKILL : SIGCONT);
-    }
+    uint32_t idx, cap;
+    int fd;
+    pid_t victim = find_worker(run, "--nf=0 --instance=0 ", &idx, &cap, &fd);
+    uintptr_t base = victim ? map_base(victim, lockf) : 0;
+    int f = open(lockf, O_RDONLY);
+    void *lock = f >= 0 ? mmap(NULL, 4096, PROT_READ, MAP_SHARED, f, 0) : MAP_FAILED;
+    if (f >= 0)
+        close(f);
+    CU_ASSERT_FATAL(victim > 0 && base && lock != MAP_FAILED);
+    struct wlock w = {.word = (const _Atomic uint32_t *)((char *)lock + off),
+                      .tid = (uint32_t)victim};
+    bool caught = stop_at_write(victim, base + (uintptr_t)off, 4, wlock_owned, &w);
     CU_ASSERT_TRUE(caught);
+    if (caught)
+        kill_traced(victim);
+    munmap(lock, 4096);
     CU_ASSERT_EQUAL(bg_wait(&b), 0);
-    CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), caught ? 1 : 0);
+    CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), 1);
     check_equivalent(ref, run);
     tu_rmrf(d);
     free(d);
