@@ -493,7 +493,7 @@ static void test_kill_in_drain(void)
     /* a slot's first worker has the slot's index */
     CU_ASSERT_EQUAL(atomic_load(&b.shared->slot_finished[idx]), 0);
     while (held && bg_running(&b) && it_count_workers(run) > 1)
-        usleep(2000);
+        usleep(10000);
     if (held)
         kill_traced(victim);
     CU_ASSERT_EQUAL(bg_wait(&b), 0);
