@@ -433,15 +433,35 @@ static void test_redis_chaos(void)
 
 /* ---- killed in the drain at the end of the run ---- */
 
+/* A word of a status block, and the value a write must leave there. */
 struct word64 {
     const _Atomic uint64_t *at;
     uint64_t want;
+    bool any; /* any value */
 };
 
 static bool word64_is(const void *ctx)
 {
     const struct word64 *w = ctx;
-    return atomic_load(w->at) == w->want;
+    return w->any || atomic_load(w->at) == w->want;
+}
+
+/* Holds the first worker of run whose command line has `what` at the instant it
+ * writes the field at offset `field` of its own status block, leaving w's value
+ * there. Returns its pid (in ptrace-stop: kill_traced) and its status index, or
+ * 0 when it could not be held. */
+static pid_t hold_at_status_write(struct bg_run *b, const char *run, const char *what, size_t field,
+                                  struct word64 *w, uint32_t *idx)
+{
+    uint32_t cap;
+    int fd;
+    pid_t pid = b->region ? find_worker(run, what, idx, &cap, &fd) : 0;
+    uintptr_t base = pid ? map_base(pid, "/memfd:rw-status (deleted)") : 0;
+    if (!base || *idx >= cap)
+        return 0;
+    w->at = (const _Atomic uint64_t *)((const char *)&b->st[*idx] + field);
+    uintptr_t at = base + (uintptr_t)((const char *)w->at - (const char *)b->region);
+    return stop_at_write(pid, at, 8, word64_is, w) ? pid : 0;
 }
 
 /* fw[1] is held at the instant it has sent its final marks but not yet said its
@@ -461,18 +481,14 @@ static void test_kill_in_drain(void)
     /* held that long, it must not count as hung */
     struct bg_run b;
     run_bg(&b, c, run, "--rate 1000 --heartbeat-misses 600", 6 + 2, 100);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(b.region);
-    uint32_t idx, cap;
-    int fd;
-    pid_t victim = find_worker(run, "--nf=0 --instance=1 ", &idx, &cap, &fd);
-    uintptr_t base = victim ? map_base(victim, "/memfd:rw-status (deleted)") : 0;
-    CU_ASSERT_FATAL(victim > 0 && base && idx < cap);
-    struct word64 final = {.at = &b.st[idx].mark, .want = UINT64_MAX};
-    uintptr_t at = base + (uintptr_t)((const char *) final.at - (const char *)b.region);
-    bool held = stop_at_write(victim, at, 8, word64_is, &final);
+    uint32_t idx;
+    struct word64 final = {.want = UINT64_MAX};
+    pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=1 ",
+                                        offsetof(struct worker_status, mark), &final, &idx);
+    bool held = victim > 0;
     CU_ASSERT_TRUE(held);
     /* a slot's first worker has the slot's index */
-    CU_ASSERT_EQUAL(atomic_load(&b.shared->slot_finished[idx]), 0);
+    CU_ASSERT_EQUAL(held && atomic_load(&b.shared->slot_finished[idx]), 0);
     while (held && bg_running(&b) && it_count_workers(run) > 1)
         usleep(10000);
     if (held)
@@ -492,12 +508,6 @@ static void test_kill_in_drain(void)
 
 /* ---- duplicates, when their suppression is off ---- */
 
-static bool any_write(const void *ctx)
-{
-    (void)ctx;
-    return true;
-}
-
 /* With duplicate suppression off, a replacement's copies of what the dead worker
  * had sent reach the output, and verify must see them (what the chaos tests
  * would miss if suppression broke). fw[0] is killed at the instant it counts a
@@ -513,17 +523,12 @@ static void test_no_dedup_shows_duplicates(void)
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
     run_bg(&b, c, run, "--rate 20000 --no-dedup", 3 + 2, 1000);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(b.region);
-    uint32_t idx, cap;
-    int fd;
-    pid_t victim = find_worker(run, "--nf=0 --instance=0 ", &idx, &cap, &fd);
-    uintptr_t base = victim ? map_base(victim, "/memfd:rw-status (deleted)") : 0;
-    CU_ASSERT_FATAL(victim > 0 && base && idx < cap);
-    const _Atomic uint64_t *out = &b.st[idx].pkts_out;
-    uintptr_t at = base + (uintptr_t)((const char *)out - (const char *)b.region);
-    bool held = stop_at_write(victim, at, 8, any_write, NULL);
-    CU_ASSERT_TRUE(held);
-    if (held)
+    uint32_t idx;
+    struct word64 emitted = {.any = true};
+    pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=0 ",
+                                        offsetof(struct worker_status, pkts_out), &emitted, &idx);
+    CU_ASSERT_TRUE(victim > 0);
+    if (victim > 0)
         kill_traced(victim);
     CU_ASSERT_EQUAL(bg_wait(&b), 0);
     CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), 1);
