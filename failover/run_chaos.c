@@ -32,7 +32,9 @@ static uint64_t next_rand(struct run *r)
 }
 
 /* A random slot whose worker is running and past its start-up: in its loop, or
- * a replacement still replaying (state 4: a spare given the slot). */
+ * a replacement still replaying (state 4: a spare given the slot). Not one
+ * already killed and not yet reaped (an ASan process can take longer to die
+ * than a kill period): a second kill would count a fault that is not one. */
 static struct run_proc *victim(struct run *r)
 {
     if (!r->nworkers)
@@ -40,7 +42,7 @@ static struct run_proc *victim(struct run *r)
     uint32_t s = (uint32_t)(next_rand(r) % r->nworkers);
     struct run_proc *p = r->slots[s].proc;
     uint32_t st = p ? atomic_load(&r->status[p->index].state) : 0;
-    if (!p || !p->running || (st != 1 && st != 4))
+    if (!p || !p->running || p->fault_ns || (st != 1 && st != 4))
         return NULL;
     return p;
 }

@@ -83,7 +83,7 @@ struct run {
     unsigned beat_ms, beat_misses;
     uv_thread_t uv_tid;
     bool uv_started;
-    bool ending; /* loop thread: the input is over, no more failovers or spares */
+    bool ending; /* loop thread: the input is over: no more faults or spares */
     _Atomic uint32_t exited;
     _Atomic int failed; /* a worker died and could not be replaced */
     char fail_msg[256];

@@ -241,12 +241,15 @@ static void fail_over(struct run *r, struct run_proc *dead)
     int slot = dead->slot;
     uint32_t assign = WORKER_ASSIGN(r->slots[slot].nf, r->slots[slot].instance);
     struct run_proc *to = NULL;
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to; i++) {
+    /* Once the input is over, the spares have been told to quit and may have
+     * read it already: an assignment written now could be missed. The
+     * replacement is then a fresh process, given its slot before it starts. */
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to && !r->ending; i++) {
         struct run_proc *p = r->procs[i];
         if (p->running && p->slot < 0 && atomic_load(&r->status[p->index].state) == 4)
             to = p;
     }
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to; i++)
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to && !r->ending; i++)
         if (r->procs[i]->running && r->procs[i]->slot < 0)
             to = r->procs[i]; /* still starting: it reads the assignment once up */
     struct rw_err e = {0};
@@ -266,6 +269,19 @@ static void fail_over(struct run *r, struct run_proc *dead)
     top_up_spares(r);
 }
 
+/* The loop ends once every process is reaped, not when the input ends: the
+ * heartbeat timer, its last handle, stays until then, so that a worker that
+ * hangs in the drain is still caught and failed over. */
+static void end_loop_when_idle(struct run *r)
+{
+    if (!r->ending || uv_is_closing((uv_handle_t *)&r->beat_timer))
+        return;
+    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
+        if (r->procs[i]->running)
+            return;
+    uv_close((uv_handle_t *)&r->beat_timer, on_close);
+}
+
 static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
 {
     struct run_proc *p = pp->data;
@@ -273,14 +289,16 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
     p->running = false;
     p->exit_status = status;
     p->term_signal = sig;
-    /* Once the sink has everything (ending), a worker that had finished its
-     * slot may die without consequence: its output and its store are complete. */
+    /* A worker that had finished its slot (final marks sent, store watermark
+     * final) may die without consequence. Any other slot's worker lost, even in
+     * the drain after the input ended, is failed over: until the flag is up,
+     * nothing says the slot's store and marks are complete. */
     bool finished = p->slot >= 0 && atomic_load(&r->shared->slot_finished[p->slot]);
-    bool clean = (!status && !sig) || (r->ending && finished);
+    bool clean = (!status && !sig) || finished;
     if (!clean && !atomic_load(&r->failed)) {
         if (p->slot < 0) {
             top_up_spares(r); /* a spare died: only the pool is short */
-        } else if (r->o->no_ft || r->ending) {
+        } else if (r->o->no_ft) {
             char why[200];
             describe_death(r, p, why, sizeof(why));
             fail_run(r, "%s", why);
@@ -297,10 +315,11 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
     }
     uv_close((uv_handle_t *)pp, on_proc_close);
     atomic_fetch_add(&r->exited, 1);
+    end_loop_when_idle(r);
 }
 
-/* From run_wait_workers, through uv_async: no more failovers; spares are told
- * to leave; the loop may end once every process is reaped. */
+/* From run_wait_workers, through uv_async: no more faults or spares; spares are
+ * told to leave; the loop ends once every process is reaped. */
 static void on_quit(uv_async_t *a)
 {
     struct run *r = a->data;
@@ -314,8 +333,8 @@ static void on_quit(uv_async_t *a)
                     0);
         }
     }
-    uv_close((uv_handle_t *)&r->beat_timer, on_close);
     uv_close((uv_handle_t *)a, on_close);
+    end_loop_when_idle(r);
 }
 
 /* Heartbeats: a running worker bumps its counter every loop turn and at least
@@ -385,6 +404,38 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
     return rc;
 }
 
+/* The drain took too long: the run fails, naming who was still there. The flag
+ * goes up before the kills, so that no exit they cause starts a replacement;
+ * one the loop thread was starting meanwhile is killed by a later pass. Main
+ * thread: kill(2), not libuv. */
+static void give_up(struct run *r, int timeout_ms)
+{
+    char who[200] = "";
+    size_t n = 0;
+    for (uint32_t j = 0; j < atomic_load(&r->nprocs) && n < sizeof(who); j++) {
+        const struct run_proc *p = r->procs[j];
+        if (!p->running)
+            continue;
+        const struct run_slot *s = p->slot >= 0 ? &r->slots[p->slot] : NULL;
+        int k =
+            s ? snprintf(who + n, sizeof(who) - n, "%s %s[%u] (pid %d, state %u)", n ? "," : ":",
+                         r->chain->nfs[s->nf].name, s->instance, p->pid,
+                         atomic_load(&r->status[p->index].state))
+              : snprintf(who + n, sizeof(who) - n, "%s a spare (pid %d)", n ? "," : ":", p->pid);
+        n += k > 0 ? (size_t)k : 0;
+    }
+    if (!atomic_exchange(&r->failed, 1))
+        snprintf(r->fail_msg, sizeof(r->fail_msg),
+                 "workers did not finish within %d ms of the end of input%s", timeout_ms, who);
+    for (uint32_t j = 0; atomic_load(&r->exited) < atomic_load(&r->nprocs);) {
+        for (; j < atomic_load(&r->nprocs); j++)
+            if (r->procs[j]->running && r->procs[j]->pid > 0)
+                kill(r->procs[j]->pid, SIGKILL);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e)
 {
     if (!r->uv_started)
@@ -395,16 +446,11 @@ int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e)
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
     }
-    bool late = atomic_load(&r->exited) < atomic_load(&r->nprocs);
-    for (uint32_t j = 0; late && j < atomic_load(&r->nprocs); j++)
-        if (r->procs[j]->running && r->procs[j]->pid > 0)
-            kill(r->procs[j]->pid, SIGKILL); /* from this thread: kill(2), not libuv */
+    if (atomic_load(&r->exited) < atomic_load(&r->nprocs))
+        give_up(r, timeout_ms);
     uv_thread_join(&r->uv_tid);
     uv_loop_close(&r->loop);
     if (atomic_load(&r->failed))
         return rw_errf(e, RW_EIO, "%s", r->fail_msg);
-    if (late && timeout_ms)
-        return rw_errf(e, RW_EIO, "workers did not finish within %d ms of the end of input",
-                       timeout_ms);
     return 0;
 }
