@@ -100,7 +100,10 @@ static int l_del_range(struct store_client *c, void *txn, const uint8_t *lo, con
     while (mrc == 0 && key.mv_size == len && memcmp(key.mv_data, hi, len) < 0) {
         if ((mrc = mdb_cursor_del(cur, 0)))
             break;
-        mrc = mdb_cursor_get(cur, &key, &val, MDB_GET_CURRENT);
+        /* Seek again: after the DB's last key is deleted, MDB_GET_CURRENT answers
+         * EINVAL, not MDB_NOTFOUND (trim often deletes every record). */
+        key = (MDB_val){len, (void *)lo};
+        mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
     }
     mdb_cursor_close(cur);
     return mrc && mrc != MDB_NOTFOUND ? lerr(c, mrc, "trim") : STORE_OK;
@@ -250,8 +253,8 @@ static int main_state(MDB_txn *txn, bool clear, size_t *n)
         bool del = state_key(&k) && (++*n, clear);
         if (del && (mrc = mdb_cursor_del(cur, 0)))
             break;
-        /* after a delete the cursor already rests on the next key */
-        mrc = mdb_cursor_get(cur, &k, &v, del ? MDB_GET_CURRENT : MDB_NEXT);
+        /* after a delete, seek again (see l_del_range) */
+        mrc = mdb_cursor_get(cur, &k, &v, del ? MDB_FIRST : MDB_NEXT);
     }
     mdb_cursor_close(cur);
     return mrc == MDB_NOTFOUND ? 0 : mrc;

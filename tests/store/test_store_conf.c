@@ -558,6 +558,11 @@ static void test_trim(void)
     CU_ASSERT_EQUAL(store_incr(c, ID(12, 0), &n, 1, &v), STORE_ETRIMMED);
     OK(store_incr(c, ID(1000, 0), &n, 1, &v));
     CU_ASSERT_EQUAL(v, 12);
+    /* ... also when they are the last keys of the store (the highest vertex). */
+    OK(store_flush(c));
+    OK(store_trim(other, 1000));
+    OK(store_trim(c, 2000));
+    CU_ASSERT_EQUAL(store_incr(other, ID(3, 0), &n, 1, &v), STORE_ETRIMMED);
     store_client_close(other);
     store_client_close(c);
     store_close(st);
