@@ -86,6 +86,7 @@ struct run {
     bool ending; /* loop thread: the input is over: no more faults or spares */
     _Atomic uint32_t exited;
     _Atomic int failed; /* a worker died and could not be replaced */
+    int fail_code;      /* RW_E* of that failure */
     char fail_msg[256];
     struct run_failover *failovers;
     uint32_t nfailovers, cap_failovers;
@@ -121,6 +122,8 @@ struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
  * (RW_EINVAL, naming what it holds) or, with --force, removes that run's files. */
 int run_prepare_out(struct run *r, struct rw_err *e);
 int run_store_url(struct run *r, struct rw_err *e);
+/* The store URL as messages may show it: no password. */
+void run_store_name(const struct run *r, char *buf, size_t cap);
 int run_spawn_workers(struct run *r, struct rw_err *e);
 /* Waits up to timeout_ms for every worker to exit (0: kill them now). */
 int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e);

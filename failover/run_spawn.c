@@ -32,6 +32,15 @@
 #define MAX_FDS           512
 #define MAX_ERRORS_IN_ROW 3
 
+void run_store_name(const struct run *r, char *buf, size_t cap)
+{
+    const char *u = r->store_url, *at = strchr(u, '@');
+    if (!strncmp(u, "redis://", 8) && at) /* never a password in a message */
+        snprintf(buf, cap, "redis://%s", at + 1);
+    else
+        snprintf(buf, cap, "%.*s", (int)strcspn(u, "?"), u);
+}
+
 int run_store_url(struct run *r, struct rw_err *e)
 {
     const char *u = r->chain->store_url;
@@ -184,12 +193,15 @@ static void top_up_spares(struct run *r)
             return; /* no room: failovers will start spares assigned */
 }
 
-static void fail_run(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail_run(struct run *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void fail_run(struct run *r, const char *fmt, ...)
+/* Ends the run with code (RW_EIO: a failure; RW_ENOSPC: a full store or disk). */
+static void fail_run(struct run *r, int code, const char *fmt, ...)
 {
     if (atomic_exchange(&r->failed, 1))
         return;
+    r->fail_code = code;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->fail_msg, sizeof(r->fail_msg), fmt, ap);
@@ -256,7 +268,7 @@ static void fail_over(struct run *r, struct run_proc *dead)
     if (!to && !(to = spawn_proc(r, -1, assign, &e))) {
         char why[160];
         describe_death(r, dead, why, sizeof(why));
-        fail_run(r, "%s, and no replacement could be started: %s", why, e.msg);
+        fail_run(r, RW_EIO, "%s, and no replacement could be started: %s", why, e.msg);
         return;
     }
     to->slot = slot;
@@ -301,13 +313,22 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
         } else if (r->o->no_ft) {
             char why[200];
             describe_death(r, p, why, sizeof(why));
-            fail_run(r, "%s", why);
+            fail_run(r, RW_EIO, "%s", why);
+        } else if (!sig && status == RUN_WORKER_EXIT_FULL) {
+            /* A replacement would meet the same full store: the run stops. */
+            const struct run_slot *s = &r->slots[p->slot];
+            char where[200];
+            run_store_name(r, where, sizeof(where));
+            fail_run(r, RW_ENOSPC,
+                     "%s[%u]: the state store %s is full; give it more room (?map=MiB in the "
+                     "chain's store URL for LMDB, maxmemory for Redis) and run again",
+                     r->chain->nfs[s->nf].name, s->instance, where);
         } else if (!sig && ++r->slots[p->slot].errors >= MAX_ERRORS_IN_ROW) {
             /* A worker that reports an error (not a kill) would most likely do it
              * again: a few tries, then the run fails instead of looping. */
             char why[200];
             describe_death(r, p, why, sizeof(why));
-            fail_run(r, "%s (%u times in a row; the workers' messages say why)", why,
+            fail_run(r, RW_EIO, "%s (%u times in a row; the workers' messages say why)", why,
                      r->slots[p->slot].errors);
         } else {
             fail_over(r, p);
@@ -424,7 +445,7 @@ static void give_up(struct run *r, int timeout_ms)
               : snprintf(who + n, sizeof(who) - n, "%s a spare (pid %d)", n ? "," : ":", p->pid);
         n += k > 0 ? (size_t)k : 0;
     }
-    if (!atomic_exchange(&r->failed, 1))
+    if (!atomic_exchange(&r->failed, 1) && (r->fail_code = RW_EIO))
         snprintf(r->fail_msg, sizeof(r->fail_msg),
                  "workers did not finish within %d ms of the end of input%s", timeout_ms, who);
     for (uint32_t j = 0; atomic_load(&r->exited) < atomic_load(&r->nprocs);) {
@@ -451,6 +472,6 @@ int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e)
     uv_thread_join(&r->uv_tid);
     uv_loop_close(&r->loop);
     if (atomic_load(&r->failed))
-        return rw_errf(e, RW_EIO, "%s", r->fail_msg);
+        return rw_errf(e, r->fail_code, "%s", r->fail_msg);
     return 0;
 }

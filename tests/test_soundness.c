@@ -355,6 +355,30 @@ static void test_state_bounded(void)
     free(d);
 }
 
+/* A store too small for what the run must keep (a week's idle timeout: every
+ * connection of the churn lives) ends it with exit 4, a full disk's code, the
+ * message naming the store and how to grow it; no spare is sent against the
+ * same wall, and no worker is left behind. */
+static void test_store_full(void)
+{
+    char *d = tu_mkdtemp("full");
+    char trace[4200], chain[4200], err[4300];
+    snprintf(trace, sizeof(trace), "%s/churn.pcap", d);
+    churn_trace(trace, 8000);
+    snprintf(chain, sizeof(chain), "%s/fw.yaml", d);
+    write_file(chain, "name: fw\nstore: lmdb:store?map=1\nlog: {durability: process}\nnfs:\n"
+                      "  - {name: fw, type: firewall, config: {default: allow, idle_timeout: "
+                      "604800}}\nedges:\n  - {from: input, to: fw}\n  - {from: fw, to: output}\n");
+    CU_ASSERT_EQUAL(run(d, chain, trace, "out", NULL), 4);
+    snprintf(err, sizeof(err), "%s/out-run.stderr", d);
+    CU_ASSERT_TRUE(it_file_has(err, "rewind: run: fw[0]: the state store lmdb:") == 1);
+    CU_ASSERT_TRUE(it_file_has(err, "/out/store is full; give it more room (?map=MiB") == 1);
+    CU_ASSERT_EQUAL(it_file_has(err, "replay of clock"), 0); /* no failover tried */
+    CU_ASSERT_EQUAL(it_count_workers(d), 0);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "parallel instances before the NAT: FT, FT, --no-ft and chaos are equivalent",
@@ -362,6 +386,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "a long run in a small LMDB map completes and equals --no-ft",
                 test_long_run_small_store);
     CU_add_test(s, "NF state stays bounded by the live flows and hosts", test_state_bounded);
+    CU_add_test(s, "a full store ends the run with exit 4 and says how to grow it",
+                test_store_full);
 }
 
 int main(void)
