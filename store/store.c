@@ -610,7 +610,7 @@ int store_move(struct store_client *c, const struct store_opid *id, const struct
 
 int store_bind_run(struct store *st, const char *run, bool force, struct rw_err *e)
 {
-    struct store_client *c;
+    struct store_client *c = NULL;
     if (!run)
         return rw_errf(e, STORE_EINVAL, "store_bind_run: NULL run");
     int rc = store_client_open(st, 0, 0, &c, e);
