@@ -89,6 +89,21 @@ static int look(struct nf_env *env, const struct nf_aging *a, void *self, struct
     return put_entry(env, a->object, m->tail++, ticket, v + 8, len - 8);
 }
 
+int nf_age_object(struct nf_env *env, const struct store_key *k, void *obj, size_t size,
+                  size_t ticket_off, uint64_t ticket, bool *current)
+{
+    size_t got;
+    bool found;
+    uint64_t t;
+    int rc = nf_get(env, k, obj, size, &got, &found);
+    *current = false;
+    if (rc || !found || got != size || ticket_off + sizeof(t) > size)
+        return rc == STORE_ETOOBIG ? 0 : rc; /* another shape: not the entry's object */
+    memcpy(&t, (const uint8_t *)obj + ticket_off, sizeof(t));
+    *current = t == ticket;
+    return 0;
+}
+
 int nf_age(struct nf_env *env, const struct nf_aging *a, void *self, const void *key, size_t len,
            uint64_t *ticket)
 {

@@ -295,17 +295,10 @@ static int fw_judge(void *self, struct nf_env *env, const void *key, size_t len,
 {
     struct store_key k = {.scope = STORE_FLOW, .object = FW_OBJ_CONN, .bytes = key, .len = len};
     struct fw_conn c;
-    size_t got;
-    bool found;
-    int rc = nf_get(env, &k, &c, sizeof(c), &got, &found);
-    *v = NF_AGE_GONE;
-    if (rc || !found || got != sizeof(c) || c.ticket != ticket)
-        return rc;
-    if (!expired(self, &c, nf_now(env))) {
-        *v = NF_AGE_KEEP;
-        return 0;
-    }
-    return nf_del(env, &k);
+    bool cur;
+    int rc = nf_age_object(env, &k, &c, sizeof(c), offsetof(struct fw_conn, ticket), ticket, &cur);
+    *v = cur && !expired(self, &c, nf_now(env)) ? NF_AGE_KEEP : NF_AGE_GONE;
+    return rc || !cur || *v == NF_AGE_KEEP ? rc : nf_del(env, &k);
 }
 
 static const struct nf_aging fw_aging = {.object = FW_OBJ_AGE, .judge = fw_judge};

@@ -226,22 +226,12 @@ static bool idle(const struct lb *lb, const struct lb_conn *c, uint64_t now)
 static int lb_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
                     enum nf_age_verdict *v)
 {
-    uint8_t kb[8];
+    struct store_key ck = {.scope = STORE_SHARED, .object = LB_OBJ_CONN, .bytes = key, .len = len};
     struct lb_conn c;
-    bool found;
-    *v = NF_AGE_GONE;
-    if (len != sizeof(kb))
-        return 0;
-    memcpy(kb, key, sizeof(kb));
-    struct store_key ck = {.scope = STORE_SHARED, .object = LB_OBJ_CONN, .bytes = kb, .len = 8};
-    int rc = lookup(env, &ck, &c, &found);
-    if (rc || !found || c.ticket != ticket)
-        return rc;
-    if (!idle(self, &c, nf_now(env))) {
-        *v = NF_AGE_KEEP;
-        return 0;
-    }
-    return release(env, &ck, c.backend);
+    bool cur;
+    int rc = nf_age_object(env, &ck, &c, sizeof(c), offsetof(struct lb_conn, ticket), ticket, &cur);
+    *v = cur && !idle(self, &c, nf_now(env)) ? NF_AGE_KEEP : NF_AGE_GONE;
+    return rc || !cur || *v == NF_AGE_KEEP ? rc : release(env, &ck, c.backend);
 }
 
 static const struct nf_aging lb_aging = {.object = LB_OBJ_AGE, .judge = lb_judge};

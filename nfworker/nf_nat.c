@@ -429,21 +429,14 @@ static int get_map(struct nf_env *env, const uint8_t okey[NAT_OKEY], struct nat_
 static int nat_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
                      enum nf_age_verdict *v)
 {
+    struct store_key k = skey(STORE_FLOW, NAT_OBJ_OUT, key, len);
     struct nat_map m;
-    bool found;
-    *v = NF_AGE_GONE;
-    if (len != NAT_OKEY)
-        return 0;
-    _Alignas(4) uint8_t okey[NAT_OKEY];
-    memcpy(okey, key, NAT_OKEY);
-    int rc = get_map(env, okey, &m, &found);
-    if (rc || !found || m.ticket != ticket)
-        return rc;
-    if (!expired(self, &m, nf_now(env))) {
-        *v = NF_AGE_KEEP;
-        return 0;
-    }
-    return release(self, env, okey, m.ext_port, "idle");
+    bool cur;
+    int rc = nf_age_object(env, &k, &m, sizeof(m), offsetof(struct nat_map, ticket), ticket, &cur);
+    *v = cur && !expired(self, &m, nf_now(env)) ? NF_AGE_KEEP : NF_AGE_GONE;
+    return rc || !cur || *v == NF_AGE_KEEP || len != NAT_OKEY
+               ? rc
+               : release(self, env, key, m.ext_port, "idle");
 }
 
 static const struct nf_aging nat_aging = {.object = NAT_OBJ_AGE, .judge = nat_judge};

@@ -440,17 +440,11 @@ static int att_judge(void *self, struct nf_env *env, const void *key, size_t len
 {
     struct store_key k = {.scope = STORE_FLOW, .object = PS_OBJ_ATTEMPT, .bytes = key, .len = len};
     struct ps_attempt a;
-    size_t got;
-    bool found;
-    int rc = nf_get(env, &k, &a, sizeof(a), &got, &found);
-    *v = NF_AGE_GONE;
-    if (rc || !found || got != sizeof(a) || a.ticket != ticket)
-        return rc;
-    if (!forgotten(self, &a, nf_now(env))) {
-        *v = NF_AGE_KEEP;
-        return 0;
-    }
-    return nf_del(env, &k);
+    bool cur;
+    int rc =
+        nf_age_object(env, &k, &a, sizeof(a), offsetof(struct ps_attempt, ticket), ticket, &cur);
+    *v = cur && !forgotten(self, &a, nf_now(env)) ? NF_AGE_KEEP : NF_AGE_GONE;
+    return rc || !cur || *v == NF_AGE_KEEP ? rc : nf_del(env, &k);
 }
 
 static const struct nf_aging att_aging = {.object = PS_OBJ_AGE_ATT, .judge = att_judge};

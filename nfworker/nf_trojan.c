@@ -254,17 +254,10 @@ static int tj_judge(void *self, struct nf_env *env, const void *key, size_t len,
 {
     struct store_key k = {.scope = STORE_FLOW, .object = TJ_OBJ_HOST, .bytes = key, .len = len};
     struct tj_host h;
-    size_t hl;
-    bool found;
-    int rc = nf_get(env, &k, &h, sizeof(h), &hl, &found);
-    *v = NF_AGE_GONE;
-    if (rc || !found || hl != sizeof(h) || h.ticket != ticket)
-        return rc;
-    if (!quiet(self, &h, nf_now(env))) {
-        *v = NF_AGE_KEEP;
-        return 0;
-    }
-    return nf_del(env, &k);
+    bool cur;
+    int rc = nf_age_object(env, &k, &h, sizeof(h), offsetof(struct tj_host, ticket), ticket, &cur);
+    *v = cur && !quiet(self, &h, nf_now(env)) ? NF_AGE_KEEP : NF_AGE_GONE;
+    return rc || !cur || *v == NF_AGE_KEEP ? rc : nf_del(env, &k);
 }
 
 static const struct nf_aging tj_aging = {.object = TJ_OBJ_AGE, .judge = tj_judge};

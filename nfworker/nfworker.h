@@ -181,6 +181,11 @@ struct nf_aging {
  * bounded by its live flows and hosts on a long run. */
 int nf_age(struct nf_env *env, const struct nf_aging *a, void *self, const void *key, size_t len,
            uint64_t *ticket);
+/* For judges: reads the object k names into obj (size bytes) and says whether it is
+ * the one the entry was made for (*current: found, of that size, holding ticket at
+ * byte ticket_off). */
+int nf_age_object(struct nf_env *env, const struct store_key *k, void *obj, size_t size,
+                  size_t ticket_off, uint64_t ticket, bool *current);
 
 struct nf_pkt {
     struct rw_meta meta;
