@@ -25,15 +25,26 @@ static const char *const run_files[] = {"log",         "output",      "alerts",
                                         "alerts.json", "report.json", "chaos.json"};
 #define NRUN_FILES (sizeof(run_files) / sizeof(run_files[0]))
 
-/* The directory an `lmdb:` store URL relative to --out names there (its first
- * path component), or "" when the store is elsewhere. */
+/* The entry of --out that holds an `lmdb:` store given relative to it (the first
+ * component of its path, past any "./"), or "" when the store is not inside --out:
+ * an absolute path, or one that climbs out with "..". --force removes that entry,
+ * so it must never be "." or "..". */
 static void inner_store(const char *url, char *name, size_t cap)
 {
     name[0] = '\0';
     if (strncmp(url, "lmdb:", 5) || url[5] == '/')
         return;
-    snprintf(name, cap, "%s", url + 5);
-    name[strcspn(name, "/?")] = '\0';
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%.*s", (int)strcspn(url + 5, "?"), url + 5);
+    const char *first = NULL;
+    for (char *save, *c = strtok_r(path, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(c, ".."))
+            return;
+        if (!first && strcmp(c, "."))
+            first = c;
+    }
+    if (first)
+        snprintf(name, cap, "%s", first);
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

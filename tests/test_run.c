@@ -405,8 +405,30 @@ static void test_out_reused(void)
     it_read_output(first, &a);
     it_read_output(out, &b);
     CU_ASSERT_TRUE(a.n > 0 && it_same_outs(&a, &b));
-    it_free_outs(&a);
     it_free_outs(&b);
+    /* A store beside --out (lmdb:../x) is not --out's to remove: --force clears
+     * its state (the store refuses another run without it) and leaves the rest
+     * of the parent alone; lmdb:./x is inside. */
+    const char *stores[] = {"../beside", "./inside"};
+    for (int i = 0; i < 2; i++) {
+        char cs[4300], o2[4300];
+        snprintf(cs, sizeof(cs), "%s/store%d.yaml", d, i);
+        snprintf(o2, sizeof(o2), "%s/out%d", d, i);
+        CU_ASSERT_EQUAL_FATAL(
+            tu_sh(NULL, "sed 's#store: lmdb:store#store: lmdb:%s#' '%s' > '%s'", stores[i], c1, cs),
+            0);
+        CU_ASSERT_EQUAL(run(d, cs, trace, o2, NULL), 0);
+        CU_ASSERT_EQUAL(run(d, cs, trace, o2, NULL), 2);
+        CU_ASSERT_EQUAL(run(d, cs, trace, o2, "--force"), 0);
+        CU_ASSERT_EQUAL(access(first, F_OK), 0); /* a sibling of --out survives */
+        it_read_output(o2, &b);
+        CU_ASSERT_TRUE(it_same_outs(&a, &b));
+        it_free_outs(&b);
+    }
+    char beside[4300];
+    snprintf(beside, sizeof(beside), "%s/beside", d);
+    CU_ASSERT_EQUAL(access(beside, F_OK), 0);
+    it_free_outs(&a);
     tu_rmrf(d);
     free(d);
 }
