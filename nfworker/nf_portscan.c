@@ -187,6 +187,10 @@ static int ps_init(void *self, const struct chain_node *cfg, struct rw_err *e)
     ps->down = fix(ln((1 - pd) / (1 - pf)));
     ps->timeout_ns = timeout * 1000000000ull;
     ps->memory_ns = memory * 1000000000ull;
+    if (memory < timeout) /* an attempt must outlive its own timeout to be judged */
+        return chain_node_errf(cfg, "memory", e,
+                               "memory (%llu s) must be at least timeout (%llu s)",
+                               (unsigned long long)memory, (unsigned long long)timeout);
     ps->block = block == 1;
     ps->drop_malformed = mal == 0;
     return 0;
@@ -323,12 +327,15 @@ static struct store_key pair_key(const struct ps_pair *pr)
 
 /* ---- the random walk ---- */
 
+/* A host's counter (0 when absent: reading it creates nothing, so a host with
+ * no outcome leaves no object behind). */
 static int read_int(struct nf_env *env, uint16_t obj, uint8_t family, const uint8_t *host,
                     int64_t *v)
 {
     uint8_t kb[20];
+    bool found;
     struct store_key k = host_key(obj, family, host, kb);
-    return nf_incr(env, &k, 0, v);
+    return nf_get_int(env, &k, v, &found);
 }
 
 static int raise_alert(struct nf_env *env, uint8_t family, const uint8_t *host, int64_t walk)
@@ -351,32 +358,51 @@ static int raise_alert(struct nf_env *env, uint8_t family, const uint8_t *host, 
 static const uint16_t host_objs[] = {PS_OBJ_WALK, PS_OBJ_ATTEMPTS, PS_OBJ_FAILURES,
                                      PS_OBJ_FLAG, PS_OBJ_SEEN,     PS_OBJ_TICKET};
 
-/* An old host of the age queue: forgotten `memory` after its last outcome. */
-static int host_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
-                      enum nf_age_verdict *v)
+static int host_forget(struct nf_env *env, const uint8_t kb[20])
 {
-    const struct portscan *ps = self;
-    struct store_key k = {.scope = STORE_SHARED, .object = PS_OBJ_TICKET, .bytes = key, .len = len};
-    uint64_t t = 0, seen = 0;
-    size_t got;
-    bool found;
-    *v = NF_AGE_GONE;
-    int rc = nf_get(env, &k, &t, sizeof(t), &got, &found);
-    if (rc || !found || got != sizeof(t) || t != ticket)
-        return rc;
-    k.object = PS_OBJ_SEEN;
-    if ((rc = nf_get(env, &k, &seen, sizeof(seen), &got, &found)))
-        return rc;
-    if (found && got == sizeof(seen) &&
-        (nf_now(env) <= seen || nf_now(env) - seen <= ps->memory_ns)) {
-        *v = NF_AGE_KEEP;
-        return 0;
-    }
+    struct store_key k = {.scope = STORE_SHARED, .bytes = kb, .len = 20};
+    int rc = 0;
     for (size_t i = 0; i < sizeof(host_objs) / sizeof(host_objs[0]) && !rc; i++) {
         k.object = host_objs[i];
         rc = nf_del(env, &k);
     }
     return rc;
+}
+
+/* *stale: the host's last outcome is more than `memory` ago, so its walk, counts
+ * and flag count as absent, whether or not its age queue has reached it yet. */
+static int host_stale(const struct portscan *ps, struct nf_env *env, const uint8_t kb[20],
+                      bool *stale)
+{
+    struct store_key k = {.scope = STORE_SHARED, .object = PS_OBJ_SEEN, .bytes = kb, .len = 20};
+    uint64_t seen = 0, now = nf_now(env);
+    size_t got;
+    bool found;
+    int rc = nf_get(env, &k, &seen, sizeof(seen), &got, &found);
+    *stale = !rc && found && got == sizeof(seen) && now > seen && now - seen > ps->memory_ns;
+    return rc;
+}
+
+/* An old host of the age queue: forgotten `memory` after its last outcome. */
+static int host_judge(void *self, struct nf_env *env, const void *key, size_t len, uint64_t ticket,
+                      enum nf_age_verdict *v)
+{
+    struct store_key k = {.scope = STORE_SHARED, .object = PS_OBJ_TICKET, .bytes = key, .len = len};
+    uint64_t t = 0;
+    size_t got;
+    bool found, stale;
+    *v = NF_AGE_GONE;
+    if (len != 20)
+        return 0;
+    int rc = nf_get(env, &k, &t, sizeof(t), &got, &found);
+    if (rc || !found || got != sizeof(t) || t != ticket ||
+        (rc = host_stale(self, env, key, &stale)))
+        return rc;
+    if (!stale) {
+        *v = NF_AGE_KEEP;
+        return 0;
+    }
+    return host_forget(env, key);
 }
 
 static const struct nf_aging host_aging = {.object = PS_OBJ_AGE_HOST, .judge = host_judge};
@@ -395,8 +421,12 @@ static int outcome(const struct portscan *ps, struct nf_env *env, uint8_t family
     struct store_key tk = host_key(PS_OBJ_TICKET, family, host, kb);
     uint64_t now = nf_now(env), ticket;
     int64_t v, f, n;
-    int rc;
-    if ((rc = nf_incr(env, &flag, 0, &f)) || (rc = nf_put(env, &seen, &now, sizeof(now))) || f)
+    bool stale, found;
+    int rc = host_stale(ps, env, kb, &stale);
+    if (rc || (stale && (rc = host_forget(env, kb))))
+        return rc;
+    if ((rc = nf_get_int(env, &flag, &f, &found)) || (rc = nf_put(env, &seen, &now, sizeof(now))) ||
+        f)
         return rc; /* decided: the walk is over */
     if ((rc = nf_incr(env, &att, 1, &n)) ||
         (n == 1 && ((rc = nf_age(env, &host_aging, (void *)ps, kb, sizeof(kb), &ticket)) ||
@@ -666,8 +696,13 @@ static int blocked(const struct portscan *ps, struct nf_env *env, const struct p
     if (!ps->block)
         return 0;
     int64_t f;
+    uint8_t kb[20];
+    bool stale = false;
+    host_key(PS_OBJ_FLAG, k->family, k->src, kb);
     int rc = read_int(env, PS_OBJ_FLAG, k->family, k->src, &f);
-    *drop = !rc && f;
+    if (!rc && f)
+        rc = host_stale(ps, env, kb, &stale); /* a scanner quiet for `memory` is let go */
+    *drop = !rc && f && !stale;
     return rc;
 }
 
@@ -706,8 +741,6 @@ static int ps_check(const struct chain_nf *nf, struct rw_err *e)
     return nf_require_flowspace(nf, ok, 1, "probes from their answers", e);
 }
 
-/* Ordered: the walk depends on the order of outcomes, which must be the clock's,
- * not the order in which upstream instances happen to deliver them. */
 const struct nf_def nf_portscan = {
     .check = ps_check,
     .type = "portscan",

@@ -293,10 +293,10 @@ static const struct churn_chain churn_chains[] = {
      "  - {name: fw, type: firewall, instances: 2, flowspace: 5tuple,\n"
      "     config: {default: allow, idle_timeout: 60}}\n"
      "  - {name: scan, type: portscan, instances: 2, flowspace: host-pair,\n"
-     "     config: {memory: 120}}\n"
+     "     config: {memory: 120, block: true}}\n"
      "  - {name: nat, type: nat, config: {inside: 10.64.0.0/16, external: 192.0.2.1,\n"
      "     ports: 20000-20499, idle_timeout: 60}}\n",
-     4000},
+     3500},
     {"trojan",
      "  - {name: tj, type: trojan, instances: 2, flowspace: src, config: {window: 120}}\n", 400},
     {"lb",
