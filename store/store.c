@@ -68,6 +68,8 @@ const char *store_strerror(int rc)
         return "op identity reused for a different op";
     case STORE_EINUSE:
         return "the store holds another run's state";
+    case STORE_EREFUSED:
+        return "an op queued earlier was refused; its batch was dropped";
     default:
         return "unknown store error";
     }
@@ -239,12 +241,25 @@ static bool op_refusal(int rc)
     return rc == STORE_EOWNER || rc == STORE_ETYPE;
 }
 
+/* A refusal that is not the answer of the op in hand: a caller may take an op's
+ * own refusal as an answer (a read of another slot's object is "not mine"), never
+ * another op's, whose batch is lost. */
+static int not_mine(struct store_client *c, int rc)
+{
+    if (!op_refusal(rc))
+        return rc;
+    char why[RW_ERR_MSG_MAX];
+    snprintf(why, sizeof(why), "%s", c->err.msg);
+    return store_errf(c, STORE_EREFUSED, "an op queued earlier was refused (%.400s)", why);
+}
+
 /* Hands the queue to the backend; sync waits for the last op's result.
  *
  * A batch is all or nothing, but the blind ops queued before a sync op were
  * issued by earlier packets and have been answered already: when only the sync
  * op (always the last) is refused, the others are applied without it, and the
- * caller gets the refusal as that op's answer. */
+ * caller gets the refusal as that op's answer. When they are refused without it,
+ * the refusal was theirs: STORE_EREFUSED. */
 static int send_queue(struct store_client *c, bool sync)
 {
     uint64_t wm = c->done > c->done_sent ? c->done : 0;
@@ -262,7 +277,7 @@ static int send_queue(struct store_client *c, bool sync)
         }
         applied = again == STORE_OK;
         if (again)
-            rc = again;
+            rc = not_mine(c, again);
         else
             c->err = refusal;
     }
@@ -283,7 +298,7 @@ static int blind(struct store_client *c, struct store_op *o, const struct store_
 {
     int rc = enqueue(c, o, k, a, alen, NULL, 0);
     if (rc == STORE_OK && c->q.n >= c->batch_max)
-        rc = send_queue(c, false);
+        rc = not_mine(c, send_queue(c, false)); /* a full batch: any of its ops */
     return rc;
 }
 
@@ -409,9 +424,8 @@ int store_del(struct store_client *c, const struct store_opid *id, const struct 
     if (rc || (rc = check_key(c, k)))
         return rc;
     struct store_op o = op_of(SOP_DEL, id);
-    if ((rc = blind(c, &o, k, NULL, 0)) == STORE_OK)
-        cache_put(c, k, 0, 0, NULL, 0);
-    return rc;
+    store_cache_drop(c->cache, k); /* absence is not cached (see store_get) */
+    return blind(c, &o, k, NULL, 0);
 }
 
 int store_push(struct store_client *c, const struct store_opid *id, const struct store_key *k,

@@ -41,7 +41,9 @@ enum store_rc {
     STORE_ENOMEM = -110,    /* allocation failed */
     STORE_ECORRUPT = -111,  /* a stored record fails its checks */
     STORE_ECONFLICT = -112, /* same op identity seen before for a different op kind */
-    STORE_EINUSE = -113     /* the store holds another run's state */
+    STORE_EINUSE = -113,    /* the store holds another run's state */
+    STORE_EREFUSED = -114   /* an op queued before this call was refused: its batch was
+                               dropped (a refusal that is not this op's own answer) */
 };
 
 enum store_scope {

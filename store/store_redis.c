@@ -335,6 +335,13 @@ static int drain(struct store_client *c, size_t keep, struct store_res *res)
             rc = parse_res(c, rep, res);
         freeReplyObject(rep);
         pend_pop(r);
+        /* A batch with more behind it is not the one a sync op waits for: its
+         * refusal is no answer to that op. */
+        if (rc && first == STORE_OK && r->np && (rc == STORE_EOWNER || rc == STORE_ETYPE)) {
+            char why[RW_ERR_MSG_MAX];
+            snprintf(why, sizeof(why), "%s", c->err.msg);
+            rc = store_errf(c, STORE_EREFUSED, "an earlier batch was refused (%.400s)", why);
+        }
         if (rc && first == STORE_OK)
             first = rc;
     }

@@ -642,6 +642,48 @@ static void test_flow_cache_absent(void)
     store_close(st);
 }
 
+/* Nor after the client's own delete: the key may be created by another slot next. */
+static void test_flow_cache_deleted(void)
+{
+    struct store *st = fresh();
+    struct store_client *a = client(st, 10, 1), *b = client(st, 10, 2);
+    struct store_key f = mkkey(STORE_FLOW, 1, "port 7");
+    char buf[8];
+    size_t len;
+    bool found;
+    OK(store_client_cache(b, 64));
+    OK(store_put(b, ID(1, 0), &f, "b", 1));
+    OK(store_del(b, ID(2, 0), &f));
+    OK(store_flush(b));
+    OK(store_put(a, ID(3, 0), &f, "a", 1));
+    OK(store_flush(a));
+    CU_ASSERT_EQUAL(store_get(b, ID(4, 0), &f, buf, sizeof(buf), &len, &found), STORE_EOWNER);
+    OK(store_flush(b));
+    store_client_close(a);
+    store_client_close(b);
+    store_close(st);
+}
+
+/* A read whose batch holds an earlier op that is refused does not get that
+ * refusal as its own answer (a caller may take EOWNER for "not mine"): the
+ * earlier op's batch is lost, and the read says so. */
+static void test_refusal_not_mine(void)
+{
+    struct store *st = fresh();
+    struct store_client *a = client(st, 11, 1), *b = client(st, 11, 2);
+    struct store_key f = mkkey(STORE_FLOW, 1, "a's"), g = mkkey(STORE_FLOW, 1, "b's");
+    char buf[8];
+    size_t len;
+    bool found;
+    OK(store_put(a, ID(1, 0), &f, "a", 1));
+    OK(store_flush(a));
+    OK(store_put(b, ID(2, 0), &f, "x", 1)); /* queued: will be refused */
+    CU_ASSERT_EQUAL(store_get(b, ID(3, 0), &g, buf, sizeof(buf), &len, &found), STORE_EREFUSED);
+    store_client_close(a);
+    store_client_close(b);
+    store_close(st);
+}
+
 static void test_bad_url(void)
 {
     struct store *st = NULL;
@@ -702,6 +744,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "trim", test_trim);
     CU_add_test(s, "per-flow cache", test_flow_cache);
     CU_add_test(s, "per-flow cache: absence is not cached", test_flow_cache_absent);
+    CU_add_test(s, "per-flow cache: nor after a delete", test_flow_cache_deleted);
+    CU_add_test(s, "a refusal of an earlier op is not a read's answer", test_refusal_not_mine);
     CU_add_test(s, "bad URLs", test_bad_url);
     CU_add_test(s, "flush_async without a loop", test_flush_async);
     add_shared(s);
