@@ -144,6 +144,7 @@ static int make_status(struct run *r, struct rw_err *e)
     }
     r->shared = r->region;
     r->shared->nslots = r->nworkers;
+    snprintf(r->shared->store_url, sizeof(r->shared->store_url), "%s", r->store_url);
     r->status = run_region_status(r->region);
     return 0;
 }
@@ -325,8 +326,8 @@ static int bind_store(struct run *r, struct rw_err *e)
         rc = store_bind_run(st, run, r->o->force, e);
         store_close(st);
     }
-    if (rc)
-        e->code = rc == STORE_EINUSE ? RW_EINVAL : RW_EIO;
+    if (rc) /* a URL the chain got wrong is usage (exit 2), like a store in use */
+        e->code = rc == STORE_EINUSE || rc == STORE_EURL ? RW_EINVAL : RW_EIO;
     return rc ? e->code : 0;
 }
 

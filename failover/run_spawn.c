@@ -99,7 +99,6 @@ static void build_args(struct run *r, const struct run_proc *p, struct spawn_arg
         arg(a, "--instance=%u", r->slots[p->slot].instance);
     }
     arg(a, "--status=%d:%u:%u", add_fd(a, r->status_fd), p->index, r->status_cap);
-    arg(a, "--store=%s", r->store_url);
     arg(a, "--out-dir=%s", r->o->out_dir);
     if (r->o->no_ft)
         arg(a, "--no-ft");

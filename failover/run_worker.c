@@ -78,6 +78,7 @@ static int parse_args(int argc, char **argv, struct wargs *a)
 
 struct wstate {
     struct chain *chain;
+    const char *store_url;       /* --store (by hand), else the run's shared block */
     struct link *all[MAX_LINKS]; /* every link of the chain, in run_link order */
     unsigned nall;
     uint32_t *edge_base; /* per edge: index of its first link in all */
@@ -188,6 +189,7 @@ static int map_region(const struct wargs *a, struct wstate *w, struct rw_err *e)
     w->region = p;
     w->shared = p;
     w->st = run_region_status(p) + a->status_index;
+    w->store_url = a->store ? a->store : w->shared->store_url;
     return 0;
 }
 
@@ -225,7 +227,7 @@ static int run_slot(const struct wargs *a, struct wstate *w, unsigned nf, unsign
                              .instance = (uint16_t)inst,
                              .slot = (uint16_t)inst,
                              .ft = !a->no_ft,
-                             .store_url = a->store,
+                             .store_url = w->store_url,
                              .store = w->store,
                              .in = w->in,
                              .nin = w->nin,
@@ -252,7 +254,7 @@ static int run_one(const struct wargs *a, struct wstate *w, struct rw_err *e)
         return rc;
     if (!a->spare)
         return run_slot(a, w, a->nf, a->instance, e);
-    if (!a->no_ft && (rc = store_open(a->store, &w->store, e)))
+    if (!a->no_ft && (rc = store_open(w->store_url, &w->store, e)))
         return rc;
     uint32_t v = wait_assignment(w->st);
     if (v == WORKER_QUIT)

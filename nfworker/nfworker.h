@@ -280,6 +280,8 @@ struct worker_shared {
     _Atomic uint64_t durable;       /* the root's durable watermark */
     _Atomic uint32_t root_finished; /* the root sent its final marks */
     uint32_t nslots;                /* written by the coordinator before any worker starts */
+    char store_url[4224];           /* the run's store: here, not on a command line anyone can read
+                                       (a Redis URL may carry a password); written before any worker */
     _Atomic uint32_t slot_finished[WORKER_MAX_SLOTS];
     _Atomic uint64_t slot_w[WORKER_MAX_SLOTS]; /* a lower bound of each slot's store W */
 };

@@ -447,8 +447,9 @@ int worker_recover(struct worker *w, struct rw_err *e)
     if (!rc)
         rc = replay(&rec, from, r_clock);
     close_upstream(&rec);
-    if (!rc && r_clock > 0 && (store_done(w->env.sc, r_clock - 1) || store_flush(w->env.sc)))
-        rc = rw_errf(e, RW_EIO, "store: %s", store_client_errmsg(w->env.sc));
+    if (!rc && r_clock > 0 &&
+        ((rc = store_done(w->env.sc, r_clock - 1)) || (rc = store_flush(w->env.sc))))
+        rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc)); /* full stays full */
     if (!rc && r_clock > 0) {
         w->done = w->flushed_done = r_clock - 1; /* W never goes back */
         worker_publish_w(w);

@@ -68,9 +68,13 @@ struct redis_cl {
 static int parse_url(struct redis_st *r, const char *rest, struct rw_err *e)
 {
     const char *at = strchr(rest, '@'), *hp = rest;
+    /* Messages show the URL without its password. */
+    char shown[300];
+    snprintf(shown, sizeof(shown), "%s%.250s", at ? ":***@" : "", at ? at + 1 : rest);
     r->db = 0;
     if (strchr(rest, ','))
-        return rw_errf(e, STORE_EURL, "redis URL '%s': one server only (no cluster routing)", rest);
+        return rw_errf(e, STORE_EURL, "redis URL '%s': one server only (no cluster routing)",
+                       shown);
     if (at) {
         size_t pl = (size_t)(at - rest);
         if (rest[0] != ':' || pl - 1 >= sizeof(r->pass))
@@ -81,18 +85,18 @@ static int parse_url(struct redis_st *r, const char *rest, struct rw_err *e)
     }
     const char *colon = strrchr(hp, ':');
     if (!colon || colon == hp || (size_t)(colon - hp) >= sizeof(r->host))
-        return rw_errf(e, STORE_EURL, "redis URL '%s': expected HOST:PORT[/DB]", rest);
+        return rw_errf(e, STORE_EURL, "redis URL '%s': expected HOST:PORT[/DB]", shown);
     memcpy(r->host, hp, (size_t)(colon - hp));
     r->host[colon - hp] = 0;
     char *end;
     long port = strtol(colon + 1, &end, 10);
     if (port <= 0 || port > 65535 || (*end && *end != '/'))
-        return rw_errf(e, STORE_EURL, "redis URL '%s': bad port", rest);
+        return rw_errf(e, STORE_EURL, "redis URL '%s': bad port", shown);
     r->port = (int)port;
     if (*end == '/') {
         long db = strtol(end + 1, &end, 10);
         if (db < 0 || db > 1000000 || *end)
-            return rw_errf(e, STORE_EURL, "redis URL '%s': bad database number", rest);
+            return rw_errf(e, STORE_EURL, "redis URL '%s': bad database number", shown);
         r->db = (int)db;
     }
     return STORE_OK;

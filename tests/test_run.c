@@ -433,6 +433,51 @@ static void test_out_reused(void)
     free(d);
 }
 
+/* A Redis password in the chain's store URL reaches the workers through the run's
+ * shared block, never a command line (anyone may read /proc/PID/cmdline), and no
+ * message or report shows it. */
+static void test_store_password_private(void)
+{
+    char *d = tu_mkdtemp("secret");
+    int port;
+    pid_t rs = it_redis_start(d, &port);
+    CU_ASSERT_TRUE_FATAL(rs > 0);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "redis-cli -p %d config set requirepass s3cr3t-pw >/dev/null", port), 0);
+    char trace[4096], c1[4200], cr[4200], bad[4200], out[4200], err[4300], rep[4300];
+    tu_trace("external/real.pcap", trace, sizeof(trace));
+    chain_with(d, 1, c1, sizeof(c1));
+    snprintf(cr, sizeof(cr), "%s/pw.yaml", d);
+    snprintf(bad, sizeof(bad), "%s/badpw.yaml", d);
+    CU_ASSERT_EQUAL_FATAL(tu_sh(NULL,
+                                "sed 's#store: lmdb:store#store: redis://:s3cr3t-pw@127.0.0.1:%d#' "
+                                "'%s' > '%s' && sed 's#:%d#:notaport#' '%s' > '%s'",
+                                port, c1, cr, port, cr, bad),
+                          0);
+    snprintf(out, sizeof(out), "%s/out", d);
+    snprintf(err, sizeof(err), "%s/run.stderr", d);
+    snprintf(rep, sizeof(rep), "%s/out/report.json", d);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(run(d, cr, trace, out, "--rate 20000"));
+    for (int i = 0; i < 3000 && it_count_workers(out) < 3; i++) /* its worker and 2 spares */
+        usleep(10000);
+    CU_ASSERT_TRUE(it_count_workers(out) >= 3);
+    /* [t]: grep's own command line must not match itself */
+    CU_ASSERT_NOT_EQUAL(tu_sh(NULL, "grep -l 's3cr3[t]-pw' /proc/[0-9]*/cmdline 2>/dev/null"), 0);
+    int st;
+    waitpid(pid, &st, 0);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CU_ASSERT_EQUAL(it_file_has(rep, "s3cr3t"), 0);
+    CU_ASSERT_EQUAL(run(d, bad, trace, out, "--force"), 2);
+    CU_ASSERT_TRUE(it_file_has(err, "notaport") == 1);
+    CU_ASSERT_EQUAL(it_file_has(err, "s3cr3t"), 0);
+    kill(rs, SIGTERM);
+    waitpid(rs, NULL, 0);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* A hung worker (stopped, not dead) misses its heartbeats: the coordinator kills
  * it, so the failure is fail-stop and the run ends instead of waiting forever
  * (--no-ft: with FT the slot is failed over, test_failover.c). */
@@ -508,6 +553,8 @@ static void add(CU_pSuite s)
                 test_redis_store);
     CU_add_test(s, "a second run into the same --out is refused; --force replaces it",
                 test_out_reused);
+    CU_add_test(s, "a Redis password is on no command line and in no message",
+                test_store_password_private);
     CU_add_test(s, "the full chain detects, blocks and translates, the same every run",
                 test_full_chain);
     CU_add_test(s, "a port until SIGINT drains and matches the trace run", test_port_until_sigint);
