@@ -3,7 +3,8 @@
  * steps (default: an SSH session, then a download of an HTML, ZIP or EXE file over
  * HTTP or FTP, then IRC activity), as in the multi-step detectors of the chain
  * literature. A host that completes the steps in order raises `trojan.detected`
- * once, with the clock of each step.
+ * with the clock of each step; its progress lasts `window` seconds of packet time
+ * after its last step, so a host quiet that long starts again (and may alert again).
  *
  * Order is the clock's, not arrival's: like every NF, it gets its inputs merged
  * by clock across upstream instances (worker.c), so a delay in one upstream

@@ -55,10 +55,14 @@ uint64_t nf_now(const struct nf_env *env)
 /* An op's identity: the input's clock, and a sequence that starts at sub << 16,
  * so that two packets with one clock (an upstream NF's several outputs for one
  * input) never share op identities. */
-static struct store_opid next_id(struct nf_env *env)
+static int next_id(struct nf_env *env, struct store_opid *id)
 {
-    uint32_t seq = ((uint32_t)env->in->meta.sub << 16) | (env->seq++ & 0xffff);
-    return (struct store_opid){.clock = env->in->meta.clock, .seq = seq};
+    if (env->seq > 0xffff) /* the next would take another output's identities */
+        return env_err(env, STORE_EINVAL, "%s: more than 65536 store ops for packet %" PRIu64,
+                       env->o->nf_name, env->in->meta.clock);
+    uint32_t seq = ((uint32_t)env->in->meta.sub << 16) | env->seq++;
+    *id = (struct store_opid){.clock = env->in->meta.clock, .seq = seq};
+    return 0;
 }
 
 int worker_store_err(struct nf_env *env, int rc)
@@ -73,7 +77,10 @@ int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap,
 {
     if (!env->o->ft)
         return lstate_get(&env->ls, k, buf, cap, len, found);
-    struct store_opid id = next_id(env);
+    struct store_opid id;
+    int rc = next_id(env, &id);
+    if (rc)
+        return rc;
     return worker_store_err(env, store_get(env->sc, &id, k, buf, cap, len, found));
 }
 
@@ -87,7 +94,10 @@ int nf_get_int(struct nf_env *env, const struct store_key *k, int64_t *v, bool *
             rc = STORE_ETYPE;
         return rc;
     }
-    struct store_opid id = next_id(env);
+    struct store_opid id;
+    int rc = next_id(env, &id);
+    if (rc)
+        return rc;
     return worker_store_err(env, store_get_int(env->sc, &id, k, v, found));
 }
 
@@ -95,7 +105,10 @@ int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_
 {
     if (!env->o->ft)
         return lstate_put(&env->ls, k, val, len);
-    struct store_opid id = next_id(env);
+    struct store_opid id;
+    int rc = next_id(env, &id);
+    if (rc)
+        return rc;
     return worker_store_err(env, store_put(env->sc, &id, k, val, len));
 }
 
@@ -103,7 +116,10 @@ int nf_del(struct nf_env *env, const struct store_key *k)
 {
     if (!env->o->ft)
         return lstate_del(&env->ls, k);
-    struct store_opid id = next_id(env);
+    struct store_opid id;
+    int rc = next_id(env, &id);
+    if (rc)
+        return rc;
     return worker_store_err(env, store_del(env->sc, &id, k));
 }
 
@@ -111,7 +127,10 @@ int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_
 {
     if (!env->o->ft)
         return lstate_incr(&env->ls, k, delta, result);
-    struct store_opid id = next_id(env);
+    struct store_opid id;
+    int rc = next_id(env, &id);
+    if (rc)
+        return rc;
     return worker_store_err(env, store_incr(env->sc, &id, k, delta, result));
 }
 
@@ -119,7 +138,10 @@ int nf_push(struct nf_env *env, const struct store_key *k, const void *val, size
 {
     if (!env->o->ft)
         return lstate_push(&env->ls, k, val, len);
-    struct store_opid id = next_id(env);
+    struct store_opid id;
+    int rc = next_id(env, &id);
+    if (rc)
+        return rc;
     return worker_store_err(env, store_push(env->sc, &id, k, val, len));
 }
 
@@ -128,7 +150,10 @@ int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap,
 {
     if (!env->o->ft)
         return lstate_pop(&env->ls, k, buf, cap, len, found);
-    struct store_opid id = next_id(env);
+    struct store_opid id;
+    int rc = next_id(env, &id);
+    if (rc)
+        return rc;
     return worker_store_err(env, store_pop(env->sc, &id, k, buf, cap, len, found));
 }
 

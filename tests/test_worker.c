@@ -241,9 +241,83 @@ static void test_ordered_inputs(void)
     munmap(order_log, sizeof(*order_log));
 }
 
+/* An NF that issues 65,537 increments of one counter for one packet: op identities
+ * hold 65,536 ops per (clock, sub), and the next would take op 0's identity, so the
+ * store would answer it as a repeat (1, not 65,537). */
+static int many_process(void *self, struct nf_env *env, const struct nf_pkt *p)
+{
+    (void)self, (void)p;
+    static const uint8_t key[1] = {1};
+    struct store_key k = {.scope = STORE_SHARED, .object = 1, .bytes = key, .len = 1};
+    int64_t v;
+    for (int i = 0; i < 65537; i++) {
+        int rc = nf_incr(env, &k, 1, &v);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+struct many_result {
+    int rc;
+    char msg[RW_ERR_MSG_MAX];
+};
+
+static void test_op_identities_run_out(void)
+{
+    char *d = tu_mkdtemp("worker");
+    char url[4200];
+    snprintf(url, sizeof(url), "lmdb:%s/store", d);
+    const struct nf_def def = {.type = "many", .init = rec_init, .process = many_process};
+    struct link_opts lo = {.slots = 64, .data_room = 256};
+    struct link *in[1], *out[1];
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(link_create("m0", &lo, &in[0], &e), 0);
+    CU_ASSERT_EQUAL_FATAL(link_create("mo", &lo, &out[0], &e), 0);
+    struct worker_status *st =
+        mmap(NULL, sizeof(*st), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct many_result *res =
+        mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    memset(st, 0, sizeof(*st));
+    memset(res, 0, sizeof(*res));
+    send_udp(in[0], 1, 0, 1);
+    link_send_mark(in[0], UINT64_MAX, NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct worker_out wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
+        struct worker_opts o = {.def = &def,
+                                .nf_name = "many",
+                                .vertex = 1,
+                                .ft = true,
+                                .store_url = url,
+                                .in = in,
+                                .nin = 1,
+                                .out = &wo,
+                                .nout = 1,
+                                .status = st};
+        struct rw_err we = {0};
+        res->rc = worker_run(&o, &we);
+        memcpy(res->msg, we.msg, sizeof(res->msg));
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CU_ASSERT_NOT_EQUAL(res->rc, 0); /* refused, not answered from op 0's record */
+    CU_ASSERT_PTR_NOT_NULL(strstr(res->msg, "more than 65536 store ops"));
+    link_close(in[0]);
+    link_close(out[0]);
+    munmap(st, sizeof(*st));
+    munmap(res, sizeof(*res));
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "an NF gets its inputs in clock order across links", test_ordered_inputs);
+    CU_add_test(s, "op 65,537 of one packet is refused, never taken for op 0",
+                test_op_identities_run_out);
     CU_add_test(s, "W waits for every input link; one clock's packets are distinct ops",
                 test_watermark_and_identities);
 }
