@@ -285,7 +285,7 @@ static int established(const struct firewall *fw, struct nf_env *env, const stru
 static bool expired(const struct firewall *fw, const struct fw_conn *c, uint64_t now)
 {
     uint64_t limit = c->fin_lo && c->fin_hi ? FW_CLOSE_TIMEOUT_NS : fw->idle_ns;
-    return now > c->last_ns && now - c->last_ns > limit;
+    return nf_quiet(now, c->last_ns, limit);
 }
 
 /* An old connection of the age queue: alive, or ended now when idle (a

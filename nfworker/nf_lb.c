@@ -217,7 +217,7 @@ static int track_end(struct nf_env *env, const struct store_key *ck, struct lb_c
 
 static bool idle(const struct lb *lb, const struct lb_conn *c, uint64_t now)
 {
-    return now > c->last_ns && now - c->last_ns > lb->idle_ns;
+    return nf_quiet(now, c->last_ns, lb->idle_ns);
 }
 
 /* An old connection of the age queue: alive, or released now when idle (its

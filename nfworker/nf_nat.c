@@ -411,7 +411,7 @@ static int release(const struct nat *n, struct nf_env *env, const uint8_t okey[N
 static bool expired(const struct nat *n, const struct nat_map *m, uint64_t now)
 {
     uint64_t limit = m->fin_out && m->fin_in ? n->closed_ns : n->idle_ns;
-    return now > m->last_ns && now - m->last_ns > limit;
+    return nf_quiet(now, m->last_ns, limit);
 }
 
 static int get_map(struct nf_env *env, const uint8_t okey[NAT_OKEY], struct nat_map *m, bool *found)

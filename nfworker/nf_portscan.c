@@ -379,7 +379,7 @@ static int host_stale(const struct portscan *ps, struct nf_env *env, const uint8
     size_t got;
     bool found;
     int rc = nf_get(env, &k, &seen, sizeof(seen), &got, &found);
-    *stale = !rc && found && got == sizeof(seen) && now > seen && now - seen > ps->memory_ns;
+    *stale = !rc && found && got == sizeof(seen) && nf_quiet(now, seen, ps->memory_ns);
     return rc;
 }
 
@@ -447,7 +447,7 @@ static int outcome(const struct portscan *ps, struct nf_env *env, uint8_t family
 
 static bool forgotten(const struct portscan *ps, const struct ps_attempt *a, uint64_t now)
 {
-    return now > a->ts && now - a->ts > ps->memory_ns;
+    return nf_quiet(now, a->ts, ps->memory_ns);
 }
 
 /* *found: the attempt is stored and still remembered (one older than `memory`

@@ -246,7 +246,7 @@ static int alert(struct nf_env *env, const struct trojan *t, const struct rw_flo
 
 static bool quiet(const struct trojan *t, const struct tj_host *h, uint64_t now)
 {
-    return now > h->last_ns && now - h->last_ns > t->window_ns;
+    return nf_quiet(now, h->last_ns, t->window_ns);
 }
 
 /* An old host of the age queue: kept while its last step is within the window. */

@@ -152,6 +152,13 @@ int nf_alert(struct nf_env *env, const char *type, const char *fields_json);
 int nf_count(struct nf_env *env, const char *name, int64_t delta);
 /* The packet's arrival time at the root (ns): an NF's only clock. */
 uint64_t nf_now(const struct nf_env *env);
+
+/* Whether more than limit_ns of packet time passed since last_ns. Packet time
+ * may step back (a trace out of order): then nothing has gone quiet. */
+static inline bool nf_quiet(uint64_t now, uint64_t last_ns, uint64_t limit_ns)
+{
+    return now > last_ns && now - last_ns > limit_ns;
+}
 const char *nf_errmsg(const struct nf_env *env);
 
 /* ---- bounded state: age queues (age.c) ---- */
