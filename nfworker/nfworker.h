@@ -357,7 +357,8 @@ struct sink_opts {
 };
 
 struct sink_stats {
-    _Atomic uint64_t released; /* readable while the sink runs */
+    _Atomic uint64_t released;   /* readable while the sink runs */
+    _Atomic uint64_t exit_clock; /* every clock below it has left the chain (readable) */
     uint64_t dups, held_max;
     uint64_t lat[WORKER_LAT_BUCKETS]; /* root send -> sink release */
     uint64_t clocks_done;             /* final mark */

@@ -99,6 +99,8 @@ static int release_ready(struct sink *s, struct rw_err *e)
             return rc;
         n++;
     }
+    if (b > atomic_load(&s->st->exit_clock))
+        atomic_store(&s->st->exit_clock, b);
     return n;
 }
 

@@ -50,6 +50,7 @@ struct root_stats {
     uint64_t ring_waits; /* bursts that waited for room in the logger ring */
     uint64_t link_waits; /* packets that waited for room in an NF's link */
     uint64_t oversize;   /* packets too big for a link slot (not sent) */
+    uint64_t full_waits; /* waits while the chain held max_in_flight clocks */
 };
 
 typedef void (*root_progress_fn)(void *ctx, const struct root_stats *st, uint64_t expected);
@@ -78,6 +79,12 @@ struct root_ingest_opts {
     _Atomic uint64_t *clock_out;   /* published next clock, before a burst is sent
                                       (a replacement replays up to it) */
     uint64_t rate_pps;             /* at most this many packets per second (0: no limit) */
+    /* Admission: the root takes no more input while its clock is more than
+     * max_in_flight past *exit_clock (everything below it has left the chain).
+     * What the chain holds, and what a replacement must replay, stays bounded
+     * when faults outpace recovery. NULL: no bound. */
+    const _Atomic uint64_t *exit_clock;
+    uint64_t max_in_flight;
 };
 
 /* Runs the rx loop until the trace is consumed (or *stop), logging every packet

@@ -227,12 +227,37 @@ static void pace(struct root_run *r, unsigned n)
     }
 }
 
+/* Whether the chain holds max_in_flight clocks already; while it does, the
+ * root keeps publishing D and marks (the chain can only release what they
+ * cover) and takes no input: a trace waits, a NIC's queue overflows (counted by
+ * the port as missed). */
+static bool chain_full(struct root_run *r)
+{
+    if (!r->o->exit_clock)
+        return false;
+    uint64_t out = atomic_load(r->o->exit_clock);
+    out = out < r->st->first_clock ? r->st->first_clock : out;
+    if (r->clock <= out || r->clock - out <= r->o->max_in_flight)
+        return false;
+    r->st->full_waits++;
+    publish_durable(r);
+    if (r->since_mark)
+        send_marks(r, r->clock);
+    struct timespec ts = {0, 20000};
+    nanosleep(&ts, NULL);
+    return true;
+}
+
 static int rx_loop(struct root_run *r, uint64_t expected)
 {
     static _Thread_local uint8_t scratch[65536];
     struct rte_mbuf *pkts[ROOT_BURST];
     uint64_t last_rx = rw_now_ns(), last_progress = 0;
     while (!finished(r, expected)) {
+        if (chain_full(r)) {
+            last_rx = rw_now_ns(); /* a pause is not DPDK going quiet */
+            continue;
+        }
         uint16_t n = rte_eth_rx_burst(r->o->port, 0, pkts, ROOT_BURST);
         uint64_t mono = rw_now_ns();
         if (n == 0) {
