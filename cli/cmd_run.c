@@ -37,6 +37,8 @@ static const char run_options[] =
     "                                 it is killed and its slot failed over (20)\n"
     "  --spares N                     hot spares kept ready for failover (2)\n"
     "  --rate PPS                     pace the input to PPS packets per second\n"
+    "  --max-in-flight N              clocks the chain may hold between the root and\n"
+    "                                 its exit; above it the input waits (65536; FT)\n"
     "  --no-dedup                     debug: no duplicate suppression (shows what it\n"
     "                                 prevents: failovers then duplicate output)\n";
 
@@ -101,6 +103,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                                          {"heartbeat-misses", required_argument, 0, 'M'},
                                          {"spares", required_argument, 0, 'S'},
                                          {"rate", required_argument, 0, 'R'},
+                                         {"max-in-flight", required_argument, 0, 'I'},
                                          {"no-dedup", no_argument, 0, 'D'},
                                          {"kill-every", required_argument, 0, 'K'},
                                          {"stall-every", required_argument, 0, 'T'},
@@ -154,6 +157,11 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
             if (parse_num("rate", optarg, 1, 100000000, &v))
                 return -1;
             o->rate_pps = v;
+            break;
+        case 'I':
+            if (parse_num("max-in-flight", optarg, 64, 1u << 24, &v))
+                return -1;
+            o->max_in_flight = v;
             break;
         case 'D':
             o->no_dedup = true;

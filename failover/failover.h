@@ -36,6 +36,10 @@ struct run_opts {
     unsigned spares;           /* hot spares kept ready (FT only; `rewind run` gives 2) */
     bool no_dedup;             /* debug: no duplicate suppression anywhere */
     uint64_t rate_pps;         /* pace the input (0: as fast as it comes) */
+    /* Clocks the chain may hold between the root and its exit (0: 65536). Bounds
+     * the sink's hold, and so the coordinator's memory, whatever the failovers:
+     * while a failing-over slot holds its mark back the input waits. */
+    uint64_t max_in_flight;
     /* chaos: faults on a schedule (0: none) */
     unsigned kill_every_ms, stall_every_ms, stall_ms;
     uint64_t seed;

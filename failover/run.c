@@ -262,7 +262,8 @@ static int run_root(struct run *r, struct rw_err *e)
                                   .clock_out = &r->shared->root_clock,
                                   .rate_pps = r->o->rate_pps,
                                   .exit_clock = &r->sink_st.exit_clock,
-                                  .max_in_flight = MAX_IN_FLIGHT};
+                                  .max_in_flight =
+                                      r->o->max_in_flight ? r->o->max_in_flight : MAX_IN_FLIGHT};
     r->pipeline_ns = rw_now_ns();
     rc = root_ingest(&ro, r->input_log, &r->root_st, e);
     if (r->o->progress)

@@ -220,12 +220,14 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
             "  \"packets_in\": %" PRIu64 ",\n  \"packets_out\": %" PRIu64 ",\n"
             "  \"duplicates_suppressed\": %" PRIu64 ",\n  \"seconds\": %.3f,\n"
             "  \"pipeline_seconds\": %.3f,\n  \"throughput_pps\": %.0f,\n  \"latency_ns\": "
-            "{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "},\n",
+            "{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "},\n"
+            "  \"held_max\": %" PRIu64 ",\n  \"input_pauses\": %" PRIu64 ",\n",
             r->chain->name, r->o->no_ft ? "no-ft" : "ft", rc ? "false" : "true",
             rc && e ? "see stderr" : "", res->packets_in, res->packets_out,
             res->duplicates + nf_dups, res->seconds, (double)r->pipeline_ns / 1e9,
             r->pipeline_ns ? (double)res->packets_in * 1e9 / (double)r->pipeline_ns : 0.0,
-            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99));
+            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
+            r->root_st.full_waits);
     failover_stats(f, r);
     fprintf(f, "  \"nfs\": [\n");
     for (uint32_t k = 0; k < r->chain->nnfs; k++)

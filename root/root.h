@@ -50,7 +50,7 @@ struct root_stats {
     uint64_t ring_waits; /* bursts that waited for room in the logger ring */
     uint64_t link_waits; /* packets that waited for room in an NF's link */
     uint64_t oversize;   /* packets too big for a link slot (not sent) */
-    uint64_t full_waits; /* waits while the chain held max_in_flight clocks */
+    uint64_t full_waits; /* pauses of the input: the chain held max_in_flight clocks */
 };
 
 typedef void (*root_progress_fn)(void *ctx, const struct root_stats *st, uint64_t expected);

@@ -37,6 +37,7 @@ struct root_run {
     struct bpf_program *progs; /* compiled edge filters */
     bool *filtered;
     uint64_t since_mark;
+    bool full; /* paused by chain_full */
     struct root_stats *st;
     uint64_t clock;
     uint64_t asked; /* reservation requested up to here */
@@ -238,8 +239,9 @@ static bool chain_full(struct root_run *r)
     uint64_t out = atomic_load(r->o->exit_clock);
     out = out < r->st->first_clock ? r->st->first_clock : out;
     if (r->clock <= out || r->clock - out <= r->o->max_in_flight)
-        return false;
-    r->st->full_waits++;
+        return r->full = false;
+    r->st->full_waits += !r->full;
+    r->full = true;
     publish_durable(r);
     if (r->since_mark)
         send_marks(r, r->clock);
