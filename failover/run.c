@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -102,9 +103,11 @@ static void free_links(struct run *r)
     free(r->links);
 }
 
-/* Status blocks for this many processes beyond the slots: the spares and the
- * replacements of every failover a run may see. */
-#define EXTRA_PROCS 4096
+/* Status blocks beyond two per slot (one serving, one dying) and the spares:
+ * the margin for spares dying and replacements started while others die. A
+ * block is used again once its process is reaped; a failover that finds none
+ * free waits for the next reap (run_spawn.c). */
+#define EXTRA_PROCS 8
 
 size_t run_region_size(uint32_t cap)
 {
@@ -137,7 +140,15 @@ static int make_status(struct run *r, struct rw_err *e)
     for (uint32_t k = 0; k < c->nnfs; k++)
         for (uint32_t i = 0; i < c->nfs[k].instances; i++)
             r->slots[r->slot_base[k] + i] = (struct run_slot){.nf = k, .instance = i};
-    r->status_cap = r->nworkers + EXTRA_PROCS;
+    r->status_cap = 2 * r->nworkers + r->o->spares + EXTRA_PROCS;
+    struct rlimit nproc;
+    if (!getrlimit(RLIMIT_NPROC, &nproc) && nproc.rlim_cur != RLIM_INFINITY &&
+        r->status_cap > nproc.rlim_cur)
+        return rw_errf(e, RW_EINVAL,
+                       "%s: %u instances and %u spares may need %u worker processes at once; "
+                       "the process limit (ulimit -u) is %llu",
+                       r->o->chain_path, r->nworkers, r->o->spares, r->status_cap,
+                       (unsigned long long)nproc.rlim_cur);
     r->region_len = run_region_size(r->status_cap);
     r->status_fd = memfd_create("rw-status", MFD_CLOEXEC);
     if (r->status_fd < 0 || ftruncate(r->status_fd, (off_t)r->region_len))
@@ -374,9 +385,8 @@ static void cleanup(struct run *r)
         munmap(r->region, r->region_len);
     if (r->status_fd > 0)
         close(r->status_fd);
-    for (uint32_t i = 0; r->procs && i < atomic_load(&r->nprocs); i++)
-        free(r->procs[i]);
     free(r->procs);
+    free(r->totals);
     free(r->slots);
     free(r->slot_base);
     free(r->failovers);
@@ -397,7 +407,9 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
         rc = start_sink(&r, e);
     if (!rc && (rc = run_root(&r, e)))
         r.stop = 1;
-    if (r.shared) /* the root sent its final marks */
+    if (o->stop && *o->stop)
+        run_calm(&r); /* stopped by a signal: a storm must not hold the drain */
+    if (r.shared)     /* the root sent its final marks */
         atomic_store(&r.shared->root_finished, 1);
     if (r.sink_started)
         pthread_join(r.sink_tid, NULL);
@@ -416,7 +428,7 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
     res->failovers = r.nfailovers;
     for (uint32_t i = 0; i < r.nfaults; i++)
         *(r.faults[i].action[0] == 'k' ? &res->kills : &res->stalls) += 1;
-    if (r.chain && r.region && r.procs) {
+    if (r.chain && r.region && r.procs && r.totals) {
         run_write_outputs(&r, res, rc, e);
         run_chaos_write(&r);
     }

@@ -118,6 +118,9 @@ void run_chaos_start(struct run *r)
  * its pending timer (they stay armed); no new fault starts. */
 void run_chaos_stop(struct run *r)
 {
+    if (r->chaos_stopped)
+        return;
+    r->chaos_stopped = true;
     uv_close((uv_handle_t *)&r->kill_timer, NULL);
     uv_close((uv_handle_t *)&r->stall_timer, NULL);
 }

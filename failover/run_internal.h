@@ -19,13 +19,18 @@
  * wall. */
 #define RUN_WORKER_EXIT_FULL 4
 
-/* One worker process: a slot's instance, or a spare (slot -1) until assigned. */
+/* One worker process: a slot's instance, or a spare (slot -1) until assigned.
+ * procs[i] is the process of status block i; a block is used again once its
+ * process is reaped and its figures are folded into the run's totals. */
 struct run_proc {
     uv_process_t proc;
     struct run *r;
-    uint32_t index; /* its status block */
-    int slot;       /* global slot index, -1 while a spare */
-    int nf;         /* the slot's NF, -1 while a spare */
+    bool used;        /* a process holds the block (until its handle is closed) */
+    uint32_t index;   /* its status block */
+    int64_t failover; /* the failover record it replaces a worker for, or -1 */
+    bool replacement; /* given a failed slot (its recovery may not be done) */
+    int slot;         /* global slot index, -1 while a spare */
+    int nf;           /* the slot's NF, -1 while a spare */
     bool running;
     bool hung;          /* killed for missing heartbeats */
     bool hung_starting; /* ... before its loop ever started */
@@ -39,17 +44,37 @@ struct run_proc {
 
 struct run_slot {
     uint32_t nf, instance;
-    struct run_proc *proc; /* serving it now */
+    struct run_proc *proc; /* serving it now (NULL while its failover waits) */
     unsigned errors;       /* workers in a row that exited with an error (not a signal) */
+    unsigned quick;        /* replacements in a row lost before any progress */
+    uint64_t w_at_assign;  /* its W when the last replacement was given the slot */
+    bool waiting;          /* its failover waits: a back-off, or a free status block */
+    int64_t wait_rec;      /* ... and its failover record (-1: past the log) */
+    uv_timer_t backoff;
 };
 
 /* One failover, for report.json. */
 struct run_failover {
     uint32_t slot;
-    uint32_t spare; /* status block of the replacement */
     const char *reason;
     uint64_t fault_ns, detected_ns; /* fault: the chaos kill, else the detection */
+    uint64_t recovered_ns;          /* the replacement's, once it is reaped */
+    uint64_t replayed;
+    unsigned backoff_ms; /* waited before the replacement was given the slot */
 };
+
+/* What every process that served an NF counted, summed as they are reaped. */
+struct run_nf_total {
+    uint64_t pkts_in, pkts_out, dropped, dups;
+    uint64_t lat[WORKER_LAT_BUCKETS];
+    unsigned ncounters;
+    char names[WORKER_COUNTERS * 4][24];
+    int64_t sums[WORKER_COUNTERS * 4];
+};
+
+/* Failover records kept for the report beyond which only counts grow, so that
+ * a storm of any length keeps the coordinator's memory bounded. */
+#define RUN_FAILOVER_LOG 65536
 
 /* One fault `rewind chaos` injected, for chaos.json. */
 struct run_fault {
@@ -69,17 +94,20 @@ struct run {
     size_t region_len;
     struct worker_shared *shared;
     struct worker_status *status;
-    uint32_t status_cap; /* status blocks: every process the run may start */
+    uint32_t status_cap; /* status blocks: the processes that may live at once */
     int status_fd;
     uint32_t nworkers; /* slots */
     struct run_slot *slots;
-    uint32_t *slot_base; /* per NF: its first slot */
-    struct run_proc **procs;
-    _Atomic uint32_t nprocs;
+    uint32_t *slot_base;         /* per NF: its first slot */
+    struct run_proc *procs;      /* [status_cap], by status block */
+    _Atomic uint32_t nprocs;     /* processes started (blocks reused: may exceed the cap) */
+    struct run_nf_total *totals; /* [nnfs] */
     unsigned spares_target;
     uv_loop_t loop;
     uv_timer_t beat_timer;
     uv_async_t quit; /* ends the loop's own handles when the run is over */
+    uv_async_t calm; /* SIGINT/SIGTERM: no more faults, so the drain can end */
+    bool chaos_stopped;
     unsigned beat_ms, beat_misses;
     uv_thread_t uv_tid;
     bool uv_started;
@@ -88,8 +116,10 @@ struct run {
     _Atomic int failed; /* a worker died and could not be replaced */
     int fail_code;      /* RW_E* of that failure */
     char fail_msg[256];
-    struct run_failover *failovers;
+    struct run_failover *failovers; /* the first RUN_FAILOVER_LOG */
     uint32_t nfailovers, cap_failovers;
+    uint32_t backoffs;         /* failovers that waited: faults outpaced recovery */
+    _Atomic uint32_t nwaiting; /* slots whose failover waits */
     struct run_fault *faults;
     uint32_t nfaults, cap_faults;
     uv_timer_t kill_timer, stall_timer;
@@ -128,6 +158,8 @@ int run_spawn_workers(struct run *r, struct rw_err *e);
 /* Waits up to timeout_ms for every worker to exit (0: kill them now). */
 int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e);
 void run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e);
+/* Main thread, on SIGINT/SIGTERM: `rewind chaos` stops injecting faults. */
+void run_calm(struct run *r);
 
 /* run_chaos.c: starts the fault timers on the loop (loop thread), and writes
  * OUT/chaos.json. */

@@ -81,64 +81,31 @@ static void merge_alerts(struct run *r)
     free(v);
 }
 
-/* Sums a status field over every process that served NF k (replacements too). */
-static uint64_t sum(const struct run *r, int k, size_t off)
-{
-    uint64_t t = 0;
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
-        if (r->procs[i]->nf == k)
-            t += atomic_load(
-                (_Atomic uint64_t *)((const char *)&r->status[r->procs[i]->index] + off));
-    return t;
-}
-
 /* The NF's named statistics, summed over its processes, as a JSON object. */
-static void nf_counters(FILE *f, const struct run *r, int nf)
+static void nf_counters(FILE *f, const struct run_nf_total *t)
 {
-    char names[WORKER_COUNTERS * 4][24];
-    int64_t sums[WORKER_COUNTERS * 4];
-    unsigned k = 0;
-    for (uint32_t p = 0; p < atomic_load(&r->nprocs); p++) {
-        if (r->procs[p]->nf != nf)
-            continue;
-        const struct worker_status *st = &r->status[r->procs[p]->index];
-        for (int c = 0; c < WORKER_COUNTERS && st->counters[c].name[0]; c++) {
-            unsigned j = 0;
-            while (j < k && strncmp(names[j], st->counters[c].name, sizeof(names[0])))
-                j++;
-            if (j == k && k < WORKER_COUNTERS * 4) {
-                snprintf(names[k], sizeof(names[0]), "%s", st->counters[c].name);
-                sums[k++] = 0;
-            }
-            if (j < k)
-                sums[j] += atomic_load(&st->counters[c].value);
-        }
-    }
     fprintf(f, ", \"counters\": {");
-    for (unsigned j = 0; j < k; j++)
-        fprintf(f, "%s\"%s\": %lld", j ? ", " : "", names[j], (long long)sums[j]);
+    for (unsigned j = 0; j < t->ncounters; j++)
+        fprintf(f, "%s\"%s\": %lld", j ? ", " : "", t->names[j], (long long)t->sums[j]);
     fprintf(f, "}");
 }
 
+/* Every process that served NF k, replacements too, is reaped by now: its
+ * figures are in the NF's totals (run_spawn.c, fold). */
 static void nf_stats(FILE *f, struct run *r, uint32_t k, bool last)
 {
     const struct chain_nf *nf = &r->chain->nfs[k];
-    _Atomic uint64_t lat[WORKER_LAT_BUCKETS] = {0};
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
-        if (r->procs[i]->nf == (int)k)
-            for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
-                atomic_fetch_add(&lat[b], atomic_load(&r->status[r->procs[i]->index].lat[b]));
+    const struct run_nf_total *t = &r->totals[k];
+    _Atomic uint64_t lat[WORKER_LAT_BUCKETS];
+    for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
+        atomic_init(&lat[b], t->lat[b]);
     fprintf(f,
             "    {\"name\": \"%s\", \"type\": \"%s\", \"instances\": %u, \"packets_in\": %" PRIu64
             ", \"packets_out\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"duplicates\": %" PRIu64
             ", \"latency_ns\": {\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "}",
-            nf->name, nf->type, nf->instances,
-            sum(r, (int)k, offsetof(struct worker_status, pkts_in)),
-            sum(r, (int)k, offsetof(struct worker_status, pkts_out)),
-            sum(r, (int)k, offsetof(struct worker_status, dropped)),
-            sum(r, (int)k, offsetof(struct worker_status, dups)), worker_lat_percentile(lat, 50),
-            worker_lat_percentile(lat, 99));
-    nf_counters(f, r, (int)k);
+            nf->name, nf->type, nf->instances, t->pkts_in, t->pkts_out, t->dropped, t->dups,
+            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99));
+    nf_counters(f, t);
     fprintf(f, "}%s\n", last ? "" : ",");
 }
 
@@ -162,40 +129,39 @@ static double pct_ms(const uint64_t *v, uint32_t n, double p)
  * fault's time is known when chaos caused it; otherwise it is the detection. */
 static void failover_stats(FILE *f, struct run *r)
 {
-    uint32_t n = r->nfailovers, nrec = 0;
+    uint32_t n = r->nfailovers < RUN_FAILOVER_LOG ? r->nfailovers : RUN_FAILOVER_LOG, nrec = 0;
     uint64_t *det = calloc(n ? n : 1, sizeof(uint64_t)), *rec = calloc(n ? n : 1, sizeof(uint64_t));
     uint64_t replayed = 0;
     for (uint32_t i = 0; det && rec && i < n; i++) {
         const struct run_failover *x = &r->failovers[i];
-        const struct worker_status *st = &r->status[x->spare];
         det[i] = x->detected_ns - x->fault_ns;
-        uint64_t done = atomic_load(&st->recovered_ns);
-        if (done > x->fault_ns)
-            rec[nrec++] = done - x->fault_ns;
-        replayed += atomic_load(&st->replayed);
+        if (x->recovered_ns > x->fault_ns)
+            rec[nrec++] = x->recovered_ns - x->fault_ns;
+        replayed += x->replayed;
     }
     if (det && rec) {
         qsort(det, n, sizeof(uint64_t), by_u64);
         qsort(rec, nrec, sizeof(uint64_t), by_u64);
         fprintf(f,
-                "  \"failovers\": %u,\n  \"recovered\": %u,\n  \"replayed_packets\": %" PRIu64
+                "  \"failovers\": %u,\n  \"failovers_logged\": %u,\n  \"backoffs\": %u,\n"
+                "  \"recovered\": %u,\n  \"replayed_packets\": %" PRIu64
                 ",\n  \"detection_ms\": {\"p50\": %.3f, \"p99\": %.3f},\n"
                 "  \"recovery_ms\": {\"p50\": %.3f, \"p99\": %.3f},\n  \"failover_log\": [",
-                n, nrec, replayed, pct_ms(det, n, 50), pct_ms(det, n, 99), pct_ms(rec, nrec, 50),
-                pct_ms(rec, nrec, 99));
+                r->nfailovers, n, r->backoffs, nrec, replayed, pct_ms(det, n, 50),
+                pct_ms(det, n, 99), pct_ms(rec, nrec, 50), pct_ms(rec, nrec, 99));
     }
     for (uint32_t i = 0; i < n; i++) {
         const struct run_failover *x = &r->failovers[i];
         const struct run_slot *s = &r->slots[x->slot];
-        const struct worker_status *st = &r->status[x->spare];
-        uint64_t done = atomic_load(&st->recovered_ns);
         fprintf(f,
                 "%s\n    {\"nf\": \"%s\", \"instance\": %u, \"reason\": \"%s\", "
-                "\"detection_ms\": %.3f, \"recovery_ms\": %.3f, \"replayed\": %" PRIu64 "}",
+                "\"detection_ms\": %.3f, \"backoff_ms\": %u, \"recovery_ms\": %.3f, "
+                "\"replayed\": %" PRIu64 "}",
                 i ? "," : "", r->chain->nfs[s->nf].name, s->instance, x->reason,
-                (double)(x->detected_ns - x->fault_ns) / 1e6,
-                done > x->fault_ns ? (double)(done - x->fault_ns) / 1e6 : -1.0,
-                (uint64_t)atomic_load(&st->replayed));
+                (double)(x->detected_ns - x->fault_ns) / 1e6, x->backoff_ms,
+                x->recovered_ns > x->fault_ns ? (double)(x->recovered_ns - x->fault_ns) / 1e6
+                                              : -1.0,
+                x->replayed);
     }
     fprintf(f, "%s],\n", n ? "\n  " : "");
     free(det);
@@ -213,8 +179,8 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
     for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
         atomic_init(&lat[b], r->sink_st.lat[b]);
     uint64_t nf_dups = 0;
-    for (uint32_t w = 0; w < atomic_load(&r->nprocs); w++)
-        nf_dups += atomic_load(&r->status[r->procs[w]->index].dups);
+    for (uint32_t k = 0; k < r->chain->nnfs; k++)
+        nf_dups += r->totals[k].dups;
     fprintf(f,
             "{\n  \"chain\": \"%s\",\n  \"mode\": \"%s\",\n  \"ok\": %s,\n  \"error\": \"%s\",\n"
             "  \"packets_in\": %" PRIu64 ",\n  \"packets_out\": %" PRIu64 ",\n"

@@ -13,6 +13,15 @@
  * topped up. With no spare ready, a fresh one is started already assigned:
  * slower (an exec on the critical path), never a lost slot. With --no-ft there
  * is no state to recover and a failure fails the run, as before.
+ *
+ * Storms: a status block is used again once its process is reaped (its figures
+ * folded into the run's totals), so a run survives any number of failovers
+ * with a fixed number of blocks, which is also the cap on live processes. A
+ * failover that finds no free block waits for the next reap. A slot whose
+ * replacements keep dying before they make any progress (recovered, or W
+ * moved by a replay checkpoint) waits a back-off (10 ms doubling to 1 s) before
+ * the next: faults that outpace recovery do not turn into a fork storm, and
+ * report.json counts the waits.
  */
 #include "run_internal.h"
 
@@ -31,6 +40,9 @@
 
 #define MAX_FDS           512
 #define MAX_ERRORS_IN_ROW 3
+#define QUICK_BEFORE_WAIT 3 /* replacements lost before recovering, then back-off */
+#define BACKOFF_FIRST_MS  10
+#define BACKOFF_MAX_MS    1000
 
 void run_store_name(const struct run *r, char *buf, size_t cap)
 {
@@ -125,31 +137,46 @@ static void on_close(uv_handle_t *h)
     (void)h;
 }
 
+static void end_loop_when_idle(struct run *r);
+static void assign_slot(struct run *r, uint32_t slot);
+
+/* The block is free again: a failover that found none takes it. */
 static void on_proc_close(uv_handle_t *h)
 {
-    (void)h; /* the proc stays allocated: the report reads it */
+    struct run_proc *p = h->data;
+    struct run *r = p->r;
+    p->used = false;
+    for (uint32_t s = 0; s < r->nworkers; s++)
+        assign_slot(r, s);
+    end_loop_when_idle(r);
 }
 
 static void on_exit_cb(uv_process_t *p, int64_t status, int sig);
+
+static struct run_proc *free_block(struct run *r)
+{
+    for (uint32_t i = 0; i < r->status_cap; i++)
+        if (!r->procs[i].used)
+            return &r->procs[i];
+    return NULL;
+}
 
 /* Starts a worker process for slot (or a spare: slot -1; assigned: a spare that
  * is given its slot before it even starts). Loop thread (or before it runs). */
 static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, struct rw_err *e)
 {
-    uint32_t n = atomic_load(&r->nprocs);
-    if (n == r->status_cap) {
-        rw_errf(e, RW_EIO, "no status block left for another worker (%u started)", n);
+    struct run_proc *p = free_block(r);
+    if (!p) {
+        rw_errf(e, RW_EIO, "%u worker processes alive, the most this run allows", r->status_cap);
         return NULL;
     }
-    struct run_proc *p = calloc(1, sizeof(*p));
     struct spawn_args *a = malloc(sizeof(*a));
-    if (!p || !a) {
-        free(p);
-        free(a);
+    if (!a) {
         rw_errf(e, RW_ENOMEM, "out of memory");
         return NULL;
     }
-    *p = (struct run_proc){.r = r, .index = n, .slot = slot, .nf = -1};
+    uint32_t n = (uint32_t)(p - r->procs);
+    *p = (struct run_proc){.r = r, .index = n, .slot = slot, .nf = -1, .failover = -1};
     if (slot >= 0)
         p->nf = (int)r->slots[slot].nf;
     p->proc.data = p;
@@ -166,21 +193,20 @@ static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, str
     free(a);
     if (u) {
         rw_errf(e, RW_EIO, "cannot start a worker: %s", uv_strerror(u));
-        free(p);
         return NULL;
     }
+    p->used = true;
     p->running = true;
     p->pid = p->proc.pid;
-    r->procs[n] = p;
-    atomic_store(&r->nprocs, n + 1);
+    atomic_fetch_add(&r->nprocs, 1);
     return p;
 }
 
 static unsigned spares_ready(const struct run *r)
 {
     unsigned n = 0;
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
-        n += r->procs[i]->running && r->procs[i]->slot < 0;
+    for (uint32_t i = 0; i < r->status_cap; i++)
+        n += r->procs[i].used && r->procs[i].running && r->procs[i].slot < 0;
     return n;
 }
 
@@ -206,9 +232,9 @@ static void fail_run(struct run *r, int code, const char *fmt, ...)
     vsnprintf(r->fail_msg, sizeof(r->fail_msg), fmt, ap);
     va_end(ap);
     r->stop = 1;
-    for (uint32_t j = 0; j < atomic_load(&r->nprocs); j++)
-        if (r->procs[j]->running)
-            uv_process_kill(&r->procs[j]->proc, SIGKILL);
+    for (uint32_t j = 0; j < r->status_cap; j++)
+        if (r->procs[j].used && r->procs[j].running)
+            uv_process_kill(&r->procs[j].proc, SIGKILL);
 }
 
 static void describe_death(const struct run *r, const struct run_proc *p, char *buf, size_t cap)
@@ -225,59 +251,137 @@ static void describe_death(const struct run *r, const struct run_proc *p, char *
                  p->term_signal ? p->term_signal : (int)p->exit_status);
 }
 
-static void record_failover(struct run *r, const struct run_proc *dead, const struct run_proc *to,
-                            uint64_t now)
+/* Logs a failover (the first RUN_FAILOVER_LOG; later ones are only counted);
+ * returns its record or -1. */
+static int64_t record_failover(struct run *r, const struct run_proc *dead, uint64_t now)
 {
-    if (r->nfailovers == r->cap_failovers) {
+    uint32_t i = r->nfailovers++;
+    if (i >= RUN_FAILOVER_LOG)
+        return -1;
+    if (i == r->cap_failovers) {
         uint32_t cap = r->cap_failovers ? r->cap_failovers * 2 : 64;
         void *v = realloc(r->failovers, cap * sizeof(*r->failovers));
         if (!v)
-            return;
+            return -1;
         r->failovers = v;
         r->cap_failovers = cap;
     }
     const char *reason = dead->hung ? "hung" : dead->term_signal ? "killed" : "exited";
-    r->failovers[r->nfailovers++] =
-        (struct run_failover){.slot = (uint32_t)dead->slot,
-                              .spare = to->index,
-                              .reason = reason,
-                              .fault_ns = dead->fault_ns ? dead->fault_ns : now,
-                              .detected_ns = now};
+    r->failovers[i] = (struct run_failover){.slot = (uint32_t)dead->slot,
+                                            .reason = reason,
+                                            .fault_ns = dead->fault_ns ? dead->fault_ns : now,
+                                            .detected_ns = now};
+    return i;
 }
 
-/* Gives the dead worker's slot to a spare (or a fresh process already assigned). */
-static void fail_over(struct run *r, struct run_proc *dead)
+/* Gives a waiting slot to a spare (or a fresh process already assigned). Stays
+ * waiting when no status block is free: the next reap tries again. */
+static void assign_slot(struct run *r, uint32_t slot)
 {
-    uint64_t now = rw_now_ns();
-    int slot = dead->slot;
-    uint32_t assign = WORKER_ASSIGN(r->slots[slot].nf, r->slots[slot].instance);
+    struct run_slot *s = &r->slots[slot];
+    if (!s->waiting || atomic_load(&r->failed) || uv_is_active((uv_handle_t *)&s->backoff))
+        return;
+    uint32_t assign = WORKER_ASSIGN(s->nf, s->instance);
     struct run_proc *to = NULL;
     /* Once the input is over, the spares have been told to quit and may have
      * read it already: an assignment written now could be missed. The
      * replacement is then a fresh process, given its slot before it starts. */
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to && !r->ending; i++) {
-        struct run_proc *p = r->procs[i];
-        if (p->running && p->slot < 0 && atomic_load(&r->status[p->index].state) == 4)
+    for (uint32_t i = 0; i < r->status_cap && !to && !r->ending; i++) {
+        struct run_proc *p = &r->procs[i];
+        if (p->used && p->running && p->slot < 0 && atomic_load(&r->status[p->index].state) == 4)
             to = p;
     }
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs) && !to && !r->ending; i++)
-        if (r->procs[i]->running && r->procs[i]->slot < 0)
-            to = r->procs[i]; /* still starting: it reads the assignment once up */
+    for (uint32_t i = 0; i < r->status_cap && !to && !r->ending; i++)
+        if (r->procs[i].used && r->procs[i].running && r->procs[i].slot < 0)
+            to = &r->procs[i]; /* still starting: it reads the assignment once up */
     struct rw_err e = {0};
+    if (!to && !free_block(r))
+        return; /* every block is in use: on_proc_close calls again */
     if (!to && !(to = spawn_proc(r, -1, assign, &e))) {
-        char why[160];
-        describe_death(r, dead, why, sizeof(why));
-        fail_run(r, RW_EIO, "%s, and no replacement could be started: %s", why, e.msg);
+        fail_run(r, RW_EIO, "%s[%u] failed, and no replacement could be started: %s",
+                 r->chain->nfs[s->nf].name, s->instance, e.msg);
         return;
     }
-    to->slot = slot;
-    to->nf = (int)r->slots[slot].nf;
+    uint64_t now = rw_now_ns();
+    to->slot = (int)slot;
+    to->nf = (int)s->nf;
+    to->replacement = true;
+    to->failover = s->wait_rec;
     atomic_store(&r->status[to->index].assigned_ns, now);
     atomic_store(&r->status[to->index].assign, assign);
     syscall(SYS_futex, (uint32_t *)&r->status[to->index].assign, FUTEX_WAKE, 1, NULL, NULL, 0);
-    r->slots[slot].proc = to;
-    record_failover(r, dead, to, now);
+    s->proc = to;
+    s->w_at_assign = atomic_load(&r->shared->slot_w[slot]);
+    s->waiting = false;
+    atomic_fetch_sub(&r->nwaiting, 1);
     top_up_spares(r);
+}
+
+static void on_backoff(uv_timer_t *t)
+{
+    struct run *r = t->loop->data;
+    assign_slot(r, (uint32_t)((struct run_slot *)t->data - r->slots));
+}
+
+/* The dead worker's slot waits for a replacement: at once, or after a back-off
+ * when its replacements keep dying before they recover. */
+static void fail_over(struct run *r, struct run_proc *dead)
+{
+    uint64_t now = rw_now_ns();
+    struct run_slot *s = &r->slots[dead->slot];
+    /* Quick: lost before it recovered and without moving W (a replay checkpoints
+     * W as it goes, so a replacement killed mid-replay still made progress). */
+    bool quick = dead->replacement && !atomic_load(&r->status[dead->index].recovered_ns) &&
+                 atomic_load(&r->shared->slot_w[dead->slot]) == s->w_at_assign;
+    s->quick = quick ? s->quick + 1 : 0;
+    s->proc = NULL;
+    s->waiting = true;
+    s->wait_rec = record_failover(r, dead, now);
+    atomic_fetch_add(&r->nwaiting, 1);
+    if (s->quick >= QUICK_BEFORE_WAIT) {
+        unsigned k = s->quick - QUICK_BEFORE_WAIT, ms = BACKOFF_FIRST_MS;
+        while (k-- && ms < BACKOFF_MAX_MS)
+            ms *= 2;
+        ms = ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS;
+        r->backoffs++;
+        if (s->wait_rec >= 0)
+            r->failovers[s->wait_rec].backoff_ms = ms;
+        uv_timer_start(&s->backoff, on_backoff, ms, 0);
+        return;
+    }
+    assign_slot(r, (uint32_t)dead->slot);
+}
+
+/* A reaped process's figures go into its NF's totals, and its replay's into
+ * the failover it served, before its status block is used again. */
+static void fold(struct run *r, struct run_proc *p)
+{
+    const struct worker_status *st = &r->status[p->index];
+    if (p->failover >= 0) {
+        r->failovers[p->failover].recovered_ns = atomic_load(&st->recovered_ns);
+        r->failovers[p->failover].replayed = atomic_load(&st->replayed);
+    }
+    if (p->nf < 0)
+        return;
+    struct run_nf_total *t = &r->totals[p->nf];
+    t->pkts_in += atomic_load(&st->pkts_in);
+    t->pkts_out += atomic_load(&st->pkts_out);
+    t->dropped += atomic_load(&st->dropped);
+    t->dups += atomic_load(&st->dups);
+    for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
+        t->lat[b] += atomic_load(&st->lat[b]);
+    for (int c = 0; c < WORKER_COUNTERS && st->counters[c].name[0]; c++) {
+        unsigned j = 0;
+        while (j < t->ncounters && strncmp(t->names[j], st->counters[c].name, sizeof(t->names[0])))
+            j++;
+        if (j == t->ncounters && j < WORKER_COUNTERS * 4) {
+            memcpy(t->names[j], st->counters[c].name, sizeof(t->names[0]));
+            t->names[j][sizeof(t->names[0]) - 1] = '\0';
+            t->sums[t->ncounters++] = 0;
+        }
+        if (j < t->ncounters)
+            t->sums[j] += atomic_load(&st->counters[c].value);
+    }
 }
 
 /* The loop ends once every process is reaped, not when the input ends: the
@@ -287,10 +391,15 @@ static void end_loop_when_idle(struct run *r)
 {
     if (!r->ending || uv_is_closing((uv_handle_t *)&r->beat_timer))
         return;
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++)
-        if (r->procs[i]->running)
+    for (uint32_t i = 0; i < r->status_cap; i++)
+        if (r->procs[i].used)
+            return;
+    for (uint32_t s = 0; s < r->nworkers; s++)
+        if (r->slots[s].waiting && !atomic_load(&r->failed))
             return;
     uv_close((uv_handle_t *)&r->beat_timer, on_close);
+    for (uint32_t s = 0; s < r->nworkers; s++)
+        uv_close((uv_handle_t *)&r->slots[s].backoff, on_close);
 }
 
 static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
@@ -300,6 +409,7 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
     p->running = false;
     p->exit_status = status;
     p->term_signal = sig;
+    fold(r, p);
     /* A worker that had finished its slot (final marks sent, store watermark
      * final) may die without consequence. Any other slot's worker lost, even in
      * the drain after the input ended, is failed over: until the flag is up,
@@ -333,9 +443,8 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
             fail_over(r, p);
         }
     }
-    uv_close((uv_handle_t *)pp, on_proc_close);
     atomic_fetch_add(&r->exited, 1);
-    end_loop_when_idle(r);
+    uv_close((uv_handle_t *)pp, on_proc_close);
 }
 
 /* From run_wait_workers, through uv_async: no more faults or spares; spares are
@@ -345,16 +454,28 @@ static void on_quit(uv_async_t *a)
     struct run *r = a->data;
     r->ending = true;
     run_chaos_stop(r);
-    for (uint32_t i = 0; i < atomic_load(&r->nprocs); i++) {
-        struct run_proc *p = r->procs[i];
-        if (p->running && p->slot < 0) {
+    for (uint32_t i = 0; i < r->status_cap; i++) {
+        struct run_proc *p = &r->procs[i];
+        if (p->used && p->running && p->slot < 0) {
             atomic_store(&r->status[p->index].assign, WORKER_QUIT);
             syscall(SYS_futex, (uint32_t *)&r->status[p->index].assign, FUTEX_WAKE, 1, NULL, NULL,
                     0);
         }
     }
     uv_close((uv_handle_t *)a, on_close);
+    uv_close((uv_handle_t *)&r->calm, on_close);
     end_loop_when_idle(r);
+}
+
+static void on_calm(uv_async_t *a)
+{
+    run_chaos_stop(a->data);
+}
+
+void run_calm(struct run *r)
+{
+    if (r->uv_started)
+        uv_async_send(&r->calm);
 }
 
 /* Heartbeats: a running worker bumps its counter every loop turn and at least
@@ -363,8 +484,10 @@ static void on_quit(uv_async_t *a)
 static void on_beat_check(uv_timer_t *t)
 {
     struct run *r = t->data;
-    for (uint32_t j = 0; j < atomic_load(&r->nprocs); j++) {
-        struct run_proc *p = r->procs[j];
+    for (uint32_t j = 0; j < r->status_cap; j++) {
+        struct run_proc *p = &r->procs[j];
+        if (!p->used)
+            continue;
         const struct worker_status *st = &r->status[p->index];
         uint64_t beat = atomic_load(&st->heartbeat);
         bool started = atomic_load(&st->state) != 0;
@@ -384,6 +507,7 @@ static void on_beat_check(uv_timer_t *t)
             uv_process_kill(&p->proc, SIGKILL);
         }
     }
+    end_loop_when_idle(r); /* a run given up while a failover waited */
 }
 
 static void loop_thread(void *arg)
@@ -396,9 +520,15 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
 {
     if (uv_loop_init(&r->loop))
         return rw_errf(e, RW_EIO, "libuv loop");
+    r->loop.data = r;
     r->procs = calloc(r->status_cap, sizeof(*r->procs));
-    if (!r->procs)
+    r->totals = calloc(r->chain->nnfs ? r->chain->nnfs : 1, sizeof(*r->totals));
+    if (!r->procs || !r->totals)
         return rw_errf(e, RW_ENOMEM, "out of memory");
+    for (uint32_t s = 0; s < r->nworkers; s++) {
+        uv_timer_init(&r->loop, &r->slots[s].backoff);
+        r->slots[s].backoff.data = &r->slots[s];
+    }
     int rc = 0;
     for (uint32_t s = 0; s < r->nworkers && !rc; s++) {
         struct run_proc *p = spawn_proc(r, (int)s, 0, e);
@@ -416,6 +546,8 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
     r->beat_timer.data = r;
     uv_async_init(&r->loop, &r->quit, on_quit);
     r->quit.data = r;
+    uv_async_init(&r->loop, &r->calm, on_calm);
+    r->calm.data = r;
     uv_timer_start(&r->beat_timer, on_beat_check, r->beat_ms, r->beat_ms);
     run_chaos_start(r);
     if (uv_thread_create(&r->uv_tid, loop_thread, r))
@@ -432,9 +564,9 @@ static void give_up(struct run *r, int timeout_ms)
 {
     char who[200] = "";
     size_t n = 0;
-    for (uint32_t j = 0; j < atomic_load(&r->nprocs) && n < sizeof(who); j++) {
-        const struct run_proc *p = r->procs[j];
-        if (!p->running)
+    for (uint32_t j = 0; j < r->status_cap && n < sizeof(who); j++) {
+        const struct run_proc *p = &r->procs[j];
+        if (!p->used || !p->running)
             continue;
         const struct run_slot *s = p->slot >= 0 ? &r->slots[p->slot] : NULL;
         int k =
@@ -447,10 +579,10 @@ static void give_up(struct run *r, int timeout_ms)
     if (!atomic_exchange(&r->failed, 1) && (r->fail_code = RW_EIO))
         snprintf(r->fail_msg, sizeof(r->fail_msg),
                  "workers did not finish within %d ms of the end of input%s", timeout_ms, who);
-    for (uint32_t j = 0; atomic_load(&r->exited) < atomic_load(&r->nprocs);) {
-        for (; j < atomic_load(&r->nprocs); j++)
-            if (r->procs[j]->running && r->procs[j]->pid > 0)
-                kill(r->procs[j]->pid, SIGKILL);
+    while (atomic_load(&r->exited) < atomic_load(&r->nprocs)) {
+        for (uint32_t j = 0; j < r->status_cap; j++)
+            if (r->procs[j].used && r->procs[j].running && r->procs[j].pid > 0)
+                kill(r->procs[j].pid, SIGKILL);
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
     }
@@ -462,11 +594,12 @@ int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e)
         return 0;
     uv_async_send(&r->quit);
     uint64_t deadline = rw_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-    while (atomic_load(&r->exited) < atomic_load(&r->nprocs) && rw_now_ns() < deadline) {
+    while ((atomic_load(&r->exited) < atomic_load(&r->nprocs) || atomic_load(&r->nwaiting)) &&
+           rw_now_ns() < deadline) {
         struct timespec ts = {0, 2000000};
         nanosleep(&ts, NULL);
     }
-    if (atomic_load(&r->exited) < atomic_load(&r->nprocs))
+    if (atomic_load(&r->exited) < atomic_load(&r->nprocs) || atomic_load(&r->nwaiting))
         give_up(r, timeout_ms);
     uv_thread_join(&r->uv_tid);
     uv_loop_close(&r->loop);

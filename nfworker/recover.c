@@ -40,7 +40,8 @@
 #include "chain.h"
 #include "log.h"
 
-#define REC_POLL_NS 500000 /* while waiting for the log and the upstream slots */
+#define REC_POLL_NS    500000 /* while waiting for the log and the upstream slots */
+#define REC_CHECKPOINT 2048   /* logged packets between two W checkpoints of a replay */
 
 struct up_inst {
     struct store_client *sc;
@@ -328,11 +329,35 @@ static int keep_alive(struct recovery *rec)
     return rc ? rec_err(rec, rc, "out of memory buffering live traffic") : 0;
 }
 
+/* Every REC_CHECKPOINT logged packets: W moves to just below the next one (all
+ * before it are replayed, their ops applied or emulated, their outputs sent),
+ * so that a replacement killed while it replays leaves its progress behind.
+ * Without it, under kills more frequent than a long replay lasts, every
+ * replacement started over from the same W and the slot never caught up
+ * (measured: kills every 20 ms, 98 k packets in 120 s). */
+static int checkpoint(struct recovery *rec, uint64_t clock)
+{
+    struct worker *w = rec->w;
+    if (!clock || clock - 1 <= w->done)
+        return 0;
+    int rc = store_done(w->env.sc, clock - 1);
+    if (!rc)
+        rc = store_flush(w->env.sc);
+    if (rc)
+        return rec_err(rec, rc, "store: %s", store_client_errmsg(w->env.sc));
+    w->done = w->flushed_done = clock - 1;
+    worker_publish_w(w);
+    atomic_store(&w->o->status->replayed, rec->replayed);
+    return 0;
+}
+
 static int on_record(void *ctx, const struct log_rec *r)
 {
     struct recovery *rec = ctx;
     if ((++rec->seen & 255) == 0 && keep_alive(rec))
         return RW_ENOMEM;
+    if ((rec->seen & (REC_CHECKPOINT - 1)) == 0 && checkpoint(rec, r->meta.clock))
+        return rec->e->code;
     struct rw_meta m = r->meta;
     m.sub = 0;
     m.flags = 0;
@@ -466,6 +491,7 @@ int worker_recover(struct worker *w, struct rw_err *e)
     int rc = store_watermark(w->env.sc, o->slot, &wm);
     if (rc)
         return rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
+    w->done = w->flushed_done = wm;
     /* The failed worker is gone (reaped, and fenced by the claim): what its links
      * hold now was never taken. Buffer it first, then read R: every clock on a
      * link is below R. */
