@@ -162,7 +162,8 @@ static double fo_med(const struct fo_figures *runs, size_t off)
     return med(v);
 }
 
-static int bench_failover(const char *self, const char *dir, const char *trace, unsigned kill_ms)
+static int bench_failover(const char *self, const char *dir, const char *trace, unsigned kill_ms,
+                          bool json)
 {
     char chain[4200];
     snprintf(chain, sizeof(chain), "%s/fo.yaml", dir);
@@ -175,6 +176,19 @@ static int bench_failover(const char *self, const char *dir, const char *trace, 
             return cli_error("bench: `rewind run`/`rewind chaos` failed"), -1;
     double pps_ok = fo_med(ok, offsetof(struct fo_figures, pps));
     double pps_st = fo_med(st, offsetof(struct fo_figures, pps));
+    if (json) {
+        printf("{\"chain\": \"firewall x2\", \"kill_every_ms\": %u, \"runs\": %d, "
+               "\"healthy_pps\": %.0f, \"storm_pps\": %.0f, \"ratio\": %.3f, "
+               "\"failovers\": %.0f, \"detection_ms\": {\"p50\": %.3f, \"p99\": %.3f}, "
+               "\"recovery_ms\": {\"p50\": %.3f, \"p99\": %.3f}}\n",
+               kill_ms, REPS, pps_ok, pps_st, pps_st / pps_ok,
+               fo_med(st, offsetof(struct fo_figures, failovers)),
+               fo_med(st, offsetof(struct fo_figures, det50)),
+               fo_med(st, offsetof(struct fo_figures, det99)),
+               fo_med(st, offsetof(struct fo_figures, rec50)),
+               fo_med(st, offsetof(struct fo_figures, rec99)));
+        return 0;
+    }
     printf("firewall, 2 instances, kill storm every %u ms (median of %d runs each):\n", kill_ms,
            REPS);
     printf("  healthy     %12.0f packets/s\n", pps_ok);
@@ -242,28 +256,36 @@ int cmd_bench_failover(int argc, char **argv)
 {
     static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
                                          {"kill-every", required_argument, 0, 'k'},
+                                         {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     uint64_t n = 1000000, k = 50;
+    bool json = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'j') {
+            json = true;
+            continue;
+        }
         if ((c == 'n' && !cli_parse_u64(optarg, &n) && n > 0) ||
             (c == 'k' && !cli_parse_u64(optarg, &k) && k > 0 && k < 100000))
             continue;
         FILE *f = c == 'h' ? stdout : stderr;
-        fprintf(f, "usage: rewind bench failover [--packets N] [--kill-every MS]\n\n"
+        fprintf(f, "usage: rewind bench failover [--packets N] [--kill-every MS] [--json]\n\n"
                    "A firewall chain with 2 instances, healthy and under `rewind chaos\n"
                    "--kill-every MS` (default 50), on the same synthetic trace (default 1000000\n"
                    "packets), median of 3 alternating runs: throughput ratio, detection and\n"
-                   "recovery times (p50, p99).\n");
+                   "recovery times (p50, p99). --json: one object with healthy_pps, storm_pps,\n"
+                   "ratio, failovers, detection_ms and recovery_ms ({p50, p99}).\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
     struct bench_env b;
     if (bench_env_open(&b, "fo", n))
         return EXIT_FAIL;
-    printf("failover benchmark, %" PRIu64 " packets of 64 bytes:\n", n);
-    int rc = bench_failover(b.self, b.dir, b.trace, (unsigned)k);
+    if (!json)
+        printf("failover benchmark, %" PRIu64 " packets of 64 bytes:\n", n);
+    int rc = bench_failover(b.self, b.dir, b.trace, (unsigned)k, json);
     bench_env_close(&b);
     return rc ? EXIT_FAIL : EXIT_OK;
 }
