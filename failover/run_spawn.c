@@ -416,6 +416,8 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
      * nothing says the slot's store and marks are complete. */
     bool finished = p->slot >= 0 && atomic_load(&r->shared->slot_finished[p->slot]);
     bool clean = (!status && !sig) || finished;
+    if (p->slot >= 0 && r->slots[p->slot].proc == p)
+        r->slots[p->slot].proc = NULL; /* its block will serve another process */
     if (!clean && !atomic_load(&r->failed)) {
         if (p->slot < 0) {
             top_up_spares(r); /* a spare died: only the pool is short */

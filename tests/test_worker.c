@@ -46,6 +46,19 @@ static void wait_mark(struct worker_status *st, uint64_t m)
     CU_ASSERT_EQUAL_FATAL(atomic_load(&st->mark), m);
 }
 
+/* Drains a link; the highest mark on it (0: none). */
+static uint64_t out_mark(struct link *l)
+{
+    uint64_t m = 0;
+    struct link_pkt *p;
+    while ((p = link_recv(l))) {
+        if ((p->meta.flags & RW_F_MARK) && p->meta.clock > m)
+            m = p->meta.clock;
+        link_release(l, p);
+    }
+    return m;
+}
+
 static uint64_t watermark(const char *url)
 {
     struct store *s;
@@ -128,6 +141,7 @@ static void test_watermark_and_identities(void)
     link_send_mark(in[1], 3, NULL); /* link 1 may still bring clocks from 3 on */
     wait_mark(st, 3);
     CU_ASSERT_EQUAL(watermark(url), 2);            /* not 12: clock 3 is still to come on link 1 */
+    CU_ASSERT_EQUAL(out_mark(out[0]), 3);          /* and downstream hears no mark above link 1's */
     CU_ASSERT_EQUAL(atomic_load(&st->pkts_in), 0); /* 10 and 12 wait for link 1 */
     send_udp(in[1], 3, 0, 3);
     send_udp(in[1], 3, 1, 4); /* two packets of one clock, two flows */
