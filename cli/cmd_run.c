@@ -66,7 +66,8 @@ static void chaos_usage(FILE *f)
 {
     fprintf(f,
             "usage: rewind chaos CHAIN.yaml --trace PCAP --out DIR [--kill-every MS]\n"
-            "       [--stall-every MS --stall-ms N] [--seed S] [run options] [-- EAL args]\n\n"
+            "       [--stall-every MS --stall-ms N] [--seed S] [--poison BPF]\n"
+            "       [run options] [-- EAL args]\n\n"
             "Runs the chain like `rewind run` while killing (SIGKILL) a random worker every\n"
             "--kill-every ms and stopping one (SIGSTOP, then SIGCONT after --stall-ms) every\n"
             "--stall-every ms. Victims are drawn from a generator seeded by --seed. Writes\n"
@@ -78,8 +79,13 @@ static void chaos_usage(FILE *f)
             "  --stall-ms N        ... for N ms (default 50; longer than the heartbeat\n"
             "                      budget, it is a hang: killed and failed over)\n"
             "  --seed S            the victims' generator seed (default 1)\n"
+            "  --poison BPF        packets of death: a worker aborts (SIGABRT) on a packet\n"
+            "                      matching the tcpdump expression BPF; after two deaths of a\n"
+            "                      slot on one packet it is quarantined: skipped (dropped),\n"
+            "                      kept in DIR/quarantine.pcapng, an event in alerts.json\n"
             "%s\n"
-            "Exit: as `rewind run`; 2 also when no fault is asked for.\n",
+            "Exit: as `rewind run` (a quarantine is not an error); 2 also when no fault is\n"
+            "asked for.\n",
             run_options);
 }
 
@@ -109,6 +115,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                                          {"stall-every", required_argument, 0, 'T'},
                                          {"stall-ms", required_argument, 0, 'L'},
                                          {"seed", required_argument, 0, 'E'},
+                                         {"poison", required_argument, 0, 'X'},
                                          {0, 0, 0, 0}};
     void (*usage)(FILE *) = chaos ? chaos_usage : run_usage;
     memset(o, 0, sizeof(*o));
@@ -190,6 +197,11 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                 return -1;
             o->seed = v;
             break;
+        case 'X':
+            if (!chaos)
+                return cli_error("run: --poison is a `rewind chaos` option"), -1;
+            o->poison = optarg;
+            break;
         case 'h':
             usage(stdout);
             exit(EXIT_OK);
@@ -209,8 +221,8 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
         return cli_error("%s: the chain file is required (see docs/chains/)", cmd), -1;
     if (o->trace && o->port)
         return cli_error("%s: give at most one of --trace and --port", cmd), -1;
-    if (chaos && !o->kill_every_ms && !o->stall_every_ms)
-        return cli_error("chaos: give --kill-every and/or --stall-every"), -1;
+    if (chaos && !o->kill_every_ms && !o->stall_every_ms && !o->poison)
+        return cli_error("chaos: give --kill-every, --stall-every and/or --poison"), -1;
     if (chaos && o->no_ft)
         return cli_error("chaos: --no-ft has no failover; every fault would fail the run"), -1;
     if (o->stall_every_ms && !o->stall_ms)
@@ -250,6 +262,9 @@ static int run_main(int argc, char **argv, bool chaos)
            res.seconds > 0 ? (double)res.packets_in / res.seconds : 0.0, o.out_dir);
     if (chaos)
         printf("chaos: %u kills, %u stalls; %s/chaos.json\n", res.kills, res.stalls, o.out_dir);
+    if (res.quarantined)
+        printf("%s: %u packets of death quarantined; %s/quarantine.pcapng\n",
+               chaos ? "chaos" : "run", res.quarantined, o.out_dir);
     return EXIT_OK;
 }
 

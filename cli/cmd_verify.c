@@ -21,7 +21,9 @@ static void verify_usage(FILE *f)
            "                     [--progress]\n\n"
            "Compares two runs of the same chain on the same input (directories written by\n"
            "`rewind run --out`), clock by clock: which (clock, sub) outputs exist (a clock's\n"
-           "fate), their bytes (DIR/output), and the alerts and events (DIR/alerts.json).\n\n"
+           "fate), their bytes (DIR/output), and the alerts and events (DIR/alerts.json).\n"
+           "Quarantine events (packets of death a run skipped) are counted, not compared:\n"
+           "compare with a REF whose input edge filters those packets out.\n\n"
            "  --chain FILE     take the canonicalisation from the chain file: ports at each\n"
            "                   nat NF's `external` address, conns for each lb NF's `backends`\n"
            "  --canon SPEC     what to canonicalise (repeatable, added to --chain's):\n"
@@ -155,6 +157,10 @@ int cmd_verify_runs(int argc, char **argv)
            r.lost, r.duplicated, r.changed, r.alerts_missing, r.alerts_extra);
     if (r.broken)
         printf("invariants broken: %" PRIu64 "\n", r.broken);
+    if (r.ref_quarantined || r.run_quarantined)
+        printf("quarantined: REF %" PRIu64 ", RUN %" PRIu64
+               " packets of death (events not compared)\n",
+               r.ref_quarantined, r.run_quarantined);
     if (r.damaged)
         printf("damaged: %" PRIu64 " (log blocks or alert lines)\n", r.damaged);
     printf("%s\n", r.equivalent ? "equivalent" : "NOT equivalent");

@@ -43,11 +43,15 @@ struct run_opts {
     /* chaos: faults on a schedule (0: none) */
     unsigned kill_every_ms, stall_every_ms, stall_ms;
     uint64_t seed;
+    /* chaos: a worker aborts on a packet matching this BPF (a packet of death,
+     * to prove the quarantine), or NULL */
+    const char *poison;
 };
 
 struct run_result {
     uint64_t packets_in, packets_out, duplicates;
     uint32_t failovers, kills, stalls;
+    uint32_t quarantined; /* packets of death skipped */
     double seconds;
 };
 

@@ -162,7 +162,7 @@ static int make_status(struct run *r, struct rw_err *e)
     r->shared->nslots = r->nworkers;
     snprintf(r->shared->store_url, sizeof(r->shared->store_url), "%s", r->store_url);
     r->status = run_region_status(r->region);
-    return 0;
+    return run_poison_set(r, e);
 }
 
 /* ---- the sink thread ---- */
@@ -426,9 +426,13 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
     res->packets_out = r.sink_st.released;
     res->duplicates = r.sink_st.dups;
     res->failovers = r.nfailovers;
+    res->quarantined = run_quarantined(&r);
     for (uint32_t i = 0; i < r.nfaults; i++)
         *(r.faults[i].action[0] == 'k' ? &res->kills : &res->stalls) += 1;
     if (r.chain && r.region && r.procs && r.totals) {
+        struct rw_err qe = {0};
+        int qrc = run_quarantine_write(&r, rc ? &qe : e);
+        rc = rc ? rc : qrc;
         run_write_outputs(&r, res, rc, e);
         run_chaos_write(&r);
     }

@@ -51,6 +51,9 @@ struct run_slot {
     bool waiting;          /* its failover waits: a back-off, or a free status block */
     int64_t wait_rec;      /* ... and its failover record (-1: past the log) */
     uv_timer_t backoff;
+    unsigned deaths; /* crashes in a row at one input (run_quarantine.c) */
+    uint64_t death_clock;
+    uint16_t death_sub;
 };
 
 /* One failover, for report.json. */
@@ -158,6 +161,19 @@ int run_spawn_workers(struct run *r, struct rw_err *e);
 /* Waits up to timeout_ms for every worker to exit (0: kill them now). */
 int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e);
 void run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e);
+
+/* run_quarantine.c (loop thread): after slot worker p crashed (a signal chaos
+ * did not send), quarantines the input it was processing if the slot's previous
+ * worker died at the same one. Returns 1 when it did, 0 when not, -1 when the
+ * run holds WORKER_MAX_QUARANTINE packets of death already. */
+int run_quarantine_death(struct run *r, const struct run_proc *p);
+uint32_t run_quarantined(const struct run *r);
+/* Writes OUT/quarantine.pcapng (0600; only when something was quarantined).
+ * RW_EIO when it cannot be written completely. */
+int run_quarantine_write(struct run *r, struct rw_err *e);
+/* Checks --poison (FT only, compiles, fits) and hands it to the workers through
+ * the shared block; RW_EINVAL naming what is wrong. */
+int run_poison_set(struct run *r, struct rw_err *e);
 /* Main thread, on SIGINT/SIGTERM: `rewind chaos` stops injecting faults. */
 void run_calm(struct run *r);
 

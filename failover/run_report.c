@@ -47,6 +47,30 @@ static int read_alerts(const char *path, struct alert_line **v, size_t *n, size_
     return 0;
 }
 
+/* One event per packet of death (run_quarantine.c), among the NFs' alerts. */
+static void quarantine_events(struct run *r, struct alert_line **v, size_t *n, size_t *cap)
+{
+    for (uint32_t i = 0; i < run_quarantined(r); i++) {
+        const struct worker_quarantine *q = &r->shared->quarantine[i];
+        const struct run_slot *s = &r->slots[q->slot];
+        char line[300];
+        snprintf(line, sizeof(line),
+                 "{\"clock\": %" PRIu64 ", \"ts\": %" PRIu64
+                 ", \"nf\": \"%s\", \"type\": \"quarantine\", \"instance\": %u, \"sub\": %u}\n",
+                 q->clock, q->ts_ns, r->chain->nfs[s->nf].name, s->instance, q->sub);
+        if (*n == *cap) {
+            size_t c = *cap ? *cap * 2 : 256;
+            void *x = realloc(*v, c * sizeof(**v));
+            if (!x)
+                return;
+            *v = x;
+            *cap = c;
+        }
+        if (((*v)[*n].text = strdup(line)))
+            (*v)[(*n)++].clock = q->clock;
+    }
+}
+
 static void merge_alerts(struct run *r)
 {
     char dir[PATH_MAX], path[PATH_MAX + 300];
@@ -62,6 +86,7 @@ static void merge_alerts(struct run *r)
         }
     if (d)
         closedir(d);
+    quarantine_events(r, &v, &n, &cap);
     if (n)
         qsort(v, n, sizeof(*v), by_clock);
     snprintf(path, sizeof(path), "%s/alerts.json", r->o->out_dir);
@@ -187,13 +212,14 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
             "  \"duplicates_suppressed\": %" PRIu64 ",\n  \"seconds\": %.3f,\n"
             "  \"pipeline_seconds\": %.3f,\n  \"throughput_pps\": %.0f,\n  \"latency_ns\": "
             "{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "},\n"
-            "  \"held_max\": %" PRIu64 ",\n  \"input_pauses\": %" PRIu64 ",\n",
+            "  \"held_max\": %" PRIu64 ",\n  \"input_pauses\": %" PRIu64 ",\n"
+            "  \"quarantined\": %u,\n",
             r->chain->name, r->o->no_ft ? "no-ft" : "ft", rc ? "false" : "true",
             rc && e ? "see stderr" : "", res->packets_in, res->packets_out,
             res->duplicates + nf_dups, res->seconds, (double)r->pipeline_ns / 1e9,
             r->pipeline_ns ? (double)res->packets_in * 1e9 / (double)r->pipeline_ns : 0.0,
             worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
-            r->root_st.full_waits);
+            r->root_st.full_waits, run_quarantined(r));
     failover_stats(f, r);
     fprintf(f, "  \"nfs\": [\n");
     for (uint32_t k = 0; k < r->chain->nnfs; k++)

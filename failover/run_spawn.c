@@ -266,7 +266,10 @@ static int64_t record_failover(struct run *r, const struct run_proc *dead, uint6
         r->failovers = v;
         r->cap_failovers = cap;
     }
-    const char *reason = dead->hung ? "hung" : dead->term_signal ? "killed" : "exited";
+    const char *reason = dead->hung                     ? "hung"
+                         : dead->term_signal == SIGKILL ? "killed"
+                         : dead->term_signal            ? "crashed"
+                                                        : "exited";
     r->failovers[i] = (struct run_failover){.slot = (uint32_t)dead->slot,
                                             .reason = reason,
                                             .fault_ns = dead->fault_ns ? dead->fault_ns : now,
@@ -325,13 +328,15 @@ static void on_backoff(uv_timer_t *t)
 
 /* The dead worker's slot waits for a replacement: at once, or after a back-off
  * when its replacements keep dying before they recover. */
-static void fail_over(struct run *r, struct run_proc *dead)
+static void fail_over(struct run *r, struct run_proc *dead, bool progress)
 {
     uint64_t now = rw_now_ns();
     struct run_slot *s = &r->slots[dead->slot];
     /* Quick: lost before it recovered and without moving W (a replay checkpoints
-     * W as it goes, so a replacement killed mid-replay still made progress). */
-    bool quick = dead->replacement && !atomic_load(&r->status[dead->index].recovered_ns) &&
+     * W as it goes, so a replacement killed mid-replay still made progress), and
+     * not on a packet just quarantined (the next one will get past it). */
+    bool quick = !progress && dead->replacement &&
+                 !atomic_load(&r->status[dead->index].recovered_ns) &&
                  atomic_load(&r->shared->slot_w[dead->slot]) == s->w_at_assign;
     s->quick = quick ? s->quick + 1 : 0;
     s->proc = NULL;
@@ -416,6 +421,7 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
      * nothing says the slot's store and marks are complete. */
     bool finished = p->slot >= 0 && atomic_load(&r->shared->slot_finished[p->slot]);
     bool clean = (!status && !sig) || finished;
+    int q;
     if (p->slot >= 0 && r->slots[p->slot].proc == p)
         r->slots[p->slot].proc = NULL; /* its block will serve another process */
     if (!clean && !atomic_load(&r->failed)) {
@@ -441,8 +447,14 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
             describe_death(r, p, why, sizeof(why));
             fail_run(r, RW_EIO, "%s (%u times in a row; the workers' messages say why)", why,
                      r->slots[p->slot].errors);
+        } else if ((q = run_quarantine_death(r, p)) < 0) {
+            const struct run_slot *s = &r->slots[p->slot];
+            fail_run(r, RW_EIO,
+                     "%s[%u] keeps crashing on its input: %d packets of death quarantined "
+                     "already, the most a run takes (see quarantine.pcapng)",
+                     r->chain->nfs[s->nf].name, s->instance, WORKER_MAX_QUARANTINE);
         } else {
-            fail_over(r, p);
+            fail_over(r, p, q > 0);
         }
     }
     atomic_fetch_add(&r->exited, 1);

@@ -262,6 +262,10 @@ struct worker_status {
     _Atomic uint64_t assigned_ns;  /* CLOCK_MONOTONIC: when the coordinator assigned it */
     _Atomic uint64_t recovered_ns; /* when its replay was done and live traffic began */
     _Atomic uint64_t replayed;     /* packets it replayed from the log */
+    /* The input being processed (busy 1) when the worker died: the coordinator
+     * tells a packet of death from a fault by two deaths of a slot at one input. */
+    _Atomic uint64_t cur_clock;
+    _Atomic uint32_t cur_sub, busy;
     struct {
         char name[24]; /* written once by the worker before its value is used */
         _Atomic int64_t value;
@@ -282,6 +286,23 @@ struct worker_status {
  * never asked for again, and the first instance of each NF trims its NF's
  * records below G as the run goes, which keeps the store bounded. */
 #define WORKER_MAX_SLOTS 1024
+
+/* A packet of death (DESIGN §7): an input that killed its slot's worker twice.
+ * The coordinator fills slot, clock and sub and sets state 1 before it gives
+ * the slot to a replacement; the replacement skips that input (its fate: dropped)
+ * and copies it here (state 2), for OUT/quarantine.pcapng. */
+#define WORKER_MAX_QUARANTINE  64
+#define WORKER_QUARANTINE_SNAP 2048 /* bytes of the packet kept (a link slot's room) */
+struct worker_quarantine {
+    _Atomic uint32_t state; /* 0 free, 1 quarantined, 2 packet copied */
+    uint32_t slot;
+    uint64_t clock;
+    uint16_t sub;
+    uint32_t len, wire_len;
+    uint64_t ts_ns;
+    uint8_t data[WORKER_QUARANTINE_SNAP];
+};
+
 struct worker_shared {
     _Atomic uint64_t root_clock;    /* the next clock the root hands out */
     _Atomic uint64_t durable;       /* the root's durable watermark */
@@ -291,6 +312,11 @@ struct worker_shared {
                                        (a Redis URL may carry a password); written before any worker */
     _Atomic uint32_t slot_finished[WORKER_MAX_SLOTS];
     _Atomic uint64_t slot_w[WORKER_MAX_SLOTS]; /* a lower bound of each slot's store W */
+    /* `rewind chaos --poison`: a BPF expression; a worker aborts on a matching
+     * packet it has not been told to skip. Written before any worker starts. */
+    char poison[512];
+    _Atomic uint32_t nquarantine; /* entries used (only grows) */
+    struct worker_quarantine quarantine[WORKER_MAX_QUARANTINE];
 };
 
 /* Bucket of a latency, and percentile (0..100) of a histogram in ns (bucket

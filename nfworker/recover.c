@@ -243,6 +243,11 @@ static int up_reopen(struct recovery *rec, struct up_nf *u, uint32_t j)
  * are emulated, and what it had emitted already is dropped as a duplicate. */
 static int run_up(struct recovery *rec, struct up_nf *u, uint32_t j, struct link_pkt *p)
 {
+    /* A packet of death quarantined at that slot was skipped there: here too. */
+    const struct worker_opts *wo = rec->w->o;
+    if (wo->slot_base &&
+        worker_quarantined(wo->shared, (int)(wo->slot_base[u->index] + j), &p->meta))
+        return 0;
     struct nf_env *env = &u->inst[j].env;
     const struct link_pkt *saved = env->in;
     uint32_t seq = env->seq;

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "store.h"
@@ -257,16 +258,74 @@ int worker_duplicate(struct worker *w, const struct link_pkt *p)
     return seen;
 }
 
+struct worker_quarantine *worker_quarantined(struct worker_shared *sh, int slot,
+                                             const struct rw_meta *m)
+{
+    if (!sh || slot < 0)
+        return NULL;
+    uint32_t n = atomic_load_explicit(&sh->nquarantine, memory_order_acquire);
+    for (uint32_t i = 0; i < n && i < WORKER_MAX_QUARANTINE; i++) {
+        struct worker_quarantine *q = &sh->quarantine[i];
+        if (q->slot == (uint32_t)slot && q->clock == m->clock && q->sub == m->sub)
+            return q;
+    }
+    return NULL;
+}
+
+/* A packet of death is skipped: its fate is "dropped", and the first worker to
+ * skip it leaves a copy for OUT/quarantine.pcapng. */
+static void skip_quarantined(struct worker *w, struct worker_quarantine *q,
+                             const struct link_pkt *p)
+{
+    uint32_t expect = 1;
+    if (atomic_load(&q->state) == 1) {
+        q->len = p->len < WORKER_QUARANTINE_SNAP ? p->len : WORKER_QUARANTINE_SNAP;
+        q->wire_len = p->wire_len;
+        q->ts_ns = p->meta.ts_ns;
+        memcpy(q->data, p->data, q->len);
+        atomic_compare_exchange_strong(&q->state, &expect, 2);
+    }
+    if (p->meta.clock > w->max_clock)
+        w->max_clock = p->meta.clock;
+    atomic_fetch_add(&w->o->status->pkts_in, 1);
+    atomic_fetch_add(&w->o->status->dropped, 1);
+}
+
+/* `rewind chaos --poison`: the crash of a parser bug, on purpose. No core file:
+ * the point is the death, not its post-mortem. */
+static void die_of_poison(void)
+{
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    abort();
+}
+
 int worker_process_one(struct worker *w, const struct link_pkt *p)
 {
     struct worker_status *st = w->o->status;
+    struct worker_quarantine *q = worker_quarantined(w->o->shared, w->qslot, &p->meta);
+    if (q) {
+        skip_quarantined(w, q, p);
+        return 0;
+    }
     uint64_t t0 = rw_now_ns();
     struct nf_env *env = &w->env;
     env->in = p;
     env->seq = 0;
     env->emits = 0;
+    /* What the coordinator reads if this packet kills the process (relaxed: it
+     * reads them after the process is reaped). */
+    atomic_store_explicit(&st->cur_clock, p->meta.clock, memory_order_relaxed);
+    atomic_store_explicit(&st->cur_sub, p->meta.sub, memory_order_relaxed);
+    atomic_store_explicit(&st->busy, 1, memory_order_relaxed);
+    if (w->poisoned) {
+        struct pcap_pkthdr h = {.caplen = p->len, .len = p->wire_len};
+        if (pcap_offline_filter(&w->poison, &h, p->data))
+            die_of_poison();
+    }
     struct nf_pkt np = {.meta = p->meta, .data = p->data, .len = p->len, .wire_len = p->wire_len};
     int rc = w->o->def->process(w->self, env, &np);
+    atomic_store_explicit(&st->busy, 0, memory_order_relaxed);
     if (rc)
         return rc;
     if (p->meta.clock > w->max_clock)
@@ -546,6 +605,16 @@ static int loop(struct worker *w)
     }
 }
 
+/* BPF for Ethernet frames, as tcpdump compiles it (optimised). */
+static int compile_bpf(const char *expr, struct bpf_program *prog)
+{
+    pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
+    int rc = dead && pcap_compile(dead, prog, expr, 1, PCAP_NETMASK_UNKNOWN) == 0 ? 0 : -1;
+    if (dead)
+        pcap_close(dead);
+    return rc;
+}
+
 static int setup(struct worker *w, struct rw_err *e)
 {
     const struct worker_opts *o = w->o;
@@ -561,14 +630,15 @@ static int setup(struct worker *w, struct rw_err *e)
         oe->w = &o->out[i];
         if (!oe->w->filter || !*oe->w->filter)
             continue;
-        pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
-        if (!dead || pcap_compile(dead, &oe->prog, oe->w->filter, 1, PCAP_NETMASK_UNKNOWN) < 0) {
-            if (dead)
-                pcap_close(dead);
+        if (compile_bpf(oe->w->filter, &oe->prog))
             return rw_errf(e, RW_EINVAL, "edge filter '%s' does not compile", oe->w->filter);
-        }
-        pcap_close(dead);
         oe->filtered = true;
+    }
+    w->qslot = shared_index(o);
+    if (w->qslot >= 0 && o->shared->poison[0]) {
+        if (compile_bpf(o->shared->poison, &w->poison))
+            return rw_errf(e, RW_EINVAL, "--poison '%s' does not compile", o->shared->poison);
+        w->poisoned = true;
     }
     if (o->alerts_path && !(w->env.alerts = fopen(o->alerts_path, "a")))
         return rw_errf(e, RW_EIO, "%s: %s", o->alerts_path, strerror(errno));
@@ -622,6 +692,8 @@ static void teardown(struct worker *w)
     for (unsigned i = 0; w->env.outs && i < w->o->nout; i++)
         if (w->env.outs[i].filtered)
             pcap_freecode(&w->env.outs[i].prog);
+    if (w->poisoned)
+        pcap_freecode(&w->poison);
     if (w->env.alerts)
         fclose(w->env.alerts);
     if (w->o->ft)

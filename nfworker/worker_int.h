@@ -63,9 +63,17 @@ struct worker {
     uint64_t flushed_done;  /* ... and the last one flushed */
     uint64_t last_flush_ns; /* store flushes carry W even when no batch fills */
     uint64_t trimmed;       /* G of the last trim (the first instance of an NF trims) */
+    int qslot;              /* its index in the shared block's quarantine (-1: none) */
+    bool poisoned;          /* `rewind chaos --poison`: abort on a packet matching poison */
+    struct bpf_program poison;
 };
 
+/* Processes one input (live or replayed); a quarantined one is skipped. */
 int worker_process_one(struct worker *w, const struct link_pkt *p);
+/* The quarantine entry of input m at slot (a packet of death to skip), or NULL.
+ * Costs one load while the run has none; NULL outside a run (sh NULL, slot < 0). */
+struct worker_quarantine *worker_quarantined(struct worker_shared *sh, int slot,
+                                             const struct rw_meta *m);
 /* 1 when p was seen already (a duplicate, dropped), 0 when new, or an error. */
 int worker_duplicate(struct worker *w, const struct link_pkt *p);
 int worker_store_err(struct nf_env *env, int rc);
