@@ -226,30 +226,67 @@ static void median_figures(struct figures *runs, int nfs, struct figures *out)
 #undef MED
 }
 
-static int bench_one(const char *self, const char *dir, const char *trace, int nfs)
+/* One chain's medians, FT and --no-ft. */
+struct chain_result {
+    int nfs;
+    struct figures ft, no;
+    double added_ns; /* per NF, FT minus --no-ft */
+};
+
+static int bench_one(const char *self, const char *dir, const char *trace, int nfs,
+                     struct chain_result *res)
 {
     char chain[4200];
     snprintf(chain, sizeof(chain), "%s/chain%d.yaml", dir, nfs);
     if (write_chain(chain, nfs, 1))
         return -1;
-    struct figures ft[REPS], no[REPS], mft, mno;
+    struct figures ft[REPS], no[REPS];
     for (int r = 0; r < REPS; r++) /* alternate, so drift hits both */
         if (run_once(self, dir, chain, trace, false, nfs, &ft[r]) ||
             run_once(self, dir, chain, trace, true, nfs, &no[r]))
             return cli_error("bench: `rewind run` failed for the %d-NF chain", nfs), -1;
-    median_figures(ft, nfs, &mft);
-    median_figures(no, nfs, &mno);
+    res->nfs = nfs;
+    median_figures(ft, nfs, &res->ft);
+    median_figures(no, nfs, &res->no);
     double added = 0;
     for (int i = 0; i < nfs; i++)
-        added += mft.nf_p50[i] - mno.nf_p50[i];
-    printf("%d-NF chain (firewall%s):\n", nfs, nfs > 1 ? " -> firewall" : "");
+        added += res->ft.nf_p50[i] - res->no.nf_p50[i];
+    res->added_ns = added / nfs;
+    return 0;
+}
+
+static const char *chain_name(int nfs)
+{
+    return nfs > 1 ? "firewall -> firewall" : "firewall";
+}
+
+static void print_chain(const struct chain_result *c)
+{
+    const struct figures *ft = &c->ft, *no = &c->no;
+    printf("%d-NF chain (%s):\n", c->nfs, chain_name(c->nfs));
     printf("  %-6s %12s %14s %14s\n", "mode", "packets/s", "latency p50", "latency p99");
-    printf("  %-6s %12.0f %11.1f us %11.1f us\n", "FT", mft.pps, mft.p50 / 1e3, mft.p99 / 1e3);
-    printf("  %-6s %12.0f %11.1f us %11.1f us\n", "no-FT", mno.pps, mno.p50 / 1e3, mno.p99 / 1e3);
+    printf("  %-6s %12.0f %11.1f us %11.1f us\n", "FT", ft->pps, ft->p50 / 1e3, ft->p99 / 1e3);
+    printf("  %-6s %12.0f %11.1f us %11.1f us\n", "no-FT", no->pps, no->p50 / 1e3, no->p99 / 1e3);
     printf("  FT/no-FT throughput %.2f; per-NF median time %.2f us (FT) vs %.2f us (no-FT): "
            "+%.2f us per NF\n",
-           mft.pps / mno.pps, mft.nf_p50[0] / 1e3, mno.nf_p50[0] / 1e3, added / nfs / 1e3);
-    return 0;
+           ft->pps / no->pps, ft->nf_p50[0] / 1e3, no->nf_p50[0] / 1e3, c->added_ns / 1e3);
+}
+
+/* One object: {"packets", "runs", "chains": [...]}, the figures of print_chain. */
+static void print_chains_json(uint64_t n, const struct chain_result *c, int count)
+{
+    printf("{\"packets\": %" PRIu64 ", \"runs\": %d, \"chains\": [", n, REPS);
+    for (int i = 0; i < count; i++) {
+        const struct figures *ft = &c[i].ft, *no = &c[i].no;
+        printf("%s{\"chain\": \"%s\", \"nfs\": %d, \"ft_pps\": %.0f, \"noft_pps\": %.0f, "
+               "\"ratio\": %.4g, \"nf_added_us\": %.3f, \"latency_us\": {\"p50\": %.1f, "
+               "\"p99\": %.1f}, \"noft_latency_us\": {\"p50\": %.1f, \"p99\": %.1f}, "
+               "\"nf_p50_us\": {\"ft\": %.3f, \"noft\": %.3f}}",
+               i ? ", " : "", chain_name(c[i].nfs), c[i].nfs, ft->pps, no->pps, ft->pps / no->pps,
+               c[i].added_ns / 1e3, ft->p50 / 1e3, ft->p99 / 1e3, no->p50 / 1e3, no->p99 / 1e3,
+               ft->nf_p50[0] / 1e3, no->nf_p50[0] / 1e3);
+    }
+    printf("]}\n");
 }
 
 int cmd_bench_failover(int argc, char **argv)
@@ -292,28 +329,46 @@ int cmd_bench_failover(int argc, char **argv)
 
 int cmd_bench_chain(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"packets", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     uint64_t n = 300000;
+    bool json = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'j') {
+            json = true;
+            continue;
+        }
         if (c == 'n' && !cli_parse_u64(optarg, &n) && n > 0)
             continue;
         FILE *f = c == 'h' ? stdout : stderr;
-        fprintf(f, "usage: rewind bench chain [--packets N]\n\n"
+        fprintf(f, "usage: rewind bench chain [--packets N] [--json]\n\n"
                    "Throughput and latency of a 1-NF and a 2-NF firewall chain, fault tolerant\n"
                    "vs --no-ft, on the same synthetic trace (64-byte UDP, flows that come and\n"
-                   "go), median of 3 alternating runs of `rewind run`. Default 300000 packets.\n");
+                   "go), median of 3 alternating runs of `rewind run`. Default 300000 packets.\n"
+                   "--json: one object {packets, runs, chains: [{chain, nfs, ft_pps, noft_pps,\n"
+                   "ratio, nf_added_us, latency_us {p50, p99}, noft_latency_us {p50, p99},\n"
+                   "nf_p50_us {ft, noft}}]} (docs/benchmarks.md).\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
     struct bench_env b;
     if (bench_env_open(&b, "chain", n))
         return EXIT_FAIL;
-    printf("chain benchmark, %" PRIu64 " packets of 64 bytes, median of %d runs each:\n", n, REPS);
-    int rc = bench_one(b.self, b.dir, b.trace, 1);
-    if (!rc)
-        rc = bench_one(b.self, b.dir, b.trace, 2);
+    if (!json)
+        printf("chain benchmark, %" PRIu64 " packets of 64 bytes, median of %d runs each:\n", n,
+               REPS);
+    struct chain_result res[2];
+    int rc = 0, done = 0;
+    for (; done < 2 && !rc; done++) {
+        rc = bench_one(b.self, b.dir, b.trace, done + 1, &res[done]);
+        if (!rc && !json)
+            print_chain(&res[done]);
+    }
+    if (!rc && json)
+        print_chains_json(n, res, done);
     bench_env_close(&b);
     return rc ? EXIT_FAIL : EXIT_OK;
 }

@@ -10,6 +10,9 @@
  *     `tcpdump -r FULL.pcap -w OUT FILTER` over the same packets, both timed as
  *     commands; for flows with lifetimes (as in real traffic) and for the worst
  *     case, every flow spread evenly over the whole capture.
+ *
+ * The figures are measured into structs first, then printed as text or, with
+ * --json, as one object (docs/benchmarks.md).
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -170,15 +173,21 @@ static double median3(const double *v)
     return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
 }
 
-static int bench_ingest(const char *tmp, uint64_t n, uint32_t size, double *raw_power_pps)
+/* One durability mode of one packet size: medians, rates and their ratio. */
+struct ingest_row {
+    uint32_t size;
+    uint64_t n;
+    enum log_durability dur;
+    double pps, mbs, raw_pps, raw_mbs, ratio;
+};
+
+#define LOG_DURS (LOG_DUR_POWER - LOG_DUR_NONE + 1)
+
+static int bench_ingest(const char *tmp, uint64_t n, uint32_t size, struct ingest_row *rows)
 {
     struct bench_pkts b;
     if (make_pkts(&b, n, size, MIX_UNIFORM))
         return -1;
-    printf("ingest, %u-byte packets, %" PRIu64 " packets (median of %d alternating runs):\n", size,
-           n, BENCH_REPS);
-    printf("  %-8s %12s %10s %12s %10s %8s\n", "mode", "rewind pps", "MB/s", "raw LMDB pps", "MB/s",
-           "ratio");
     for (int d = LOG_DUR_NONE; d <= LOG_DUR_POWER; d++) {
         double ta[BENCH_REPS], tr[BENCH_REPS];
         for (int rep = 0; rep < BENCH_REPS; rep++) { /* alternate, so drift hits both */
@@ -196,14 +205,28 @@ static int bench_ingest(const char *tmp, uint64_t n, uint32_t size, double *raw_
         }
         double mta = median3(ta), mtr = median3(tr);
         double mb = (double)n * size / 1e6;
-        if (d == LOG_DUR_POWER)
-            *raw_power_pps = (double)n / mtr;
-        printf("  %-8s %12.0f %10.1f %12.0f %10.1f %8.2f\n",
-               log_durability_name((enum log_durability)d), (double)n / mta, mb / mta,
-               (double)n / mtr, mb / mtr, mtr / mta);
+        rows[d - LOG_DUR_NONE] = (struct ingest_row){.size = size,
+                                                     .n = n,
+                                                     .dur = (enum log_durability)d,
+                                                     .pps = (double)n / mta,
+                                                     .mbs = mb / mta,
+                                                     .raw_pps = (double)n / mtr,
+                                                     .raw_mbs = mb / mtr,
+                                                     .ratio = mtr / mta};
     }
     free(b.data);
     return 0;
+}
+
+static void print_ingest(const struct ingest_row *rows)
+{
+    printf("ingest, %u-byte packets, %" PRIu64 " packets (median of %d alternating runs):\n",
+           rows[0].size, rows[0].n, BENCH_REPS);
+    printf("  %-8s %12s %10s %12s %10s %8s\n", "mode", "rewind pps", "MB/s", "raw LMDB pps", "MB/s",
+           "ratio");
+    for (int i = 0; i < LOG_DURS; i++)
+        printf("  %-8s %12.0f %10.1f %12.0f %10.1f %8.2f\n", log_durability_name(rows[i].dur),
+               rows[i].pps, rows[i].mbs, rows[i].raw_pps, rows[i].raw_mbs, rows[i].ratio);
 }
 
 static int write_pcap(const char *path, const struct bench_pkts *b)
@@ -253,12 +276,14 @@ static int count_pcap(const char *path)
     return n;
 }
 
-/* Both sides run as commands on the same packets: `rewind replay --flow` on the
- * log and `tcpdump -r -w FILTER` on the same capture; both must select the same
- * number of packets for the figure to count. */
-/* The whole path: DPDK net_pcap -> root (clock, reservation) -> logger thread. */
+/* The whole path: DPDK net_pcap -> root (clock, reservation) -> logger thread;
+ * ratio: to the raw LMDB append in power mode. */
+struct e2e_result {
+    double pps, ratio;
+};
+
 static int bench_end_to_end(const char *self, const char *pcap, const char *tmp, uint64_t n,
-                            double raw_power_pps)
+                            double raw_power_pps, struct e2e_result *res)
 {
     char cmd[16384];
     snprintf(cmd, sizeof(cmd),
@@ -268,17 +293,35 @@ static int bench_end_to_end(const char *self, const char *pcap, const char *tmp,
     double t = time_cmd(cmd);
     if (t <= 0)
         return cli_error("bench: end-to-end ingest failed"), -1;
-    printf("end to end, `rewind log ingest --trace` (DPDK net_pcap, power), 64-byte packets:\n");
-    printf("  %.0f pps including process start and trace scan; %.2f of the raw LMDB append "
-           "(power) above\n",
-           (double)n / t, (double)n / t / raw_power_pps);
+    res->pps = (double)n / t;
+    res->ratio = res->pps / raw_power_pps;
     char dir[4200];
     snprintf(dir, sizeof(dir), "%s/e2e", tmp);
     rm_tree(dir);
     return 0;
 }
 
-static int bench_export(const char *tmp, uint64_t n, enum flow_mix mix, double raw_power_pps)
+static void print_e2e(const struct e2e_result *e)
+{
+    printf("end to end, `rewind log ingest --trace` (DPDK net_pcap, power), 64-byte packets:\n");
+    printf("  %.0f pps including process start and trace scan; %.2f of the raw LMDB append "
+           "(power) above\n",
+           e->pps, e->ratio);
+}
+
+/* Both sides run as commands on the same packets: `rewind replay --flow` on the
+ * log and `tcpdump -r -w FILTER` on the same capture; both must select the same
+ * number of packets for the figure to count. */
+struct export_result {
+    enum flow_mix mix;
+    uint64_t n;
+    int matched;
+    double ours_s, tcpdump_s, speedup;
+};
+
+/* With session flows it also measures end to end (into *e2e) on the same capture. */
+static int bench_export(const char *tmp, uint64_t n, enum flow_mix mix, double raw_power_pps,
+                        struct export_result *res, struct e2e_result *e2e)
 {
     struct bench_pkts b;
     char logdir[4096], pcap[4096], out1[4096], out2[4096], self[4096], cmd[16384];
@@ -305,16 +348,14 @@ static int bench_export(const char *tmp, uint64_t n, enum flow_mix mix, double r
              "and port 53' 2>/dev/null",
              pcap, out2);
     double td = time_cmd(cmd);
-    if (mix == MIX_SESSIONS && bench_end_to_end(self, pcap, tmp, n, raw_power_pps))
+    if (mix == MIX_SESSIONS && bench_end_to_end(self, pcap, tmp, n, raw_power_pps, e2e))
         return -1;
     int a = count_pcap(out1), t = count_pcap(out2);
     if (ours <= 0 || td <= 0 || a < 0 || a != t)
         return cli_error("bench: export failed or disagrees with tcpdump (%d vs %d packets)", a, t),
                -1;
-    printf("one-flow export from %" PRIu64 " packets, %s flows (%d packets match):\n", n,
-           mix == MIX_UNIFORM ? "uniform (worst case)" : "session", a);
-    printf("  rewind replay --flow %.4f s, tcpdump -r -w FILTER %.4f s, speed-up %.1fx\n", ours, td,
-           td / ours);
+    *res = (struct export_result){
+        .mix = mix, .n = n, .matched = a, .ours_s = ours, .tcpdump_s = td, .speedup = td / ours};
     rm_tree(logdir);
     unlink(pcap);
     unlink(out1);
@@ -322,42 +363,99 @@ static int bench_export(const char *tmp, uint64_t n, enum flow_mix mix, double r
     return 0;
 }
 
+static void print_export(const struct export_result *x)
+{
+    printf("one-flow export from %" PRIu64 " packets, %s flows (%d packets match):\n", x->n,
+           x->mix == MIX_UNIFORM ? "uniform (worst case)" : "session", x->matched);
+    printf("  rewind replay --flow %.4f s, tcpdump -r -w FILTER %.4f s, speed-up %.1fx\n",
+           x->ours_s, x->tcpdump_s, x->speedup);
+}
+
+/* One object: {"packets", "runs", "ingest": [...], "end_to_end": {...}, "export": [...]},
+ * the figures of the text output. */
+static void print_log_json(uint64_t n, const struct ingest_row *in, int nin,
+                           const struct e2e_result *e2e, const struct export_result *ex, int nex)
+{
+    printf("{\"packets\": %" PRIu64 ", \"runs\": %d, \"ingest\": [", n, BENCH_REPS);
+    for (int i = 0; i < nin; i++)
+        printf("%s{\"bytes\": %u, \"packets\": %" PRIu64 ", \"durability\": \"%s\", "
+               "\"pps\": %.0f, \"mb_s\": %.1f, \"raw_pps\": %.0f, \"raw_mb_s\": %.1f, "
+               "\"ratio\": %.4g}",
+               i ? ", " : "", in[i].size, in[i].n, log_durability_name(in[i].dur), in[i].pps,
+               in[i].mbs, in[i].raw_pps, in[i].raw_mbs, in[i].ratio);
+    printf("], \"end_to_end\": {\"pps\": %.0f, \"ratio\": %.4g}, \"export\": [", e2e->pps,
+           e2e->ratio);
+    for (int i = 0; i < nex; i++)
+        printf("%s{\"flows\": \"%s\", \"packets\": %" PRIu64 ", \"matched\": %d, "
+               "\"rewind_s\": %.6f, \"tcpdump_s\": %.6f, \"speedup\": %.4g}",
+               i ? ", " : "", ex[i].mix == MIX_UNIFORM ? "uniform" : "session", ex[i].n,
+               ex[i].matched, ex[i].ours_s, ex[i].tcpdump_s, ex[i].speedup);
+    printf("]}\n");
+}
+
 int cmd_bench_log(int argc, char **argv)
 {
     static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
                                          {"dir", required_argument, 0, 'd'},
+                                         {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     uint64_t n = 1000000;
     const char *dir = NULL;
+    bool json = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'n' && !cli_parse_u64(optarg, &n) && n > 0)
             continue;
+        if (c == 'j') {
+            json = true;
+            continue;
+        }
         if (c == 'd') {
             dir = optarg;
             continue;
         }
         FILE *f = c == 'h' ? stdout : stderr;
-        fprintf(f, "usage: rewind bench log [--packets N] [--dir TMPDIR]\n\n"
+        fprintf(f, "usage: rewind bench log [--packets N] [--dir TMPDIR] [--json]\n\n"
                    "Ingest rate of the logger vs a raw LMDB append of the same records (64 and\n"
                    "1500-byte packets, each durability mode), and a one-flow export vs tcpdump.\n"
-                   "Build with -DCMAKE_BUILD_TYPE=Release for meaningful numbers.\n");
+                   "Build with -DCMAKE_BUILD_TYPE=Release for meaningful numbers. Default\n"
+                   "1000000 packets (N/4 of 1500 bytes).\n"
+                   "--json: one object {packets, runs, ingest: [{bytes, packets, durability,\n"
+                   "pps, mb_s, raw_pps, raw_mb_s, ratio}], end_to_end {pps, ratio},\n"
+                   "export: [{flows, packets, matched, rewind_s, tcpdump_s, speedup}]}\n"
+                   "(docs/benchmarks.md).\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
     char tmpl[] = "/tmp/rewind-bench-XXXXXX";
     char *tmp = dir ? (char *)dir : mkdtemp(tmpl);
     if (!tmp)
         return cli_error("bench: cannot make a scratch directory"), EXIT_FAIL;
-    double raw_power_pps = 0, unused = 0;
-    int rc = bench_ingest(tmp, n, 64, &raw_power_pps);
+    struct ingest_row in[2 * LOG_DURS];
+    struct e2e_result e2e = {0};
+    struct export_result ex[2];
+    int rc = bench_ingest(tmp, n, 64, in);
+    if (!rc && !json)
+        print_ingest(in);
     if (!rc)
-        rc = bench_ingest(tmp, n / 4 ? n / 4 : 1, 1500, &unused);
+        rc = bench_ingest(tmp, n / 4 ? n / 4 : 1, 1500, in + LOG_DURS);
+    if (!rc && !json)
+        print_ingest(in + LOG_DURS);
+    /* ratios to the raw append of 64-byte packets, power */
+    double raw_power_pps = in[LOG_DUR_POWER - LOG_DUR_NONE].raw_pps;
     if (!rc)
-        rc = bench_export(tmp, n, MIX_SESSIONS, raw_power_pps);
+        rc = bench_export(tmp, n, MIX_SESSIONS, raw_power_pps, &ex[0], &e2e);
+    if (!rc && !json) {
+        print_e2e(&e2e);
+        print_export(&ex[0]);
+    }
     if (!rc)
-        rc = bench_export(tmp, n, MIX_UNIFORM, raw_power_pps);
+        rc = bench_export(tmp, n, MIX_UNIFORM, raw_power_pps, &ex[1], NULL);
+    if (!rc && !json)
+        print_export(&ex[1]);
+    if (!rc && json)
+        print_log_json(n, in, 2 * LOG_DURS, &e2e, ex, 2);
     if (!dir)
         rm_tree(tmp);
     return rc ? EXIT_FAIL : EXIT_OK;

@@ -3,7 +3,8 @@
  * a plain baseline measured in the same run (the machines are shared and noisy,
  * DESIGN §10): plain LMDB puts for the LMDB backend, plain pipelined Redis
  * INCRBY for the Redis backend. It starts its own redis-server on a free
- * loopback port and stops it at the end.
+ * loopback port and stops it at the end. With --json the figures go to stdout as
+ * one object (docs/benchmarks.md) instead of the text table.
  */
 #include "cmd_bench_store.h"
 
@@ -30,7 +31,7 @@ struct bopts {
     uint64_t ops;
     unsigned batch;
     unsigned keys;
-    bool lmdb, redis;
+    bool lmdb, redis, json;
     char dir[512];
 };
 
@@ -241,22 +242,67 @@ static void row(const char *be, const char *what, double r, double lmdb_put, dou
     printf("\n");
 }
 
-static int bench_backend(const struct bopts *o, const char *be, const char *url, double lmdb_put,
-                         double incrby)
+/* The figures of one run: baselines, then per backend incr, pop, emulated. */
+struct bresults {
+    double lmdb_put, incrby; /* incrby 0: not measured */
+    struct srates lmdb, redis;
+    bool has_lmdb, has_redis;
+};
+
+static void print_rows(const char *be, const struct srates *r, const struct bresults *res)
 {
-    struct srates r;
-    if (run_store(o, url, &r))
-        return -1;
-    row(be, "incr (blind, batched)", r.incr, lmdb_put, incrby);
-    row(be, "pop (sync)", r.pop, lmdb_put, incrby);
-    row(be, "emulated repeats", r.emul, lmdb_put, incrby);
-    return 0;
+    row(be, "incr (blind, batched)", r->incr, res->lmdb_put, res->incrby);
+    row(be, "pop (sync)", r->pop, res->lmdb_put, res->incrby);
+    row(be, "emulated repeats", r->emul, res->lmdb_put, res->incrby);
+}
+
+/* A ratio to a baseline that may not have been measured: a number or null. */
+static void json_ratio(const char *key, double r, double base)
+{
+    if (base > 0)
+        printf(", \"%s\": %.4g", key, r / base);
+    else
+        printf(", \"%s\": null", key);
+}
+
+static void json_rows(const char *be, const struct srates *r, const struct bresults *res,
+                      bool *first)
+{
+    const char *op[] = {"incr", "pop", "emulated"};
+    const double v[] = {r->incr, r->pop, r->emul};
+    for (int i = 0; i < 3; i++) {
+        printf("%s{\"backend\": \"%s\", \"op\": \"%s\", \"ops_per_s\": %.0f", *first ? "" : ", ",
+               be, op[i], v[i]);
+        json_ratio("vs_lmdb_put", v[i], res->lmdb_put);
+        json_ratio("vs_redis_incrby", v[i], res->incrby);
+        printf("}");
+        *first = false;
+    }
+}
+
+/* One object: {"ops", "batch", "keys", "baseline": {"lmdb_put", "redis_incrby"},
+ * "results": [{"backend", "op", "ops_per_s", "vs_lmdb_put", "vs_redis_incrby"}]}. */
+static void print_json(const struct bopts *o, const struct bresults *res)
+{
+    printf("{\"ops\": %llu, \"batch\": %u, \"keys\": %u, \"baseline\": {\"lmdb_put\": %.0f",
+           (unsigned long long)o->ops, o->batch, o->keys, res->lmdb_put);
+    if (res->incrby > 0)
+        printf(", \"redis_incrby\": %.0f}, \"results\": [", res->incrby);
+    else
+        printf(", \"redis_incrby\": null}, \"results\": [");
+    bool first = true;
+    if (res->has_lmdb)
+        json_rows("lmdb", &res->lmdb, res, &first);
+    if (res->has_redis)
+        json_rows("redis", &res->redis, res, &first);
+    printf("]}\n");
 }
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: rewind bench store [--ops N] [--batch N] [--keys N] "
-               "[--backend lmdb|redis|all] [--dir DIR]\n\n"
+               "[--backend lmdb|redis|all] [--dir DIR]\n"
+               "                          [--json]\n\n"
                "Store throughput for incr (blind, batched), pop (sync) and emulated repeats,\n"
                "as ratios to plain LMDB puts and plain pipelined Redis INCRBY measured in the\n"
                "same run. Starts its own redis-server on a free 127.0.0.1 port.\n"
@@ -264,16 +310,20 @@ static void usage(FILE *f)
                "  --batch N     ops per batch / pipeline depth (default 1000)\n"
                "  --keys N      distinct counters (default 1024)\n"
                "  --backend B   lmdb, redis or all (default all)\n"
-               "  --dir DIR     scratch directory (default: a new one under $TMPDIR)\n");
+               "  --dir DIR     scratch directory (default: a new one under $TMPDIR)\n"
+               "  --json        print one object instead of the table: {ops, batch, keys,\n"
+               "                baseline {lmdb_put, redis_incrby}, results: [{backend, op,\n"
+               "                ops_per_s, vs_lmdb_put, vs_redis_incrby}]}; op is incr, pop\n"
+               "                or emulated; a baseline not measured is null\n");
 }
 
 static int parse(int argc, char **argv, struct bopts *o)
 {
     static const struct option lo[] = {
         {"ops", 1, 0, 'n'}, {"batch", 1, 0, 'b'}, {"keys", 1, 0, 'k'}, {"backend", 1, 0, 'B'},
-        {"dir", 1, 0, 'd'}, {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
+        {"dir", 1, 0, 'd'}, {"json", 0, 0, 'j'},  {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
-    *o = (struct bopts){1000000, 1000, 1024, true, true, ""};
+    *o = (struct bopts){1000000, 1000, 1024, true, true, false, ""};
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         char *end = NULL;
@@ -281,6 +331,10 @@ static int parse(int argc, char **argv, struct bopts *o)
         bool num_ok = optarg && end && !*end && v > 0;
         if (ch == 'h')
             return 1;
+        if (ch == 'j') {
+            o->json = true;
+            continue;
+        }
         if (ch == 'n' && num_ok)
             o->ops = v;
         else if (ch == 'b' && num_ok && v <= 65536)
@@ -320,19 +374,29 @@ int cmd_bench_store(int argc, char **argv)
     if (scratch(&o, &made))
         return fail(o.dir, "cannot create the scratch directory"), 1;
     struct bctx b = {.o = &o};
-    double lmdb_put = 0, incrby = 0;
+    struct bresults res = {0};
     char url[640];
-    printf("ops %llu, batch %u, keys %u\n", (unsigned long long)o.ops, o.batch, o.keys);
-    int rc = base_lmdb(&o, &lmdb_put);
-    if (rc == 0)
-        printf("lmdb   plain puts (batched txns) %11.0f ops/s  (baseline)\n", lmdb_put);
-    if (rc == 0 && o.redis && (rc = redis_start(&b)) == 0 && (rc = base_incrby(&b, &incrby)) == 0)
-        printf("redis  plain pipelined INCRBY    %11.0f ops/s  (baseline)\n", incrby);
+    if (!o.json)
+        printf("ops %llu, batch %u, keys %u\n", (unsigned long long)o.ops, o.batch, o.keys);
+    int rc = base_lmdb(&o, &res.lmdb_put);
+    if (rc == 0 && !o.json)
+        printf("lmdb   plain puts (batched txns) %11.0f ops/s  (baseline)\n", res.lmdb_put);
+    if (rc == 0 && o.redis && (rc = redis_start(&b)) == 0 &&
+        (rc = base_incrby(&b, &res.incrby)) == 0 && !o.json)
+        printf("redis  plain pipelined INCRBY    %11.0f ops/s  (baseline)\n", res.incrby);
     snprintf(url, sizeof(url), "lmdb:%s/store?map=4096", o.dir);
-    if (rc == 0 && o.lmdb)
-        rc = bench_backend(&o, "lmdb", url, lmdb_put, incrby);
-    if (rc == 0 && o.redis)
-        rc = bench_backend(&o, "redis", b.url, lmdb_put, incrby);
+    if (rc == 0 && o.lmdb && (rc = run_store(&o, url, &res.lmdb)) == 0) {
+        res.has_lmdb = true;
+        if (!o.json)
+            print_rows("lmdb", &res.lmdb, &res);
+    }
+    if (rc == 0 && o.redis && (rc = run_store(&o, b.url, &res.redis)) == 0) {
+        res.has_redis = true;
+        if (!o.json)
+            print_rows("redis", &res.redis, &res);
+    }
+    if (rc == 0 && o.json)
+        print_json(&o, &res);
     redis_stop(&b);
     if (made) {
         char cmd[700];

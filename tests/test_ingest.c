@@ -238,6 +238,7 @@ static void test_help_everywhere(void)
                           "bench log --help",
                           "bench store --help",
                           "bench chain --help",
+                          "bench failover --help",
                           "run --help",
                           "worker --help",
                           "verify --help"};
