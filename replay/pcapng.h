@@ -1,8 +1,9 @@
 /*
  * pcapng.h - a minimal pcapng writer (section header, one Ethernet interface
  * with nanosecond resolution, enhanced packet blocks with a comment), used by
- * replay and by the coordinator's quarantine file. Written by hand because libpcap only writes classic pcap, and pcapng is
- * what carries the clock to Wireshark as a per-packet comment.
+ * replay and by the coordinator's quarantine file. Written by hand because
+ * libpcap only writes classic pcap, and pcapng is what carries the clock to
+ * Wireshark as a per-packet comment.
  */
 #ifndef RW_PCAPNG_H
 #define RW_PCAPNG_H
