@@ -186,7 +186,13 @@ static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, str
     uv_process_options_t po = {.file = r->o->self_exe,
                                .args = a->argv,
                                .exit_cb = on_exit_cb,
-                               .flags = UV_PROCESS_DETACHED,
+                               /* Not UV_PROCESS_DETACHED: a session of its own is
+                                * an autogroup of its own, and with the kernel's
+                                * autogroups (6.18 here) a killed worker then sat
+                                * runnable, unscheduled, for seconds beside two
+                                * CPU hogs: failovers waited for its exit. Workers
+                                * ignore the terminal's SIGINT themselves. */
+                               .flags = 0,
                                .stdio_count = a->nfds,
                                .stdio = a->stdio};
     int u = uv_spawn(&r->loop, &p->proc, &po);
