@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "nfworker.h"
+#include "store.h"
 
 struct nf_audit {
     char **lines, **broken;
@@ -101,4 +102,38 @@ size_t nf_audit_broken_list(const struct nf_audit *a, const char *const **msgs)
 {
     *msgs = (const char *const *)a->broken;
     return a->nbroken;
+}
+
+struct counters {
+    struct nf_audit *a;
+    const uint16_t *objects;
+    const char *const *labels;
+    size_t n;
+};
+
+static int counter_line(void *arg, const struct store_obj *o)
+{
+    const struct counters *c = arg;
+    char hex[2 * STORE_KEY_MAX + 1];
+    if (o->type != STORE_T_INT)
+        return 0;
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->objects[i] != o->object)
+            continue;
+        for (size_t j = 0; j < o->klen; j++)
+            snprintf(hex + 2 * j, 3, "%02x", ((const uint8_t *)o->key)[j]);
+        hex[2 * o->klen] = 0;
+        return nf_audit_line(c->a, "%s %s %lld", c->labels[i], hex, (long long)o->i);
+    }
+    return 0;
+}
+
+int nf_audit_counters(struct store_client *sc, struct nf_audit *a, const uint16_t *objects,
+                      const char *const *labels, size_t n, struct rw_err *e)
+{
+    struct counters c = {.a = a, .objects = objects, .labels = labels, .n = n};
+    int rc = store_scan(sc, counter_line, &c);
+    if (rc == RW_ENOMEM)
+        return rw_errf(e, rc, "out of memory");
+    return rc ? rw_errf(e, RW_EIO, "%s", store_client_errmsg(sc)) : 0;
 }

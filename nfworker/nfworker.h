@@ -227,6 +227,12 @@ void nf_audit_sort(struct nf_audit *a);
 /* The lines, and the broken invariants' messages: counts, and arrays owned by a. */
 size_t nf_audit_lines(const struct nf_audit *a, const char *const **lines);
 size_t nf_audit_broken_list(const struct nf_audit *a, const char *const **msgs);
+/* For NFs whose state is counters: one line "LABEL KEYHEX VALUE" per integer object
+ * of the objects listed (labels[i] names objects[i]), as is: a blind increment
+ * applied twice shows as a count above the fault-free run's. 0, or RW_ENOMEM /
+ * RW_EIO (the store could not be read; e says why). */
+int nf_audit_counters(struct store_client *c, struct nf_audit *a, const uint16_t *objects,
+                      const char *const *labels, size_t n, struct rw_err *e);
 
 struct nf_def {
     const char *type;
