@@ -594,6 +594,41 @@ static void test_no_dedup_shows_duplicates(void)
     free(d);
 }
 
+/* nat[0] killed at the instant it counts a packet it emitted: that packet's ops
+ * are applied (its port was taken from the pool by a sync op) but it is above the
+ * slot's store watermark, so the replacement replays it and the store must
+ * emulate what it already applied. Applied twice, the first port would leak from
+ * the pool (renamed away in the output by verify): the run's state audit and the
+ * state comparison must see it. */
+static void test_replayed_ops_applied_once(void)
+{
+    char *d = tu_mkdtemp("natkill");
+    char ref[4200], run[4300];
+    const struct chain_case c = {"nat.yaml", "nmap_sT_top1000.pcap", 0, 1};
+    snprintf(ref, sizeof(ref), "%s/ref", d);
+    snprintf(run, sizeof(run), "%s/run", d);
+    CU_ASSERT_EQUAL_FATAL(rw_cmd("run", &c, ref, NULL), 0);
+    struct bg_run b;
+    run_bg(&b, &c, run, "--rate 2000", 1 + 2, 300);
+    uint32_t idx;
+    struct word64 emitted = {.any = true};
+    pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=0 ",
+                                        offsetof(struct worker_status, pkts_out), &emitted, &idx);
+    CU_ASSERT_TRUE(victim > 0);
+    if (victim > 0)
+        kill_traced(victim);
+    int rc = bg_wait(&b);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc)
+        tu_sh(NULL, "tail -3 '%s.txt.stderr' >&2", run);
+    CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), 1);
+    CU_ASSERT_TRUE(json_num(run, "report.json", "replayed") >= 1);
+    check_state_audited(run, 1);
+    check_equivalent(ref, run);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* ---- killed inside the store's write transaction ---- */
 
 /* Where LMDB keeps its write mutex's lock word in lock.mdb: a robust mutex holds
@@ -691,6 +726,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "a kill without duplicate suppression shows duplicates",
                 test_no_dedup_shows_duplicates);
     CU_add_test(s, "chaos with the store in redis-server", test_redis_chaos);
+    CU_add_test(s, "a nat killed after applying a packet's ops: replayed, applied once",
+                test_replayed_ops_applied_once);
 }
 
 int main(void)
