@@ -57,8 +57,9 @@ static void run_usage(FILE *f)
             "%s\n"
             "Exit: 0 ok; 1 the run failed (a worker died with --no-ft or could not be\n"
             "replaced, I/O, DPDK); 2 usage, a bad chain file, or --out holds a previous run;\n"
-            "3 the trace is damaged or not a capture; 4 out of disk space, or the store is\n"
-            "full.\n",
+            "3 the trace is damaged or not a capture, or the NFs' final state breaks an\n"
+            "invariant (a state op applied twice or lost: DIR/state.json); 4 out of disk\n"
+            "space, or the store is full.\n",
             run_options);
 }
 

@@ -41,7 +41,11 @@ static void verify_usage(FILE *f)
            "fields masked, since those change with the renamed fields.\n\n"
            "Prints each difference (clock, sub, what), then\n"
            "  lost L, duplicated D, changed C, alerts missing A, extra E\n"
-           "(a changed alert counts as one missing and one extra).\n"
+           "(a changed alert counts as one missing and one extra), then\n"
+           "  state: REF R lines, RUN U lines, in one run only S\n"
+           "comparing the NFs' final state summaries (DIR/state.json, written by a\n"
+           "fault-tolerant run): a line in one run only (state applied twice, or lost)\n"
+           "and a broken invariant listed there make the runs not equivalent.\n"
            "Exit: 0 equivalent; 1 not equivalent (or a run cannot be read); 2 usage;\n"
            "3 a log or alert file is damaged.\n");
 }
@@ -155,6 +159,11 @@ int cmd_verify_runs(int argc, char **argv)
     printf("lost %" PRIu64 ", duplicated %" PRIu64 ", changed %" PRIu64 ", alerts missing %" PRIu64
            ", extra %" PRIu64 "\n",
            r.lost, r.duplicated, r.changed, r.alerts_missing, r.alerts_extra);
+    if (r.state_compared)
+        printf("state: REF %" PRIu64 " lines, RUN %" PRIu64 " lines, in one run only %" PRIu64 "\n",
+               r.ref_state, r.run_state, r.state_diffs);
+    else
+        printf("state: not compared (a run has no state.json)\n");
     if (r.broken)
         printf("invariants broken: %" PRIu64 "\n", r.broken);
     if (r.ref_quarantined || r.run_quarantined)

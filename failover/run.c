@@ -421,6 +421,10 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
     int wrc = run_wait_workers(&r, rc ? 0 : DRAIN_TIMEOUT_MS, rc ? NULL : e);
     if (!rc)
         rc = wrc;
+    if (!rc && !o->no_ft) { /* every worker finished: the store is final */
+        r.state_run = true;
+        rc = run_audit_state(&r, e);
+    }
     res->seconds = (double)(rw_now_ns() - t0) / 1e9;
     res->packets_in = r.root_st.packets;
     res->packets_out = r.sink_st.released;

@@ -88,6 +88,9 @@ struct run_fault {
     unsigned ms; /* stall length */
 };
 
+/* Broken invariants' messages kept for report.json. */
+#define RUN_STATE_MSGS 8
+
 struct run {
     const struct run_opts *o;
     struct chain *chain;
@@ -144,6 +147,13 @@ struct run {
     struct rw_err sink_err;
     uint64_t t0_ns;       /* the run's start, for chaos.json times */
     uint64_t pipeline_ns; /* first rx to last release: excludes start-up */
+    /* The end-of-run state audit (run_state.c). */
+    bool state_run;         /* it was attempted */
+    uint32_t state_checked; /* NFs whose state was read and summarised */
+    uint32_t state_broken;  /* invariants broken, over those NFs */
+    char state_note[300];   /* why it was not checked or written ("" if it was) */
+    char state_msgs[RUN_STATE_MSGS][300];
+    uint32_t state_nmsgs;
 };
 
 /* The status region: the shared header, then cap status blocks. */
@@ -176,6 +186,12 @@ int run_quarantine_write(struct run *r, struct rw_err *e);
 int run_poison_set(struct run *r, struct rw_err *e);
 /* Main thread, on SIGINT/SIGTERM: `rewind chaos` stops injecting faults. */
 void run_calm(struct run *r);
+
+/* run_state.c: after every worker finished (FT): each NF's audit hook over the
+ * final store; writes OUT/state.json (0600) and fills r->state_*. Returns 0, or
+ * RW_ECORRUPT when an invariant is broken (e says which). A store it cannot read
+ * (Redis cannot list objects yet) is noted in r->state_note, not an error. */
+int run_audit_state(struct run *r, struct rw_err *e);
 
 /* run_chaos.c: starts the fault timers on the loop (loop thread), and writes
  * OUT/chaos.json. */

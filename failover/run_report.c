@@ -221,6 +221,14 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
             worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
             r->root_st.full_waits, run_quarantined(r));
     failover_stats(f, r);
+    if (r->state_run) {
+        fprintf(f,
+                "  \"state\": {\"checked\": %u, \"broken\": %u, \"note\": \"%s\", \"messages\": [",
+                r->state_checked, r->state_broken, r->state_note);
+        for (uint32_t i = 0; i < r->state_nmsgs; i++)
+            fprintf(f, "%s\"%s\"", i ? ", " : "", r->state_msgs[i]);
+        fprintf(f, "]},\n");
+    }
     fprintf(f, "  \"nfs\": [\n");
     for (uint32_t k = 0; k < r->chain->nnfs; k++)
         nf_stats(f, r, k, k + 1 == r->chain->nnfs);

@@ -173,8 +173,9 @@ int verify_canon_from_chain(struct verify_opts *o, const char *path, struct rw_e
 
 const char *verify_diff_kind_name(enum verify_diff_kind k)
 {
-    static const char *const names[] = {"lost",        "duplicated",    "changed", "alert missing",
-                                        "alert extra", "alert changed", "damaged", "invariant"};
+    static const char *const names[] = {"lost",          "duplicated",  "changed",
+                                        "alert missing", "alert extra", "alert changed",
+                                        "damaged",       "invariant",   "state"};
     return (unsigned)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
 }
 
@@ -899,6 +900,110 @@ static int compare_all(struct vstate *st, struct vside *s[2], struct rw_err *e)
     return rc;
 }
 
+/* ---- the NFs' final state (DIR/state.json, written by run_state.c) ---- */
+
+struct vlines {
+    char **v;
+    size_t n, cap;
+};
+
+static int by_line(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* The strings of state.json's "state" arrays (one per line, as run_state.c writes
+ * them) into st; those of its "broken" arrays into br. 1 when there is no file. */
+static int load_state(const char *dir, struct vlines *st, struct vlines *br, struct rw_err *e)
+{
+    char path[4200];
+    size_t len;
+    int rc;
+    snprintf(path, sizeof(path), "%s/state.json", dir);
+    char *buf = slurp(path, &len, &rc);
+    if (!buf)
+        return rc ? rw_errf(e, rc, "%s: cannot read", path) : 1;
+    struct vlines *in = NULL;
+    char *save = NULL;
+    for (char *line = strtok_r(buf, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
+        while (*line == ' ')
+            line++;
+        if (!strncmp(line, "\"state\": [", 10) || !strncmp(line, "\"broken\": [", 11))
+            in = line[1] == 's' ? st : br;
+        else if (*line == ']')
+            in = NULL;
+        else if (in && *line == '"') {
+            char *end = strrchr(line, '"');
+            if (end > line)
+                *end = 0;
+            if (in->n == in->cap) {
+                size_t nc = in->cap ? in->cap * 2 : 64;
+                char **nv = realloc(in->v, nc * sizeof(*nv));
+                if (!nv)
+                    rc = rw_errf(e, RW_ENOMEM, "verify: out of memory");
+                else
+                    in->v = nv, in->cap = nc;
+            }
+            if (!rc && !(in->v[in->n++] = strdup(line + 1)))
+                rc = rw_errf(e, RW_ENOMEM, "verify: out of memory");
+        }
+    }
+    free(buf);
+    if (!rc && st->n)
+        qsort(st->v, st->n, sizeof(char *), by_line);
+    return rc;
+}
+
+static void vlines_free(struct vlines *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+}
+
+/* Two sorted sets of lines: each line in one only is a difference. */
+static void compare_state_lines(struct vstate *st, const struct vlines *a, const struct vlines *b)
+{
+    size_t i = 0, j = 0;
+    while (i < a->n || j < b->n) {
+        int c = i == a->n ? 1 : j == b->n ? -1 : strcmp(a->v[i], b->v[j]);
+        if (c == 0) {
+            i++, j++;
+            continue;
+        }
+        st->r->state_diffs++;
+        if (c < 0)
+            report(st, VERIFY_DIFF_STATE, 0, -1, "state in REF only: %.300s", a->v[i++]);
+        else
+            report(st, VERIFY_DIFF_STATE, 0, -1, "state in RUN only: %.300s", b->v[j++]);
+    }
+}
+
+static int compare_state(struct vstate *st, struct rw_err *e)
+{
+    struct vlines s[2] = {{0}}, br[2] = {{0}};
+    const char *dirs[2] = {st->o->ref_dir, st->o->run_dir}, *names[2] = {"REF", "RUN"};
+    int rc = 0, missing = 0;
+    for (int k = 0; k < 2 && !rc; k++) {
+        int got = load_state(dirs[k], &s[k], &br[k], e);
+        rc = got < 0 ? got : 0;
+        missing += got == 1;
+        for (size_t i = 0; !rc && i < br[k].n; i++) {
+            st->r->broken++;
+            report(st, VERIFY_DIFF_INVARIANT, 0, -1, "%s state: %.300s", names[k], br[k].v[i]);
+        }
+    }
+    if (!rc && !missing) { /* a run without one (--no-ft, older) has nothing to compare */
+        st->r->state_compared = true;
+        st->r->ref_state = s[0].n;
+        st->r->run_state = s[1].n;
+        compare_state_lines(st, &s[0], &s[1]);
+    }
+    for (int k = 0; k < 2; k++)
+        vlines_free(&s[k]), vlines_free(&br[k]);
+    return rc;
+}
+
 int verify_runs(const struct verify_opts *o, struct verify_result *r, struct rw_err *e)
 {
     memset(r, 0, sizeof(*r));
@@ -913,10 +1018,12 @@ int verify_runs(const struct verify_opts *o, struct verify_result *r, struct rw_
         rc = compare_all(&st, s, e);
     if (!rc)
         r->ref_quarantined = s[0]->quarantined, r->run_quarantined = s[1]->quarantined;
+    if (!rc)
+        rc = compare_state(&st, e);
     for (int k = 0; k < 2; k++)
         if (s[k])
             side_close(s[k]), free(s[k]);
     r->equivalent = !rc && !r->lost && !r->duplicated && !r->changed && !r->alerts_missing &&
-                    !r->alerts_extra && !r->damaged && !r->broken;
+                    !r->alerts_extra && !r->damaged && !r->broken && !r->state_diffs;
     return rc;
 }

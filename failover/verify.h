@@ -47,7 +47,10 @@ enum verify_diff_kind {
     VERIFY_DIFF_ALERT_EXTRA,
     VERIFY_DIFF_ALERT_CHANGED,
     VERIFY_DIFF_DAMAGE,    /* a damaged log block or alert line (clock may be 0) */
-    VERIFY_DIFF_INVARIANT, /* a run breaks an invariant (a connection changed backend) */
+    VERIFY_DIFF_INVARIANT, /* a run breaks an invariant (a connection changed backend, or
+                              DIR/state.json lists one its NFs' state breaks) */
+    VERIFY_DIFF_STATE,     /* a line of the NFs' final state summary (DIR/state.json) is in
+                              one run only: state applied twice, or lost */
 };
 
 struct verify_diff {
@@ -79,7 +82,10 @@ struct verify_result {
     uint64_t ref_quarantined, run_quarantined; /* packets of death each run skipped: their
                                                   events are not compared (a REF filters
                                                   them out at its input edge instead) */
-    bool equivalent;                           /* nothing lost, extra, changed or damaged */
+    bool state_compared;                       /* both runs wrote DIR/state.json */
+    uint64_t ref_state, run_state;             /* its summary lines */
+    uint64_t state_diffs;                      /* lines in one run only (each counts once) */
+    bool equivalent; /* nothing lost, extra, changed, damaged, broken or in one state only */
 };
 
 /* Fills o with defaults: no canonicalisation, 10 differences. */
@@ -95,7 +101,9 @@ int verify_canon_parse(struct verify_opts *o, const char *spec, struct rw_err *e
  * depend on interleaving beyond a renaming, so only affinity can be checked). */
 int verify_canon_from_chain(struct verify_opts *o, const char *path, struct rw_err *e);
 
-/* Compares RUN against REF. Returns 0 with r filled (r->equivalent says the
+/* Compares RUN against REF: outputs, alerts and, when both runs wrote one (a
+ * fault-tolerant `rewind run` does), the NFs' final state summaries in
+ * DIR/state.json, whose lines must be the same set. Returns 0 with r filled (r->equivalent says the
  * verdict), or an error when a run cannot be read at all (RW_ENOENT, RW_ECORRUPT,
  * RW_EIO, RW_ENOMEM). */
 int verify_runs(const struct verify_opts *o, struct verify_result *r, struct rw_err *e);

@@ -710,10 +710,128 @@ static int nat_check(const struct chain_nf *nf, struct rw_err *e)
     return nf_require_flowspace(nf, ok, 1, "a connection's two directions", e);
 }
 
+/* ---- audit (nf_def.audit) ---- */
+
+/* What the NAT's objects say, gathered by one store_scan. */
+struct nat_seen {
+    const struct nat *n;
+    struct nf_audit *a;
+    int64_t cursor;
+    uint8_t *uses; /* per pool port: how often free or mapped (saturates at 255) */
+    uint64_t nfree, nmapped, nback, outside;
+    int rc;
+};
+
+static void use_port(struct nat_seen *s, uint16_t port)
+{
+    if (port < s->n->lo || port > s->n->hi) {
+        s->outside++;
+        return;
+    }
+    uint8_t *u = &s->uses[port - s->n->lo];
+    *u += *u < 255;
+}
+
+static int nat_seen_obj(void *arg, const struct store_obj *o)
+{
+    struct nat_seen *s = arg;
+    char in[32], rem[32];
+    uint32_t code = 0;
+    if (o->klen == 4)
+        memcpy(&code, o->key, 4);
+    int rc = 0;
+    if (o->object == NAT_OBJ_CURSOR && o->type == STORE_T_INT)
+        s->cursor = o->i;
+    else if (o->object == NAT_OBJ_FREE && o->type == STORE_T_LIST && o->nelem) {
+        struct nat_free f;
+        if (o->len == sizeof(f)) {
+            memcpy(&f, o->val, sizeof(f));
+            use_port(s, f.port);
+            s->nfree++;
+        }
+    } else if (o->object == NAT_OBJ_OUT && o->type == STORE_T_BYTES && o->klen == NAT_OKEY &&
+               o->len == sizeof(struct nat_map)) {
+        /* Summarised by the inside flow, not by the port the pool happened to give. */
+        const uint8_t *k = o->key;
+        struct nat_map m;
+        memcpy(&m, o->val, sizeof(m));
+        use_port(s, m.ext_port);
+        s->nmapped++;
+        endpoint(in, sizeof(in), k + 1, be16(k + 5));
+        endpoint(rem, sizeof(rem), k + 7, be16(k + 11));
+        rc = nf_audit_line(s->a, "map %s %s %s fin %u/%u last %llu", proto_name(k[0]), in, rem,
+                           m.fin_out, m.fin_in, (unsigned long long)m.last_ns);
+    } else if (o->object == NAT_OBJ_IN && o->type == STORE_T_BYTES)
+        s->nback++;
+    else if (o->object == NAT_OBJ_DROPS && o->type == STORE_T_INT)
+        rc = nf_audit_line(s->a, "drops %s %lld",
+                           code < DR_NREASONS      ? drop_names[code]
+                           : code == DQ_NO_MAPPING ? "no_mapping"
+                           : code == DQ_NOT_NAT    ? "not_nat"
+                           : code == DQ_NON_IPV4   ? "non_ipv4"
+                                                   : "icmp_other",
+                           (long long)o->i);
+    else if (o->object == NAT_OBJ_PKTS && o->type == STORE_T_INT)
+        rc = nf_audit_line(s->a, "packets %s %s %lld", proto_name((uint8_t)(code >> 8)),
+                           code & 1 ? "out" : "in", (long long)o->i);
+    return rc;
+}
+
+/* Invariant: the ports handed out fresh (the cursor, up to the pool's size) are
+ * each either in the free list or held by one live mapping: never both, never
+ * twice, never neither (a leak); no other port is anywhere; and every outbound
+ * mapping has its inbound one and no inbound one is left without. */
+static int nat_audit(void *self, struct store_client *c, struct nf_audit *a, struct rw_err *e)
+{
+    const struct nat *n = self;
+    uint64_t pool = (uint64_t)n->hi - n->lo + 1;
+    struct nat_seen s = {.n = n, .a = a, .uses = calloc(pool, 1)};
+    if (!s.uses)
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    int rc = store_scan(c, nat_seen_obj, &s);
+    if (rc) {
+        free(s.uses);
+        return rc == RW_ENOMEM ? rw_errf(e, rc, "out of memory")
+                               : rw_errf(e, RW_EIO, "%s", store_client_errmsg(c));
+    }
+    uint64_t handed = s.cursor < 0 ? 0 : (uint64_t)s.cursor < pool ? (uint64_t)s.cursor : pool;
+    uint64_t leaked = 0, twice = 0, unhanded = 0;
+    long first_leak = -1, first_twice = -1;
+    for (uint64_t i = 0; i < pool; i++) {
+        if (i < handed && !s.uses[i] && ++leaked == 1)
+            first_leak = (long)(n->lo + i);
+        if (s.uses[i] > 1 && ++twice == 1)
+            first_twice = (long)(n->lo + i);
+        if (i >= handed && s.uses[i])
+            unhanded++;
+    }
+    free(s.uses);
+    rc = nf_audit_line(a, "ports handed %llu free %llu mapped %llu", (unsigned long long)handed,
+                       (unsigned long long)s.nfree, (unsigned long long)s.nmapped);
+    if (!rc && leaked)
+        rc = nf_audit_broken(a,
+                             "nat: %llu of the %llu ports handed out are neither free nor mapped "
+                             "(leaked; first %ld)",
+                             (unsigned long long)leaked, (unsigned long long)handed, first_leak);
+    if (!rc && twice)
+        rc = nf_audit_broken(a, "nat: %llu ports are free or mapped more than once (first %ld)",
+                             (unsigned long long)twice, first_twice);
+    if (!rc && (unhanded || s.outside))
+        rc = nf_audit_broken(a,
+                             "nat: %llu ports free or mapped that were never handed out, %llu "
+                             "outside the pool",
+                             (unsigned long long)unhanded, (unsigned long long)s.outside);
+    if (!rc && s.nback != s.nmapped)
+        rc = nf_audit_broken(a, "nat: %llu outbound mappings but %llu inbound ones",
+                             (unsigned long long)s.nmapped, (unsigned long long)s.nback);
+    return rc ? rw_errf(e, rc, "out of memory") : 0;
+}
+
 const struct nf_def nf_nat = {
     .type = "nat",
     .check = nat_check,
     .self_size = sizeof(struct nat),
     .init = nat_init,
     .process = nat_process,
+    .audit = nat_audit,
 };

@@ -741,7 +741,18 @@ static int ps_check(const struct chain_nf *nf, struct rw_err *e)
     return nf_require_flowspace(nf, ok, 1, "probes from their answers", e);
 }
 
+/* The per-host walks and counts, and the malformed-packet count, as they are. */
+static int ps_audit(void *self, struct store_client *c, struct nf_audit *a, struct rw_err *e)
+{
+    static const uint16_t objs[] = {PS_OBJ_WALK, PS_OBJ_ATTEMPTS, PS_OBJ_FAILURES, PS_OBJ_FLAG,
+                                    PS_OBJ_STATS};
+    static const char *const labels[] = {"walk", "attempts", "failures", "flag", "stats"};
+    (void)self;
+    return nf_audit_counters(c, a, objs, labels, 5, e);
+}
+
 const struct nf_def nf_portscan = {
+    .audit = ps_audit,
     .check = ps_check,
     .type = "portscan",
     .self_size = sizeof(struct portscan),

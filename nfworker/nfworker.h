@@ -206,6 +206,33 @@ struct nf_pkt {
  * their marks, so timers and cross-flow state see the same sequence in every
  * run. */
 struct chain_nf;
+struct store_client;
+
+/* ---- auditing an NF's stored state after a run (audit.c) ---- */
+
+/* What an audit hook writes: canonical lines and broken invariants. */
+struct nf_audit;
+
+struct nf_audit *nf_audit_new(void); /* NULL: out of memory */
+void nf_audit_free(struct nf_audit *a);
+/* Adds one line of the canonical summary: a fact about the NF's state that every
+ * run on the same input must share, whatever its faults and interleaving (so no
+ * value the interleaving picks, like a NAT's external port). Characters that
+ * JSON would need escaped become '?'. 0 or RW_ENOMEM. */
+int nf_audit_line(struct nf_audit *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Records a broken invariant, with what breaks it. 0 or RW_ENOMEM. */
+int nf_audit_broken(struct nf_audit *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sorts the lines (a hook may add them in any order). */
+void nf_audit_sort(struct nf_audit *a);
+/* The lines, and the broken invariants' messages: counts, and arrays owned by a. */
+size_t nf_audit_lines(const struct nf_audit *a, const char *const **lines);
+size_t nf_audit_broken_list(const struct nf_audit *a, const char *const **msgs);
+/* For NFs whose state is counters: one line "LABEL KEYHEX VALUE" per integer object
+ * of the objects listed (labels[i] names objects[i]), as is: a blind increment
+ * applied twice shows as a count above the fault-free run's. 0, or RW_ENOMEM /
+ * RW_EIO (the store could not be read; e says why). */
+int nf_audit_counters(struct store_client *c, struct nf_audit *a, const uint16_t *objects,
+                      const char *const *labels, size_t n, struct rw_err *e);
 
 struct nf_def {
     const char *type;
@@ -218,6 +245,12 @@ struct nf_def {
      * Called by the coordinator before anything starts; the message starts with
      * the key it is about ("flowspace: ...", "instances: ..."). */
     int (*check)(const struct chain_nf *nf, struct rw_err *e);
+    /* Optional: after a fault-tolerant run, when every worker has finished and the
+     * store is final, reads the NF's objects back (store_scan on c, a client of the
+     * NF's vertex; self is init'ed from the config) and adds to a its canonical
+     * summary and its broken invariants. Returns 0 (broken invariants are not an
+     * error), or the store's error when it cannot read them (a is then partial). */
+    int (*audit)(void *self, struct store_client *c, struct nf_audit *a, struct rw_err *e);
 };
 
 /* For check hooks: refuses nf's flowspace unless it is one of ok (n entries) or

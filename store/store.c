@@ -642,3 +642,12 @@ int store_trim(struct store_client *c, uint64_t g)
         return STORE_EINVAL;
     return c->st->be->trim(c, g);
 }
+
+int store_scan(struct store_client *c, store_scan_fn fn, void *arg)
+{
+    if (!c || !fn)
+        return c ? store_errf(c, STORE_EINVAL, "store_scan: NULL callback") : STORE_EINVAL;
+    if (!c->st->be->scan)
+        return store_errf(c, STORE_EINVAL, "store_scan: this backend cannot list its objects");
+    return c->st->be->scan(c, fn, arg);
+}

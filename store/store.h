@@ -187,6 +187,44 @@ int store_trim(struct store_client *c, uint64_t g);
  * opens the store. */
 int store_bind_run(struct store *st, const char *run, bool force, struct rw_err *e);
 
+/* ---- reading a vertex's objects back (audits: rewind run's state check) ---- */
+
+enum store_obj_type {
+    STORE_T_BYTES = 's', /* store_put / store_cas */
+    STORE_T_INT = 'i',   /* store_incr */
+    STORE_T_LIST = 'l'   /* store_push / store_pop */
+};
+
+/* One live object as store_scan shows it. Pointers are valid during the call
+ * only. A list is shown once per element, head first (val, len: the element;
+ * elem: its place from the head; nelem: the list's length), and an empty list
+ * once with nelem 0 and len 0. */
+struct store_obj {
+    uint8_t scope;   /* enum store_scope */
+    uint16_t object; /* as in struct store_key */
+    const void *key; /* key bytes within the object */
+    size_t klen;
+    uint8_t type;    /* enum store_obj_type */
+    int64_t i;       /* STORE_T_INT: the value */
+    const void *val; /* STORE_T_BYTES: the value; STORE_T_LIST: one element */
+    size_t len;
+    uint64_t elem, nelem; /* STORE_T_LIST */
+};
+
+/* Called once per object (per list element); nonzero stops the scan. It must not
+ * call the store. */
+typedef int (*store_scan_fn)(void *arg, const struct store_obj *o);
+
+/* Calls fn for every live object of the client's vertex, both scopes and every
+ * slot's, from one consistent view of the store, ordered by scope, object, key
+ * length, key bytes on mem and LMDB (Redis: no order). Only what NFs stored: never op records,
+ * watermarks, the slot table or the trim mark. Ops queued on c are not applied
+ * first (store_flush them). Reads only: the store is unchanged whatever happens.
+ * Returns STORE_OK once every object was shown, fn's first nonzero return (the
+ * scan stops there), or a STORE_E* error, after which fn may have seen only some
+ * objects: a caller must treat what it gathered as incomplete. */
+int store_scan(struct store_client *c, store_scan_fn fn, void *arg);
+
 const char *store_strerror(int rc);
 
 #endif

@@ -78,6 +78,8 @@ struct store_backend {
     int (*flush_async)(struct store_client *c, store_flush_cb cb, void *arg);
     /* store_bind_run, on a client of vertex 0 (for its connection). */
     int (*bind_run)(struct store_client *c, const char *run, bool force);
+    /* store_scan: the client's vertex's live objects, one snapshot. */
+    int (*scan)(struct store_client *c, store_scan_fn fn, void *arg);
 };
 
 struct store {

@@ -164,14 +164,10 @@ static int resolve(struct kx *x, uint16_t slot, uint16_t *root)
     return store_errf(x->c, STORE_ECORRUPT, "slot table has a forwarding cycle");
 }
 
-static int meta_load(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m)
+/* Parses an object record (n bytes at p). */
+static int meta_parse(struct kx *x, const uint8_t *p, size_t n, struct meta *m)
 {
-    const uint8_t *p;
-    size_t n;
     memset(m, 0, sizeof(*m));
-    int rc = x->kv->get(x->c, x->txn, dk, dl, &p, &n);
-    if (rc)
-        return rc < 0 ? rc : STORE_OK;
     if (n < 3)
         return store_errf(x->c, STORE_ECORRUPT, "object record of %zu bytes", n);
     m->exists = true;
@@ -187,6 +183,17 @@ static int meta_load(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m)
     } else if (m->type != 's')
         return store_errf(x->c, STORE_ECORRUPT, "object record type %u len %zu", m->type, n);
     return STORE_OK;
+}
+
+static int meta_load(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m)
+{
+    const uint8_t *p;
+    size_t n;
+    memset(m, 0, sizeof(*m));
+    int rc = x->kv->get(x->c, x->txn, dk, dl, &p, &n);
+    if (rc)
+        return rc < 0 ? rc : STORE_OK;
+    return meta_parse(x, p, n, m);
 }
 
 static int meta_put(struct kx *x, const uint8_t *dk, size_t dl, uint8_t type, uint16_t owner,
@@ -573,6 +580,67 @@ int kv_watermark(struct store_client *c, const struct kv_ops *kv, void *db, uint
     k_slot(k, 'w', c->vertex, slot);
     rc = get_u64(&x, k, 7, w);
     x.kv->abort(x.txn);
+    return rc;
+}
+
+/* ---- store_scan ---- */
+
+struct scanx {
+    struct kx *x;
+    store_scan_fn fn;
+    void *arg;
+};
+
+/* One 'd' key: the object, or each element of a list. */
+static int scan_one(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
+{
+    struct scanx *s = arg;
+    struct kx *x = s->x;
+    uint8_t ek[DK_MAX + 8];
+    struct meta m;
+    if (kl < 9 || kl != 9u + k[8])
+        return store_errf(x->c, STORE_ECORRUPT, "object key of %zu bytes", kl);
+    int rc = meta_parse(x, v, vl, &m);
+    if (rc)
+        return rc;
+    struct store_obj o = {.scope = k[5],
+                          .object = get16(k + 6),
+                          .key = k + 9,
+                          .klen = k[8],
+                          .type = m.type,
+                          .i = m.i,
+                          .val = m.type == 's' ? m.bytes : NULL,
+                          .len = m.type == 's' ? m.len : 0};
+    if (m.type != 'l')
+        return s->fn(s->arg, &o);
+    o.nelem = m.tail - m.head;
+    if (!o.nelem)
+        return s->fn(s->arg, &o);
+    for (uint64_t i = m.head; i < m.tail; i++) {
+        size_t n;
+        const uint8_t *p;
+        if ((rc = x->kv->get(x->c, x->txn, ek, k_elem(ek, k, kl, i), &p, &n)))
+            return rc < 0 ? rc : store_errf(x->c, STORE_ECORRUPT, "list element missing");
+        o.val = p, o.len = n, o.elem = i - m.head;
+        if ((rc = s->fn(s->arg, &o)))
+            return rc;
+    }
+    return STORE_OK;
+}
+
+/* Objects are the 'd' keys of the vertex (list elements hang off them as 'e'
+ * keys); everything else in the layout is bookkeeping. */
+int kv_scan(struct store_client *c, const struct kv_ops *kv, void *db, store_scan_fn fn, void *arg)
+{
+    struct kx x;
+    uint8_t pre[5] = {'d'};
+    int rc = begin(&x, c, kv, db, false);
+    if (rc)
+        return rc;
+    put32(pre + 1, c->vertex);
+    struct scanx s = {.x = &x, .fn = fn, .arg = arg};
+    rc = kv->walk(c, x.txn, pre, sizeof(pre), scan_one, &s);
+    kv->abort(x.txn);
     return rc;
 }
 

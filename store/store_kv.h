@@ -9,6 +9,10 @@
 
 #include "store_int.h"
 
+/* Called for one key and its value (both valid during the call only); a nonzero
+ * return stops the walk and is returned by it. */
+typedef int (*kv_walk_fn)(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
+
 struct kv_ops {
     /* Starts a transaction on kv (write or read-only). */
     int (*begin)(struct store_client *c, void *kv, bool write, void **txn);
@@ -24,6 +28,12 @@ struct kv_ops {
                      size_t len);
     int (*commit)(struct store_client *c, void *txn);
     void (*abort)(void *txn);
+    /* Calls fn on every key that starts with the pl bytes p, in memcmp order (a
+     * key before the longer keys it is a prefix of, as LMDB orders them), as txn
+     * sees them. fn may get() in txn but must not write. Returns STORE_OK, fn's
+     * first nonzero return, or a STORE_E* error. */
+    int (*walk)(struct store_client *c, void *txn, const uint8_t *p, size_t pl, kv_walk_fn fn,
+                void *arg);
 };
 
 int kv_apply(struct store_client *c, const struct kv_ops *kv, void *db, const struct store_batch *b,
@@ -35,5 +45,7 @@ int kv_transfer(struct store_client *c, const struct kv_ops *kv, void *db, uint1
 int kv_watermark(struct store_client *c, const struct kv_ops *kv, void *db, uint16_t slot,
                  uint64_t *w);
 int kv_trim(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t g);
+/* store_scan over the kv layout, in one read transaction. */
+int kv_scan(struct store_client *c, const struct kv_ops *kv, void *db, store_scan_fn fn, void *arg);
 
 #endif

@@ -120,7 +120,35 @@ static void l_abort(void *txn)
     mdb_txn_abort(txn);
 }
 
-static const struct kv_ops lmdb_kv = {l_begin, l_get, l_put, l_del, l_del_range, l_commit, l_abort};
+/* A cursor from the first key >= p (MDB_SET_RANGE) while keys start with p. */
+static int l_walk(struct store_client *c, void *txn, const uint8_t *p, size_t pl, kv_walk_fn fn,
+                  void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val key = {pl, (void *)p}, val;
+    int mrc = mdb_cursor_open(txn, dbi_of(p), &cur), rc = STORE_OK;
+    if (mrc)
+        return lerr(c, mrc, "cursor_open");
+    mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    while (mrc == 0 && key.mv_size >= pl && !memcmp(key.mv_data, p, pl)) {
+        if ((rc = fn(arg, key.mv_data, key.mv_size, val.mv_data, val.mv_size)))
+            break;
+        mrc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc)
+        return rc;
+    return mrc && mrc != MDB_NOTFOUND ? lerr(c, mrc, "scan") : STORE_OK;
+}
+
+static const struct kv_ops lmdb_kv = {.begin = l_begin,
+                                      .get = l_get,
+                                      .put = l_put,
+                                      .del = l_del,
+                                      .del_range = l_del_range,
+                                      .commit = l_commit,
+                                      .abort = l_abort,
+                                      .walk = l_walk};
 
 static int parse_path(const char *rest, char *path, size_t cap, size_t *map_mib, struct rw_err *e)
 {
@@ -229,6 +257,11 @@ static int lmdb_trim(struct store_client *c, uint64_t g)
     return kv_trim(c, &lmdb_kv, c->impl, g);
 }
 
+static int lmdb_scan(struct store_client *c, store_scan_fn fn, void *arg)
+{
+    return kv_scan(c, &lmdb_kv, c->impl, fn, arg);
+}
+
 /* The run marker: a key no store op makes. The main DB also holds the name of
  * the op-record DB (LMDB keeps named DBs there): state is a key that starts
  * like a store op's (kv's layout: d, e, s, w, g), or any op record. */
@@ -300,5 +333,5 @@ static int lmdb_bind_run(struct store_client *c, const char *run, bool force)
 const struct store_backend store_be_lmdb = {
     lmdb_open, lmdb_close, lmdb_client_open, lmdb_client_close, lmdb_apply,
     lmdb_wait, lmdb_claim, lmdb_transfer,    lmdb_watermark,    lmdb_trim,
-    NULL,      NULL,       lmdb_bind_run,
+    NULL,      NULL,       lmdb_bind_run,    lmdb_scan,
 };

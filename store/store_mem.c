@@ -226,7 +226,53 @@ static void m_abort(void *txn)
     pthread_mutex_unlock(&db->mu);
 }
 
-static const struct kv_ops mem_kv = {m_begin, m_get, m_put, m_del, m_del_range, m_commit, m_abort};
+/* memcmp order, a key before the longer keys it is a prefix of (LMDB's). */
+static int by_key(const void *a, const void *b)
+{
+    const struct ment *x = *(const struct ment *const *)a, *y = *(const struct ment *const *)b;
+    int c = memcmp(x->k, y->k, x->kl < y->kl ? x->kl : y->kl);
+    return c ? c : (x->kl > y->kl) - (x->kl < y->kl);
+}
+
+/* A hash map has no order: the matching entries are gathered and sorted. */
+static int m_walk(struct store_client *c, void *txn, const uint8_t *p, size_t pl, kv_walk_fn fn,
+                  void *arg)
+{
+    struct memdb *db = txn;
+    struct ment **v = NULL;
+    size_t n = 0, cap = 0;
+    for (size_t i = 0; i < db->nb; i++) {
+        for (struct ment *e = db->tab[i]; e; e = e->next) {
+            if (e->kl < pl || memcmp(e->k, p, pl))
+                continue;
+            if (n == cap) {
+                struct ment **nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+                if (!nv) {
+                    free(v);
+                    return store_errf(c, STORE_ENOMEM, "mem: out of memory");
+                }
+                v = nv;
+            }
+            v[n++] = e;
+        }
+    }
+    if (n)
+        qsort(v, n, sizeof(*v), by_key);
+    int rc = STORE_OK;
+    for (size_t i = 0; rc == STORE_OK && i < n; i++)
+        rc = fn(arg, v[i]->k, v[i]->kl, v[i]->v, v[i]->vl);
+    free(v);
+    return rc;
+}
+
+static const struct kv_ops mem_kv = {.begin = m_begin,
+                                     .get = m_get,
+                                     .put = m_put,
+                                     .del = m_del,
+                                     .del_range = m_del_range,
+                                     .commit = m_commit,
+                                     .abort = m_abort,
+                                     .walk = m_walk};
 
 static int mem_open(struct store *st, const char *rest, struct rw_err *e)
 {
@@ -303,6 +349,11 @@ static int mem_trim(struct store_client *c, uint64_t g)
     return kv_trim(c, &mem_kv, c->impl, g);
 }
 
+static int mem_scan(struct store_client *c, store_scan_fn fn, void *arg)
+{
+    return kv_scan(c, &mem_kv, c->impl, fn, arg);
+}
+
 /* A mem: store lives and dies with its process: no other run can have used it. */
 static int mem_bind_run(struct store_client *c, const char *run, bool force)
 {
@@ -313,5 +364,5 @@ static int mem_bind_run(struct store_client *c, const char *run, bool force)
 const struct store_backend store_be_mem = {
     mem_open, mem_close, mem_client_open, mem_client_close, mem_apply,
     mem_wait, mem_claim, mem_transfer,    mem_watermark,    mem_trim,
-    NULL,     NULL,      mem_bind_run,
+    NULL,     NULL,      mem_bind_run,    mem_scan,
 };

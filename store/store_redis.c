@@ -895,7 +895,8 @@ static int redis_bind_run(struct store_client *c, const char *run, bool force)
 }
 
 const struct store_backend store_be_redis = {
-    redis_open, redis_close,       redis_client_open, redis_client_close, redis_apply,
-    redis_wait, redis_claim,       redis_transfer,    redis_watermark,    redis_trim,
-    redis_uv,   redis_flush_async, redis_bind_run,
+    redis_open,      redis_close, redis_client_open, redis_client_close,
+    redis_apply,     redis_wait,  redis_claim,       redis_transfer,
+    redis_watermark, redis_trim,  redis_uv,          redis_flush_async,
+    redis_bind_run,  NULL, /* scan: not yet (store_scan) */
 };
