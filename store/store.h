@@ -217,7 +217,8 @@ typedef int (*store_scan_fn)(void *arg, const struct store_obj *o);
 
 /* Calls fn for every live object of the client's vertex, both scopes and every
  * slot's, from one consistent view of the store, ordered by scope, object, key
- * length, key bytes on mem and LMDB (Redis: no order). Only what NFs stored: never op records,
+ * length, key bytes on mem and LMDB (Redis: its keys' byte order, and one view only
+ * when nothing writes, as at the end of a run). Only what NFs stored: never op records,
  * watermarks, the slot table or the trim mark. Ops queued on c are not applied
  * first (store_flush them). Reads only: the store is unchanged whatever happens.
  * Returns STORE_OK once every object was shown, fn's first nonzero return (the

@@ -894,9 +894,131 @@ static int redis_bind_run(struct store_client *c, const char *run, bool force)
     return STORE_OK;
 }
 
+/* One object hash (rw:{vN}:d:SCOPE:OBJECT:KEY, fields t, o, v) and, for a list,
+ * its elements (rw:{vN}:ld:...), as store_scan shows them. */
+static int scan_object(struct store_client *c, const char *k, size_t kl, size_t tl,
+                       store_scan_fn fn, void *arg)
+{
+    unsigned scope, object;
+    int used = 0;
+    if (kl < tl + 3 || sscanf(k + tl + 3, "%u:%u:%n", &scope, &object, &used) != 2 || !used ||
+        tl + 3 + (size_t)used > kl)
+        return store_errf(c, STORE_ECORRUPT, "redis: object key '%.*s'", (int)kl, k);
+    redisReply *h;
+    int rc = command(c, &h, "HMGET %b t v", k, kl);
+    if (rc)
+        return rc;
+    struct store_obj o = {.scope = (uint8_t)scope,
+                          .object = (uint16_t)object,
+                          .key = k + tl + 3 + used,
+                          .klen = kl - tl - 3 - (size_t)used};
+    const redisReply *t = h->elements == 2 ? h->element[0] : NULL, *v = t ? h->element[1] : NULL;
+    if (!t || t->type != REDIS_REPLY_STRING || t->len != 1) {
+        freeReplyObject(h); /* deleted since SCAN saw it: not live */
+        return STORE_OK;
+    }
+    o.type = (uint8_t)t->str[0];
+    if (o.type == STORE_T_INT && v->type == REDIS_REPLY_STRING)
+        o.i = strtoll(v->str, NULL, 10);
+    else if (o.type == STORE_T_BYTES && v->type == REDIS_REPLY_STRING)
+        o.val = v->str, o.len = v->len;
+    if (o.type != STORE_T_LIST) {
+        rc = fn(arg, &o);
+        freeReplyObject(h);
+        return rc;
+    }
+    redisReply *l;
+    rc = command(c, &l, "LRANGE %b%s%b 0 -1", k, tl + 1, "l", k + tl + 1, kl - tl - 1);
+    if (rc) {
+        freeReplyObject(h);
+        return rc;
+    }
+    o.nelem = l->type == REDIS_REPLY_ARRAY ? l->elements : 0;
+    if (!o.nelem)
+        rc = fn(arg, &o);
+    for (size_t i = 0; !rc && i < o.nelem; i++) {
+        o.val = l->element[i]->str, o.len = l->element[i]->len, o.elem = i;
+        rc = fn(arg, &o);
+    }
+    freeReplyObject(l);
+    freeReplyObject(h);
+    return rc;
+}
+
+struct scan_keys {
+    redisReply **v;
+    size_t n, cap;
+};
+
+static int by_key(const void *a, const void *b)
+{
+    const redisReply *x = *(redisReply *const *)a, *y = *(redisReply *const *)b;
+    int d = memcmp(x->str, y->str, x->len < y->len ? x->len : y->len);
+    return d ? d : (x->len > y->len) - (x->len < y->len);
+}
+
+/* SCAN may return a key twice and is not a snapshot: every key is gathered
+ * first, sorted (so the scan's order is the keys' byte order) and shown once.
+ * The view is consistent when nothing writes, as at the end of a run, which is
+ * when store_scan is for. */
+static int redis_scan(struct store_client *c, store_scan_fn fn, void *arg)
+{
+    struct redis_cl *r = c->impl;
+    char cursor[32] = "0", match[64];
+    size_t tl = strlen(r->tag);
+    struct scan_keys k = {0};
+    redisReply **pages = NULL;
+    size_t npages = 0;
+    int rc = settle(c, 0, NULL);
+    snprintf(match, sizeof(match), "%s:d:*", r->tag);
+    while (!rc) {
+        redisReply *rep;
+        if ((rc = command(c, &rep, "SCAN %s MATCH %s COUNT 1000", cursor, match)))
+            break;
+        void *np = realloc(pages, (npages + 1) * sizeof(*pages));
+        if (!np) {
+            freeReplyObject(rep);
+            rc = store_errf(c, STORE_ENOMEM, "out of memory");
+            break;
+        }
+        pages = np;
+        pages[npages++] = rep; /* its key strings are used until the end */
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+            rep->element[0]->type != REDIS_REPLY_STRING ||
+            rep->element[1]->type != REDIS_REPLY_ARRAY) {
+            rc = store_errf(c, STORE_EBACKEND, "redis: malformed SCAN reply");
+            break;
+        }
+        const redisReply *keys = rep->element[1];
+        if (k.n + keys->elements > k.cap) {
+            size_t cap = (k.n + keys->elements) * 2;
+            void *nv = realloc(k.v, cap * sizeof(*k.v));
+            if (!nv) {
+                rc = store_errf(c, STORE_ENOMEM, "out of memory");
+                break;
+            }
+            k.v = nv, k.cap = cap;
+        }
+        for (size_t i = 0; i < keys->elements; i++)
+            k.v[k.n++] = keys->element[i];
+        snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+        if (!strcmp(cursor, "0"))
+            break;
+    }
+    if (!rc && k.n)
+        qsort(k.v, k.n, sizeof(*k.v), by_key);
+    for (size_t i = 0; !rc && i < k.n; i++)
+        if (!i || by_key(&k.v[i - 1], &k.v[i]))
+            rc = scan_object(c, k.v[i]->str, k.v[i]->len, tl, fn, arg);
+    for (size_t i = 0; i < npages; i++)
+        freeReplyObject(pages[i]);
+    free(pages);
+    free(k.v);
+    return rc;
+}
+
 const struct store_backend store_be_redis = {
-    redis_open,      redis_close, redis_client_open, redis_client_close,
-    redis_apply,     redis_wait,  redis_claim,       redis_transfer,
-    redis_watermark, redis_trim,  redis_uv,          redis_flush_async,
-    redis_bind_run,  NULL, /* scan: not yet (store_scan) */
+    redis_open, redis_close,       redis_client_open, redis_client_close, redis_apply,
+    redis_wait, redis_claim,       redis_transfer,    redis_watermark,    redis_trim,
+    redis_uv,   redis_flush_async, redis_bind_run,    redis_scan,
 };
