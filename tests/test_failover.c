@@ -461,18 +461,35 @@ static uintptr_t map_base(pid_t pid, const char *name)
     return base;
 }
 
+/* Kills a tracee and reaps it as its tracer: until the tracer has seen the
+ * death, the coordinator (its parent) is not told, and would wait for ever. */
+static void kill_traced(pid_t pid)
+{
+    int st;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &st, __WALL) == pid && !WIFEXITED(st) && !WIFSIGNALED(st))
+        ;
+}
+
 /* Stops process pid at the instant it writes the word at addr (an address of its
  * own, len 4 or 8 bytes, aligned) so that done(ctx) holds, with an x86-64
  * hardware watchpoint set through ptrace: the instant is the write itself, not a
  * guess. Returns true with pid held in ptrace-stop (the caller kills it and reaps
- * it with waitpid(__WALL)); false when it could not be traced or ended first. */
+ * it: kill_traced); false when it could not be traced or ended first (reaped).
+ * A traced worker stops at every write of the word: on a loaded machine that is
+ * slow enough to miss heartbeats, so runs watched this way get a long budget
+ * (--heartbeat-misses 600). */
 static bool stop_at_write(pid_t pid, uintptr_t addr, size_t len, bool (*done)(const void *),
                           const void *ctx)
 {
     int st;
-    if (ptrace(PTRACE_SEIZE, pid, 0, 0) || ptrace(PTRACE_INTERRUPT, pid, 0, 0) ||
-        waitpid(pid, &st, __WALL) != pid || !WIFSTOPPED(st))
+    if (ptrace(PTRACE_SEIZE, pid, 0, 0))
         return false;
+    if (ptrace(PTRACE_INTERRUPT, pid, 0, 0) || waitpid(pid, &st, __WALL) != pid ||
+        !WIFSTOPPED(st)) {
+        kill_traced(pid); /* never leave a tracee whose death nobody reaps */
+        return false;
+    }
     /* DR7: local enable of DR0 (bit 0), on writes (RW0 = 01), LEN0 = 11 (4 bytes)
      * or 10 (8 bytes). */
     unsigned long dr7 = 1ul | 1ul << 16 | (len == 8 ? 2ul : 3ul) << 18;
@@ -483,21 +500,21 @@ static bool stop_at_write(pid_t pid, uintptr_t addr, size_t len, bool (*done)(co
     }
     int sig = 0;
     for (;;) {
-        if (ptrace(PTRACE_CONT, pid, 0, (void *)(long)sig) || waitpid(pid, &st, __WALL) != pid ||
-            !WIFSTOPPED(st))
+        /* Dead meanwhile (e.g. killed by the coordinator): reaped here, so that
+         * its parent learns of it. */
+        bool waited =
+            !ptrace(PTRACE_CONT, pid, 0, (void *)(long)sig) && waitpid(pid, &st, __WALL) == pid;
+        if (!waited || !WIFSTOPPED(st)) {
+            if (!waited)
+                kill_traced(pid);
             return false;
+        }
         bool trap = WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0;
         if (trap && done(ctx))
             return true;
         /* a signal meant for it goes on; a group-stop (event) resumes */
         sig = trap || (st >> 16) ? 0 : WSTOPSIG(st);
     }
-}
-
-static void kill_traced(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, __WALL);
 }
 
 static void single_fault(const char *tag, const char *signal, const char *victims[], int n,
@@ -674,7 +691,7 @@ static void test_no_dedup_shows_duplicates(void)
     snprintf(run, sizeof(run), "%s/nodedup", d);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
-    run_bg(&b, c, run, "--rate 20000 --no-dedup", 3 + 2, 1000);
+    run_bg(&b, c, run, "--rate 20000 --no-dedup --heartbeat-misses 600", 3 + 2, 1000);
     uint32_t idx;
     struct word64 emitted = {.any = true};
     pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=0 ",
@@ -708,7 +725,7 @@ static void test_replayed_ops_applied_once(void)
     snprintf(run, sizeof(run), "%s/run", d);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", &c, ref, NULL), 0);
     struct bg_run b;
-    run_bg(&b, &c, run, "--rate 2000", 1 + 2, 300);
+    run_bg(&b, &c, run, "--rate 2000 --heartbeat-misses 600", 1 + 2, 300);
     uint32_t idx;
     struct word64 emitted = {.any = true};
     pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=0 ",
@@ -787,7 +804,7 @@ static void test_kill_holding_write_lock(void)
     CU_ASSERT_FATAL(off >= 0);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
-    run_bg(&b, c, run, "--rate 300", 6 + 2, 100);
+    run_bg(&b, c, run, "--rate 300 --heartbeat-misses 600", 6 + 2, 100);
     uint32_t idx, cap;
     int fd;
     pid_t victim = find_worker(run, "--nf=0 --instance=0 ", &idx, &cap, &fd);
