@@ -64,7 +64,8 @@ static void print_diff(void *ctx, const struct verify_diff *d)
         fprintf(stderr, "\r\033[K");
     if (d->has_sub)
         printf("clock %" PRIu64 " sub %u: %s\n", d->clock, d->sub, d->what);
-    else if (d->kind == VERIFY_DIFF_DAMAGE)
+    else if (d->kind == VERIFY_DIFF_DAMAGE || d->kind == VERIFY_DIFF_STATE ||
+             (d->kind == VERIFY_DIFF_INVARIANT && !d->clock)) /* state has no clock */
         printf("%s\n", d->what);
     else
         printf("clock %" PRIu64 ": %s\n", d->clock, d->what);
@@ -163,7 +164,7 @@ int cmd_verify_runs(int argc, char **argv)
         printf("state: REF %" PRIu64 " lines, RUN %" PRIu64 " lines, in one run only %" PRIu64 "\n",
                r.ref_state, r.run_state, r.state_diffs);
     else
-        printf("state: not compared (a run has no state.json)\n");
+        printf("state: not compared (a run has no state.json, or a damaged one)\n");
     if (r.broken)
         printf("invariants broken: %" PRIu64 "\n", r.broken);
     if (r.ref_quarantined || r.run_quarantined)

@@ -914,7 +914,25 @@ static int by_line(const void *x, const void *y)
 
 /* The strings of state.json's "state" arrays (one per line, as run_state.c writes
  * them) into st; those of its "broken" arrays into br. 1 when there is no file. */
-static int load_state(const char *dir, struct vlines *st, struct vlines *br, struct rw_err *e)
+/* Adds a copy of line to l. */
+static int vlines_add(struct vlines *l, const char *line)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        char **nv = realloc(l->v, nc * sizeof(*nv));
+        if (!nv)
+            return RW_ENOMEM;
+        l->v = nv, l->cap = nc;
+    }
+    return (l->v[l->n] = strdup(line)) ? (l->n++, 0) : RW_ENOMEM;
+}
+
+/* DIR/state.json as run_state.c writes it, one value per line: anything else
+ * (truncated, overwritten, reformatted) is damage, never "state lost".
+ * Returns 0, 1 when the run has none, RW_ECORRUPT with the line in *bad, or an
+ * error. */
+static int load_state(const char *dir, struct vlines *st, struct vlines *br, unsigned *bad,
+                      struct rw_err *e)
 {
     char path[4200];
     size_t len;
@@ -922,33 +940,43 @@ static int load_state(const char *dir, struct vlines *st, struct vlines *br, str
     snprintf(path, sizeof(path), "%s/state.json", dir);
     char *buf = slurp(path, &len, &rc);
     if (!buf)
-        return rc ? rw_errf(e, rc, "%s: cannot read", path) : 1;
+        return rc ? rw_errf(e, rc, "%s: cannot read", path) : 1; /* 0: no such file */
     struct vlines *in = NULL;
     char *save = NULL;
+    unsigned ln = 0, nfs = 0, closed = 0;
+    long checked = -1;
+    bool open = false, last_brace = false;
     for (char *line = strtok_r(buf, "\n", &save); line && !rc; line = strtok_r(NULL, "\n", &save)) {
+        ln++;
         while (*line == ' ')
             line++;
-        if (!strncmp(line, "\"state\": [", 10) || !strncmp(line, "\"broken\": [", 11))
+        last_brace = !strcmp(line, "}");
+        if (ln == 1)
+            open = !strcmp(line, "{");
+        else if (!strncmp(line, "\"checked\": ", 11))
+            checked = strtol(line + 11, NULL, 10);
+        else if (!strncmp(line, "{\"name\": ", 9))
+            nfs++;
+        else if (!strncmp(line, "\"state\": [", 10) || !strncmp(line, "\"broken\": [", 11))
             in = line[1] == 's' ? st : br;
-        else if (*line == ']')
-            in = NULL;
+        else if (*line == ']' && in)
+            in = NULL, closed++;
         else if (in && *line == '"') {
             char *end = strrchr(line, '"');
-            if (end > line)
-                *end = 0;
-            if (in->n == in->cap) {
-                size_t nc = in->cap ? in->cap * 2 : 64;
-                char **nv = realloc(in->v, nc * sizeof(*nv));
-                if (!nv)
-                    rc = rw_errf(e, RW_ENOMEM, "verify: out of memory");
-                else
-                    in->v = nv, in->cap = nc;
-            }
-            if (!rc && !(in->v[in->n++] = strdup(line + 1)))
-                rc = rw_errf(e, RW_ENOMEM, "verify: out of memory");
-        }
+            if (end == line || (end[1] && strcmp(end + 1, ",")))
+                rc = RW_ECORRUPT;
+            else
+                *end = 0,
+                rc = vlines_add(in, line + 1) ? rw_errf(e, RW_ENOMEM, "out of memory") : 0;
+        } else if (in)
+            rc = RW_ECORRUPT;
     }
     free(buf);
+    if (!rc && (!open || !last_brace || checked < 0 || (unsigned long)checked != nfs ||
+                closed != 2 * nfs || in))
+        rc = RW_ECORRUPT;
+    if (rc == RW_ECORRUPT)
+        *bad = ln;
     if (!rc && st->n)
         qsort(st->v, st->n, sizeof(char *), by_line);
     return rc;
@@ -985,7 +1013,16 @@ static int compare_state(struct vstate *st, struct rw_err *e)
     const char *dirs[2] = {st->o->ref_dir, st->o->run_dir}, *names[2] = {"REF", "RUN"};
     int rc = 0, missing = 0;
     for (int k = 0; k < 2 && !rc; k++) {
-        int got = load_state(dirs[k], &s[k], &br[k], e);
+        unsigned bad = 0;
+        int got = load_state(dirs[k], &s[k], &br[k], &bad, e);
+        if (got == RW_ECORRUPT) { /* damage, like a damaged block: counted, the rest goes on */
+            st->r->damaged++;
+            report(st, VERIFY_DIFF_DAMAGE, 0, -1,
+                   "%s state.json: not as rewind writes it (at line %u): state not compared",
+                   names[k], bad);
+            missing++;
+            continue;
+        }
         rc = got < 0 ? got : 0;
         missing += got == 1;
         for (size_t i = 0; !rc && i < br[k].n; i++) {

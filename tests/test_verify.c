@@ -318,6 +318,35 @@ static void test_damaged(void)
     free(d);
 }
 
+/* A state.json that is not as rewind writes it (truncated, reformatted) is
+ * damage (exit 3), never "state in REF only": that would tell an operator that
+ * state ops were lost. */
+static void test_damaged_state(void)
+{
+    char *d = tu_mkdtemp("verify");
+    run(d, "nat.yaml", NULL, "trojan_sequence.pcap", "a", NULL);
+    char chain[4200];
+    snprintf(chain, sizeof(chain), "--chain '%s/docs/chains/nat.yaml'", getenv("RW_SRC"));
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL,
+              "for x in same cut flat; do mkdir '%s/'$x && cp -r '%s/a/output' "
+              "'%s/a/alerts.json' '%s/a/state.json' '%s/'$x/; done && "
+              "head -n 6 '%s/a/state.json' > '%s/cut/state.json' && "
+              "python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))'"
+              " < '%s/a/state.json' > '%s/flat/state.json'",
+              d, d, d, d, d, d, d, d, d),
+        0);
+    CU_ASSERT_EQUAL(verify(d, "a", "same", chain), 0);
+    CU_ASSERT_TRUE(said(d, ", in one run only 0"));
+    CU_ASSERT_EQUAL(verify(d, "a", "cut", chain), 3);
+    CU_ASSERT_TRUE(said(d, "RUN state.json: not as rewind writes it"));
+    CU_ASSERT_FALSE(said(d, "state in REF only"));
+    CU_ASSERT_EQUAL(verify(d, "flat", "a", chain), 3);
+    CU_ASSERT_TRUE(said(d, "REF state.json: not as rewind writes it (at line 1)"));
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "firewall runs (1/3 instances, FT/--no-ft) are equivalent",
@@ -328,6 +357,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "NAT port pools: equal with canonicalisation only; a lost alert",
                 test_nat_canon);
     CU_add_test(s, "a damaged log gives exit 3", test_damaged);
+    CU_add_test(s, "a damaged state.json gives exit 3, not lost state", test_damaged_state);
 }
 
 int main(void)
