@@ -201,6 +201,10 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
         case 'X':
             if (!chaos)
                 return cli_error("run: --poison is a `rewind chaos` option"), -1;
+            if (!optarg[strspn(optarg, " \t\n")])
+                return cli_error("chaos: --poison needs a BPF expression (an empty one "
+                                 "would match every packet)"),
+                       -1;
             o->poison = optarg;
             break;
         case 'h':
@@ -251,7 +255,7 @@ static int run_main(int argc, char **argv, bool chaos)
     struct rw_err e = {0};
     int rc = run_chain(&o, &res, &e);
     if (rc) {
-        cli_error("run: %s", e.msg);
+        cli_error("%s: %s", chaos ? "chaos" : "run", e.msg);
         return cli_exit_code(rc);
     }
     printf("%s: %" PRIu64 " packets in, %" PRIu64 " out, %" PRIu64

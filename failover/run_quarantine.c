@@ -15,10 +15,13 @@
  */
 #include "run_internal.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
+#include <unistd.h>
 #include <limits.h>
 #include <pcap/pcap.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -60,6 +63,14 @@ uint32_t run_quarantined(const struct run *r)
     return r->shared ? atomic_load(&r->shared->nquarantine) : 0;
 }
 
+static int by_clock(const void *a, const void *b)
+{
+    const struct worker_quarantine *x = *(const struct worker_quarantine *const *)a,
+                                   *y = *(const struct worker_quarantine *const *)b;
+    return x->clock != y->clock ? (x->clock < y->clock ? -1 : 1)
+                                : (x->sub > y->sub) - (x->sub < y->sub);
+}
+
 int run_quarantine_write(struct run *r, struct rw_err *e)
 {
     uint32_t n = run_quarantined(r);
@@ -68,13 +79,20 @@ int run_quarantine_write(struct run *r, struct rw_err *e)
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/quarantine.pcapng", r->o->out_dir);
     struct pcapng w;
-    mode_t old = umask(077);
-    int rc = pcapng_open(&w, path);
-    umask(old);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* private first */
+    int rc = fd < 0 ? -1 : pcapng_open(&w, path);
+    if (fd >= 0)
+        close(fd);
     if (rc)
         return rw_errf(e, RW_EIO, "%s: cannot create", path);
+    /* In clock order, as every other packet file of a run (entries are in the
+     * order the deaths revealed them, slot after slot). */
+    const struct worker_quarantine *order[WORKER_MAX_QUARANTINE];
+    for (uint32_t i = 0; i < n; i++)
+        order[i] = &r->shared->quarantine[i];
+    qsort(order, n, sizeof(order[0]), by_clock);
     for (uint32_t i = 0; i < n && !rc; i++) {
-        const struct worker_quarantine *q = &r->shared->quarantine[i];
+        const struct worker_quarantine *q = order[i];
         if (atomic_load(&q->state) != 2)
             continue; /* the run ended before a replacement met it again */
         const struct run_slot *s = &r->slots[q->slot];

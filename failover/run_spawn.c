@@ -504,6 +504,10 @@ void run_calm(struct run *r)
 static void on_beat_check(uv_timer_t *t)
 {
     struct run *r = t->data;
+    /* SIGINT/SIGTERM at any moment (start-up, the drain): the main thread may be
+     * blocked joining the sink, so the loop looks for itself. */
+    if (r->o->stop && *r->o->stop)
+        run_chaos_stop(r);
     for (uint32_t j = 0; j < r->status_cap; j++) {
         struct run_proc *p = &r->procs[j];
         if (!p->used)
