@@ -130,24 +130,6 @@ void run_chaos_stop(struct run *r)
     uv_close((uv_handle_t *)&r->stall_timer, NULL);
 }
 
-/* A JSON string (or null): the BPF expression may hold quotes or backslashes. */
-static void json_string(FILE *f, const char *s)
-{
-    if (!s) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++)
-        if (*s == '"' || *s == '\\')
-            fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(f, "\\u%04x", (unsigned char)*s);
-        else
-            fputc(*s, f);
-    fputc('"', f);
-}
-
 void run_chaos_write(struct run *r)
 {
     if (!r->o->kill_every_ms && !r->o->stall_every_ms && !r->o->poison)
@@ -166,7 +148,7 @@ void run_chaos_write(struct run *r)
             "  \"quarantined\": %u,\n  \"poison\": ",
             r->o->seed, r->o->kill_every_ms, r->o->stall_every_ms, r->o->stall_ms, kills, stalls,
             r->nfailovers, run_quarantined(r));
-    json_string(f, r->o->poison);
+    run_json_string(f, r->o->poison);
     fprintf(f, ",\n  \"faults\": [\n");
     for (uint32_t i = 0; i < r->nfaults; i++) {
         const struct run_fault *x = &r->faults[i];

@@ -171,6 +171,8 @@ int run_spawn_workers(struct run *r, struct rw_err *e);
 /* Waits up to timeout_ms for every worker to exit (0: kill them now). */
 int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e);
 void run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e);
+/* Writes s as a JSON string (escaped), or null. */
+void run_json_string(FILE *f, const char *s);
 
 /* run_quarantine.c (loop thread): after slot worker p crashed (a signal chaos
  * did not send), quarantines the input it was processing if the slot's previous

@@ -106,6 +106,23 @@ static void merge_alerts(struct run *r)
     free(v);
 }
 
+void run_json_string(FILE *f, const char *s)
+{
+    if (!s) {
+        fputs("null", f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++)
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", (unsigned char)*s);
+        else
+            fputc(*s, f);
+    fputc('"', f);
+}
+
 /* The NF's named statistics, summed over its processes, as a JSON object. */
 static void nf_counters(FILE *f, const struct run_nf_total *t)
 {
@@ -206,17 +223,19 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
     uint64_t nf_dups = 0;
     for (uint32_t k = 0; k < r->chain->nnfs; k++)
         nf_dups += r->totals[k].dups;
+    fprintf(f, "{\n  \"chain\": \"%s\",\n  \"mode\": \"%s\",\n  \"ok\": %s,\n  \"error\": ",
+            r->chain->name, r->o->no_ft ? "no-ft" : "ft", rc ? "false" : "true");
+    /* The message the command prints: a report read alone still says why. */
+    run_json_string(f, rc && e ? e->msg : "");
     fprintf(f,
-            "{\n  \"chain\": \"%s\",\n  \"mode\": \"%s\",\n  \"ok\": %s,\n  \"error\": \"%s\",\n"
-            "  \"packets_in\": %" PRIu64 ",\n  \"packets_out\": %" PRIu64 ",\n"
+            ",\n  \"packets_in\": %" PRIu64 ",\n  \"packets_out\": %" PRIu64 ",\n"
             "  \"duplicates_suppressed\": %" PRIu64 ",\n  \"seconds\": %.3f,\n"
             "  \"pipeline_seconds\": %.3f,\n  \"throughput_pps\": %.0f,\n  \"latency_ns\": "
             "{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "},\n"
             "  \"held_max\": %" PRIu64 ",\n  \"input_pauses\": %" PRIu64 ",\n"
             "  \"quarantined\": %u,\n",
-            r->chain->name, r->o->no_ft ? "no-ft" : "ft", rc ? "false" : "true",
-            rc && e ? "see stderr" : "", res->packets_in, res->packets_out,
-            res->duplicates + nf_dups, res->seconds, (double)r->pipeline_ns / 1e9,
+            res->packets_in, res->packets_out, res->duplicates + nf_dups, res->seconds,
+            (double)r->pipeline_ns / 1e9,
             r->pipeline_ns ? (double)res->packets_in * 1e9 / (double)r->pipeline_ns : 0.0,
             worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
             r->root_st.full_waits, run_quarantined(r));

@@ -244,6 +244,12 @@ static void test_worker_killed(void)
     waitpid(pid, &st, 0);
     CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 1); /* failed, did not hang or crash */
     CU_ASSERT_TRUE(it_file_has(err, "fw[1] was killed by signal 9") >= 1);
+    /* and the report, read alone, says the same (valid JSON, the message escaped) */
+    char rep[4300];
+    snprintf(rep, sizeof(rep), "%s/report.json", out);
+    CU_ASSERT_EQUAL(it_file_has(rep, "\"ok\": false"), 1);
+    CU_ASSERT_EQUAL(it_file_has(rep, "fw[1] was killed by signal 9"), 1);
+    CU_ASSERT_EQUAL(tu_sh(NULL, "python3 -m json.tool '%s' > /dev/null", rep), 0);
     CU_ASSERT_EQUAL(it_count_workers(out), 0); /* the others were stopped */
     tu_rmrf(d);
     free(d);
