@@ -241,11 +241,14 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
             r->root_st.full_waits, run_quarantined(r));
     failover_stats(f, r);
     if (r->state_run) {
-        fprintf(f,
-                "  \"state\": {\"checked\": %u, \"broken\": %u, \"note\": \"%s\", \"messages\": [",
-                r->state_checked, r->state_broken, r->state_note);
-        for (uint32_t i = 0; i < r->state_nmsgs; i++)
-            fprintf(f, "%s\"%s\"", i ? ", " : "", r->state_msgs[i]);
+        fprintf(f, "  \"state\": {\"checked\": %u, \"broken\": %u, \"note\": ", r->state_checked,
+                r->state_broken);
+        run_json_string(f, r->state_note);
+        fprintf(f, ", \"messages\": [");
+        for (uint32_t i = 0; i < r->state_nmsgs; i++) {
+            fputs(i ? ", " : "", f);
+            run_json_string(f, r->state_msgs[i]);
+        }
         fprintf(f, "]},\n");
     }
     fprintf(f, "  \"nfs\": [\n");

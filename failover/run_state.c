@@ -87,9 +87,6 @@ int run_audit_state(struct run *r, struct rw_err *e)
     }
     if (st)
         store_close(st);
-    for (char *p = se.msg; *p; p++) /* it goes into report.json as a string */
-        if (*p == '"' || *p == '\\')
-            *p = '\'';
     if (rc) { /* the check could not be made: say so, do not fail the run for it */
         snprintf(r->state_note, sizeof(r->state_note), "not checked: %.280s", se.msg);
         r->state_checked = 0;

@@ -743,6 +743,20 @@ static void test_kill_in_drain(void)
 
 /* ---- duplicates, when their suppression is off ---- */
 
+/* Kills NF 0's instance 0 of run at the instant it counts a packet it emitted
+ * (its status block's pkts_out written): that packet has left, and its ops are
+ * applied, but the slot's store watermark has not passed it. */
+static void kill_at_emit(struct bg_run *b, const char *run)
+{
+    uint32_t idx;
+    struct word64 emitted = {.any = true};
+    pid_t victim = hold_at_status_write(b, run, "--nf=0 --instance=0 ",
+                                        offsetof(struct worker_status, pkts_out), &emitted, &idx);
+    CU_ASSERT_TRUE(victim > 0);
+    if (victim > 0)
+        kill_traced(victim);
+}
+
 /* With duplicate suppression off, a replacement's copies of what the dead worker
  * had sent reach the output, and verify must see them (what the chaos tests
  * would miss if suppression broke). fw[0] is killed at the instant it counts a
@@ -758,13 +772,7 @@ static void test_no_dedup_shows_duplicates(void)
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
     run_bg(&b, c, run, "--rate 20000 --no-dedup --heartbeat-misses 600", 3 + 2, 1000);
-    uint32_t idx;
-    struct word64 emitted = {.any = true};
-    pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=0 ",
-                                        offsetof(struct worker_status, pkts_out), &emitted, &idx);
-    CU_ASSERT_TRUE(victim > 0);
-    if (victim > 0)
-        kill_traced(victim);
+    kill_at_emit(&b, run);
     CU_ASSERT_EQUAL(bg_wait(&b), 0);
     CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), 1);
     CU_ASSERT_EQUAL(verify(ref, run), 1);
@@ -792,13 +800,7 @@ static void test_replayed_ops_applied_once(void)
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", &c, ref, NULL), 0);
     struct bg_run b;
     run_bg(&b, &c, run, "--rate 2000 --heartbeat-misses 600", 1 + 2, 300);
-    uint32_t idx;
-    struct word64 emitted = {.any = true};
-    pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=0 ",
-                                        offsetof(struct worker_status, pkts_out), &emitted, &idx);
-    CU_ASSERT_TRUE(victim > 0);
-    if (victim > 0)
-        kill_traced(victim);
+    kill_at_emit(&b, run);
     int rc = bg_wait(&b);
     CU_ASSERT_EQUAL(rc, 0);
     if (rc)
