@@ -14,13 +14,14 @@
 #include "cli.h"
 #include "failover.h"
 
-/* Set by SIGINT/SIGTERM: the run drains and finishes (see cmd_log.c). */
+/* Set by SIGINT/SIGTERM to the signal's number: the run drains and finishes
+ * (see cmd_log.c); a trace run cut short exits 128 + that number, as a shell
+ * reports a command killed by it. */
 static volatile int run_stop;
 
 static void on_run_signal(int sig)
 {
-    (void)sig;
-    run_stop = 1;
+    run_stop = sig;
 }
 
 static const char run_options[] =
@@ -59,7 +60,9 @@ static void run_usage(FILE *f)
             "replaced, I/O, DPDK); 2 usage, a bad chain file, or --out holds a previous run;\n"
             "3 the trace is damaged or not a capture, or the NFs' final state breaks an\n"
             "invariant (a state op applied twice or lost: DIR/state.json); 4 out of disk\n"
-            "space, or the store is full.\n",
+            "space, or the store is full; 128+N a trace run stopped by signal N (SIGINT,\n"
+            "SIGTERM) before the end of its trace (report.json: \"interrupted\": true).\n"
+            "A missing trace exits 1; a trace that is not a regular file (a FIFO) exits 2.\n",
             run_options);
 }
 
@@ -256,7 +259,7 @@ static int run_main(int argc, char **argv, bool chaos)
     int rc = run_chain(&o, &res, &e);
     if (rc) {
         cli_error("%s: %s", chaos ? "chaos" : "run", e.msg);
-        return cli_exit_code(rc);
+        return rc == RW_EINTR ? 128 + run_stop : cli_exit_code(rc);
     }
     printf("%s: %" PRIu64 " packets in, %" PRIu64 " out, %" PRIu64
            " duplicates suppressed, %u failovers, %.2f s (%.0f packets/s); %s/report.json\n",

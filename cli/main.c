@@ -2,7 +2,9 @@
  * main.c - the `rewind` executable: one binary, subcommands in a table.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -26,12 +28,16 @@ static const struct command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: rewind COMMAND [ARGS...]\n\n"
+    fprintf(f, "usage: rewind [--umask MODE] COMMAND [ARGS...]\n\n"
                "Fault tolerance for chains of stateful network functions.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n`rewind COMMAND --help` describes a command. Exit codes: 0 ok, 1 failed,\n"
-               "2 usage, 3 damaged data found (intact data kept), 4 out of disk space.\n");
+               "2 usage, 3 damaged data found (intact data kept), 4 out of disk space;\n"
+               "a trace run stopped by a signal before the end of its trace: 128 + the signal.\n\n"
+               "What rewind writes (logs, stores, reports: packets and state) is private to\n"
+               "its user: the umask is tightened to drop every group and other bit.\n"
+               "  --umask MODE   use this umask instead (octal; 027 lets the group read)\n");
 }
 
 int main(int argc, char **argv)
@@ -39,6 +45,26 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;
+    }
+    /* Private by default: a run's files hold payloads and flow state. The umask
+     * (inherited by the workers) covers every file and directory the parts and
+     * their libraries (LMDB, libpcap, DPDK) create, without a mode in each. */
+    mode_t mask = umask(077);
+    umask(mask | 077);
+    if (argc >= 3 && !strcmp(argv[1], "--umask")) {
+        char *end;
+        unsigned long m = strtoul(argv[2], &end, 8);
+        if (!*argv[2] || *end || m > 0777) {
+            cli_error("--umask: '%s' is not an octal mode (e.g. 027)", argv[2]);
+            return EXIT_USAGE;
+        }
+        umask((mode_t)m);
+        argc -= 2;
+        argv += 2;
+        if (argc < 2) {
+            usage(stderr);
+            return EXIT_USAGE;
+        }
     }
     const char *c = argv[1];
     if (!strcmp(c, "--help") || !strcmp(c, "-h") || !strcmp(c, "help")) {

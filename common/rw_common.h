@@ -52,6 +52,7 @@ enum rw_rc {
     RW_ENOENT = -6,   /* no such file, segment or key */
     RW_EDPDK = -7,    /* DPDK refused (EAL, port, pool) */
     RW_EINPUT = -8,   /* input file is damaged (truncated pcap...) */
+    RW_EINTR = -9,    /* stopped by a signal before the end of a finite input */
 };
 
 #define RW_ERR_MSG_MAX 512

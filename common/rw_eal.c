@@ -3,6 +3,7 @@
  */
 #include "rw_eal.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,6 +17,20 @@
 #include "rw_mbuf.h"
 
 #define RW_EAL_MAX_ARGS 64
+
+/* The EAL creates its runtime directory (/var/run/dpdk/PREFIX, or under
+ * $XDG_RUNTIME_DIR) even with --no-shconf, and rte_eal_cleanup leaves it: with a
+ * prefix per process, every command would leave one behind. It is empty with
+ * --no-shconf and --no-telemetry (the telemetry socket is unlinked only at exit);
+ * rmdir removes only an empty one (a user's EAL arguments may keep files there). */
+static void eal_cleanup(void)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", rte_eal_get_runtime_dir());
+    rte_eal_cleanup();
+    if (*dir)
+        rmdir(dir);
+}
 
 static bool is_vdev(const char *devargs)
 {
@@ -36,6 +51,7 @@ int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_
         argv[argc++] = "-m";
         argv[argc++] = "256";
         argv[argc++] = "--no-shconf";
+        argv[argc++] = "--no-telemetry"; /* its socket would keep the runtime dir */
         if (!devargs || is_vdev(devargs))
             argv[argc++] = "--no-pci";
         argv[argc++] = "--log-level=error";
@@ -49,10 +65,15 @@ int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_
         argv[argc++] = dev;
     }
     argv[argc] = NULL;
-    if (rte_eal_init(argc, argv) < 0)
-        return rw_errf(e, RW_EDPDK, "DPDK EAL init failed: %s", rte_strerror(rte_errno));
+    if (rte_eal_init(argc, argv) < 0) {
+        int err = rte_errno;
+        const char *dir = rte_eal_get_runtime_dir();
+        if (dir && *dir)
+            rmdir(dir);
+        return rw_errf(e, RW_EDPDK, "DPDK EAL init failed: %s", rte_strerror(err));
+    }
     if (devargs && rte_eth_dev_count_avail() == 0) {
-        rte_eal_cleanup();
+        eal_cleanup();
         return rw_errf(e, RW_EDPDK, "DPDK found no port for '%s'", devargs);
     }
     return 0;
@@ -104,5 +125,5 @@ void rw_eal_fini(uint16_t port)
         rte_eth_dev_stop(port);
         rte_eth_dev_close(port);
     }
-    rte_eal_cleanup();
+    eal_cleanup();
 }

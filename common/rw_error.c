@@ -58,6 +58,8 @@ const char *rw_strerror(int code)
         return "DPDK error";
     case RW_EINPUT:
         return "damaged input";
+    case RW_EINTR:
+        return "interrupted";
     default:
         return "unknown error";
     }

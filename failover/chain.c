@@ -177,6 +177,8 @@ static const struct chain_node *member(const struct chain_node *map, const char 
 
 struct builder {
     yaml_parser_t p;
+    const unsigned char *text; /* the whole file, to place reader errors on a line */
+    size_t len;
     const char *origin;
     struct rw_err *e;
 };
@@ -192,9 +194,20 @@ static int next_event(struct builder *b, yaml_event_t *ev)
         return RW_OK;
     if (b->p.error == YAML_MEMORY_ERROR)
         return nomem(b->e);
-    if (b->p.error == YAML_READER_ERROR)
-        return rw_errf(b->e, RW_EINVAL, "%s: YAML error at byte %zu: %s", b->origin,
-                       b->p.problem_offset, b->p.problem ? b->p.problem : "unreadable input");
+    if (b->p.error == YAML_READER_ERROR) {
+        /* libyaml's reader gives only a byte offset: an operator wants FILE:LINE:COL
+         * (binary or mis-encoded text is found before any token has a mark). */
+        size_t off = b->p.problem_offset < b->len ? b->p.problem_offset : b->len, col = 1;
+        int line = 1;
+        for (size_t i = 0; i < off; i++, col++)
+            if (b->text[i] == '\n')
+                line++, col = 0;
+        char what[64] = "";
+        if (off < b->len)
+            snprintf(what, sizeof(what), " (byte 0x%02x)", b->text[off]);
+        return errat(b->e, b->origin, line, NULL, NULL, "column %zu%s: %s; not a text chain file",
+                     col, what, b->p.problem ? b->p.problem : "unreadable input");
+    }
     int line = (int)b->p.problem_mark.line + 1;
     if (b->p.context)
         return errat(b->e, b->origin, line, NULL, NULL,
@@ -387,7 +400,7 @@ static int build_doc(struct builder *b, struct chain_node **root)
 static int build_tree(const char *text, size_t len, const char *origin, struct chain_node **root,
                       struct rw_err *e)
 {
-    struct builder b = {.origin = origin, .e = e};
+    struct builder b = {.text = (const unsigned char *)text, .len = len, .origin = origin, .e = e};
     if (!yaml_parser_initialize(&b.p))
         return nomem(e);
     yaml_parser_set_input_string(&b.p, (const unsigned char *)text, len);

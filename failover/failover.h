@@ -30,7 +30,8 @@ struct run_opts {
     bool progress;        /* progress lines on stderr */
     int eal_argc;
     char **eal_argv;
-    volatile const int *stop;  /* set by SIGINT/SIGTERM: drain and finish */
+    volatile const int *stop;  /* the signal's number when SIGINT/SIGTERM came: drain and
+                                  finish (a trace cut short: RW_EINTR) */
     unsigned heartbeat_ms;     /* how often workers' heartbeats are checked (default 100) */
     unsigned heartbeat_misses; /* missed checks before a worker counts as hung (default 20) */
     unsigned spares;           /* hot spares kept ready (FT only; `rewind run` gives 2) */
@@ -56,7 +57,10 @@ struct run_result {
 };
 
 /* Runs the chain to the end of its input; writes OUT/output (a log),
- * OUT/alerts.json and OUT/report.json. */
+ * OUT/alerts.json and OUT/report.json. Besides the failures of its parts, returns
+ * RW_EINPUT when the trace had a damaged tail (its intact packets were run) and
+ * RW_EINTR when *o->stop came before the end of a trace; both leave every output
+ * written, report.json saying so. */
 int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e);
 
 /* The body of `rewind worker` (spawned by run_chain; argv as it builds it). */

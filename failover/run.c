@@ -249,6 +249,24 @@ static int resolve_input(struct run *r, struct rw_err *e)
     return r->in_trace ? root_trace_scan(r->in_trace, &r->trace, e) : 0;
 }
 
+/* A run that ended well may still not have read its whole trace: a damaged tail
+ * (its intact packets were run) is damage, exit 3; a signal before the end is an
+ * interruption. Either way the report must not say a partial input was whole. */
+static int input_verdict(struct run *r, struct rw_err *e)
+{
+    if (!r->in_trace)
+        return 0; /* a port ends with a signal: that is its normal end */
+    if (r->o->stop && *r->o->stop && r->root_st.packets < r->trace.n)
+        return rw_errf(e, RW_EINTR,
+                       "interrupted by signal %d (%s) after %" PRIu64 " of the trace's %" PRIu64
+                       " packets (what was read went through the chain)",
+                       *r->o->stop, strsignal(*r->o->stop), r->root_st.packets, r->trace.n);
+    if (r->trace.damaged)
+        return rw_errf(e, RW_EINPUT, "%s; its %" PRIu64 " intact packets went through the chain",
+                       r->trace.problem, r->trace.n);
+    return 0;
+}
+
 static int run_root(struct run *r, struct rw_err *e)
 {
     char dev[4200];
@@ -425,6 +443,8 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
         r.state_run = true;
         rc = run_audit_state(&r, e);
     }
+    if (!rc)
+        rc = input_verdict(&r, e);
     res->seconds = (double)(rw_now_ns() - t0) / 1e9;
     res->packets_in = r.root_st.packets;
     res->packets_out = r.sink_st.released;

@@ -223,8 +223,11 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
     uint64_t nf_dups = 0;
     for (uint32_t k = 0; k < r->chain->nnfs; k++)
         nf_dups += r->totals[k].dups;
-    fprintf(f, "{\n  \"chain\": \"%s\",\n  \"mode\": \"%s\",\n  \"ok\": %s,\n  \"error\": ",
-            r->chain->name, r->o->no_ft ? "no-ft" : "ft", rc ? "false" : "true");
+    fprintf(f,
+            "{\n  \"chain\": \"%s\",\n  \"mode\": \"%s\",\n  \"ok\": %s,\n"
+            "  \"interrupted\": %s,\n  \"error\": ",
+            r->chain->name, r->o->no_ft ? "no-ft" : "ft", rc ? "false" : "true",
+            rc == RW_EINTR ? "true" : "false");
     /* The message the command prints: a report read alone still says why. */
     run_json_string(f, rc && e ? e->msg : "");
     fprintf(f,

@@ -37,8 +37,11 @@ struct root_trace {
     char problem[256]; /* what was wrong, and where */
 };
 
-/* Scans a pcap/pcapng. Fails (RW_EINPUT) when the file is not a capture or is
- * not Ethernet; a damaged tail is not a failure: t->damaged says how far it got. */
+/* Scans a pcap/pcapng. Fails with RW_ENOENT/RW_EIO when it cannot be opened,
+ * RW_EINVAL when it is not a regular file (a FIFO would hang the second read),
+ * RW_EINPUT when it is not a capture or not Ethernet. A damaged tail is not a
+ * failure: t->damaged says how far it got (the caller reports it, exit 3).
+ * On failure t holds nothing to free. */
 int root_trace_scan(const char *path, struct root_trace *t, struct rw_err *e);
 void root_trace_free(struct root_trace *t);
 

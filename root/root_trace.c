@@ -4,15 +4,31 @@
  */
 #include "root.h"
 
+#include <errno.h>
 #include <pcap/pcap.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int root_trace_scan(const char *path, struct root_trace *t, struct rw_err *e)
 {
     char err[PCAP_ERRBUF_SIZE];
     memset(t, 0, sizeof(*t));
+    /* A trace is read twice (here, then by DPDK's pcap driver): a FIFO or a device
+     * would be drained by this scan and leave the driver waiting for ever. */
+    struct stat sb;
+    if (stat(path, &sb))
+        return rw_errf(e, errno == ENOENT ? RW_ENOENT : RW_EIO, "%s: cannot open the trace: %s",
+                       path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return rw_errf(e, RW_EINVAL,
+                       "%s: not a regular file (%s); a trace is read twice, give a capture "
+                       "file (a live feed is a --port)",
+                       path,
+                       S_ISFIFO(sb.st_mode)  ? "a FIFO"
+                       : S_ISDIR(sb.st_mode) ? "a directory"
+                                             : "a device or socket");
     pcap_t *p = pcap_open_offline_with_tstamp_precision(path, PCAP_TSTAMP_PRECISION_NANO, err);
     if (!p)
         return rw_errf(e, RW_EINPUT, "%s: not a readable capture: %s", path, err);

@@ -259,7 +259,7 @@ static void test_bad_flags(void)
         {"log ingest --log /tmp/x --trace a.pcap --bogus", 2, "unrecognized option"},
         {"log stat", 2, "usage"},
         {"log verify /nonexistent/log", 1, "not a rewind log"},
-        {"log ingest --log /proc/rewind/log --trace /dev/null", 3, "not a readable capture"},
+        {"log ingest --log /proc/rewind/log --trace /dev/null", 2, "not a regular file"},
         {"log ingest --log /proc/rewind/log --trace \"$RW_TRACES/irc.pcap\"", 1, "mkdir"},
         {"replay /tmp", 2, "exactly one of --to-pcap"},
         {"replay /tmp --to-pcap o.pcap --flow 'tcp 1.2.3.4'", 2, "PROTO SRC:PORT DST:PORT"},

@@ -233,6 +233,11 @@ static void test_bad_inline(void)
                     RW_EINVAL);
     CU_ASSERT_STRING_EQUAL(e.msg,
                            "t.yaml:1: nfs[0].instances: expected an integer in 1..64, got '0'");
+    /* Binary in a chain file: libyaml's reader knows only a byte offset. */
+    CU_ASSERT_EQUAL(parse_bad("name: x\nnfs: [{name: a, type: nat}]\n  \x01\x02\n", "t.yaml", &e),
+                    RW_EINVAL);
+    CU_ASSERT_STRING_EQUAL(e.msg, "t.yaml:3: column 3 (byte 0x01): control characters are not "
+                                  "allowed; not a text chain file");
     CU_ASSERT_EQUAL(parse_bad("nfs: []\n", "t.yaml", &e), RW_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "t.yaml:1: nfs: must list 1 to"));
     CU_ASSERT_EQUAL(

@@ -1,0 +1,1 @@
+rw_add_test(test_run_input test_run_input.c LIBS rw_itest TIMEOUT 300)
