@@ -103,12 +103,6 @@ static void free_links(struct run *r)
     free(r->links);
 }
 
-/* Status blocks beyond two per slot (one serving, one dying) and the spares:
- * the margin for spares dying and replacements started while others die. A
- * block is used again once its process is reaped; a failover that finds none
- * free waits for the next reap (run_spawn.c). */
-#define EXTRA_PROCS 8
-
 size_t run_region_size(uint32_t cap)
 {
     size_t head = (sizeof(struct worker_shared) + 63) & ~(size_t)63;
@@ -131,7 +125,7 @@ static int make_status(struct run *r, struct rw_err *e)
         r->slot_base[k] = r->nworkers;
         r->nworkers += c->nfs[k].instances;
     }
-    if (r->nworkers > WORKER_MAX_SLOTS)
+    if (r->nworkers > WORKER_MAX_SLOTS) /* run_plan refused it */
         return rw_errf(e, RW_EINVAL, "%s: %u instances in all; at most %d", r->o->chain_path,
                        r->nworkers, WORKER_MAX_SLOTS);
     r->slots = calloc(r->nworkers ? r->nworkers : 1, sizeof(*r->slots));
@@ -140,15 +134,7 @@ static int make_status(struct run *r, struct rw_err *e)
     for (uint32_t k = 0; k < c->nnfs; k++)
         for (uint32_t i = 0; i < c->nfs[k].instances; i++)
             r->slots[r->slot_base[k] + i] = (struct run_slot){.nf = k, .instance = i};
-    r->status_cap = 2 * r->nworkers + r->o->spares + EXTRA_PROCS;
-    struct rlimit nproc;
-    if (!getrlimit(RLIMIT_NPROC, &nproc) && nproc.rlim_cur != RLIM_INFINITY &&
-        r->status_cap > nproc.rlim_cur)
-        return rw_errf(e, RW_EINVAL,
-                       "%s: %u instances and %u spares may need %u worker processes at once; "
-                       "the process limit (ulimit -u) is %llu",
-                       r->o->chain_path, r->nworkers, r->o->spares, r->status_cap,
-                       (unsigned long long)nproc.rlim_cur);
+    r->status_cap = 2 * r->nworkers + r->o->spares + RUN_EXTRA_PROCS; /* run_plan checked it */
     r->region_len = run_region_size(r->status_cap);
     r->status_fd = memfd_create("rw-status", MFD_CLOEXEC);
     if (r->status_fd < 0 || ftruncate(r->status_fd, (off_t)r->region_len))
@@ -375,6 +361,8 @@ static int prepare(struct run *r, struct rw_err *e)
         rc = check_nf_configs(r->chain, e);
     if (!rc)
         rc = resolve_input(r, e);
+    if (!rc) /* before --out, the store or any link: a chain that cannot fit leaves nothing */
+        rc = run_plan(r, e);
     if (rc)
         return rc;
     if (!r->o->no_ft && !strcmp(r->chain->store_url, "mem:"))

@@ -31,6 +31,7 @@ struct run_proc {
     bool replacement; /* given a failed slot (its recovery may not be done) */
     int slot;         /* global slot index, -1 while a spare */
     int nf;           /* the slot's NF, -1 while a spare */
+    int spare_nf;     /* a spare's NF: it holds that NF's links only */
     bool running;
     bool hung;          /* killed for missing heartbeats */
     bool hung_starting; /* ... before its loop ever started */
@@ -109,6 +110,7 @@ struct run {
     _Atomic uint32_t nprocs;     /* processes started (blocks reused: may exceed the cap) */
     struct run_nf_total *totals; /* [nnfs] */
     unsigned spares_target;
+    uint32_t spare_next; /* the NF the next spare goes to, on a tie */
     uv_loop_t loop;
     uv_timer_t beat_timer;
     uv_async_t quit; /* ends the loop's own handles when the run is over */
@@ -161,6 +163,38 @@ size_t run_region_size(uint32_t cap);
 struct worker_status *run_region_status(void *region);
 
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
+
+/* Status blocks beyond two per slot (one serving, one dying) and the spares:
+ * the margin for spares dying and replacements started while others die. A
+ * block is used again once its process is reaped; a failover that finds none
+ * free waits for the next reap (run_spawn.c). */
+#define RUN_EXTRA_PROCS 8
+
+/* What one worker process is given (run_spawn.c builds it, run_plan.c checks a
+ * chain against it before anything starts). */
+#define RUN_WORKER_ARGS      16 /* options on its command line */
+#define RUN_WORKER_FIXED_FDS 4  /* stdin, stdout, stderr, the status region */
+/* --links=k:i:n:fd,...: one argument, under the kernel's 128 KiB
+ * (MAX_ARG_STRLEN) for a single argument string. */
+#define RUN_LINKS_ARG_MAX (96u << 10)
+#define RUN_LINKS_ENTRY   32 /* room for one "k:i:n:fd," */
+/* A worker's fixed tables (run_worker.c). */
+#define RUN_WORKER_MAX_IN  1024 /* input links of one instance */
+#define RUN_WORKER_MAX_OUT 8    /* edges out of one NF */
+
+/* Calls fn (if not NULL) for each run of links [k][i, i+n) that a worker of NF
+ * nf needs: instance inst's, or (inst < 0) a spare's: every instance's, as it
+ * may be given any slot of its NF. Returns how many links in all. */
+unsigned run_proc_links(const struct chain *c, uint32_t nf, int inst,
+                        void (*fn)(void *ctx, uint32_t k, unsigned i, unsigned n), void *ctx);
+/* The descriptors such a worker inherits. */
+unsigned run_proc_fds(const struct chain *c, uint32_t nf, int inst);
+/* run_plan.c: before anything is created: raises the descriptor limit (soft to
+ * hard) and checks every bound of the run against the chain: slots, a worker's
+ * tables, its command line, the descriptors of the coordinator and of each
+ * worker, the process limit. RW_EINVAL naming the limit and the numbers; it
+ * leaves nothing behind (a raised soft limit stays raised). */
+int run_plan(struct run *r, struct rw_err *e);
 /* run_outdir.c: creates --out (0700), refuses one that holds a previous run
  * (RW_EINVAL, naming what it holds) or, with --force, removes that run's files. */
 int run_prepare_out(struct run *r, struct rw_err *e);

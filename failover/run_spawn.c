@@ -38,7 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_FDS           512
 #define MAX_ERRORS_IN_ROW 3
 #define QUICK_BEFORE_WAIT 3 /* replacements lost before recovering, then back-off */
 #define BACKOFF_FIRST_MS  10
@@ -64,21 +63,28 @@ int run_store_url(struct run *r, struct rw_err *e)
     return 0;
 }
 
-/* Arguments and inherited descriptors of one worker, built together: every
- * link's pair of descriptors lands at child fds k, k+1, named in --links. */
+/* Arguments and inherited descriptors of one worker, built together: links
+ * k[i..i+n) land at child fds fd, fd+1 (memfd, eventfd of k[i]), fd+2, ..., named
+ * in --links as k:i:n:fd. A worker gets only the links it can ever use (its
+ * slot's, or a spare's NF's: see run_proc_links), so the descriptors a process
+ * needs do not grow with the whole chain. Sizes come from run_plan.c, which
+ * refused every chain whose lists would not fit. */
 struct spawn_args {
-    char *argv[32];
+    char *argv[RUN_WORKER_ARGS + 1];
     int nargs;
-    uv_stdio_container_t stdio[MAX_FDS];
-    int nfds;
-    char buf[32][PATH_MAX + 64];
-    char links[16384];
+    uv_stdio_container_t *stdio; /* [run_proc_fds] */
+    int nfds, cap_fds;
+    char buf[RUN_WORKER_ARGS][PATH_MAX + 64];
+    char *links; /* [RUN_LINKS_ARG_MAX] */
+    size_t nlinks;
 };
 
 static char *arg(struct spawn_args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static char *arg(struct spawn_args *a, const char *fmt, ...)
 {
+    if (a->nargs >= RUN_WORKER_ARGS)
+        abort(); /* a fixed list of options: a programming error, not input */
     char *b = a->buf[a->nargs];
     va_list ap;
     va_start(ap, fmt);
@@ -90,25 +96,89 @@ static char *arg(struct spawn_args *a, const char *fmt, ...)
 
 static int add_fd(struct spawn_args *a, int fd)
 {
+    if (a->nfds >= a->cap_fds)
+        abort(); /* run_proc_fds counted them: a programming error */
     a->stdio[a->nfds].flags = UV_INHERIT_FD;
     a->stdio[a->nfds].data.fd = fd;
     return a->nfds++;
 }
 
-static void build_args(struct run *r, const struct run_proc *p, struct spawn_args *a)
+unsigned run_proc_links(const struct chain *c, uint32_t nf, int inst,
+                        void (*fn)(void *ctx, uint32_t k, unsigned i, unsigned n), void *ctx)
+{
+    unsigned total = 0;
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        const struct chain_edge *ed = &c->edges[k];
+        unsigned nfrom = ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
+        unsigned nto = ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
+        if (ed->to == (int)nf && inst < 0) {
+            total += nfrom * nto;
+            if (fn)
+                fn(ctx, k, 0, nfrom * nto);
+        } else if (ed->to == (int)nf) {
+            for (unsigned s = 0; s < nfrom; s++, total++)
+                if (fn)
+                    fn(ctx, k, s * nto + (unsigned)inst, 1);
+        }
+        if (ed->from == (int)nf) {
+            unsigned first = inst < 0 ? 0 : (unsigned)inst * nto, n = inst < 0 ? nfrom * nto : nto;
+            total += n;
+            if (fn)
+                fn(ctx, k, first, n);
+        }
+    }
+    return total;
+}
+
+unsigned run_proc_fds(const struct chain *c, uint32_t nf, int inst)
+{
+    return RUN_WORKER_FIXED_FDS + 2 * run_proc_links(c, nf, inst, NULL, NULL);
+}
+
+struct links_ctx {
+    struct run *r;
+    struct spawn_args *a;
+};
+
+static void add_links(void *ctx, uint32_t k, unsigned i, unsigned n)
+{
+    struct links_ctx *lc = ctx;
+    struct spawn_args *a = lc->a;
+    int first = -1;
+    for (unsigned j = i; j < i + n; j++) {
+        int m = add_fd(a, link_memfd(lc->r->links[k][j]));
+        add_fd(a, link_eventfd(lc->r->links[k][j]));
+        first = first < 0 ? m : first;
+    }
+    int w = snprintf(a->links + a->nlinks, RUN_LINKS_ARG_MAX - a->nlinks, "%s%u:%u:%u:%d",
+                     a->links[a->nlinks - 1] == '=' ? "" : ",", k, i, n, first);
+    if (w < 0 || (size_t)w >= RUN_LINKS_ARG_MAX - a->nlinks)
+        abort(); /* run_plan.c refused chains whose lists do not fit */
+    a->nlinks += (size_t)w;
+}
+
+/* 0, or RW_ENOMEM (nothing to free: free_args is safe either way). */
+static int build_args(struct run *r, const struct run_proc *p, struct spawn_args *a)
 {
     const struct chain *c = r->chain;
     memset(a, 0, sizeof(*a));
+    uint32_t nf = p->slot < 0 ? (uint32_t)p->spare_nf : r->slots[p->slot].nf;
+    int inst = p->slot < 0 ? -1 : (int)r->slots[p->slot].instance;
+    a->cap_fds = (int)run_proc_fds(c, nf, inst);
+    a->stdio = calloc((size_t)a->cap_fds, sizeof(*a->stdio));
+    a->links = malloc(RUN_LINKS_ARG_MAX);
+    if (!a->stdio || !a->links)
+        return RW_ENOMEM;
     for (int fd = 0; fd < 3; fd++)
         add_fd(a, fd);
     a->argv[a->nargs++] = (char *)r->o->self_exe;
     a->argv[a->nargs++] = "worker";
     arg(a, "--chain=%s", r->o->chain_path);
     if (p->slot < 0) {
-        arg(a, "--spare");
+        arg(a, "--spare=%u", nf);
     } else {
-        arg(a, "--nf=%u", r->slots[p->slot].nf);
-        arg(a, "--instance=%u", r->slots[p->slot].instance);
+        arg(a, "--nf=%u", nf);
+        arg(a, "--instance=%d", inst);
     }
     arg(a, "--status=%d:%u:%u", add_fd(a, r->status_fd), p->index, r->status_cap);
     arg(a, "--out-dir=%s", r->o->out_dir);
@@ -116,20 +186,18 @@ static void build_args(struct run *r, const struct run_proc *p, struct spawn_arg
         arg(a, "--no-ft");
     if (r->o->no_dedup)
         arg(a, "--no-dedup");
-    size_t n = (size_t)snprintf(a->links, sizeof(a->links), "--links=");
-    for (uint32_t k = 0; k < c->nedges; k++) {
-        const struct chain_edge *ed = &c->edges[k];
-        unsigned nfrom = ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
-        unsigned nto = ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
-        for (unsigned i = 0; i < nfrom * nto; i++) {
-            struct link *l = r->links[k][i];
-            int m = add_fd(a, link_memfd(l)), v = add_fd(a, link_eventfd(l));
-            n += (size_t)snprintf(a->links + n, sizeof(a->links) - n, "%s%d:%d",
-                                  a->links[n - 1] == '=' ? "" : ",", m, v);
-        }
-    }
+    a->nlinks = (size_t)snprintf(a->links, RUN_LINKS_ARG_MAX, "--links=");
+    run_proc_links(c, nf, inst, add_links, &(struct links_ctx){.r = r, .a = a});
     a->argv[a->nargs++] = a->links;
     a->argv[a->nargs] = NULL;
+    return 0;
+}
+
+static void free_args(struct spawn_args *a)
+{
+    free(a->stdio);
+    free(a->links);
+    free(a);
 }
 
 static void on_close(uv_handle_t *h)
@@ -161,9 +229,11 @@ static struct run_proc *free_block(struct run *r)
     return NULL;
 }
 
-/* Starts a worker process for slot (or a spare: slot -1; assigned: a spare that
- * is given its slot before it even starts). Loop thread (or before it runs). */
-static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, struct rw_err *e)
+/* Starts a worker process for slot (or a spare of NF spare_nf: slot -1;
+ * assigned: a spare that is given its slot before it even starts). Loop thread
+ * (or before it runs). */
+static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t spare_nf, uint32_t assign,
+                                   struct rw_err *e)
 {
     struct run_proc *p = free_block(r);
     if (!p) {
@@ -176,13 +246,18 @@ static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, str
         return NULL;
     }
     uint32_t n = (uint32_t)(p - r->procs);
-    *p = (struct run_proc){.r = r, .index = n, .slot = slot, .nf = -1, .failover = -1};
+    *p = (struct run_proc){
+        .r = r, .index = n, .slot = slot, .nf = -1, .spare_nf = (int)spare_nf, .failover = -1};
     if (slot >= 0)
         p->nf = (int)r->slots[slot].nf;
     p->proc.data = p;
     memset(&r->status[n], 0, sizeof(r->status[n]));
     atomic_store(&r->status[n].assign, assign);
-    build_args(r, p, a);
+    if (build_args(r, p, a)) {
+        free_args(a);
+        rw_errf(e, RW_ENOMEM, "out of memory");
+        return NULL;
+    }
     uv_process_options_t po = {.file = r->o->self_exe,
                                .args = a->argv,
                                .exit_cb = on_exit_cb,
@@ -196,7 +271,7 @@ static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, str
                                .stdio_count = a->nfds,
                                .stdio = a->stdio};
     int u = uv_spawn(&r->loop, &p->proc, &po);
-    free(a);
+    free_args(a);
     if (u) {
         rw_errf(e, RW_EIO, "cannot start a worker: %s", uv_strerror(u));
         return NULL;
@@ -208,20 +283,36 @@ static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t assign, str
     return p;
 }
 
-static unsigned spares_ready(const struct run *r)
+/* Spares alive, in all (nf < 0) or of one NF. */
+static unsigned spares_ready(const struct run *r, int nf)
 {
     unsigned n = 0;
     for (uint32_t i = 0; i < r->status_cap; i++)
-        n += r->procs[i].used && r->procs[i].running && r->procs[i].slot < 0;
+        n += r->procs[i].used && r->procs[i].running && r->procs[i].slot < 0 &&
+             (nf < 0 || r->procs[i].spare_nf == nf);
     return n;
 }
 
+/* A spare serves one NF (it holds only that NF's links): the pool is spread over
+ * the NFs, the next spare going to the NF with the fewest, the NFs after the
+ * last one served first on a tie, so that fewer spares than NFs still rotate. */
 static void top_up_spares(struct run *r)
 {
     struct rw_err e;
-    while (!r->ending && !r->o->no_ft && spares_ready(r) < r->spares_target)
-        if (!spawn_proc(r, -1, 0, &e))
+    uint32_t nnfs = r->chain->nnfs;
+    while (!r->ending && !r->o->no_ft && nnfs && spares_ready(r, -1) < r->spares_target) {
+        uint32_t best = r->spare_next % nnfs;
+        unsigned fewest = spares_ready(r, (int)best);
+        for (uint32_t j = 1; j < nnfs && fewest; j++) {
+            uint32_t k = (r->spare_next + j) % nnfs;
+            unsigned m = spares_ready(r, (int)k);
+            if (m < fewest)
+                best = k, fewest = m;
+        }
+        if (!spawn_proc(r, -1, best, 0, &e))
             return; /* no room: failovers will start spares assigned */
+        r->spare_next = best + 1;
+    }
 }
 
 static void fail_run(struct run *r, int code, const char *fmt, ...)
@@ -297,16 +388,18 @@ static void assign_slot(struct run *r, uint32_t slot)
      * replacement is then a fresh process, given its slot before it starts. */
     for (uint32_t i = 0; i < r->status_cap && !to && !r->ending; i++) {
         struct run_proc *p = &r->procs[i];
-        if (p->used && p->running && p->slot < 0 && atomic_load(&r->status[p->index].state) == 4)
+        if (p->used && p->running && p->slot < 0 && p->spare_nf == (int)s->nf &&
+            atomic_load(&r->status[p->index].state) == 4)
             to = p;
     }
     for (uint32_t i = 0; i < r->status_cap && !to && !r->ending; i++)
-        if (r->procs[i].used && r->procs[i].running && r->procs[i].slot < 0)
+        if (r->procs[i].used && r->procs[i].running && r->procs[i].slot < 0 &&
+            r->procs[i].spare_nf == (int)s->nf)
             to = &r->procs[i]; /* still starting: it reads the assignment once up */
     struct rw_err e = {0};
     if (!to && !free_block(r))
         return; /* every block is in use: on_proc_close calls again */
-    if (!to && !(to = spawn_proc(r, -1, assign, &e))) {
+    if (!to && !(to = spawn_proc(r, -1, s->nf, assign, &e))) {
         fail_run(r, RW_EIO, "%s[%u] failed, and no replacement could be started: %s",
                  r->chain->nfs[s->nf].name, s->instance, e.msg);
         return;
@@ -555,7 +648,7 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
     }
     int rc = 0;
     for (uint32_t s = 0; s < r->nworkers && !rc; s++) {
-        struct run_proc *p = spawn_proc(r, (int)s, 0, e);
+        struct run_proc *p = spawn_proc(r, (int)s, 0, 0, e);
         if (!p)
             rc = RW_EIO;
         else

@@ -2,12 +2,13 @@
  * run_worker.c - `rewind worker`: one NF instance, or a hot spare, spawned by
  * `rewind run`.
  *
- * Every worker inherits the descriptors of all the chain's links, the status
- * region and the shared region, and re-reads the chain file. A worker started
- * for a slot (--nf, --instance) attaches to that slot's links and runs; a spare
- * (--spare) does everything that can be done before it knows its slot (chain,
- * links, store) and then waits on its status block until the coordinator gives
- * it a failed slot: it then takes the slot over (nfworker/recover.c) and runs.
+ * Every worker inherits the descriptors of the links it may use (a slot's, or
+ * for a spare every link of its NF), the status region and the shared region,
+ * and re-reads the chain file. A worker started for a slot (--nf, --instance)
+ * attaches to that slot's links and runs; a spare (--spare=NF) does everything
+ * that can be done before it knows its slot (chain, links, store) and then
+ * waits on its status block until the coordinator gives it a failed slot of
+ * its NF: it then takes the slot over (nfworker/recover.c) and runs.
  * That is what keeps exec, chain parsing and store opening off a failover's
  * critical path. A worker dies with its coordinator (PR_SET_PDEATHSIG): it must
  * never outlive the process that owns its links.
@@ -31,11 +32,11 @@
 #include "run_internal.h"
 #include "store.h"
 
-#define MAX_LINKS 1024
+#define MAX_LINKS RUN_WORKER_MAX_IN
 
 struct wargs {
     const char *chain, *store, *out_dir, *links;
-    unsigned nf, instance, status_index, status_cap;
+    unsigned nf, instance, status_index, status_cap, spare_nf;
     int status_fd;
     bool no_ft, no_dedup, spare, has_nf;
 };
@@ -64,8 +65,8 @@ static int parse_args(int argc, char **argv, struct wargs *a)
             a->no_ft = true;
         else if (!strcmp(s, "--no-dedup"))
             a->no_dedup = true;
-        else if (!strcmp(s, "--spare"))
-            a->spare = true;
+        else if (!strncmp(s, "--spare=", 8))
+            a->spare_nf = (unsigned)atoi(s + 8), a->spare = true;
         else if (!strcmp(s, "--help"))
             return 1;
         else
@@ -78,16 +79,14 @@ static int parse_args(int argc, char **argv, struct wargs *a)
 
 struct wstate {
     struct chain *chain;
-    const char *store_url;       /* --store (by hand), else the run's shared block */
-    struct link *all[MAX_LINKS]; /* every link of the chain, in run_link order */
-    unsigned nall;
-    uint32_t *edge_base; /* per edge: index of its first link in all */
-    uint32_t *slot_base; /* per NF: its first slot */
+    const char *store_url; /* --store (by hand), else the run's shared block */
+    struct link ***edge;   /* [edge][run_link index]: the links given, NULL elsewhere */
+    uint32_t *slot_base;   /* per NF: its first slot */
     struct link *in[MAX_LINKS];
     int in_producer[MAX_LINKS]; /* the producer's slot, -1 for the root */
     unsigned nin;
-    struct link *outl[8][MAX_LINKS];
-    struct worker_out out[8];
+    struct link *outl[RUN_WORKER_MAX_OUT][CHAIN_MAX_INSTANCES];
+    struct worker_out out[RUN_WORKER_MAX_OUT];
     unsigned nout;
     void *region;
     struct worker_status *st;
@@ -95,23 +94,6 @@ struct wstate {
     struct store *store;
     char alerts[PATH_MAX], log_dir[PATH_MAX];
 };
-
-/* "m:v,m:v,..." -> attached links. */
-static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
-{
-    while (s && *s && w->nall < MAX_LINKS) {
-        int m, v, used;
-        if (sscanf(s, "%d:%d%n", &m, &v, &used) != 2)
-            return rw_errf(e, RW_EINVAL, "bad link list '%s'", s);
-        int rc = link_attach(m, v, &w->all[w->nall++], e);
-        if (rc)
-            return rc;
-        s += used;
-        if (*s == ',')
-            s++;
-    }
-    return 0;
-}
 
 static unsigned from_n(const struct chain *c, const struct chain_edge *ed)
 {
@@ -123,28 +105,43 @@ static unsigned to_n(const struct chain *c, const struct chain_edge *ed)
     return ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
 }
 
-static int index_links(struct wstate *w, struct rw_err *e)
+/* "k:i:n:fd,..." (links k[i..i+n) at fds fd, fd+1, ...: memfd, eventfd) ->
+ * attached links, checked against the chain. */
+static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
 {
     const struct chain *c = w->chain;
-    w->edge_base = calloc(c->nedges ? c->nedges : 1, sizeof(uint32_t));
+    w->edge = calloc(c->nedges ? c->nedges : 1, sizeof(*w->edge));
     w->slot_base = calloc(c->nnfs ? c->nnfs : 1, sizeof(uint32_t));
-    if (!w->edge_base || !w->slot_base)
+    if (!w->edge || !w->slot_base)
         return rw_errf(e, RW_ENOMEM, "out of memory");
-    uint32_t n = 0;
-    for (uint32_t k = 0; k < c->nedges; k++) {
-        w->edge_base[k] = n;
-        n += from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]);
+    for (uint32_t k = 0, n = 0; k < c->nnfs; n += c->nfs[k++].instances)
+        w->slot_base[k] = n;
+    while (s && *s) {
+        unsigned k, i, n;
+        int fd, used;
+        if (sscanf(s, "%u:%u:%u:%d%n", &k, &i, &n, &fd, &used) != 4 || k >= c->nedges ||
+            n > from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]) ||
+            i > from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]) - n || fd < 0)
+            return rw_errf(e, RW_EINVAL, "bad link list '%.40s'", s);
+        if (!w->edge[k] && !(w->edge[k] = calloc(from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]),
+                                                 sizeof(struct link *))))
+            return rw_errf(e, RW_ENOMEM, "out of memory");
+        for (unsigned j = 0; j < n; j++) {
+            int rc = link_attach(fd + 2 * (int)j, fd + 2 * (int)j + 1, &w->edge[k][i + j], e);
+            if (rc)
+                return rc;
+        }
+        s += used;
+        if (*s == ',')
+            s++;
     }
-    if (n != w->nall)
-        return rw_errf(e, RW_EINVAL, "%u links given, the chain has %u", w->nall, n);
-    for (uint32_t k = 0, s = 0; k < c->nnfs; s += c->nfs[k++].instances)
-        w->slot_base[k] = s;
     return 0;
 }
 
+/* NULL when the coordinator did not give it. */
 static struct link *link_of(const struct wstate *w, uint32_t k, unsigned i, unsigned j)
 {
-    return w->all[w->edge_base[k] + i * to_n(w->chain, &w->chain->edges[k]) + j];
+    return w->edge[k] ? w->edge[k][i * to_n(w->chain, &w->chain->edges[k]) + j] : NULL;
 }
 
 /* The slot's links: inputs from every instance of every edge into the NF, and
@@ -156,18 +153,26 @@ static int pick_links(struct wstate *w, unsigned nf, unsigned inst, bool take, s
     for (uint32_t k = 0; k < c->nedges; k++) {
         const struct chain_edge *ed = &c->edges[k];
         for (unsigned s = 0; ed->to == (int)nf && s < from_n(c, ed); s++) {
+            if (w->nin == MAX_LINKS)
+                return rw_errf(e, RW_EINVAL, "%s: more than %d links in", c->nfs[nf].name,
+                               MAX_LINKS);
             w->in_producer[w->nin] =
                 ed->from == CHAIN_INPUT ? -1 : (int)(w->slot_base[ed->from] + s);
-            w->in[w->nin++] = link_of(w, k, s, inst);
+            if (!(w->in[w->nin++] = link_of(w, k, s, inst)))
+                return rw_errf(e, RW_EINVAL, "%s[%u]: a link of edge %u was not given",
+                               c->nfs[nf].name, inst, k);
         }
         if (ed->from != (int)nf)
             continue;
-        if (w->nout == 8)
-            return rw_errf(e, RW_EINVAL, "%s: more than 8 edges out", c->nfs[nf].name);
+        if (w->nout == RUN_WORKER_MAX_OUT)
+            return rw_errf(e, RW_EINVAL, "%s: more than %d edges out", c->nfs[nf].name,
+                           RUN_WORKER_MAX_OUT);
         struct worker_out *o = &w->out[w->nout];
         o->n = to_n(c, ed);
         for (unsigned t = 0; t < o->n; t++)
-            w->outl[w->nout][t] = link_of(w, k, inst, t);
+            if (!(w->outl[w->nout][t] = link_of(w, k, inst, t)))
+                return rw_errf(e, RW_EINVAL, "%s[%u]: a link of edge %u was not given",
+                               c->nfs[nf].name, inst, k);
         o->links = w->outl[w->nout++];
         o->fs = ed->to == CHAIN_OUTPUT ? RW_FS_5TUPLE : (enum rw_flowspace)c->nfs[ed->to].flowspace;
         o->filter = ed->filter;
@@ -249,8 +254,7 @@ static int run_slot(const struct wargs *a, struct wstate *w, unsigned nf, unsign
 static int run_one(const struct wargs *a, struct wstate *w, struct rw_err *e)
 {
     int rc = chain_load(a->chain, nf_types(), &w->chain, e);
-    if (rc || (rc = map_region(a, w, e)) || (rc = attach_all(a->links, w, e)) ||
-        (rc = index_links(w, e)))
+    if (rc || (rc = map_region(a, w, e)) || (rc = attach_all(a->links, w, e)))
         return rc;
     if (!a->spare)
         return run_slot(a, w, a->nf, a->instance, e);
@@ -260,6 +264,9 @@ static int run_one(const struct wargs *a, struct wstate *w, struct rw_err *e)
     if (v == WORKER_QUIT)
         return 0;
     v -= 1;
+    if (v >> 16 != a->spare_nf)
+        return rw_errf(e, RW_EINVAL, "a spare of NF %u was given a slot of NF %u", a->spare_nf,
+                       v >> 16);
     return run_slot(a, w, v >> 16, v & 0xffff, e);
 }
 
@@ -269,8 +276,8 @@ int run_worker_main(int argc, char **argv)
     int p = parse_args(argc, argv, &a);
     if (p) {
         fprintf(p > 0 ? stdout : stderr,
-                "usage: rewind worker --chain=FILE --status=FD:IDX:CAP --links=FD:FD,... "
-                "--out-dir=DIR (--nf=K --instance=I | --spare) [--store=URL] [--no-ft] "
+                "usage: rewind worker --chain=FILE --status=FD:IDX:CAP --links=K:I:N:FD,... "
+                "--out-dir=DIR (--nf=K --instance=I | --spare=K) [--store=URL] [--no-ft] "
                 "[--no-dedup]\n\n"
                 "One NF instance of a chain, or a hot spare that waits for a failed slot.\n"
                 "Internal: `rewind run` starts these with the descriptors of every link;\n"
@@ -288,9 +295,15 @@ int run_worker_main(int argc, char **argv)
         fprintf(stderr, "rewind worker %s: %s\n", a.spare ? "(spare)" : "", e.msg);
     if (w.store)
         store_close(w.store);
+    for (uint32_t k = 0; w.edge && w.chain && k < w.chain->nedges; k++) {
+        const struct chain_edge *ed = &w.chain->edges[k];
+        for (unsigned i = 0; w.edge[k] && i < from_n(w.chain, ed) * to_n(w.chain, ed); i++)
+            link_close(w.edge[k][i]);
+        free(w.edge[k]);
+    }
+    free(w.edge);
     if (w.chain)
         chain_free(w.chain);
-    free(w.edge_base);
     free(w.slot_base);
     return rc == RW_ENOSPC ? RUN_WORKER_EXIT_FULL : rc ? 1 : 0;
 }
