@@ -370,9 +370,10 @@ static int prepare(struct run *r, struct rw_err *e)
                        "%s: store mem: is in-process only; a chain needs lmdb: "
                        "or redis://",
                        r->o->chain_path);
-    if ((rc = run_prepare_out(r, e)) || (rc = run_store_url(r, e)) ||
-        (!r->o->no_ft && (rc = bind_store(r, e))) || (rc = make_links(r, e)) ||
-        (rc = make_status(r, e)) || (rc = make_root_edges(r, e)) || (rc = open_logs(r, e)))
+    if ((rc = run_prepare_out(r, e)) || (rc = run_reserve_outputs(r, e)) ||
+        (rc = run_store_url(r, e)) || (!r->o->no_ft && (rc = bind_store(r, e))) ||
+        (rc = make_links(r, e)) || (rc = make_status(r, e)) || (rc = make_root_edges(r, e)) ||
+        (rc = open_logs(r, e)))
         return rc;
     return 0;
 }
@@ -445,8 +446,10 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
         struct rw_err qe = {0};
         int qrc = run_quarantine_write(&r, rc ? &qe : e);
         rc = rc ? rc : qrc;
-        run_write_outputs(&r, res, rc, e);
+        rc = run_write_outputs(&r, res, rc, e);
         run_chaos_write(&r);
+    } else if (r.totals) { /* failed while starting (a full disk): the report says why */
+        rc = run_write_outputs(&r, res, rc, e);
     }
     cleanup(&r);
     return rc;

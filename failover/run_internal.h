@@ -204,7 +204,15 @@ void run_store_name(const struct run *r, char *buf, size_t cap);
 int run_spawn_workers(struct run *r, struct rw_err *e);
 /* Waits up to timeout_ms for every worker to exit (0: kill them now). */
 int run_wait_workers(struct run *r, int timeout_ms, struct rw_err *e);
-void run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e);
+/* Takes the room of report.json and alerts.json (OUT/.NAME.tmp, preallocated)
+ * before anything else is written, so that a disk that fills up during the run
+ * still leaves both whole, and allocates r->totals. RW_ENOSPC or RW_EIO when it
+ * cannot (the temp files stay: --force removes them), RW_ENOMEM. */
+int run_reserve_outputs(struct run *r, struct rw_err *e);
+/* Writes OUT/alerts.json and OUT/report.json (with rc and e: the run's result),
+ * each whole or not at all. Returns rc, or when rc is 0 the first failure to
+ * write them (RW_ENOSPC: no room, RW_EIO), then also in e. */
+int run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e);
 /* Writes s as a JSON string (escaped), or null. */
 void run_json_string(FILE *f, const char *s);
 

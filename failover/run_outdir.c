@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 /* What a run writes into its directory, besides a store inside it. */
-static const char *const run_files[] = {"log",         "output",      "alerts",
-                                        "alerts.json", "report.json", "chaos.json"};
+static const char *const run_files[] = {"log", "output", "alerts", "alerts.json", "report.json",
+                                        "chaos.json",
+                                        /* the room run_report.c takes */
+                                        ".alerts.json.tmp", ".report.json.tmp"};
 #define NRUN_FILES (sizeof(run_files) / sizeof(run_files[0]))
 
 /* The entry of --out that holds an `lmdb:` store given relative to it (the first

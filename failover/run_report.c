@@ -3,15 +3,93 @@
  * OUT/report.json (counts, per-NF stats from the workers' status blocks, latency
  * percentiles) and OUT/alerts.json (every instance's alerts merged in clock
  * order, one JSON object per line).
+ *
+ * Both are written whole or not at all, full disk or not: their room is taken
+ * when the run starts (run_reserve_outputs: a preallocated temp file each),
+ * they are built in memory, written into that room and renamed into place. A
+ * run that ends because its disk is full (the log, the store, the output) is
+ * the run whose report matters most, and it used to leave both at 0 bytes.
  */
 #include "run_internal.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Room taken at the start. A report is ~0.5 KiB per NF plus its failover log
+ * (~150 bytes a failover); one that outgrows its room on a full disk is written
+ * again without the failover log (report_brief), which always fits. */
+#define REPORT_ROOM_BASE   (64u << 10)
+#define REPORT_ROOM_PER_NF (2u << 10)
+#define ALERTS_ROOM        (1u << 20)
+
+static void tmp_path(const struct run *r, const char *name, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/.%s.tmp", r->o->out_dir, name);
+}
+
+static int reserve(const struct run *r, const char *name, off_t bytes, struct rw_err *e)
+{
+    char path[PATH_MAX + 16];
+    tmp_path(r, name, path, sizeof(path));
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int err = fd < 0 ? errno : posix_fallocate(fd, 0, bytes);
+    if (fd >= 0)
+        close(fd);
+    if (err)
+        return rw_errf(e, err == ENOSPC || err == EDQUOT ? RW_ENOSPC : RW_EIO,
+                       "%s: cannot take room for %s: %s", r->o->out_dir, name, strerror(err));
+    return 0;
+}
+
+int run_reserve_outputs(struct run *r, struct rw_err *e)
+{
+    off_t report = REPORT_ROOM_BASE + (off_t)REPORT_ROOM_PER_NF * r->chain->nnfs;
+    int rc = reserve(r, "report.json", report, e);
+    if (!rc)
+        rc = reserve(r, "alerts.json", ALERTS_ROOM, e);
+    /* The report's per-NF figures: with them a run that fails from here on,
+     * even before a worker starts, still writes its report. */
+    if (!rc && !(r->totals = calloc(r->chain->nnfs ? r->chain->nnfs : 1, sizeof(*r->totals))))
+        rc = rw_errf(e, RW_ENOMEM, "out of memory");
+    return rc;
+}
+
+/* buf as OUT/name: into its room (the temp file, made now if there is none),
+ * cut to length, synced and renamed. On failure the temp file is removed and
+ * OUT/name is not touched. */
+static int commit(const struct run *r, const char *name, const char *buf, size_t len,
+                  struct rw_err *e)
+{
+    char tmp[PATH_MAX + 16], path[PATH_MAX + 16];
+    tmp_path(r, name, tmp, sizeof(tmp));
+    snprintf(path, sizeof(path), "%s/%s", r->o->out_dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0600), err = fd < 0 ? errno : 0;
+    for (size_t off = 0; !err && off < len;) {
+        ssize_t w = pwrite(fd, buf + off, len - off, (off_t)off);
+        if (w < 0 && errno != EINTR)
+            err = errno;
+        off += w > 0 ? (size_t)w : 0;
+    }
+    if (!err && (ftruncate(fd, (off_t)len) || fsync(fd)))
+        err = errno;
+    if (fd >= 0 && close(fd) && !err)
+        err = errno;
+    if (!err && rename(tmp, path))
+        err = errno;
+    if (err) {
+        unlink(tmp);
+        return rw_errf(e, err == ENOSPC || err == EDQUOT ? RW_ENOSPC : RW_EIO, "%s: %s", path,
+                       strerror(err));
+    }
+    return 0;
+}
 
 struct alert_line {
     uint64_t clock;
@@ -71,7 +149,7 @@ static void quarantine_events(struct run *r, struct alert_line **v, size_t *n, s
     }
 }
 
-static void merge_alerts(struct run *r)
+static int merge_alerts(struct run *r, struct rw_err *e)
 {
     char dir[PATH_MAX], path[PATH_MAX + 300];
     snprintf(dir, sizeof(dir), "%s/alerts", r->o->out_dir);
@@ -89,8 +167,9 @@ static void merge_alerts(struct run *r)
     quarantine_events(r, &v, &n, &cap);
     if (n)
         qsort(v, n, sizeof(*v), by_clock);
-    snprintf(path, sizeof(path), "%s/alerts.json", r->o->out_dir);
-    FILE *f = fopen(path, "w");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
     /* A replacement raises again the alerts of the packets it replays: the same
      * line (clock, NF, fields) twice is one alert, unless duplicate suppression
      * is off (the debug flag that shows what it prevents). */
@@ -101,9 +180,14 @@ static void merge_alerts(struct run *r)
     }
     for (size_t i = 0; i < n; i++)
         free(v[i].text);
-    if (f)
-        fclose(f);
     free(v);
+    if (!f || fclose(f)) {
+        free(buf);
+        return rw_errf(e, RW_ENOMEM, "alerts.json: out of memory");
+    }
+    int rc = commit(r, "alerts.json", buf, len, e);
+    free(buf);
+    return rc;
 }
 
 void run_json_string(FILE *f, const char *s)
@@ -169,7 +253,7 @@ static double pct_ms(const uint64_t *v, uint32_t n, double p)
 /* Failovers: detection (fault to the coordinator's decision) and recovery (fault
  * to the replacement processing live traffic) times, and what was replayed. A
  * fault's time is known when chaos caused it; otherwise it is the detection. */
-static void failover_stats(FILE *f, struct run *r)
+static void failover_stats(FILE *f, struct run *r, bool brief)
 {
     uint32_t n = r->nfailovers < RUN_FAILOVER_LOG ? r->nfailovers : RUN_FAILOVER_LOG, nrec = 0;
     uint64_t *det = calloc(n ? n : 1, sizeof(uint64_t)), *rec = calloc(n ? n : 1, sizeof(uint64_t));
@@ -192,7 +276,7 @@ static void failover_stats(FILE *f, struct run *r)
                 r->nfailovers, n, r->backoffs, nrec, replayed, pct_ms(det, n, 50),
                 pct_ms(det, n, 99), pct_ms(rec, nrec, 50), pct_ms(rec, nrec, 99));
     }
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < n && !brief; i++) {
         const struct run_failover *x = &r->failovers[i];
         const struct run_slot *s = &r->slots[x->slot];
         fprintf(f,
@@ -205,18 +289,21 @@ static void failover_stats(FILE *f, struct run *r)
                                               : -1.0,
                 x->replayed);
     }
-    fprintf(f, "%s],\n", n ? "\n  " : "");
+    fprintf(f, "%s],\n", n && !brief ? "\n  " : "");
+    if (brief)
+        fprintf(f, "  \"failover_log_left_out\": \"no room on the disk for it\",\n");
     free(det);
     free(rec);
 }
 
-static void write_report(struct run *r, const struct run_result *res, int rc, struct rw_err *e)
+static int write_report(struct run *r, const struct run_result *res, int rc, struct rw_err *e,
+                        bool brief, struct rw_err *we)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/report.json", r->o->out_dir);
-    FILE *f = fopen(path, "w");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
     if (!f)
-        return;
+        return rw_errf(we, RW_ENOMEM, "report.json: out of memory");
     _Atomic uint64_t lat[WORKER_LAT_BUCKETS];
     for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
         atomic_init(&lat[b], r->sink_st.lat[b]);
@@ -242,7 +329,7 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
             r->pipeline_ns ? (double)res->packets_in * 1e9 / (double)r->pipeline_ns : 0.0,
             worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
             r->root_st.full_waits, run_quarantined(r));
-    failover_stats(f, r);
+    failover_stats(f, r, brief);
     if (r->state_run) {
         fprintf(f, "  \"state\": {\"checked\": %u, \"broken\": %u, \"note\": ", r->state_checked,
                 r->state_broken);
@@ -258,11 +345,25 @@ static void write_report(struct run *r, const struct run_result *res, int rc, st
     for (uint32_t k = 0; k < r->chain->nnfs; k++)
         nf_stats(f, r, k, k + 1 == r->chain->nnfs);
     fprintf(f, "  ]\n}\n");
-    fclose(f);
+    if (fclose(f)) {
+        free(buf);
+        return rw_errf(we, RW_ENOMEM, "report.json: out of memory");
+    }
+    int wrc = commit(r, "report.json", buf, len, we);
+    free(buf);
+    return wrc;
 }
 
-void run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e)
+int run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e)
 {
-    merge_alerts(r);
-    write_report(r, res, rc, e);
+    struct rw_err ae = {0}, we = {0};
+    int arc = merge_alerts(r, &ae);
+    if (arc && !rc) { /* the report says why the run failed: alerts.json not written */
+        rc = arc;
+        *e = ae;
+    }
+    int wrc = write_report(r, res, rc, e, false, &we);
+    if (wrc == RW_ENOSPC)
+        wrc = write_report(r, res, rc, e, true, &we);
+    return rc ? rc : wrc ? (*e = we, wrc) : arc;
 }

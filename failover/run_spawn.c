@@ -318,6 +318,16 @@ static void top_up_spares(struct run *r)
 static void fail_run(struct run *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Loop thread. Once the run has failed, every beat check does it again: a
+ * process started while the flag went up (a failover that had begun) is not
+ * left waiting for a log or a mark that will never come. */
+static void kill_all(struct run *r)
+{
+    for (uint32_t j = 0; j < r->status_cap; j++)
+        if (r->procs[j].used && r->procs[j].running)
+            uv_process_kill(&r->procs[j].proc, SIGKILL);
+}
+
 /* Ends the run with code (RW_EIO: a failure; RW_ENOSPC: a full store or disk). */
 static void fail_run(struct run *r, int code, const char *fmt, ...)
 {
@@ -329,9 +339,8 @@ static void fail_run(struct run *r, int code, const char *fmt, ...)
     vsnprintf(r->fail_msg, sizeof(r->fail_msg), fmt, ap);
     va_end(ap);
     r->stop = 1;
-    for (uint32_t j = 0; j < r->status_cap; j++)
-        if (r->procs[j].used && r->procs[j].running)
-            uv_process_kill(&r->procs[j].proc, SIGKILL);
+    atomic_store(&r->shared->run_over, 1);
+    kill_all(r);
 }
 
 static void describe_death(const struct run *r, const struct run_proc *p, char *buf, size_t cap)
@@ -601,6 +610,11 @@ static void on_beat_check(uv_timer_t *t)
      * blocked joining the sink, so the loop looks for itself. */
     if (r->o->stop && *r->o->stop)
         run_chaos_stop(r);
+    if (atomic_load(&r->failed)) {
+        kill_all(r);
+        end_loop_when_idle(r);
+        return;
+    }
     for (uint32_t j = 0; j < r->status_cap; j++) {
         struct run_proc *p = &r->procs[j];
         if (!p->used)
@@ -639,7 +653,6 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
         return rw_errf(e, RW_EIO, "libuv loop");
     r->loop.data = r;
     r->procs = calloc(r->status_cap, sizeof(*r->procs));
-    r->totals = calloc(r->chain->nnfs ? r->chain->nnfs : 1, sizeof(*r->totals));
     if (!r->procs || !r->totals)
         return rw_errf(e, RW_ENOMEM, "out of memory");
     for (uint32_t s = 0; s < r->nworkers; s++) {
@@ -696,6 +709,7 @@ static void give_up(struct run *r, int timeout_ms)
     if (!atomic_exchange(&r->failed, 1) && (r->fail_code = RW_EIO))
         snprintf(r->fail_msg, sizeof(r->fail_msg),
                  "workers did not finish within %d ms of the end of input%s", timeout_ms, who);
+    atomic_store(&r->shared->run_over, 1);
     while (atomic_load(&r->exited) < atomic_load(&r->nprocs)) {
         for (uint32_t j = 0; j < r->status_cap; j++)
             if (r->procs[j].used && r->procs[j].running && r->procs[j].pid > 0)

@@ -200,13 +200,15 @@ static int map_region(const struct wargs *a, struct wstate *w, struct rw_err *e)
 
 /* A spare sleeps on its status block's assign word (a futex on the shared
  * mapping) and keeps its heartbeat going meanwhile. */
-static uint32_t wait_assignment(struct worker_status *st)
+static uint32_t wait_assignment(struct worker_status *st, const struct worker_shared *sh)
 {
     atomic_store(&st->state, 4);
     for (;;) {
         uint32_t v = atomic_load(&st->assign);
         if (v)
             return v;
+        if (atomic_load(&sh->run_over))
+            return WORKER_QUIT;
         atomic_fetch_add(&st->heartbeat, 1);
         struct timespec ts = {0, 50000000};
         syscall(SYS_futex, (uint32_t *)&st->assign, FUTEX_WAIT, 0, &ts, NULL, 0);
@@ -260,7 +262,7 @@ static int run_one(const struct wargs *a, struct wstate *w, struct rw_err *e)
         return run_slot(a, w, a->nf, a->instance, e);
     if (!a->no_ft && (rc = store_open(w->store_url, &w->store, e)))
         return rc;
-    uint32_t v = wait_assignment(w->st);
+    uint32_t v = wait_assignment(w->st, w->shared);
     if (v == WORKER_QUIT)
         return 0;
     v -= 1;

@@ -350,6 +350,11 @@ struct worker_shared {
     char poison[512];
     _Atomic uint32_t nquarantine; /* entries used (only grows) */
     struct worker_quarantine quarantine[WORKER_MAX_QUARANTINE];
+    /* The coordinator gave the run up (a worker lost, a full disk): every wait
+     * of a worker (a spare's, a replay's, the loop's) ends instead of waiting
+     * for progress that will not come. The coordinator kills them all anyway;
+     * this is for one its kill sweep missed. */
+    _Atomic uint32_t run_over;
 };
 
 /* Bucket of a latency, and percentile (0..100) of a histogram in ns (bucket

@@ -392,9 +392,21 @@ static bool upstream_ready(struct recovery *rec, uint64_t r_clock)
     return true;
 }
 
+/* Ways out: the run given up, or a root that ended (its durable watermark is then
+ * final) below R: a log that could not grow (a full disk) never will. */
 static int wait_ready(struct recovery *rec, uint64_t r_clock)
 {
+    const struct worker_shared *sh = rec->w->o->shared;
     while (!upstream_ready(rec, r_clock)) {
+        if (atomic_load(&sh->run_over))
+            return rec_err(rec, RW_EIO, "the run was given up while the replay waited");
+        bool ended = atomic_load(&sh->root_finished); /* first: durable is then final */
+        uint64_t durable = atomic_load(&sh->durable);
+        if (ended && durable < r_clock)
+            return rec_err(rec, RW_EIO,
+                           "the input log ended at clock %" PRIu64
+                           ", below the replay's end %" PRIu64 " (the root stopped early)",
+                           durable, r_clock);
         int rc = keep_alive(rec);
         if (rc)
             return rc;

@@ -581,6 +581,8 @@ static int loop(struct worker *w)
     atomic_store(&st->state, 1);
     for (;;) {
         atomic_fetch_add(&st->heartbeat, 1);
+        if (w->o->shared && atomic_load(&w->o->shared->run_over))
+            return RW_EIO; /* given up: no final mark is coming */
         int n = one_turn(w);
         if (n < 0)
             return n;
