@@ -545,8 +545,9 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
             char where[200];
             run_store_name(r, where, sizeof(where));
             fail_run(r, RW_ENOSPC,
-                     "%s[%u]: the state store %s is full; give it more room (?map=MiB in the "
-                     "chain's store URL for LMDB, maxmemory for Redis) and run again",
+                     "%s[%u]: the state store %s is full, or the disk under it (No space left "
+                     "on device); give it more room (the disk, ?map=MiB in the chain's store "
+                     "URL for LMDB, maxmemory for Redis) and run again",
                      r->chain->nfs[s->nf].name, s->instance, where);
         } else if (!sig && ++r->slots[p->slot].errors >= MAX_ERRORS_IN_ROW) {
             /* A worker that reports an error (not a kill) would most likely do it

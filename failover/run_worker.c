@@ -272,6 +272,24 @@ static int run_one(const struct wargs *a, struct wstate *w, struct rw_err *e)
     return run_slot(a, w, v >> 16, v & 0xffff, e);
 }
 
+/* The LMDB store is mapped with MDB_WRITEMAP: on a disk that is full the kernel
+ * cannot back a page of the map, and the write faults (SIGBUS, BUS_ADRERR)
+ * where a write(2) would have said ENOSPC. That is a full disk, not a crash to
+ * fail over to a spare that would meet it again: the worker exits as full, and
+ * the coordinator ends the run (exit 4). Any other SIGBUS stays a crash. */
+static void on_sigbus(int sig, siginfo_t *si, void *ctx)
+{
+    (void)ctx;
+    if (si->si_code == BUS_ADRERR) {
+        static const char msg[] = "rewind worker: the disk under the state store is full "
+                                  "(No space left on device: SIGBUS writing its map)\n";
+        ssize_t w = write(2, msg, sizeof(msg) - 1);
+        (void)w;
+        _exit(RUN_WORKER_EXIT_FULL);
+    }
+    signal(sig, SIG_DFL); /* the access faults again, and kills */
+}
+
 int run_worker_main(int argc, char **argv)
 {
     struct wargs a;
@@ -290,6 +308,8 @@ int run_worker_main(int argc, char **argv)
     if (getppid() == 1)
         return 1;            /* the coordinator is already gone */
     signal(SIGINT, SIG_IGN); /* the coordinator decides when the chain stops */
+    struct sigaction sa = {.sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO};
+    sigaction(SIGBUS, &sa, NULL);
     static struct wstate w;
     struct rw_err e = {0};
     int rc = run_one(&a, &w, &e);
