@@ -434,6 +434,21 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
     }
     if (!rc)
         rc = input_verdict(&r, e);
+    /* The logs' last commit, before the report: a full disk met there fails the
+     * run like any other write. Left to cleanup() it was dropped, and a run whose
+     * output log held nothing readable exited 0. */
+    struct rw_err le = {0};
+    int lrc = log_writer_close(r.output, &le);
+    r.output = NULL;
+    if (!lrc)
+        lrc = log_writer_close(r.input_log, &le);
+    else
+        log_writer_close(r.input_log, NULL);
+    r.input_log = NULL;
+    if (!rc && lrc) {
+        rc = lrc;
+        *e = le;
+    }
     res->seconds = (double)(rw_now_ns() - t0) / 1e9;
     res->packets_in = r.root_st.packets;
     res->packets_out = r.sink_st.released;

@@ -1,1 +1,4 @@
 rw_add_test(test_run test_run.c LIBS rw_itest rw_logger)
+# Issue 12: chain limits refused up front, the largest accepted chains run, a
+# full disk ends a run with exit 4 and whole reports (mounts tmpfs: root only).
+rw_add_test(test_limits test_limits.c LIBS rw_itest rw_logger TIMEOUT 900)
