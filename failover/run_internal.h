@@ -18,6 +18,8 @@
  * exit 4 instead of failing the slot over to a spare that would meet the same
  * wall. */
 #define RUN_WORKER_EXIT_FULL 4
+/* ... and when the disk under its LMDB store is full (a SIGBUS writing the map). */
+#define RUN_WORKER_EXIT_DISK 5
 
 /* One worker process: a slot's instance, or a spare (slot -1) until assigned.
  * procs[i] is the process of status block i; a block is used again once its

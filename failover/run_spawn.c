@@ -539,16 +539,21 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
             char why[200];
             describe_death(r, p, why, sizeof(why));
             fail_run(r, RW_EIO, "%s", why);
-        } else if (!sig && status == RUN_WORKER_EXIT_FULL) {
+        } else if (!sig && (status == RUN_WORKER_EXIT_FULL || status == RUN_WORKER_EXIT_DISK)) {
             /* A replacement would meet the same full store: the run stops. */
             const struct run_slot *s = &r->slots[p->slot];
             char where[200];
             run_store_name(r, where, sizeof(where));
-            fail_run(r, RW_ENOSPC,
-                     "%s[%u]: the state store %s is full, or the disk under it (No space left "
-                     "on device); give it more room (the disk, ?map=MiB in the chain's store "
-                     "URL for LMDB, maxmemory for Redis) and run again",
-                     r->chain->nfs[s->nf].name, s->instance, where);
+            if (status == RUN_WORKER_EXIT_DISK)
+                fail_run(r, RW_ENOSPC,
+                         "%s[%u]: the disk under the state store %s is full (No space left on "
+                         "device); free room on it and run again",
+                         r->chain->nfs[s->nf].name, s->instance, where);
+            else
+                fail_run(r, RW_ENOSPC,
+                         "%s[%u]: the state store %s is full; give it more room (?map=MiB in the "
+                         "chain's store URL for LMDB, maxmemory for Redis) and run again",
+                         r->chain->nfs[s->nf].name, s->instance, where);
         } else if (!sig && ++r->slots[p->slot].errors >= MAX_ERRORS_IN_ROW) {
             /* A worker that reports an error (not a kill) would most likely do it
              * again: a few tries, then the run fails instead of looping. */

@@ -275,7 +275,7 @@ static int run_one(const struct wargs *a, struct wstate *w, struct rw_err *e)
 /* The LMDB store is mapped with MDB_WRITEMAP: on a disk that is full the kernel
  * cannot back a page of the map, and the write faults (SIGBUS, BUS_ADRERR)
  * where a write(2) would have said ENOSPC. That is a full disk, not a crash to
- * fail over to a spare that would meet it again: the worker exits as full, and
+ * fail over to a spare that would meet it again: the worker exits as such, and
  * the coordinator ends the run (exit 4). Any other SIGBUS stays a crash. */
 static void on_sigbus(int sig, siginfo_t *si, void *ctx)
 {
@@ -285,7 +285,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *ctx)
                                   "(No space left on device: SIGBUS writing its map)\n";
         ssize_t w = write(2, msg, sizeof(msg) - 1);
         (void)w;
-        _exit(RUN_WORKER_EXIT_FULL);
+        _exit(RUN_WORKER_EXIT_DISK);
     }
     signal(sig, SIG_DFL); /* the access faults again, and kills */
 }
