@@ -426,7 +426,9 @@ static void verify_child(const char *dir, uint32_t from, int fd)
     struct log_verify_stats st;
     struct rw_err e = {0};
     int rc = log_verify(dir, &cb, &st, &e);
-    if (rc && rc != RW_ECORRUPT)
+    /* RW_ECORRUPT with no problem counted is a log that could not be opened at all
+     * (a damaged manifest): that is fatal too, not "ok: 0 segments". */
+    if (rc && (rc != RW_ECORRUPT || !st.problems))
         dprintf(fd, "F %d %s\n", rc, e.msg);
     dprintf(fd, "E %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", st.segments, st.blocks,
             st.packets, st.problems);

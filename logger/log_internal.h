@@ -14,6 +14,7 @@
 
 #define LOG_SEG_INFO_LEN 88
 #define LOG_MANIFEST     "manifest.mdb"
+#define LOG_LOCK         "writer.lock"
 #define LOG_CLOCK_BLOCK  (1ull << 16) /* clocks reserved at a time (DESIGN §4) */
 
 struct log_seg {
@@ -25,6 +26,7 @@ struct log_seg {
 struct log_manifest {
     MDB_env *env;
     MDB_dbi segs, meta;
+    int lock_fd; /* a writer's flock on DIR/LOG_LOCK; -1 for a reader */
 };
 
 /* Paths and (de)serialisation. */
@@ -43,6 +45,10 @@ int log_seg_remove(const char *dir, uint32_t id, struct rw_err *e);
 
 /* The manifest: segment table, clock reservation and flow hash version; every
  * write is fsync'd. */
+/* A writer first takes an exclusive flock on DIR/LOG_LOCK, held until close:
+ * a second writer gets RW_EINVAL naming the holder's pid. An empty manifest
+ * beside segments, or one LMDB cannot read, gives RW_ECORRUPT naming the file
+ * and leaves nothing open or locked. */
 int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, struct rw_err *e);
 void log_manifest_close(struct log_manifest *m);
 int log_manifest_list(struct log_manifest *m, struct log_seg_info **out, uint32_t *n,

@@ -15,7 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* mkdir -p: an operator names a log under a directory that may not exist yet. */
 static int make_dirs(const char *dir)
@@ -33,20 +37,93 @@ static int make_dirs(const char *dir)
     return mkdir(p, 0755) && errno != EEXIST ? -1 : 0;
 }
 
+/* One writer per log: two would hand out the same clocks and collide on the same
+ * keys. An flock is released by the kernel when its holder dies however it dies,
+ * so a kill -9 never leaves the directory locked. The holder's pid is written in
+ * the file only to name it in the refusal. */
+static int lock_dir(const char *dir, int *out, struct rw_err *e)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, LOG_LOCK);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return rw_errf(e, errno == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: open: %s", path,
+                       strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        int err = errno;
+        char buf[32] = {0};
+        ssize_t got = pread(fd, buf, sizeof(buf) - 1, 0);
+        close(fd);
+        if (err != EWOULDBLOCK)
+            return rw_errf(e, RW_EIO, "%s: flock: %s", path, strerror(err));
+        long pid = got > 0 ? strtol(buf, NULL, 10) : 0;
+        return rw_errf(e, RW_EINVAL, "%s is being written by another rewind (pid %ld)", dir, pid);
+    }
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, buf, (size_t)len, 0) != len) {
+        int err = errno;
+        close(fd);
+        return rw_errf(e, err == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: write: %s", path, strerror(err));
+    }
+    *out = fd;
+    return 0;
+}
+
+/* Whether DIR holds any segment directory: an empty manifest beside segments
+ * has lost the table that says which clocks are taken, and must not be taken
+ * for a new log (that would hand out clocks the segments already hold). */
+static bool has_segments(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return false;
+    bool any = false;
+    for (struct dirent *de; !any && (de = readdir(d));)
+        any = !strncmp(de->d_name, "seg-", 4);
+    closedir(d);
+    return any;
+}
+
 int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, struct rw_err *e)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/%s", dir, LOG_MANIFEST);
     memset(m, 0, sizeof(*m));
+    m->lock_fd = -1;
     if (writer && make_dirs(dir))
         return rw_errf(e, errno == ENOSPC ? RW_ENOSPC : RW_EIO, "%s: mkdir: %s", dir,
                        strerror(errno));
+    int ret = writer ? lock_dir(dir, &m->lock_fd, e) : 0;
+    if (ret)
+        return ret;
     struct stat st;
-    if (!writer && stat(path, &st))
+    bool exists = !stat(path, &st);
+    if (!writer && !exists)
         return rw_errf(e, RW_ENOENT, "%s: not a rewind log (no %s)", dir, LOG_MANIFEST);
+    /* LMDB takes a 0-byte file for a new environment (and fails read-only with
+     * EBADF); a crash while a new log is created can leave one, but only with no
+     * segment beside it. A writer that made a new manifest beside segments would
+     * hand out clocks they already hold. */
+    bool empty = exists && st.st_size == 0;
+    if (empty || (writer && !exists)) {
+        if (empty && !writer)
+            ret = rw_errf(e, RW_ECORRUPT,
+                          "%s is empty (0 bytes): the list of the log's segments is lost", path);
+        else if (has_segments(dir))
+            ret = rw_errf(e, RW_ECORRUPT,
+                          "%s is %s but %s holds segments: the list of the log's segments and "
+                          "its clock reservation are lost; refusing to write (a new manifest "
+                          "would hand out clocks the segments hold)",
+                          path, empty ? "empty (0 bytes)" : "missing", dir);
+        if (ret)
+            goto unlock;
+    }
     int rc = mdb_env_create(&m->env);
-    if (rc)
-        return log_mdb_err(e, rc, "env create", path);
+    if (rc) {
+        ret = log_mdb_err(e, rc, "env create", path);
+        goto unlock;
+    }
     mdb_env_set_maxdbs(m->env, 4);
     mdb_env_set_mapsize(m->env, 16u << 20);
     mdb_env_set_maxreaders(m->env, 1024); /* as the segments: readers may be killed */
@@ -70,7 +147,12 @@ int log_manifest_open(const char *dir, bool writer, struct log_manifest *m, stru
 fail:
     mdb_env_close(m->env);
     m->env = NULL;
-    return log_mdb_err(e, rc, "open", path);
+    ret = log_mdb_err(e, rc, "open", path);
+unlock:
+    if (m->lock_fd >= 0)
+        close(m->lock_fd);
+    m->lock_fd = -1;
+    return ret;
 }
 
 void log_manifest_close(struct log_manifest *m)
@@ -78,6 +160,9 @@ void log_manifest_close(struct log_manifest *m)
     if (m->env)
         mdb_env_close(m->env);
     m->env = NULL;
+    if (m->lock_fd >= 0)
+        close(m->lock_fd);
+    m->lock_fd = -1;
 }
 
 int log_manifest_list(struct log_manifest *m, struct log_seg_info **out, uint32_t *n,

@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -723,6 +724,131 @@ static void test_not_a_log(void)
     free(d);
 }
 
+/* Two segments, the first sealed: what a lost manifest must not hide. */
+static void write_two_segments(const char *d, struct gen *g)
+{
+    gen_make(g, 6000, 0, 16, 1, 0); /* ~1.5 MB of incompressible records */
+    struct log_opts o;
+    log_opts_default(&o);
+    o.segment_bytes = 1u << 20;
+    write_all(d, &o, g);
+}
+
+static void set_size(const char *path, off_t size)
+{
+    CU_ASSERT_EQUAL_FATAL(truncate(path, size), 0);
+}
+
+static void test_empty_manifest(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    write_two_segments(d, &g);
+    char man[4096];
+    snprintf(man, sizeof(man), "%s/manifest.mdb", d);
+    set_size(man, 0);
+
+    struct log_opts o;
+    log_opts_default(&o);
+    struct log_writer *w = NULL;
+    struct rw_err e = {0};
+    CU_ASSERT_EQUAL(log_writer_open(d, &o, &w, &e), RW_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, man));
+    struct stat st;
+    CU_ASSERT_TRUE(!stat(man, &st) && st.st_size == 0); /* refused, nothing rewritten */
+    struct log_reader *r;
+    CU_ASSERT_EQUAL(log_reader_open(d, &r, &e), RW_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, man));
+    CU_ASSERT_PTR_NULL(strstr(e.msg, "Bad file descriptor"));
+
+    unlink(man); /* a missing manifest beside segments is no new log either */
+    CU_ASSERT_EQUAL(log_writer_open(d, &o, &w, &e), RW_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "missing"));
+    CU_ASSERT_NOT_EQUAL(access(man, F_OK), 0);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* `rewind log verify` on a manifest LMDB cannot read: damage, named, exit 3. */
+static void test_verify_damaged_manifest(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    write_two_segments(d, &g);
+    char man[4096], out[4096], err[4096];
+    snprintf(man, sizeof(man), "%s/manifest.mdb", d);
+    snprintf(out, sizeof(out), "%s/verify", d);
+    snprintf(err, sizeof(err), "%s/verify.stderr", d);
+    size_t len;
+    char *intact = tu_slurp(man, &len);
+    CU_ASSERT_FATAL(intact && len > 8192);
+    set_size(man, 4096); /* truncated to its first page */
+    CU_ASSERT_EQUAL(tu_sh(out, "'%s' log verify '%s'", tu_bin(), d), 3);
+    CU_ASSERT_EQUAL(it_file_has(err, "manifest.mdb"), 1);
+
+    memset(intact, 0, 8192); /* both meta pages zeroed, size intact */
+    int fd = open(man, O_WRONLY | O_TRUNC);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL(write(fd, intact, len), (ssize_t)len);
+    close(fd);
+    CU_ASSERT_EQUAL(tu_sh(out, "'%s' log verify '%s'", tu_bin(), d), 3);
+    CU_ASSERT_EQUAL(it_file_has(err, "manifest.mdb"), 1);
+    free(intact);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* One writer per log: a second is refused naming the first; the lock dies with
+ * its holder, however it dies. */
+static void test_one_writer(void)
+{
+    char *d = tu_mkdtemp("log");
+    char log[4096], trace[4096];
+    snprintf(log, sizeof(log), "%s/log", d);
+    struct log_opts o;
+    log_opts_default(&o);
+    struct log_writer *w = open_w(log, &o), *w2 = NULL;
+    struct rw_err e = {0};
+    CU_ASSERT_EQUAL(log_writer_open(log, &o, &w2, &e), RW_EINVAL);
+    char want[256];
+    snprintf(want, sizeof(want), "being written by another rewind (pid %ld)", (long)getpid());
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, want));
+    /* the command line says so too, with exit 2, not a raw MDB_KEYEXIST */
+    CU_ASSERT_EQUAL(it_ingest(d, tu_trace("hping3.pcap", trace, sizeof(trace)), log, NULL), 2);
+    char err[4096];
+    snprintf(err, sizeof(err), "%s/ingest.stderr", d);
+    CU_ASSERT_EQUAL(it_file_has(err, want), 1);
+    CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
+
+    int ready[2];
+    CU_ASSERT_EQUAL_FATAL(pipe(ready), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct log_writer *cw;
+        if (log_writer_open(log, &o, &cw, &e))
+            _exit(1);
+        (void)!write(ready[1], "x", 1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char c;
+    CU_ASSERT_EQUAL_FATAL(read(ready[0], &c, 1), 1); /* the child holds the log */
+    close(ready[0]);
+    CU_ASSERT_EQUAL(log_writer_open(log, &o, &w2, &e), RW_EINVAL);
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    w2 = NULL;
+    CU_ASSERT_EQUAL(log_writer_open(log, &o, &w2, &e), 0);
+    if (w2)
+        log_writer_close(w2, &e);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "records come back exactly as appended", test_round_trip);
@@ -744,6 +870,12 @@ static void add(CU_pSuite s)
                 test_compression_where_it_helps);
     CU_add_test(s, "a damaged block is named by verify and skipped by scans", test_damaged_block);
     CU_add_test(s, "a directory without a manifest is not a log", test_not_a_log);
+    CU_add_test(s, "an empty or missing manifest beside segments is refused, named",
+                test_empty_manifest);
+    CU_add_test(s, "log verify reports a damaged manifest: exit 3, named",
+                test_verify_damaged_manifest);
+    CU_add_test(s, "one writer per log: a second is refused, a killed one frees it",
+                test_one_writer);
 }
 
 int main(void)
