@@ -38,6 +38,9 @@ bool cli_tty(void);
 /* Runs fn(arg) in a child process so that a crash while reading damaged data
  * becomes an error message and EXIT_DAMAGE instead of a core dump. */
 int cli_guarded(int (*fn)(void *), void *arg, const char *what);
+/* The same without the message: returns fn's exit code, or -1 with *sig set to
+ * the signal that killed the child (SIGINT/SIGTERM give 128+N as above). */
+int cli_isolated(int (*fn)(void *), void *arg, int *sig);
 
 int cmd_log(int argc, char **argv);
 int cmd_replay(int argc, char **argv);

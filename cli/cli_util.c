@@ -140,8 +140,9 @@ const char *cli_fmt_time(uint64_t ns, char *buf, unsigned len)
     return buf;
 }
 
-int cli_guarded(int (*fn)(void *), void *arg, const char *what)
+int cli_isolated(int (*fn)(void *), void *arg, int *sig)
 {
+    *sig = 0;
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
@@ -157,9 +158,19 @@ int cli_guarded(int (*fn)(void *), void *arg, const char *what)
             return EXIT_FAIL;
     if (WIFEXITED(st))
         return WEXITSTATUS(st);
-    int sig = WTERMSIG(st);
-    if (sig == SIGINT || sig == SIGTERM)
-        return 128 + sig;
+    int s = WTERMSIG(st);
+    if (s == SIGINT || s == SIGTERM)
+        return 128 + s;
+    *sig = s;
+    return -1;
+}
+
+int cli_guarded(int (*fn)(void *), void *arg, const char *what)
+{
+    int sig;
+    int rc = cli_isolated(fn, arg, &sig);
+    if (!sig)
+        return rc;
     cli_error("%s stopped by %s while reading stored data: the log's LMDB pages are damaged "
               "in a way LMDB cannot detect; run `rewind log verify` to locate it",
               what, strsignal(sig));

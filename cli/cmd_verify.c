@@ -5,11 +5,15 @@
  * parses the command line, prints the differences and the summary, and maps the
  * verdict to an exit code.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#include "log.h"
 
 #include "cli.h"
 #include "verify.h"
@@ -52,6 +56,7 @@ static void verify_usage(FILE *f)
 
 struct verify_cli {
     struct verify_opts o;
+    volatile int *finished; /* shared with the comparing child: set when it got through */
     const char *chain;
     bool progress;
     int lastpct;
@@ -139,18 +144,19 @@ static int setup(int argc, char **argv, struct verify_cli *c)
     return 0;
 }
 
-int cmd_verify_runs(int argc, char **argv)
+/* The comparison and its report, in a child (cli_isolated): LMDB maps the logs,
+ * and a damaged page can take the reader down with SIGBUS or SIGSEGV. */
+static int compare(void *arg)
 {
-    struct verify_cli c = {0};
-    int rc = setup(argc, argv, &c);
-    if (rc)
-        return rc < 0 ? EXIT_OK : rc;
+    struct verify_cli c = *(struct verify_cli *)arg;
+    c.o.ctx = &c;
     struct verify_result r;
     struct rw_err e = {0};
-    rc = verify_runs(&c.o, &r, &e);
+    int rc = verify_runs(&c.o, &r, &e);
     if (c.progress)
         fprintf(stderr, "\r\033[K");
     if (rc) {
+        *c.finished = 1;
         cli_error("%s", e.msg);
         return rc == RW_ECORRUPT ? EXIT_DAMAGE : EXIT_FAIL;
     }
@@ -174,5 +180,57 @@ int cmd_verify_runs(int argc, char **argv)
     if (r.damaged)
         printf("damaged: %" PRIu64 " (log blocks or alert lines)\n", r.damaged);
     printf("%s\n", r.equivalent ? "equivalent" : "NOT equivalent");
+    *c.finished = 1;
     return r.damaged ? EXIT_DAMAGE : r.equivalent ? EXIT_OK : EXIT_FAIL;
+}
+
+/* Whether DIR/output is damaged: log_verify in a child of its own, so that the
+ * page that stopped the comparison cannot stop this check too. */
+static int check_output(void *arg)
+{
+    struct log_verify_cbs cb = {0};
+    struct rw_err e = {0};
+    return log_verify(arg, &cb, NULL, &e) ? EXIT_DAMAGE : EXIT_OK;
+}
+
+int cmd_verify_runs(int argc, char **argv)
+{
+    struct verify_cli c = {0};
+    int rc = setup(argc, argv, &c);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    /* A child that did not get through died reading: by a signal, or by the
+     * sanitizer's handler of one (which exits 1). */
+    c.finished = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (c.finished == MAP_FAILED)
+        return cli_error("verify: mmap: %s", strerror(errno)), EXIT_FAIL;
+    *c.finished = 0;
+    int sig;
+    rc = cli_isolated(compare, &c, &sig);
+    bool done = *c.finished;
+    munmap((void *)c.finished, sizeof(int));
+    if (done || rc >= 128)
+        return rc;
+    const char *how = sig ? strsignal(sig) : "a fault";
+    if (c.progress)
+        fprintf(stderr, "\r\033[K");
+    const char *dirs[2] = {c.o.ref_dir, c.o.run_dir}, *names[2] = {"REF", "RUN"};
+    bool named = false;
+    for (int k = 0; k < 2; k++) {
+        char out[4096];
+        snprintf(out, sizeof(out), "%s/output", dirs[k]);
+        int s2;
+        if (cli_isolated(check_output, out, &s2) == EXIT_OK)
+            continue;
+        cli_error("verify: %s log damaged: %s (reading it stopped the comparison with %s); "
+                  "`rewind log verify %s` names the segment",
+                  names[k], out, how, out);
+        named = true;
+    }
+    if (!named)
+        cli_error("verify: stopped by %s while reading %s/output or %s/output: their LMDB "
+                  "pages are damaged; `rewind log verify` on each names the segment",
+                  how, c.o.ref_dir, c.o.run_dir);
+    printf("damaged: the comparison was stopped by a damaged log\nNOT equivalent\n");
+    return EXIT_DAMAGE;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -318,6 +319,40 @@ static void test_damaged(void)
     free(d);
 }
 
+/* A run whose output log's LMDB pages are damaged so that reading them faults
+ * (SIGBUS past the end of a truncated file): verify survives, names the log,
+ * exit 3. */
+static void test_damaged_pages(void)
+{
+    char *d = tu_mkdtemp("verify");
+    struct pkts p = {.n = 3000, .r = calloc(3000, sizeof(struct log_rec))};
+    srand(11);
+    for (size_t i = 0; i < p.n; i++) {
+        uint8_t *b = malloc(200);
+        for (int k = 0; k < 200; k++)
+            b[k] = (uint8_t)rand();
+        p.r[i] = (struct log_rec){.meta = {.clock = i}, .orig_len = 200, .cap_len = 200, .data = b};
+    }
+    char dir[4200];
+    for (int k = 0; k < 2; k++) {
+        snprintf(dir, sizeof(dir), "%s/%c/output", d, "xy"[k]);
+        write_log(dir, &p);
+        tu_sh(NULL, "touch '%s/%c/alerts.json'", d, "xy"[k]);
+    }
+    snprintf(dir, sizeof(dir), "%s/y/output/seg-00000001/data.mdb", d);
+    struct stat st;
+    CU_ASSERT_FATAL(!stat(dir, &st) && st.st_size > 4 * 4096);
+    CU_ASSERT_EQUAL_FATAL(truncate(dir, st.st_size / 2), 0); /* meta pages kept */
+    CU_ASSERT_EQUAL(verify(d, "x", "y", NULL), 3);
+    char err[4200], want[4300];
+    snprintf(err, sizeof(err), "%s/verify.stderr", d);
+    snprintf(want, sizeof(want), "RUN log damaged: %s/y/output", d);
+    CU_ASSERT_EQUAL(it_file_has(err, want), 1);
+    free_pkts(&p);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* A state.json that is not as rewind writes it (truncated, reformatted) is
  * damage (exit 3), never "state in REF only": that would tell an operator that
  * state ops were lost. */
@@ -357,6 +392,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "NAT port pools: equal with canonicalisation only; a lost alert",
                 test_nat_canon);
     CU_add_test(s, "a damaged log gives exit 3", test_damaged);
+    CU_add_test(s, "LMDB pages that fault the reader: verify names the log, exit 3",
+                test_damaged_pages);
     CU_add_test(s, "a damaged state.json gives exit 3, not lost state", test_damaged_state);
 }
 
