@@ -24,6 +24,7 @@ struct log_reader {
     uint64_t reserved;
     uint32_t flow_hash; /* RW_FLOW_HASH_VERSION of the flow filters; 0: none recorded */
     struct log_block_buf buf;
+    char (*bad)[RW_ERR_MSG_MAX]; /* per segment: why its live summary is unreadable, or "" */
 };
 
 void log_query_all(struct log_query *q)
@@ -75,10 +76,23 @@ int log_reader_open(const char *dir, struct log_reader **out, struct rw_err *e)
     if (!rc)
         rc = log_manifest_flow_hash(&m, &r->flow_hash, e);
     log_manifest_close(&m);
-    for (uint32_t i = 0; i < r->n && !rc; i++)
-        if (!r->segs[i].sealed)
-            rc = load_live_info(r, &r->segs[i], e);
+    if (!rc && !(r->bad = calloc(r->n ? r->n : 1, sizeof(*r->bad))))
+        rc = rw_errf(e, RW_ENOMEM, "out of memory");
+    /* A damaged open segment must not hide the sealed ones: it is kept, empty,
+     * and each scan reports it as damage. */
+    for (uint32_t i = 0; i < r->n && !rc; i++) {
+        struct rw_err se = {0};
+        if (r->segs[i].sealed || !load_live_info(r, &r->segs[i], &se))
+            continue;
+        if (se.code != RW_ECORRUPT) {
+            rc = rw_errf(e, se.code, "%s", se.msg);
+            break;
+        }
+        snprintf(r->bad[i], sizeof(r->bad[i]), "%s", se.msg);
+        r->segs[i].packets = 0;
+    }
     if (rc) {
+        free(r->bad);
         free(r->segs);
         free(r);
         return rc;
@@ -92,6 +106,7 @@ void log_reader_close(struct log_reader *r)
     if (!r)
         return;
     free(r->segs);
+    free(r->bad);
     free(r->buf.p);
     free(r);
 }
@@ -338,6 +353,19 @@ static int scan_segment(struct scan *s)
     return rc;
 }
 
+/* Reports a segment that could not be read at all; without a damage handler
+ * that is the scan's error. */
+static int seg_damaged(struct scan *s, const struct log_seg_info *si, const char *why)
+{
+    s->st->blocks_damaged++;
+    if (!s->cb->damage)
+        return rw_errf(s->e, RW_ECORRUPT, "segment %u: %s", si->id, why);
+    char msg[RW_ERR_MSG_MAX + 32];
+    snprintf(msg, sizeof(msg), "whole segment skipped: %s", why);
+    s->cb->damage(s->cb->ctx, si->id, si->first_clock, msg);
+    return 0;
+}
+
 int log_scan(struct log_reader *r, const struct log_query *q, const struct log_scan_cbs *cb,
              struct log_scan_stats *st, struct rw_err *e)
 {
@@ -354,10 +382,18 @@ int log_scan(struct log_reader *r, const struct log_query *q, const struct log_s
             st->blocks_total += r->segs[i].blocks;
     struct scan s = {.r = r, .q = q, .cb = cb, .st = st, .e = e};
     for (uint32_t i = 0; i < r->n && !rc; i++) {
+        if (r->bad[i][0]) {
+            rc = seg_damaged(&s, &r->segs[i], r->bad[i]);
+            continue;
+        }
         if (!seg_overlaps(&r->segs[i], q))
             continue;
         s.seg = &r->segs[i];
         rc = scan_segment(&s);
+        /* A segment LMDB cannot open or walk is skipped like a damaged block,
+         * so one bad segment does not hide the others. */
+        if ((rc == RW_ECORRUPT || rc == RW_ENOENT) && cb->damage)
+            rc = seg_damaged(&s, &r->segs[i], e ? e->msg : "unreadable");
     }
     if (cb->progress)
         cb->progress(cb->ctx, st->blocks_read, st->blocks_total);

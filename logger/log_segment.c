@@ -99,6 +99,25 @@ static int open_dbis(struct log_seg *s, bool writer, const char *path, struct rw
     return rc ? log_mdb_err(e, rc, "commit", path) : 0;
 }
 
+/* LMDB maps the file and trusts its meta page: pages past the end of a
+ * truncated file fault the reader (SIGBUS) instead of failing a call. The meta
+ * page says how many pages are in use, so a short file is caught here. */
+static int check_size(MDB_env *env, const char *path, struct rw_err *e)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    char f[4200];
+    struct stat st;
+    snprintf(f, sizeof(f), "%s/data.mdb", path);
+    if (mdb_env_info(env, &info) || mdb_env_stat(env, &ms) || stat(f, &st))
+        return 0; /* nothing to compare: the reads that follow report their own errors */
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
+    if ((uint64_t)st.st_size >= need)
+        return 0;
+    return rw_errf(e, RW_ECORRUPT, "%s: truncated: %lld bytes, its pages need %llu", f,
+                   (long long)st.st_size, (unsigned long long)need);
+}
+
 int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability dur,
                  uint64_t mapsize, struct log_seg *s, struct rw_err *e)
 {
@@ -132,7 +151,9 @@ int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability 
     }
     int dead;
     mdb_reader_check(s->env, &dead);
-    rc = open_dbis(s, writer, path, e);
+    rc = check_size(s->env, path, e);
+    if (!rc)
+        rc = open_dbis(s, writer, path, e);
     if (rc) {
         mdb_env_close(s->env);
         s->env = NULL;

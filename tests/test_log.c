@@ -800,6 +800,63 @@ static void test_verify_damaged_manifest(void)
     free(d);
 }
 
+/* Replays DIR to DIR/out.pcapng; returns the exit code, *n the packets in it
+ * (-1 when libpcap cannot read the file to its end). */
+static int export_count(const char *d, long *n)
+{
+    char out[4096];
+    snprintf(out, sizeof(out), "%s/out.pcapng", d);
+    unlink(out);
+    int rc = it_export(d, d, out, NULL);
+    struct tu_pcap p = {0};
+    *n = tu_pcap_read(out, &p) ? -1 : (long)p.n;
+    tu_pcap_free(&p);
+    return rc;
+}
+
+/* Replay skips what is damaged and exports the rest, whole packets only, with
+ * exit 3 and the skipped segment named. */
+static void test_replay_skips_segments(void)
+{
+    char *d = tu_mkdtemp("log");
+    struct gen g;
+    write_two_segments(d, &g);
+    struct log_reader *r;
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    CU_ASSERT_EQUAL_FATAL(log_reader_nsegments(r), 2);
+    long n1 = (long)log_reader_segment(r, 0)->packets, n2 = (long)log_reader_segment(r, 1)->packets;
+    CU_ASSERT_TRUE_FATAL(log_reader_segment(r, 0)->sealed && n1 > 0 && n2 > 0);
+    log_reader_close(r);
+    char seg[2][4096], copy[4096], err[4096];
+    for (int k = 0; k < 2; k++)
+        snprintf(seg[k], sizeof(seg[k]), "%s/seg-%08d/data.mdb", d, k + 1);
+    snprintf(copy, sizeof(copy), "%s/data.copy", d);
+    snprintf(err, sizeof(err), "%s/replay.stderr", d);
+    long n;
+    CU_ASSERT_EQUAL(export_count(d, &n), 0);
+    CU_ASSERT_EQUAL(n, n1 + n2);
+
+    struct stat st;
+    for (int k = 0; k < 2; k++) { /* a truncated sealed segment, then the open one */
+        CU_ASSERT_FATAL(!stat(seg[k], &st));
+        CU_ASSERT_EQUAL_FATAL(tu_sh(NULL, "cp '%s' '%s'", seg[k], copy), 0);
+        set_size(seg[k], st.st_size / 2);
+        CU_ASSERT_EQUAL(export_count(d, &n), 3);
+        CU_ASSERT_EQUAL(n, k ? n1 : n2);
+        CU_ASSERT_TRUE(it_file_has(err, k ? "segment 2" : "segment 1") > 0);
+        CU_ASSERT_TRUE(it_file_has(err, "truncated") > 0);
+        CU_ASSERT_EQUAL_FATAL(tu_sh(NULL, "mv '%s' '%s'", copy, seg[k]), 0);
+    }
+    CU_ASSERT_EQUAL_FATAL(tu_sh(NULL, "rm -rf '%s/seg-00000001'", d), 0); /* a missing one */
+    CU_ASSERT_EQUAL(export_count(d, &n), 3);
+    CU_ASSERT_EQUAL(n, n2);
+    CU_ASSERT_TRUE(it_file_has(err, "segment 1") > 0);
+    gen_free(&g);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* One writer per log: a second is refused naming the first; the lock dies with
  * its holder, however it dies. */
 static void test_one_writer(void)
@@ -876,6 +933,8 @@ static void add(CU_pSuite s)
                 test_verify_damaged_manifest);
     CU_add_test(s, "one writer per log: a second is refused, a killed one frees it",
                 test_one_writer);
+    CU_add_test(s, "replay skips damaged or missing segments and exports the rest",
+                test_replay_skips_segments);
 }
 
 int main(void)
