@@ -31,7 +31,13 @@ struct sink {
     bool released_any;
     uint64_t last_clock;
     uint16_t last_sub;
+    /* Appended to the output log but not yet committed: not counted as released
+     * (nor passed by exit_clock) until a commit makes them survive a crash. */
+    uint64_t unc, unc_first_clock, unc_since_ns;
+    uint64_t bound; /* the last release bound, published once its output is committed */
 };
+
+#define SINK_COMMIT_NS 1000000ull /* group commit window of the output log */
 
 static bool already_released(const struct sink *s, const struct rw_meta *m)
 {
@@ -74,14 +80,43 @@ static int release(struct sink *s, struct link_pkt *x, struct rw_err *e)
     s->released_any = true;
     s->last_clock = x->meta.clock;
     s->last_sub = x->meta.sub;
-    atomic_fetch_add(&s->st->released, 1);
     s->st->lat[worker_lat_bucket(x->sent_ns ? rw_now_ns() - x->sent_ns : 0)]++;
-    if (!s->o->output)
+    if (!s->o->output) {
+        atomic_fetch_add(&s->st->released, 1);
         return 0;
+    }
     struct log_rec r = {
         .meta = x->meta, .orig_len = x->wire_len, .cap_len = x->len, .data = x->data};
     r.meta.flags = repeat ? RW_F_REPEAT : 0;
+    if (!s->unc++) {
+        s->unc_first_clock = x->meta.clock;
+        s->unc_since_ns = rw_now_ns();
+    }
     return log_writer_append(s->o->output, &r, e);
+}
+
+/* Commits the output appended so far when it has waited a commit window (or
+ * now, when forced: the sink is about to wait or end), and only then counts it
+ * as released: what the run reports as out is in the output log. One commit per
+ * window keeps the cost of a transaction off each packet. */
+static int commit_output(struct sink *s, bool force, struct rw_err *e)
+{
+    if (!s->unc || (!force && rw_now_ns() - s->unc_since_ns < SINK_COMMIT_NS))
+        return 0;
+    int rc = log_writer_commit(s->o->output, e);
+    if (rc)
+        return rc;
+    atomic_fetch_add(&s->st->released, s->unc);
+    s->unc = 0;
+    return 0;
+}
+
+static void publish_exit(struct sink *s, uint64_t b)
+{
+    if (s->unc && s->unc_first_clock < b)
+        b = s->unc_first_clock;
+    if (b > atomic_load(&s->st->exit_clock))
+        atomic_store(&s->st->exit_clock, b);
 }
 
 static uint64_t bound(const struct sink *s)
@@ -109,8 +144,11 @@ static int release_ready(struct sink *s, struct rw_err *e)
             return rc;
         n++;
     }
-    if (b > atomic_load(&s->st->exit_clock))
-        atomic_store(&s->st->exit_clock, b);
+    int rc = commit_output(s, false, e);
+    if (rc)
+        return rc;
+    s->bound = b;
+    publish_exit(s, b);
     if (s->o->ft && !s->o->keep_dups && b != UINT64_MAX && dedup_trim(&s->held, b))
         return rw_errf(e, RW_ENOMEM, "sink: out of memory");
     return n;
@@ -160,9 +198,15 @@ int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e)
             rc = got < 0 ? rw_errf(e, got, "sink: out of memory") : rel;
             break;
         }
-        if (!got && !rel) /* wait for packets, or for the durable watermark */
+        if (!got && !rel) { /* wait for packets, or for the durable watermark */
+            if ((rc = commit_output(&s, true, e)))
+                break;
+            publish_exit(&s, s.bound);
             link_wait_any(o->in, o->nin, s.h.n ? 1 : 100);
+        }
     }
+    if (!rc && !(o->stop && *o->stop) && (rc = commit_output(&s, true, e)) == 0)
+        publish_exit(&s, s.bound);
     st->clocks_done = UINT64_MAX;
     heap_clear(&s.h);
     dedup_free(&s.held);

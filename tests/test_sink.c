@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -142,12 +143,65 @@ static void test_latency_histogram(void)
     CU_ASSERT_TRUE(worker_lat_bucket(1000) < worker_lat_bucket(1200)); /* finer than 2x */
 }
 
+/* Records in the output log as another process sees it (a child that reads it,
+ * as `rewind replay` would after a kill -9 of the run): what is committed. */
+static int committed_records(const char *dir)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct log_reader *r;
+        struct rw_err e;
+        if (log_reader_open(dir, &r, &e))
+            _exit(255);
+        uint64_t n = 0;
+        for (uint32_t i = 0; i < log_reader_nsegments(r); i++)
+            n += log_reader_segment(r, i)->packets;
+        _exit(n > 254 ? 254 : (int)n);
+    }
+    int st;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* What the sink counts as released is in the output log for any other process
+ * to read while the run still goes on: a kill -9 at that instant loses none of
+ * it (the sink used to count it when it was only in the writer's memory). */
+static void test_released_is_committed(void)
+{
+    char *d = tu_mkdtemp("sink");
+    struct link_opts lo = {.slots = 256, .data_room = 256};
+    struct link *in[1];
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(link_create("r", &lo, &in[0], &e), 0);
+    struct log_opts o;
+    log_opts_default(&o);
+    struct log_writer *w;
+    CU_ASSERT_EQUAL_FATAL(log_writer_open(d, &o, &w, &e), 0);
+    _Atomic uint64_t durable = UINT64_MAX;
+    struct sink_run s = {.o = {.in = in, .nin = 1, .ft = true, .durable = &durable, .output = w}};
+    pthread_t t;
+    pthread_create(&t, NULL, sink_thread, &s);
+    for (uint64_t c = 0; c < 42; c++)
+        send(in[0], c, 0);
+    link_send_mark(in[0], 42, NULL);
+    CU_ASSERT_EQUAL(wait_released(&s, 42), 42);
+    CU_ASSERT_EQUAL(committed_records(d), (int)atomic_load(&s.st.released));
+    link_send_mark(in[0], UINT64_MAX, NULL);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(s.rc, 0);
+    CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
+    link_close(in[0]);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "latency percentiles land in the right bucket", test_latency_histogram);
     CU_add_test(s, "output waits for durability, leaves in clock order, once",
                 test_output_commit_order_and_dups);
     CU_add_test(s, "without FT, marks alone release output", test_no_ft_releases_at_marks);
+    CU_add_test(s, "what the sink counts as released is committed to the output log",
+                test_released_is_committed);
 }
 
 int main(void)
