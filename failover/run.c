@@ -302,7 +302,10 @@ static int open_logs(struct run *r, struct rw_err *e)
     }
     if (rc)
         return rc;
-    lo.durability = LOG_DUR_PROCESS;
+    /* Output is released once committed (sink.c): at least process durability, and
+     * power when the chain asks for it. */
+    if (lo.durability == LOG_DUR_NONE)
+        lo.durability = LOG_DUR_PROCESS;
     lo.allow_repeats = r->o->no_dedup;
     snprintf(path, sizeof(path), "%s/output", r->o->out_dir);
     return log_writer_open(path, &lo, &r->output, e);
