@@ -218,10 +218,13 @@ static void root_progress(void *ctx, const struct root_stats *st, uint64_t expec
     r->root_st = *st;
     if (!r->o->progress)
         return;
+    /* "out" is what the sink counts as released: committed to DIR/output. */
+    uint64_t out = atomic_load(&r->sink_st.released);
     if (expected != UINT64_MAX)
-        fprintf(stderr, "\rrun: %" PRIu64 "/%" PRIu64 " packets in   ", st->packets, expected);
+        fprintf(stderr, "\rrun: %" PRIu64 "/%" PRIu64 " packets in, %" PRIu64 " out   ",
+                st->packets, expected, out);
     else
-        fprintf(stderr, "\rrun: %" PRIu64 " packets in   ", st->packets);
+        fprintf(stderr, "\rrun: %" PRIu64 " packets in, %" PRIu64 " out   ", st->packets, out);
 }
 
 /* The input: the run's --trace/--port, else the chain's. A trace is scanned here,
