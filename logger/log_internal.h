@@ -64,5 +64,8 @@ int log_manifest_set_flow_hash(struct log_manifest *m, uint32_t version, struct 
 
 /* LMDB errors as rw codes (map full and disk full become RW_ENOSPC). */
 int log_mdb_err(struct rw_err *e, int rc, const char *what, const char *where);
+/* rc, or ENOSPC for an EIO (LMDB's word for a short write) while env's
+ * filesystem has less than 1 MiB free. */
+int log_mdb_short_write(MDB_env *env, int rc);
 
 #endif

@@ -223,7 +223,7 @@ static int write_one(struct log_manifest *m, MDB_dbi dbi, MDB_val *k, MDB_val *v
         mdb_txn_abort(txn);
         return log_mdb_err(e, rc, "write", LOG_MANIFEST);
     }
-    rc = mdb_txn_commit(txn);
+    rc = log_mdb_short_write(m->env, mdb_txn_commit(txn));
     return rc ? log_mdb_err(e, rc, "commit", LOG_MANIFEST) : 0;
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 int log_mdb_err(struct rw_err *e, int rc, const char *what, const char *where)
@@ -24,6 +25,16 @@ int log_mdb_err(struct rw_err *e, int rc, const char *what, const char *where)
     else if (rc == ENOENT)
         code = RW_ENOENT;
     return rw_errf(e, code, "%s: %s: %s", where, what, mdb_strerror(rc));
+}
+
+int log_mdb_short_write(MDB_env *env, int rc)
+{
+    const char *path;
+    struct statvfs vs;
+    if (rc != EIO || mdb_env_get_path(env, &path) || statvfs(path, &vs))
+        return rc;
+    /* LMDB reports a short write as EIO: on a full filesystem it is ENOSPC. */
+    return (uint64_t)vs.f_bavail * vs.f_frsize < (1u << 20) ? ENOSPC : rc;
 }
 
 void log_seg_path(char *buf, size_t n, const char *dir, uint32_t id)
@@ -95,7 +106,7 @@ static int open_dbis(struct log_seg *s, bool writer, const char *path, struct rw
             return rw_errf(e, RW_ENOENT, "%s: segment has no tables yet", path);
         return log_mdb_err(e, rc, "open tables", path);
     }
-    rc = mdb_txn_commit(txn);
+    rc = log_mdb_short_write(s->env, mdb_txn_commit(txn));
     return rc ? log_mdb_err(e, rc, "commit", path) : 0;
 }
 
