@@ -44,15 +44,16 @@ struct rw_meta {
 /* Error codes shared by the parts that use struct rw_err. */
 enum rw_rc {
     RW_OK = 0,
-    RW_EINVAL = -1,   /* bad argument or option */
-    RW_EIO = -2,      /* an I/O or library call failed */
-    RW_ENOSPC = -3,   /* out of disk space (or map space that cannot grow) */
-    RW_ECORRUPT = -4, /* stored data fails its checks */
-    RW_ENOMEM = -5,   /* allocation failed */
-    RW_ENOENT = -6,   /* no such file, segment or key */
-    RW_EDPDK = -7,    /* DPDK refused (EAL, port, pool) */
-    RW_EINPUT = -8,   /* input file is damaged (truncated pcap...) */
-    RW_EINTR = -9,    /* stopped by a signal before the end of a finite input */
+    RW_EINVAL = -1,    /* bad argument or option */
+    RW_EIO = -2,       /* an I/O or library call failed */
+    RW_ENOSPC = -3,    /* out of disk space (or map space that cannot grow) */
+    RW_ECORRUPT = -4,  /* stored data fails its checks */
+    RW_ENOMEM = -5,    /* allocation failed */
+    RW_ENOENT = -6,    /* no such file, segment or key */
+    RW_EDPDK = -7,     /* DPDK refused (EAL, port, pool) */
+    RW_EINPUT = -8,    /* input file is damaged (truncated pcap...) */
+    RW_EINTR = -9,     /* stopped by a signal before the end of a finite input */
+    RW_ESTALLED = -10, /* a service (the state store) did not answer within its timeout */
 };
 
 #define RW_ERR_MSG_MAX 512

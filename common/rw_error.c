@@ -60,6 +60,8 @@ const char *rw_strerror(int code)
         return "damaged input";
     case RW_EINTR:
         return "interrupted";
+    case RW_ESTALLED:
+        return "no answer in time";
     default:
         return "unknown error";
     }

@@ -20,6 +20,9 @@
 #define RUN_WORKER_EXIT_FULL 4
 /* ... and when the disk under its LMDB store is full (a SIGBUS writing the map). */
 #define RUN_WORKER_EXIT_DISK 5
+/* ... and when its store did not answer in time: a replacement would wait on the
+ * same server, so the run stops with the store's name instead of failing over. */
+#define RUN_WORKER_EXIT_STALLED 6
 
 /* One worker process: a slot's instance, or a spare (slot -1) until assigned.
  * procs[i] is the process of status block i; a block is used again once its

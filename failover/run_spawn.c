@@ -554,6 +554,15 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
                          "%s[%u]: the state store %s is full; give it more room (?map=MiB in the "
                          "chain's store URL for LMDB, maxmemory for Redis) and run again",
                          r->chain->nfs[s->nf].name, s->instance, where);
+        } else if (!sig && status == RUN_WORKER_EXIT_STALLED) {
+            const struct run_slot *s = &r->slots[p->slot];
+            char where[200];
+            run_store_name(r, where, sizeof(where));
+            fail_run(r, RW_ESTALLED,
+                     "%s[%u]: the state store %s did not answer in time (stalled or "
+                     "overloaded); the run stops rather than fail over to a worker that would "
+                     "wait on it too",
+                     r->chain->nfs[s->nf].name, s->instance, where);
         } else if (!sig && ++r->slots[p->slot].errors >= MAX_ERRORS_IN_ROW) {
             /* A worker that reports an error (not a kill) would most likely do it
              * again: a few tries, then the run fails instead of looping. */

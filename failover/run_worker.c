@@ -327,5 +327,8 @@ int run_worker_main(int argc, char **argv)
     if (w.chain)
         chain_free(w.chain);
     free(w.slot_base);
-    return rc == RW_ENOSPC ? RUN_WORKER_EXIT_FULL : rc ? 1 : 0;
+    return rc == RW_ENOSPC     ? RUN_WORKER_EXIT_FULL
+           : rc == RW_ESTALLED ? RUN_WORKER_EXIT_STALLED
+           : rc                ? 1
+                               : 0;
 }

@@ -715,6 +715,8 @@ static int run_code(int rc)
 {
     if (rc == STORE_EFULL)
         return RW_ENOSPC;
+    if (rc == STORE_ESTALLED)
+        return RW_ESTALLED;
     return rc <= STORE_EINVAL ? RW_EIO : rc;
 }
 

@@ -70,6 +70,8 @@ const char *store_strerror(int rc)
         return "the store holds another run's state";
     case STORE_EREFUSED:
         return "an op queued earlier was refused; its batch was dropped";
+    case STORE_ESTALLED:
+        return "the store did not answer in time";
     default:
         return "unknown store error";
     }

@@ -42,8 +42,10 @@ enum store_rc {
     STORE_ECORRUPT = -111,  /* a stored record fails its checks */
     STORE_ECONFLICT = -112, /* same op identity seen before for a different op kind */
     STORE_EINUSE = -113,    /* the store holds another run's state */
-    STORE_EREFUSED = -114   /* an op queued before this call was refused: its batch was
+    STORE_EREFUSED = -114,  /* an op queued before this call was refused: its batch was
                                dropped (a refusal that is not this op's own answer) */
+    STORE_ESTALLED = -115   /* the backend did not answer within its timeout (a stalled
+                               or overloaded server): not retried, the op's fate unknown */
 };
 
 enum store_scope {

@@ -1,5 +1,5 @@
 /*
- * store_redis.c - the `redis://[:PASSWORD@]HOST:PORT[/DB]` backend, for workers
+ * store_redis.c - the `redis://[:PASSWORD@]HOST:PORT[/DB][?timeout=MS]` backend, for workers
  * on several hosts. The semantics run server-side in store_redis.lua (one
  * EVALSHA per batch, atomic); this file formats batches, pipelines blind ones
  * and reads the replies.
@@ -8,6 +8,13 @@
  * connection breaks, the op returns STORE_EBACKEND; the next call reconnects and
  * resends every pending batch. Ops that the lost connection had applied are then
  * emulated (their records exist), so nothing is applied twice.
+ *
+ * A server that accepts but does not answer (stopped, swapping, a script that
+ * runs for ever) is not a broken link: every connect and read has a timeout
+ * (?timeout=MS, default 1 s, below the coordinator's 2 s heartbeat budget so a
+ * worker waiting on the store says so before it is taken for hung), and running
+ * out of it is STORE_ESTALLED, which is not retried: the caller stops with a
+ * message instead of reconnecting to a server that will not answer either.
  */
 #include "store_int.h"
 
@@ -27,11 +34,14 @@
 #define PIPE_MAX 32   /* batches in flight before a blind op waits for replies */
 #define PEND_MAX 4096 /* batches kept for resend while the server is unreachable */
 
+#define TIMEOUT_MS_DEFAULT 1000
+
 struct redis_st {
     char host[256];
     char pass[256];
     int port;
     int db;
+    int timeout_ms; /* for every connect and every reply */
 };
 
 struct pend {
@@ -72,6 +82,16 @@ static int parse_url(struct redis_st *r, const char *rest, struct rw_err *e)
     char shown[300];
     snprintf(shown, sizeof(shown), "%s%.250s", at ? ":***@" : "", at ? at + 1 : rest);
     r->db = 0;
+    r->timeout_ms = TIMEOUT_MS_DEFAULT;
+    const char *q = strchr(at ? at : rest, '?');
+    if (q) {
+        char *end;
+        long ms = strncmp(q, "?timeout=", 9) ? 0 : strtol(q + 9, &end, 10);
+        if (ms < 1 || ms > 600000 || *end)
+            return rw_errf(e, STORE_EURL,
+                           "redis URL '%s': option not understood (?timeout=MS, 1..600000)", shown);
+        r->timeout_ms = (int)ms;
+    }
     if (strchr(rest, ','))
         return rw_errf(e, STORE_EURL, "redis URL '%s': one server only (no cluster routing)",
                        shown);
@@ -90,12 +110,12 @@ static int parse_url(struct redis_st *r, const char *rest, struct rw_err *e)
     r->host[colon - hp] = 0;
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    if (port <= 0 || port > 65535 || (*end && *end != '/'))
+    if (port <= 0 || port > 65535 || (*end && *end != '/' && *end != '?'))
         return rw_errf(e, STORE_EURL, "redis URL '%s': bad port", shown);
     r->port = (int)port;
     if (*end == '/') {
         long db = strtol(end + 1, &end, 10);
-        if (db < 0 || db > 1000000 || *end)
+        if (db < 0 || db > 1000000 || (*end && *end != '?'))
             return rw_errf(e, STORE_EURL, "redis URL '%s': bad database number", shown);
         r->db = (int)db;
     }
@@ -165,11 +185,26 @@ static void drop_conn(struct redis_cl *r)
     r->nsent = 0;
 }
 
+/* hiredis says a read or connect ran out of its timeout only in errstr (an I/O
+ * error whose text is EAGAIN's or ETIMEDOUT's). */
+static bool timed_out(const redisContext *ctx)
+{
+    return ctx && ctx->err == REDIS_ERR_IO &&
+           (!strcmp(ctx->errstr, strerror(EAGAIN)) || !strcmp(ctx->errstr, strerror(ETIMEDOUT)));
+}
+
 static int broken(struct store_client *c, const char *what)
 {
     struct redis_cl *r = c->impl;
     struct redis_st *s = rst(c);
-    int rc = store_errf(c, STORE_EBACKEND, "redis %s:%d: %s: %s", s->host, s->port, what,
+    int rc;
+    if (timed_out(r->ctx))
+        rc = store_errf(c, STORE_ESTALLED,
+                        "redis %s:%d did not answer within %d ms (%s; a stalled or overloaded "
+                        "server; ?timeout=MS in the store URL sets the wait)",
+                        s->host, s->port, s->timeout_ms, what);
+    else
+        rc = store_errf(c, STORE_EBACKEND, "redis %s:%d: %s: %s", s->host, s->port, what,
                         r->ctx ? r->ctx->errstr : "not connected");
     drop_conn(r);
     return rc;
@@ -251,13 +286,13 @@ static int ensure_conn(struct store_client *c)
     struct redis_st *s = rst(c);
     if (r->ctx)
         return STORE_OK;
-    struct timeval cto = {1, 0}, rto = {5, 0};
-    r->ctx = redisConnectWithTimeout(s->host, s->port, cto);
+    struct timeval to = {s->timeout_ms / 1000, (s->timeout_ms % 1000) * 1000};
+    r->ctx = redisConnectWithTimeout(s->host, s->port, to);
     if (!r->ctx)
         return store_errf(c, STORE_ENOMEM, "redis: out of memory");
     if (r->ctx->err)
         return broken(c, "connect");
-    redisSetTimeout(r->ctx, rto);
+    redisSetTimeout(r->ctx, to);
     int rc = setup_conn(c);
     if (rc) {
         if (r->ctx)
