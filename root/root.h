@@ -22,7 +22,6 @@
 #include "log.h"
 #include "rw_common.h"
 #include "rw_flow.h"
-#include "rw_flow.h"
 
 /* One packet's header as the trace scan saw it. */
 struct root_trace_pkt {
@@ -45,15 +44,29 @@ struct root_trace {
 int root_trace_scan(const char *path, struct root_trace *t, struct rw_err *e);
 void root_trace_free(struct root_trace *t);
 
+/* IP reassembly at the root (docs/operator.md, "IP fragments"). "in" and the
+ * drops count fragments, "reassembled" whole datagrams; at the end of a run
+ * every fragment was either part of a reassembled datagram or dropped. */
+struct root_frag_stats {
+    uint64_t in;                 /* IPv4/IPv6 fragments read */
+    uint64_t reassembled;        /* whole datagrams made of them, each one clock */
+    uint64_t dropped_overlap;    /* of datagrams with overlapping, repeated or gapped pieces */
+    uint64_t dropped_timeout;    /* of datagrams not whole in time, or at the input's end */
+    uint64_t dropped_table_full; /* that found no free entry in the table */
+    uint64_t dropped_invalid;    /* no payload, cut short, past 65,535 bytes, bad layout */
+};
+
 struct root_stats {
-    uint64_t packets; /* stamped and handed to the logger */
-    uint64_t bytes;   /* captured bytes */
+    uint64_t packets; /* read from the port (a trace's packets; fragments counted one by one) */
+    uint64_t bytes;   /* captured bytes read */
+    uint64_t stamped; /* given a clock and logged: packets, less fragments, plus datagrams */
     uint64_t first_clock, next_clock;
     uint64_t durable;    /* durable watermark at the end */
     uint64_t ring_waits; /* bursts that waited for room in the logger ring */
     uint64_t link_waits; /* packets that waited for room in an NF's link */
     uint64_t oversize;   /* packets too big for a link slot (not sent) */
     uint64_t full_waits; /* pauses of the input: the chain held max_in_flight clocks */
+    struct root_frag_stats frag;
 };
 
 typedef void (*root_progress_fn)(void *ctx, const struct root_stats *st, uint64_t expected);
@@ -88,6 +101,9 @@ struct root_ingest_opts {
      * when faults outpace recovery. NULL: no bound. */
     const _Atomic uint64_t *exit_clock;
     uint64_t max_in_flight;
+    /* A fragmented datagram not whole this long after its first fragment
+     * arrived (arrival times, a trace's own) is dropped. 0: 30 s. */
+    uint64_t frag_timeout_ns;
 };
 
 /* Runs the rx loop until the trace is consumed (or *stop), logging every packet
