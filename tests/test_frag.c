@@ -42,7 +42,8 @@ static void write_file(const char *path, const char *text)
 }
 
 /* rewind run CHAIN --trace traces/TRACE --out OUT EXTRA, bounded by `timeout`;
- * its output in OUT.std{out,err}. CHAIN: absolute, or under docs/chains/. */
+ * its output in OUT.std{out,err}. CHAIN: absolute, or under docs/chains/; TRACE:
+ * absolute, or under traces/. */
 static int run(const char *cmd, const char *chain, const char *trace, const char *out,
                const char *extra)
 {
@@ -51,7 +52,10 @@ static int run(const char *cmd, const char *chain, const char *trace, const char
         snprintf(c, sizeof(c), "%s", chain);
     else
         snprintf(c, sizeof(c), "%s/docs/chains/%s", getenv("RW_SRC"), chain);
-    tu_trace(trace, t, sizeof(t));
+    if (trace[0] == '/')
+        snprintf(t, sizeof(t), "%s", trace);
+    else
+        tu_trace(trace, t, sizeof(t));
     snprintf(log, sizeof(log), "%s", out);
     return tu_sh(log, "timeout -s KILL 300 '%s' %s '%s' --trace '%s' --out '%s' %s", tu_bin(), cmd,
                  c, t, out, extra ? extra : "");
@@ -185,6 +189,57 @@ static void test_bad_fragments_counted(void)
     free(d);
 }
 
+/* More datagrams in flight than the table holds (1,024): first pieces whose
+ * rest never comes, made here. The table stays bounded, what finds no room is
+ * counted, the rest times out at the end; nothing reaches the NFs. */
+static void test_table_full(void)
+{
+    char *d = tu_mkdtemp("frag");
+    char trace[4200], chain[4200], out[4200], rep[4300];
+    snprintf(trace, sizeof(trace), "%s/firsts.pcap", d);
+    snprintf(chain, sizeof(chain), "%s/fw.yaml", d);
+    snprintf(out, sizeof(out), "%s/out", d);
+    snprintf(rep, sizeof(rep), "%s/report.json", out);
+    write_file(chain, fw_chain);
+    enum { N = 1100, LEN = 14 + 20 + 16 };
+    struct tu_pcap t = {.n = N, .pkts = calloc(N, sizeof(struct tu_pkt))};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t.pkts);
+    static const uint8_t head[] = {2,    0,    10,   200, 0, 2,  2,  0,   10,   200, 0,  1,
+                                   0x08, 0x00, 0x45, 0,   0, 36, 0,  0,   0x20, 0,   64, 17,
+                                   0,    0,    10,   200, 0, 1,  10, 200, 0,    2};
+    for (size_t i = 0; i < N; i++) {
+        struct tu_pkt *p = &t.pkts[i];
+        p->ts_ns = 1700000000000000000ull + i * 1000ull;
+        p->caplen = p->len = LEN;
+        p->data = calloc(1, LEN);
+        memcpy(p->data, head, sizeof(head));
+        p->data[18] = (uint8_t)(i >> 8), p->data[19] = (uint8_t)i; /* IP id */
+    }
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(trace, &t), 0);
+    tu_pcap_free(&t);
+    CU_ASSERT_EQUAL_FATAL(run("run", chain, trace, out, NULL), 0);
+    size_t len;
+    char *r = tu_slurp(rep, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    unsigned long long in = 0, whole = 1, ov = 1, to = 0, full = 0, bad = 1;
+    const char *f = strstr(r, "\"fragments\": {");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(sscanf(f,
+                           "\"fragments\": {\"in\": %llu, \"reassembled\": %llu, "
+                           "\"dropped_overlap\": %llu, \"dropped_timeout\": %llu, "
+                           "\"dropped_table_full\": %llu, \"dropped_invalid\": %llu}",
+                           &in, &whole, &ov, &to, &full, &bad),
+                    6);
+    CU_ASSERT_EQUAL(in, N);
+    CU_ASSERT_EQUAL(whole + ov + bad, 0);
+    CU_ASSERT_TRUE(full >= N - 1024);
+    CU_ASSERT_EQUAL(to + full, N);
+    CU_ASSERT_EQUAL(it_file_has(rep, "\"packets_out\": 0,\n"), 1);
+    free(r);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* Workers killed while fragmented probes flow through the whole chain: the
  * replacements replay whole datagrams from the log, so the output equals the
  * fault-free run's. */
@@ -225,6 +280,8 @@ static void add(CU_pSuite s)
                 test_fragmented_udp_passes);
     CU_add_test(s, "overlapping, incomplete and malformed fragments: dropped, counted, exit 0",
                 test_bad_fragments_counted);
+    CU_add_test(s, "more datagrams in flight than the table holds: counted, bounded",
+                test_table_full);
     CU_add_test(s, "fragments under worker kills: output equals the fault-free run's",
                 test_fragments_failover);
 }
