@@ -189,8 +189,7 @@ struct rte_mbuf *root_frag_take(struct root_frag *f, struct rte_mbuf *m, uint64_
         /* rte_ip_frag fixes the length and flags but leaves the sum zero. */
         struct rte_ipv4_hdr *h = rte_pktmbuf_mtod_offset(out, struct rte_ipv4_hdr *, out->l2_len);
         h->hdr_checksum = 0;
-        uint16_t c = rte_raw_cksum(h, out->l3_len);
-        h->hdr_checksum = c == 0xffff ? c : (uint16_t)~c;
+        h->hdr_checksum = rte_ipv4_cksum(h);
     }
     return out;
 }

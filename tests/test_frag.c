@@ -189,6 +189,45 @@ static void test_bad_fragments_counted(void)
     free(d);
 }
 
+/* The output log holds whole datagrams; `rewind replay --to-port` cuts those
+ * larger than the port's MTU (net_pcap: 1,500) into fragments again. */
+static void test_replay_refragments(void)
+{
+    char *d = tu_mkdtemp("frag");
+    char chain[4200], out[4200], tx[4200], log[4200];
+    snprintf(chain, sizeof(chain), "%s/fw.yaml", d);
+    snprintf(out, sizeof(out), "%s/out", d);
+    snprintf(tx, sizeof(tx), "%s/tx.pcap", d);
+    snprintf(log, sizeof(log), "%s/replay", d);
+    write_file(chain, fw_chain);
+    CU_ASSERT_EQUAL_FATAL(run("run", chain, "frag_udp.pcap", out, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_sh(log,
+                                "timeout -s KILL 120 '%s' replay '%s/output' --to-port "
+                                "net_pcap0,tx_pcap='%s' --speed max",
+                                tu_bin(), out, tx),
+                          0);
+    struct tu_pcap t;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(tx, &t), 0);
+    /* two queries whole, each answer in two pieces no larger than the MTU */
+    CU_ASSERT_EQUAL(t.n, 6);
+    size_t v4 = 0, v6 = 0, v4_bytes = 0, v6_bytes = 0;
+    for (size_t i = 0; i < t.n; i++) {
+        const uint8_t *p = t.pkts[i].data;
+        CU_ASSERT_TRUE(t.pkts[i].caplen <= 14 + 1500);
+        if (t.pkts[i].caplen >= 34 && rd16(p + 12) == 0x0800 && (rd16(p + 20) & 0x3fff))
+            v4++, v4_bytes += rd16(p + 16) - 20u;
+        if (t.pkts[i].caplen >= 62 && rd16(p + 12) == 0x86dd && p[20] == 44)
+            v6++, v6_bytes += rd16(p + 18) - 8u;
+    }
+    CU_ASSERT_EQUAL(v4, 2);
+    CU_ASSERT_EQUAL(v6, 2);
+    CU_ASSERT_EQUAL(v4_bytes, 8 + 1800); /* every byte of each UDP datagram */
+    CU_ASSERT_EQUAL(v6_bytes, 8 + 1800);
+    tu_pcap_free(&t);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* More datagrams in flight than the table holds (1,024): first pieces whose
  * rest never comes, made here. The table stays bounded, what finds no room is
  * counted, the rest times out at the end; nothing reaches the NFs. */
@@ -280,6 +319,8 @@ static void add(CU_pSuite s)
                 test_fragmented_udp_passes);
     CU_add_test(s, "overlapping, incomplete and malformed fragments: dropped, counted, exit 0",
                 test_bad_fragments_counted);
+    CU_add_test(s, "replay --to-port cuts datagrams larger than the MTU into fragments",
+                test_replay_refragments);
     CU_add_test(s, "more datagrams in flight than the table holds: counted, bounded",
                 test_table_full);
     CU_add_test(s, "fragments under worker kills: output equals the fault-free run's",
