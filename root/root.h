@@ -5,7 +5,8 @@
  * gives each packet its logical clock and arrival time, and hands it to the
  * logger thread (and, in a chain, to the first NF's instances). Clocks come from
  * durably reserved blocks, so after any crash the root starts above every clock
- * it ever handed out (DESIGN §4).
+ * it ever handed out (DESIGN §4). IP fragments are reassembled before the clock
+ * (root_frag.c): a datagram is one packet, one clock, in the log and the chain.
  *
  * Reading a trace: the trace is scanned with libpcap first. That gives the number
  * of packets to expect (net_pcap returns nothing at end of file, which looks the
@@ -107,9 +108,11 @@ struct root_ingest_opts {
 };
 
 /* Runs the rx loop until the trace is consumed (or *stop), logging every packet
- * through a logger thread on w (w NULL: --no-ft, no log, clocks kept in memory)
- * and sending it along the edges. The EAL and the port must be started. At the
- * end every edge gets the final progress mark. */
+ * (a fragment only as part of its reassembled datagram) through a logger thread
+ * on w (w NULL: --no-ft, no log, clocks kept in memory) and sending it along the
+ * edges. The EAL and the port must be started. At the end every edge gets the
+ * final progress mark, and fragments still incomplete are dropped (st->frag).
+ * Fails with RW_ENOMEM when DPDK has no memory for the reassembly table. */
 int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct root_stats *st,
                 struct rw_err *e);
 
