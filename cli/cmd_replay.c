@@ -191,6 +191,12 @@ static int do_replay(void *arg)
             " of %" PRIu64 " blocks read\n",
             st.packets, st.bytes, a->to_pcap ? a->to_pcap : a->to_port, st.scan.index,
             st.scan.blocks_read, st.scan.blocks_total);
+    if (st.fragmented || st.too_big)
+        fprintf(stderr,
+                "replay: %" PRIu64
+                " datagrams larger than the port's MTU sent in fragments, %" PRIu64
+                " sent whole (DF set)\n",
+                st.fragmented, st.too_big);
     return a->damaged ? EXIT_DAMAGE : EXIT_OK;
 }
 

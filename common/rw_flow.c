@@ -89,20 +89,27 @@ static bool parse_ipv6(const uint8_t *p, size_t left, struct rw_flow *f)
     return parse_ports(p + off, left - off, f);
 }
 
-bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
+uint16_t rw_flow_l3(const uint8_t *frame, size_t len, size_t *l3_off)
 {
-    memset(f, 0, sizeof(*f));
     if (len < 14)
-        return false;
+        return 0;
     size_t off = 12;
     uint16_t type = rd16(frame + off);
     for (int tags = 0; (type == 0x8100 || type == 0x88a8) && tags < 2; tags++) {
         off += 4;
         if (off + 2 > len)
-            return false;
+            return 0;
         type = rd16(frame + off);
     }
-    off += 2;
+    *l3_off = off + 2;
+    return type;
+}
+
+bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
+{
+    memset(f, 0, sizeof(*f));
+    size_t off = 0;
+    uint16_t type = rw_flow_l3(frame, len, &off);
     if (type == 0x0800)
         return parse_ipv4(frame + off, len - off, f);
     if (type == 0x86dd)

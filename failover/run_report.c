@@ -250,6 +250,18 @@ static double pct_ms(const uint64_t *v, uint32_t n, double p)
     return (double)v[i] / 1e6;
 }
 
+/* The root's reassembly (docs/operator.md, "IP fragments"): fragments in, whole
+ * datagrams out, fragments dropped by cause. */
+static void frag_stats(FILE *f, const struct root_frag_stats *s)
+{
+    fprintf(f,
+            "  \"fragments\": {\"in\": %" PRIu64 ", \"reassembled\": %" PRIu64
+            ", \"dropped_overlap\": %" PRIu64 ", \"dropped_timeout\": %" PRIu64
+            ", \"dropped_table_full\": %" PRIu64 ", \"dropped_invalid\": %" PRIu64 "},\n",
+            s->in, s->reassembled, s->dropped_overlap, s->dropped_timeout, s->dropped_table_full,
+            s->dropped_invalid);
+}
+
 /* Failovers: detection (fault to the coordinator's decision) and recovery (fault
  * to the replacement processing live traffic) times, and what was replayed. A
  * fault's time is known when chaos caused it; otherwise it is the detection. */
@@ -330,6 +342,7 @@ static int write_report(struct run *r, const struct run_result *res, int rc, str
             worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
             r->root_st.full_waits, run_quarantined(r));
     failover_stats(f, r, brief);
+    frag_stats(f, &r->root_st.frag);
     if (r->state_run) {
         fprintf(f, "  \"state\": {\"checked\": %u, \"broken\": %u, \"note\": ", r->state_checked,
                 r->state_broken);

@@ -29,7 +29,9 @@ struct replay_opts {
 struct replay_stats {
     struct log_scan_stats scan;
     uint64_t packets, bytes;
-    uint64_t late; /* port replay: packets sent after their due time (pacing) */
+    uint64_t late;       /* port replay: packets sent after their due time (pacing) */
+    uint64_t fragmented; /* port replay: datagrams sent in fragments (larger than the MTU) */
+    uint64_t too_big;    /* port replay: larger than the MTU, not fragmentable, sent whole */
 };
 
 void replay_opts_default(struct replay_opts *o);

@@ -5,6 +5,11 @@
  * first packet so that rounding and scheduling delays never accumulate. The
  * thread sleeps while the next packet is more than 200 µs away and spins on the
  * TSC for the rest; packets already due go out together in one burst.
+ *
+ * The root reassembles IP fragments before it logs (docs/design-notes.md, "IP
+ * fragments"), so a log may hold datagrams larger than the port's MTU: those
+ * leave in fragments cut to the MTU by DPDK's rte_ip_frag, as a router would
+ * forward them, unless IPv4's DF forbids it.
  */
 #include "replay.h"
 #include "replay_filter.h"
@@ -13,15 +18,22 @@
 #include <time.h>
 
 #include <rte_ethdev.h>
+#include <rte_ip.h>
+#include <rte_ip_frag.h>
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 
+#include "rw_flow.h"
+
 #define PORT_BURST     32
 #define SLEEP_ABOVE_NS 200000ull
+#define PORT_MAX_FRAGS 64 /* a 65,535-byte datagram at an MTU of 1,100 and up */
+#define PORT_MAX_L2    22 /* Ethernet and two VLAN tags */
 
 struct port_out {
     struct replay_filter filt;
-    uint16_t port;
+    uint16_t port, mtu;
+    uint32_t frag_id; /* IPv6 fragment ids: rte_ip_frag leaves them 0 */
     struct rte_mempool *pool;
     double speed;
     bool started;
@@ -70,6 +82,66 @@ static struct rte_mbuf *to_mbuf(struct rte_mempool *pool, const struct log_rec *
     return head;
 }
 
+static void queue(struct port_out *p, struct rte_mbuf *m)
+{
+    p->burst[p->n++] = m;
+    if (p->n == PORT_BURST)
+        flush(p);
+}
+
+/* Queues m whole, or in fragments when it is an IP datagram larger than the
+ * MTU. Fails only when the pool runs dry (m is freed). */
+static int send_pkt(struct port_out *p, struct rte_mbuf *m)
+{
+    uint8_t buf[PORT_MAX_L2 + 2], l2h[PORT_MAX_L2];
+    uint32_t len = rte_pktmbuf_pkt_len(m);
+    const uint8_t *d = rte_pktmbuf_read(m, 0, RTE_MIN(len, (uint32_t)sizeof(buf)), buf);
+    size_t l2 = 0;
+    uint16_t type = d ? rw_flow_l3(d, RTE_MIN(len, (uint32_t)sizeof(buf)), &l2) : 0;
+    if ((type != 0x0800 && type != 0x86dd) || len - l2 <= p->mtu || l2 > PORT_MAX_L2 ||
+        rte_pktmbuf_data_len(m) < l2 + (type == 0x0800 ? 20 : 40)) {
+        queue(p, m);
+        return 0;
+    }
+    memcpy(l2h, d, l2);
+    rte_pktmbuf_adj(m, (uint16_t)l2); /* rte_ip_frag cuts from the IP header on */
+    struct rte_mbuf *frags[PORT_MAX_FRAGS];
+    int n = type == 0x0800
+                ? rte_ipv4_fragment_packet(m, frags, PORT_MAX_FRAGS, p->mtu, p->pool, p->pool)
+                : rte_ipv6_fragment_packet(m, frags, PORT_MAX_FRAGS, p->mtu, p->pool, p->pool);
+    if (n == -ENOMEM) {
+        rte_pktmbuf_free(m);
+        return rw_errf(p->e, RW_ENOMEM, "out of mbufs fragmenting a datagram to the MTU");
+    }
+    if (n < 0) { /* DF, or too many pieces: sent as logged, the port may drop it */
+        memcpy(rte_pktmbuf_prepend(m, (uint16_t)l2), l2h, l2);
+        p->st->too_big++;
+        queue(p, m);
+        return 0;
+    }
+    rte_pktmbuf_free(m); /* the fragments hold their own references to its data */
+    p->st->fragmented++;
+    p->frag_id++;
+    for (int i = 0; i < n; i++) {
+        char *h = rte_pktmbuf_prepend(frags[i], (uint16_t)l2);
+        if (!h) {
+            rte_pktmbuf_free_bulk(frags + i, (unsigned)(n - i));
+            return rw_errf(p->e, RW_ENOMEM, "no headroom for a fragment's Ethernet header");
+        }
+        memcpy(h, l2h, l2);
+        if (type == 0x0800) { /* rte_ip_frag leaves the sum to an offload */
+            struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(h + l2);
+            ip->hdr_checksum = 0;
+            ip->hdr_checksum = rte_ipv4_cksum(ip);
+        } else { /* each datagram an id of its own, or receivers mix them up */
+            struct rte_ipv6_fragment_ext *fh = (struct rte_ipv6_fragment_ext *)(h + l2 + 40);
+            fh->id = rte_cpu_to_be_32(p->frag_id);
+        }
+        queue(p, frags[i]);
+    }
+    return 0;
+}
+
 static void wait_until(uint64_t due)
 {
     for (;;) {
@@ -110,12 +182,9 @@ static int send_rec(void *ctx, const struct log_rec *r)
     if (!m)
         return rw_errf(p->e, RW_ENOMEM, "out of mbufs replaying clock %llu",
                        (unsigned long long)r->meta.clock);
-    p->burst[p->n++] = m;
     p->st->packets++;
     p->st->bytes += r->cap_len;
-    if (p->n == PORT_BURST)
-        flush(p);
-    return 0;
+    return send_pkt(p, m);
 }
 
 int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, double speed,
@@ -126,6 +195,8 @@ int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, 
         st = &local;
     memset(st, 0, sizeof(*st));
     struct port_out p = {.port = port, .pool = pool, .speed = speed, .st = st, .e = e};
+    if (rte_eth_dev_get_mtu(port, &p.mtu) || p.mtu < RTE_ETHER_MIN_MTU)
+        p.mtu = RTE_ETHER_MTU;
     int rc = replay_filter_init(&p.filt, o->bpf, e);
     if (rc)
         return rc;

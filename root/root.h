@@ -5,7 +5,8 @@
  * gives each packet its logical clock and arrival time, and hands it to the
  * logger thread (and, in a chain, to the first NF's instances). Clocks come from
  * durably reserved blocks, so after any crash the root starts above every clock
- * it ever handed out (DESIGN §4).
+ * it ever handed out (DESIGN §4). IP fragments are reassembled before the clock
+ * (root_frag.c): a datagram is one packet, one clock, in the log and the chain.
  *
  * Reading a trace: the trace is scanned with libpcap first. That gives the number
  * of packets to expect (net_pcap returns nothing at end of file, which looks the
@@ -21,7 +22,6 @@
 
 #include "log.h"
 #include "rw_common.h"
-#include "rw_flow.h"
 #include "rw_flow.h"
 
 /* One packet's header as the trace scan saw it. */
@@ -45,15 +45,29 @@ struct root_trace {
 int root_trace_scan(const char *path, struct root_trace *t, struct rw_err *e);
 void root_trace_free(struct root_trace *t);
 
+/* IP reassembly at the root (docs/operator.md, "IP fragments"). "in" and the
+ * drops count fragments, "reassembled" whole datagrams; at the end of a run
+ * every fragment was either part of a reassembled datagram or dropped. */
+struct root_frag_stats {
+    uint64_t in;                 /* IPv4/IPv6 fragments read */
+    uint64_t reassembled;        /* whole datagrams made of them, each one clock */
+    uint64_t dropped_overlap;    /* of datagrams with overlapping, repeated or gapped pieces */
+    uint64_t dropped_timeout;    /* of datagrams not whole in time, or at the input's end */
+    uint64_t dropped_table_full; /* that found no free entry in the table */
+    uint64_t dropped_invalid;    /* no payload, cut short, past 65,535 bytes, bad layout */
+};
+
 struct root_stats {
-    uint64_t packets; /* stamped and handed to the logger */
-    uint64_t bytes;   /* captured bytes */
+    uint64_t packets; /* read from the port (a trace's packets; fragments counted one by one) */
+    uint64_t bytes;   /* captured bytes read */
+    uint64_t stamped; /* given a clock and logged: packets, less fragments, plus datagrams */
     uint64_t first_clock, next_clock;
     uint64_t durable;    /* durable watermark at the end */
     uint64_t ring_waits; /* bursts that waited for room in the logger ring */
     uint64_t link_waits; /* packets that waited for room in an NF's link */
     uint64_t oversize;   /* packets too big for a link slot (not sent) */
     uint64_t full_waits; /* pauses of the input: the chain held max_in_flight clocks */
+    struct root_frag_stats frag;
 };
 
 typedef void (*root_progress_fn)(void *ctx, const struct root_stats *st, uint64_t expected);
@@ -88,12 +102,17 @@ struct root_ingest_opts {
      * when faults outpace recovery. NULL: no bound. */
     const _Atomic uint64_t *exit_clock;
     uint64_t max_in_flight;
+    /* A fragmented datagram not whole this long after its first fragment
+     * arrived (arrival times, a trace's own) is dropped. 0: 30 s. */
+    uint64_t frag_timeout_ns;
 };
 
 /* Runs the rx loop until the trace is consumed (or *stop), logging every packet
- * through a logger thread on w (w NULL: --no-ft, no log, clocks kept in memory)
- * and sending it along the edges. The EAL and the port must be started. At the
- * end every edge gets the final progress mark. */
+ * (a fragment only as part of its reassembled datagram) through a logger thread
+ * on w (w NULL: --no-ft, no log, clocks kept in memory) and sending it along the
+ * edges. The EAL and the port must be started. At the end every edge gets the
+ * final progress mark, and fragments still incomplete are dropped (st->frag).
+ * Fails with RW_ENOMEM when DPDK has no memory for the reassembly table. */
 int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct root_stats *st,
                 struct rw_err *e);
 

@@ -1,6 +1,7 @@
 /*
- * root_ingest.c - the root's rx loop: stamp each packet with its clock and
- * arrival time, hand it to the logger thread.
+ * root_ingest.c - the root's rx loop: give each packet its arrival time,
+ * reassemble IP fragments (root_frag.c), stamp what comes out with its clock,
+ * hand it to the logger thread.
  *
  * The loop follows DPDK's l2fwd shape: rx burst, per-packet work, hand-off in a
  * burst. Clock reservation is asked for half a block ahead so the loop only
@@ -21,6 +22,7 @@
 #include <stdatomic.h>
 
 #include "nfworker.h"
+#include "root_frag.h"
 #include "rw_eal.h"
 #include "rw_mbuf.h"
 
@@ -29,7 +31,8 @@
 #define ROOT_CLOCK_BLOCK   (1ull << 16)
 #define ROOT_TRACE_IDLE_NS 3000000000ull /* a trace PMD silent this long has stopped */
 #define ROOT_PROGRESS_NS   100000000ull
-#define ROOT_MARK_EVERY    256 /* packets between progress marks on the edges */
+#define ROOT_MARK_EVERY    256            /* packets between progress marks on the edges */
+#define ROOT_FRAG_TIMEOUT  30000000000ull /* Linux's ipfrag_time */
 
 struct root_run {
     const struct root_ingest_opts *o;
@@ -44,6 +47,7 @@ struct root_run {
     uint64_t pace_t0, paced;
     int ts_off;
     uint64_t ts_flag;
+    struct root_frag frag;
     struct rw_err *e;
 };
 
@@ -71,13 +75,13 @@ static uint64_t wall_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Arrival time: the trace's own timestamp, else the PMD's rx stamp, else now. */
-static int stamp(struct root_run *r, struct rte_mbuf *m, uint64_t now)
+/* Arrival time: the trace's own timestamp, else the PMD's rx stamp, else now.
+ * Every packet read gets one, fragments included: reassembly times out by it. */
+static int arrive(struct root_run *r, struct rte_mbuf *m, uint64_t now)
 {
     struct rw_mbuf_priv *p = rw_mbuf_priv(m);
     const struct root_trace *t = r->o->trace;
     memset(p, 0, sizeof(*p));
-    p->meta.clock = r->clock++;
     p->meta.port = m->port;
     p->wire_len = m->pkt_len;
     if (t) {
@@ -96,6 +100,27 @@ static int stamp(struct root_run *r, struct rte_mbuf *m, uint64_t now)
     r->st->packets++;
     r->st->bytes += m->pkt_len;
     return 0;
+}
+
+/* Reassembles, then gives what is whole its clock. A datagram takes the arrival
+ * time of the fragment that completed it (when it could first have been
+ * delivered) and is as long on the wire as it is: every piece was captured
+ * whole. Returns NULL when m was held or dropped. */
+static struct rte_mbuf *take(struct root_run *r, struct rte_mbuf *m)
+{
+    uint64_t ts = rw_mbuf_priv(m)->meta.ts_ns;
+    uint64_t whole = r->st->frag.reassembled;
+    m = root_frag_take(&r->frag, m, ts);
+    if (!m)
+        return NULL;
+    struct rw_mbuf_priv *p = rw_mbuf_priv(m);
+    if (r->st->frag.reassembled != whole) {
+        p->meta.ts_ns = ts;
+        p->wire_len = rte_pktmbuf_pkt_len(m);
+    }
+    p->meta.clock = r->clock++;
+    r->st->stamped++;
+    return m;
 }
 
 static void hand_off(struct root_run *r, struct rte_mbuf **pkts, unsigned n)
@@ -278,27 +303,32 @@ static int rx_loop(struct root_run *r, uint64_t expected)
         last_rx = mono;
         pace(r, n);
         uint64_t now = r->o->trace ? 0 : wall_ns();
+        uint16_t kept = 0; /* pkts[0, kept): stamped, whole */
         for (uint16_t i = 0; i < n; i++) {
             int rc = ensure_reserved(r);
             if (!rc)
-                rc = stamp(r, pkts[i], now);
+                rc = arrive(r, pkts[i], now);
             if (rc) {
                 rte_pktmbuf_free_bulk(pkts + i, n - i);
-                hand_off(r, pkts, i);
+                hand_off(r, pkts, kept);
                 return rc;
             }
+            struct rte_mbuf *m = take(r, pkts[i]);
+            if (m)
+                pkts[kept++] = m;
         }
         if (r->o->clock_out)
             atomic_store(r->o->clock_out, r->clock);
         if (r->o->nedges) {
-            for (uint16_t i = 0; i < n; i++)
+            for (uint16_t i = 0; i < kept; i++)
                 split_one(r, pkts[i], scratch, mono);
             /* Paced input is slow: a mark per burst keeps the chain's release
              * (and a replacement's wait for the upstream) from lagging. */
-            if ((r->since_mark += n) >= ROOT_MARK_EVERY || r->o->rate_pps)
+            if ((r->since_mark += kept) >= ROOT_MARK_EVERY || r->o->rate_pps)
                 send_marks(r, r->clock);
         }
-        hand_off(r, pkts, n);
+        if (kept)
+            hand_off(r, pkts, kept);
         publish_durable(r);
         if (r->o->progress && mono - last_progress > ROOT_PROGRESS_NS) {
             last_progress = mono;
@@ -327,9 +357,13 @@ int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct r
     r.clock = st->first_clock = w ? log_writer_next_clock(w) : 0;
     r.ts_off = rw_rx_timestamp(&r.ts_flag);
     int rc = compile_filters(&r, e);
+    if (!rc)
+        rc = root_frag_init(&r.frag, o->frag_timeout_ns ? o->frag_timeout_ns : ROOT_FRAG_TIMEOUT,
+                            &st->frag, e);
     if (!rc && w)
         rc = start_logging(&r, w, e);
     if (rc) {
+        root_frag_fini(&r.frag);
         free_filters(&r);
         return rc;
     }
@@ -337,6 +371,7 @@ int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct r
     struct rw_err loop_err = {0};
     r.e = &loop_err;
     int loop_rc = rx_loop(&r, expected);
+    root_frag_fini(&r.frag);
     struct rw_err thread_err = {0};
     rc = r.lt ? log_thread_stop(r.lt, &thread_err) : 0;
     r.lt = NULL;

@@ -698,7 +698,9 @@ static void test_malformed(void)
     read_events(out, &x);
     /* the runt Ethernet frame is not IPv4 (non_ipv4: allow); the good SYN is translated */
     CU_ASSERT_EQUAL_FATAL(o.n, 3);
-    CU_ASSERT_EQUAL(o.p[1].clock, t.n - 2);
+    /* The two fragments never complete: the root drops them (report.json
+     * "fragments") before they get a clock, so the good SYN's clock is 2 lower. */
+    CU_ASSERT_EQUAL(o.p[1].clock, t.n - 4);
     /* the short capture: checksum adjusted to what the whole segment would give */
     uint8_t *full = malloc(data->caplen);
     memcpy(full, data->data, data->caplen);
@@ -711,7 +713,7 @@ static void test_malformed(void)
     free(full);
     CU_ASSERT_EQUAL(x.malformed[0], 2); /* truncated */
     CU_ASSERT_EQUAL(x.malformed[1], 2); /* bad IHL: 4, and 15 past the end */
-    CU_ASSERT_EQUAL(x.malformed[2], 2); /* fragments */
+    CU_ASSERT_EQUAL(x.malformed[2], 0); /* fragments: none reach the NAT */
     CU_ASSERT_EQUAL(x.malformed[3], 1); /* options */
     CU_ASSERT_EQUAL(x.n, 1);            /* one nat.map: the good SYN */
     tu_pcap_free(&ref);

@@ -355,8 +355,8 @@ static size_t malformed_trace(const struct tu_pcap *src, struct tu_pcap *out)
     add_pkt(out, tcp, 14 + 12, NULL);            /* IP header cut */
     add_pkt(out, tcp, tcp->caplen, ihl3);        /* IHL below 5 */
     add_pkt(out, tcp, 14 + 40, ihl15);           /* IHL past the end */
-    add_pkt(out, tcp, tcp->caplen, more_frags);  /* first fragment */
-    add_pkt(out, tcp, tcp->caplen, frag_offset); /* later fragment */
+    add_pkt(out, tcp, tcp->caplen, more_frags);  /* first fragment (the root drops it) */
+    add_pkt(out, tcp, tcp->caplen, frag_offset); /* later fragment (likewise) */
     add_pkt(out, tcp, 14 + 20 + 10, NULL);       /* TCP header cut */
     add_pkt(out, tcp, tcp->caplen, tcp_doff2);   /* TCP data offset 2 */
     add_pkt(out, tcp, 15, vlan_cut);             /* VLAN tag cut */
@@ -386,11 +386,14 @@ static void test_malformed(void)
     it_read_output(op, &a);
     it_read_output(od, &b);
     it_read_output(on, &c);
-    CU_ASSERT_EQUAL(a.n, m.n);
-    CU_ASSERT_EQUAL(b.n, m.n - bad);
+    /* The two fragments never complete: the root drops them before they get a
+     * clock (report.json "fragments"), so the NF sees 2 packets fewer. */
+    size_t whole = m.n - 2;
+    CU_ASSERT_EQUAL(a.n, whole);
+    CU_ASSERT_EQUAL(b.n, whole - (bad - 2));
     CU_ASSERT_TRUE(it_same_outs(&b, &c));
     for (size_t i = 0; i < b.n; i++) /* what is dropped is exactly the broken ones */
-        CU_ASSERT_TRUE(b.p[i].clock < ref.n || b.p[i].clock == m.n - 1);
+        CU_ASSERT_TRUE(b.p[i].clock < ref.n || b.p[i].clock == whole - 1);
     it_free_outs(&a);
     it_free_outs(&b);
     it_free_outs(&c);
