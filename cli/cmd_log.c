@@ -200,7 +200,7 @@ static int run_ingest(struct ingest_args *a, struct root_trace *tr, struct root_
     }
     uint16_t port = first_port();
     struct rte_mempool *pool = rw_pool_create("rw_rx", 32767, e);
-    rc = pool ? rw_port_start(port, pool, e) : RW_EDPDK;
+    rc = pool ? rw_port_start(port, pool, 0, e) : RW_EDPDK;
     if (!rc) {
         signal(SIGINT, on_stop_signal);
         signal(SIGTERM, on_stop_signal);

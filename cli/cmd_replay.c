@@ -164,7 +164,7 @@ static int to_port(struct replay_args *a, struct replay_stats *st, struct rw_err
         break;
     }
     struct rte_mempool *pool = rw_pool_create("rw_tx", 8191, e);
-    rc = pool ? rw_port_start(port, NULL, e) : RW_EDPDK;
+    rc = pool ? rw_port_start(port, NULL, 0, e) : RW_EDPDK;
     if (!rc)
         rc = replay_to_port(a->dir, port, pool, a->speed, &a->ro, st, e);
     rw_eal_fini(port);

@@ -270,6 +270,12 @@ static int run_main(int argc, char **argv, bool chaos)
            res.seconds > 0 ? (double)res.packets_in / res.seconds : 0.0, o.out_dir);
     if (chaos)
         printf("chaos: %u kills, %u stalls; %s/chaos.json\n", res.kills, res.stalls, o.out_dir);
+    if (res.oversize) /* never lost without a word (they are in the input log) */
+        fprintf(stderr,
+                "rewind: %s: warning: %" PRIu64 " packets larger than max_frame (%u bytes) were "
+                "not carried by the chain%s (report.json: oversize)\n",
+                chaos ? "chaos" : "run", res.oversize, res.max_frame,
+                o.no_ft ? "" : "; they are in the input log");
     if (res.quarantined)
         printf("%s: %u packets of death quarantined; %s/quarantine.pcapng\n",
                chaos ? "chaos" : "run", res.quarantined, o.out_dir);

@@ -98,7 +98,30 @@ int rw_rx_timestamp(uint64_t *flag)
     return off;
 }
 
-int rw_port_start(uint16_t port, struct rte_mempool *pool, struct rw_err *e)
+/* Jumbo rx: a frame of max_frame bytes needs an MTU of max_frame less the Ethernet
+ * header and CRC, and, beyond one mbuf's room, scattered rx. */
+static int jumbo_conf(uint16_t port, struct rte_mempool *pool, uint32_t max_frame,
+                      struct rte_eth_conf *conf, struct rw_err *e)
+{
+    struct rte_eth_dev_info di;
+    int rc = rte_eth_dev_info_get(port, &di);
+    if (rc)
+        return rw_errf(e, RW_EDPDK, "port %u info: %s", port, rte_strerror(-rc));
+    uint32_t mtu = max_frame - RTE_ETHER_HDR_LEN - RTE_ETHER_CRC_LEN;
+    if (max_frame > di.max_rx_pktlen || mtu > di.max_mtu)
+        return rw_errf(e, RW_EDPDK,
+                       "port %u (%s) takes frames up to %u bytes (MTU %u); the chain's max_frame "
+                       "is %u: lower it in the chain file",
+                       port, di.driver_name, di.max_rx_pktlen, di.max_mtu, max_frame);
+    if (mtu > RTE_ETHER_MTU)
+        conf->rxmode.mtu = mtu;
+    uint32_t room = rte_pktmbuf_data_room_size(pool) - RTE_PKTMBUF_HEADROOM;
+    if (max_frame > room && (di.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER))
+        conf->rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+    return 0;
+}
+
+int rw_port_start(uint16_t port, struct rte_mempool *pool, uint32_t max_frame, struct rw_err *e)
 {
     int off;
     uint64_t flag;
@@ -106,7 +129,10 @@ int rw_port_start(uint16_t port, struct rte_mempool *pool, struct rw_err *e)
         return rw_errf(e, RW_EDPDK, "rx timestamp field: %s", rte_strerror(rte_errno));
     struct rte_eth_conf conf;
     memset(&conf, 0, sizeof(conf));
-    int rc = rte_eth_dev_configure(port, pool ? 1 : 0, 1, &conf);
+    int rc = pool && max_frame ? jumbo_conf(port, pool, max_frame, &conf, e) : 0;
+    if (rc)
+        return rc;
+    rc = rte_eth_dev_configure(port, pool ? 1 : 0, 1, &conf);
     if (rc < 0)
         return rw_errf(e, RW_EDPDK, "port %u configure: %s", port, rte_strerror(-rc));
     int sock = rte_eth_dev_socket_id(port);

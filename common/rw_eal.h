@@ -21,8 +21,12 @@ int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_
 
 /* Configures and starts the port attached by rw_eal_init with one rx and one tx
  * queue; pool feeds rx (may be NULL for tx-only use). Registers the rx timestamp
- * dynfield first so PMDs that can stamp packets (net_pcap does) do it. */
-int rw_port_start(uint16_t port, struct rte_mempool *pool, struct rw_err *e);
+ * dynfield first so PMDs that can stamp packets (net_pcap does) do it.
+ * max_frame (0: the port's default): the largest frame rx must take whole; the
+ * MTU is raised to it and rx scatters frames over chained mbufs where the PMD
+ * can. RW_EDPDK with the port's limit when it cannot take such frames; a failure
+ * leaves the port configured but not started. */
+int rw_port_start(uint16_t port, struct rte_mempool *pool, uint32_t max_frame, struct rw_err *e);
 
 /* The rx timestamp dynfield (offset, flag) registered by rw_port_start, or -1. */
 int rw_rx_timestamp(uint64_t *flag);

@@ -574,7 +574,8 @@ int chain_node_enum(const struct chain_node *map, const char *key, const char *c
 
 /* ---- chain sections ---- */
 
-static const char *const top_keys[] = {"name", "input", "store", "log", "nfs", "edges", NULL};
+static const char *const top_keys[] = {"name",      "input", "store", "log",
+                                       "max_frame", "nfs",   "edges", NULL};
 static const char *const input_keys[] = {"trace", "port", NULL};
 static const char *const log_keys[] = {"durability", "segment_mb", NULL};
 static const char *const nf_keys[] = {"name", "type", "instances", "flowspace", "config", NULL};
@@ -686,6 +687,17 @@ static int sec_store(struct chain *c, struct rw_err *e)
     if (why)
         return chain_node_errf(c->root, "store", e, "bad store URL '%s': %s", url, why);
     return (c->store_url = strdup(url)) ? RW_OK : nomem(e);
+}
+
+/* The largest frame the links carry: jumbo by default (racks run 9,000-byte
+ * MTUs; 9,216 is the common switch maximum), up to a whole IP datagram. */
+static int sec_max_frame(struct chain *c, struct rw_err *e)
+{
+    uint64_t v;
+    int rc = chain_node_u64(c->root, "max_frame", CHAIN_MAX_FRAME_MIN, CHAIN_MAX_FRAME_MAX,
+                            CHAIN_MAX_FRAME_DEFAULT, &v, e);
+    c->max_frame = (uint32_t)v;
+    return rc;
 }
 
 static int sec_log(struct chain *c, struct rw_err *e)
@@ -1016,8 +1028,8 @@ static int chain_read(struct chain *c, const char *const *known, struct rw_err *
                      kind_name(c->root->kind));
     if ((rc = chain_node_keys(c->root, top_keys, e)) || (rc = sec_name(c, e)) ||
         (rc = sec_input(c, e)) || (rc = sec_store(c, e)) || (rc = sec_log(c, e)) ||
-        (rc = sec_nfs(c, known, e)) || (rc = sec_edges(c, e)) || (rc = check_fed(c, e)) ||
-        (rc = toposort(c, e)) || (rc = check_exits(c, e)))
+        (rc = sec_max_frame(c, e)) || (rc = sec_nfs(c, known, e)) || (rc = sec_edges(c, e)) ||
+        (rc = check_fed(c, e)) || (rc = toposort(c, e)) || (rc = check_exits(c, e)))
         return rc;
     return RW_OK;
 }

@@ -91,6 +91,10 @@ struct chain_edge {
     int line;
 };
 
+#define CHAIN_MAX_FRAME_MIN     1518
+#define CHAIN_MAX_FRAME_DEFAULT 9216
+#define CHAIN_MAX_FRAME_MAX     65600 /* a 65,535-byte datagram behind QinQ tags */
+
 struct chain {
     char name[64];
     char *origin;    /* the file name used in messages */
@@ -99,6 +103,7 @@ struct chain {
     char *store_url; /* as written (default "lmdb:store"); the scheme is checked */
     enum chain_durability durability;
     uint32_t segment_mb;
+    uint32_t max_frame; /* bytes: the largest frame a link carries (default 9,216) */
     uint32_t nnfs, nedges;
     struct chain_nf *nfs;
     struct chain_edge *edges;

@@ -42,7 +42,6 @@
 #include "store.h"
 
 #define LINK_SLOTS       1024
-#define LINK_ROOM        2048
 #define DRAIN_TIMEOUT_MS 20000
 /* Clocks the chain may hold between the root and the sink. A healthy chain holds
  * a few links' worth (1024 slots each); a slot that is failing over holds back
@@ -68,7 +67,7 @@ static int make_links(struct run *r, struct rw_err *e)
     r->links = calloc(c->nedges, sizeof(*r->links));
     if (!r->links)
         return rw_errf(e, RW_ENOMEM, "out of memory");
-    struct link_opts lo = {.slots = LINK_SLOTS, .data_room = LINK_ROOM};
+    struct link_opts lo = {.slots = LINK_SLOTS, .data_room = r->chain->max_frame};
     for (uint32_t k = 0; k < c->nedges; k++) {
         unsigned n = edge_from_n(c, &c->edges[k]) * edge_to_n(c, &c->edges[k]);
         r->links[k] = calloc(n, sizeof(struct link *));
@@ -266,7 +265,7 @@ static int run_root(struct run *r, struct rw_err *e)
         return rc;
     r->eal_up = true;
     struct rte_mempool *pool = rw_pool_create("rw_rx", 32767, e);
-    if (!pool || (rc = rw_port_start(0, pool, e)))
+    if (!pool || (rc = rw_port_start(0, pool, r->chain->max_frame, e)))
         return rc ? rc : RW_EDPDK;
     struct root_ingest_opts ro = {.trace = r->in_trace ? &r->trace : NULL,
                                   .port = 0,
@@ -461,6 +460,8 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
     res->duplicates = r.sink_st.dups;
     res->failovers = r.nfailovers;
     res->quarantined = run_quarantined(&r);
+    res->oversize = r.root_st.oversize;
+    res->max_frame = r.chain ? r.chain->max_frame : 0;
     for (uint32_t i = 0; i < r.nfaults; i++)
         *(r.faults[i].action[0] == 'k' ? &res->kills : &res->stalls) += 1;
     if (r.chain && r.region && r.procs && r.totals) {

@@ -335,12 +335,12 @@ static int write_report(struct run *r, const struct run_result *res, int rc, str
             "  \"pipeline_seconds\": %.3f,\n  \"throughput_pps\": %.0f,\n  \"latency_ns\": "
             "{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "},\n"
             "  \"held_max\": %" PRIu64 ",\n  \"input_pauses\": %" PRIu64 ",\n"
-            "  \"quarantined\": %u,\n",
+            "  \"quarantined\": %u,\n  \"max_frame\": %u,\n  \"oversize\": %" PRIu64 ",\n",
             res->packets_in, res->packets_out, res->duplicates + nf_dups, res->seconds,
             (double)r->pipeline_ns / 1e9,
             r->pipeline_ns ? (double)res->packets_in * 1e9 / (double)r->pipeline_ns : 0.0,
             worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
-            r->root_st.full_waits, run_quarantined(r));
+            r->root_st.full_waits, run_quarantined(r), r->chain->max_frame, r->root_st.oversize);
     failover_stats(f, r, brief);
     frag_stats(f, &r->root_st.frag);
     if (r->state_run) {

@@ -39,7 +39,6 @@
 #define LB_OBJ_CONN     2 /* per connection: its backend */
 #define LB_OBJ_AGE      3 /* the slot's age queue of connections */
 #define LB_MAX_BACKENDS 32
-#define LB_MAX_FRAME    2048 /* a link slot's data room */
 
 struct lb {
     uint8_t vip[4];
@@ -48,6 +47,7 @@ struct lb {
     uint8_t backends[LB_MAX_BACKENDS][4];
     unsigned n;
     uint64_t idle_ns;
+    uint8_t buf[65536]; /* the rewritten packet: any frame a link carries (max_frame) */
 };
 
 struct lb_conn {
@@ -302,10 +302,10 @@ static bool is_backend(const struct lb *lb, const void *addr)
 
 static int lb_process(void *self, struct nf_env *env, const struct nf_pkt *p)
 {
-    const struct lb *lb = self;
-    uint8_t d[LB_MAX_FRAME];
+    struct lb *lb = self;
+    uint8_t *d = lb->buf;
     struct view v;
-    if (p->len > sizeof(d) || (memcpy(d, p->data, p->len), !parse(d, p->len, lb->proto, &v)))
+    if (p->len > sizeof(lb->buf) || (memcpy(d, p->data, p->len), !parse(d, p->len, lb->proto, &v)))
         return nf_emit(env, p->data, p->len, p->wire_len); /* not for the VIP */
     bool to_vip = !memcmp(&v.ip->dst_addr, lb->vip, 4) && (!lb->port || v.dport == lb->port);
     bool from_vip = (!memcmp(&v.ip->src_addr, lb->vip, 4) && (!lb->port || v.sport == lb->port)) ||

@@ -65,7 +65,8 @@ struct root_stats {
     uint64_t durable;    /* durable watermark at the end */
     uint64_t ring_waits; /* bursts that waited for room in the logger ring */
     uint64_t link_waits; /* packets that waited for room in an NF's link */
-    uint64_t oversize;   /* packets too big for a link slot (not sent) */
+    uint64_t oversize;   /* packets larger than the links' slots (the chain's max_frame):
+                            logged, not sent to any NF; report.json says how many */
     uint64_t full_waits; /* pauses of the input: the chain held max_in_flight clocks */
     struct root_frag_stats frag;
 };

@@ -171,6 +171,7 @@ static void split_one(struct root_run *r, struct rte_mbuf *m, uint8_t *scratch, 
     uint32_t len = rte_pktmbuf_pkt_len(m);
     const struct rw_mbuf_priv *mp = rw_mbuf_priv(m);
     const uint8_t *data = rte_pktmbuf_read(m, 0, len, scratch);
+    bool counted = false;
     for (unsigned i = 0; i < r->o->nedges; i++) {
         const struct root_edge *ed = &r->o->edges[i];
         if (r->filtered[i]) {
@@ -179,8 +180,9 @@ static void split_one(struct root_run *r, struct rte_mbuf *m, uint8_t *scratch, 
                 continue;
         }
         struct link *l = ed->links[rw_flowspace_hash(data, len, ed->fs) % ed->n];
-        if (len > link_data_room(l)) {
-            r->st->oversize++;
+        if (len > link_data_room(l)) { /* logged, not carried: counted once a packet */
+            r->st->oversize += !counted;
+            counted = true;
             continue;
         }
         struct link_pkt *p = alloc_slot(r, l);

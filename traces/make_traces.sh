@@ -10,7 +10,8 @@
 # configs in a temp dir (templates in traces/gen/); tcpdump writes Ethernet pcap
 # with microsecond timestamps. No system service or /etc config is touched, and
 # no packet goes to any other address. Everything is torn down on exit.
-# The IP fragment traces (frag_*.pcap) are derived from these by gen/fragment.py
+# The IP fragment traces (frag_*.pcap) are derived from these by gen/fragment.py,
+# the jumbo ones (jumbo*.pcap) by gen/jumbo.py
 # (scapy, no network): see README.md.
 set -euo pipefail
 

@@ -1,0 +1,1 @@
+rw_add_test(test_jumbo test_jumbo.c LIBS rw_itest TIMEOUT 300)
