@@ -108,18 +108,18 @@ static uint16_t rd16(const uint8_t *p)
     return (uint16_t)((p[0] << 8) | p[1]);
 }
 
-/* The whole answers of frag_udp.pcap: 1,808 UDP bytes from port 53, over IPv4
+/* The whole answers of frag_udp.pcap: 3,008 UDP bytes from port 53, over IPv4
  * (not a fragment any more) and over IPv6 (no fragment header left). */
 static void count_answers(const struct it_outs *o, int *v4, int *v6)
 {
     *v4 = *v6 = 0;
     for (size_t i = 0; i < o->n; i++) {
         const uint8_t *p = o->p[i].data;
-        if (o->p[i].len == 14 + 20 + 1808 && rd16(p + 12) == 0x0800 && p[23] == 17 &&
-            (rd16(p + 20) & 0x3fff) == 0 && rd16(p + 16) == 20 + 1808 && rd16(p + 34) == 53)
+        if (o->p[i].len == 14 + 20 + 3008 && rd16(p + 12) == 0x0800 && p[23] == 17 &&
+            (rd16(p + 20) & 0x3fff) == 0 && rd16(p + 16) == 20 + 3008 && rd16(p + 34) == 53)
             (*v4)++;
-        if (o->p[i].len == 14 + 40 + 1808 && rd16(p + 12) == 0x86dd && p[20] == 17 &&
-            rd16(p + 18) == 1808 && rd16(p + 54) == 53)
+        if (o->p[i].len == 14 + 40 + 3008 && rd16(p + 12) == 0x86dd && p[20] == 17 &&
+            rd16(p + 18) == 3008 && rd16(p + 54) == 53)
             (*v6)++;
     }
 }
@@ -208,8 +208,8 @@ static void test_replay_refragments(void)
                           0);
     struct tu_pcap t;
     CU_ASSERT_EQUAL_FATAL(tu_pcap_read(tx, &t), 0);
-    /* two queries whole, each answer in two pieces no larger than the MTU */
-    CU_ASSERT_EQUAL(t.n, 6);
+    /* two queries whole, each answer in three pieces no larger than the MTU */
+    CU_ASSERT_EQUAL(t.n, 8);
     size_t v4 = 0, v6 = 0, v4_bytes = 0, v6_bytes = 0;
     for (size_t i = 0; i < t.n; i++) {
         const uint8_t *p = t.pkts[i].data;
@@ -219,10 +219,10 @@ static void test_replay_refragments(void)
         if (t.pkts[i].caplen >= 62 && rd16(p + 12) == 0x86dd && p[20] == 44)
             v6++, v6_bytes += rd16(p + 18) - 8u;
     }
-    CU_ASSERT_EQUAL(v4, 2);
-    CU_ASSERT_EQUAL(v6, 2);
-    CU_ASSERT_EQUAL(v4_bytes, 8 + 1800); /* every byte of each UDP datagram */
-    CU_ASSERT_EQUAL(v6_bytes, 8 + 1800);
+    CU_ASSERT_EQUAL(v4, 3);
+    CU_ASSERT_EQUAL(v6, 3);
+    CU_ASSERT_EQUAL(v4_bytes, 8 + 3000); /* every byte of each UDP datagram */
+    CU_ASSERT_EQUAL(v6_bytes, 8 + 3000);
     tu_pcap_free(&t);
     tu_rmrf(d);
     free(d);

@@ -11,9 +11,9 @@ addresses (client 10.200.0.1 / fd00:c8::1, server 10.200.0.2 / fd00:c8::2).
   frag_nmap_sT.pcap  nmap_sT_top1000.pcap with every SYN probe of the scanner
                      cut into 8-byte IP fragments and DF cleared, as `nmap -f` sends
   frag_udp.pcap      a DNS-like exchange over IPv4 and over IPv6: a small query,
-                     then a 1,800-byte answer in 3 fragments (IPv6: fragment
-                     extension header, fragments sent last first); 1,800 so the
-                     whole datagram fits a link slot of 2,048 bytes
+                     then a 3,000-byte answer in 3 fragments (IPv6: fragment
+                     extension header, fragments sent last first), larger than a
+                     standard 1,500-byte MTU as a large DNS answer is
   frag_bad.pcap      overlapping, repeated, incomplete, timed-out and malformed
                      fragments around one good fragmented datagram (counts in
                      traces/README.md)
@@ -59,18 +59,18 @@ def frag_scan(src):
 
 def frag_udp():
     t, out = T0, []
-    answer = bytes((i * 7) & 0xff for i in range(1800))
+    answer = bytes((i * 7) & 0xff for i in range(3000))
     q4 = IP(src=CLI4, dst=SRV4, id=0x4001) / UDP(sport=40000, dport=53) / Raw(b"q" * 40)
     a4 = IP(src=SRV4, dst=CLI4, id=0x1234) / UDP(sport=53, dport=40000) / Raw(answer)
     out.append(eth(CLI_MAC, SRV_MAC, q4, t))
-    v4 = fragment(IP(bytes(a4)), fragsize=608)
+    v4 = fragment(IP(bytes(a4)), fragsize=1008)
     assert len(v4) == 3
     for i, f in enumerate(v4):
         out.append(eth(SRV_MAC, CLI_MAC, f, t + 0.001 * (i + 1)))
     q6 = IPv6(src=CLI6, dst=SRV6) / UDP(sport=40001, dport=53) / Raw(b"q" * 40)
     a6 = IPv6(src=SRV6, dst=CLI6) / IPv6ExtHdrFragment(id=0xabcd) / UDP(sport=53, dport=40001) / Raw(answer)
     out.append(eth(CLI_MAC, SRV_MAC, q6, t + 0.01))
-    frags = fragment6(IPv6(bytes(a6)), 656)
+    frags = fragment6(IPv6(bytes(a6)), 1100)
     assert len(frags) == 3
     for i, f in enumerate(reversed(frags)):
         out.append(eth(SRV_MAC, CLI_MAC, f, t + 0.011 + 0.001 * i))
