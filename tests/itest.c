@@ -193,3 +193,39 @@ pid_t it_redis_start(const char *dir, int *port)
     waitpid(rs, NULL, 0);
     return 0;
 }
+
+pid_t it_spawn_sh(const char *cmd)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+void it_progress(const char *err, long *in, long *out)
+{
+    char *txt = tu_slurp(err, NULL);
+    *in = *out = -1;
+    for (char *p = txt; p && (p = strstr(p, "run: ")); p++) {
+        char *q = strstr(p, " packets in, ");
+        if (!q)
+            break;
+        *in = strtol(p + 5, NULL, 10);
+        *out = strtol(q + 13, NULL, 10);
+    }
+    free(txt);
+}
+
+bool it_wait_progress(const char *err, long min_in, long min_out)
+{
+    for (int i = 0; i < 120000; i++) {
+        long in, out;
+        it_progress(err, &in, &out);
+        if (in >= min_in && out >= min_out)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}

@@ -54,4 +54,16 @@ int it_count_workers(const char *tag);
  * its pid (0 on failure) and the port in *port once it answers PING. */
 pid_t it_redis_start(const char *dir, int *port);
 
+/* Starts `sh -c cmd` in the background; returns its pid (the caller reaps it). */
+pid_t it_spawn_sh(const char *cmd);
+
+/* The last progress line (`--progress`: "run: N/T packets in, M out") in the file
+ * err: packets in and out, or -1 each when there is none yet. */
+void it_progress(const char *err, long *in, long *out);
+
+/* Waits until that line shows at least min_in in and min_out out. Bounded (about
+ * 120 s): the runs it watches are bounded by `timeout` themselves, after which
+ * the line stops moving. Returns whether it got there. */
+bool it_wait_progress(const char *err, long min_in, long min_out);
+
 #endif

@@ -107,23 +107,9 @@ static void test_sigterm_mid_trace(void)
              "timeout -s KILL 120 '%s' run '%s' --trace '%s' --out '%s' --rate 200 --progress "
              "2> '%s'",
              tu_bin(), chain, trace, out, err);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = it_spawn_sh(cmd);
     CU_ASSERT_TRUE_FATAL(pid > 0);
-    /* "run: N/2012 packets in" with N > 0: the input is being read. Bounded: the
-     * run itself is bounded by timeout, after which the file stops changing. */
-    bool seen = false;
-    for (int i = 0; i < 120000 && !seen; i++) {
-        size_t len;
-        char *txt = tu_slurp(err, &len);
-        seen = txt && strstr(txt, "run: ") && !strstr(txt, "run: 0/");
-        free(txt);
-        if (!seen)
-            usleep(1000);
-    }
+    bool seen = it_wait_progress(err, 1, 0); /* the input is being read */
     CU_ASSERT_TRUE(seen);
     CU_ASSERT_EQUAL(tu_sh(NULL, "pkill -TERM -f 'rewind [r]un .*%s'", out), 0);
     int st;

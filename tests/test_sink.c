@@ -13,7 +13,7 @@
 
 #include "log.h"
 #include "nfworker.h"
-#include "testutil.h"
+#include "itest.h"
 
 struct sink_run {
     struct sink_opts o;
@@ -196,16 +196,6 @@ static void test_released_is_committed(void)
 }
 
 /* The last "N out" of a run's progress lines (-1 when there is none). */
-static long last_out(const char *path)
-{
-    char *txt = tu_slurp(path, NULL);
-    long n = -1;
-    for (char *p = txt; p && (p = strstr(p, " packets in, ")); p++)
-        n = strtol(p + 13, NULL, 10);
-    free(txt);
-    return n;
-}
-
 /* kill -9 of a run's coordinator mid-run: every packet its progress line had
  * counted out (released by the sink) is in DIR/output, and the log opens clean. */
 static void test_kill9_keeps_released(void)
@@ -221,24 +211,15 @@ static void test_kill9_keeps_released(void)
              "timeout -s KILL 120 '%s' run '%s' --trace '%s' --out '%s' --rate 2000 --progress "
              "2> '%s' > /dev/null",
              tu_bin(), chain, trace, out, err);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = it_spawn_sh(cmd);
     CU_ASSERT_TRUE_FATAL(pid > 0);
-    /* Bounded: the run is bounded by timeout, after which the file stops changing. */
-    long seen = -1;
-    for (int i = 0; i < 120000 && seen < 100; i++) {
-        seen = last_out(err);
-        if (seen < 100)
-            usleep(1000);
-    }
-    CU_ASSERT_TRUE(seen >= 100);
+    bool seen = it_wait_progress(err, 0, 100);
+    CU_ASSERT_TRUE(seen);
     CU_ASSERT_EQUAL(tu_sh(NULL, "pkill -KILL -f 'rewind [r]un .*%s'", out), 0);
     int st;
     waitpid(pid, &st, 0);
-    long released = last_out(err); /* printed before the kill: at most what was out */
+    long in, released; /* printed before the kill: at most what was out */
+    it_progress(err, &in, &released);
     tu_sh(NULL, "pkill -KILL -f 'rewind [w]orker.*%s'", out); /* orphans of the kill */
     struct log_reader *r;
     struct rw_err e;

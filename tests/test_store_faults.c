@@ -24,7 +24,7 @@ struct stalled {
 };
 
 /* Starts Redis and a paced firewall run on it; returns once the progress line
- * shows packets out (the workers are using the store). */
+ * shows packets out. */
 static void start(struct stalled *s)
 {
     s->d = tu_mkdtemp("stall");
@@ -47,23 +47,9 @@ static void start(struct stalled *s)
              "exec timeout -s KILL 60 '%s' run '%s' --trace '%s' --out '%s' --rate 300 "
              "--progress 2> '%s'",
              tu_bin(), chain, trace, s->out, s->err);
-    s->run = fork();
-    if (s->run == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    s->run = it_spawn_sh(cmd);
     CU_ASSERT_TRUE_FATAL(s->run > 0);
-    bool out = false;
-    for (int i = 0; i < 60000 && !out; i++) { /* bounded: the run's own timeout ends it */
-        size_t len;
-        char *txt = tu_slurp(s->err, &len), *p = txt, *last = NULL;
-        while (p && (p = strstr(p, " packets in, ")))
-            last = p++;
-        out = last && strtoull(last + 13, NULL, 10) > 0;
-        free(txt);
-        if (!out)
-            usleep(1000);
-    }
+    bool out = it_wait_progress(s->err, 1, 1); /* the workers are using the store */
     CU_ASSERT_TRUE(out);
 }
 
