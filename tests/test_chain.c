@@ -48,6 +48,7 @@ static void test_full_example(void)
     CU_ASSERT_STRING_EQUAL(c->store_url, "lmdb:store");
     CU_ASSERT_EQUAL(c->durability, CHAIN_DUR_POWER);
     CU_ASSERT_EQUAL(c->segment_mb, 64);
+    CU_ASSERT_EQUAL(c->max_frame, 9216);
     CU_ASSERT_EQUAL_FATAL(c->nnfs, 2);
     CU_ASSERT_STRING_EQUAL(c->nfs[0].name, "fw");
     CU_ASSERT_STRING_EQUAL(c->nfs[0].type, "firewall");
@@ -130,6 +131,7 @@ static void test_defaults_straight_line(void)
     CU_ASSERT_STRING_EQUAL(c->store_url, "lmdb:store");
     CU_ASSERT_EQUAL(c->durability, CHAIN_DUR_PROCESS);
     CU_ASSERT_EQUAL(c->segment_mb, 256);
+    CU_ASSERT_EQUAL(c->max_frame, CHAIN_MAX_FRAME_DEFAULT);
     CU_ASSERT_EQUAL_FATAL(c->nnfs, 3);
     for (uint32_t i = 0; i < 3; i++) {
         CU_ASSERT_EQUAL(c->nfs[i].instances, 1);
