@@ -134,9 +134,9 @@ void run_chaos_write(struct run *r)
 {
     if (!r->o->kill_every_ms && !r->o->stall_every_ms && !r->o->poison)
         return;
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/chaos.json", r->o->out_dir);
-    FILE *f = fopen(path, "w");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len); /* written whole or not at all */
     if (!f)
         return;
     unsigned kills = 0, stalls = 0;
@@ -163,5 +163,8 @@ void run_chaos_write(struct run *r)
         fprintf(f, "}%s\n", i + 1 < r->nfaults ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
-    fclose(f);
+    struct rw_err e;
+    if (!fclose(f))
+        run_write_whole(r, "chaos.json", buf, len, &e);
+    free(buf);
 }

@@ -218,6 +218,12 @@ int run_reserve_outputs(struct run *r, struct rw_err *e);
  * each whole or not at all. Returns rc, or when rc is 0 the first failure to
  * write them (RW_ENOSPC: no room, RW_EIO), then also in e. */
 int run_write_outputs(struct run *r, const struct run_result *res, int rc, struct rw_err *e);
+/* buf as OUT/name, whole or not at all: into its room (OUT/.NAME.tmp, made now
+ * if run_reserve_outputs took none), cut to length, synced and renamed. On
+ * failure (RW_ENOSPC, RW_EIO, in e) the temp file is removed and OUT/name is not
+ * touched. */
+int run_write_whole(const struct run *r, const char *name, const char *buf, size_t len,
+                    struct rw_err *e);
 /* Writes s as a JSON string (escaped), or null. */
 void run_json_string(FILE *f, const char *s);
 

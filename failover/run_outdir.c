@@ -22,9 +22,11 @@
 
 /* What a run writes into its directory, besides a store inside it. */
 static const char *const run_files[] = {"log", "output", "alerts", "alerts.json", "report.json",
-                                        "chaos.json",
-                                        /* the room run_report.c takes */
-                                        ".alerts.json.tmp", ".report.json.tmp"};
+                                        "chaos.json", "state.json", "quarantine.pcapng",
+                                        /* the room run_report.c takes, and the temp
+                                         * files of the reports written whole */
+                                        ".alerts.json.tmp", ".report.json.tmp", ".state.json.tmp",
+                                        ".chaos.json.tmp"};
 #define NRUN_FILES (sizeof(run_files) / sizeof(run_files[0]))
 
 /* The entry of --out that holds an `lmdb:` store given relative to it (the first

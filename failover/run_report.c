@@ -61,11 +61,8 @@ int run_reserve_outputs(struct run *r, struct rw_err *e)
     return rc;
 }
 
-/* buf as OUT/name: into its room (the temp file, made now if there is none),
- * cut to length, synced and renamed. On failure the temp file is removed and
- * OUT/name is not touched. */
-static int commit(const struct run *r, const char *name, const char *buf, size_t len,
-                  struct rw_err *e)
+int run_write_whole(const struct run *r, const char *name, const char *buf, size_t len,
+                    struct rw_err *e)
 {
     char tmp[PATH_MAX + 16], path[PATH_MAX + 16];
     tmp_path(r, name, tmp, sizeof(tmp));
@@ -185,7 +182,7 @@ static int merge_alerts(struct run *r, struct rw_err *e)
         free(buf);
         return rw_errf(e, RW_ENOMEM, "alerts.json: out of memory");
     }
-    int rc = commit(r, "alerts.json", buf, len, e);
+    int rc = run_write_whole(r, "alerts.json", buf, len, e);
     free(buf);
     return rc;
 }
@@ -362,7 +359,7 @@ static int write_report(struct run *r, const struct run_result *res, int rc, str
         free(buf);
         return rw_errf(we, RW_ENOMEM, "report.json: out of memory");
     }
-    int wrc = commit(r, "report.json", buf, len, we);
+    int wrc = run_write_whole(r, "report.json", buf, len, we);
     free(buf);
     return wrc;
 }

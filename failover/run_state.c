@@ -43,15 +43,6 @@ static int audit_nf(struct run *r, struct store *st, uint32_t k, struct nf_audit
     return rc ? rw_err_prefix(e, "%s: ", nf->name) : 0;
 }
 
-static FILE *open_private(const char *path)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (fd >= 0 && !f)
-        close(fd);
-    return f;
-}
-
 static void write_list(FILE *f, const char *key, const char *prefix, const char *const *v, size_t n,
                        bool last)
 {
@@ -70,7 +61,6 @@ static void note_broken(struct run *r, const char *const *msgs, size_t n)
 
 int run_audit_state(struct run *r, struct rw_err *e)
 {
-    char path[PATH_MAX];
     struct store *st = NULL;
     struct rw_err se = {0};
     struct nf_audit **a = calloc(r->chain->nnfs ? r->chain->nnfs : 1, sizeof(*a));
@@ -91,10 +81,11 @@ int run_audit_state(struct run *r, struct rw_err *e)
         snprintf(r->state_note, sizeof(r->state_note), "not checked: %.280s", se.msg);
         r->state_checked = 0;
     }
-    snprintf(path, sizeof(path), "%s/state.json", r->o->out_dir);
-    FILE *f = rc ? NULL : open_private(path);
-    if (!rc && !f)
-        snprintf(r->state_note, sizeof(r->state_note), "not written: cannot create %.260s", path);
+    /* Built in memory and written whole (run_write_whole): a disk that fills
+     * leaves no cut state.json for verify to misread. */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = rc ? NULL : open_memstream(&buf, &len);
     for (uint32_t k = 0; !rc && k < r->chain->nnfs; k++) {
         const char *const *msgs;
         if (!a[k])
@@ -124,8 +115,12 @@ int run_audit_state(struct run *r, struct rw_err *e)
             first = false;
         }
         fprintf(f, "\n  ]\n}\n");
-        fclose(f);
+        struct rw_err we = {0};
+        if (fclose(f) || run_write_whole(r, "state.json", buf, len, &we))
+            snprintf(r->state_note, sizeof(r->state_note), "state.json not written: %.260s",
+                     we.msg[0] ? we.msg : "out of memory");
     }
+    free(buf);
     for (uint32_t k = 0; k < r->chain->nnfs; k++)
         nf_audit_free(a[k]);
     free(a);

@@ -406,11 +406,16 @@ static void test_out_reused(void)
     fclose(f);
     CU_ASSERT_EQUAL(run(d, c1, trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "holds a previous run (log, output, alerts, alerts.json, "
-                                    "report.json, store)") == 1);
+                                    "report.json, state.json, store)") == 1);
     CU_ASSERT_TRUE(it_file_has(err, "--force") == 1);
+    /* the quarantine of an earlier run is that run's: --force removes it too */
+    char q[4300];
+    snprintf(q, sizeof(q), "%s/out/quarantine.pcapng", d);
+    CU_ASSERT_EQUAL(tu_sh(NULL, ": > '%s'", q), 0);
     CU_ASSERT_EQUAL(run(d, c1, trace, out, "--force"), 0);
     CU_ASSERT_EQUAL(access(mine, F_OK), 0); /* not the run's: left alone */
-    struct it_outs a, b;                    /* clocks from 0 again, nothing of the first run */
+    CU_ASSERT_NOT_EQUAL(access(q, F_OK), 0);
+    struct it_outs a, b; /* clocks from 0 again, nothing of the first run */
     it_read_output(first, &a);
     it_read_output(out, &b);
     CU_ASSERT_TRUE(a.n > 0 && it_same_outs(&a, &b));
