@@ -205,5 +205,19 @@ int cmd_replay(int argc, char **argv)
     struct replay_args a;
     if (parse_replay(argc, argv, &a))
         return EXIT_USAGE;
-    return cli_guarded(do_replay, &a, "replay");
+    int sig;
+    int rc = cli_isolated(do_replay, &a, &sig);
+    if (!sig)
+        return rc;
+    cli_error("replay stopped by %s while reading stored data: the log's LMDB pages are "
+              "damaged in a way LMDB cannot detect; run `rewind log verify` to locate it",
+              strsignal(sig));
+    /* What the child wrote may end mid-packet: keep the whole packets only. */
+    uint64_t kept;
+    struct rw_err e = {0};
+    if (a.to_pcap && replay_trim_capture(a.to_pcap, &kept, &e))
+        cli_error("replay: %s", e.msg);
+    else if (a.to_pcap)
+        cli_error("replay: %s keeps the %" PRIu64 " whole packets written before", a.to_pcap, kept);
+    return EXIT_DAMAGE;
 }

@@ -40,6 +40,12 @@ void replay_opts_default(struct replay_opts *o);
 int replay_to_file(const char *logdir, const char *path, const struct replay_opts *o,
                    struct replay_stats *st, struct rw_err *e);
 
+/* Cuts a capture that replay_to_file left unfinished (its process died mid-write)
+ * back to its last whole packet, read with libpcap, so that what stays is a
+ * valid capture. *kept: the whole packets left. RW_ECORRUPT when not even the
+ * file's header is whole (the file is left as it is), RW_EIO. */
+int replay_trim_capture(const char *path, uint64_t *kept, struct rw_err *e);
+
 /* Sends the selection out of a started DPDK port. speed 1.0 = recorded pace,
  * 2.0 = twice as fast, 0 = as fast as the port takes them. Each packet is due at
  * start + (ts - first ts) / speed: scheduling against the first packet, not the

@@ -13,6 +13,7 @@
 #include <pcap/pcap.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 struct file_out {
     struct replay_filter filt;
@@ -117,4 +118,29 @@ int replay_to_file(const char *logdir, const char *path, const struct replay_opt
     log_reader_close(r);
     replay_filter_fini(&f.filt);
     return rc;
+}
+
+int replay_trim_capture(const char *path, uint64_t *kept, struct rw_err *e)
+{
+    char err[PCAP_ERRBUF_SIZE];
+    *kept = 0;
+    pcap_t *p = pcap_open_offline(path, err);
+    if (!p)
+        return rw_errf(e, RW_ECORRUPT, "%s: not even its header is whole: %s", path, err);
+    /* libpcap reads a record (pcap) or a block (pcapng) at a time from the FILE:
+     * after each whole packet its offset is where a cut keeps only whole ones. */
+    long good = ftell(pcap_file(p));
+    struct pcap_pkthdr *h;
+    const u_char *d;
+    int rc;
+    while ((rc = pcap_next_ex(p, &h, &d)) == 1) {
+        good = ftell(pcap_file(p));
+        ++*kept;
+    }
+    pcap_close(p);
+    if (rc == PCAP_ERROR_BREAK || good < 0)
+        return 0;
+    if (truncate(path, good))
+        return rw_errf(e, RW_EIO, "%s: truncate: %s", path, strerror(errno));
+    return 0;
 }

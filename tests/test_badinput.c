@@ -5,11 +5,13 @@
  * error and a meaningful exit code, never a crash, and keep what was committed.
  */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -293,6 +295,50 @@ static void test_bad_flags(void)
     free(d);
 }
 
+/* A replay whose reading child dies mid-write (here: SIGKILL, as a fault in
+ * damaged pages would) leaves a capture of whole packets only, and exits 3. */
+static void test_replay_killed_midwrite(void)
+{
+    char *d = tu_mkdtemp("bad");
+    char trace[4096], log[4200], out[4200], err[4200], cmd[16384];
+    tu_trace("external/real.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(out, sizeof(out), "%s/out.pcapng", d);
+    snprintf(err, sizeof(err), "%s/replay.stderr", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
+    snprintf(cmd, sizeof(cmd), "exec '%s' replay '%s' --to-pcap '%s' 2> '%s'", tu_bin(), log, out,
+             err);
+    bool caught = false;
+    for (int attempt = 0; attempt < 10 && !caught; attempt++) {
+        unlink(out);
+        pid_t pid = it_spawn_sh(cmd);
+        CU_ASSERT_TRUE_FATAL(pid > 0);
+        struct stat st;
+        /* the child is writing: kill it (not the parent, which must clean up) */
+        for (int i = 0; i < 200000 && !caught; i++) {
+            if (!stat(out, &st) && st.st_size > 65536)
+                caught = tu_sh(NULL, "pkill -KILL -P %d", (int)pid) == 0;
+            else if (waitpid(pid, NULL, WNOHANG) == pid)
+                break; /* done before it was caught: try again */
+            else
+                usleep(50);
+        }
+        if (caught) {
+            int status;
+            waitpid(pid, &status, 0);
+            CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+        }
+    }
+    CU_ASSERT_TRUE_FATAL(caught);
+    CU_ASSERT_EQUAL(it_file_has(err, "whole packets written before"), 1);
+    struct tu_pcap got;
+    CU_ASSERT_EQUAL(tu_pcap_read(out, &got), 0); /* libpcap reads it to its end */
+    CU_ASSERT_TRUE(got.n > 0);
+    tu_pcap_free(&got);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "a truncated pcap: intact packets logged, exit 3, damage named",
@@ -304,6 +350,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "damaged or cut LMDB pages: errors, never a crash", test_damaged_lmdb_structure);
     CU_add_test(s, "a full disk: exit 4, every durable packet kept", test_full_disk);
     CU_add_test(s, "bad flags: usage errors with exit 2", test_bad_flags);
+    CU_add_test(s, "a replay killed mid-write leaves whole packets only, exit 3",
+                test_replay_killed_midwrite);
     CU_add_test(s, "a flow index of an unknown hash: --flow refused, exit 3, stat says so",
                 test_unknown_flow_hash);
 }
