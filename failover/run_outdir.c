@@ -26,7 +26,7 @@ static const char *const run_files[] = {"log", "output", "alerts", "alerts.json"
                                         /* the room run_report.c takes, and the temp
                                          * files of the reports written whole */
                                         ".alerts.json.tmp", ".report.json.tmp", ".state.json.tmp",
-                                        ".chaos.json.tmp"};
+                                        ".chaos.json.tmp", ".quarantine.pcapng.tmp"};
 #define NRUN_FILES (sizeof(run_files) / sizeof(run_files[0]))
 
 /* The entry of --out that holds an `lmdb:` store given relative to it (the first

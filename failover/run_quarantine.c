@@ -15,15 +15,16 @@
  */
 #include "run_internal.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <unistd.h>
 #include <limits.h>
 #include <pcap/pcap.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "pcapng.h"
 
@@ -76,11 +77,13 @@ int run_quarantine_write(struct run *r, struct rw_err *e)
     uint32_t n = run_quarantined(r);
     if (!n)
         return 0;
-    char path[PATH_MAX];
+    /* Written beside, then renamed: whole or absent, even on a full disk. */
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
     snprintf(path, sizeof(path), "%s/quarantine.pcapng", r->o->out_dir);
+    snprintf(tmp, sizeof(tmp), "%s/.quarantine.pcapng.tmp", r->o->out_dir);
     struct pcapng w;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* private first */
-    int rc = fd < 0 ? -1 : pcapng_open(&w, path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* private first */
+    int rc = fd < 0 ? -1 : pcapng_open(&w, tmp);
     if (fd >= 0)
         close(fd);
     if (rc)
@@ -101,8 +104,13 @@ int run_quarantine_write(struct run *r, struct rw_err *e)
                  q->clock, q->sub, r->chain->nfs[s->nf].name, s->instance);
         rc = pcapng_write(&w, q->ts_ns, q->len, q->wire_len, q->data, comment);
     }
-    if (pcapng_close(&w) || rc)
-        return rw_errf(e, RW_EIO, "%s: write failed", path);
+    errno = 0;
+    if (pcapng_close(&w) || rc || rename(tmp, path)) {
+        int err = errno;
+        unlink(tmp);
+        return rw_errf(e, err == ENOSPC || err == EDQUOT ? RW_ENOSPC : RW_EIO, "%s: %s", path,
+                       err ? strerror(err) : "write failed");
+    }
     return 0;
 }
 
