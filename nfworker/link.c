@@ -22,7 +22,10 @@
 #include <rte_ring.h>
 
 #define LINK_MAGIC   0x4b4e4c52u /* "RLNK" */
-#define LINK_VERSION 1
+#define LINK_VERSION 2
+/* Slots on the free ring at the start; more are handed out only when the ring
+ * runs dry (see link_alloc). */
+#define LINK_WARM_SLOTS 32
 
 /* The region's header, shared by both peers. */
 struct link_shm {
@@ -30,6 +33,7 @@ struct link_shm {
     uint32_t slots, data_room, slot_size;
     _Atomic uint32_t generation;
     _Atomic uint32_t consumer_sleeps; /* set by a consumer about to sleep */
+    _Atomic uint32_t fresh;           /* slots [fresh, slots) never used yet (producer's) */
     uint64_t filled_off, free_off, slots_off, size;
 };
 
@@ -68,14 +72,20 @@ static void bind_region(struct link *l)
     l->slots = base + l->shm->slots_off;
 }
 
-/* Rings rebuilt empty, every slot number on the free ring. */
+/* Rings rebuilt empty, the first slots on the free ring. Only the slots a link
+ * ever needed at once circulate: the free ring is FIFO, so with every slot on it
+ * a long run would cycle through all of them, and a chain's links (1,024 slots
+ * of max_frame bytes each, thousands of links in a wide chain) would end up
+ * backed by memory page by page whatever the traffic. */
 static void init_rings(struct link *l)
 {
     unsigned flags = RING_F_SP_ENQ | RING_F_SC_DEQ;
     rte_ring_init(l->filled, "rw_link_filled", 2 * l->shm->slots, flags);
     rte_ring_init(l->free, "rw_link_free", 2 * l->shm->slots, flags);
-    for (uint32_t i = 0; i < l->shm->slots; i++)
+    uint32_t warm = l->shm->slots < LINK_WARM_SLOTS ? l->shm->slots : LINK_WARM_SLOTS;
+    for (uint32_t i = 0; i < warm; i++)
         rte_ring_sp_enqueue(l->free, (void *)(uintptr_t)(i + 1));
+    atomic_store(&l->shm->fresh, warm);
 }
 
 int link_create(const char *name, const struct link_opts *o, struct link **out, struct rw_err *e)
@@ -172,9 +182,16 @@ static void *slot_obj(struct link *l, struct link_pkt *p)
 struct link_pkt *link_alloc(struct link *l)
 {
     void *obj;
-    if (rte_ring_sc_dequeue(l->free, &obj))
+    if (!rte_ring_sc_dequeue(l->free, &obj))
+        return slot(l, obj);
+    /* The ring ran dry: a slot never used before, while there is one. A producer
+     * killed between this and its send leaks that one slot, as it leaks one it
+     * dequeued. */
+    uint32_t f = atomic_load(&l->shm->fresh);
+    if (f >= l->shm->slots)
         return NULL;
-    return slot(l, obj);
+    atomic_store(&l->shm->fresh, f + 1);
+    return slot(l, (void *)(uintptr_t)(f + 1));
 }
 
 void link_send(struct link *l, struct link_pkt *p)

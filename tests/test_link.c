@@ -204,6 +204,43 @@ static void test_no_leaks(void)
     CU_ASSERT_EQUAL(link_attach(0, -1, &l, &e), RW_EINVAL); /* stdin is no link */
 }
 
+/* Only the slots a link needed at once circulate, so its memory follows its
+ * depth, not its size: 10,000 packets one at a time use few slots; a burst of
+ * 500 in flight takes 500, and the link still fills to every slot. Before, the
+ * FIFO free ring cycled through all 1,024 slots whatever the depth. */
+static void test_slots_follow_depth(void)
+{
+    struct link *l = make(1024);
+    uint8_t used[1024] = {0};
+    struct link_pkt *p0 = link_alloc(l), *p1 = link_alloc(l); /* slots 0 and 1 */
+    CU_ASSERT_TRUE_FATAL(p0 && p1 && p1 > p0);
+    size_t stride = (size_t)((uint8_t *)p1 - (uint8_t *)p0);
+    link_release(l, p0);
+    link_release(l, p1);
+    unsigned distinct = 0;
+    for (uint64_t c = 0; c < 10000; c++) {
+        struct link_pkt *p = link_alloc(l);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+        size_t i = (size_t)((uint8_t *)p - (uint8_t *)p0) / stride;
+        if (i < 1024 && !used[i]++)
+            distinct++;
+        fill(p, c);
+        link_send(l, p);
+        struct link_pkt *q = link_recv(l);
+        CU_ASSERT_TRUE(q && intact(q));
+        link_release(l, q);
+    }
+    CU_ASSERT_TRUE(distinct <= 64);
+    struct link_pkt *held[1024];
+    unsigned n = 0;
+    while (n < 1024 && (held[n] = link_alloc(l)))
+        n++;
+    CU_ASSERT_EQUAL(n, 1024); /* a full link still holds every slot */
+    for (unsigned i = 0; i < n; i++)
+        link_release(l, held[i]);
+    link_close(l);
+}
+
 static void add(CU_pSuite s)
 {
     CU_add_test(s, "packets arrive in order and intact; a sleeping consumer is woken",
@@ -213,6 +250,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "a killed producer leaves only whole packets; reset serves a new one",
                 test_producer_killed);
     CU_add_test(s, "closing leaves no descriptors; bad links are refused", test_no_leaks);
+    CU_add_test(s, "only the slots a link needed at once circulate", test_slots_follow_depth);
 }
 
 int main(void)
