@@ -324,8 +324,10 @@ struct worker_status {
  * The coordinator fills slot, clock and sub and sets state 1 before it gives
  * the slot to a replacement; the replacement skips that input (its fate: dropped)
  * and copies it here (state 2), for OUT/quarantine.pcapng. */
-#define WORKER_MAX_QUARANTINE  64
-#define WORKER_QUARANTINE_SNAP 2048 /* bytes of the packet kept (a link slot's room) */
+#define WORKER_MAX_QUARANTINE 64
+/* Bytes of the packet kept: a whole frame of the default max_frame; a bigger one
+ * is cut, as tcpdump -s cuts, its whole length still in the pcapng. */
+#define WORKER_QUARANTINE_SNAP 9216
 struct worker_quarantine {
     _Atomic uint32_t state; /* 0 free, 1 quarantined, 2 packet copied */
     uint32_t slot;
