@@ -97,7 +97,7 @@ static struct log_rec rec_of(const struct bench_pkts *b, uint64_t i)
     return r;
 }
 
-static double run_writer(const char *dir, const struct bench_pkts *b, enum log_durability d)
+static double run_writer(const char *dir, const struct bench_pkts *b, enum rw_durability d)
 {
     struct log_opts o;
     log_opts_default(&o);
@@ -120,7 +120,7 @@ static double run_writer(const char *dir, const struct bench_pkts *b, enum log_d
 
 /* The baseline: the same records, one LMDB put each, committed on the same 1 ms
  * group-commit window, with the same sync mode. */
-static double run_raw(const char *dir, const struct bench_pkts *b, enum log_durability d)
+static double run_raw(const char *dir, const struct bench_pkts *b, enum rw_durability d)
 {
     MDB_env *env;
     MDB_dbi dbi;
@@ -128,7 +128,7 @@ static double run_raw(const char *dir, const struct bench_pkts *b, enum log_dura
     mkdir(dir, 0755);
     mdb_env_create(&env);
     mdb_env_set_mapsize(env, 8ull << 30);
-    if (mdb_env_open(env, dir, d == LOG_DUR_POWER ? 0 : MDB_NOSYNC, 0644))
+    if (mdb_env_open(env, dir, d == RW_DUR_POWER ? 0 : MDB_NOSYNC, 0644))
         return -1;
     uint64_t t0 = rw_now_ns(), last = t0;
     mdb_txn_begin(env, NULL, 0, &txn);
@@ -177,25 +177,25 @@ static double median3(const double *v)
 struct ingest_row {
     uint32_t size;
     uint64_t n;
-    enum log_durability dur;
+    enum rw_durability dur;
     double pps, mbs, raw_pps, raw_mbs, ratio;
 };
 
-#define LOG_DURS (LOG_DUR_POWER - LOG_DUR_NONE + 1)
+#define LOG_DURS (RW_DUR_POWER - RW_DUR_NONE + 1)
 
 static int bench_ingest(const char *tmp, uint64_t n, uint32_t size, struct ingest_row *rows)
 {
     struct bench_pkts b;
     if (make_pkts(&b, n, size, MIX_UNIFORM))
         return -1;
-    for (int d = LOG_DUR_NONE; d <= LOG_DUR_POWER; d++) {
+    for (int d = RW_DUR_NONE; d <= RW_DUR_POWER; d++) {
         double ta[BENCH_REPS], tr[BENCH_REPS];
         for (int rep = 0; rep < BENCH_REPS; rep++) { /* alternate, so drift hits both */
             char a[4096], r[4096];
             snprintf(a, sizeof(a), "%s/log-%u-%d", tmp, size, d);
             snprintf(r, sizeof(r), "%s/raw-%u-%d", tmp, size, d);
-            ta[rep] = run_writer(a, &b, (enum log_durability)d);
-            tr[rep] = run_raw(r, &b, (enum log_durability)d);
+            ta[rep] = run_writer(a, &b, (enum rw_durability)d);
+            tr[rep] = run_raw(r, &b, (enum rw_durability)d);
             rm_tree(a);
             rm_tree(r);
             if (ta[rep] <= 0 || tr[rep] <= 0) {
@@ -205,9 +205,9 @@ static int bench_ingest(const char *tmp, uint64_t n, uint32_t size, struct inges
         }
         double mta = median3(ta), mtr = median3(tr);
         double mb = (double)n * size / 1e6;
-        rows[d - LOG_DUR_NONE] = (struct ingest_row){.size = size,
+        rows[d - RW_DUR_NONE] = (struct ingest_row){.size = size,
                                                      .n = n,
-                                                     .dur = (enum log_durability)d,
+                                                     .dur = (enum rw_durability)d,
                                                      .pps = (double)n / mta,
                                                      .mbs = mb / mta,
                                                      .raw_pps = (double)n / mtr,
@@ -332,7 +332,7 @@ static int bench_export(const char *tmp, uint64_t n, enum flow_mix mix, double r
     snprintf(out1, sizeof(out1), "%s/flow.pcap", tmp);
     snprintf(out2, sizeof(out2), "%s/tcpdump.pcap", tmp);
     ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (sl <= 0 || run_writer(logdir, &b, LOG_DUR_PROCESS) < 0 || write_pcap(pcap, &b)) {
+    if (sl <= 0 || run_writer(logdir, &b, RW_DUR_PROCESS) < 0 || write_pcap(pcap, &b)) {
         free(b.data);
         return -1;
     }
@@ -443,7 +443,7 @@ int cmd_bench_log(int argc, char **argv)
     if (!rc && !json)
         print_ingest(in + LOG_DURS);
     /* ratios to the raw append of 64-byte packets, power */
-    double raw_power_pps = in[LOG_DUR_POWER - LOG_DUR_NONE].raw_pps;
+    double raw_power_pps = in[RW_DUR_POWER - RW_DUR_NONE].raw_pps;
     if (!rc)
         rc = bench_export(tmp, n, MIX_SESSIONS, raw_power_pps, &ex[0], &e2e);
     if (!rc && !json) {

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "failover.h"
+#include "nfworker.h"
 
 /* Set by SIGINT/SIGTERM to the signal's number: the run drains and finishes
  * (see cmd_log.c); a trace run cut short exits 128 + that number, as a shell
@@ -294,5 +295,5 @@ int cmd_chaos(int argc, char **argv)
 
 int cmd_worker(int argc, char **argv)
 {
-    return run_worker_main(argc, argv);
+    return worker_main(argc, argv);
 }

@@ -41,6 +41,14 @@ struct rw_meta {
     uint16_t slot;  /* target slot for replays */
 };
 
+/* How durable the root's log is before output that depends on it may leave:
+ * the chain file's `durability`, the log's commit policy. */
+enum rw_durability {
+    RW_DUR_NONE,    /* D advances at append: nothing waits for storage */
+    RW_DUR_PROCESS, /* committed to the page cache: survives a process crash */
+    RW_DUR_POWER,   /* fsync'd: survives power loss */
+};
+
 /* Error codes shared by the parts that use struct rw_err. */
 enum rw_rc {
     RW_OK = 0,

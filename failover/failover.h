@@ -65,7 +65,5 @@ struct run_result {
  * written, report.json saying so. */
 int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e);
 
-/* The body of `rewind worker` (spawned by run_chain; argv as it builds it). */
-int run_worker_main(int argc, char **argv);
 
 #endif

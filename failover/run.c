@@ -51,16 +51,6 @@
 
 /* ---- links ---- */
 
-static unsigned edge_from_n(const struct chain *c, const struct chain_edge *ed)
-{
-    return ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
-}
-
-static unsigned edge_to_n(const struct chain *c, const struct chain_edge *ed)
-{
-    return ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
-}
-
 static int make_links(struct run *r, struct rw_err *e)
 {
     const struct chain *c = r->chain;
@@ -69,7 +59,7 @@ static int make_links(struct run *r, struct rw_err *e)
         return rw_errf(e, RW_ENOMEM, "out of memory");
     struct link_opts lo = {.slots = LINK_SLOTS, .data_room = r->chain->max_frame};
     for (uint32_t k = 0; k < c->nedges; k++) {
-        unsigned n = edge_from_n(c, &c->edges[k]) * edge_to_n(c, &c->edges[k]);
+        unsigned n = chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]);
         r->links[k] = calloc(n, sizeof(struct link *));
         if (!r->links[k])
             return rw_errf(e, RW_ENOMEM, "out of memory");
@@ -87,30 +77,19 @@ static int make_links(struct run *r, struct rw_err *e)
 /* Link of edge k between instance i of its source and instance j of its target. */
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j)
 {
-    return r->links[k][i * edge_to_n(r->chain, &r->chain->edges[k]) + j];
+    return r->links[k][i * chain_edge_to_n(r->chain, &r->chain->edges[k]) + j];
 }
 
 static void free_links(struct run *r)
 {
     for (uint32_t k = 0; r->links && k < r->chain->nedges; k++) {
         unsigned n =
-            edge_from_n(r->chain, &r->chain->edges[k]) * edge_to_n(r->chain, &r->chain->edges[k]);
+            chain_edge_from_n(r->chain, &r->chain->edges[k]) * chain_edge_to_n(r->chain, &r->chain->edges[k]);
         for (unsigned i = 0; r->links[k] && i < n; i++)
             link_close(r->links[k][i]);
         free(r->links[k]);
     }
     free(r->links);
-}
-
-size_t run_region_size(uint32_t cap)
-{
-    size_t head = (sizeof(struct worker_shared) + 63) & ~(size_t)63;
-    return head + (size_t)cap * sizeof(struct worker_status);
-}
-
-struct worker_status *run_region_status(void *region)
-{
-    return (struct worker_status *)((char *)region + run_region_size(0));
 }
 
 /* The shared header and the status blocks of every worker, one region. */
@@ -134,7 +113,7 @@ static int make_status(struct run *r, struct rw_err *e)
         for (uint32_t i = 0; i < c->nfs[k].instances; i++)
             r->slots[r->slot_base[k] + i] = (struct run_slot){.nf = k, .instance = i};
     r->status_cap = 2 * r->nworkers + r->o->spares + RUN_EXTRA_PROCS; /* run_plan checked it */
-    r->region_len = run_region_size(r->status_cap);
+    r->region_len = worker_region_size(r->status_cap);
     r->status_fd = memfd_create("rw-status", MFD_CLOEXEC);
     if (r->status_fd < 0 || ftruncate(r->status_fd, (off_t)r->region_len))
         return rw_errf(e, RW_EIO, "status region: %s", strerror(errno));
@@ -146,7 +125,7 @@ static int make_status(struct run *r, struct rw_err *e)
     r->shared = r->region;
     r->shared->nslots = r->nworkers;
     snprintf(r->shared->store_url, sizeof(r->shared->store_url), "%s", r->store_url);
-    r->status = run_region_status(r->region);
+    r->status = worker_region_status(r->region);
     return run_poison_set(r, e);
 }
 
@@ -167,14 +146,14 @@ static int start_sink(struct run *r, struct rw_err *e)
     unsigned n = 0;
     for (uint32_t k = 0; k < c->nedges; k++)
         if (c->edges[k].to == CHAIN_OUTPUT)
-            n += edge_from_n(c, &c->edges[k]);
+            n += chain_edge_from_n(c, &c->edges[k]);
     r->sink_in = calloc(n ? n : 1, sizeof(struct link *));
     if (!r->sink_in)
         return rw_errf(e, RW_ENOMEM, "out of memory");
     n = 0;
     for (uint32_t k = 0; k < c->nedges; k++)
         if (c->edges[k].to == CHAIN_OUTPUT)
-            for (unsigned i = 0; i < edge_from_n(c, &c->edges[k]); i++)
+            for (unsigned i = 0; i < chain_edge_from_n(c, &c->edges[k]); i++)
                 r->sink_in[n++] = run_link(r, k, i, 0);
     r->sink_opts = (struct sink_opts){.in = r->sink_in,
                                       .nin = n,
@@ -201,12 +180,13 @@ static int make_root_edges(struct run *r, struct rw_err *e)
         const struct chain_edge *ed = &c->edges[k];
         if (ed->from != CHAIN_INPUT)
             continue;
-        struct root_edge *re = &r->redges[r->nredges++];
-        re->n = edge_to_n(c, ed);
-        re->links = &r->links[k][0];
-        re->fs =
-            ed->to == CHAIN_OUTPUT ? RW_FS_5TUPLE : (enum rw_flowspace)c->nfs[ed->to].flowspace;
-        re->filter = ed->filter;
+        enum rw_flowspace fs =
+            chain_edge_flowspace(c, ed);
+        int rc = link_edge_open(&r->redges[r->nredges], &r->links[k][0], chain_edge_to_n(c, ed), fs,
+                                ed->filter, e);
+        if (rc)
+            return rc;
+        r->nredges++;
     }
     return 0;
 }
@@ -295,7 +275,7 @@ static int open_logs(struct run *r, struct rw_err *e)
     char path[PATH_MAX];
     struct log_opts lo;
     log_opts_default(&lo);
-    lo.durability = (enum log_durability)r->chain->durability;
+    lo.durability = (enum rw_durability)r->chain->durability;
     lo.segment_bytes = (uint64_t)r->chain->segment_mb << 20;
     int rc = 0;
     if (!r->o->no_ft) {
@@ -306,8 +286,8 @@ static int open_logs(struct run *r, struct rw_err *e)
         return rc;
     /* Output is released once committed (sink.c): at least process durability, and
      * power when the chain asks for it. */
-    if (lo.durability == LOG_DUR_NONE)
-        lo.durability = LOG_DUR_PROCESS;
+    if (lo.durability == RW_DUR_NONE)
+        lo.durability = RW_DUR_PROCESS;
     lo.allow_repeats = r->o->no_dedup;
     snprintf(path, sizeof(path), "%s/output", r->o->out_dir);
     return log_writer_open(path, &lo, &r->output, e);
@@ -392,6 +372,8 @@ static void cleanup(struct run *r)
     log_writer_close(r->output, NULL);
     free_links(r);
     free(r->sink_in);
+    for (unsigned i = 0; r->redges && i < r->nredges; i++)
+        link_edge_close(&r->redges[i]);
     free(r->redges);
     if (r->region)
         munmap(r->region, r->region_len);

@@ -11,18 +11,10 @@
 #include <uv.h>
 
 #include "failover.h"
+#include "nfs.h"
 #include "nfworker.h"
 #include "root.h"
-
-/* A worker's exit status when its store (or disk) is full: the run ends with
- * exit 4 instead of failing the slot over to a spare that would meet the same
- * wall. */
-#define RUN_WORKER_EXIT_FULL 4
-/* ... and when the disk under its LMDB store is full (a SIGBUS writing the map). */
-#define RUN_WORKER_EXIT_DISK 5
-/* ... and when its store did not answer in time: a replacement would wait on the
- * same server, so the run stops with the store's name instead of failing over. */
-#define RUN_WORKER_EXIT_STALLED 6
+#include "sink.h"
 
 /* One worker process: a slot's instance, or a spare (slot -1) until assigned.
  * procs[i] is the process of status block i; a block is used again once its
@@ -75,10 +67,10 @@ struct run_failover {
 /* What every process that served an NF counted, summed as they are reaped. */
 struct run_nf_total {
     uint64_t pkts_in, pkts_out, dropped, dups;
-    uint64_t lat[WORKER_LAT_BUCKETS];
+    uint64_t lat[RW_LAT_BUCKETS];
     unsigned ncounters;
-    char names[WORKER_COUNTERS * 4][24];
-    int64_t sums[WORKER_COUNTERS * 4];
+    char names[NF_COUNTERS * 4][24];
+    int64_t sums[NF_COUNTERS * 4];
 };
 
 /* Failover records kept for the report beyond which only counts grow, so that
@@ -137,7 +129,7 @@ struct run {
     uint32_t nfaults, cap_faults;
     uv_timer_t kill_timer, stall_timer;
     uint64_t rng;
-    struct root_edge *redges;
+    struct link_edge *redges;
     unsigned nredges;
     const char *in_trace, *in_port; /* the input actually used */
     struct root_trace trace;
@@ -163,10 +155,6 @@ struct run {
     uint32_t state_nmsgs;
 };
 
-/* The status region: the shared header, then cap status blocks. */
-size_t run_region_size(uint32_t cap);
-struct worker_status *run_region_status(void *region);
-
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
 
 /* Status blocks beyond two per slot (one serving, one dying) and the spares:
@@ -183,9 +171,6 @@ struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
  * (MAX_ARG_STRLEN) for a single argument string. */
 #define RUN_LINKS_ARG_MAX (96u << 10)
 #define RUN_LINKS_ENTRY   32 /* room for one "k:i:n:fd," */
-/* A worker's fixed tables (run_worker.c). */
-#define RUN_WORKER_MAX_IN  1024 /* input links of one instance */
-#define RUN_WORKER_MAX_OUT 8    /* edges out of one NF */
 
 /* Calls fn (if not NULL) for each run of links [k][i, i+n) that a worker of NF
  * nf needs: instance inst's, or (inst < 0) a spare's: every instance's, as it

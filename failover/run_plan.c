@@ -69,8 +69,7 @@ int run_plan(struct run *r, struct rw_err *e)
     const char *worst = "";
     for (uint32_t k = 0; k < c->nedges; k++) {
         const struct chain_edge *ed = &c->edges[k];
-        links += (unsigned long long)(ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances) *
-                 (ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances);
+        links += (unsigned long long)chain_edge_from_n(c, ed) * chain_edge_to_n(c, ed);
     }
     for (uint32_t k = 0; k < c->nnfs; k++) {
         unsigned in = 0, out = 0, entries_slot = 0, entries_spare = 0;
@@ -86,14 +85,14 @@ int run_plan(struct run *r, struct rw_err *e)
                 out++, entries_slot++, entries_spare++;
         }
         const char *name = c->nfs[k].name;
-        if (out > RUN_WORKER_MAX_OUT)
+        if (out > WORKER_MAX_OUT)
             return rw_errf(e, RW_EINVAL, "%s: NF %s has %u edges out; at most %d", path, name, out,
-                           RUN_WORKER_MAX_OUT);
-        if (in > RUN_WORKER_MAX_IN)
+                           WORKER_MAX_OUT);
+        if (in > WORKER_MAX_IN)
             return rw_errf(e, RW_EINVAL,
                            "%s: each instance of NF %s has %u links in; at most %d "
                            "(fewer instances before it)",
-                           path, name, in, RUN_WORKER_MAX_IN);
+                           path, name, in, WORKER_MAX_IN);
         unsigned entries = entries_slot > entries_spare ? entries_slot : entries_spare;
         if (16 + (unsigned long long)entries * RUN_LINKS_ENTRY > RUN_LINKS_ARG_MAX)
             return rw_errf(e, RW_EINVAL,

@@ -219,15 +219,15 @@ static void nf_stats(FILE *f, struct run *r, uint32_t k, bool last)
 {
     const struct chain_nf *nf = &r->chain->nfs[k];
     const struct run_nf_total *t = &r->totals[k];
-    _Atomic uint64_t lat[WORKER_LAT_BUCKETS];
-    for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
+    _Atomic uint64_t lat[RW_LAT_BUCKETS];
+    for (int b = 0; b < RW_LAT_BUCKETS; b++)
         atomic_init(&lat[b], t->lat[b]);
     fprintf(f,
             "    {\"name\": \"%s\", \"type\": \"%s\", \"instances\": %u, \"packets_in\": %" PRIu64
             ", \"packets_out\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"duplicates\": %" PRIu64
             ", \"latency_ns\": {\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "}",
             nf->name, nf->type, nf->instances, t->pkts_in, t->pkts_out, t->dropped, t->dups,
-            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99));
+            rw_lat_percentile(lat, 50), rw_lat_percentile(lat, 99));
     nf_counters(f, t);
     fprintf(f, "}%s\n", last ? "" : ",");
 }
@@ -313,8 +313,8 @@ static int write_report(struct run *r, const struct run_result *res, int rc, str
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         return rw_errf(we, RW_ENOMEM, "report.json: out of memory");
-    _Atomic uint64_t lat[WORKER_LAT_BUCKETS];
-    for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
+    _Atomic uint64_t lat[RW_LAT_BUCKETS];
+    for (int b = 0; b < RW_LAT_BUCKETS; b++)
         atomic_init(&lat[b], r->sink_st.lat[b]);
     uint64_t nf_dups = 0;
     for (uint32_t k = 0; k < r->chain->nnfs; k++)
@@ -336,7 +336,7 @@ static int write_report(struct run *r, const struct run_result *res, int rc, str
             res->packets_in, res->packets_out, res->duplicates + nf_dups, res->seconds,
             (double)r->pipeline_ns / 1e9,
             r->pipeline_ns ? (double)res->packets_in * 1e9 / (double)r->pipeline_ns : 0.0,
-            worker_lat_percentile(lat, 50), worker_lat_percentile(lat, 99), r->sink_st.held_max,
+            rw_lat_percentile(lat, 50), rw_lat_percentile(lat, 99), r->sink_st.held_max,
             r->root_st.full_waits, run_quarantined(r), r->chain->max_frame, r->root_st.oversize);
     failover_stats(f, r, brief);
     frag_stats(f, &r->root_st.frag);

@@ -398,7 +398,7 @@ static void assign_slot(struct run *r, uint32_t slot)
     for (uint32_t i = 0; i < r->status_cap && !to && !r->ending; i++) {
         struct run_proc *p = &r->procs[i];
         if (p->used && p->running && p->slot < 0 && p->spare_nf == (int)s->nf &&
-            atomic_load(&r->status[p->index].state) == 4)
+            atomic_load(&r->status[p->index].state) == WORKER_SPARE)
             to = p;
     }
     for (uint32_t i = 0; i < r->status_cap && !to && !r->ending; i++)
@@ -481,13 +481,13 @@ static void fold(struct run *r, struct run_proc *p)
     t->pkts_out += atomic_load(&st->pkts_out);
     t->dropped += atomic_load(&st->dropped);
     t->dups += atomic_load(&st->dups);
-    for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
+    for (int b = 0; b < RW_LAT_BUCKETS; b++)
         t->lat[b] += atomic_load(&st->lat[b]);
-    for (int c = 0; c < WORKER_COUNTERS && st->counters[c].name[0]; c++) {
+    for (int c = 0; c < NF_COUNTERS && st->counters[c].name[0]; c++) {
         unsigned j = 0;
         while (j < t->ncounters && strncmp(t->names[j], st->counters[c].name, sizeof(t->names[0])))
             j++;
-        if (j == t->ncounters && j < WORKER_COUNTERS * 4) {
+        if (j == t->ncounters && j < NF_COUNTERS * 4) {
             memcpy(t->names[j], st->counters[c].name, sizeof(t->names[0]));
             t->names[j][sizeof(t->names[0]) - 1] = '\0';
             t->sums[t->ncounters++] = 0;
@@ -539,12 +539,12 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
             char why[200];
             describe_death(r, p, why, sizeof(why));
             fail_run(r, RW_EIO, "%s", why);
-        } else if (!sig && (status == RUN_WORKER_EXIT_FULL || status == RUN_WORKER_EXIT_DISK)) {
+        } else if (!sig && (status == WORKER_EXIT_FULL || status == WORKER_EXIT_DISK)) {
             /* A replacement would meet the same full store: the run stops. */
             const struct run_slot *s = &r->slots[p->slot];
             char where[200];
             run_store_name(r, where, sizeof(where));
-            if (status == RUN_WORKER_EXIT_DISK)
+            if (status == WORKER_EXIT_DISK)
                 fail_run(r, RW_ENOSPC,
                          "%s[%u]: the disk under the state store %s is full (No space left on "
                          "device); free room on it and run again",
@@ -554,7 +554,7 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
                          "%s[%u]: the state store %s is full; give it more room (?map=MiB in the "
                          "chain's store URL for LMDB, maxmemory for Redis) and run again",
                          r->chain->nfs[s->nf].name, s->instance, where);
-        } else if (!sig && status == RUN_WORKER_EXIT_STALLED) {
+        } else if (!sig && status == WORKER_EXIT_STALLED) {
             const struct run_slot *s = &r->slots[p->slot];
             char where[200];
             run_store_name(r, where, sizeof(where));
@@ -636,8 +636,8 @@ static void on_beat_check(uv_timer_t *t)
             continue;
         const struct worker_status *st = &r->status[p->index];
         uint64_t beat = atomic_load(&st->heartbeat);
-        bool started = atomic_load(&st->state) != 0;
-        if (p->slot >= 0 && atomic_load(&st->state) == 1)
+        bool started = atomic_load(&st->state) != WORKER_STARTING;
+        if (p->slot >= 0 && atomic_load(&st->state) == WORKER_RUNNING)
             r->slots[p->slot].errors = 0; /* it got past its replay */
         if (!p->running || (started && beat != p->last_beat)) {
             p->last_beat = beat;

@@ -31,14 +31,9 @@
 #include "rw_flow.h"
 
 /* How far a commit goes before D advances past its packets. */
-enum log_durability {
-    LOG_DUR_NONE,    /* D advances at append: nothing waits for storage */
-    LOG_DUR_PROCESS, /* committed to the page cache: survives a process crash */
-    LOG_DUR_POWER,   /* fsync'd: survives power loss */
-};
 
 struct log_opts {
-    enum log_durability durability;
+    enum rw_durability durability;
     uint64_t segment_bytes; /* rotate when a segment holds this many stored bytes */
     uint64_t retain_bytes;  /* delete oldest sealed segments beyond this (0: keep all) */
     uint64_t retain_ns;     /* delete sealed segments older than this in packet time (0: keep) */
@@ -53,8 +48,8 @@ struct log_opts {
 /* Fills o with the defaults: process durability, 256 MiB segments, keep all,
  * 1024-packet / 256 KiB blocks, 1 ms group commit. */
 void log_opts_default(struct log_opts *o);
-int log_durability_parse(const char *s, enum log_durability *d);
-const char *log_durability_name(enum log_durability d);
+int log_durability_parse(const char *s, enum rw_durability *d);
+const char *log_durability_name(enum rw_durability d);
 
 /* One packet record, as appended and as read back. */
 struct log_rec {

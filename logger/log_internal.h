@@ -35,7 +35,7 @@ void log_seg_info_encode(const struct log_seg_info *si, uint8_t out[LOG_SEG_INFO
 int log_seg_info_decode(const uint8_t *p, size_t len, struct log_seg_info *si);
 
 /* Opens segment `id` of dir. Writers create it; readers open it read-only. */
-int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability dur,
+int log_seg_open(const char *dir, uint32_t id, bool writer, enum rw_durability dur,
                  uint64_t mapsize, struct log_seg *s, struct rw_err *e);
 void log_seg_close(struct log_seg *s);
 /* Loads s->si from the segment's info table (zero info when it has none yet). */

@@ -39,7 +39,7 @@ void log_query_all(struct log_query *q)
 static int load_live_info(struct log_reader *r, struct log_seg_info *si, struct rw_err *e)
 {
     struct log_seg s;
-    int rc = log_seg_open(r->dir, si->id, false, LOG_DUR_NONE, 0, &s, e);
+    int rc = log_seg_open(r->dir, si->id, false, RW_DUR_NONE, 0, &s, e);
     if (rc == RW_ENOENT)
         return 0;
     if (rc)
@@ -329,7 +329,7 @@ static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
 static int scan_segment(struct scan *s)
 {
     struct log_seg seg;
-    int rc = log_seg_open(s->r->dir, s->seg->id, false, LOG_DUR_NONE, 0, &seg, s->e);
+    int rc = log_seg_open(s->r->dir, s->seg->id, false, RW_DUR_NONE, 0, &seg, s->e);
     if (rc)
         return rw_err_prefix(s->e, "segment %u: ", s->seg->id);
     MDB_txn *txn;

@@ -129,7 +129,7 @@ static int check_size(MDB_env *env, const char *path, struct rw_err *e)
                    (long long)st.st_size, (unsigned long long)need);
 }
 
-int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability dur,
+int log_seg_open(const char *dir, uint32_t id, bool writer, enum rw_durability dur,
                  uint64_t mapsize, struct log_seg *s, struct rw_err *e)
 {
     char path[4096];
@@ -149,7 +149,7 @@ int log_seg_open(const char *dir, uint32_t id, bool writer, enum log_durability 
     unsigned flags = MDB_NORDAHEAD;
     if (!writer)
         flags |= MDB_RDONLY;
-    else if (dur != LOG_DUR_POWER)
+    else if (dur != RW_DUR_POWER)
         flags |= MDB_NOSYNC; /* the page cache survives a process crash */
     /* Readers of a live log (failover replays) may be killed mid-read: room for
      * many, and the slots of dead ones are reclaimed on every open. */

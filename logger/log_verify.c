@@ -155,7 +155,7 @@ static void verify_segment(struct verify *v, const struct log_seg_info *listed)
     struct log_seg s;
     struct rw_err e;
     uint32_t id = listed->id;
-    if (log_seg_open(v->dir, id, false, LOG_DUR_NONE, 0, &s, &e)) {
+    if (log_seg_open(v->dir, id, false, RW_DUR_NONE, 0, &s, &e)) {
         if (e.code != RW_ENOENT || listed->sealed || listed->packets)
             problem(v, id, 0, "cannot open: %s", e.msg);
         return;

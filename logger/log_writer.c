@@ -54,7 +54,7 @@ struct log_writer {
 void log_opts_default(struct log_opts *o)
 {
     memset(o, 0, sizeof(*o));
-    o->durability = LOG_DUR_PROCESS;
+    o->durability = RW_DUR_PROCESS;
     o->segment_bytes = 256ull << 20;
     o->trim_floor = UINT64_MAX;
     o->block_pkts = 1024;
@@ -62,20 +62,20 @@ void log_opts_default(struct log_opts *o)
     o->commit_ns = 1000000;
 }
 
-int log_durability_parse(const char *s, enum log_durability *d)
+int log_durability_parse(const char *s, enum rw_durability *d)
 {
     static const char *names[] = {"none", "process", "power"};
     for (int i = 0; i < 3; i++)
         if (!strcasecmp(s, names[i])) {
-            *d = (enum log_durability)i;
+            *d = (enum rw_durability)i;
             return 0;
         }
     return RW_EINVAL;
 }
 
-const char *log_durability_name(enum log_durability d)
+const char *log_durability_name(enum rw_durability d)
 {
-    return d == LOG_DUR_NONE ? "none" : d == LOG_DUR_POWER ? "power" : "process";
+    return d == RW_DUR_NONE ? "none" : d == RW_DUR_POWER ? "power" : "process";
 }
 
 static uint64_t seg_mapsize(const struct log_opts *o)
@@ -388,7 +388,7 @@ static int commit_pending(struct log_writer *w, struct rw_err *e)
     }
     uint64_t last = w->pend[w->npend - 1].last_clock;
     drop_pending(w);
-    if (w->o.durability != LOG_DUR_NONE)
+    if (w->o.durability != RW_DUR_NONE)
         w->durable = last + 1;
     if (w->seg.si.stored_bytes >= w->o.segment_bytes)
         return rotate(w, e);
@@ -420,7 +420,7 @@ int log_writer_append(struct log_writer *w, const struct log_rec *r, struct rw_e
     w->last_sub = m->sub;
     if (m->ts_ns > w->newest_ts)
         w->newest_ts = m->ts_ns;
-    if (w->o.durability == LOG_DUR_NONE)
+    if (w->o.durability == RW_DUR_NONE)
         w->durable = m->clock + 1;
     if (w->bb.count < w->o.block_pkts && w->bb.raw_len < w->o.block_bytes)
         return 0;

@@ -39,14 +39,14 @@
 
 #include "chain.h"
 #include "log.h"
+#include "nfs.h"
 
 #define REC_POLL_NS    500000 /* while waiting for the log and the upstream slots */
 #define REC_CHECKPOINT 2048   /* logged packets between two W checkpoints of a replay */
 
 struct up_inst {
     struct store_client *sc;
-    struct nf_env env;
-    void *self;
+    struct nf_inst *nf;
 };
 
 /* An NF upstream of the slot, run in-process on replayed packets. */
@@ -54,8 +54,7 @@ struct up_nf {
     struct recovery *rec;
     uint32_t index;
     const struct nf_def *def;
-    struct worker_opts o; /* the env's view: FT, a private status block */
-    struct worker_status st;
+    const char *name;
     struct up_inst *inst;
     uint32_t n;
     bool needed; /* on a path from the input to the slot's NF */
@@ -65,8 +64,7 @@ struct recovery {
     struct worker *w;
     const struct chain *c;
     struct up_nf *nfs;
-    struct bpf_program *progs;
-    bool *filtered;
+    struct link_edge *edges; /* the chain's edges, to pick instances as the senders do */
     uint32_t room;
     uint64_t replayed, seen;
     struct rw_err *e;
@@ -112,22 +110,16 @@ static int open_upstream(struct recovery *rec, struct rw_err *e)
 {
     const struct chain *c = rec->c;
     rec->nfs = calloc(c->nnfs, sizeof(*rec->nfs));
-    rec->progs = calloc(c->nedges, sizeof(*rec->progs));
-    rec->filtered = calloc(c->nedges, sizeof(*rec->filtered));
-    if (!rec->nfs || !rec->progs || !rec->filtered)
+    rec->edges = calloc(c->nedges ? c->nedges : 1, sizeof(*rec->edges));
+    if (!rec->nfs || !rec->edges)
         return rw_errf(e, RW_ENOMEM, "out of memory");
     mark_needed(rec);
     for (uint32_t k = 0; k < c->nedges; k++) {
-        const char *f = c->edges[k].filter;
-        if (!f || !*f)
-            continue;
-        pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
-        int bad = !dead || pcap_compile(dead, &rec->progs[k], f, 1, PCAP_NETMASK_UNKNOWN) < 0;
-        if (dead)
-            pcap_close(dead);
-        if (bad)
-            return rw_errf(e, RW_EINVAL, "edge filter '%s' does not compile", f);
-        rec->filtered[k] = true;
+        const struct chain_edge *ed = &c->edges[k];
+        int rc = link_edge_open(&rec->edges[k], NULL, chain_edge_to_n(c, ed), chain_edge_flowspace(c, ed),
+                                ed->filter, e);
+        if (rc)
+            return rc;
     }
     for (uint32_t k = 0; k < c->nnfs; k++) {
         int rc = rec->nfs[k].needed ? open_up_nf(rec, &rec->nfs[k], e) : 0;
@@ -137,8 +129,8 @@ static int open_upstream(struct recovery *rec, struct rw_err *e)
     return 0;
 }
 
-static int capture(void *ctx, struct nf_env *env, const uint8_t *data, uint32_t len,
-                   uint32_t wire_len, uint16_t sub);
+static int capture(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t *data,
+                   uint32_t len, uint32_t wire_len, struct rw_err *e);
 
 /* One client per upstream slot, no claim (the live worker keeps the slot) and no
  * cache: every op is answered by the store's record. */
@@ -148,27 +140,26 @@ static int open_up_nf(struct recovery *rec, struct up_nf *u, struct rw_err *e)
     u->rec = rec;
     u->index = (uint32_t)(u - rec->nfs);
     u->def = nf_find(nf->type);
+    u->name = nf->name;
     u->n = nf->instances;
-    u->o = (struct worker_opts){.def = u->def, .nf_name = nf->name, .ft = true, .status = &u->st};
     u->inst = calloc(u->n, sizeof(*u->inst));
     if (!u->def || !u->inst)
         return rw_errf(e, RW_ENOMEM, "NF %s: cannot set up its replay", nf->name);
     for (uint32_t j = 0; j < u->n; j++) {
         struct up_inst *x = &u->inst[j];
-        int rc = store_client_open(rec->w->env.st, u->index + 1, (uint16_t)j, &x->sc, e);
+        int rc = store_client_open(rec->w->st, u->index + 1, (uint16_t)j, &x->sc, e);
         if (rc)
             return rc;
-        x->self = calloc(1, u->def->self_size ? u->def->self_size : 1);
-        if (!x->self)
-            return rw_errf(e, RW_ENOMEM, "out of memory");
-        if ((rc = u->def->init(x->self, nf->config, e)))
+        struct nf_inst_opts no = {.def = u->def,
+                                  .config = nf->config,
+                                  .name = nf->name,
+                                  .ft = true,
+                                  .slot = (uint16_t)j,
+                                  .emit = capture,
+                                  .emit_ctx = u};
+        if ((rc = nf_inst_open(&no, &x->nf, e)))
             return rc;
-        x->env = (struct nf_env){.o = &u->o,
-                                 .slot = (uint16_t)j,
-                                 .st = rec->w->env.st,
-                                 .sc = x->sc,
-                                 .capture = capture,
-                                 .capture_ctx = u};
+        nf_inst_set_client(x->nf, x->sc);
     }
     return 0;
 }
@@ -178,20 +169,16 @@ static void close_upstream(struct recovery *rec)
     for (uint32_t k = 0; rec->nfs && k < rec->c->nnfs; k++) {
         struct up_nf *u = &rec->nfs[k];
         for (uint32_t j = 0; u->inst && j < u->n; j++) {
-            if (u->inst[j].self && u->def->fini)
-                u->def->fini(u->inst[j].self);
-            free(u->inst[j].self);
+            nf_inst_close(u->inst[j].nf);
             if (u->inst[j].sc)
                 store_client_close(u->inst[j].sc);
         }
         free(u->inst);
     }
-    for (uint32_t k = 0; rec->filtered && k < rec->c->nedges; k++)
-        if (rec->filtered[k])
-            pcap_freecode(&rec->progs[k]);
+    for (uint32_t k = 0; rec->edges && k < rec->c->nedges; k++)
+        link_edge_close(&rec->edges[k]);
     free(rec->nfs);
-    free(rec->progs);
-    free(rec->filtered);
+    free(rec->edges);
 }
 
 /* ---- the replay ---- */
@@ -214,11 +201,12 @@ static struct link_pkt *make_pkt(const struct rw_meta *m, const uint8_t *data, u
     return p;
 }
 
-static int capture(void *ctx, struct nf_env *env, const uint8_t *data, uint32_t len,
-                   uint32_t wire_len, uint16_t sub)
+static int capture(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t *data,
+                   uint32_t len, uint32_t wire_len, struct rw_err *e)
 {
     struct up_nf *u = ctx;
-    struct rw_meta m = env->in->meta;
+    (void)e; /* the first error is kept in the recovery's own record */
+    struct rw_meta m = *in;
     m.sub = sub;
     return deliver(u->rec, (int)u->index, &m, data, len, wire_len);
 }
@@ -231,8 +219,8 @@ static int up_reopen(struct recovery *rec, struct up_nf *u, uint32_t j)
     store_client_close(x->sc);
     x->sc = NULL;
     struct rw_err e = {0};
-    int rc = store_client_open(rec->w->env.st, u->index + 1, (uint16_t)j, &x->sc, &e);
-    x->env.sc = x->sc;
+    int rc = store_client_open(rec->w->st, u->index + 1, (uint16_t)j, &x->sc, &e);
+    nf_inst_set_client(x->nf, x->sc);
     return rc;
 }
 
@@ -248,28 +236,17 @@ static int run_up(struct recovery *rec, struct up_nf *u, uint32_t j, struct link
     if (wo->slot_base &&
         worker_quarantined(wo->shared, (int)(wo->slot_base[u->index] + j), &p->meta))
         return 0;
-    struct nf_env *env = &u->inst[j].env;
-    const struct link_pkt *saved = env->in;
-    uint32_t seq = env->seq;
-    unsigned emits = env->emits;
-    struct nf_pkt np = {.meta = p->meta, .data = p->data, .len = p->len, .wire_len = p->wire_len};
+    struct rw_err err = {0};
     int rc;
     for (int tries = 0;; tries++) {
-        env->in = p;
-        env->seq = 0;
-        env->emits = 0;
-        env->err[0] = '\0';
-        rc = u->def->process(u->inst[j].self, env, &np);
+        rc = nf_inst_process(u->inst[j].nf, &p->meta, p->data, p->len, p->wire_len, NULL, &err);
         if (rc != STORE_EFENCED || tries == REC_FENCED_TRIES || up_reopen(rec, u, j))
             break;
         rec->failed = false;
     }
     if (rc)
-        rec_err(rec, rc, "replay through %s[%u], clock %" PRIu64 ": %s", u->o.nf_name, j,
-                p->meta.clock, env->err);
-    env->in = saved;
-    env->seq = seq;
-    env->emits = emits;
+        rec_err(rec, rc, "replay through %s[%u], clock %" PRIu64 ": %s", u->name, j, p->meta.clock,
+                err.msg);
     return rc;
 }
 
@@ -280,18 +257,9 @@ static int feed_self(struct recovery *rec, struct link_pkt *p)
     int rc = worker_duplicate(w, p);
     if (rc == 0 && (rc = worker_process_one(w, p)))
         rec_err(rec, rc, "%s[%u]: replay of clock %" PRIu64 ": %s", w->o->nf_name, w->o->instance,
-                p->meta.clock, w->env.err);
+                p->meta.clock, w->err.msg);
     rec->replayed += rc == 0;
     return rc < 0 ? rc : 0;
-}
-
-static bool edge_takes(struct recovery *rec, uint32_t k, const uint8_t *data, uint32_t len,
-                       uint32_t wire_len)
-{
-    if (!rec->filtered[k])
-        return true;
-    struct pcap_pkthdr h = {.caplen = len, .len = wire_len};
-    return pcap_offline_filter(&rec->progs[k], &h, data) != 0;
 }
 
 /* Sends a packet along the edges out of `from` (an upstream NF or the input), as
@@ -309,10 +277,10 @@ static int deliver(struct recovery *rec, int from, const struct rw_meta *m, cons
             continue;
         if (from == CHAIN_INPUT && len > rec->room)
             continue; /* the root does not send what does not fit a slot */
-        if (!edge_takes(rec, k, data, len, wire_len))
+        int pick = link_edge_pick(&rec->edges[k], data, len, wire_len);
+        if (pick < 0)
             continue;
-        const struct chain_nf *to = &rec->c->nfs[ed->to];
-        uint32_t j = rw_flowspace_hash(data, len, (enum rw_flowspace)to->flowspace) % to->instances;
+        uint32_t j = (uint32_t)pick;
         if (mine && j != o->instance)
             continue;
         struct link_pkt *p = make_pkt(m, data, len, wire_len);
@@ -345,11 +313,11 @@ static int checkpoint(struct recovery *rec, uint64_t clock)
     struct worker *w = rec->w;
     if (!clock || clock - 1 <= w->done)
         return 0;
-    int rc = store_done(w->env.sc, clock - 1);
+    int rc = store_done(w->sc, clock - 1);
     if (!rc)
-        rc = store_flush(w->env.sc);
+        rc = store_flush(w->sc);
     if (rc)
-        return rec_err(rec, rc, "store: %s", store_client_errmsg(w->env.sc));
+        return rec_err(rec, rc, "store: %s", store_client_errmsg(w->sc));
     w->done = w->flushed_done = clock - 1;
     worker_publish_w(w);
     atomic_store(&w->o->status->replayed, rec->replayed);
@@ -505,9 +473,9 @@ int worker_recover(struct worker *w, struct rw_err *e)
                        o->nf_name, o->instance);
     struct recovery rec = {.w = w, .c = o->chain, .room = link_data_room(o->in[0]), .e = e};
     uint64_t wm = 0;
-    int rc = store_watermark(w->env.sc, o->slot, &wm);
+    int rc = store_watermark(w->sc, o->slot, &wm);
     if (rc)
-        return rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
+        return rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     w->done = w->flushed_done = wm;
     /* The failed worker is gone (reaped, and fenced by the claim): what its links
      * hold now was never taken. Buffer it first, then read R: every clock on a
@@ -527,8 +495,8 @@ int worker_recover(struct worker *w, struct rw_err *e)
         rc = replay(&rec, from, r_clock);
     close_upstream(&rec);
     if (!rc && r_clock > 0 &&
-        ((rc = store_done(w->env.sc, r_clock - 1)) || (rc = store_flush(w->env.sc))))
-        rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc)); /* full stays full */
+        ((rc = store_done(w->sc, r_clock - 1)) || (rc = store_flush(w->sc))))
+        rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc)); /* full stays full */
     if (!rc && r_clock > 0) {
         w->done = w->flushed_done = r_clock - 1; /* W never goes back */
         worker_publish_w(w);

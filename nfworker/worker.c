@@ -14,7 +14,6 @@
  */
 #include "nfworker.h"
 #include "worker_int.h"
-#include "worker_local.h"
 
 #include <errno.h>
 #include <pcap/pcap.h>
@@ -29,161 +28,18 @@
 #include "store.h"
 
 #define WORKER_BURST 64
-#define MAX_EMITS    8 /* per input per NF: sub = in_sub * 8 + emit index */
 
-static int env_err(struct nf_env *env, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int env_err(struct nf_env *env, int rc, const char *fmt, ...)
+int worker_store_err(struct worker *w, int rc)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(env->err, sizeof(env->err), fmt, ap);
-    va_end(ap);
+    if (rc)
+        rw_errf(&w->err, rc, "store: %s", store_client_errmsg(w->sc));
     return rc;
 }
 
-const char *nf_errmsg(const struct nf_env *env)
+void worker_set_client(struct worker *w, struct store_client *sc)
 {
-    return env->err;
-}
-
-uint64_t nf_now(const struct nf_env *env)
-{
-    return env->in->meta.ts_ns;
-}
-
-/* An op's identity: the input's clock, and a sequence that starts at sub << 16,
- * so that two packets with one clock (an upstream NF's several outputs for one
- * input) never share op identities. */
-static int next_id(struct nf_env *env, struct store_opid *id)
-{
-    if (env->seq > 0xffff) /* the next would take another output's identities */
-        return env_err(env, STORE_EINVAL, "%s: more than 65536 store ops for packet %" PRIu64,
-                       env->o->nf_name, env->in->meta.clock);
-    uint32_t seq = ((uint32_t)env->in->meta.sub << 16) | env->seq++;
-    *id = (struct store_opid){.clock = env->in->meta.clock, .seq = seq};
-    return 0;
-}
-
-int worker_store_err(struct nf_env *env, int rc)
-{
-    if (rc)
-        env_err(env, rc, "store: %s", store_client_errmsg(env->sc));
-    return rc;
-}
-
-int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
-           bool *found)
-{
-    if (!env->o->ft)
-        return lstate_get(&env->ls, k, buf, cap, len, found);
-    struct store_opid id;
-    int rc = next_id(env, &id);
-    if (rc)
-        return rc;
-    return worker_store_err(env, store_get(env->sc, &id, k, buf, cap, len, found));
-}
-
-int nf_get_int(struct nf_env *env, const struct store_key *k, int64_t *v, bool *found)
-{
-    *v = 0;
-    if (!env->o->ft) {
-        size_t len;
-        int rc = lstate_get(&env->ls, k, v, sizeof(*v), &len, found);
-        if (!rc && *found && len != sizeof(*v))
-            rc = STORE_ETYPE;
-        return rc;
-    }
-    struct store_opid id;
-    int rc = next_id(env, &id);
-    if (rc)
-        return rc;
-    return worker_store_err(env, store_get_int(env->sc, &id, k, v, found));
-}
-
-int nf_put(struct nf_env *env, const struct store_key *k, const void *val, size_t len)
-{
-    if (!env->o->ft)
-        return lstate_put(&env->ls, k, val, len);
-    struct store_opid id;
-    int rc = next_id(env, &id);
-    if (rc)
-        return rc;
-    return worker_store_err(env, store_put(env->sc, &id, k, val, len));
-}
-
-int nf_del(struct nf_env *env, const struct store_key *k)
-{
-    if (!env->o->ft)
-        return lstate_del(&env->ls, k);
-    struct store_opid id;
-    int rc = next_id(env, &id);
-    if (rc)
-        return rc;
-    return worker_store_err(env, store_del(env->sc, &id, k));
-}
-
-int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_t *result)
-{
-    if (!env->o->ft)
-        return lstate_incr(&env->ls, k, delta, result);
-    struct store_opid id;
-    int rc = next_id(env, &id);
-    if (rc)
-        return rc;
-    return worker_store_err(env, store_incr(env->sc, &id, k, delta, result));
-}
-
-int nf_push(struct nf_env *env, const struct store_key *k, const void *val, size_t len)
-{
-    if (!env->o->ft)
-        return lstate_push(&env->ls, k, val, len);
-    struct store_opid id;
-    int rc = next_id(env, &id);
-    if (rc)
-        return rc;
-    return worker_store_err(env, store_push(env->sc, &id, k, val, len));
-}
-
-int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
-           bool *found)
-{
-    if (!env->o->ft)
-        return lstate_pop(&env->ls, k, buf, cap, len, found);
-    struct store_opid id;
-    int rc = next_id(env, &id);
-    if (rc)
-        return rc;
-    return worker_store_err(env, store_pop(env->sc, &id, k, buf, cap, len, found));
-}
-
-int nf_count(struct nf_env *env, const char *name, int64_t delta)
-{
-    struct worker_status *st = env->o->status;
-    for (int i = 0; i < WORKER_COUNTERS; i++) {
-        if (!st->counters[i].name[0])
-            snprintf(st->counters[i].name, sizeof(st->counters[i].name), "%s", name);
-        if (!strncmp(st->counters[i].name, name, sizeof(st->counters[i].name) - 1)) {
-            atomic_fetch_add(&st->counters[i].value, delta);
-            return 0;
-        }
-    }
-    return 0; /* more names than slots: statistics only, never an error */
-}
-
-int nf_alert(struct nf_env *env, const char *type, const char *fields_json)
-{
-    if (!env->alerts)
-        return 0;
-    fprintf(env->alerts, "{\"clock\": %llu, \"ts\": %llu, \"nf\": \"%s\", \"type\": \"%s\"%s%s}\n",
-            (unsigned long long)env->in->meta.clock, (unsigned long long)env->in->meta.ts_ns,
-            env->o->nf_name, type, fields_json && *fields_json ? ", " : "",
-            fields_json ? fields_json : "");
-    /* Now, not at exit: a worker may be killed at any instant, and its store
-     * watermark may pass this packet as soon as the NF returns. */
-    fflush(env->alerts);
-    return 0;
+    w->sc = sc;
+    nf_inst_set_client(w->nf, sc);
 }
 
 /* Copies a packet into a slot of the chosen link, waiting while it is full. */
@@ -201,51 +57,29 @@ static void send_to(struct link *l, const struct link_pkt *in, uint16_t sub, con
     link_send(l, p);
 }
 
-int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire_len)
+/* nf_emit's way out of the worker: along every edge out of the NF that takes
+ * the packet, to the instance its flowspace picks. */
+static int emit(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t *data, uint32_t len,
+                uint32_t wire_len, struct rw_err *e)
 {
-    if (env->emits >= MAX_EMITS)
-        return env_err(env, RW_EINVAL, "more than %d packets emitted for one input", MAX_EMITS);
-    uint16_t sub = (uint16_t)(env->in->meta.sub * MAX_EMITS + env->emits++);
-    if (env->capture)
-        return env->capture(env->capture_ctx, env, data, len, wire_len, sub);
-    for (unsigned i = 0; i < env->o->nout; i++) {
-        struct out_edge *oe = &env->outs[i];
-        if (len > link_data_room(oe->w->links[0]))
-            return env_err(env, RW_EINVAL, "emitted packet of %u bytes is too big", len);
-        if (oe->filtered) {
-            struct pcap_pkthdr h = {.caplen = len, .len = wire_len};
-            if (!pcap_offline_filter(&oe->prog, &h, data))
-                continue;
-        }
-        uint32_t hsh = rw_flowspace_hash(data, len, oe->w->fs);
-        send_to(oe->w->links[hsh % oe->w->n], env->in, sub, data, len, wire_len);
+    struct worker *w = ctx;
+    (void)in;
+    for (unsigned i = 0; i < w->o->nout; i++) {
+        const struct link_edge *ed = &w->o->out[i];
+        if (len > link_data_room(ed->links[0]))
+            return rw_errf(e, RW_EINVAL, "emitted packet of %u bytes is too big", len);
+        int j = link_edge_pick(ed, data, len, wire_len);
+        if (j >= 0)
+            send_to(ed->links[j], w->cur, sub, data, len, wire_len);
     }
     return 0;
 }
 
 /* ---- the loop ---- */
 
-unsigned worker_lat_bucket(uint64_t ns)
-{
-    if (ns < 4)
-        return (unsigned)ns;
-    unsigned top = 63 - (unsigned)__builtin_clzll(ns); /* ns in [2^top, 2^(top+1)) */
-    unsigned b = top * 4 + (unsigned)((ns >> (top - 2)) & 3);
-    return b < WORKER_LAT_BUCKETS ? b : WORKER_LAT_BUCKETS - 1;
-}
-
-static uint64_t bucket_mid(unsigned b)
-{
-    if (b < 4)
-        return b;
-    unsigned top = b / 4, q = b % 4;
-    uint64_t lo = (1ull << top) + ((uint64_t)q << (top - 2));
-    return lo + (1ull << (top - 2)) / 2;
-}
-
 static void record_latency(struct worker_status *st, uint64_t ns)
 {
-    atomic_fetch_add(&st->lat[worker_lat_bucket(ns)], 1);
+    atomic_fetch_add(&st->lat[rw_lat_bucket(ns)], 1);
 }
 
 int worker_duplicate(struct worker *w, const struct link_pkt *p)
@@ -309,10 +143,7 @@ int worker_process_one(struct worker *w, const struct link_pkt *p)
         return 0;
     }
     uint64_t t0 = rw_now_ns();
-    struct nf_env *env = &w->env;
-    env->in = p;
-    env->seq = 0;
-    env->emits = 0;
+    w->cur = p;
     /* What the coordinator reads if this packet kills the process (relaxed: it
      * reads them after the process is reaped). */
     atomic_store_explicit(&st->cur_clock, p->meta.clock, memory_order_relaxed);
@@ -323,15 +154,15 @@ int worker_process_one(struct worker *w, const struct link_pkt *p)
         if (pcap_offline_filter(&w->poison, &h, p->data))
             die_of_poison();
     }
-    struct nf_pkt np = {.meta = p->meta, .data = p->data, .len = p->len, .wire_len = p->wire_len};
-    int rc = w->o->def->process(w->self, env, &np);
+    unsigned emits = 0;
+    int rc = nf_inst_process(w->nf, &p->meta, p->data, p->len, p->wire_len, &emits, &w->err);
     atomic_store_explicit(&st->busy, 0, memory_order_relaxed);
     if (rc)
         return rc;
     if (p->meta.clock > w->max_clock)
         w->max_clock = p->meta.clock;
     atomic_fetch_add(&st->pkts_in, 1);
-    atomic_fetch_add(env->emits ? &st->pkts_out : &st->dropped, env->emits ? env->emits : 1);
+    atomic_fetch_add(emits ? &st->pkts_out : &st->dropped, emits ? emits : 1);
     record_latency(st, rw_now_ns() - t0);
     return 0;
 }
@@ -362,8 +193,8 @@ static int take_input(struct worker *w, const struct link_pkt *p)
 {
     if (!merges(w))
         return worker_process_one(w, p);
-    struct link_pkt *x = held_copy(p);
-    if (!x || heap_push(&w->pending, x)) {
+    struct link_pkt *x = link_pkt_copy(p);
+    if (!x || link_heap_push(&w->pending, x)) {
         free(x);
         return RW_ENOMEM;
     }
@@ -374,7 +205,7 @@ static int take_input(struct worker *w, const struct link_pkt *p)
 static int process_ready(struct worker *w, uint64_t mark)
 {
     while (w->pending.n && w->pending.a[0]->meta.clock < mark) {
-        struct link_pkt *x = heap_pop(&w->pending);
+        struct link_pkt *x = link_heap_pop(&w->pending);
         int rc = worker_process_one(w, x);
         free(x);
         if (rc)
@@ -399,7 +230,7 @@ static int backlog_push(struct backlog *b, const struct link_pkt *p)
         b->cap = cap;
         b->head = 0;
     }
-    struct link_pkt *x = held_copy(p);
+    struct link_pkt *x = link_pkt_copy(p);
     if (!x)
         return RW_ENOMEM;
     b->a[(b->head + b->n++) % b->cap] = x;
@@ -536,9 +367,9 @@ static int trim(struct worker *w)
     }
     if (g == UINT64_MAX || g < w->trimmed + WORKER_TRIM_STEP)
         return 0;
-    int rc = store_trim(w->env.sc, g);
+    int rc = store_trim(w->sc, g);
     if (rc)
-        return worker_store_err(&w->env, rc);
+        return worker_store_err(w, rc);
     w->trimmed = g;
     return 0;
 }
@@ -550,16 +381,16 @@ static int advance_watermark(struct worker *w, uint64_t m, bool idle)
     /* Inputs arrive in clock order per link, not across links: only below the
      * lowest mark is every input processed, so only that far may W go. */
     uint64_t done = m == UINT64_MAX ? w->max_clock : m - 1;
-    int rc = done > w->done ? store_done(w->env.sc, done) : 0;
+    int rc = done > w->done ? store_done(w->sc, done) : 0;
     if (rc)
-        return worker_store_err(&w->env, rc);
+        return worker_store_err(w, rc);
     w->done = done > w->done ? done : w->done;
     uint64_t now = rw_now_ns();
     bool due = w->done > w->flushed_done &&
                (idle || now - w->last_flush_ns > WORKER_FLUSH_NS || m == UINT64_MAX);
     if (due || m == UINT64_MAX) {
-        if ((rc = store_flush(w->env.sc)))
-            return worker_store_err(&w->env, rc);
+        if ((rc = store_flush(w->sc)))
+            return worker_store_err(w, rc);
         w->flushed_done = w->done;
         w->last_flush_ns = now;
         worker_publish_w(w);
@@ -578,7 +409,7 @@ static void slot_finished(struct worker *w)
 static int loop(struct worker *w)
 {
     struct worker_status *st = w->o->status;
-    atomic_store(&st->state, 1);
+    atomic_store(&st->state, WORKER_RUNNING);
     for (;;) {
         atomic_fetch_add(&st->heartbeat, 1);
         if (w->o->shared && atomic_load(&w->o->shared->run_over))
@@ -620,34 +451,29 @@ static int compile_bpf(const char *expr, struct bpf_program *prog)
 static int setup(struct worker *w, struct rw_err *e)
 {
     const struct worker_opts *o = w->o;
-    w->env.o = o;
-    w->env.slot = o->slot;
-    w->env.outs = calloc(o->nout ? o->nout : 1, sizeof(*w->env.outs));
     w->in_mark = calloc(o->nin ? o->nin : 1, sizeof(uint64_t));
-    w->self = calloc(1, o->def->self_size ? o->def->self_size : 1);
-    if (!w->env.outs || !w->in_mark || !w->self)
+    if (!w->in_mark)
         return rw_errf(e, RW_ENOMEM, "out of memory");
-    for (unsigned i = 0; i < o->nout; i++) {
-        struct out_edge *oe = &w->env.outs[i];
-        oe->w = &o->out[i];
-        if (!oe->w->filter || !*oe->w->filter)
-            continue;
-        if (compile_bpf(oe->w->filter, &oe->prog))
-            return rw_errf(e, RW_EINVAL, "edge filter '%s' does not compile", oe->w->filter);
-        oe->filtered = true;
-    }
     w->qslot = shared_index(o);
     if (w->qslot >= 0 && o->shared->poison[0]) {
         if (compile_bpf(o->shared->poison, &w->poison))
             return rw_errf(e, RW_EINVAL, "--poison '%s' does not compile", o->shared->poison);
         w->poisoned = true;
     }
-    if (o->alerts_path && !(w->env.alerts = fopen(o->alerts_path, "a")))
+    if (o->alerts_path && !(w->alerts = fopen(o->alerts_path, "a")))
         return rw_errf(e, RW_EIO, "%s: %s", o->alerts_path, strerror(errno));
-    int rc = o->ft ? dedup_init(&w->dd, 14) : lstate_init(&w->env.ls);
-    if (rc)
-        return rw_errf(e, rc, "out of memory");
-    return o->def->init(w->self, o->config, e);
+    if (o->ft && dedup_init(&w->dd, 14))
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    struct nf_inst_opts no = {.def = o->def,
+                              .config = o->config,
+                              .name = o->nf_name,
+                              .ft = o->ft,
+                              .slot = o->slot,
+                              .counters = o->status->counters,
+                              .alerts = w->alerts,
+                              .emit = emit,
+                              .emit_ctx = w};
+    return nf_inst_open(&no, &w->nf, e);
 }
 
 /* The client the loop uses. The slot's own per-flow objects are read from the
@@ -655,10 +481,12 @@ static int setup(struct worker *w, struct rw_err *e)
  * without a round trip per packet. */
 static int open_client(struct worker *w, bool claim, struct rw_err *e)
 {
-    int rc = store_client_open(w->env.st, w->o->vertex, w->o->slot, &w->env.sc, e);
+    struct store_client *sc = NULL;
+    int rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e);
+    worker_set_client(w, sc);
     if (!rc &&
-        ((claim && (rc = store_claim(w->env.sc))) || (rc = store_client_cache(w->env.sc, 1 << 16))))
-        rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
+        ((claim && (rc = store_claim(w->sc))) || (rc = store_client_cache(w->sc, 1 << 16))))
+        rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     return rc;
 }
 
@@ -668,45 +496,40 @@ static int open_client(struct worker *w, bool claim, struct rw_err *e)
  * client with the cache, opened after the claim, so it joins the new epoch. */
 static int open_store(struct worker *w, struct rw_err *e)
 {
-    int rc = w->o->store ? 0 : store_open(w->o->store_url, &w->env.st, e);
+    int rc = w->o->store ? 0 : store_open(w->o->store_url, &w->st, e);
     if (rc)
         return rc;
     if (w->o->store)
-        w->env.st = w->o->store;
+        w->st = w->o->store;
     if (!w->o->recover)
         return open_client(w, true, e);
-    rc = store_client_open(w->env.st, w->o->vertex, w->o->slot, &w->env.sc, e);
-    if (!rc && (rc = store_claim(w->env.sc)))
-        rw_errf(e, rc, "store: %s", store_client_errmsg(w->env.sc));
+    struct store_client *sc = NULL;
+    rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e);
+    worker_set_client(w, sc);
+    if (!rc && (rc = store_claim(w->sc)))
+        rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     if (!rc)
         rc = worker_recover(w, e);
     if (rc)
         return rc;
-    store_client_close(w->env.sc);
-    w->env.sc = NULL;
+    store_client_close(w->sc);
+    worker_set_client(w, NULL);
     return open_client(w, false, e);
 }
 
 static void teardown(struct worker *w)
 {
-    if (w->self && w->o->def->fini)
-        w->o->def->fini(w->self);
-    for (unsigned i = 0; w->env.outs && i < w->o->nout; i++)
-        if (w->env.outs[i].filtered)
-            pcap_freecode(&w->env.outs[i].prog);
+    nf_inst_close(w->nf);
+    w->nf = NULL;
     if (w->poisoned)
         pcap_freecode(&w->poison);
-    if (w->env.alerts)
-        fclose(w->env.alerts);
+    if (w->alerts)
+        fclose(w->alerts);
     if (w->o->ft)
         dedup_free(&w->dd);
-    else
-        lstate_free(&w->env.ls);
-    heap_clear(&w->pending);
+    link_heap_clear(&w->pending);
     backlog_free(w);
-    free(w->env.outs);
     free(w->in_mark);
-    free(w->self);
 }
 
 /* The run's code for a store's answer: a full store is a full disk to the
@@ -727,83 +550,28 @@ int worker_run(const struct worker_opts *o, struct rw_err *e)
     if (!rc && o->ft)
         rc = open_store(&w, e);
     if (!rc && (rc = loop(&w)))
-        rw_errf(e, rc, "%s[%u]: %s", o->nf_name, o->instance, w.env.err);
+        rw_errf(e, rc, "%s[%u]: %s", o->nf_name, o->instance, w.err.msg);
     if (rc && e)
         e->code = run_code(rc);
     rc = run_code(rc);
-    if (w.env.sc)
-        store_client_close(w.env.sc);
-    if (w.env.st && !o->store)
-        store_close(w.env.st);
-    atomic_store(&o->status->state, rc ? 3 : 2);
+    if (w.sc)
+        store_client_close(w.sc);
+    if (w.st && !o->store)
+        store_close(w.st);
+    atomic_store(&o->status->state, rc ? WORKER_FAILED : WORKER_FINISHED);
     teardown(&w);
     return rc;
 }
 
-uint64_t worker_lat_percentile(const _Atomic uint64_t *hist, double pct)
+/* ---- the run's region ---- */
+
+size_t worker_region_size(uint32_t cap)
 {
-    uint64_t total = 0, seen = 0;
-    for (int b = 0; b < WORKER_LAT_BUCKETS; b++)
-        total += atomic_load(&hist[b]);
-    if (!total)
-        return 0;
-    uint64_t want = (uint64_t)((double)total * pct / 100.0);
-    for (int b = 0; b < WORKER_LAT_BUCKETS; b++) {
-        seen += atomic_load(&hist[b]);
-        if (seen > want || seen == total)
-            return bucket_mid((unsigned)b);
-    }
-    return 0;
+    size_t head = (sizeof(struct worker_shared) + 63) & ~(size_t)63;
+    return head + (size_t)cap * sizeof(struct worker_status);
 }
 
-/* ---- a worker with no links (local_nf.c) ---- */
-
-struct nf_local_run {
-    struct worker w;
-    struct link_pkt *pkt; /* one slot's worth, reused */
-    uint32_t cap;
-};
-
-int worker_local_start(const struct worker_opts *o, struct nf_local_run **out, struct rw_err *e)
+struct worker_status *worker_region_status(void *region)
 {
-    struct nf_local_run *r = calloc(1, sizeof(*r));
-    if (!r)
-        return rw_errf(e, RW_ENOMEM, "out of memory");
-    r->w.o = o;
-    int rc = setup(&r->w, e);
-    if (rc) {
-        teardown(&r->w);
-        free(r);
-        return rc;
-    }
-    *out = r;
-    return 0;
-}
-
-int worker_local_packet(struct nf_local_run *r, const struct rw_meta *meta, const uint8_t *data,
-                        uint32_t len, unsigned *emitted)
-{
-    if (!r->pkt || len > r->cap) {
-        struct link_pkt *p = realloc(r->pkt, sizeof(*p) + len);
-        if (!p)
-            return RW_ENOMEM;
-        r->pkt = p;
-        r->cap = len;
-    }
-    r->pkt->meta = *meta;
-    r->pkt->sent_ns = 0;
-    r->pkt->len = r->pkt->wire_len = len;
-    memcpy(r->pkt->data, data, len);
-    int rc = worker_process_one(&r->w, r->pkt);
-    *emitted = r->w.env.emits;
-    return rc;
-}
-
-void worker_local_stop(struct nf_local_run *r)
-{
-    if (!r)
-        return;
-    teardown(&r->w);
-    free(r->pkt);
-    free(r);
+    return (struct worker_status *)((char *)region + worker_region_size(0));
 }

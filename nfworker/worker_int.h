@@ -1,46 +1,18 @@
 /*
- * worker_int.h - the worker's state, shared by worker.c (the loop, the NF
- * environment) and recover.c (taking a failed slot over). Internal to nfworker.
+ * worker_int.h - the worker's state, shared by worker.c (the loop) and
+ * recover.c (taking a failed slot over). Internal to nfworker.
  */
 #ifndef RW_WORKER_INT_H
 #define RW_WORKER_INT_H
 
 #include <stdio.h>
 
-#include "localstate.h"
+#include "nf.h"
 #include "nfworker.h"
-#include "pktheap.h"
+#include "link.h"
 #include "store.h"
 
 #include <pcap/pcap.h>
-
-struct out_edge {
-    const struct worker_out *w;
-    struct bpf_program prog;
-    bool filtered;
-};
-
-struct nf_env;
-/* Where nf_emit sends a packet when set (a replay of an upstream NF) instead of
- * the output links. */
-typedef int (*nf_capture_fn)(void *ctx, struct nf_env *env, const uint8_t *data, uint32_t len,
-                             uint32_t wire_len, uint16_t sub);
-
-struct nf_env {
-    const struct worker_opts *o;
-    uint16_t slot; /* whose per-flow objects its ops touch (age queues name it) */
-    struct store *st;
-    struct store_client *sc;
-    struct lstate ls;
-    struct out_edge *outs;
-    const struct link_pkt *in;
-    uint32_t seq;
-    unsigned emits;
-    FILE *alerts;
-    nf_capture_fn capture;
-    void *capture_ctx;
-    char err[256];
-};
 
 /* Packets a worker took off a link but has not handled yet (recovery buffers
  * live traffic while it replays): a FIFO per input link. */
@@ -51,13 +23,17 @@ struct backlog {
 
 struct worker {
     const struct worker_opts *o;
-    struct nf_env env;
-    void *self;
+    struct nf_inst *nf;           /* the slot's NF */
+    struct store *st;             /* FT: the run's store */
+    struct store_client *sc;      /* ... and the slot's client (the NF's ops go to it) */
+    const struct link_pkt *cur;   /* the input being processed (its outputs copy sent_ns) */
+    FILE *alerts;
+    struct rw_err err;            /* why the loop stopped */
     struct dedup dd;
     uint64_t *in_mark;
     uint64_t sent_mark;
     uint64_t max_clock;  /* highest input clock processed */
-    struct heap pending; /* several input links: inputs waiting for every link's mark */
+    struct link_heap pending; /* several input links: inputs waiting for every link's mark */
     struct backlog *backlog;
     uint64_t done;          /* last clock given to store_done */
     uint64_t flushed_done;  /* ... and the last one flushed */
@@ -76,7 +52,10 @@ struct worker_quarantine *worker_quarantined(struct worker_shared *sh, int slot,
                                              const struct rw_meta *m);
 /* 1 when p was seen already (a duplicate, dropped), 0 when new, or an error. */
 int worker_duplicate(struct worker *w, const struct link_pkt *p);
-int worker_store_err(struct nf_env *env, int rc);
+/* Records a store error of the worker's own (trim, flush) in w->err; returns rc. */
+int worker_store_err(struct worker *w, int rc);
+/* Makes sc the slot's client, for the worker and its NF's ops. */
+void worker_set_client(struct worker *w, struct store_client *sc);
 
 /* Tells the run the W this worker last flushed (a lower bound of the slot's W in
  * the store), from which the trim watermark G is derived. */

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "link.h"
 #include "log.h"
 #include "rw_common.h"
 #include "rw_flow.h"
@@ -77,12 +78,6 @@ typedef void (*root_progress_fn)(void *ctx, const struct root_stats *st, uint64_
  * the input: its target NF's instances (one link each), the flowspace that picks
  * the instance, and an optional BPF filter. */
 struct link;
-struct root_edge {
-    struct link **links;
-    unsigned n;
-    enum rw_flowspace fs;
-    const char *filter;
-};
 
 struct root_ingest_opts {
     const struct root_trace *trace; /* when reading a trace (port 0 is its net_pcap) */
@@ -91,7 +86,7 @@ struct root_ingest_opts {
     volatile const int *abort; /* set when the run is abandoned: stop waiting on links */
     root_progress_fn progress; /* called about every 100 ms */
     void *ctx;
-    const struct root_edge *edges; /* NULL: log only (rewind log ingest) */
+    const struct link_edge *edges; /* open; NULL: log only (rewind log ingest) */
     unsigned nedges;
     _Atomic uint64_t *durable_out; /* published durable watermark (for the sink) */
     _Atomic uint64_t *clock_out;   /* published next clock, before a burst is sent

@@ -21,7 +21,7 @@
 #include <pcap/pcap.h>
 #include <stdatomic.h>
 
-#include "nfworker.h"
+#include "link.h"
 #include "root_frag.h"
 #include "rw_eal.h"
 #include "rw_mbuf.h"
@@ -37,8 +37,6 @@
 struct root_run {
     const struct root_ingest_opts *o;
     struct log_thread *lt;     /* NULL in --no-ft mode */
-    struct bpf_program *progs; /* compiled edge filters */
-    bool *filtered;
     uint64_t since_mark;
     bool full; /* paused by chain_full */
     struct root_stats *st;
@@ -173,13 +171,11 @@ static void split_one(struct root_run *r, struct rte_mbuf *m, uint8_t *scratch, 
     const uint8_t *data = rte_pktmbuf_read(m, 0, len, scratch);
     bool counted = false;
     for (unsigned i = 0; i < r->o->nedges; i++) {
-        const struct root_edge *ed = &r->o->edges[i];
-        if (r->filtered[i]) {
-            struct pcap_pkthdr h = {.caplen = len, .len = mp->wire_len};
-            if (!pcap_offline_filter(&r->progs[i], &h, data))
-                continue;
-        }
-        struct link *l = ed->links[rw_flowspace_hash(data, len, ed->fs) % ed->n];
+        const struct link_edge *ed = &r->o->edges[i];
+        int j = link_edge_pick(ed, data, len, mp->wire_len);
+        if (j < 0)
+            continue;
+        struct link *l = ed->links[j];
         if (len > link_data_room(l)) { /* logged, not carried: counted once a packet */
             r->st->oversize += !counted;
             counted = true;
@@ -204,37 +200,6 @@ static void send_marks(struct root_run *r, uint64_t clock)
             if (link_send_mark(r->o->edges[i].links[j], clock, r->o->abort))
                 return;
     r->since_mark = 0;
-}
-
-static int compile_filters(struct root_run *r, struct rw_err *e)
-{
-    unsigned n = r->o->nedges;
-    r->progs = calloc(n ? n : 1, sizeof(*r->progs));
-    r->filtered = calloc(n ? n : 1, sizeof(*r->filtered));
-    if (!r->progs || !r->filtered)
-        return rw_errf(e, RW_ENOMEM, "out of memory");
-    for (unsigned i = 0; i < n; i++) {
-        const char *f = r->o->edges[i].filter;
-        if (!f || !*f)
-            continue;
-        pcap_t *dead = pcap_open_dead(DLT_EN10MB, 262144);
-        int bad = !dead || pcap_compile(dead, &r->progs[i], f, 1, PCAP_NETMASK_UNKNOWN) < 0;
-        if (dead)
-            pcap_close(dead);
-        if (bad)
-            return rw_errf(e, RW_EINVAL, "input edge filter '%s' does not compile", f);
-        r->filtered[i] = true;
-    }
-    return 0;
-}
-
-static void free_filters(struct root_run *r)
-{
-    for (unsigned i = 0; r->filtered && i < r->o->nedges; i++)
-        if (r->filtered[i])
-            pcap_freecode(&r->progs[i]);
-    free(r->progs);
-    free(r->filtered);
 }
 
 /* --rate: sleeps until the packets taken so far are due (chaos runs slow a
@@ -358,15 +323,12 @@ int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct r
     struct root_run r = {.o = o, .st = st, .e = e};
     r.clock = st->first_clock = w ? log_writer_next_clock(w) : 0;
     r.ts_off = rw_rx_timestamp(&r.ts_flag);
-    int rc = compile_filters(&r, e);
-    if (!rc)
-        rc = root_frag_init(&r.frag, o->frag_timeout_ns ? o->frag_timeout_ns : ROOT_FRAG_TIMEOUT,
+    int rc = root_frag_init(&r.frag, o->frag_timeout_ns ? o->frag_timeout_ns : ROOT_FRAG_TIMEOUT,
                             &st->frag, e);
     if (!rc && w)
         rc = start_logging(&r, w, e);
     if (rc) {
         root_frag_fini(&r.frag);
-        free_filters(&r);
         return rc;
     }
     uint64_t expected = o->trace ? o->trace->n : UINT64_MAX;
@@ -388,7 +350,6 @@ int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct r
         atomic_store(o->durable_out, rc ? st->durable : UINT64_MAX);
     if (o->nedges)
         send_marks(&r, UINT64_MAX);
-    free_filters(&r);
     if (o->progress)
         o->progress(o->ctx, st, expected);
     if (rc) /* the logger's error explains a loop that stopped because of it */

@@ -19,7 +19,7 @@ endforeach()
 
 # Every NF of the catalog under arbitrary packets (fuzz/fuzz_nf.c).
 add_executable(fuzz_nf_corpus fuzz/fuzz_nf.c fuzz/replay_corpus.c)
-target_link_libraries(fuzz_nf_corpus PRIVATE rw_nfworker rw_chain)
+target_link_libraries(fuzz_nf_corpus PRIVATE rw_nfs rw_nf rw_chain)
 add_test(NAME fuzz_nf_corpus COMMAND fuzz_nf_corpus ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/nf)
 set_tests_properties(fuzz_nf_corpus PROPERTIES ENVIRONMENT "${RW_TEST_ENV}")
 
@@ -27,7 +27,7 @@ set_tests_properties(fuzz_nf_corpus PROPERTIES ENVIRONMENT "${RW_TEST_ENV}")
 if(RW_FUZZ)
   foreach(target block flow nf)
     add_executable(fuzz_${target} fuzz/fuzz_${target}.c)
-    target_link_libraries(fuzz_${target} PRIVATE rw_nfworker rw_chain rw_logger)
+    target_link_libraries(fuzz_${target} PRIVATE rw_nfs rw_nf rw_chain rw_logger)
     target_include_directories(fuzz_${target} PRIVATE ${CMAKE_SOURCE_DIR}/logger)
     target_link_options(fuzz_${target} PRIVATE -fsanitize=fuzzer)
   endforeach()

@@ -46,19 +46,19 @@ static void test_full_example(void)
     CU_ASSERT_STRING_EQUAL(c->trace, RW_CHAINS_DIR "/good/traces/trojan_sequence.pcap");
     CU_ASSERT_PTR_NULL(c->port);
     CU_ASSERT_STRING_EQUAL(c->store_url, "lmdb:store");
-    CU_ASSERT_EQUAL(c->durability, CHAIN_DUR_POWER);
+    CU_ASSERT_EQUAL(c->durability, RW_DUR_POWER);
     CU_ASSERT_EQUAL(c->segment_mb, 64);
     CU_ASSERT_EQUAL(c->max_frame, 9216);
     CU_ASSERT_EQUAL_FATAL(c->nnfs, 2);
     CU_ASSERT_STRING_EQUAL(c->nfs[0].name, "fw");
     CU_ASSERT_STRING_EQUAL(c->nfs[0].type, "firewall");
     CU_ASSERT_EQUAL(c->nfs[0].instances, 3);
-    CU_ASSERT_EQUAL(c->nfs[0].flowspace, CHAIN_FS_5TUPLE);
+    CU_ASSERT_EQUAL(c->nfs[0].flowspace, RW_FS_5TUPLE);
     CU_ASSERT_EQUAL(c->nfs[0].line, 10);
     CU_ASSERT_STRING_EQUAL(c->nfs[1].name, "ids");
     CU_ASSERT_STRING_EQUAL(c->nfs[1].type, "trojan");
     CU_ASSERT_EQUAL(c->nfs[1].instances, 1);
-    CU_ASSERT_EQUAL(c->nfs[1].flowspace, CHAIN_FS_HOST_PAIR);
+    CU_ASSERT_EQUAL(c->nfs[1].flowspace, RW_FS_HOST_PAIR);
     CU_ASSERT_PTR_NULL(c->nfs[1].config);
     CU_ASSERT_EQUAL(chain_nf_index(c, "ids"), 1);
     CU_ASSERT_EQUAL(chain_nf_index(c, "nope"), -1);
@@ -129,13 +129,13 @@ static void test_defaults_straight_line(void)
     CU_ASSERT_PTR_NULL(c->trace);
     CU_ASSERT_PTR_NULL(c->port);
     CU_ASSERT_STRING_EQUAL(c->store_url, "lmdb:store");
-    CU_ASSERT_EQUAL(c->durability, CHAIN_DUR_PROCESS);
+    CU_ASSERT_EQUAL(c->durability, RW_DUR_PROCESS);
     CU_ASSERT_EQUAL(c->segment_mb, 256);
     CU_ASSERT_EQUAL(c->max_frame, CHAIN_MAX_FRAME_DEFAULT);
     CU_ASSERT_EQUAL_FATAL(c->nnfs, 3);
     for (uint32_t i = 0; i < 3; i++) {
         CU_ASSERT_EQUAL(c->nfs[i].instances, 1);
-        CU_ASSERT_EQUAL(c->nfs[i].flowspace, CHAIN_FS_5TUPLE);
+        CU_ASSERT_EQUAL(c->nfs[i].flowspace, RW_FS_5TUPLE);
         CU_ASSERT_PTR_NULL(c->nfs[i].config);
         CU_ASSERT_EQUAL(c->order[i], i);
     }
@@ -164,8 +164,8 @@ static void test_inputs_and_urls(void)
                  "/etc/rewind/c.yaml");
     CU_ASSERT_STRING_EQUAL(c->trace, "/abs/t.pcap");
     CU_ASSERT_STRING_EQUAL(c->store_url, "redis://127.0.0.1:6379/2");
-    CU_ASSERT_EQUAL(c->durability, CHAIN_DUR_NONE);
-    CU_ASSERT_EQUAL(c->nfs[0].flowspace, CHAIN_FS_SRC);
+    CU_ASSERT_EQUAL(c->durability, RW_DUR_NONE);
+    CU_ASSERT_EQUAL(c->nfs[0].flowspace, RW_FS_SRC);
     chain_free(c);
     c = parse_ok("input: {trace: rel.pcap}\nnfs: [{name: a, type: nat}]\n", "c.yaml");
     CU_ASSERT_STRING_EQUAL(c->trace, "rel.pcap");

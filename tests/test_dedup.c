@@ -1,12 +1,10 @@
 /*
- * test_dedup.c - the worker's in-process structures: the duplicate filter at
- * worker inputs and the sink (exact, bounded by the trim watermark), and the
- * local state of --no-ft mode (lists in FIFO order).
+ * test_dedup.c - the duplicate filter at worker inputs and the sink: exact, and
+ * bounded by the trim watermark.
  */
 #include <string.h>
 
-#include "localstate.h"
-#include "nfworker.h"
+#include "link.h"
 #include "testutil.h"
 
 static void test_seen_once(void)
@@ -36,31 +34,8 @@ static void test_trim_bounds_memory(void)
     dedup_free(&d);
 }
 
-static void test_local_lists(void)
-{
-    struct lstate ls;
-    CU_ASSERT_EQUAL_FATAL(lstate_init(&ls), 0);
-    struct store_key k = {.scope = STORE_SHARED, .object = 3, .bytes = "pool", .len = 4};
-    uint32_t v, next_out = 0;
-    size_t len;
-    bool found;
-    for (uint32_t i = 0; i < 20000; i++) { /* pops interleaved: compaction happens */
-        CU_ASSERT_EQUAL(lstate_push(&ls, &k, &i, sizeof(i)), 0);
-        if (i % 3 == 2) {
-            CU_ASSERT_EQUAL(lstate_pop(&ls, &k, &v, sizeof(v), &len, &found), 0);
-            CU_ASSERT_TRUE(found && len == sizeof(v) && v == next_out++);
-        }
-    }
-    while (lstate_pop(&ls, &k, &v, sizeof(v), &len, &found) == 0 && found)
-        CU_ASSERT_EQUAL(v, next_out++);
-    CU_ASSERT_EQUAL(next_out, 20000);
-    CU_ASSERT_FALSE(found); /* empty now */
-    lstate_free(&ls);
-}
-
 static void add(CU_pSuite s)
 {
-    CU_add_test(s, "local lists pop in push order", test_local_lists);
     CU_add_test(s, "each (clock, sub) is new once, then seen", test_seen_once);
     CU_add_test(s, "trimming below G keeps memory bounded", test_trim_bounds_memory);
 }

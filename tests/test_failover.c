@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "itest.h"
-#include "run_internal.h"
+#include "nfworker.h"
 
 struct chain_case {
     const char *chain; /* docs/chains/ */
@@ -399,7 +399,7 @@ static bool bg_map(struct bg_run *b, pid_t worker, int fd, uint32_t cap)
     int f = open(path, O_RDONLY);
     if (f < 0)
         return false;
-    b->len = run_region_size(cap);
+    b->len = worker_region_size(cap);
     b->region = mmap(NULL, b->len, PROT_READ, MAP_SHARED, f, 0);
     close(f);
     if (b->region == MAP_FAILED) {
@@ -407,7 +407,7 @@ static bool bg_map(struct bg_run *b, pid_t worker, int fd, uint32_t cap)
         return false;
     }
     b->shared = b->region;
-    b->st = run_region_status(b->region);
+    b->st = worker_region_status(b->region);
     return true;
 }
 
@@ -417,7 +417,7 @@ static bool flowing(const struct bg_run *b, uint32_t n, uint64_t packets)
 {
     for (uint32_t i = 0; i < n; i++) {
         uint32_t state = atomic_load(&b->st[i].state);
-        if (state != 1 && state != 4)
+        if (state != WORKER_RUNNING && state != WORKER_SPARE)
             return false;
     }
     return atomic_load(&b->shared->root_clock) >= packets;

@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "nfworker.h"
+#include "link.h"
 #include "testutil.h"
 
 static struct link *make(uint32_t slots)

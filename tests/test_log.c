@@ -251,7 +251,7 @@ static void test_group_commit_watermark(void)
     log_writer_close(w, &e);
     tu_rmrf(d);
 
-    o.durability = LOG_DUR_NONE; /* D moves at append */
+    o.durability = RW_DUR_NONE; /* D moves at append */
     w = open_w(d, &o);
     CU_ASSERT_EQUAL(log_writer_append(w, &g.r[0], &e), 0);
     CU_ASSERT_EQUAL(log_writer_durable(w), 1);

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "nfworker.h"
+#include "sink.h"
 #include "itest.h"
 
 struct sink_run {
@@ -133,15 +133,15 @@ static void test_no_ft_releases_at_marks(void)
 
 static void test_latency_histogram(void)
 {
-    static _Atomic uint64_t h[WORKER_LAT_BUCKETS];
+    static _Atomic uint64_t h[RW_LAT_BUCKETS];
     for (int i = 0; i < 90; i++)
-        atomic_fetch_add(&h[worker_lat_bucket(1000)], 1);
+        atomic_fetch_add(&h[rw_lat_bucket(1000)], 1);
     for (int i = 0; i < 10; i++)
-        atomic_fetch_add(&h[worker_lat_bucket(250000)], 1);
-    uint64_t p50 = worker_lat_percentile(h, 50), p99 = worker_lat_percentile(h, 99);
+        atomic_fetch_add(&h[rw_lat_bucket(250000)], 1);
+    uint64_t p50 = rw_lat_percentile(h, 50), p99 = rw_lat_percentile(h, 99);
     CU_ASSERT_TRUE(p50 >= 900 && p50 <= 1150); /* within the ~19% bucket */
     CU_ASSERT_TRUE(p99 >= 225000 && p99 <= 290000);
-    CU_ASSERT_TRUE(worker_lat_bucket(1000) < worker_lat_bucket(1200)); /* finer than 2x */
+    CU_ASSERT_TRUE(rw_lat_bucket(1000) < rw_lat_bucket(1200)); /* finer than 2x */
 }
 
 /* Records in the output log as another process sees it (a child that reads it,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "chain.h"
+#include "nfs.h"
 #include "nfworker.h"
 #include "store.h"
 #include "testutil.h"
@@ -121,7 +122,7 @@ static void test_watermark_and_identities(void)
     CU_ASSERT_EQUAL_FATAL(chain_parse(yaml, sizeof(yaml) - 1, "t.yaml", nf_types(), &ch, &e), 0);
     pid_t pid = fork();
     if (pid == 0) { /* the worker: a firewall that lets new flows in */
-        struct worker_out wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
+        struct link_edge wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
         struct worker_opts o = {.def = nf_find("firewall"),
                                 .config = ch->nfs[0].config,
                                 .nf_name = "fw",
@@ -214,7 +215,7 @@ static void run_recorder(void)
         link_send_mark(in[i], UINT64_MAX, NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        struct worker_out wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
+        struct link_edge wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
         struct worker_opts o = {.def = &def,
                                 .nf_name = "rec",
                                 .vertex = 1,
@@ -298,7 +299,7 @@ static void test_op_identities_run_out(void)
     link_send_mark(in[0], UINT64_MAX, NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        struct worker_out wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
+        struct link_edge wo = {.links = out, .n = 1, .fs = RW_FS_5TUPLE};
         struct worker_opts o = {.def = &def,
                                 .nf_name = "many",
                                 .vertex = 1,

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "chain.h"
-#include "nfworker.h"
+#include "nfs.h"
 
 /* NFs whose config has required keys get this one; the others run on defaults. */
 static const char *config_of(const char *type)

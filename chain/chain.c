@@ -583,12 +583,12 @@ static const char *const edge_keys[] = {"from", "to", "filter", NULL};
 static const char *const fs_names[] = {"5tuple", "src", "dst", "host-pair", NULL};
 static const char *const dur_names[] = {"none", "process", "power", NULL};
 
-const char *chain_flowspace_name(enum chain_flowspace fs)
+const char *chain_flowspace_name(enum rw_flowspace fs)
 {
     return (unsigned)fs < 4 ? fs_names[fs] : "?";
 }
 
-const char *chain_durability_name(enum chain_durability d)
+const char *chain_durability_name(enum rw_durability d)
 {
     return (unsigned)d < 3 ? dur_names[d] : "?";
 }
@@ -703,14 +703,14 @@ static int sec_max_frame(struct chain *c, struct rw_err *e)
 static int sec_log(struct chain *c, struct rw_err *e)
 {
     const struct chain_node *log = chain_node_get(c->root, "log");
-    int dur = CHAIN_DUR_PROCESS, rc;
+    int dur = RW_DUR_PROCESS, rc;
     uint64_t mb = 256;
     if (log &&
         ((rc = chain_node_want(log, CHAIN_MAP, e)) || (rc = chain_node_keys(log, log_keys, e)) ||
          (rc = chain_node_enum(log, "durability", dur_names, dur, &dur, e)) ||
          (rc = chain_node_u64(log, "segment_mb", 1, 1u << 20, mb, &mb, e))))
         return rc;
-    c->durability = (enum chain_durability)dur;
+    c->durability = (enum rw_durability)dur;
     c->segment_mb = (uint32_t)mb;
     return RW_OK;
 }
@@ -764,10 +764,10 @@ static int nf_one(struct chain *c, uint32_t i, const struct chain_node *m, const
     if ((rc = chain_node_want(m, CHAIN_MAP, e)) || (rc = chain_node_keys(m, nf_keys, e)) ||
         (rc = nf_name(c, i, m, e)) || (rc = nf_type(nf, m, known, e)) ||
         (rc = chain_node_u64(m, "instances", 1, CHAIN_MAX_INSTANCES, 1, &inst, e)) ||
-        (rc = chain_node_enum(m, "flowspace", fs_names, CHAIN_FS_5TUPLE, &fs, e)))
+        (rc = chain_node_enum(m, "flowspace", fs_names, RW_FS_5TUPLE, &fs, e)))
         return rc;
     nf->instances = (uint32_t)inst;
-    nf->flowspace = (enum chain_flowspace)fs;
+    nf->flowspace = (enum rw_flowspace)fs;
     nf->config = chain_node_get(m, "config");
     return nf->config ? chain_node_want(nf->config, CHAIN_MAP, e) : RW_OK;
 }

@@ -35,7 +35,8 @@
  *   timeout: SECONDS               (5)       block: BOOL                  (false)
  *   malformed: pass | drop         (pass)    memory: SECONDS              (3600)
  */
-#include "nfworker.h"
+#include "nf.h"
+#include "rw_flow.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -737,7 +738,7 @@ static int ps_process(void *self, struct nf_env *env, const struct nf_pkt *p)
 /* A probe and its answer must meet in one instance (per-pair attempt records). */
 static int ps_check(const struct chain_nf *nf, struct rw_err *e)
 {
-    static const int ok[] = {CHAIN_FS_HOST_PAIR};
+    static const int ok[] = {RW_FS_HOST_PAIR};
     return nf_require_flowspace(nf, ok, 1, "probes from their answers", e);
 }
 

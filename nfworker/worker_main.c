@@ -1,5 +1,5 @@
 /*
- * run_worker.c - `rewind worker`: one NF instance, or a hot spare, spawned by
+ * worker_main.c - `rewind worker`: one NF instance, or a hot spare, spawned by
  * `rewind run`.
  *
  * Every worker inherits the descriptors of the links it may use (a slot's, or
@@ -13,8 +13,6 @@
  * critical path. A worker dies with its coordinator (PR_SET_PDEATHSIG): it must
  * never outlive the process that owns its links.
  */
-#include "failover.h"
-
 #include <limits.h>
 #include <linux/futex.h>
 #include <signal.h>
@@ -28,11 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chain.h"
+#include "nfs.h"
 #include "nfworker.h"
-#include "run_internal.h"
 #include "store.h"
 
-#define MAX_LINKS RUN_WORKER_MAX_IN
+#define MAX_LINKS WORKER_MAX_IN
 
 struct wargs {
     const char *chain, *store, *out_dir, *links;
@@ -85,8 +84,8 @@ struct wstate {
     struct link *in[MAX_LINKS];
     int in_producer[MAX_LINKS]; /* the producer's slot, -1 for the root */
     unsigned nin;
-    struct link *outl[RUN_WORKER_MAX_OUT][CHAIN_MAX_INSTANCES];
-    struct worker_out out[RUN_WORKER_MAX_OUT];
+    struct link *outl[WORKER_MAX_OUT][CHAIN_MAX_INSTANCES];
+    struct link_edge out[WORKER_MAX_OUT]; /* open: the first nout */
     unsigned nout;
     void *region;
     struct worker_status *st;
@@ -94,16 +93,6 @@ struct wstate {
     struct store *store;
     char alerts[PATH_MAX], log_dir[PATH_MAX];
 };
-
-static unsigned from_n(const struct chain *c, const struct chain_edge *ed)
-{
-    return ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
-}
-
-static unsigned to_n(const struct chain *c, const struct chain_edge *ed)
-{
-    return ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
-}
 
 /* "k:i:n:fd,..." (links k[i..i+n) at fds fd, fd+1, ...: memfd, eventfd) ->
  * attached links, checked against the chain. */
@@ -120,10 +109,10 @@ static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
         unsigned k, i, n;
         int fd, used;
         if (sscanf(s, "%u:%u:%u:%d%n", &k, &i, &n, &fd, &used) != 4 || k >= c->nedges ||
-            n > from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]) ||
-            i > from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]) - n || fd < 0)
+            n > chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]) ||
+            i > chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]) - n || fd < 0)
             return rw_errf(e, RW_EINVAL, "bad link list '%.40s'", s);
-        if (!w->edge[k] && !(w->edge[k] = calloc(from_n(c, &c->edges[k]) * to_n(c, &c->edges[k]),
+        if (!w->edge[k] && !(w->edge[k] = calloc(chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]),
                                                  sizeof(struct link *))))
             return rw_errf(e, RW_ENOMEM, "out of memory");
         for (unsigned j = 0; j < n; j++) {
@@ -141,7 +130,7 @@ static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
 /* NULL when the coordinator did not give it. */
 static struct link *link_of(const struct wstate *w, uint32_t k, unsigned i, unsigned j)
 {
-    return w->edge[k] ? w->edge[k][i * to_n(w->chain, &w->chain->edges[k]) + j] : NULL;
+    return w->edge[k] ? w->edge[k][i * chain_edge_to_n(w->chain, &w->chain->edges[k]) + j] : NULL;
 }
 
 /* The slot's links: inputs from every instance of every edge into the NF, and
@@ -152,7 +141,7 @@ static int pick_links(struct wstate *w, unsigned nf, unsigned inst, bool take, s
     w->nin = w->nout = 0;
     for (uint32_t k = 0; k < c->nedges; k++) {
         const struct chain_edge *ed = &c->edges[k];
-        for (unsigned s = 0; ed->to == (int)nf && s < from_n(c, ed); s++) {
+        for (unsigned s = 0; ed->to == (int)nf && s < chain_edge_from_n(c, ed); s++) {
             if (w->nin == MAX_LINKS)
                 return rw_errf(e, RW_EINVAL, "%s: more than %d links in", c->nfs[nf].name,
                                MAX_LINKS);
@@ -164,18 +153,20 @@ static int pick_links(struct wstate *w, unsigned nf, unsigned inst, bool take, s
         }
         if (ed->from != (int)nf)
             continue;
-        if (w->nout == RUN_WORKER_MAX_OUT)
+        if (w->nout == WORKER_MAX_OUT)
             return rw_errf(e, RW_EINVAL, "%s: more than %d edges out", c->nfs[nf].name,
-                           RUN_WORKER_MAX_OUT);
-        struct worker_out *o = &w->out[w->nout];
-        o->n = to_n(c, ed);
-        for (unsigned t = 0; t < o->n; t++)
+                           WORKER_MAX_OUT);
+        unsigned n = chain_edge_to_n(c, ed);
+        for (unsigned t = 0; t < n; t++)
             if (!(w->outl[w->nout][t] = link_of(w, k, inst, t)))
                 return rw_errf(e, RW_EINVAL, "%s[%u]: a link of edge %u was not given",
                                c->nfs[nf].name, inst, k);
-        o->links = w->outl[w->nout++];
-        o->fs = ed->to == CHAIN_OUTPUT ? RW_FS_5TUPLE : (enum rw_flowspace)c->nfs[ed->to].flowspace;
-        o->filter = ed->filter;
+        enum rw_flowspace fs =
+            chain_edge_flowspace(c, ed);
+        int rc = link_edge_open(&w->out[w->nout], w->outl[w->nout], n, fs, ed->filter, e);
+        if (rc)
+            return rc;
+        w->nout++;
     }
     for (unsigned i = 0; take && i < w->nin; i++)
         link_take_consumer(w->in[i]);
@@ -187,13 +178,13 @@ static int pick_links(struct wstate *w, unsigned nf, unsigned inst, bool take, s
 
 static int map_region(const struct wargs *a, struct wstate *w, struct rw_err *e)
 {
-    size_t len = run_region_size(a->status_cap);
+    size_t len = worker_region_size(a->status_cap);
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, a->status_fd, 0);
     if (p == MAP_FAILED)
         return rw_errf(e, RW_EINVAL, "bad status region");
     w->region = p;
     w->shared = p;
-    w->st = run_region_status(p) + a->status_index;
+    w->st = worker_region_status(p) + a->status_index;
     w->store_url = a->store ? a->store : w->shared->store_url;
     return 0;
 }
@@ -202,7 +193,7 @@ static int map_region(const struct wargs *a, struct wstate *w, struct rw_err *e)
  * mapping) and keeps its heartbeat going meanwhile. */
 static uint32_t wait_assignment(struct worker_status *st, const struct worker_shared *sh)
 {
-    atomic_store(&st->state, 4);
+    atomic_store(&st->state, WORKER_SPARE);
     for (;;) {
         uint32_t v = atomic_load(&st->assign);
         if (v)
@@ -285,12 +276,12 @@ static void on_sigbus(int sig, siginfo_t *si, void *ctx)
                                   "(No space left on device: SIGBUS writing its map)\n";
         ssize_t w = write(2, msg, sizeof(msg) - 1);
         (void)w;
-        _exit(RUN_WORKER_EXIT_DISK);
+        _exit(WORKER_EXIT_DISK);
     }
     signal(sig, SIG_DFL); /* the access faults again, and kills */
 }
 
-int run_worker_main(int argc, char **argv)
+int worker_main(int argc, char **argv)
 {
     struct wargs a;
     int p = parse_args(argc, argv, &a);
@@ -317,9 +308,11 @@ int run_worker_main(int argc, char **argv)
         fprintf(stderr, "rewind worker %s: %s\n", a.spare ? "(spare)" : "", e.msg);
     if (w.store)
         store_close(w.store);
+    for (unsigned j = 0; j < w.nout; j++)
+        link_edge_close(&w.out[j]);
     for (uint32_t k = 0; w.edge && w.chain && k < w.chain->nedges; k++) {
         const struct chain_edge *ed = &w.chain->edges[k];
-        for (unsigned i = 0; w.edge[k] && i < from_n(w.chain, ed) * to_n(w.chain, ed); i++)
+        for (unsigned i = 0; w.edge[k] && i < chain_edge_from_n(w.chain, ed) * chain_edge_to_n(w.chain, ed); i++)
             link_close(w.edge[k][i]);
         free(w.edge[k]);
     }
@@ -327,8 +320,8 @@ int run_worker_main(int argc, char **argv)
     if (w.chain)
         chain_free(w.chain);
     free(w.slot_base);
-    return rc == RW_ENOSPC     ? RUN_WORKER_EXIT_FULL
-           : rc == RW_ESTALLED ? RUN_WORKER_EXIT_STALLED
+    return rc == RW_ENOSPC     ? WORKER_EXIT_FULL
+           : rc == RW_ESTALLED ? WORKER_EXIT_STALLED
            : rc                ? 1
                                : 0;
 }

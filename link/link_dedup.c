@@ -1,5 +1,5 @@
 /*
- * dedup.c - the duplicate filter at an input: has (clock, sub) been seen?
+ * link_dedup.c - the duplicate filter at an input: has (clock, sub) been seen?
  *
  * Replays, clones and re-runs deliver some packets twice; every worker input and
  * the sink drop the second copy. Memory stays bounded because entries below the
@@ -8,7 +8,7 @@
  * Written by hand: DPDK's rte_hash would need the EAL (and its memory) in every
  * worker process, and this is an open-addressing set of u64 keys with a trim.
  */
-#include "nfworker.h"
+#include "link.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -13,19 +13,19 @@
  * hold of copies would grow past the root's in-flight bound (measured: 912 k
  * packets held with a bound of 65,536, kills every 20 ms).
  */
-#include "nfworker.h"
+#include "sink.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "pktheap.h"
+#include "link.h"
 
 struct sink {
     const struct sink_opts *o;
     struct sink_stats *st;
-    struct heap h;
+    struct link_heap h;
     struct dedup held; /* (clock, sub) of what the heap holds (FT) */
     uint64_t *mark;
     bool released_any;
@@ -57,10 +57,10 @@ static int take(struct sink *s, const struct link_pkt *p)
             return 0;
         }
     }
-    struct link_pkt *x = held_copy(p);
+    struct link_pkt *x = link_pkt_copy(p);
     if (!x)
         return RW_ENOMEM;
-    int rc = heap_push(&s->h, x);
+    int rc = link_heap_push(&s->h, x);
     if (rc)
         free(x);
     if (s->h.n > s->st->held_max)
@@ -80,7 +80,7 @@ static int release(struct sink *s, struct link_pkt *x, struct rw_err *e)
     s->released_any = true;
     s->last_clock = x->meta.clock;
     s->last_sub = x->meta.sub;
-    s->st->lat[worker_lat_bucket(x->sent_ns ? rw_now_ns() - x->sent_ns : 0)]++;
+    s->st->lat[rw_lat_bucket(x->sent_ns ? rw_now_ns() - x->sent_ns : 0)]++;
     if (!s->o->output) {
         atomic_fetch_add(&s->st->released, 1);
         return 0;
@@ -137,7 +137,7 @@ static int release_ready(struct sink *s, struct rw_err *e)
     uint64_t b = bound(s);
     int n = 0;
     while (s->h.n && (s->h.a[0]->meta.clock < b || b == UINT64_MAX)) {
-        struct link_pkt *x = heap_pop(&s->h);
+        struct link_pkt *x = link_heap_pop(&s->h);
         int rc = release(s, x, e);
         free(x);
         if (rc)
@@ -208,7 +208,7 @@ int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e)
     if (!rc && !(o->stop && *o->stop) && (rc = commit_output(&s, true, e)) == 0)
         publish_exit(&s, s.bound);
     st->clocks_done = UINT64_MAX;
-    heap_clear(&s.h);
+    link_heap_clear(&s.h);
     dedup_free(&s.held);
     free(s.mark);
     return rc;

@@ -1,12 +1,12 @@
 /*
- * link.c - the shared-memory link (see nfworker.h for the design).
+ * link.c - the shared-memory link (see link.h for the design).
  *
  * The queues are DPDK's rte_ring, initialised in place inside the memfd with
  * rte_ring_init() and used with the single-producer/single-consumer calls; no
  * EAL is needed for that. Written here: only the region layout and the
  * sleep/wake handshake.
  */
-#include "nfworker.h"
+#include "link.h"
 
 #include <errno.h>
 #include <poll.h>

@@ -1,12 +1,12 @@
 /*
- * localstate.c - NF state kept inside the worker process, for --no-ft: what a
+ * nf_localstate.c - NF state kept inside the worker process, for --no-ft: what a
  * traditional NF does, and the baseline rewind's overhead is measured against.
  * No op identities, no emulation, lost when the process dies.
  *
  * A chained hash map keyed by (scope, object, key bytes), written by hand for
  * the same reason as dedup.c (no EAL in workers).
  */
-#include "localstate.h"
+#include "nf_localstate.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /*
- * audit.c - what an NF's audit hook (struct nf_def.audit) writes into: the
+ * nf_audit.c - what an NF's audit hook (struct nf_def.audit) writes into: the
  * canonical summary of the NF's stored state and the invariants it found broken.
  *
  * Why it exists: output equivalence alone cannot see an op applied twice when
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nfworker.h"
+#include "nf.h"
 #include "store.h"
 
 struct nf_audit {

@@ -1,5 +1,5 @@
 /*
- * localstate.h - in-process NF state for --no-ft (see localstate.c). Internal.
+ * nf_localstate.h - in-process NF state for --no-ft (see nf_localstate.c). Internal to nf.
  */
 #ifndef RW_LOCALSTATE_H
 #define RW_LOCALSTATE_H

@@ -1,5 +1,5 @@
 /*
- * age.c - bounded NF state: each slot's age queues (nfworker.h, nf_age).
+ * nf_age.c - bounded NF state: each slot's age queues (nf.h, nf_age).
  *
  * NFs run only on packets, so an object whose flow or host never sends again
  * (a connection that just stopped, a scanner's probe, a host gone quiet) would
@@ -28,8 +28,7 @@
  *   slot2 0 0           -> head8 tail8 tickets8 (entries head..tail-1 exist)
  *   slot2 'e' 0 index8  -> ticket8 key
  */
-#include "nfworker.h"
-#include "worker_int.h"
+#include "nf.h"
 
 #include <string.h>
 
@@ -48,14 +47,14 @@ static void put64(uint8_t *p, uint64_t v)
 
 static struct store_key meta_key(const struct nf_env *env, uint16_t object, uint8_t kb[4])
 {
-    kb[0] = (uint8_t)(env->slot >> 8), kb[1] = (uint8_t)env->slot, kb[2] = kb[3] = 0;
+    kb[0] = (uint8_t)(nf_slot(env) >> 8), kb[1] = (uint8_t)nf_slot(env), kb[2] = kb[3] = 0;
     return (struct store_key){.scope = STORE_FLOW, .object = object, .bytes = kb, .len = 4};
 }
 
 static struct store_key entry_key(const struct nf_env *env, uint16_t object, uint64_t index,
                                   uint8_t kb[12])
 {
-    kb[0] = (uint8_t)(env->slot >> 8), kb[1] = (uint8_t)env->slot, kb[2] = 'e', kb[3] = 0;
+    kb[0] = (uint8_t)(nf_slot(env) >> 8), kb[1] = (uint8_t)nf_slot(env), kb[2] = 'e', kb[3] = 0;
     put64(kb + 4, index);
     return (struct store_key){.scope = STORE_FLOW, .object = object, .bytes = kb, .len = 12};
 }

@@ -40,7 +40,8 @@
  *   tcp_closed_timeout: SECONDS (10) non_ipv4: allow | drop (allow)
  *   untranslated_return: pass | drop (pass)
  */
-#include "nfworker.h"
+#include "nf.h"
+#include "rw_flow.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -706,7 +707,7 @@ static int nat_check(const struct chain_nf *nf, struct rw_err *e)
                        "return traffic to the external address carries nothing that names the "
                        "instance holding its mapping; use one instance",
                        nf->instances);
-    static const int ok[] = {CHAIN_FS_5TUPLE};
+    static const int ok[] = {RW_FS_5TUPLE};
     return nf_require_flowspace(nf, ok, 1, "a connection's two directions", e);
 }
 

@@ -1,7 +1,8 @@
 /*
- * pktheap.c - see pktheap.h. A binary min-heap by (clock, sub).
+ * link_heap.c - packets held in (clock, sub) order: a binary min-heap, because
+ * the sink releases and a merging worker processes the lowest clock first.
  */
-#include "pktheap.h"
+#include "link.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@ static bool before(const struct link_pkt *x, const struct link_pkt *y)
            (x->meta.clock == y->meta.clock && x->meta.sub < y->meta.sub);
 }
 
-struct link_pkt *held_copy(const struct link_pkt *p)
+struct link_pkt *link_pkt_copy(const struct link_pkt *p)
 {
     struct link_pkt *x = malloc(sizeof(*x) + p->len);
     if (!x)
@@ -25,7 +26,7 @@ struct link_pkt *held_copy(const struct link_pkt *p)
     return x;
 }
 
-int heap_push(struct heap *h, struct link_pkt *x)
+int link_heap_push(struct link_heap *h, struct link_pkt *x)
 {
     if (h->n == h->cap) {
         size_t cap = h->cap ? h->cap * 2 : 1024;
@@ -42,7 +43,7 @@ int heap_push(struct heap *h, struct link_pkt *x)
     return 0;
 }
 
-struct link_pkt *heap_pop(struct heap *h)
+struct link_pkt *link_heap_pop(struct link_heap *h)
 {
     struct link_pkt *top = h->a[0], *last = h->a[--h->n];
     size_t i = 0;
@@ -62,10 +63,10 @@ struct link_pkt *heap_pop(struct heap *h)
     return top;
 }
 
-void heap_clear(struct heap *h)
+void link_heap_clear(struct link_heap *h)
 {
     while (h->n)
-        free(heap_pop(h));
+        free(link_heap_pop(h));
     free(h->a);
     h->a = NULL;
     h->cap = 0;

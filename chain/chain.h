@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "rw_common.h"
+#include "rw_flow.h"
 
 /* ---- the generic YAML tree ---- */
 
@@ -70,17 +71,11 @@ int chain_node_enum(const struct chain_node *map, const char *key, const char *c
 #define CHAIN_OUTPUT        (-2) /* edge endpoint: the sink */
 #define CHAIN_MAX_INSTANCES 64
 
-/* Same order and meaning as enum rw_flowspace (common/rw_flow.h). */
-enum chain_flowspace { CHAIN_FS_5TUPLE, CHAIN_FS_SRC, CHAIN_FS_DST, CHAIN_FS_HOST_PAIR };
-
-/* Same order and meaning as enum log_durability. */
-enum chain_durability { CHAIN_DUR_NONE, CHAIN_DUR_PROCESS, CHAIN_DUR_POWER };
-
 struct chain_nf {
     char name[32]; /* [a-z0-9_-]{1,31}, unique, not "input" or "output" */
     char type[32]; /* one of the caller's known types */
     uint32_t instances;
-    enum chain_flowspace flowspace;
+    enum rw_flowspace flowspace;
     const struct chain_node *config; /* a mapping, or NULL when not given */
     int line;
 };
@@ -101,7 +96,7 @@ struct chain {
     char *trace;     /* input trace (a relative one joined to the file's directory), or NULL */
     char *port;      /* input DPDK devargs, or NULL; at most one of trace and port is set */
     char *store_url; /* as written (default "lmdb:store"); the scheme is checked */
-    enum chain_durability durability;
+    enum rw_durability durability;
     uint32_t segment_mb;
     uint32_t max_frame; /* bytes: the largest frame a link carries (default 9,216) */
     uint32_t nnfs, nedges;
@@ -122,9 +117,27 @@ int chain_parse(const char *yaml_text, size_t len, const char *origin,
                 const char *const *known_types, struct chain **out, struct rw_err *e);
 void chain_free(struct chain *c);
 
+/* The chain's links, one layout for the coordinator that creates them and every
+ * worker that attaches to them: edge k joins each of its chain_edge_from_n
+ * senders (the root counts as one) to each of its chain_edge_to_n receivers (the
+ * sink counts as one); link (i, j) of edge k is number i * to_n + j of the edge,
+ * and packets on it are routed by the receiving NF's flowspace. */
+static inline unsigned chain_edge_from_n(const struct chain *c, const struct chain_edge *ed)
+{
+    return ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
+}
+static inline unsigned chain_edge_to_n(const struct chain *c, const struct chain_edge *ed)
+{
+    return ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
+}
+static inline enum rw_flowspace chain_edge_flowspace(const struct chain *c, const struct chain_edge *ed)
+{
+    return ed->to < 0 ? RW_FS_5TUPLE : c->nfs[ed->to].flowspace;
+}
+
 /* Index of the NF called name, or -1. */
 int chain_nf_index(const struct chain *c, const char *name);
-const char *chain_flowspace_name(enum chain_flowspace fs);
-const char *chain_durability_name(enum chain_durability d);
+const char *chain_flowspace_name(enum rw_flowspace fs);
+const char *chain_durability_name(enum rw_durability d);
 
 #endif

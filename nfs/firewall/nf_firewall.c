@@ -18,7 +18,8 @@
  *   rules: [ {action, proto: tcp|udp|icmp|any, src: CIDR, dst: CIDR,
  *             src_port: N | N-M, dst_port: N | N-M} ]
  */
-#include "nfworker.h"
+#include "nf.h"
+#include "rw_flow.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -347,7 +348,7 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
 /* A connection's two directions must meet in one instance's table. */
 static int fw_check(const struct chain_nf *nf, struct rw_err *e)
 {
-    static const int ok[] = {CHAIN_FS_5TUPLE, CHAIN_FS_HOST_PAIR};
+    static const int ok[] = {RW_FS_5TUPLE, RW_FS_HOST_PAIR};
     return nf_require_flowspace(nf, ok, 2, "a connection's two directions", e);
 }
 

@@ -22,7 +22,8 @@
  *   backends: [ADDRESS, ...]      (IPv4, 1..32)
  *   idle_timeout: SECONDS         (300)
  */
-#include "nfworker.h"
+#include "nf.h"
+#include "rw_flow.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

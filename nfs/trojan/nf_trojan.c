@@ -23,7 +23,8 @@
  *   ports: {ssh: 22, http: 80, ftp: 21, irc: 6667}
  *   window: SECONDS (86400)
  */
-#include "nfworker.h"
+#include "nf.h"
+#include "rw_flow.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -308,7 +309,7 @@ static int tj_process(void *self, struct nf_env *env, const struct nf_pkt *p)
 /* A host's requests (to every server) must meet in one instance. */
 static int tj_check(const struct chain_nf *nf, struct rw_err *e)
 {
-    static const int ok[] = {CHAIN_FS_SRC};
+    static const int ok[] = {RW_FS_SRC};
     return nf_require_flowspace(nf, ok, 1, "a host's requests to different servers", e);
 }
 
