@@ -26,7 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pcapng.h"
+#include "replay.h"
 
 int run_quarantine_death(struct run *r, const struct run_proc *p)
 {

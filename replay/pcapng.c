@@ -1,9 +1,9 @@
 /*
- * pcapng.c - see pcapng.h. Block layouts follow the pcapng specification
+ * pcapng.c - the pcapng writer (replay.h). Block layouts follow the pcapng specification
  * (draft-ietf-opsawg-pcapng): SHB 0x0A0D0D0A, IDB 1, EPB 6; options padded to 32
  * bits; host byte order, announced by the byte-order magic.
  */
-#include "pcapng.h"
+#include "replay.h"
 
 #include <string.h>
 

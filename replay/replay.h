@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "log.h"
 
@@ -52,5 +53,22 @@ int replay_trim_capture(const char *path, uint64_t *kept, struct rw_err *e);
  * previous one, keeps errors from adding up. */
 int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, double speed,
                    const struct replay_opts *o, struct replay_stats *st, struct rw_err *e);
+
+/* ---- pcapng writer (pcapng.c) ----
+ * A minimal pcapng writer (section header, one Ethernet interface with
+ * nanosecond resolution, enhanced packet blocks with a comment), used by replay
+ * and by the coordinator's quarantine file. Written by hand because libpcap only
+ * writes classic pcap, and pcapng is what carries the clock to Wireshark as a
+ * per-packet comment. */
+
+struct pcapng {
+    FILE *f;
+};
+
+int pcapng_open(struct pcapng *w, const char *path);
+int pcapng_write(struct pcapng *w, uint64_t ts_ns, uint32_t cap_len, uint32_t wire_len,
+                 const uint8_t *data, const char *comment);
+/* Returns 0 when every byte reached the file. */
+int pcapng_close(struct pcapng *w);
 
 #endif

@@ -6,7 +6,6 @@
  */
 #include "replay.h"
 #include "replay_filter.h"
-#include "pcapng.h"
 
 #include <errno.h>
 #include <inttypes.h>
