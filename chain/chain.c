@@ -10,6 +10,7 @@
  */
 #include "chain.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pcap/pcap.h>
 #include <stdarg.h>
@@ -553,6 +554,69 @@ int chain_node_u64(const struct chain_node *map, const char *key, uint64_t lo, u
         return chain_node_errf(map, key, e, "expected an integer in %llu..%llu, got '%s'",
                                (unsigned long long)lo, (unsigned long long)hi, v->str);
     *out = x;
+    return RW_OK;
+}
+
+int chain_node_addr_of(const struct chain_node *map, const char *key, const struct chain_node *n,
+                       unsigned accept, struct chain_addr *out, struct rw_err *e)
+{
+    const char *s = n && n->kind == CHAIN_SCALAR ? n->str : NULL;
+    const char *what = (accept & (CHAIN_ADDR_V4 | CHAIN_ADDR_V6)) == CHAIN_ADDR_V4   ? "IPv4 "
+                       : (accept & (CHAIN_ADDR_V4 | CHAIN_ADDR_V6)) == CHAIN_ADDR_V6 ? "IPv6 "
+                                                                                     : "";
+    const char *form = accept & CHAIN_ADDR_PREFIX ? "address or CIDR prefix" : "address";
+    *out = (struct chain_addr){0};
+    char buf[64];
+    if (!s || strlen(s) >= sizeof(buf))
+        return chain_node_errf(map, key, e, "'%.64s' is not an %s%s", s ? s : "?", what, form);
+    snprintf(buf, sizeof(buf), "%s", s);
+    char *slash = strchr(buf, '/'), *end = NULL;
+    if (slash)
+        *slash = '\0';
+    uint8_t fam = (accept & CHAIN_ADDR_V4) && inet_pton(AF_INET, buf, out->addr) == 1    ? 4
+                  : (accept & CHAIN_ADDR_V6) && inet_pton(AF_INET6, buf, out->addr) == 1 ? 6
+                                                                                         : 0;
+    long max = fam == 4 ? 32 : 128, bits = max;
+    if (slash && (accept & CHAIN_ADDR_PREFIX)) {
+        errno = 0;
+        bits = strtol(slash + 1, &end, 10);
+    }
+    if (!fam || (slash && !(accept & CHAIN_ADDR_PREFIX)) || (end && (*end || end == slash + 1)) ||
+        bits < 0 || bits > max)
+        return chain_node_errf(map, key, e, "'%s' is not an %s%s", s, what, form);
+    out->family = fam;
+    out->bits = (uint8_t)bits;
+    return RW_OK;
+}
+
+int chain_node_addr(const struct chain_node *map, const char *key, int required, unsigned accept,
+                    struct chain_addr *out, struct rw_err *e)
+{
+    const char *s;
+    int rc = chain_node_string(map, key, required, &s, e);
+    *out = (struct chain_addr){0};
+    if (rc || !s)
+        return rc;
+    return chain_node_addr_of(map, key, chain_node_get(map, key), accept, out, e);
+}
+
+int chain_node_ports(const struct chain_node *map, const char *key, uint16_t lo, uint16_t hi,
+                     uint16_t *from, uint16_t *to, struct rw_err *e)
+{
+    const char *s;
+    int rc = chain_node_string(map, key, 0, &s, e);
+    if (rc || !s)
+        return rc;
+    char *end;
+    errno = 0;
+    long a = strtol(s, &end, 10), b = a;
+    if (*end == '-')
+        b = strtol(end + 1, &end, 10);
+    if (*end || end == s || errno || a < lo || b > hi || a > b)
+        return chain_node_errf(map, key, e, "'%s' is not a port or range N-M within %u-%u", s, lo,
+                               hi);
+    *from = (uint16_t)a;
+    *to = (uint16_t)b;
     return RW_OK;
 }
 

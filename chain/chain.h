@@ -65,6 +65,27 @@ int chain_node_u64(const struct chain_node *map, const char *key, uint64_t lo, u
 int chain_node_enum(const struct chain_node *map, const char *key, const char *const *names,
                     int def, int *out, struct rw_err *e);
 
+/* Addresses and prefixes, the way every NF's config writes them. accept: the
+ * families a key takes, and whether a CIDR prefix ("10.0.0.0/8") is allowed. */
+enum { CHAIN_ADDR_V4 = 1, CHAIN_ADDR_V6 = 2, CHAIN_ADDR_PREFIX = 4 };
+struct chain_addr {
+    uint8_t family; /* 4 or 6; 0 when the key is absent */
+    uint8_t bits;   /* prefix length: 32 or 128 for a plain address */
+    uint8_t addr[16];
+};
+/* The address under key ("10.1.2.3", "2001:db8::/32"). Absent and not required:
+ * out->family is 0. A value not accepted: "'V' is not an IPv4 address or CIDR
+ * prefix" (naming what accept allows), RW_EINVAL. */
+int chain_node_addr(const struct chain_node *map, const char *key, int required, unsigned accept,
+                    struct chain_addr *out, struct rw_err *e);
+/* The same for a scalar node n of map's key (an item of a list under key). */
+int chain_node_addr_of(const struct chain_node *map, const char *key, const struct chain_node *n,
+                       unsigned accept, struct chain_addr *out, struct rw_err *e);
+/* A port "N" or range "N-M" within lo..hi under key. Absent: *from and *to are
+ * left as they are (the caller's default). Otherwise RW_EINVAL naming the key. */
+int chain_node_ports(const struct chain_node *map, const char *key, uint16_t lo, uint16_t hi,
+                     uint16_t *from, uint16_t *to, struct rw_err *e);
+
 /* ---- the chain ---- */
 
 #define CHAIN_INPUT         (-1) /* edge endpoint: the root splitter */

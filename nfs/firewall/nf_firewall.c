@@ -62,46 +62,20 @@ struct fw_conn {
 
 /* ---- configuration ---- */
 
+/* src or dst of a rule: an address or prefix, of the rule's one family. */
 static int parse_cidr(const struct chain_node *r, const char *key, uint8_t *family,
                       uint8_t addr[16], uint8_t *bits, struct rw_err *e)
 {
-    const char *s;
-    int rc = chain_node_string(r, key, 0, &s, e);
-    if (rc || !s)
+    struct chain_addr a;
+    int rc = chain_node_addr(r, key, 0, CHAIN_ADDR_V4 | CHAIN_ADDR_V6 | CHAIN_ADDR_PREFIX, &a, e);
+    if (rc || !a.family)
         return rc;
-    char buf[64];
-    snprintf(buf, sizeof(buf), "%s", s);
-    char *slash = strchr(buf, '/');
-    if (slash)
-        *slash = '\0';
-    uint8_t fam = inet_pton(AF_INET, buf, addr) == 1    ? 4
-                  : inet_pton(AF_INET6, buf, addr) == 1 ? 6
-                                                        : 0;
-    long b = slash ? strtol(slash + 1, NULL, 10) : (fam == 4 ? 32 : 128);
-    if (!fam || b < 0 || b > (fam == 4 ? 32 : 128) || (*family && *family != fam))
-        return chain_node_errf(r, key, e, "'%s' is not an address or CIDR prefix", s);
-    *family = fam;
-    *bits = (uint8_t)b;
-    return 0;
-}
-
-static int parse_ports(const struct chain_node *r, const char *key, uint16_t *lo, uint16_t *hi,
-                       struct rw_err *e)
-{
-    const char *s;
-    *lo = 0;
-    *hi = 65535;
-    int rc = chain_node_string(r, key, 0, &s, e);
-    if (rc || !s)
-        return rc;
-    char *end;
-    long a = strtol(s, &end, 10), b = a;
-    if (*end == '-')
-        b = strtol(end + 1, &end, 10);
-    if (*end || end == s || a < 0 || b > 65535 || a > b)
-        return chain_node_errf(r, key, e, "'%s' is not a port or range N-M", s);
-    *lo = (uint16_t)a;
-    *hi = (uint16_t)b;
+    if (*family && *family != a.family)
+        return chain_node_errf(r, key, e, "'%s' is not of the family of the rule's other address",
+                               chain_node_scalar(chain_node_get(r, key)));
+    *family = a.family;
+    memcpy(addr, a.addr, 16);
+    *bits = a.bits;
     return 0;
 }
 
@@ -121,10 +95,12 @@ static int parse_rule(const struct chain_node *r, struct fw_rule *fr, struct rw_
         return chain_node_errf(r, "action", e, "a rule needs an action (allow or drop)");
     fr->allow = action == 1;
     fr->proto = proto_num[proto];
+    fr->sport_lo = fr->dport_lo = 0;
+    fr->sport_hi = fr->dport_hi = 65535;
     if ((rc = parse_cidr(r, "src", &fr->family, fr->src, &fr->src_bits, e)) ||
         (rc = parse_cidr(r, "dst", &fr->family, fr->dst, &fr->dst_bits, e)) ||
-        (rc = parse_ports(r, "src_port", &fr->sport_lo, &fr->sport_hi, e)) ||
-        (rc = parse_ports(r, "dst_port", &fr->dport_lo, &fr->dport_hi, e)))
+        (rc = chain_node_ports(r, "src_port", 0, 65535, &fr->sport_lo, &fr->sport_hi, e)) ||
+        (rc = chain_node_ports(r, "dst_port", 0, 65535, &fr->dport_lo, &fr->dport_hi, e)))
         return rc;
     return 0;
 }

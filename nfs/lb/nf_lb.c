@@ -64,10 +64,11 @@ struct lb_conn {
 static int parse_addr(const struct chain_node *map, const char *key, const struct chain_node *n,
                       uint8_t out[4], struct rw_err *e)
 {
-    const char *s = chain_node_scalar(n);
-    if (!s || inet_pton(AF_INET, s, out) != 1)
-        return chain_node_errf(map, key, e, "'%s' is not an IPv4 address", s ? s : "?");
-    return 0;
+    struct chain_addr a;
+    int rc = chain_node_addr_of(map, key, n, CHAIN_ADDR_V4, &a, e);
+    if (!rc)
+        memcpy(out, a.addr, 4);
+    return rc;
 }
 
 static int lb_init(void *self, const struct chain_node *cfg, struct rw_err *e)

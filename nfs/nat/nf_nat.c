@@ -119,40 +119,20 @@ static const char *const drop_names[] = {"truncated", "bad_ihl", "fragment", "ip
 static int parse_ipv4(const struct chain_node *c, const char *key, bool cidr, uint8_t a[4],
                       unsigned *bits, struct rw_err *e)
 {
-    const char *s;
-    int rc = chain_node_string(c, key, 1, &s, e);
+    struct chain_addr x;
+    int rc = chain_node_addr(c, key, 1, CHAIN_ADDR_V4 | (cidr ? CHAIN_ADDR_PREFIX : 0), &x, e);
     if (rc)
         return rc;
-    char buf[64], *end = NULL;
-    snprintf(buf, sizeof(buf), "%s", s);
-    char *slash = strchr(buf, '/');
-    if (slash)
-        *slash = '\0';
-    long b = slash && cidr ? strtol(slash + 1, &end, 10) : 32;
-    if ((slash && !cidr) || (end && (*end || end == slash + 1)) || b < 0 || b > 32 ||
-        inet_pton(AF_INET, buf, a) != 1)
-        return chain_node_errf(c, key, e, "'%s' is not an IPv4 %s", s,
-                               cidr ? "address or CIDR prefix" : "address");
+    memcpy(a, x.addr, 4);
     if (bits)
-        *bits = (unsigned)b;
+        *bits = x.bits;
     return 0;
 }
 
 static int parse_range(const struct chain_node *c, struct nat *n, struct rw_err *e)
 {
-    const char *s;
-    int rc = chain_node_string(c, "ports", 0, &s, e);
     n->lo = 1024, n->hi = 65535;
-    if (rc || !s)
-        return rc;
-    char *end;
-    long a = strtol(s, &end, 10), b = -1;
-    if (*end == '-')
-        b = strtol(end + 1, &end, 10);
-    if (*end || end == s || a < 1 || b > 65535 || a > b)
-        return chain_node_errf(c, "ports", e, "'%s' is not a port range N-M within 1-65535", s);
-    n->lo = (uint16_t)a, n->hi = (uint16_t)b;
-    return 0;
+    return chain_node_ports(c, "ports", 1, 65535, &n->lo, &n->hi, e);
 }
 
 static uint32_t be32(const uint8_t *p)
