@@ -156,6 +156,13 @@ struct nf_def {
      * summary and its broken invariants. Returns 0 (broken invariants are not an
      * error), or the store's error when it cannot read them (a is then partial). */
     int (*audit)(void *self, struct store_client *c, struct nf_audit *a, struct rw_err *e);
+    /* Optional: what `rewind verify --chain` must rename in this NF's output before
+     * comparing two runs clock by clock: values the interleaving of its instances
+     * picks, not the packets (a NAT's external ports, a load balancer's backend
+     * per connection). Writes verify's canon specs ("ports:ADDR",
+     * "conns:ADDR,ADDR...", docs/operator.md), one per line, into spec (cap
+     * bytes). 0, or RW_EINVAL when they do not fit. */
+    int (*canon)(const struct chain_node *config, char *spec, size_t cap, struct rw_err *e);
 };
 
 /* For check hooks: refuses nf's flowspace unless it is one of ok (n entries) or

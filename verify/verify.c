@@ -17,6 +17,7 @@
 
 #include "chain.h"
 #include "log.h"
+#include "nfs.h"
 
 #define VERIFY_WINDOW (1ull << 16) /* clocks per window */
 #define NPROTO        3            /* tcp, udp, other (icmp ids) */
@@ -139,23 +140,16 @@ int verify_canon_parse(struct verify_opts *o, const char *spec, struct rw_err *e
     return 0;
 }
 
+/* What an NF of the chain says verify must rename (its nf_def's canon hook). */
 static int chain_nf_canon(struct verify_opts *o, const struct chain_nf *nf, struct rw_err *e)
 {
-    const char *s;
-    int rc = 0;
-    if (!strcmp(nf->type, "nat")) {
-        rc = chain_node_string(nf->config, "external", 0, &s, e);
-        if (!rc && s && ++o->ngroups)
-            rc = add_rule(o, VERIFY_CANON_PORTS, s, e);
-    } else if (!strcmp(nf->type, "lb")) {
-        const struct chain_node *b = chain_node_get(nf->config, "backends");
-        o->ngroups++; /* one renaming for all of an lb's backends */
-        for (size_t i = 0; !rc && b && i < chain_node_count(b); i++) {
-            s = chain_node_scalar(chain_node_item(b, i));
-            if (s)
-                rc = add_rule(o, VERIFY_CANON_CONNS, s, e);
-        }
-    }
+    const struct nf_def *def = nf_find(nf->type);
+    if (!def || !def->canon)
+        return 0;
+    char spec[2048], *save = NULL;
+    int rc = def->canon(nf->config, spec, sizeof(spec), e);
+    for (char *t = strtok_r(spec, "\n", &save); !rc && t; t = strtok_r(NULL, "\n", &save))
+        rc = verify_canon_parse(o, t, e);
     return rc;
 }
 

@@ -377,10 +377,28 @@ static int lb_audit(void *self, struct store_client *c, struct nf_audit *a, stru
     return rc ? rw_errf(e, rc, "out of memory") : 0;
 }
 
+/* Which backend a connection gets depends on the other instances' counts:
+ * verify renames the backends per connection before it compares runs. */
+static int lb_canon(const struct chain_node *config, char *spec, size_t cap, struct rw_err *e)
+{
+    const struct chain_node *b = chain_node_get(config, "backends");
+    size_t used = 0;
+    spec[0] = '\0';
+    for (size_t i = 0; b && i < chain_node_count(b); i++) {
+        const char *s = chain_node_scalar(chain_node_item(b, i));
+        int n = s ? snprintf(spec + used, cap - used, "%s%s", used ? "," : "conns:", s) : 0;
+        if (n < 0 || (size_t)n >= cap - used)
+            return rw_errf(e, RW_EINVAL, "lb: canon spec too long");
+        used += (size_t)n;
+    }
+    return 0;
+}
+
 const struct nf_def nf_lb = {
     .type = "lb",
     .self_size = sizeof(struct lb),
     .init = lb_init,
     .process = lb_process,
     .audit = lb_audit,
+    .canon = lb_canon,
 };

@@ -808,6 +808,18 @@ static int nat_audit(void *self, struct store_client *c, struct nf_audit *a, str
     return rc ? rw_errf(e, rc, "out of memory") : 0;
 }
 
+/* The external ports are picked from a pool several instances share: verify
+ * renames them (by order of first appearance) before it compares runs. */
+static int nat_canon(const struct chain_node *config, char *spec, size_t cap, struct rw_err *e)
+{
+    const char *ext = NULL;
+    int rc = chain_node_string(config, "external", 0, &ext, e);
+    if (rc)
+        return rc;
+    int n = snprintf(spec, cap, "%s%s", ext ? "ports:" : "", ext ? ext : "");
+    return n < 0 || (size_t)n >= cap ? rw_errf(e, RW_EINVAL, "nat: canon spec too long") : 0;
+}
+
 const struct nf_def nf_nat = {
     .type = "nat",
     .check = nat_check,
@@ -815,4 +827,5 @@ const struct nf_def nf_nat = {
     .init = nat_init,
     .process = nat_process,
     .audit = nat_audit,
+    .canon = nat_canon,
 };
