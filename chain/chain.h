@@ -151,7 +151,8 @@ static inline unsigned chain_edge_to_n(const struct chain *c, const struct chain
 {
     return ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
 }
-static inline enum rw_flowspace chain_edge_flowspace(const struct chain *c, const struct chain_edge *ed)
+static inline enum rw_flowspace chain_edge_flowspace(const struct chain *c,
+                                                     const struct chain_edge *ed)
 {
     return ed->to < 0 ? RW_FS_5TUPLE : c->nfs[ed->to].flowspace;
 }

@@ -206,13 +206,13 @@ static int bench_ingest(const char *tmp, uint64_t n, uint32_t size, struct inges
         double mta = median3(ta), mtr = median3(tr);
         double mb = (double)n * size / 1e6;
         rows[d - RW_DUR_NONE] = (struct ingest_row){.size = size,
-                                                     .n = n,
-                                                     .dur = (enum rw_durability)d,
-                                                     .pps = (double)n / mta,
-                                                     .mbs = mb / mta,
-                                                     .raw_pps = (double)n / mtr,
-                                                     .raw_mbs = mb / mtr,
-                                                     .ratio = mtr / mta};
+                                                    .n = n,
+                                                    .dur = (enum rw_durability)d,
+                                                    .pps = (double)n / mta,
+                                                    .mbs = mb / mta,
+                                                    .raw_pps = (double)n / mtr,
+                                                    .raw_mbs = mb / mtr,
+                                                    .ratio = mtr / mta};
     }
     free(b.data);
     return 0;

@@ -1,7 +1,7 @@
 /*
  * cmd_bench_store.c - `rewind bench store`: state store throughput as ratios to
  * a plain baseline measured in the same run (the machines are shared and noisy,
- * DESIGN §10): plain LMDB puts for the LMDB backend, plain pipelined Redis
+ * design.md: Measuring): plain LMDB puts for the LMDB backend, plain pipelined Redis
  * INCRBY for the Redis backend. It starts its own redis-server on a free
  * loopback port and stops it at the end. With --json the figures go to stdout as
  * one object (docs/benchmarks.md) instead of the text table.

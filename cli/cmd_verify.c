@@ -1,6 +1,6 @@
 /*
  * cmd_verify.c - `rewind verify REF_DIR RUN_DIR`: the operator's check of chain
- * output equivalence (DESIGN §2) between two runs of `rewind run`, e.g. a
+ * output equivalence (design.md: The guarantee) between two runs of `rewind run`, e.g. a
  * fault-free one and a chaos one. The comparison is verify/verify.c; this file
  * parses the command line, prints the differences and the summary, and maps the
  * verdict to an exit code.

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Packet flags carried with the metadata (DESIGN §4). */
+/* Packet flags carried with the metadata (design.md: A packet's life). */
 enum rw_pkt_flag {
     RW_F_REPLAY = 1u << 0,      /* re-sent from the log to a recovering instance */
     RW_F_LAST_REPLAY = 1u << 1, /* last packet of a replay */

@@ -2,13 +2,13 @@
  * failover.h - the coordinator's public API (with chain.h, the chain file).
  *
  * `rewind run` is the coordinator: it loads the chain, creates the links between
- * the processes (it owns them, DESIGN §5), spawns and watches one worker process
+ * the processes (it owns them, design.md: A packet's life), spawns and watches one worker process
  * per NF instance with libuv, runs the root splitter and the logger in its own
  * process, and the sink in a thread of it. It detects a worker's death (its exit)
  * and a hang (missed heartbeats: the worker is then SIGKILLed, so every failure is
  * fail-stop). A failed slot is given to a hot spare, which replays the slot's
  * logged packets from its store watermark and takes the live links over
- * (DESIGN §7; nfworker/recover.c). `rewind chaos` is a run with a fault
+ * (design.md: Invariants, Recovery; nfworker/recover.c). `rewind chaos` is a run with a fault
  * schedule: SIGKILL and SIGSTOP/SIGCONT of random workers.
  */
 #ifndef RW_FAILOVER_H
@@ -64,6 +64,5 @@ struct run_result {
  * RW_EINTR when *o->stop came before the end of a trace; both leave every output
  * written, report.json saying so. */
 int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e);
-
 
 #endif

@@ -83,8 +83,8 @@ struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j)
 static void free_links(struct run *r)
 {
     for (uint32_t k = 0; r->links && k < r->chain->nedges; k++) {
-        unsigned n =
-            chain_edge_from_n(r->chain, &r->chain->edges[k]) * chain_edge_to_n(r->chain, &r->chain->edges[k]);
+        unsigned n = chain_edge_from_n(r->chain, &r->chain->edges[k]) *
+                     chain_edge_to_n(r->chain, &r->chain->edges[k]);
         for (unsigned i = 0; r->links[k] && i < n; i++)
             link_close(r->links[k][i]);
         free(r->links[k]);
@@ -180,8 +180,7 @@ static int make_root_edges(struct run *r, struct rw_err *e)
         const struct chain_edge *ed = &c->edges[k];
         if (ed->from != CHAIN_INPUT)
             continue;
-        enum rw_flowspace fs =
-            chain_edge_flowspace(c, ed);
+        enum rw_flowspace fs = chain_edge_flowspace(c, ed);
         int rc = link_edge_open(&r->redges[r->nredges], &r->links[k][0], chain_edge_to_n(c, ed), fs,
                                 ed->filter, e);
         if (rc)

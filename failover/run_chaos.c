@@ -47,7 +47,8 @@ static struct run_proc *victim(struct run *r)
     uint32_t s = (uint32_t)(next_rand(r) % r->nworkers);
     struct run_proc *p = r->slots[s].proc;
     uint32_t st = p ? atomic_load(&r->status[p->index].state) : 0;
-    if (!p || !p->used || p->slot != (int)s || !p->running || p->fault_ns || (st != WORKER_RUNNING && st != WORKER_SPARE))
+    if (!p || !p->used || p->slot != (int)s || !p->running || p->fault_ns ||
+        (st != WORKER_RUNNING && st != WORKER_SPARE))
         return NULL;
     return p;
 }

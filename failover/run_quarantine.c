@@ -1,5 +1,5 @@
 /*
- * run_quarantine.c - packets of death (DESIGN §7). A malformed packet that
+ * run_quarantine.c - packets of death (design.md: Invariants, Recovery). A malformed packet that
  * crashes every worker that processes it would crash-loop a slot forever:
  * CHC or FTMB would replay it into each replacement. The coordinator tells
  * such a packet from a fault: when the same slot's worker dies twice while

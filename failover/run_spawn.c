@@ -4,7 +4,7 @@
  * then drains the chain), watched by heartbeat, reaped by the loop thread, and
  * replaced when they fail.
  *
- * Failover (DESIGN §7): a slot's worker that dies (exit, signal) or stops
+ * Failover (design.md: Invariants, Recovery): a slot's worker that dies (exit, signal) or stops
  * answering (missed heartbeats: it is SIGKILLed, so every failure is fail-stop)
  * is replaced by a hot spare: a `rewind worker --spare` that already loaded the
  * chain, mapped every link and opened the store. The coordinator writes the

@@ -139,7 +139,8 @@ struct link_edge {
 int link_edge_open(struct link_edge *ed, struct link **links, unsigned n, enum rw_flowspace fs,
                    const char *filter, struct rw_err *e);
 /* The instance (0..n-1) that takes the packet, or -1 when the filter refuses it. */
-int link_edge_pick(const struct link_edge *ed, const uint8_t *data, uint32_t len, uint32_t wire_len);
+int link_edge_pick(const struct link_edge *ed, const uint8_t *data, uint32_t len,
+                   uint32_t wire_len);
 void link_edge_close(struct link_edge *ed);
 
 /* ---- packets held in (clock, sub) order (link_heap.c) ---- */

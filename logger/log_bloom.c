@@ -1,7 +1,7 @@
 /*
  * log_bloom.c - the per-block flow filter.
  *
- * DESIGN §9 maps flow hash -> block in a dupsort table. Measured here, that
+ * design.md: Formats maps flow hash -> block in a dupsort table. Measured here, that
  * costs one random-key B-tree insert per distinct flow per block — about one
  * per packet on real traffic — and it dominated ingest (docs/design-notes.md).
  * A Bloom filter per block is one appended value per block; a flow query scans

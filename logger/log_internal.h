@@ -15,7 +15,7 @@
 #define LOG_SEG_INFO_LEN 88
 #define LOG_MANIFEST     "manifest.mdb"
 #define LOG_LOCK         "writer.lock"
-#define LOG_CLOCK_BLOCK  (1ull << 16) /* clocks reserved at a time (DESIGN §4) */
+#define LOG_CLOCK_BLOCK  (1ull << 16) /* clocks reserved at a time (design.md: A packet's life) */
 
 struct log_seg {
     MDB_env *env;

@@ -5,7 +5,7 @@
  *
  * The root never waits for storage: it only waits when the ring is full or when
  * it reaches the end of its clock reservation, which it asks for half a block
- * ahead. When the thread has nothing to do it sleeps briefly (DESIGN §5: no two
+ * ahead. When the thread has nothing to do it sleeps briefly (design.md: A packet's life: no two
  * busy pollers on one core). It runs on an EAL worker lcore when one is free: a
  * pthread started after rte_eal_init() inherits the main lcore's pinning and
  * would share the root's core (measured: 1.7 s vs 1.15 s for 1 M packets).

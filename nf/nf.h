@@ -105,7 +105,7 @@ struct nf_pkt {
     uint32_t len, wire_len;
 };
 
-/* An NF type of the catalog. Deterministic by contract (DESIGN §6): output depends
+/* An NF type of the catalog. Deterministic by contract (design.md: Invariants): output depends
  * only on input packets, state read through nf_*, and nf_now(). The worker hands
  * it its slot's packets in (clock, sub) order, merging several input links by
  * their marks, so timers and cross-flow state see the same sequence in every
@@ -170,7 +170,6 @@ struct nf_def {
 int nf_require_flowspace(const struct chain_nf *nf, const int *ok, unsigned n, const char *why,
                          struct rw_err *e);
 
-
 /* ---- an NF in-process, for fuzzing and unit tests ---- */
 
 /* An NF instance with local state (as --no-ft) and no links: what it emits is
@@ -203,12 +202,12 @@ typedef int (*nf_emit_fn)(void *ctx, const struct rw_meta *in, uint16_t sub, con
 struct nf_inst_opts {
     const struct nf_def *def;
     const struct chain_node *config;
-    const char *name;             /* the NF's name in the chain (alerts, messages) */
-    bool ft;                      /* state in the store (a client, nf_inst_set_client) or local */
-    uint16_t slot;                /* the instance: its age queues are its own */
-    struct nf_counter *counters;  /* NF_COUNTERS of them, or NULL: the instance's own */
-    FILE *alerts;                 /* JSON lines, or NULL: alerts not kept */
-    nf_emit_fn emit;              /* NULL: emitted packets only counted */
+    const char *name;            /* the NF's name in the chain (alerts, messages) */
+    bool ft;                     /* state in the store (a client, nf_inst_set_client) or local */
+    uint16_t slot;               /* the instance: its age queues are its own */
+    struct nf_counter *counters; /* NF_COUNTERS of them, or NULL: the instance's own */
+    FILE *alerts;                /* JSON lines, or NULL: alerts not kept */
+    nf_emit_fn emit;             /* NULL: emitted packets only counted */
     void *emit_ctx;
 };
 
@@ -225,8 +224,8 @@ void nf_inst_set_client(struct nf_inst *n, struct store_client *sc);
  * STORE_EFENCED: the slot changed hands), with e saying which NF and clock. The
  * ops it issued before the error stay issued (the store's record answers a
  * re-run). *emitted (may be NULL): packets it emitted for this input. */
-int nf_inst_process(struct nf_inst *n, const struct rw_meta *meta, const uint8_t *data, uint32_t len,
-                    uint32_t wire_len, unsigned *emitted, struct rw_err *e);
+int nf_inst_process(struct nf_inst *n, const struct rw_meta *meta, const uint8_t *data,
+                    uint32_t len, uint32_t wire_len, unsigned *emitted, struct rw_err *e);
 /* Runs the NF's fini and frees the instance (NULL is fine). */
 void nf_inst_close(struct nf_inst *n);
 

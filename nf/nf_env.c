@@ -186,7 +186,8 @@ int nf_alert(struct nf_env *env, const char *type, const char *fields_json)
 {
     if (!env->o->alerts)
         return 0;
-    fprintf(env->o->alerts, "{\"clock\": %llu, \"ts\": %llu, \"nf\": \"%s\", \"type\": \"%s\"%s%s}\n",
+    fprintf(env->o->alerts,
+            "{\"clock\": %llu, \"ts\": %llu, \"nf\": \"%s\", \"type\": \"%s\"%s%s}\n",
             (unsigned long long)env->in->clock, (unsigned long long)env->in->ts_ns, env->o->name,
             type, fields_json && *fields_json ? ", " : "", fields_json ? fields_json : "");
     /* Now, not at exit: a worker may be killed at any instant, and its store
@@ -237,8 +238,8 @@ void nf_inst_set_client(struct nf_inst *n, struct store_client *sc)
     n->env.sc = sc;
 }
 
-int nf_inst_process(struct nf_inst *n, const struct rw_meta *meta, const uint8_t *data, uint32_t len,
-                    uint32_t wire_len, unsigned *emitted, struct rw_err *e)
+int nf_inst_process(struct nf_inst *n, const struct rw_meta *meta, const uint8_t *data,
+                    uint32_t len, uint32_t wire_len, unsigned *emitted, struct rw_err *e)
 {
     struct nf_env *env = &n->env;
     env->in = meta;

@@ -36,14 +36,13 @@ enum worker_state {
     WORKER_SPARE = 4,    /* a hot spare, ready, waiting for a slot */
 };
 
-
 struct worker_status {
     _Atomic uint64_t heartbeat; /* bumped every loop turn and every wake-up */
     _Atomic uint64_t pkts_in, pkts_out, dropped, dups, errors;
-    _Atomic uint64_t queue_depth;             /* input packets seen waiting at the last turn */
-    _Atomic uint64_t mark;                    /* progress: every input below it is processed */
+    _Atomic uint64_t queue_depth;         /* input packets seen waiting at the last turn */
+    _Atomic uint64_t mark;                /* progress: every input below it is processed */
     _Atomic uint64_t lat[RW_LAT_BUCKETS]; /* per-NF processing time histogram */
-    _Atomic uint32_t state;                   /* enum worker_state */
+    _Atomic uint32_t state;               /* enum worker_state */
     /* Failover (written by the coordinator before the worker reads them): a spare
      * waits until assign is set, to WORKER_ASSIGN(nf, instance) or WORKER_QUIT. */
     _Atomic uint32_t assign;
@@ -66,16 +65,16 @@ struct worker_status {
  * final) and the store watermark it last flushed. Slot index: the NF's first
  * slot plus the instance.
  *
- * Trim watermark (DESIGN §6): G = the lowest slot_w over the run's nslots slots.
+ * Trim watermark (design.md: Invariants): G = the lowest slot_w over the run's nslots slots.
  * Every replay starts above some slot's W, so above G: op records below G are
  * never asked for again, and the first instance of each NF trims its NF's
  * records below G as the run goes, which keeps the store bounded. */
 #define WORKER_MAX_SLOTS 1024
 
-/* A packet of death (DESIGN §7): an input that killed its slot's worker twice.
- * The coordinator fills slot, clock and sub and sets state 1 before it gives
- * the slot to a replacement; the replacement skips that input (its fate: dropped)
- * and copies it here (state 2), for OUT/quarantine.pcapng. */
+/* A packet of death (design.md: Invariants, Recovery): an input that killed its slot's worker
+ * twice. The coordinator fills slot, clock and sub and sets state 1 before it gives the slot to a
+ * replacement; the replacement skips that input (its fate: dropped) and copies it here (state 2),
+ * for OUT/quarantine.pcapng. */
 #define WORKER_MAX_QUARANTINE 64
 /* Bytes of the packet kept: a whole frame of the default max_frame; a bigger one
  * is cut, as tcpdump -s cuts, its whole length still in the pcapng. */
@@ -110,7 +109,6 @@ struct worker_shared {
      * this is for one its kill sweep missed. */
     _Atomic uint32_t run_over;
 };
-
 
 /* ---- the worker ---- */
 

@@ -1,5 +1,6 @@
 /*
- * recover.c - a replacement takes a failed slot over (DESIGN §6, §7).
+ * recover.c - a replacement takes a failed slot over (design.md: Invariants; Invariants
+ * (recovery)).
  *
  * The replacement has claimed the slot in the store (the failed worker, should it
  * still run, is fenced) and reads the slot's store watermark W: every op of every
@@ -116,8 +117,8 @@ static int open_upstream(struct recovery *rec, struct rw_err *e)
     mark_needed(rec);
     for (uint32_t k = 0; k < c->nedges; k++) {
         const struct chain_edge *ed = &c->edges[k];
-        int rc = link_edge_open(&rec->edges[k], NULL, chain_edge_to_n(c, ed), chain_edge_flowspace(c, ed),
-                                ed->filter, e);
+        int rc = link_edge_open(&rec->edges[k], NULL, chain_edge_to_n(c, ed),
+                                chain_edge_flowspace(c, ed), ed->filter, e);
         if (rc)
             return rc;
     }
@@ -494,8 +495,7 @@ int worker_recover(struct worker *w, struct rw_err *e)
     if (!rc)
         rc = replay(&rec, from, r_clock);
     close_upstream(&rec);
-    if (!rc && r_clock > 0 &&
-        ((rc = store_done(w->sc, r_clock - 1)) || (rc = store_flush(w->sc))))
+    if (!rc && r_clock > 0 && ((rc = store_done(w->sc, r_clock - 1)) || (rc = store_flush(w->sc))))
         rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc)); /* full stays full */
     if (!rc && r_clock > 0) {
         w->done = w->flushed_done = r_clock - 1; /* W never goes back */

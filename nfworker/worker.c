@@ -59,8 +59,8 @@ static void send_to(struct link *l, const struct link_pkt *in, uint16_t sub, con
 
 /* nf_emit's way out of the worker: along every edge out of the NF that takes
  * the packet, to the instance its flowspace picks. */
-static int emit(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t *data, uint32_t len,
-                uint32_t wire_len, struct rw_err *e)
+static int emit(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t *data,
+                uint32_t len, uint32_t wire_len, struct rw_err *e)
 {
     struct worker *w = ctx;
     (void)in;
@@ -176,7 +176,7 @@ static void send_marks(struct worker *w, uint64_t mark)
     atomic_store(&w->o->status->mark, mark);
 }
 
-/* Every NF sees its slot's inputs in (clock, sub) order (DESIGN §6): its timers,
+/* Every NF sees its slot's inputs in (clock, sub) order (design.md: Invariants): its timers,
  * expiry and cross-flow state then act on the same packet in every run, however
  * parallel upstream instances interleave. One input link is already in clock
  * order (every producer emits in the order it processes, and it processes in
@@ -353,7 +353,7 @@ void worker_publish_w(struct worker *w)
         atomic_store(&w->o->shared->slot_w[i], w->flushed_done);
 }
 
-/* The first instance of each NF forgets its NF's op records below G (DESIGN §6):
+/* The first instance of each NF forgets its NF's op records below G (design.md: Invariants):
  * no replay starts at or below any slot's W, so none asks for them again. */
 static int trim(struct worker *w)
 {
@@ -484,8 +484,7 @@ static int open_client(struct worker *w, bool claim, struct rw_err *e)
     struct store_client *sc = NULL;
     int rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e);
     worker_set_client(w, sc);
-    if (!rc &&
-        ((claim && (rc = store_claim(w->sc))) || (rc = store_client_cache(w->sc, 1 << 16))))
+    if (!rc && ((claim && (rc = store_claim(w->sc))) || (rc = store_client_cache(w->sc, 1 << 16))))
         rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     return rc;
 }

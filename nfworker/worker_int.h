@@ -23,16 +23,16 @@ struct backlog {
 
 struct worker {
     const struct worker_opts *o;
-    struct nf_inst *nf;           /* the slot's NF */
-    struct store *st;             /* FT: the run's store */
-    struct store_client *sc;      /* ... and the slot's client (the NF's ops go to it) */
-    const struct link_pkt *cur;   /* the input being processed (its outputs copy sent_ns) */
+    struct nf_inst *nf;         /* the slot's NF */
+    struct store *st;           /* FT: the run's store */
+    struct store_client *sc;    /* ... and the slot's client (the NF's ops go to it) */
+    const struct link_pkt *cur; /* the input being processed (its outputs copy sent_ns) */
     FILE *alerts;
-    struct rw_err err;            /* why the loop stopped */
+    struct rw_err err; /* why the loop stopped */
     struct dedup dd;
     uint64_t *in_mark;
     uint64_t sent_mark;
-    uint64_t max_clock;  /* highest input clock processed */
+    uint64_t max_clock;       /* highest input clock processed */
     struct link_heap pending; /* several input links: inputs waiting for every link's mark */
     struct backlog *backlog;
     uint64_t done;          /* last clock given to store_done */

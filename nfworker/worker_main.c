@@ -112,7 +112,8 @@ static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
             n > chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]) ||
             i > chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]) - n || fd < 0)
             return rw_errf(e, RW_EINVAL, "bad link list '%.40s'", s);
-        if (!w->edge[k] && !(w->edge[k] = calloc(chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]),
+        if (!w->edge[k] && !(w->edge[k] = calloc(chain_edge_from_n(c, &c->edges[k]) *
+                                                     chain_edge_to_n(c, &c->edges[k]),
                                                  sizeof(struct link *))))
             return rw_errf(e, RW_ENOMEM, "out of memory");
         for (unsigned j = 0; j < n; j++) {
@@ -161,8 +162,7 @@ static int pick_links(struct wstate *w, unsigned nf, unsigned inst, bool take, s
             if (!(w->outl[w->nout][t] = link_of(w, k, inst, t)))
                 return rw_errf(e, RW_EINVAL, "%s[%u]: a link of edge %u was not given",
                                c->nfs[nf].name, inst, k);
-        enum rw_flowspace fs =
-            chain_edge_flowspace(c, ed);
+        enum rw_flowspace fs = chain_edge_flowspace(c, ed);
         int rc = link_edge_open(&w->out[w->nout], w->outl[w->nout], n, fs, ed->filter, e);
         if (rc)
             return rc;
@@ -312,7 +312,8 @@ int worker_main(int argc, char **argv)
         link_edge_close(&w.out[j]);
     for (uint32_t k = 0; w.edge && w.chain && k < w.chain->nedges; k++) {
         const struct chain_edge *ed = &w.chain->edges[k];
-        for (unsigned i = 0; w.edge[k] && i < chain_edge_from_n(w.chain, ed) * chain_edge_to_n(w.chain, ed); i++)
+        for (unsigned i = 0;
+             w.edge[k] && i < chain_edge_from_n(w.chain, ed) * chain_edge_to_n(w.chain, ed); i++)
             link_close(w.edge[k][i]);
         free(w.edge[k]);
     }

@@ -5,7 +5,7 @@
  * gives each packet its logical clock and arrival time, and hands it to the
  * logger thread (and, in a chain, to the first NF's instances). Clocks come from
  * durably reserved blocks, so after any crash the root starts above every clock
- * it ever handed out (DESIGN §4). IP fragments are reassembled before the clock
+ * it ever handed out (design.md: A packet's life). IP fragments are reassembled before the clock
  * (root_frag.c): a datagram is one packet, one clock, in the log and the chain.
  *
  * Reading a trace: the trace is scanned with libpcap first. That gives the number

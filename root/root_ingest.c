@@ -36,7 +36,7 @@
 
 struct root_run {
     const struct root_ingest_opts *o;
-    struct log_thread *lt;     /* NULL in --no-ft mode */
+    struct log_thread *lt; /* NULL in --no-ft mode */
     uint64_t since_mark;
     bool full; /* paused by chain_full */
     struct root_stats *st;

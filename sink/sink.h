@@ -31,7 +31,7 @@ struct sink_stats {
     _Atomic uint64_t exit_clock; /* every clock below it has left the chain (readable) */
     uint64_t dups, held_max;
     uint64_t lat[RW_LAT_BUCKETS]; /* root send -> sink release */
-    uint64_t clocks_done;             /* final mark */
+    uint64_t clocks_done;         /* final mark */
 };
 
 /* Runs until every input has delivered its final mark and every packet has been

@@ -1,6 +1,6 @@
 /*
  * store.h - the state store: NF workers keep all their state here, so that a
- * replacement or a clone can take over a failed or slow one (DESIGN §6, §8).
+ * replacement or a clone can take over a failed or slow one (design.md: Invariants, store.md).
  *
  * Every mutating op (and every read whose result must be the same at replay)
  * carries an op identity (vertex, clock, seq). The store applies an op once and

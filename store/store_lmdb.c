@@ -7,7 +7,7 @@
  * fork(), never before (LMDB forbids using an environment across fork).
  *
  * Durability: MDB_NOSYNC, so a commit reaches the page cache (survives a process
- * crash, DESIGN §6 `process`), not the disk; power loss is the log's business.
+ * crash, design.md: Invariants `process`), not the disk; power loss is the log's business.
  * MDB_WRITEMAP: a commit writes into the map instead of pwrite()ing each dirty
  * page, which makes a sync op (one write transaction) about 4x cheaper. Pages
  * are still copied on write, so a writer killed mid-transaction leaves the last

@@ -150,18 +150,21 @@ static void test_addr_and_port_getters(void)
     /* What a key does not accept is refused with what it does. */
     CU_ASSERT_EQUAL(chain_node_addr(cfg, "v6", 1, CHAIN_ADDR_V4 | CHAIN_ADDR_PREFIX, &a, &e),
                     RW_EINVAL);
-    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "config.v6: '2001:db8::/32' is not an IPv4 address or CIDR prefix"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(e.msg, "config.v6: '2001:db8::/32' is not an IPv4 address or CIDR prefix"));
     CU_ASSERT_EQUAL(chain_node_addr(cfg, "v4", 1, CHAIN_ADDR_V4, &a, &e), RW_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "'10.1.0.0/16' is not an IPv4 address"));
     CU_ASSERT_EQUAL(chain_node_addr(cfg, "wide", 1, any, &a, &e), RW_EINVAL);
     CU_ASSERT_EQUAL(chain_node_addr(cfg, "junk", 1, any, &a, &e), RW_EINVAL);
-    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "g.yaml:9: nfs[0].config.junk: '10.0.0.0/8x' is not an address or CIDR prefix"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(
+        e.msg, "g.yaml:9: nfs[0].config.junk: '10.0.0.0/8x' is not an address or CIDR prefix"));
     CU_ASSERT_EQUAL(chain_node_addr(cfg, "absent", 1, any, &a, &e), RW_EINVAL);
     const struct chain_node *list = chain_node_get(cfg, "list");
     CU_ASSERT_EQUAL(chain_node_addr_of(cfg, "list", chain_node_item(list, 1), any, &a, &e), 0);
     CU_ASSERT_EQUAL(a.family, 6);
-    CU_ASSERT_EQUAL(chain_node_addr_of(cfg, "list", chain_node_item(list, 1), CHAIN_ADDR_V4, &a, &e),
-                    RW_EINVAL);
+    CU_ASSERT_EQUAL(
+        chain_node_addr_of(cfg, "list", chain_node_item(list, 1), CHAIN_ADDR_V4, &a, &e),
+        RW_EINVAL);
 
     uint16_t lo = 7, hi = 8;
     CU_ASSERT_EQUAL(chain_node_ports(cfg, "absent", 0, 65535, &lo, &hi, &e), 0);
@@ -171,7 +174,8 @@ static void test_addr_and_port_getters(void)
     CU_ASSERT_EQUAL(chain_node_ports(cfg, "range", 0, 65535, &lo, &hi, &e), 0);
     CU_ASSERT_TRUE(lo == 1024 && hi == 2047);
     CU_ASSERT_EQUAL(chain_node_ports(cfg, "range", 1100, 65535, &lo, &hi, &e), RW_EINVAL);
-    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "'1024-2047' is not a port or range N-M within 1100-65535"));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(e.msg, "'1024-2047' is not a port or range N-M within 1100-65535"));
     CU_ASSERT_EQUAL(chain_node_ports(cfg, "back", 0, 65535, &lo, &hi, &e), RW_EINVAL);
     CU_ASSERT_EQUAL(chain_node_ports(cfg, "v4", 0, 65535, &lo, &hi, &e), RW_EINVAL);
     chain_free(c);
@@ -402,7 +406,8 @@ static void add(CU_pSuite s)
 {
     CU_add_test(s, "the full example parses to the right structure", test_full_example);
     CU_add_test(s, "config is a tree with lines and paths; NF checks name them", test_config_tree);
-    CU_add_test(s, "addresses, prefixes and port ranges: one getter each", test_addr_and_port_getters);
+    CU_add_test(s, "addresses, prefixes and port ranges: one getter each",
+                test_addr_and_port_getters);
     CU_add_test(s, "a minimal chain gets the defaults and a straight line",
                 test_defaults_straight_line);
     CU_add_test(s, "port input, absolute and relative traces, store URLs", test_inputs_and_urls);

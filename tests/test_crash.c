@@ -170,8 +170,8 @@ static void test_kill_during_ingest(void)
         else if (kept == big.n)
             span /= 2;
     }
-    CU_ASSERT_TRUE(killed >= rounds);    /* the kills really landed mid-run */
-    CU_ASSERT_EQUAL(midway, rounds);     /* ...while packets were being logged */
+    CU_ASSERT_TRUE(killed >= rounds); /* the kills really landed mid-run */
+    CU_ASSERT_EQUAL(midway, rounds);  /* ...while packets were being logged */
     /* And a run left alone still completes on the recovered log. */
     uint64_t from = stat_reserved(d, log);
     CU_ASSERT_TRUE(from >= prev_end);

@@ -1,8 +1,8 @@
 /*
- * test_failover.c - failover end to end (DESIGN §2, §7): workers killed or hung
- * mid-run are replaced by hot spares that replay their slots, and `rewind
- * verify` finds the run's output, packet by packet and alert by alert, equal to
- * a fault-free run's. Every catalog chain under `rewind chaos` (>= 10 kills and
+ * test_failover.c - failover end to end (design.md: The guarantee; Invariants, Recovery): workers
+ * killed or hung mid-run are replaced by hot spares that replay their slots, and `rewind verify`
+ * finds the run's output, packet by packet and alert by alert, equal to a fault-free run's. Every
+ * catalog chain under `rewind chaos` (>= 10 kills and
  * >= 5 stalls); a kill without duplicate suppression shows duplicates (so the
  * check can fail); kills that land during a replay; two slots at once;
  * the store in a real redis-server; a worker killed while it holds the LMDB

@@ -16,7 +16,8 @@ struct lists {
     bool empty;
 };
 
-static const struct store_key pool = {.scope = STORE_SHARED, .object = 3, .bytes = "pool", .len = 4};
+static const struct store_key pool = {
+    .scope = STORE_SHARED, .object = 3, .bytes = "pool", .len = 4};
 
 static int pop_one(struct lists *l, struct nf_env *env, bool *found)
 {
@@ -64,8 +65,10 @@ static int record_init(void *self, const struct chain_node *config, struct rw_er
     return 0;
 }
 
-static const struct nf_def lists_def = {
-    .type = "lists", .self_size = sizeof(struct lists), .init = record_init, .process = lists_process};
+static const struct nf_def lists_def = {.type = "lists",
+                                        .self_size = sizeof(struct lists),
+                                        .init = record_init,
+                                        .process = lists_process};
 
 static void test_local_lists(void)
 {
@@ -111,7 +114,8 @@ static void test_emit_reaches_runtime(void)
 {
     unsigned subs[8] = {0}, emitted = 0;
     struct nf_inst *n = NULL;
-    struct nf_inst_opts o = {.def = &echo_def, .name = "echo", .emit = count_emit, .emit_ctx = subs};
+    struct nf_inst_opts o = {
+        .def = &echo_def, .name = "echo", .emit = count_emit, .emit_ctx = subs};
     struct rw_err e = {0};
     CU_ASSERT_EQUAL_FATAL(nf_inst_open(&o, &n, &e), 0);
     uint8_t frame[64] = {0};

@@ -592,7 +592,7 @@ static void test_ft_equals_noft(void)
 }
 
 /* Three instances share the pool (FT: one store). Ports are picked by whichever
- * instance asks first, so outputs are compared after the port (DESIGN §2): the
+ * instance asks first, so outputs are compared after the port (design.md: The guarantee): the
  * same packets leave, each translated as its nat.map says, nothing else changed,
  * and no port is held by two live flows. */
 static void test_three_instances(void)

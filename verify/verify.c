@@ -1,6 +1,6 @@
 /*
  * verify.c - `rewind verify`'s engine: compares the output logs and alert files
- * of two runs clock by clock (DESIGN §2), after canonicalising the values that
+ * of two runs clock by clock (design.md: The guarantee), after canonicalising the values that
  * instance interleaving picks (verify.h).
  *
  * Output logs are read in windows of clocks, the same window from both runs, so

@@ -1,5 +1,5 @@
 /*
- * verify.h - comparing two runs of the same chain on the same input (DESIGN §2).
+ * verify.h - comparing two runs of the same chain on the same input (design.md: The guarantee).
  *
  * Chain output equivalence is what rewind promises: under failures, clones and
  * re-runs, each input clock has the same fate, the same output bytes and the same

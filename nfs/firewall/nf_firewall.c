@@ -2,7 +2,7 @@
  * nf_firewall.c - the stateful firewall: connection tracking, "allow established
  * and related", and first-match rules from the chain file for new connections.
  *
- * State (DESIGN §6): one per-flow object per connection in the store, keyed by the
+ * State (design.md: Invariants): one per-flow object per connection in the store, keyed by the
  * connection's endpoints in a fixed order, holding which sides sent FIN and the
  * time of the last packet (packet time, from nf_now). A packet of a tracked
  * connection passes; ICMP errors that quote a tracked connection pass (related);

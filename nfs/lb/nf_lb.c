@@ -6,7 +6,7 @@
  * a connection's slot is released when it ends (RST; the last ACK after FIN both
  * ways, so that ACK still reaches the same backend; or idle).
  *
- * State (DESIGN §6), all in the store:
+ * State (design.md: Invariants), all in the store:
  *   - per backend, its number of active connections: shared counters, read to
  *     choose (recorded reads, so a replay chooses the same) and updated with
  *     blind increments;

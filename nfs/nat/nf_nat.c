@@ -3,7 +3,7 @@
  * `inside` prefix reach the rest of the world from one `external` address, each
  * flow from a port of its own, and the replies find their way back.
  *
- * Why it looks like this (DESIGN §6): every decision depends only on the packets,
+ * Why it looks like this (design.md: Invariants): every decision depends only on the packets,
  * nf_now() and state read through nf_*, so a replay reproduces it and a --no-ft run
  * gives the same output.
  *

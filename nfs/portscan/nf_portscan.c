@@ -16,7 +16,7 @@
  * scanner (one `scan.detected`, optionally its packets are dropped afterwards); at
  * eta0 it is benign so far and its walk starts again.
  *
- * State (DESIGN §6): per-flow objects for the attempts and the pending list of a
+ * State (design.md: Invariants): per-flow objects for the attempts and the pending list of a
  * host pair (the chain must split by flowspace host-pair, so that answers reach
  * the instance that saw the SYN), shared objects for the per-host walk, counts
  * and the detected flag (a scanner's attempts span pairs, hence instances).

@@ -8,7 +8,7 @@
  *
  * Order is the clock's, not arrival's: like every NF, it gets its inputs merged
  * by clock across upstream instances (worker.c), so a delay in one upstream
- * instance cannot reorder the steps (DESIGN §7, chain-wide order).
+ * instance cannot reorder the steps (design.md: Invariants, Recovery, chain-wide order).
  *
  * State: one per-host object (the host that sends the requests), written only when
  * the host completes a step; packets that match no step cost no store op. Chains
