@@ -1157,3 +1157,31 @@ void chain_free(struct chain *c)
     free(c->origin);
     free(c);
 }
+
+/* ---- the link layout ---- */
+
+unsigned chain_slot_links(const struct chain *c, uint32_t nf, int inst,
+                          void (*fn)(void *ctx, uint32_t k, unsigned i, unsigned n), void *ctx)
+{
+    unsigned total = 0;
+    for (uint32_t k = 0; k < c->nedges; k++) {
+        const struct chain_edge *ed = &c->edges[k];
+        unsigned nfrom = chain_edge_from_n(c, ed), nto = chain_edge_to_n(c, ed);
+        if (ed->to == (int)nf && inst < 0) {
+            total += nfrom * nto;
+            if (fn)
+                fn(ctx, k, 0, nfrom * nto);
+        } else if (ed->to == (int)nf) {
+            for (unsigned s = 0; s < nfrom; s++, total++)
+                if (fn)
+                    fn(ctx, k, chain_link_index(c, ed, s, (unsigned)inst), 1);
+        }
+        if (ed->from == (int)nf) {
+            unsigned first = inst < 0 ? 0 : (unsigned)inst * nto, n = inst < 0 ? nfrom * nto : nto;
+            total += n;
+            if (fn)
+                fn(ctx, k, first, n);
+        }
+    }
+    return total;
+}

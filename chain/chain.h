@@ -157,6 +157,25 @@ static inline enum rw_flowspace chain_edge_flowspace(const struct chain *c,
     return ed->to < 0 ? RW_FS_5TUPLE : c->nfs[ed->to].flowspace;
 }
 
+/* The links of edge ed. */
+static inline unsigned chain_edge_links(const struct chain *c, const struct chain_edge *ed)
+{
+    return chain_edge_from_n(c, ed) * chain_edge_to_n(c, ed);
+}
+/* Link (i, j) of edge ed: its index among the edge's from_n * to_n links. */
+static inline unsigned chain_link_index(const struct chain *c, const struct chain_edge *ed,
+                                        unsigned i, unsigned j)
+{
+    return i * chain_edge_to_n(c, ed) + j;
+}
+/* Calls fn (if not NULL) for each run of links [k][i, i+n) that a worker of NF nf
+ * uses: instance inst's (its inputs from every sender, its outputs to every
+ * receiver), or (inst < 0) a hot spare's, every instance's, as it may be given
+ * any slot of its NF. Returns how many links in all. The coordinator hands a
+ * worker exactly these; the plan counts their descriptors. */
+unsigned chain_slot_links(const struct chain *c, uint32_t nf, int inst,
+                          void (*fn)(void *ctx, uint32_t k, unsigned i, unsigned n), void *ctx);
+
 /* Index of the NF called name, or -1. */
 int chain_nf_index(const struct chain *c, const char *name);
 const char *chain_flowspace_name(enum rw_flowspace fs);

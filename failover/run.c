@@ -59,7 +59,7 @@ static int make_links(struct run *r, struct rw_err *e)
         return rw_errf(e, RW_ENOMEM, "out of memory");
     struct link_opts lo = {.slots = LINK_SLOTS, .data_room = r->chain->max_frame};
     for (uint32_t k = 0; k < c->nedges; k++) {
-        unsigned n = chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]);
+        unsigned n = chain_edge_links(c, &c->edges[k]);
         r->links[k] = calloc(n, sizeof(struct link *));
         if (!r->links[k])
             return rw_errf(e, RW_ENOMEM, "out of memory");
@@ -77,7 +77,7 @@ static int make_links(struct run *r, struct rw_err *e)
 /* Link of edge k between instance i of its source and instance j of its target. */
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j)
 {
-    return r->links[k][i * chain_edge_to_n(r->chain, &r->chain->edges[k]) + j];
+    return r->links[k][chain_link_index(r->chain, &r->chain->edges[k], i, j)];
 }
 
 static void free_links(struct run *r)

@@ -172,11 +172,6 @@ struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
 #define RUN_LINKS_ARG_MAX (96u << 10)
 #define RUN_LINKS_ENTRY   32 /* room for one "k:i:n:fd," */
 
-/* Calls fn (if not NULL) for each run of links [k][i, i+n) that a worker of NF
- * nf needs: instance inst's, or (inst < 0) a spare's: every instance's, as it
- * may be given any slot of its NF. Returns how many links in all. */
-unsigned run_proc_links(const struct chain *c, uint32_t nf, int inst,
-                        void (*fn)(void *ctx, uint32_t k, unsigned i, unsigned n), void *ctx);
 /* The descriptors such a worker inherits. */
 unsigned run_proc_fds(const struct chain *c, uint32_t nf, int inst);
 /* run_plan.c: before anything is created: raises the descriptor limit (soft to

@@ -69,14 +69,14 @@ int run_plan(struct run *r, struct rw_err *e)
     const char *worst = "";
     for (uint32_t k = 0; k < c->nedges; k++) {
         const struct chain_edge *ed = &c->edges[k];
-        links += (unsigned long long)chain_edge_from_n(c, ed) * chain_edge_to_n(c, ed);
+        links += (unsigned long long)chain_edge_links(c, ed);
     }
     for (uint32_t k = 0; k < c->nnfs; k++) {
         unsigned in = 0, out = 0, entries_slot = 0, entries_spare = 0;
         for (uint32_t j = 0; j < c->nedges; j++) {
             const struct chain_edge *ed = &c->edges[j];
             if (ed->to == (int)k) {
-                unsigned from = ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
+                unsigned from = chain_edge_from_n(c, ed);
                 in += from;
                 entries_slot += from;
                 entries_spare++;

@@ -66,7 +66,7 @@ int run_store_url(struct run *r, struct rw_err *e)
 /* Arguments and inherited descriptors of one worker, built together: links
  * k[i..i+n) land at child fds fd, fd+1 (memfd, eventfd of k[i]), fd+2, ..., named
  * in --links as k:i:n:fd. A worker gets only the links it can ever use (its
- * slot's, or a spare's NF's: see run_proc_links), so the descriptors a process
+ * slot's, or a spare's NF's: see chain_slot_links), so the descriptors a process
  * needs do not grow with the whole chain. Sizes come from run_plan.c, which
  * refused every chain whose lists would not fit. */
 struct spawn_args {
@@ -103,36 +103,9 @@ static int add_fd(struct spawn_args *a, int fd)
     return a->nfds++;
 }
 
-unsigned run_proc_links(const struct chain *c, uint32_t nf, int inst,
-                        void (*fn)(void *ctx, uint32_t k, unsigned i, unsigned n), void *ctx)
-{
-    unsigned total = 0;
-    for (uint32_t k = 0; k < c->nedges; k++) {
-        const struct chain_edge *ed = &c->edges[k];
-        unsigned nfrom = ed->from == CHAIN_INPUT ? 1 : c->nfs[ed->from].instances;
-        unsigned nto = ed->to == CHAIN_OUTPUT ? 1 : c->nfs[ed->to].instances;
-        if (ed->to == (int)nf && inst < 0) {
-            total += nfrom * nto;
-            if (fn)
-                fn(ctx, k, 0, nfrom * nto);
-        } else if (ed->to == (int)nf) {
-            for (unsigned s = 0; s < nfrom; s++, total++)
-                if (fn)
-                    fn(ctx, k, s * nto + (unsigned)inst, 1);
-        }
-        if (ed->from == (int)nf) {
-            unsigned first = inst < 0 ? 0 : (unsigned)inst * nto, n = inst < 0 ? nfrom * nto : nto;
-            total += n;
-            if (fn)
-                fn(ctx, k, first, n);
-        }
-    }
-    return total;
-}
-
 unsigned run_proc_fds(const struct chain *c, uint32_t nf, int inst)
 {
-    return RUN_WORKER_FIXED_FDS + 2 * run_proc_links(c, nf, inst, NULL, NULL);
+    return RUN_WORKER_FIXED_FDS + 2 * chain_slot_links(c, nf, inst, NULL, NULL);
 }
 
 struct links_ctx {
@@ -187,7 +160,7 @@ static int build_args(struct run *r, const struct run_proc *p, struct spawn_args
     if (r->o->no_dedup)
         arg(a, "--no-dedup");
     a->nlinks = (size_t)snprintf(a->links, RUN_LINKS_ARG_MAX, "--links=");
-    run_proc_links(c, nf, inst, add_links, &(struct links_ctx){.r = r, .a = a});
+    chain_slot_links(c, nf, inst, add_links, &(struct links_ctx){.r = r, .a = a});
     a->argv[a->nargs++] = a->links;
     a->argv[a->nargs] = NULL;
     return 0;
@@ -715,9 +688,9 @@ static void give_up(struct run *r, int timeout_ms)
             continue;
         const struct run_slot *s = p->slot >= 0 ? &r->slots[p->slot] : NULL;
         int k =
-            s ? snprintf(who + n, sizeof(who) - n, "%s %s[%u] (pid %d, state %u)", n ? "," : ":",
+            s ? snprintf(who + n, sizeof(who) - n, "%s %s[%u] (pid %d, %s)", n ? "," : ":",
                          r->chain->nfs[s->nf].name, s->instance, p->pid,
-                         atomic_load(&r->status[p->index].state))
+                         worker_state_name(atomic_load(&r->status[p->index].state)))
               : snprintf(who + n, sizeof(who) - n, "%s a spare (pid %d)", n ? "," : ":", p->pid);
         n += k > 0 ? (size_t)k : 0;
     }

@@ -36,6 +36,13 @@ enum worker_state {
     WORKER_SPARE = 4,    /* a hot spare, ready, waiting for a slot */
 };
 
+/* Its name in messages ("running"); "?" for a value no worker writes. */
+static inline const char *worker_state_name(uint32_t s)
+{
+    static const char *const names[] = {"starting", "running", "finished", "failed", "spare"};
+    return s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
 struct worker_status {
     _Atomic uint64_t heartbeat; /* bumped every loop turn and every wake-up */
     _Atomic uint64_t pkts_in, pkts_out, dropped, dups, errors;

@@ -109,8 +109,8 @@ static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
         unsigned k, i, n;
         int fd, used;
         if (sscanf(s, "%u:%u:%u:%d%n", &k, &i, &n, &fd, &used) != 4 || k >= c->nedges ||
-            n > chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]) ||
-            i > chain_edge_from_n(c, &c->edges[k]) * chain_edge_to_n(c, &c->edges[k]) - n || fd < 0)
+            n > chain_edge_links(c, &c->edges[k]) || i > chain_edge_links(c, &c->edges[k]) - n ||
+            fd < 0)
             return rw_errf(e, RW_EINVAL, "bad link list '%.40s'", s);
         if (!w->edge[k] && !(w->edge[k] = calloc(chain_edge_from_n(c, &c->edges[k]) *
                                                      chain_edge_to_n(c, &c->edges[k]),
@@ -131,7 +131,7 @@ static int attach_all(const char *s, struct wstate *w, struct rw_err *e)
 /* NULL when the coordinator did not give it. */
 static struct link *link_of(const struct wstate *w, uint32_t k, unsigned i, unsigned j)
 {
-    return w->edge[k] ? w->edge[k][i * chain_edge_to_n(w->chain, &w->chain->edges[k]) + j] : NULL;
+    return w->edge[k] ? w->edge[k][chain_link_index(w->chain, &w->chain->edges[k], i, j)] : NULL;
 }
 
 /* The slot's links: inputs from every instance of every edge into the NF, and
@@ -312,8 +312,7 @@ int worker_main(int argc, char **argv)
         link_edge_close(&w.out[j]);
     for (uint32_t k = 0; w.edge && w.chain && k < w.chain->nedges; k++) {
         const struct chain_edge *ed = &w.chain->edges[k];
-        for (unsigned i = 0;
-             w.edge[k] && i < chain_edge_from_n(w.chain, ed) * chain_edge_to_n(w.chain, ed); i++)
+        for (unsigned i = 0; w.edge[k] && i < chain_edge_links(w.chain, ed); i++)
             link_close(w.edge[k][i]);
         free(w.edge[k]);
     }
