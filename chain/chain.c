@@ -12,11 +12,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pcap/pcap.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #define MAX_DEPTH     64
@@ -1119,10 +1122,26 @@ int chain_load(const char *path, const char *const *known_types, struct chain **
                struct rw_err *e)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    /* Non-blocking, then refused unless regular: a FIFO or a device given as the
+     * chain file would block open() or read() for ever, deaf to signals. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return rw_errf(e, errno == ENOENT ? RW_ENOENT : RW_EIO, "%s: cannot open: %s", path,
                        strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+        const char *what = S_ISDIR(sb.st_mode)    ? "a directory"
+                           : S_ISFIFO(sb.st_mode) ? "a FIFO"
+                           : S_ISSOCK(sb.st_mode) ? "a socket"
+                                                  : "a device";
+        close(fd);
+        return rw_errf(e, RW_EINVAL, "%s: not a regular file (%s)", path, what);
+    }
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return nomem(e);
+    }
     char *buf = malloc(MAX_FILE + 1);
     size_t n = buf ? fread(buf, 1, MAX_FILE + 1, f) : 0;
     int bad = ferror(f);

@@ -204,6 +204,7 @@ static int run_ingest(struct ingest_args *a, struct root_trace *tr, struct root_
     if (!rc) {
         signal(SIGINT, on_stop_signal);
         signal(SIGTERM, on_stop_signal);
+        signal(SIGHUP, on_stop_signal);
         struct progress_ctx pc = {.on = a->progress || cli_tty()};
         struct root_ingest_opts ro = {.trace = a->trace ? tr : NULL,
                                       .port = port,

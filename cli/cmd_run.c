@@ -15,14 +15,18 @@
 #include "failover.h"
 #include "nfworker.h"
 
-/* Set by SIGINT/SIGTERM to the signal's number: the run drains and finishes
- * (see cmd_log.c); a trace run cut short exits 128 + that number, as a shell
- * reports a command killed by it. */
-static volatile int run_stop;
+/* Set by SIGINT/SIGTERM/SIGHUP to the signal's number: the run drains and
+ * finishes (see cmd_log.c); a trace run cut short exits 128 + that number, as a
+ * shell reports a command killed by it. The first signal is the one reported:
+ * a second (an impatient ^C after a TERM) must not change the exit code under
+ * the message that named the first. SIGHUP (a closed terminal, a supervisor's
+ * reload) used to kill the run by default, leaving no report. */
+static volatile sig_atomic_t run_stop;
 
 static void on_run_signal(int sig)
 {
-    run_stop = sig;
+    if (!run_stop)
+        run_stop = sig;
 }
 
 static const char run_options[] =
@@ -51,7 +55,7 @@ static void run_usage(FILE *f)
             "[options] [-- EAL args]\n\n"
             "Runs a chain of NFs (docs/chain-file.md): the root splitter and the logger in this\n"
             "process, one worker process per NF instance, the sink. Runs until the input ends\n"
-            "(or SIGINT/SIGTERM for a port) and every packet has left the chain or been\n"
+            "(or SIGINT/SIGTERM/SIGHUP for a port) and every packet has left the chain or been\n"
             "dropped. Writes DIR/output/ (a log: `rewind replay DIR/output --to-pcap F`),\n"
             "DIR/alerts.json, DIR/report.json, and with FT the input log DIR/log/ and the\n"
             "store. A worker that dies or hangs is replaced by a hot spare, which replays\n"
@@ -62,7 +66,7 @@ static void run_usage(FILE *f)
             "3 the trace is damaged or not a capture, or the NFs' final state breaks an\n"
             "invariant (a state op applied twice or lost: DIR/state.json); 4 out of disk\n"
             "space, or the store is full; 128+N a trace run stopped by signal N (SIGINT,\n"
-            "SIGTERM) before the end of its trace (report.json: \"interrupted\": true).\n"
+            "SIGTERM, SIGHUP) before the end of its trace (report.json: \"interrupted\": true).\n"
             "A missing trace exits 1; a trace that is not a regular file (a FIFO) exits 2.\n",
             run_options);
 }
@@ -254,6 +258,7 @@ static int run_main(int argc, char **argv, bool chaos)
     o.stop = &run_stop;
     signal(SIGINT, on_run_signal);
     signal(SIGTERM, on_run_signal);
+    signal(SIGHUP, on_run_signal);
     signal(SIGPIPE, SIG_IGN);
     struct run_result res;
     struct rw_err e = {0};
