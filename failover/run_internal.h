@@ -144,7 +144,10 @@ struct run {
     bool sink_started;
     int sink_rc;
     struct rw_err sink_err;
-    uint64_t t0_ns;       /* the run's start, for chaos.json times */
+    uint64_t t0_ns; /* the run's start, for chaos.json times */
+    /* After a stop signal: the drain's last progress (the sink's exit clock, and
+     * when it last moved). A drain that stops moving is given up (run_spawn.c). */
+    uint64_t drain_exit, drain_moved_ns;
     uint64_t pipeline_ns; /* first rx to last release: excludes start-up */
     /* The end-of-run state audit (run_state.c). */
     bool state_run;         /* it was attempted */
@@ -156,6 +159,12 @@ struct run {
 };
 
 struct link *run_link(const struct run *r, uint32_t k, unsigned i, unsigned j);
+
+/* How long the drain after SIGINT/SIGTERM/SIGHUP may go without the chain
+ * releasing anything before the run gives it up: a worker blocked on a stalled
+ * store (its timeout may be long) or failed over and over must not hold a stop
+ * the operator asked for. What was read stays in the input log. */
+#define RUN_STOP_STUCK_MS 5000
 
 /* Status blocks beyond two per slot (one serving, one dying) and the spares:
  * the margin for spares dying and replacements started while others die. A

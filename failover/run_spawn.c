@@ -588,16 +588,60 @@ void run_calm(struct run *r)
         uv_async_send(&r->calm);
 }
 
+/* ": fw[0] (pid 12, running), a spare (pid 14)": the processes still there, for
+ * a message about a run that could not end. */
+static void still_there(const struct run *r, char *who, size_t cap)
+{
+    size_t n = 0;
+    who[0] = '\0';
+    for (uint32_t j = 0; j < r->status_cap && n < cap; j++) {
+        const struct run_proc *p = &r->procs[j];
+        if (!p->used || !p->running)
+            continue;
+        const struct run_slot *s = p->slot >= 0 ? &r->slots[p->slot] : NULL;
+        int k = s ? snprintf(who + n, cap - n, "%s %s[%u] (pid %d, %s)", n ? "," : ":",
+                             r->chain->nfs[s->nf].name, s->instance, p->pid,
+                             worker_state_name(atomic_load(&r->status[p->index].state)))
+                  : snprintf(who + n, cap - n, "%s a spare (pid %d)", n ? "," : ":", p->pid);
+        n += k > 0 ? (size_t)k : 0;
+    }
+}
+
+/* SIGINT/SIGTERM/SIGHUP: the drain goes on while the chain releases output; one
+ * that releases nothing for RUN_STOP_STUCK_MS is given up (the sink stops, the
+ * workers are killed), with RW_EINTR: the stop the operator asked for, and why
+ * it could not drain. */
+static void check_stop(struct run *r)
+{
+    if (!r->o->stop || !*r->o->stop)
+        return;
+    run_chaos_stop(r);
+    uint64_t now = rw_now_ns(), exit_clock = atomic_load(&r->sink_st.exit_clock);
+    if (!r->drain_moved_ns || exit_clock != r->drain_exit) {
+        r->drain_exit = exit_clock;
+        r->drain_moved_ns = now;
+        return;
+    }
+    if (now - r->drain_moved_ns < (uint64_t)RUN_STOP_STUCK_MS * 1000000ull ||
+        atomic_load(&r->failed))
+        return;
+    char who[200];
+    still_there(r, who, sizeof(who));
+    fail_run(r, RW_EINTR,
+             "interrupted by signal %d (%s); the drain released nothing for %d ms and was given "
+             "up%s",
+             *r->o->stop, strsignal(*r->o->stop), RUN_STOP_STUCK_MS, who);
+}
+
 /* Heartbeats: a running worker bumps its counter every loop turn and at least
  * every 100 ms while idle (a spare every 50 ms). One that misses `misses` checks
  * in a row is hung: it is killed, and its exit is then a failure like any other. */
 static void on_beat_check(uv_timer_t *t)
 {
     struct run *r = t->data;
-    /* SIGINT/SIGTERM at any moment (start-up, the drain): the main thread may be
-     * blocked joining the sink, so the loop looks for itself. */
-    if (r->o->stop && *r->o->stop)
-        run_chaos_stop(r);
+    /* SIGINT/SIGTERM/SIGHUP at any moment (start-up, the drain): the main thread
+     * may be blocked joining the sink, so the loop looks for itself. */
+    check_stop(r);
     if (atomic_load(&r->failed)) {
         kill_all(r);
         end_loop_when_idle(r);
@@ -680,20 +724,8 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
  * thread: kill(2), not libuv. */
 static void give_up(struct run *r, int timeout_ms)
 {
-    char who[200] = "";
-    size_t n = 0;
-    for (uint32_t j = 0; j < r->status_cap && n < sizeof(who); j++) {
-        const struct run_proc *p = &r->procs[j];
-        if (!p->used || !p->running)
-            continue;
-        const struct run_slot *s = p->slot >= 0 ? &r->slots[p->slot] : NULL;
-        int k =
-            s ? snprintf(who + n, sizeof(who) - n, "%s %s[%u] (pid %d, %s)", n ? "," : ":",
-                         r->chain->nfs[s->nf].name, s->instance, p->pid,
-                         worker_state_name(atomic_load(&r->status[p->index].state)))
-              : snprintf(who + n, sizeof(who) - n, "%s a spare (pid %d)", n ? "," : ":", p->pid);
-        n += k > 0 ? (size_t)k : 0;
-    }
+    char who[200];
+    still_there(r, who, sizeof(who));
     if (!atomic_exchange(&r->failed, 1) && (r->fail_code = RW_EIO))
         snprintf(r->fail_msg, sizeof(r->fail_msg),
                  "workers did not finish within %d ms of the end of input%s", timeout_ms, who);

@@ -25,7 +25,7 @@ struct stalled {
 
 /* Starts Redis and a paced firewall run on it; returns once the progress line
  * shows packets out. */
-static void start(struct stalled *s)
+static void start(struct stalled *s, int timeout_ms)
 {
     s->d = tu_mkdtemp("stall");
     int port;
@@ -35,8 +35,8 @@ static void start(struct stalled *s)
     snprintf(src, sizeof(src), "%s/docs/chains/firewall.yaml", getenv("RW_SRC"));
     snprintf(chain, sizeof(chain), "%s/fw.yaml", s->d);
     CU_ASSERT_EQUAL_FATAL(
-        tu_sh(NULL, "sed 's|^store: .*|store: redis://127.0.0.1:%d?timeout=500|' '%s' > '%s'", port,
-              src, chain),
+        tu_sh(NULL, "sed 's|^store: .*|store: redis://127.0.0.1:%d?timeout=%d|' '%s' > '%s'", port,
+              timeout_ms, src, chain),
         0);
     tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
     snprintf(s->out, sizeof(s->out), "%s/out", s->d);
@@ -73,7 +73,7 @@ static void done(struct stalled *s)
 static void test_stalled_redis(void)
 {
     struct stalled s;
-    start(&s);
+    start(&s, 500);
     CU_ASSERT_EQUAL(kill(s.rs, SIGSTOP), 0);
     int rc = finish(&s);
     CU_ASSERT_EQUAL(rc, 1);
@@ -89,13 +89,16 @@ static void test_stalled_redis(void)
 static void test_sigterm_during_stall(void)
 {
     struct stalled s;
-    start(&s);
+    /* A store timeout longer than the time SIGTERM may take: the run must not
+     * wait for the store's answer (unfixed: it hung until Redis came back). */
+    start(&s, 30000);
     CU_ASSERT_EQUAL(kill(s.rs, SIGSTOP), 0);
     CU_ASSERT_EQUAL(tu_sh(NULL, "pkill -TERM -f 'rewind [r]un .*%s'", s.out), 0);
     int rc = finish(&s);
-    CU_ASSERT_TRUE(rc == 1 || rc == 143);
-    struct stat st;
-    CU_ASSERT_EQUAL(stat(s.rep, &st), 0);
+    CU_ASSERT_EQUAL(rc, 143);
+    CU_ASSERT_EQUAL(it_file_has(s.err, "interrupted by signal 15"), 1);
+    CU_ASSERT_EQUAL(it_file_has(s.err, "the drain released nothing for"), 1);
+    CU_ASSERT_EQUAL(it_file_has(s.rep, "\"interrupted\": true"), 1);
     done(&s);
 }
 
@@ -103,7 +106,8 @@ static void add(CU_pSuite s)
 {
     CU_add_test(s, "a stalled Redis is one error naming it, not a failover storm",
                 test_stalled_redis);
-    CU_add_test(s, "SIGTERM during a Redis stall ends the run", test_sigterm_during_stall);
+    CU_add_test(s, "SIGTERM during a long Redis stall ends the run once the drain is stuck",
+                test_sigterm_during_stall);
 }
 
 int main(void)
