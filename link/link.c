@@ -286,9 +286,11 @@ void link_close(struct link *l)
 
 int link_wait_any(struct link **links, unsigned n, int timeout_ms)
 {
-    struct pollfd pfd[64];
-    if (n > 64)
-        n = 64;
+    /* Every link, however many: one left out would not wake the consumer, whose
+     * packets would wait out the timeout (it used to poll the first 64 only). */
+    struct pollfd stack[64], *pfd = n <= 64 ? stack : malloc(n * sizeof(*pfd));
+    if (!pfd)
+        return -ENOMEM;
     for (unsigned i = 0; i < n; i++)
         atomic_store(&links[i]->shm->consumer_sleeps, 1);
     atomic_thread_fence(memory_order_seq_cst);
@@ -311,6 +313,8 @@ int link_wait_any(struct link **links, unsigned n, int timeout_ms)
     }
     for (unsigned i = 0; i < n; i++)
         atomic_store(&links[i]->shm->consumer_sleeps, 0);
+    if (pfd != stack)
+        free(pfd);
     return rc;
 }
 

@@ -93,7 +93,8 @@ void link_close(struct link *l);
 /* Packets waiting on the link (queue depth). */
 unsigned link_count(const struct link *l);
 
-/* Sleeps until any of the links may have a packet, at most timeout_ms. */
+/* Sleeps until any of the links (every one of the n) may have a packet, at most
+ * timeout_ms. 1 when one may have, 0 on timeout, -errno on error (-ENOMEM). */
 int link_wait_any(struct link **links, unsigned n, int timeout_ms);
 
 /* A free slot, waiting with short sleeps while the consumer is behind; NULL only

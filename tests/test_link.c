@@ -191,6 +191,30 @@ static void test_producer_killed(void)
     link_close(l);
 }
 
+/* A consumer of many links (an NF behind 64-instance NFs on two edges) is woken by
+ * a packet on any of them: it used to look at the first 64 only, so a packet on the
+ * 100th waited out the whole timeout (0 returned instead of 1). */
+static void test_wait_any_sees_every_link(void)
+{
+    enum { N = 100 };
+    struct link *l[N];
+    for (int i = 0; i < N; i++)
+        l[i] = make(16);
+    CU_ASSERT_EQUAL(link_wait_any(l, N, 0), 0); /* nothing yet */
+    struct link_pkt *p = link_alloc(l[N - 1]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    p->meta = (struct rw_meta){.clock = 7};
+    p->len = p->wire_len = 0;
+    link_send(l[N - 1], p);
+    CU_ASSERT_EQUAL(link_wait_any(l, N, 10000), 1);
+    struct link_pkt *got = link_recv(l[N - 1]);
+    CU_ASSERT_TRUE(got && got->meta.clock == 7);
+    if (got)
+        link_release(l[N - 1], got);
+    for (int i = 0; i < N; i++)
+        link_close(l[i]);
+}
+
 static void test_no_leaks(void)
 {
     int before = tu_count_dir("/proc/self/fd");
@@ -250,6 +274,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "a killed producer leaves only whole packets; reset serves a new one",
                 test_producer_killed);
     CU_add_test(s, "closing leaves no descriptors; bad links are refused", test_no_leaks);
+    CU_add_test(s, "a consumer of 100 links is woken by a packet on the last",
+                test_wait_any_sees_every_link);
     CU_add_test(s, "only the slots a link needed at once circulate", test_slots_follow_depth);
 }
 
