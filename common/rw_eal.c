@@ -3,9 +3,14 @@
  */
 #include "rw_eal.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <rte_eal.h>
@@ -30,6 +35,41 @@ static void eal_cleanup(void)
     rte_eal_cleanup();
     if (*dir)
         rmdir(dir);
+}
+
+/* Runtime directories of rewind processes that died without their cleanup (a
+ * kill -9, a crash, builds before --no-telemetry) are removed by the next one:
+ * every "rewind-PID" directory beside ours whose PID is gone, with the telemetry
+ * socket a dead EAL left in it. A directory holding anything else (a user's EAL
+ * arguments) or of a live process stays; a PID reused since by another process
+ * keeps its directory until that one is gone too. */
+static void remove_dead_runtime_dirs(void)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", rte_eal_get_runtime_dir());
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return;
+    *slash = '\0';
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    for (struct dirent *de; (de = readdir(d));) {
+        char *end;
+        if (strncmp(de->d_name, "rewind-", 7))
+            continue;
+        long pid = strtol(de->d_name + 7, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[PATH_MAX + 256], sock[PATH_MAX + 300];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        snprintf(sock, sizeof(sock), "%s/dpdk_telemetry.v2", path);
+        struct stat st;
+        if (lstat(sock, &st) == 0 && S_ISSOCK(st.st_mode))
+            unlink(sock);
+        rmdir(path);
+    }
+    closedir(d);
 }
 
 static bool is_vdev(const char *devargs)
@@ -72,6 +112,8 @@ int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_
             rmdir(dir);
         return rw_errf(e, RW_EDPDK, "DPDK EAL init failed: %s", rte_strerror(err));
     }
+    if (user_argc == 0)
+        remove_dead_runtime_dirs();
     if (devargs && rte_eth_dev_count_avail() == 0) {
         eal_cleanup();
         return rw_errf(e, RW_EDPDK, "DPDK found no port for '%s'", devargs);

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -241,6 +243,23 @@ static void test_no_dpdk_dir_left(void)
     snprintf(pidf, sizeof(pidf), "%s/pid", d);
     char chain[4096];
     chain_path(chain, sizeof(chain));
+    /* A directory a dead rewind left (kill -9), with the telemetry socket older
+     * builds kept there: the next run removes it. Root's EAL uses /var/run/dpdk. */
+    char dead[4200] = "";
+    if (geteuid() == 0) {
+        pid_t child = fork();
+        if (child == 0)
+            _exit(0);
+        waitpid(child, NULL, 0);
+        snprintf(dead, sizeof(dead), "/var/run/dpdk/rewind-%d", (int)child);
+        mkdir("/var/run/dpdk", 0700);
+        CU_ASSERT_EQUAL(mkdir(dead, 0700), 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%.60s/dpdk_telemetry.v2", dead);
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+        CU_ASSERT_EQUAL(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        close(fd);
+    }
     time_t t0 = time(NULL);
     CU_ASSERT_EQUAL_FATAL(tu_sh(NULL,
                                 "sh -c 'echo $$ > \"%s\"; exec \"%s\" run \"%s\" --trace \"%s\" "
@@ -260,6 +279,7 @@ static void test_no_dpdk_dir_left(void)
     struct stat st;
     CU_ASSERT_FALSE(!stat(a, &st) && st.st_mtime >= t0);
     CU_ASSERT_FALSE(!stat(b, &st) && st.st_mtime >= t0);
+    CU_ASSERT_TRUE(!*dead || stat(dead, &st) != 0);
     free(pid);
     tu_rmrf(d);
     free(d);
@@ -279,7 +299,8 @@ static void add(CU_pSuite s)
                 test_term_then_int);
     CU_add_test(s, "what run and ingest write is private; --umask 027 shares with the group",
                 test_private_by_default);
-    CU_add_test(s, "no DPDK runtime directory is left behind", test_no_dpdk_dir_left);
+    CU_add_test(s, "no DPDK runtime directory is left behind, nor one of a dead run",
+                test_no_dpdk_dir_left);
     CU_add_test(s, "a FIFO or a directory as the chain file is refused, exit 2",
                 test_chain_not_a_file);
 }
