@@ -1,12 +1,10 @@
 /*
- * rw_flow.c - flow key parsing and hashing (see rw_flow.h).
- *
- * Written by hand because DPDK's rte_net_get_ptype() needs an mbuf and the
- * logger and replay work on raw bytes read back from the log; the parser only
- * reads what it has checked is there.
+ * rw_flow.c - flow keys and their hashes (see rw_flow.h). The packet is decoded
+ * by rw_pkt.c, the one decoder every part uses.
  */
 #include "rw_flow.h"
 #include "rw_common.h"
+#include "rw_pkt.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -17,104 +15,19 @@
 
 #include <rte_jhash.h>
 
-static uint16_t rd16(const uint8_t *p)
-{
-    return (uint16_t)((p[0] << 8) | p[1]);
-}
-
-static bool parse_ports(const uint8_t *l4, size_t left, struct rw_flow *f)
-{
-    if (f->proto != IPPROTO_TCP && f->proto != IPPROTO_UDP && f->proto != IPPROTO_SCTP)
-        return true;
-    if (left < 4)
-        return true; /* keep the IP-level key; ports unknown */
-    f->sport = rd16(l4);
-    f->dport = rd16(l4 + 2);
-    return true;
-}
-
-static bool parse_ipv4(const uint8_t *p, size_t left, struct rw_flow *f)
-{
-    if (left < 20 || (p[0] >> 4) != 4)
-        return false;
-    size_t ihl = (size_t)(p[0] & 0x0f) * 4;
-    if (ihl < 20 || ihl > left)
-        return false;
-    f->family = 4;
-    f->proto = p[9];
-    memcpy(f->src, p + 12, 4);
-    memcpy(f->dst, p + 16, 4);
-    uint16_t frag_off = rd16(p + 6) & 0x1fff;
-    if (frag_off != 0)
-        return true; /* later fragment: no L4 header */
-    return parse_ports(p + ihl, left - ihl, f);
-}
-
-static bool is_ipv6_ext(uint8_t nh)
-{
-    return nh == 0 || nh == 43 || nh == 60 || nh == 44;
-}
-
-static bool parse_ipv6(const uint8_t *p, size_t left, struct rw_flow *f)
-{
-    if (left < 40 || (p[0] >> 4) != 6)
-        return false;
-    f->family = 6;
-    memcpy(f->src, p + 8, 16);
-    memcpy(f->dst, p + 24, 16);
-    uint8_t nh = p[6];
-    size_t off = 40;
-    for (int hops = 0; is_ipv6_ext(nh) && hops < 8; hops++) {
-        if (off + 8 > left) {
-            f->proto = nh;
-            return true;
-        }
-        if (nh == 44) { /* fragment header: ports only in the first fragment */
-            bool first = (rd16(p + off + 2) & 0xfff8) == 0;
-            nh = p[off];
-            off += 8;
-            if (!first) {
-                f->proto = nh;
-                return true;
-            }
-            continue;
-        }
-        size_t hlen = ((size_t)p[off + 1] + 1) * 8;
-        nh = p[off];
-        off += hlen;
-    }
-    f->proto = nh;
-    if (off > left)
-        return true;
-    return parse_ports(p + off, left - off, f);
-}
-
-uint16_t rw_flow_l3(const uint8_t *frame, size_t len, size_t *l3_off)
-{
-    if (len < 14)
-        return 0;
-    size_t off = 12;
-    uint16_t type = rd16(frame + off);
-    for (int tags = 0; (type == 0x8100 || type == 0x88a8) && tags < 2; tags++) {
-        off += 4;
-        if (off + 2 > len)
-            return 0;
-        type = rd16(frame + off);
-    }
-    *l3_off = off + 2;
-    return type;
-}
-
 bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
 {
     memset(f, 0, sizeof(*f));
-    size_t off = 0;
-    uint16_t type = rw_flow_l3(frame, len, &off);
-    if (type == 0x0800)
-        return parse_ipv4(frame + off, len - off, f);
-    if (type == 0x86dd)
-        return parse_ipv6(frame + off, len - off, f);
-    return false;
+    struct rw_pkt p;
+    if (!rw_pkt_decode(frame, len, &p))
+        return false;
+    f->family = p.family;
+    f->proto = p.proto;
+    memcpy(f->src, p.src, p.family == 4 ? 4 : 16);
+    memcpy(f->dst, p.dst, p.family == 4 ? 4 : 16);
+    f->sport = p.sport;
+    f->dport = p.dport;
+    return true;
 }
 
 /* Endpoint ordering makes the key, and so the hash, direction-independent. */

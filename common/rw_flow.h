@@ -23,15 +23,10 @@ struct rw_flow {
     uint8_t proto;  /* IPPROTO_* */
 };
 
-/* Parses an Ethernet frame (with up to two VLAN tags). Returns true and fills f
- * for IPv4/IPv6 packets whose IP header is complete; false otherwise. Never reads
- * past len. */
+/* The flow of an Ethernet frame (decoded by rw_pkt_decode: VLAN tags, IPv6
+ * extension headers). Returns true and fills f for IPv4/IPv6 packets whose IP
+ * header is complete; false otherwise. Never reads past len. */
 bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f);
-
-/* Skips the Ethernet header and up to two VLAN tags: returns the EtherType they
- * lead to and sets *l3_off to where its header starts; 0 (nothing set) when the
- * frame is too short to say. */
-uint16_t rw_flow_l3(const uint8_t *frame, size_t len, size_t *l3_off);
 
 /* Direction-independent hash of a flow: jhash over the ordered endpoints, ports,
  * family and protocol as bytes (docs/log-format.md defines it exactly). The log's

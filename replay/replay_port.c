@@ -23,7 +23,7 @@
 #include <rte_mbuf.h>
 #include <rte_pause.h>
 
-#include "rw_flow.h"
+#include "rw_pkt.h"
 
 #define PORT_BURST     32
 #define SLEEP_ABOVE_NS 200000ull
@@ -96,8 +96,11 @@ static int send_pkt(struct port_out *p, struct rte_mbuf *m)
     uint8_t buf[PORT_MAX_L2 + 2], l2h[PORT_MAX_L2];
     uint32_t len = rte_pktmbuf_pkt_len(m);
     const uint8_t *d = rte_pktmbuf_read(m, 0, RTE_MIN(len, (uint32_t)sizeof(buf)), buf);
-    size_t l2 = 0;
-    uint16_t type = d ? rw_flow_l3(d, RTE_MIN(len, (uint32_t)sizeof(buf)), &l2) : 0;
+    struct rw_pkt pk;
+    if (d)
+        rw_pkt_decode(d, RTE_MIN(len, (uint32_t)sizeof(buf)), &pk);
+    uint16_t type = d ? pk.ethertype : 0;
+    size_t l2 = d ? pk.l3 : 0;
     if ((type != 0x0800 && type != 0x86dd) || len - l2 <= p->mtu || l2 > PORT_MAX_L2 ||
         rte_pktmbuf_data_len(m) < l2 + (type == 0x0800 ? 20 : 40)) {
         queue(p, m);

@@ -25,7 +25,7 @@
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 
-#include "rw_flow.h"
+#include "rw_pkt.h"
 
 /* 1,024 datagrams in flight hold at most 7,168 fragments' mbufs: with the
  * logger ring's 16,384 the rx pool (32,767) never runs dry. */
@@ -50,8 +50,11 @@ static enum frag_kind classify(struct rte_mbuf *m)
     uint32_t len = rte_pktmbuf_pkt_len(m);
     uint32_t peek = len < FRAG_PEEK ? len : FRAG_PEEK;
     const uint8_t *d = rte_pktmbuf_read(m, 0, peek, buf);
-    size_t l2 = 0;
-    uint16_t type = d ? rw_flow_l3(d, peek, &l2) : 0;
+    struct rw_pkt pk;
+    if (d)
+        rw_pkt_decode(d, peek, &pk);
+    uint16_t type = d ? pk.ethertype : 0;
+    size_t l2 = d ? pk.l3 : 0;
     uint32_t l3, ip_len, payload, ofs;
     bool more;
     if (type == 0x0800) {

@@ -18,6 +18,7 @@
 #include "chain.h"
 #include "log.h"
 #include "nfs.h"
+#include "rw_pkt.h"
 
 #define VERIFY_WINDOW (1ull << 16) /* clocks per window */
 #define NPROTO        3            /* tcp, udp, other (icmp ids) */
@@ -239,28 +240,23 @@ struct vlayout {
     int ip, l4, proto; /* proto: 0 tcp, 1 udp, 2 icmp echo, -1 none */
 };
 
+/* Where the renamed fields are: IPv4 (the renaming rules are IPv4 addresses)
+ * behind any VLAN tags, as the one decoder finds it. */
 static struct vlayout layout(const uint8_t *p, uint32_t len)
 {
     struct vlayout l = {-1, -1, -1};
-    if (len < 14)
+    struct rw_pkt pk;
+    if (!rw_pkt_decode(p, len, &pk) || pk.family != 4)
         return l;
-    uint32_t off = 14, type = (uint32_t)p[12] << 8 | p[13];
-    if (type == 0x8100 && len >= 18)
-        off = 18, type = (uint32_t)p[16] << 8 | p[17];
-    if (type != 0x0800 || len < off + 20 || p[off] >> 4 != 4)
+    l.ip = (int)pk.l3;
+    if (!pk.l4 || len < pk.l4 + 8)
         return l;
-    l.ip = (int)off;
-    uint32_t l4 = off + (p[off] & 15u) * 4;
-    bool first_frag = !((p[off + 6] & 0x1f) | p[off + 7]);
-    uint8_t pr = p[off + 9];
-    if (!first_frag || len < l4 + 8)
-        return l;
-    l.l4 = (int)l4;
-    if (pr == 6 && len >= l4 + 18)
+    l.l4 = (int)pk.l4;
+    if (pk.proto == 6 && len >= pk.l4 + 18)
         l.proto = 0;
-    else if (pr == 17)
+    else if (pk.proto == 17)
         l.proto = 1;
-    else if (pr == 1 && (p[l4] == 8 || p[l4] == 0))
+    else if (pk.proto == 1 && (p[pk.l4] == 8 || p[pk.l4] == 0))
         l.proto = 2;
     return l;
 }

@@ -20,6 +20,7 @@
  */
 #include "nf.h"
 #include "rw_flow.h"
+#include "rw_pkt.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -178,40 +179,39 @@ static size_t conn_key(const struct rw_flow *f, uint8_t out[40], bool *from_lo)
     return 38;
 }
 
-/* TCP flags, or 0 when the packet is not TCP or too short. */
-static uint8_t tcp_flags(const uint8_t *d, uint32_t len, const struct rw_flow *f)
+/* Whether a packet may open a connection: a TCP SYN without ACK, an ICMP echo
+ * request, any UDP datagram or ICMPv6 message (neighbour discovery included). Decoded where the
+ * frame says its headers are (VLAN tags, IPv4 options, IPv6 extension headers), IPv4 and IPv6
+ * alike: the IP header read at byte 14 misread every tagged frame and all of IPv6 TCP. */
+static bool can_open(const struct rw_pkt *pk, const uint8_t *d)
 {
-    if (f->proto != IPPROTO_TCP || f->family != 4 || len < 14 + 20 + 14)
-        return 0;
-    size_t ihl = (size_t)(d[14] & 0x0f) * 4;
-    return 14 + ihl + 14 <= len ? d[14 + ihl + 13] : 0;
+    if (pk->proto == IPPROTO_TCP)
+        return (rw_pkt_tcp_flags(pk, d) & 0x12) == 0x02;
+    if (pk->proto == IPPROTO_ICMP)
+        return rw_pkt_l4_len(pk) >= 1 && d[pk->l4] == 8;
+    return pk->proto == IPPROTO_UDP || pk->proto == IPPROTO_ICMPV6;
 }
 
-static bool can_open(const struct rw_flow *f, const uint8_t *d, uint32_t len)
+/* For an ICMP or ICMPv6 error (unreachable, time exceeded, parameter problem; ICMPv6
+ * packet too big too), the connection it quotes: the quoted IP header and the start
+ * of its L4 header, rebuilt as a frame to decode. */
+static bool icmp_quoted_flow(const struct rw_pkt *pk, const uint8_t *d, struct rw_flow *q)
 {
-    if (f->proto == IPPROTO_TCP)
-        return (tcp_flags(d, len, f) & 0x12) == 0x02; /* SYN without ACK */
-    if (f->proto == IPPROTO_ICMP && f->family == 4 && len >= 14 + 20 + 1) {
-        size_t ihl = (size_t)(d[14] & 0x0f) * 4;
-        return 14 + ihl < len && d[14 + ihl] == 8; /* echo request */
-    }
-    return f->proto == IPPROTO_UDP || f->proto == IPPROTO_ICMPV6;
-}
-
-/* For an ICMPv4 error, the connection it quotes (rebuilt as a frame to parse). */
-static bool icmp_quoted_flow(const uint8_t *d, uint32_t len, const struct rw_flow *f,
-                             struct rw_flow *q)
-{
-    if (f->proto != IPPROTO_ICMP || f->family != 4)
+    uint32_t n = rw_pkt_l4_len(pk);
+    if (n < 8 + 20)
         return false;
-    size_t ihl = (size_t)(d[14] & 0x0f) * 4, off = 14 + ihl;
-    if (off + 8 + 20 > len || (d[off] != 3 && d[off] != 11 && d[off] != 12))
+    uint8_t type = d[pk->l4];
+    bool error = pk->proto == IPPROTO_ICMP     ? type == 3 || type == 11 || type == 12
+                 : pk->proto == IPPROTO_ICMPV6 ? type >= 1 && type <= 4
+                                               : false;
+    if (!error)
         return false;
-    uint8_t frame[14 + 60 + 8];
-    size_t inner = len - (off + 8) < 68 ? len - (off + 8) : 68;
+    uint8_t frame[14 + 128];
+    size_t inner = n - 8 < sizeof(frame) - 14 ? n - 8 : sizeof(frame) - 14;
     memset(frame, 0, 14);
-    frame[12] = 0x08;
-    memcpy(frame + 14, d + off + 8, inner);
+    frame[12] = pk->proto == IPPROTO_ICMP ? 0x08 : 0x86;
+    frame[13] = pk->proto == IPPROTO_ICMP ? 0x00 : 0xdd;
+    memcpy(frame + 14, d + pk->l4 + 8, inner);
     return rw_flow_parse(frame, 14 + inner, q);
 }
 
@@ -239,11 +239,11 @@ static int pass(struct nf_env *env, const struct nf_pkt *p)
 
 /* A packet of a tracked connection: update FIN/RST/idle state and pass it. */
 static int established(const struct firewall *fw, struct nf_env *env, const struct nf_pkt *p,
-                       const struct rw_flow *f, struct store_key *k, bool from_lo,
+                       const struct rw_pkt *pk, struct store_key *k, bool from_lo,
                        struct fw_conn *c)
 {
     (void)fw;
-    uint8_t fl = tcp_flags(p->data, p->len, f);
+    uint8_t fl = rw_pkt_tcp_flags(pk, p->data);
     int rc;
     if (fl & 0x04) { /* RST ends it */
         rc = nf_del(env, k);
@@ -284,7 +284,8 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
 {
     struct firewall *fw = self;
     struct rw_flow f, q;
-    if (!rw_flow_parse(p->data, p->len, &f))
+    struct rw_pkt pk;
+    if (!rw_pkt_decode(p->data, p->len, &pk) || !rw_flow_parse(p->data, p->len, &f))
         return fw->non_ip_allow ? pass(env, p) : nf_count(env, "non_ip", 1);
     struct store_key k;
     uint8_t kb[40];
@@ -294,8 +295,8 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     if (rc)
         return rc;
     if (found && !expired(fw, &c, nf_now(env)))
-        return established(fw, env, p, &f, &k, from_lo, &c);
-    if (icmp_quoted_flow(p->data, p->len, &f, &q)) { /* related */
+        return established(fw, env, p, &pk, &k, from_lo, &c);
+    if (icmp_quoted_flow(&pk, p->data, &q)) { /* related */
         struct store_key qk;
         uint8_t qkb[40];
         bool qlo, qfound;
@@ -311,7 +312,7 @@ static int fw_process(void *self, struct nf_env *env, const struct nf_pkt *p)
     }
     if (!rules_allow(fw, &f))
         return nf_count(env, "denied", 1);
-    if (!can_open(&f, p->data, p->len))
+    if (!can_open(&pk, p->data))
         return nf_count(env, "not_new", 1); /* allowed, but not a connection's start */
     /* An expired entry is taken over with its place in the age queue. */
     struct fw_conn nc = {.last_ns = nf_now(env), .ticket = found ? c.ticket : 0};

@@ -24,6 +24,7 @@
  */
 #include "nf.h"
 #include "rw_flow.h"
+#include "rw_pkt.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -106,26 +107,27 @@ static int lb_init(void *self, const struct chain_node *cfg, struct rw_err *e)
 
 struct view {
     struct rte_ipv4_hdr *ip;
+    uint32_t l3; /* offset of the IP header in the frame */
     uint8_t *l4;
     uint16_t sport, dport;
     uint8_t flags; /* TCP flags */
 };
 
-/* The IPv4 TCP/UDP headers of a writable copy of the packet. */
+/* The IPv4 TCP/UDP headers of a writable copy of the packet, where the one
+ * decoder finds them (behind VLAN tags, after IPv4 options); a later fragment
+ * has none. */
 static bool parse(uint8_t *d, uint32_t len, uint8_t proto, struct view *v)
 {
-    if (len < 14 + 20 || d[12] != 0x08 || d[13] != 0x00)
+    struct rw_pkt pk;
+    if (!rw_pkt_decode(d, len, &pk) || pk.family != 4 || pk.proto != proto || !pk.l4 ||
+        len - pk.l4 < (proto == IPPROTO_TCP ? 20u : 8u))
         return false;
-    v->ip = (struct rte_ipv4_hdr *)(d + 14);
-    size_t ihl = (size_t)(d[14] & 0x0f) * 4;
-    size_t l4len = proto == IPPROTO_TCP ? 20 : 8;
-    if ((d[14] >> 4) != 4 || ihl < 20 || 14 + ihl + l4len > len || v->ip->next_proto_id != proto ||
-        (rte_be_to_cpu_16(v->ip->fragment_offset) & 0x1fff))
-        return false;
-    v->l4 = d + 14 + ihl;
-    v->sport = (uint16_t)(v->l4[0] << 8 | v->l4[1]);
-    v->dport = (uint16_t)(v->l4[2] << 8 | v->l4[3]);
-    v->flags = proto == IPPROTO_TCP ? v->l4[13] : 0;
+    v->ip = (struct rte_ipv4_hdr *)(d + pk.l3);
+    v->l3 = pk.l3;
+    v->l4 = d + pk.l4;
+    v->sport = pk.sport;
+    v->dport = pk.dport;
+    v->flags = rw_pkt_tcp_flags(&pk, d);
     return true;
 }
 
@@ -139,7 +141,7 @@ static void rewrite(struct view *v, uint8_t proto, bool dst, const uint8_t addr[
     uint8_t *ck = proto == IPPROTO_TCP ? v->l4 + 16 : v->l4 + 6;
     uint16_t tot = rte_be_to_cpu_16(v->ip->total_length);
     size_t ihl = (size_t)(((const uint8_t *)v->ip)[0] & 0x0f) * 4;
-    if (14 + (size_t)tot > len || tot < ihl)
+    if (v->l3 + (size_t)tot > len || tot < ihl)
         return; /* truncated capture: the L4 checksum cannot be recomputed */
     if (proto == IPPROTO_UDP && !ck[0] && !ck[1])
         return; /* UDP without a checksum stays without */

@@ -42,6 +42,7 @@
  */
 #include "nf.h"
 #include "rw_flow.h"
+#include "rw_pkt.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -189,19 +190,14 @@ static void put16(uint8_t *p, uint16_t v)
     p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
 }
 
-/* Offset of the IPv4 header (Ethernet, up to two VLAN tags), 0 when not IPv4. */
+/* Offset of the IPv4 header behind the frame's tags (the one decoder's answer),
+ * 0 when not IPv4. The header itself is checked by parse(), which names what is
+ * wrong with it (truncated, bad IHL, options, fragment) in the drop counters. */
 static size_t l3_offset(const uint8_t *d, uint32_t len)
 {
-    size_t off = 12;
-    for (int tags = 0; off + 2 <= len; tags++) {
-        uint16_t et = be16(d + off);
-        if (et == 0x0800)
-            return off + 2;
-        if ((et != 0x8100 && et != 0x88a8) || tags == 2)
-            return 0;
-        off += 4;
-    }
-    return 0;
+    struct rw_pkt pk;
+    rw_pkt_decode(d, len, &pk);
+    return pk.ethertype == 0x0800 ? pk.l3 : 0;
 }
 
 /* Checks the IPv4 and L4 headers; returns -1 when fine, else the drop reason. */

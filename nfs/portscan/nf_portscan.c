@@ -37,6 +37,7 @@
  */
 #include "nf.h"
 #include "rw_flow.h"
+#include "rw_pkt.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -251,51 +252,25 @@ static enum ps_class parse_l4(const uint8_t *d, size_t len, size_t l4, struct ps
     return PK_OK;
 }
 
-/* IPv4 (options are skipped) or IPv6 (extension headers are not followed: a packet
- * whose next header is one is neither TCP nor ICMP to the detector); fragments
- * count as malformed: their ports are not all there. */
-static enum ps_class parse_ip(const uint8_t *d, size_t len, size_t l3, uint16_t type,
-                              struct ps_pkt *k)
-{
-    size_t l4;
-    if (type == 0x0800) {
-        if (l3 + 20 > len || d[l3] >> 4 != 4 || (d[l3] & 0x0f) < 5)
-            return PK_BAD;
-        l4 = l3 + (size_t)(d[l3] & 0x0f) * 4;
-        if (l4 > len || be16(d + l3 + 2) < l4 - l3 || (be16(d + l3 + 6) & 0x3fff))
-            return PK_BAD;
-        k->family = 4;
-        k->proto = d[l3 + 9];
-        memcpy(k->src, d + l3 + 12, 4);
-        memcpy(k->dst, d + l3 + 16, 4);
-    } else {
-        if (l3 + 40 > len || d[l3] >> 4 != 6 || d[l3 + 6] == 44)
-            return PK_BAD;
-        l4 = l3 + 40;
-        k->family = 6;
-        k->proto = d[l3 + 6];
-        memcpy(k->src, d + l3 + 8, 16);
-        memcpy(k->dst, d + l3 + 24, 16);
-    }
-    return parse_l4(d, len, l4, k);
-}
-
+/* The one decoder's view: IPv4 (options skipped) or IPv6 (extension headers
+ * followed); a fragment counts as malformed (its ports are not all there), and so
+ * does an IP header cut short or an IPv4 length shorter than its header. */
 static enum ps_class parse(const uint8_t *d, size_t len, struct ps_pkt *k)
 {
     memset(k, 0, sizeof(*k));
-    if (len < 14)
+    struct rw_pkt pk;
+    bool ip = rw_pkt_decode(d, len, &pk);
+    if (pk.ethertype != 0x0800 && pk.ethertype != 0x86dd)
+        return len < 14 || !pk.ethertype ? PK_BAD : PK_NON_IP;
+    if (!ip || pk.frag != RW_PKT_WHOLE || !pk.l4)
         return PK_BAD;
-    size_t off = 12;
-    uint16_t type = be16(d + off);
-    for (int tags = 0; (type == 0x8100 || type == 0x88a8) && tags < 2; tags++) {
-        off += 4;
-        if (off + 2 > len)
-            return PK_BAD;
-        type = be16(d + off);
-    }
-    if (type != 0x0800 && type != 0x86dd)
-        return PK_NON_IP;
-    return parse_ip(d, len, off + 2, type, k);
+    if (pk.family == 4 && be16(d + pk.l3 + 2) < pk.ip_hlen)
+        return PK_BAD;
+    k->family = pk.family;
+    k->proto = pk.proto;
+    memcpy(k->src, pk.src, pk.family == 4 ? 4 : 16);
+    memcpy(k->dst, pk.dst, pk.family == 4 ? 4 : 16);
+    return parse_l4(d, len, pk.l4, k);
 }
 
 /* ---- keys ---- */

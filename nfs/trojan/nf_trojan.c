@@ -25,6 +25,7 @@
  */
 #include "nf.h"
 #include "rw_flow.h"
+#include "rw_pkt.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -151,23 +152,23 @@ static int tj_init(void *self, const struct chain_node *cfg, struct rw_err *e)
 
 /* ---- matching ---- */
 
-/* The TCP payload of an IPv4 packet, and its destination port. */
+/* The TCP payload of an IPv4 or IPv6 packet (behind any VLAN tags, options and
+ * extension headers: the one decoder's offsets), and its destination port. */
 static bool tcp_payload(const struct nf_pkt *p, const uint8_t **pl, size_t *len, uint16_t *dport,
                         struct rw_flow *f)
 {
-    if (!rw_flow_parse(p->data, p->len, f) || f->family != 4 || f->proto != IPPROTO_TCP)
+    struct rw_pkt pk;
+    if (!rw_pkt_decode(p->data, p->len, &pk) || pk.proto != IPPROTO_TCP || !pk.l4 ||
+        !rw_flow_parse(p->data, p->len, f))
         return false;
-    const uint8_t *d = p->data;
-    size_t ip = 14, ihl = (size_t)(d[ip] & 0x0f) * 4;
-    if (ip + ihl + 20 > p->len)
+    uint32_t l4len = rw_pkt_l4_len(&pk); /* Ethernet padding is not payload */
+    if (l4len < 20)
         return false;
-    size_t thl = (size_t)(d[ip + ihl + 12] >> 4) * 4, off = ip + ihl + thl;
-    uint16_t tot = (uint16_t)(d[ip + 2] << 8 | d[ip + 3]);
-    size_t end = ip + tot < p->len ? ip + tot : p->len; /* ignore Ethernet padding */
-    if (thl < 20 || off > end)
+    size_t thl = (size_t)(p->data[pk.l4 + 12] >> 4) * 4;
+    if (thl < 20 || thl > l4len)
         return false;
-    *pl = d + off;
-    *len = end - off;
+    *pl = p->data + pk.l4 + thl;
+    *len = l4len - thl;
     *dport = f->dport;
     return *len > 0;
 }
@@ -234,8 +235,8 @@ static bool any_step(const struct trojan *t, const uint8_t *pl, size_t len, uint
 static int alert(struct nf_env *env, const struct trojan *t, const struct rw_flow *f,
                  const struct tj_host *h)
 {
-    char host[INET_ADDRSTRLEN], fields[512];
-    inet_ntop(AF_INET, f->src, host, sizeof(host));
+    char host[INET6_ADDRSTRLEN], fields[512];
+    inet_ntop(f->family == 4 ? AF_INET : AF_INET6, f->src, host, sizeof(host));
     int n = snprintf(fields, sizeof(fields), "\"host\": \"%s\", \"steps\": [", host);
     for (unsigned i = 0; i < t->nsteps && n < (int)sizeof(fields); i++)
         n += snprintf(fields + n, sizeof(fields) - (size_t)n, "%s%llu", i ? ", " : "",
@@ -267,7 +268,11 @@ static const struct nf_aging tj_aging = {.object = TJ_OBJ_AGE, .judge = tj_judge
 static int advance(const struct trojan *t, struct nf_env *env, const struct nf_pkt *p,
                    const struct rw_flow *f, const uint8_t *pl, size_t len, uint16_t dport)
 {
-    struct store_key k = {.scope = STORE_FLOW, .object = TJ_OBJ_HOST, .bytes = f->src, .len = 4};
+    /* An IPv4 host's key is its 4 bytes, an IPv6 host's its 16: never alike. */
+    struct store_key k = {.scope = STORE_FLOW,
+                          .object = TJ_OBJ_HOST,
+                          .bytes = f->src,
+                          .len = f->family == 4 ? 4 : 16};
     struct tj_host h;
     size_t hl;
     bool found;
