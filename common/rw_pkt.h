@@ -32,18 +32,18 @@ enum rw_pkt_frag {
 };
 
 struct rw_pkt {
-    uint16_t ethertype; /* after the tags; 0 when the frame is too short to say */
-    uint8_t ntags;      /* VLAN tags skipped (0..RW_PKT_MAX_TAGS) */
-    uint8_t family;     /* 4 or 6 when the IP header is whole in the frame; else 0 */
-    uint32_t l3;        /* offset of the IP header (with a family) */
-    uint32_t l3_end;    /* end of the datagram in the frame: the IP length, cut to the
-                           frame (Ethernet padding is not payload) */
-    uint32_t ip_hlen;   /* IPv4: the header with its options (IHL x 4); IPv6: 40 */
-    uint8_t proto;      /* the L4 protocol (IPv6: after the extension headers); where
-                           the walk stopped when l4 is 0 */
-    uint8_t frag;       /* enum rw_pkt_frag */
-    uint32_t l4;        /* offset of the L4 header; 0 when there is none in the frame
-                           (a later fragment, extension headers past its end) */
+    uint16_t ethertype;       /* after the tags; 0 when the frame is too short to say */
+    uint8_t ntags;            /* VLAN tags skipped (0..RW_PKT_MAX_TAGS) */
+    uint8_t family;           /* 4 or 6 when the IP header is whole in the frame; else 0 */
+    uint32_t l3;              /* offset of the IP header (with a family) */
+    uint32_t l3_end;          /* end of the datagram in the frame: the IP length, cut to the
+                                 frame (Ethernet padding is not payload) */
+    uint32_t ip_hlen;         /* IPv4: the header with its options (IHL x 4); IPv6: 40 */
+    uint8_t proto;            /* the L4 protocol (IPv6: after the extension headers); where
+                                 the walk stopped when l4 is 0 */
+    uint8_t frag;             /* enum rw_pkt_frag */
+    uint32_t l4;              /* offset of the L4 header; 0 when there is none in the frame
+                                 (a later fragment, extension headers past its end) */
     const uint8_t *src, *dst; /* the addresses in the frame (4 or 16 bytes), or NULL */
     uint16_t sport, dport;    /* TCP, UDP, SCTP with 4 bytes of L4 in the frame; else 0 */
 };
