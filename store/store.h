@@ -14,8 +14,9 @@
  * ops whose result is used apply the queue and themselves at once. A batch is all
  * or nothing and carries the slot's store watermark.
  *
- * Errors: functions return STORE_OK or a negative STORE_E* code; the message is in
- * store_client_errmsg() (or the struct rw_err given to the open functions).
+ * Errors: functions return STORE_OK or a negative STORE_E* code (rw_error.h); the
+ * message is in store_client_errmsg() (or the struct rw_err given to the open
+ * functions).
  */
 #ifndef RW_STORE_H
 #define RW_STORE_H
@@ -26,27 +27,9 @@
 
 #include "rw_common.h"
 
-/* Distinct from RW_E* so a caller can tell a store refusal from an I/O error. */
-enum store_rc {
-    STORE_OK = 0,
-    STORE_EINVAL = -101,    /* bad argument (NULL, key or value too long, bad slot) */
-    STORE_EURL = -102,      /* store URL not understood */
-    STORE_EBACKEND = -103,  /* backend unreachable or failed; the op may be retried */
-    STORE_EFULL = -104,     /* LMDB map full (or Redis out of memory) */
-    STORE_EOWNER = -105,    /* per-flow object owned by another slot */
-    STORE_EFENCED = -106,   /* the client's slot was claimed or transferred since attach */
-    STORE_ETYPE = -107,     /* op does not fit the object's type (incr on bytes...) */
-    STORE_ETRIMMED = -108,  /* op clock below the trim watermark: cannot tell if applied */
-    STORE_ETOOBIG = -109,   /* value larger than the caller's buffer (*len says how big) */
-    STORE_ENOMEM = -110,    /* allocation failed */
-    STORE_ECORRUPT = -111,  /* a stored record fails its checks */
-    STORE_ECONFLICT = -112, /* same op identity seen before for a different op kind */
-    STORE_EINUSE = -113,    /* the store holds another run's state */
-    STORE_EREFUSED = -114,  /* an op queued before this call was refused: its batch was
-                               dropped (a refusal that is not this op's own answer) */
-    STORE_ESTALLED = -115   /* the backend did not answer within its timeout (a stalled
-                               or overloaded server): not retried, the op's fate unknown */
-};
+/* The store's codes (STORE_E*, -101...) are rows of the one table in rw_error.h:
+ * distinct from RW_E* so a caller can tell a store refusal from an I/O error. */
+enum { STORE_OK = RW_OK };
 
 enum store_scope {
     STORE_SHARED = 0, /* any slot of the vertex may change it (port pool, counters) */
@@ -227,7 +210,5 @@ typedef int (*store_scan_fn)(void *arg, const struct store_obj *o);
  * scan stops there), or a STORE_E* error, after which fn may have seen only some
  * objects: a caller must treat what it gathered as incomplete. */
 int store_scan(struct store_client *c, store_scan_fn fn, void *arg);
-
-const char *store_strerror(int rc);
 
 #endif
