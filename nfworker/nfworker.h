@@ -159,7 +159,6 @@ static inline bool nf_quiet(uint64_t now, uint64_t last_ns, uint64_t limit_ns)
 {
     return now > last_ns && now - last_ns > limit_ns;
 }
-const char *nf_errmsg(const struct nf_env *env);
 
 /* ---- bounded state: age queues (age.c) ---- */
 

@@ -258,7 +258,7 @@ static int run_up(struct recovery *rec, struct up_nf *u, uint32_t j, struct link
         env->in = p;
         env->seq = 0;
         env->emits = 0;
-        env->err[0] = '\0';
+        env->err.msg[0] = '\0';
         rc = u->def->process(u->inst[j].self, env, &np);
         if (rc != STORE_EFENCED || tries == REC_FENCED_TRIES || up_reopen(rec, u, j))
             break;
@@ -266,7 +266,7 @@ static int run_up(struct recovery *rec, struct up_nf *u, uint32_t j, struct link
     }
     if (rc)
         rec_err(rec, rc, "replay through %s[%u], clock %" PRIu64 ": %s", u->o.nf_name, j,
-                p->meta.clock, env->err);
+                p->meta.clock, env->err.msg);
     env->in = saved;
     env->seq = seq;
     env->emits = emits;
@@ -280,7 +280,7 @@ static int feed_self(struct recovery *rec, struct link_pkt *p)
     int rc = worker_duplicate(w, p);
     if (rc == 0 && (rc = worker_process_one(w, p)))
         rec_err(rec, rc, "%s[%u]: replay of clock %" PRIu64 ": %s", w->o->nf_name, w->o->instance,
-                p->meta.clock, w->env.err);
+                p->meta.clock, w->env.err.msg);
     rec->replayed += rc == 0;
     return rc < 0 ? rc : 0;
 }

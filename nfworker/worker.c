@@ -38,14 +38,10 @@ static int env_err(struct nf_env *env, int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(env->err, sizeof(env->err), fmt, ap);
+    vsnprintf(env->err.msg, sizeof(env->err.msg), fmt, ap);
     va_end(ap);
+    env->err.code = rc;
     return rc;
-}
-
-const char *nf_errmsg(const struct nf_env *env)
-{
-    return env->err;
 }
 
 uint64_t nf_now(const struct nf_env *env)
@@ -727,7 +723,7 @@ int worker_run(const struct worker_opts *o, struct rw_err *e)
     if (!rc && o->ft)
         rc = open_store(&w, e);
     if (!rc && (rc = loop(&w)))
-        rw_errf(e, rc, "%s[%u]: %s", o->nf_name, o->instance, w.env.err);
+        rw_errf(e, rc, "%s[%u]: %s", o->nf_name, o->instance, w.env.err.msg);
     if (rc && e)
         e->code = run_code(rc);
     rc = run_code(rc);

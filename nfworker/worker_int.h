@@ -39,7 +39,7 @@ struct nf_env {
     FILE *alerts;
     nf_capture_fn capture;
     void *capture_ctx;
-    char err[256];
+    struct rw_err err; /* the last failure of an nf_* call (env_err) */
 };
 
 /* Packets a worker took off a link but has not handled yet (recovery buffers
