@@ -65,7 +65,9 @@ struct run_result {
  * written, report.json saying so. */
 int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e);
 
-/* The body of `rewind worker` (spawned by run_chain; argv as it builds it). */
+/* The body of `rewind worker` (spawned by run_chain; argv as it builds it).
+ * Returns the process's exit status: 0, 2 for bad arguments, 1 for a failure, or
+ * the RUN_WORKER_EXIT_* statuses run_chain reads as a full or silent store. */
 int run_worker_main(int argc, char **argv);
 
 #endif
