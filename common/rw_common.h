@@ -54,7 +54,8 @@ struct rw_err {
  * so callers can write `return rw_errf(e, RW_EIO, "...")`. */
 int rw_errf(struct rw_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Prefixes e->msg with more context ("segment 3: " + old message). */
+/* Prefixes e->msg with more context ("segment 3: " + old message); returns
+ * e->code (RW_OK for a NULL e), the message cut to RW_ERR_MSG_MAX. */
 int rw_err_prefix(struct rw_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Monotonic nanoseconds, for group-commit ages and pacing (never stored). */
