@@ -45,14 +45,17 @@ struct link_opts {
 
 struct link;
 
-/* Owner side: creates the memfd and the eventfd, initialises the region. */
+/* Owner side: creates the memfd and the eventfd, initialises the region.
+ * RW_EINVAL (bad slots or room), RW_EIO (memfd, eventfd, mmap), RW_ENOMEM; a
+ * failure leaves no descriptor open. */
 int link_create(const char *name, const struct link_opts *o, struct link **out, struct rw_err *e);
 
 /* The descriptors a peer needs (inherit them across fork/exec, or send them). */
 int link_memfd(const struct link *l);
 int link_eventfd(const struct link *l);
 
-/* Peer side: maps a link created elsewhere. */
+/* Peer side: maps a link created elsewhere. RW_EINVAL: memfd is not a rewind
+ * link; RW_EIO, RW_ENOMEM. The descriptors stay the caller's. */
 int link_attach(int memfd, int eventfd, struct link **out, struct rw_err *e);
 
 uint32_t link_data_room(const struct link *l);
@@ -109,11 +112,12 @@ struct dedup {
     uint64_t floor; /* keys below it count as seen: (G << 16) */
 };
 
+/* RW_ENOMEM: d holds nothing to free. */
 int dedup_init(struct dedup *d, uint32_t cap_log2);
 /* 1 when (clock, sub) was seen (or is below the trim watermark), 0 when it is new
  * (and is now remembered), negative on allocation failure. */
 int dedup_seen(struct dedup *d, uint64_t clock, uint16_t sub);
-/* Forgets everything below clock g. */
+/* Forgets everything below clock g. RW_ENOMEM: d is as it was. */
 int dedup_trim(struct dedup *d, uint64_t g);
 void dedup_free(struct dedup *d);
 
@@ -126,7 +130,10 @@ struct store_key;
 
 /* What the runtime offers an NF while it processes one packet: state ops (the
  * store, tagged with the packet's clock and the op's sequence, or local state in
- * --no-ft mode), output, alerts and time. */
+ * --no-ft mode), output, alerts and time. The state calls return the store's
+ * codes (store.h: STORE_EOWNER, STORE_ETOOBIG... and a batch's answer) or, in
+ * --no-ft mode, STORE_ENOMEM/STORE_ETYPE/STORE_ETOOBIG from local state; the
+ * worker reports the message with the NF's name and instance. */
 struct nf_env;
 
 int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
