@@ -49,14 +49,16 @@ const struct chain_node *chain_node_get(const struct chain_node *map, const char
  * in key. Returns RW_EINVAL. All helpers take a NULL map as an empty one. */
 int chain_node_errf(const struct chain_node *map, const char *key, struct rw_err *e,
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-/* Checks that n is of kind k ("expected a mapping, got a sequence"). */
+/* Checks that n is of kind k ("expected a mapping, got a sequence"): RW_EINVAL. */
 int chain_node_want(const struct chain_node *n, enum chain_kind k, struct rw_err *e);
-/* Refuses keys of map not in the NULL-terminated list allowed, naming those allowed. */
+/* Refuses keys of map not in the NULL-terminated list allowed, naming those allowed
+ * (RW_EINVAL). */
 int chain_node_keys(const struct chain_node *map, const char *const *allowed, struct rw_err *e);
 
 /* Typed getters. An absent or null key gives the default (or, for a required
  * string, an error); a value of the wrong kind, out of range or not among
- * names is an error naming the line and the key path. */
+ * names is an error naming the line and the key path: RW_EINVAL, with *out the
+ * default (NULL for a string). */
 int chain_node_string(const struct chain_node *map, const char *key, int required, const char **out,
                       struct rw_err *e);
 int chain_node_u64(const struct chain_node *map, const char *key, uint64_t lo, uint64_t hi,
@@ -133,7 +135,8 @@ struct chain {
 int chain_load(const char *path, const char *const *known_types, struct chain **out,
                struct rw_err *e);
 /* The same over text; origin names the file in messages and gives the directory
- * relative trace paths are resolved against. */
+ * relative trace paths are resolved against. RW_EINVAL (bad text, with
+ * FILE:LINE), RW_ENOMEM; on failure *out is NULL and nothing is left to free. */
 int chain_parse(const char *yaml_text, size_t len, const char *origin,
                 const char *const *known_types, struct chain **out, struct rw_err *e);
 void chain_free(struct chain *c);

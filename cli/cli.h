@@ -10,7 +10,7 @@
 
 #include "rw_common.h"
 
-/* Exit codes (docs/operator.md). */
+/* Exit codes (docs/operator.md); rw_error.h's table says which code gives which. */
 enum {
     EXIT_OK = 0,
     EXIT_FAIL = 1,    /* the command could not do its work */
@@ -19,6 +19,7 @@ enum {
     EXIT_NOSPACE = 4, /* out of disk space; everything committed before is intact */
 };
 
+/* The exit status for an RW_E* or STORE_E* code (rw_exit_code). */
 int cli_exit_code(int rw_code);
 
 /* "1.5", "250ms", "10us", "2s", "1h", "7d" as nanoseconds. */

@@ -17,19 +17,7 @@
 
 int cli_exit_code(int rw_code)
 {
-    switch (rw_code) {
-    case RW_OK:
-        return EXIT_OK;
-    case RW_EINVAL:
-        return EXIT_USAGE;
-    case RW_ECORRUPT:
-    case RW_EINPUT:
-        return EXIT_DAMAGE;
-    case RW_ENOSPC:
-        return EXIT_NOSPACE;
-    default:
-        return EXIT_FAIL;
-    }
+    return rw_exit_code(rw_code);
 }
 
 void cli_error(const char *fmt, ...)

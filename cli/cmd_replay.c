@@ -74,7 +74,7 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
     a->speed = 1.0;
     replay_opts_default(&a->ro);
     struct log_query *q = &a->ro.q;
-    char why[256];
+    struct rw_err e;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -106,8 +106,8 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
                 return cli_error("--until: '%s' is not a time", optarg), -1;
             break;
         case 'F':
-            if (rw_flow_from_string(optarg, &q->flow, why, sizeof(why)))
-                return cli_error("--flow: %s", why), -1;
+            if (rw_flow_from_string(optarg, &q->flow, &e))
+                return cli_error("--flow: %s", e.msg), -1;
             q->has_flow = true;
             break;
         case 'b':

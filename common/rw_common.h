@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rw_error.h"
+
 /* Packet flags carried with the metadata (design.md: A packet's life). */
 enum rw_pkt_flag {
     RW_F_REPLAY = 1u << 0,      /* re-sent from the log to a recovering instance */
@@ -49,21 +51,6 @@ enum rw_durability {
     RW_DUR_POWER,   /* fsync'd: survives power loss */
 };
 
-/* Error codes shared by the parts that use struct rw_err. */
-enum rw_rc {
-    RW_OK = 0,
-    RW_EINVAL = -1,    /* bad argument or option */
-    RW_EIO = -2,       /* an I/O or library call failed */
-    RW_ENOSPC = -3,    /* out of disk space (or map space that cannot grow) */
-    RW_ECORRUPT = -4,  /* stored data fails its checks */
-    RW_ENOMEM = -5,    /* allocation failed */
-    RW_ENOENT = -6,    /* no such file, segment or key */
-    RW_EDPDK = -7,     /* DPDK refused (EAL, port, pool) */
-    RW_EINPUT = -8,    /* input file is damaged (truncated pcap...) */
-    RW_EINTR = -9,     /* stopped by a signal before the end of a finite input */
-    RW_ESTALLED = -10, /* a service (the state store) did not answer within its timeout */
-};
-
 #define RW_ERR_MSG_MAX 512
 
 struct rw_err {
@@ -75,10 +62,9 @@ struct rw_err {
  * so callers can write `return rw_errf(e, RW_EIO, "...")`. */
 int rw_errf(struct rw_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Prefixes e->msg with more context ("segment 3: " + old message). */
+/* Prefixes e->msg with more context ("segment 3: " + old message); returns
+ * e->code (RW_OK for a NULL e), the message cut to RW_ERR_MSG_MAX. */
 int rw_err_prefix(struct rw_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-const char *rw_strerror(int code);
 
 /* Monotonic nanoseconds, for group-commit ages and pacing (never stored). */
 uint64_t rw_now_ns(void);

@@ -16,7 +16,8 @@
 struct rte_mempool;
 
 /* Initialises the EAL once per process. user_argv are the arguments after `--`
- * (may be empty: then the defaults apply); devargs names the port to attach. */
+ * (may be empty: then the defaults apply); devargs names the port to attach.
+ * RW_EINVAL: too many arguments; RW_EDPDK: the EAL refused or no such port. */
 int rw_eal_init(int user_argc, char **user_argv, const char *devargs, struct rw_err *e);
 
 /* Configures and starts the port attached by rw_eal_init with one rx and one tx
@@ -31,6 +32,7 @@ int rw_port_start(uint16_t port, struct rte_mempool *pool, uint32_t max_frame, s
 /* The rx timestamp dynfield (offset, flag) registered by rw_port_start, or -1. */
 int rw_rx_timestamp(uint64_t *flag);
 
+/* NULL with RW_EDPDK in e when DPDK has no room for n mbufs. */
 struct rte_mempool *rw_pool_create(const char *name, unsigned n, struct rw_err *e);
 
 /* Stops and closes the port, then cleans up the EAL. */

@@ -1,5 +1,6 @@
 /*
- * rw_error.c - error records and the monotonic clock helper shared by all parts.
+ * rw_error.c - error records, the lookups generated from rw_error.h's table, and
+ * the monotonic clock helper shared by all parts.
  */
 #include "rw_common.h"
 
@@ -37,35 +38,43 @@ int rw_err_prefix(struct rw_err *e, const char *fmt, ...)
     return e->code;
 }
 
+#define RW_ERROR_CASE(name, value, exit, msg)                                                      \
+    case name:                                                                                     \
+        return msg;
 const char *rw_strerror(int code)
 {
+    static _Thread_local char unknown[40];
     switch (code) {
-    case RW_OK:
-        return "ok";
-    case RW_EINVAL:
-        return "invalid argument";
-    case RW_EIO:
-        return "I/O error";
-    case RW_ENOSPC:
-        return "out of space";
-    case RW_ECORRUPT:
-        return "data corrupted";
-    case RW_ENOMEM:
-        return "out of memory";
-    case RW_ENOENT:
-        return "not found";
-    case RW_EDPDK:
-        return "DPDK error";
-    case RW_EINPUT:
-        return "damaged input";
-    case RW_EINTR:
-        return "interrupted";
-    case RW_ESTALLED:
-        return "no answer in time";
-    default:
-        return "unknown error";
+        RW_ERROR_MAP(RW_ERROR_CASE)
     }
+    snprintf(unknown, sizeof(unknown), "unknown error %d", code);
+    return unknown;
 }
+#undef RW_ERROR_CASE
+
+#define RW_ERROR_CASE(name, value, exit, msg)                                                      \
+    case name:                                                                                     \
+        return #name;
+const char *rw_err_name(int code)
+{
+    switch (code) {
+        RW_ERROR_MAP(RW_ERROR_CASE)
+    }
+    return NULL;
+}
+#undef RW_ERROR_CASE
+
+#define RW_ERROR_CASE(name, value, exit, msg)                                                      \
+    case name:                                                                                     \
+        return exit;
+int rw_exit_code(int code)
+{
+    switch (code) {
+        RW_ERROR_MAP(RW_ERROR_CASE)
+    }
+    return 1;
+}
+#undef RW_ERROR_CASE
 
 uint64_t rw_now_ns(void)
 {

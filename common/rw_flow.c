@@ -161,30 +161,26 @@ static int parse_endpoint(char *s, uint8_t *family, uint8_t addr[16], uint16_t *
     return 0;
 }
 
-int rw_flow_from_string(const char *s, struct rw_flow *f, char *why, size_t whylen)
+int rw_flow_from_string(const char *s, struct rw_flow *f, struct rw_err *e)
 {
     char buf[256], proto[32], a[128], b[128], extra[8];
     memset(f, 0, sizeof(*f));
     snprintf(buf, sizeof(buf), "%s", s);
     int n = sscanf(buf, "%31s %127s %127s %7s", proto, a, b, extra);
     if (n != 3) {
-        snprintf(why, whylen, "expected 'PROTO SRC:PORT DST:PORT', got '%s'", s);
-        return -1;
+        return rw_errf(e, RW_EINVAL, "expected 'PROTO SRC:PORT DST:PORT', got '%s'", s);
     }
     if (parse_proto(proto, &f->proto) < 0) {
-        snprintf(why, whylen, "unknown protocol '%s' (tcp, udp, icmp, icmp6, sctp or 0-255)",
-                 proto);
-        return -1;
+        return rw_errf(e, RW_EINVAL, "unknown protocol '%s' (tcp, udp, icmp, icmp6, sctp or 0-255)",
+                       proto);
     }
     uint8_t fa, fb;
     if (parse_endpoint(a, &fa, f->src, &f->sport) < 0 ||
         parse_endpoint(b, &fb, f->dst, &f->dport) < 0) {
-        snprintf(why, whylen, "bad endpoint in '%s' (use ADDR:PORT or [ADDR6]:PORT)", s);
-        return -1;
+        return rw_errf(e, RW_EINVAL, "bad endpoint in '%s' (use ADDR:PORT or [ADDR6]:PORT)", s);
     }
     if (fa != fb) {
-        snprintf(why, whylen, "endpoints of '%s' mix IPv4 and IPv6", s);
-        return -1;
+        return rw_errf(e, RW_EINVAL, "endpoints of '%s' mix IPv4 and IPv6", s);
     }
     f->family = fa;
     return 0;

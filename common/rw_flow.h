@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rw_common.h"
+
 struct rw_flow {
     uint8_t src[16]; /* IPv4 uses the first 4 bytes */
     uint8_t dst[16];
@@ -51,7 +53,7 @@ enum rw_flowspace {
 uint32_t rw_flowspace_hash(const uint8_t *frame, size_t len, enum rw_flowspace fs);
 
 /* Parses "PROTO SRC:PORT DST:PORT" (tcp|udp|icmp|NUMBER; IPv6 as [ADDR]:PORT).
- * Returns 0, or -1 with a reason in why. */
-int rw_flow_from_string(const char *s, struct rw_flow *f, char *why, size_t whylen);
+ * RW_EINVAL with the reason in e (f is then zeroed). */
+int rw_flow_from_string(const char *s, struct rw_flow *f, struct rw_err *e);
 
 #endif

@@ -333,9 +333,9 @@ static int bind_store(struct run *r, struct rw_err *e)
         rc = store_bind_run(st, run, r->o->force, e);
         store_close(st);
     }
-    if (rc) /* a URL the chain got wrong is usage (exit 2), like a store in use */
-        e->code = rc == STORE_EINUSE || rc == STORE_EURL ? RW_EINVAL : RW_EIO;
-    return rc ? e->code : 0;
+    /* The store's code stays: rw_error.h's table makes a URL the chain got wrong
+     * or a store in use exit 2, a full one exit 4. */
+    return rc;
 }
 
 static int prepare(struct run *r, struct rw_err *e)

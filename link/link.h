@@ -48,14 +48,17 @@ struct link_opts {
 
 struct link;
 
-/* Owner side: creates the memfd and the eventfd, initialises the region. */
+/* Owner side: creates the memfd and the eventfd, initialises the region.
+ * RW_EINVAL (bad slots or room), RW_EIO (memfd, eventfd, mmap), RW_ENOMEM; a
+ * failure leaves no descriptor open. */
 int link_create(const char *name, const struct link_opts *o, struct link **out, struct rw_err *e);
 
 /* The descriptors a peer needs (inherit them across fork/exec, or send them). */
 int link_memfd(const struct link *l);
 int link_eventfd(const struct link *l);
 
-/* Peer side: maps a link created elsewhere. */
+/* Peer side: maps a link created elsewhere. RW_EINVAL: memfd is not a rewind
+ * link; RW_EIO, RW_ENOMEM. The descriptors stay the caller's. */
 int link_attach(int memfd, int eventfd, struct link **out, struct rw_err *e);
 
 uint32_t link_data_room(const struct link *l);
@@ -113,11 +116,12 @@ struct dedup {
     uint64_t floor; /* keys below it count as seen: (G << 16) */
 };
 
+/* RW_ENOMEM: d holds nothing to free. */
 int dedup_init(struct dedup *d, uint32_t cap_log2);
 /* 1 when (clock, sub) was seen (or is below the trim watermark), 0 when it is new
  * (and is now remembered), negative on allocation failure. */
 int dedup_seen(struct dedup *d, uint64_t clock, uint16_t sub);
-/* Forgets everything below clock g. */
+/* Forgets everything below clock g. RW_ENOMEM: d is as it was. */
 int dedup_trim(struct dedup *d, uint64_t g);
 void dedup_free(struct dedup *d);
 

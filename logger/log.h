@@ -48,6 +48,7 @@ struct log_opts {
 /* Fills o with the defaults: process durability, 256 MiB segments, keep all,
  * 1024-packet / 256 KiB blocks, 1 ms group commit. */
 void log_opts_default(struct log_opts *o);
+/* RW_EINVAL for a name that is not a durability mode (*d unchanged). */
 int log_durability_parse(const char *s, enum rw_durability *d);
 const char *log_durability_name(enum rw_durability d);
 
@@ -65,17 +66,25 @@ struct log_writer;
 
 /* Opens DIR (creating it if needed) for appending; recovers after a crash:
  * committed blocks stay, and log_writer_next_clock() is above every clock ever
- * handed out (the last reservation). */
+ * handed out (the last reservation). RW_EINVAL: bad options, or another
+ * rewind writes DIR (its pid named); RW_ENOENT/RW_ECORRUPT: DIR holds segments
+ * but no sound manifest; RW_ENOSPC, RW_EIO, RW_ENOMEM. A failure leaves the
+ * committed blocks as they were. */
 int log_writer_open(const char *dir, const struct log_opts *o, struct log_writer **out,
                     struct rw_err *e);
 
-/* Appends one record; clocks must increase. May commit (group commit). */
+/* Appends one record; clocks must increase. May commit (group commit).
+ * RW_EINVAL: a clock not above the last, or not reserved (nothing appended);
+ * RW_ENOSPC, RW_EIO, RW_ENOMEM from the commit: the log is unchanged past the last
+ * committed block (the durable watermark). */
 int log_writer_append(struct log_writer *w, const struct log_rec *r, struct rw_err *e);
 
-/* Commits what has waited commit_ns or longer; call it often when idle. */
+/* Commits what has waited commit_ns or longer; call it often when idle.
+ * RW_ENOSPC, RW_EIO, RW_ENOMEM: the log is unchanged past the last committed block. */
 int log_writer_tick(struct log_writer *w, uint64_t now_ns, struct rw_err *e);
 
-/* Closes the open block and commits everything now. */
+/* Closes the open block and commits everything now. RW_ENOSPC, RW_EIO,
+ * RW_ENOMEM: the log is unchanged past the last committed block. */
 int log_writer_commit(struct log_writer *w, struct rw_err *e);
 
 /* The durable watermark: every clock below it is stored per the durability mode. */
@@ -86,11 +95,14 @@ uint64_t log_writer_durable(const struct log_writer *w);
 uint64_t log_writer_next_clock(const struct log_writer *w);
 
 /* Durably records that clocks below `upto` may be in use (always fsync'd,
- * whatever the durability mode: a clock must never be handed out twice). */
+ * whatever the durability mode: a clock must never be handed out twice).
+ * RW_ENOSPC, RW_EIO: the reservation stays where it was (hand out no clock past it). */
 int log_writer_reserve(struct log_writer *w, uint64_t upto, struct rw_err *e);
 uint64_t log_writer_reserved(const struct log_writer *w);
 
-/* Commits, seals nothing, closes. Returns the first error of the final commit. */
+/* Commits, seals nothing, closes (w is freed whatever happens). Returns the
+ * first error of the final commit (RW_ENOSPC, RW_EIO, RW_ENOMEM): the blocks
+ * committed before it stay. */
 int log_writer_close(struct log_writer *w, struct rw_err *e);
 
 /* ---- the logger thread ---- */
@@ -101,6 +113,8 @@ int log_writer_close(struct log_writer *w, struct rw_err *e);
 struct rte_mbuf;
 struct log_thread;
 
+/* RW_EDPDK: no ring; RW_EIO: no thread; RW_ENOMEM. On failure nothing runs and w
+ * stays the caller's. */
 int log_thread_start(struct log_writer *w, unsigned ring_size, struct log_thread **out,
                      struct rw_err *e);
 /* Takes ownership of up to n mbufs (freed once copied into a block); returns how
@@ -113,7 +127,8 @@ void log_thread_want_reserve(struct log_thread *t, uint64_t upto);
 uint64_t log_thread_reserved(const struct log_thread *t);
 /* True once the thread has hit an error and stopped logging. */
 bool log_thread_failed(const struct log_thread *t);
-/* Drains the ring, commits, joins. Returns the thread's first error. */
+/* Drains the ring, commits, joins. Returns the thread's first error (those of
+ * log_writer_append/commit/reserve): the log holds what was committed before it. */
 int log_thread_stop(struct log_thread *t, struct rw_err *e);
 
 /* ---- reading ---- */
@@ -132,6 +147,9 @@ struct log_seg_info {
 
 struct log_reader;
 
+/* Reads only. RW_ENOENT: not a log; RW_ECORRUPT: an empty, missing or unreadable
+ * manifest beside segments; RW_EIO, RW_ENOMEM. A segment whose summary cannot be
+ * read is not an error here: log_scan reports it. */
 int log_reader_open(const char *dir, struct log_reader **out, struct rw_err *e);
 void log_reader_close(struct log_reader *r);
 uint32_t log_reader_nsegments(const struct log_reader *r);
@@ -176,6 +194,10 @@ struct log_scan_cbs {
     void *ctx;
 };
 
+/* Reads only. Returns 0, visit's non-zero value, or: RW_ECORRUPT (a flow query the
+ * log's flow hash version cannot serve; without a damage callback, a damaged block
+ * or segment), RW_ENOENT (a missing segment, without a damage callback), RW_EIO.
+ * After a failure visit may have seen some of the matching records. */
 int log_scan(struct log_reader *r, const struct log_query *q, const struct log_scan_cbs *cb,
              struct log_scan_stats *st, struct rw_err *e);
 
@@ -202,7 +224,9 @@ struct log_verify_cbs {
 };
 
 /* Checks every block (structure, checksum, clocks, indexes) of every segment.
- * Returns 0 when the log is sound, RW_ECORRUPT when problems were found. */
+ * Returns 0 when the log is sound, RW_ECORRUPT when problems were found (each
+ * reported through cb->problem), or an error opening the manifest (RW_ENOENT,
+ * RW_ECORRUPT, RW_EIO). Reads only. */
 int log_verify(const char *dir, const struct log_verify_cbs *cb, struct log_verify_stats *st,
                struct rw_err *e);
 

@@ -239,9 +239,9 @@ int log_bb_encode(struct log_block_builder *b, uint8_t **out, size_t *out_len)
     return 0;
 }
 
-#define BAD(...) (snprintf(why, n, __VA_ARGS__), RW_ECORRUPT)
+#define BAD(...) rw_errf(e, RW_ECORRUPT, __VA_ARGS__)
 
-int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char *why, size_t n)
+int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, struct rw_err *e)
 {
     if (len < LOG_BLOCK_HDR)
         return BAD("block of %zu bytes is shorter than its header", len);
@@ -309,7 +309,7 @@ static int decode_one(const uint8_t **p, const uint8_t *end, struct log_rec *r, 
 }
 
 int log_block_decode(const uint8_t *v, size_t len, const struct log_block_hdr *h,
-                     struct log_block_buf *buf, log_visit_fn fn, void *ctx, char *why, size_t n)
+                     struct log_block_buf *buf, log_visit_fn fn, void *ctx, struct rw_err *e)
 {
     (void)len;
     const uint8_t *p = payload(v, h, buf);

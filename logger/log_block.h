@@ -69,16 +69,16 @@ bool log_bloom_may_hold(const uint8_t *bloom, size_t len, uint32_t hash);
 bool log_bloom_valid(const uint8_t *bloom, size_t len);
 
 /* Parses and checks the header and CRC of a stored block. Returns 0 or a
- * RW_ECORRUPT with the reason in why. */
-int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, char *why, size_t n);
+ * RW_ECORRUPT with the reason in e. */
+int log_block_check(const uint8_t *v, size_t len, struct log_block_hdr *h, struct rw_err *e);
 
 /* Decodes a checked block's records into buf (grown as needed); calls fn for each
- * record. Returns 0, fn's non-zero value, or RW_ECORRUPT with a reason. */
+ * record. Returns 0, fn's non-zero value, or RW_ECORRUPT with the reason in e. */
 struct log_block_buf {
     uint8_t *p;
     size_t cap;
 };
 int log_block_decode(const uint8_t *v, size_t len, const struct log_block_hdr *h,
-                     struct log_block_buf *buf, log_visit_fn fn, void *ctx, char *why, size_t n);
+                     struct log_block_buf *buf, log_visit_fn fn, void *ctx, struct rw_err *e);
 
 #endif

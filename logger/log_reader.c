@@ -189,32 +189,29 @@ static int filter_rec(void *ctx, const struct log_rec *rec)
 static int visit_block(struct scan *s, const MDB_val *v, uint64_t key)
 {
     struct log_block_hdr h;
-    char why[256];
+    struct rw_err be;
     s->st->blocks_read++;
     if (s->cb->progress && (s->st->blocks_read & 63) == 0)
         s->cb->progress(s->cb->ctx, s->st->blocks_read, s->st->blocks_total);
-    int rc = log_block_check(v->mv_data, v->mv_size, &h, why, sizeof(why));
-    if (!rc && h.first_clock != key) {
-        snprintf(why, sizeof(why), "block header says clock %llu",
-                 (unsigned long long)h.first_clock);
-        rc = RW_ECORRUPT;
-    }
+    int rc = log_block_check(v->mv_data, v->mv_size, &h, &be);
+    if (!rc && h.first_clock != key)
+        rc = rw_errf(&be, RW_ECORRUPT, "block header says clock %llu",
+                     (unsigned long long)h.first_clock);
     if (!rc) {
         if (s->seg->ts_monotonic && h.min_ts > s->q->until_ns)
             return SCAN_PAST_WINDOW;
         if (h.last_clock < s->q->from_clock || h.first_clock > s->q->to_clock ||
             h.max_ts < s->q->since_ns || h.min_ts > s->q->until_ns)
             return 0;
-        rc = log_block_decode(v->mv_data, v->mv_size, &h, &s->r->buf, filter_rec, s, why,
-                              sizeof(why));
+        rc = log_block_decode(v->mv_data, v->mv_size, &h, &s->r->buf, filter_rec, s, &be);
         if (rc != RW_ECORRUPT)
             return rc;
     }
     s->st->blocks_damaged++;
     if (!s->cb->damage)
         return rw_errf(s->e, RW_ECORRUPT, "segment %u, block at clock %llu: %s", s->seg->id,
-                       (unsigned long long)key, why);
-    s->cb->damage(s->cb->ctx, s->seg->id, key, why);
+                       (unsigned long long)key, be.msg);
+    s->cb->damage(s->cb->ctx, s->seg->id, key, be.msg);
     return 0;
 }
 

@@ -61,28 +61,27 @@ static int check_rec(void *ctx, const struct log_rec *r)
 static void check_block(struct verify *v, uint32_t seg, const MDB_val *k, const MDB_val *val)
 {
     struct log_block_hdr h;
-    char why[256];
+    struct rw_err be;
     uint64_t key = k->mv_size == 8 ? rw_get_be64(k->mv_data) : 0;
     if (k->mv_size != 8) {
         problem(v, seg, 0, "block key of %zu bytes", k->mv_size);
         return;
     }
-    int rc = log_block_check(val->mv_data, val->mv_size, &h, why, sizeof(why));
+    int rc = log_block_check(val->mv_data, val->mv_size, &h, &be);
     if (!rc && h.first_clock != key) {
         problem(v, seg, key, "block header says first clock %llu",
                 (unsigned long long)h.first_clock);
         return;
     }
     if (!rc)
-        rc = log_block_decode(val->mv_data, val->mv_size, &h, &v->buf, check_rec, v, why,
-                              sizeof(why));
+        rc = log_block_decode(val->mv_data, val->mv_size, &h, &v->buf, check_rec, v, &be);
     if (rc == 1) {
         problem(v, seg, key, "clocks go backwards (previous %llu)",
                 (unsigned long long)v->prev_clock);
         return;
     }
     if (rc) {
-        problem(v, seg, key, "%s", why);
+        problem(v, seg, key, "%s", be.msg);
         v->damaged++; /* its packets cannot be counted: skip the summary count check */
         v->got.blocks++;
         return;

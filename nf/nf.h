@@ -29,7 +29,10 @@ struct store_key;
 
 /* What the runtime offers an NF while it processes one packet: state ops (the
  * store, tagged with the packet's clock and the op's sequence, or local state in
- * --no-ft mode), output, alerts and time. */
+ * --no-ft mode), output, alerts and time. The state calls return the store's
+ * codes (store.h: STORE_EOWNER, STORE_ETOOBIG... and a batch's answer) or, in
+ * --no-ft mode, STORE_ENOMEM/STORE_ETYPE/STORE_ETOOBIG from local state; the
+ * runtime reports the message with the NF's name and instance. */
 struct nf_env;
 
 int nf_get(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
@@ -64,7 +67,6 @@ static inline bool nf_quiet(uint64_t now, uint64_t last_ns, uint64_t limit_ns)
 }
 /* The instance's slot: an NF's age queues are per slot. */
 uint16_t nf_slot(const struct nf_env *env);
-const char *nf_errmsg(const struct nf_env *env);
 
 /* ---- bounded state: age queues (age.c) ---- */
 

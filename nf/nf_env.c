@@ -51,11 +51,6 @@ static int env_err(struct nf_env *env, int rc, const char *fmt, ...)
     return rc;
 }
 
-const char *nf_errmsg(const struct nf_env *env)
-{
-    return env->err.msg;
-}
-
 uint64_t nf_now(const struct nf_env *env)
 {
     return env->in->ts_ns;

@@ -37,7 +37,11 @@ struct replay_stats {
 
 void replay_opts_default(struct replay_opts *o);
 
-/* Writes the selection to path: classic pcap when it ends in .pcap, else pcapng. */
+/* Writes the selection to path: classic pcap when it ends in .pcap, else pcapng.
+ * RW_EINVAL: a BPF filter that does not compile; log_reader_open's and
+ * log_scan's errors (RW_ECORRUPT for a damaged block without o->damage); RW_EIO,
+ * RW_ENOSPC writing: path is left with what was written (replay_trim_capture
+ * cuts it back to its last whole packet). */
 int replay_to_file(const char *logdir, const char *path, const struct replay_opts *o,
                    struct replay_stats *st, struct rw_err *e);
 
@@ -50,7 +54,9 @@ int replay_trim_capture(const char *path, uint64_t *kept, struct rw_err *e);
 /* Sends the selection out of a started DPDK port. speed 1.0 = recorded pace,
  * 2.0 = twice as fast, 0 = as fast as the port takes them. Each packet is due at
  * start + (ts - first ts) / speed: scheduling against the first packet, not the
- * previous one, keeps errors from adding up. */
+ * previous one, keeps errors from adding up. RW_EINVAL (the filter), RW_ENOMEM
+ * (out of mbufs), and log_reader_open's and log_scan's errors; the packets sent
+ * before a failure are gone. */
 int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, double speed,
                    const struct replay_opts *o, struct replay_stats *st, struct rw_err *e);
 

@@ -108,7 +108,12 @@ struct root_ingest_opts {
  * on w (w NULL: --no-ft, no log, clocks kept in memory) and sending it along the
  * edges. The EAL and the port must be started. At the end every edge gets the
  * final progress mark, and fragments still incomplete are dropped (st->frag).
- * Fails with RW_ENOMEM when DPDK has no memory for the reassembly table. */
+ * Fails with RW_ENOMEM when DPDK has no memory for the reassembly table,
+ * RW_EINVAL for an edge filter that does not compile, RW_EDPDK/RW_EIO when the
+ * logger thread cannot start, RW_EINPUT when DPDK delivers other packets than the
+ * trace holds (or stops), and the logger's error (RW_ENOSPC, RW_EIO...) first:
+ * then the log holds every packet below st->durable and the edges got their
+ * final marks all the same. */
 int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct root_stats *st,
                 struct rw_err *e);
 

@@ -37,46 +37,6 @@ int store_res_set(struct store_res *r, const void *p, size_t len)
     return STORE_OK;
 }
 
-const char *store_strerror(int rc)
-{
-    switch (rc) {
-    case STORE_OK:
-        return "ok";
-    case STORE_EINVAL:
-        return "invalid argument";
-    case STORE_EURL:
-        return "bad store URL";
-    case STORE_EBACKEND:
-        return "store backend unavailable";
-    case STORE_EFULL:
-        return "store full";
-    case STORE_EOWNER:
-        return "object owned by another slot";
-    case STORE_EFENCED:
-        return "client fenced: slot taken over";
-    case STORE_ETYPE:
-        return "wrong object type";
-    case STORE_ETRIMMED:
-        return "op below the trim watermark";
-    case STORE_ETOOBIG:
-        return "value too big";
-    case STORE_ENOMEM:
-        return "out of memory";
-    case STORE_ECORRUPT:
-        return "store record corrupt";
-    case STORE_ECONFLICT:
-        return "op identity reused for a different op";
-    case STORE_EINUSE:
-        return "the store holds another run's state";
-    case STORE_EREFUSED:
-        return "an op queued earlier was refused; its batch was dropped";
-    case STORE_ESTALLED:
-        return "the store did not answer in time";
-    default:
-        return "unknown store error";
-    }
-}
-
 int store_open(const char *url, struct store **out, struct rw_err *err)
 {
     const struct store_backend *be = NULL;

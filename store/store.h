@@ -14,8 +14,12 @@
  * ops whose result is used apply the queue and themselves at once. A batch is all
  * or nothing and carries the slot's store watermark.
  *
- * Errors: functions return STORE_OK or a negative STORE_E* code; the message is in
- * store_client_errmsg() (or the struct rw_err given to the open functions).
+ * Errors: functions return STORE_OK or a negative STORE_E* code (rw_error.h); the
+ * message is in store_client_errmsg() (or the struct rw_err given to the open
+ * functions). Any op that sends a batch may also fail with the batch's answer:
+ * STORE_EBACKEND, STORE_ESTALLED (Redis), STORE_EFULL, STORE_EFENCED,
+ * STORE_ETRIMMED, STORE_ECONFLICT, STORE_ECORRUPT, STORE_ENOMEM; a batch is all or
+ * nothing, so a failed one changed nothing and its queued ops are dropped.
  */
 #ifndef RW_STORE_H
 #define RW_STORE_H
@@ -26,27 +30,9 @@
 
 #include "rw_common.h"
 
-/* Distinct from RW_E* so a caller can tell a store refusal from an I/O error. */
-enum store_rc {
-    STORE_OK = 0,
-    STORE_EINVAL = -101,    /* bad argument (NULL, key or value too long, bad slot) */
-    STORE_EURL = -102,      /* store URL not understood */
-    STORE_EBACKEND = -103,  /* backend unreachable or failed; the op may be retried */
-    STORE_EFULL = -104,     /* LMDB map full (or Redis out of memory) */
-    STORE_EOWNER = -105,    /* per-flow object owned by another slot */
-    STORE_EFENCED = -106,   /* the client's slot was claimed or transferred since attach */
-    STORE_ETYPE = -107,     /* op does not fit the object's type (incr on bytes...) */
-    STORE_ETRIMMED = -108,  /* op clock below the trim watermark: cannot tell if applied */
-    STORE_ETOOBIG = -109,   /* value larger than the caller's buffer (*len says how big) */
-    STORE_ENOMEM = -110,    /* allocation failed */
-    STORE_ECORRUPT = -111,  /* a stored record fails its checks */
-    STORE_ECONFLICT = -112, /* same op identity seen before for a different op kind */
-    STORE_EINUSE = -113,    /* the store holds another run's state */
-    STORE_EREFUSED = -114,  /* an op queued before this call was refused: its batch was
-                               dropped (a refusal that is not this op's own answer) */
-    STORE_ESTALLED = -115   /* the backend did not answer within its timeout (a stalled
-                               or overloaded server): not retried, the op's fate unknown */
-};
+/* The store's codes (STORE_E*, -101...) are rows of the one table in rw_error.h:
+ * distinct from RW_E* so a caller can tell a store refusal from an I/O error. */
+enum { STORE_OK = RW_OK };
 
 enum store_scope {
     STORE_SHARED = 0, /* any slot of the vertex may change it (port pool, counters) */
@@ -76,25 +62,29 @@ struct store_opid {
 struct store;
 struct store_client;
 
-/* Opens `lmdb:PATH[?map=MiB]`, `redis://[:PASSWORD@]HOST:PORT[/DB]` or `mem:`. */
+/* Opens `lmdb:PATH[?map=MiB]`, `redis://[:PASSWORD@]HOST:PORT[/DB]` or `mem:`.
+ * STORE_EURL: not understood; STORE_EBACKEND: cannot open or reach it (the message
+ * never shows a password); STORE_EFULL, STORE_ENOMEM, STORE_EINVAL (NULL). */
 int store_open(const char *url, struct store **st, struct rw_err *err);
 void store_close(struct store *st);
 
 /* A handle bound to (vertex, slot) that joins the slot's current epoch: a clone
- * attaches beside the instance it shadows without fencing it. */
+ * attaches beside the instance it shadows without fencing it. STORE_EINVAL (bad
+ * slot), STORE_ENOMEM, STORE_EBACKEND: no client is left open. */
 int store_client_open(struct store *st, uint32_t vertex, uint16_t slot, struct store_client **c,
                       struct rw_err *err);
 /* Closes without flushing: queued ops not flushed are dropped. */
 void store_client_close(struct store_client *c);
 const char *store_client_errmsg(const struct store_client *c);
-/* Queued ops that trigger a batch (1..65536). */
+/* Queued ops that trigger a batch (1..65536); STORE_EINVAL out of range (unchanged). */
 int store_client_set_batch(struct store_client *c, unsigned n);
 
 /* Turns the per-flow cache on with about n entries (0: off, the default). The
  * cache answers reads with an id and sync increments of STORE_FLOW objects that
  * this client already knows, without a round trip; their ops are queued blind,
  * so the store still applies and records them. With the cache on, a client must
- * not repeat an op identity itself (replays run on a fresh client). */
+ * not repeat an op identity itself (replays run on a fresh client). STORE_EINVAL,
+ * STORE_ENOMEM: the cache is as it was. */
 int store_client_cache(struct store_client *c, unsigned n);
 
 struct store_stats {
@@ -105,13 +95,17 @@ struct store_stats {
 void store_client_stats(const struct store_client *c, struct store_stats *s);
 
 /* Reads. With id, the result is recorded and a repeat returns what the first
- * read saw; with id NULL it is a plain read of the current value. */
+ * read saw; with id NULL it is a plain read of the current value. STORE_EINVAL (bad
+ * key), STORE_ETOOBIG (*len says how big; the read is recorded), STORE_EOWNER,
+ * STORE_ETYPE, or a batch's answer. */
 int store_get(struct store_client *c, const struct store_opid *id, const struct store_key *k,
               void *buf, size_t cap, size_t *len, bool *found);
 int store_get_int(struct store_client *c, const struct store_opid *id, const struct store_key *k,
                   int64_t *v, bool *found);
 
-/* Blind updates: queued, applied with the next batch, sync op or flush. */
+/* Blind updates: queued, applied with the next batch, sync op or flush.
+ * STORE_EINVAL (bad key or value: not queued), or, when the op fills a batch, that
+ * batch's answer (STORE_EREFUSED for a refusal of an op queued before). */
 int store_put(struct store_client *c, const struct store_opid *id, const struct store_key *k,
               const void *val, size_t len);
 int store_del(struct store_client *c, const struct store_opid *id, const struct store_key *k);
@@ -119,17 +113,20 @@ int store_push(struct store_client *c, const struct store_opid *id, const struct
                const void *val, size_t len);
 
 /* Adds delta to an integer object (absent counts as 0). With result NULL the op is
- * blind (queued); otherwise it is applied now and *result is the new value. */
+ * blind (queued); otherwise it is applied now and *result is the new value.
+ * As store_put when blind; else also STORE_EOWNER, STORE_ETYPE, STORE_EREFUSED. */
 int store_incr(struct store_client *c, const struct store_opid *id, const struct store_key *k,
                int64_t delta, int64_t *result);
 int store_decr(struct store_client *c, const struct store_opid *id, const struct store_key *k,
                int64_t delta, int64_t *result);
 
-/* Removes the head of a list (FIFO with store_push); *found is false when empty. */
+/* Removes the head of a list (FIFO with store_push); *found is false when empty.
+ * Errors as store_get. */
 int store_pop(struct store_client *c, const struct store_opid *id, const struct store_key *k,
               void *buf, size_t cap, size_t *len, bool *found);
 
-/* Sets k to nv if its bytes equal expect (expect NULL: if k is absent). */
+/* Sets k to nv if its bytes equal expect (expect NULL: if k is absent). Errors as
+ * store_get (but not STORE_ETOOBIG). */
 int store_cas(struct store_client *c, const struct store_opid *id, const struct store_key *k,
               const void *expect, size_t elen, const void *nv, size_t nlen, bool *swapped);
 
@@ -137,14 +134,17 @@ int store_cas(struct store_client *c, const struct store_opid *id, const struct 
 typedef int (*store_gen_fn)(void *arg, void *buf, size_t cap, size_t *len);
 
 /* Returns the value recorded for id; when none is recorded, calls gen once and
- * records its value, unless another instance recorded one first (then that one). */
+ * records its value, unless another instance recorded one first (then that one).
+ * gen's error (nothing recorded), STORE_ETOOBIG, or a batch's answer. */
 int store_nondet(struct store_client *c, const struct store_opid *id, store_gen_fn gen, void *arg,
                  void *buf, size_t cap, size_t *len);
 
 /* Says every op of packets with clock <= clock has been issued on this client; the
- * next batch records it as the slot's watermark. */
+ * next batch records it as the slot's watermark (a clock below the last one
+ * given is ignored). STORE_EINVAL only for a NULL client. */
 int store_done(struct store_client *c, uint64_t clock);
-/* Applies every queued op (and the watermark) and waits for the result. */
+/* Applies every queued op (and the watermark) and waits for the result: a batch's
+ * answer, STORE_EREFUSED when one of the ops was refused. */
 int store_flush(struct store_client *c);
 
 /* Called once every batch queued before store_flush_async is applied (rc 0) or
@@ -163,20 +163,25 @@ int store_client_uv(struct store_client *c, struct uv_loop_s *loop);
  * mode flush synchronously and call cb before returning. */
 int store_flush_async(struct store_client *c, store_flush_cb cb, void *arg);
 
-/* Highest clock whose ops are all applied for (client's vertex, slot); 0 if none. */
+/* Highest clock whose ops are all applied for (client's vertex, slot); 0 if none.
+ * STORE_EINVAL (bad slot), STORE_EBACKEND, STORE_ESTALLED, STORE_ECORRUPT. */
 int store_watermark(struct store_client *c, uint16_t slot, uint64_t *w);
 
 /* Ownership. claim: a new instance takes the client's slot over and fences every
  * client attached before (a zombie). transfer: every object owned by from is owned
  * by to, in O(1) (one slot-table entry), and from's clients are fenced. move: one
- * per-flow object goes to another slot (scaling); only its owner may move it. */
+ * per-flow object goes to another slot (scaling); only its owner may move it.
+ * STORE_EINVAL (bad slot, a slot already transferred), STORE_EOWNER (move: not
+ * the owner), STORE_EFENCED, STORE_EBACKEND, STORE_ESTALLED: ownership unchanged. */
 int store_claim(struct store_client *c);
 int store_transfer(struct store_client *c, uint16_t from, uint16_t to);
 int store_move(struct store_client *c, const struct store_opid *id, const struct store_key *k,
                uint16_t to);
 
 /* Forgets the op records of the client's vertex with clock < g (the trim
- * watermark G); later ops of that vertex below g fail with STORE_ETRIMMED. */
+ * watermark G); later ops of that vertex below g fail with STORE_ETRIMMED.
+ * STORE_EBACKEND, STORE_ESTALLED, STORE_EFULL: one transaction, so nothing is
+ * forgotten. */
 int store_trim(struct store_client *c, uint64_t g);
 
 /* A store holds one run's state: op records, watermarks and objects of two
@@ -227,7 +232,5 @@ typedef int (*store_scan_fn)(void *arg, const struct store_obj *o);
  * scan stops there), or a STORE_E* error, after which fn may have seen only some
  * objects: a caller must treat what it gathered as incomplete. */
 int store_scan(struct store_client *c, store_scan_fn fn, void *arg);
-
-const char *store_strerror(int rc);
 
 #endif

@@ -34,8 +34,8 @@ static void test_v4_both_directions(void)
     CU_ASSERT_EQUAL(fa.dport, 80);
     CU_ASSERT_EQUAL(rw_flow_hash(&fa), rw_flow_hash(&fb));
     CU_ASSERT_TRUE(rw_flow_match(&fa, &fb));
-    char why[128];
-    CU_ASSERT_EQUAL(rw_flow_from_string("tcp 10.0.0.2:80 10.0.0.1:1234", &q, why, sizeof(why)), 0);
+    struct rw_err e;
+    CU_ASSERT_EQUAL(rw_flow_from_string("tcp 10.0.0.2:80 10.0.0.1:1234", &q, &e), 0);
     CU_ASSERT_TRUE(rw_flow_match(&q, &fa));
     CU_ASSERT_EQUAL(rw_flow_hash(&q), rw_flow_hash(&fa));
     make_v4(b, "10.0.0.2", 81, "10.0.0.1", 1234);
@@ -50,8 +50,8 @@ static void test_v4_both_directions(void)
 static uint32_t hash_of(const char *spec)
 {
     struct rw_flow f;
-    char why[128];
-    CU_ASSERT_EQUAL_FATAL(rw_flow_from_string(spec, &f, why, sizeof(why)), 0);
+    struct rw_err e;
+    CU_ASSERT_EQUAL_FATAL(rw_flow_from_string(spec, &f, &e), 0);
     return rw_flow_hash(&f);
 }
 
@@ -134,23 +134,22 @@ static void test_vlan_and_v6(void)
     CU_ASSERT_TRUE(rw_flow_parse(p, 66, &f));
     CU_ASSERT_EQUAL(f.family, 6);
     CU_ASSERT_EQUAL(f.sport, 5000);
-    char why[128];
-    CU_ASSERT_EQUAL(
-        rw_flow_from_string("udp [2001:db8::2]:53 [2001:db8::1]:5000", &q, why, sizeof(why)), 0);
+    struct rw_err e;
+    CU_ASSERT_EQUAL(rw_flow_from_string("udp [2001:db8::2]:53 [2001:db8::1]:5000", &q, &e), 0);
     CU_ASSERT_TRUE(rw_flow_match(&q, &f));
 }
 
 static void test_flow_string_errors(void)
 {
     struct rw_flow q;
-    char why[128];
-    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:80", &q, why, sizeof(why)), 0);
-    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("xyz 10.0.0.1:1 10.0.0.2:2", &q, why, sizeof(why)), 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(why, "unknown protocol"));
-    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:99999 10.0.0.2:2", &q, why, sizeof(why)),
-                        0);
-    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:1 [::1]:2", &q, why, sizeof(why)), 0);
-    CU_ASSERT_PTR_NOT_NULL(strstr(why, "mix"));
+    struct rw_err e;
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:80", &q, &e), 0);
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("xyz 10.0.0.1:1 10.0.0.2:2", &q, &e), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "unknown protocol"));
+    CU_ASSERT_EQUAL(e.code, RW_EINVAL);
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:99999 10.0.0.2:2", &q, &e), 0);
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:1 [::1]:2", &q, &e), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "mix"));
 }
 
 static void add(CU_pSuite s)

@@ -22,7 +22,7 @@ LAYERS = [
     ["cli"],
 ]
 PUBLIC = {
-    "common": ["rw_common.h", "rw_eal.h", "rw_flow.h", "rw_lat.h", "rw_mbuf.h", "rw_pkt.h"],
+    "common": ["rw_common.h", "rw_error.h", "rw_eal.h", "rw_flow.h", "rw_lat.h", "rw_mbuf.h", "rw_pkt.h"],
     "chain": ["chain.h"], "link": ["link.h"], "logger": ["log.h"], "store": ["store.h"],
     "nf": ["nf.h"], "root": ["root.h"], "replay": ["replay.h"], "sink": ["sink.h"],
     "nfs": ["nfs.h"], "nfworker": ["nfworker.h"], "verify": ["verify.h"],

@@ -93,12 +93,15 @@ void verify_opts_default(struct verify_opts *o);
 
 /* Adds the rules of spec to o: "none" (clears them), "ports:ADDR",
  * "addrs:PREFIX[,PREFIX...]" or "conns:PREFIX[,PREFIX...]" (an address alone is a
- * /32); the prefixes of one spec share one renaming. */
+ * /32); the prefixes of one spec share one renaming. RW_EINVAL for a spec it
+ * does not understand, naming it; o may then hold the spec's rules before the bad
+ * one (the command line gives up). */
 int verify_canon_parse(struct verify_opts *o, const char *spec, struct rw_err *e);
 
 /* Adds the defaults for the chain file at path: ports at each nat NF's `external`
  * address, conns for each lb NF's `backends` (with several instances an lb's picks
- * depend on interleaving beyond a renaming, so only affinity can be checked). */
+ * depend on interleaving beyond a renaming, so only affinity can be checked).
+ * The errors of chain_load (RW_EINVAL for a bad chain file, RW_ENOENT, RW_EIO). */
 int verify_canon_from_chain(struct verify_opts *o, const char *path, struct rw_err *e);
 
 /* Compares RUN against REF: outputs, alerts and, when both runs wrote one (a

@@ -31,11 +31,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             v[20 + i] = (uint8_t)(c >> (8 * i));
     }
     struct log_block_hdr h;
-    char why[256];
-    if (log_block_check(v, size, &h, why, sizeof(why)) == 0 && h.raw_len < (64u << 20)) {
+    struct rw_err e;
+    if (log_block_check(v, size, &h, &e) == 0 && h.raw_len < (64u << 20)) {
         struct log_block_buf buf = {0};
         uint64_t n = 0;
-        log_block_decode(v, size, &h, &buf, count, &n, why, sizeof(why));
+        log_block_decode(v, size, &h, &buf, count, &n, &e);
         free(buf.p);
     }
     free(v);

@@ -16,11 +16,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rw_flow_parse(frame, size, &f))
         (void)rw_flow_hash(&f);
     free(frame);
-    char s[300], why[256];
+    char s[300];
+    struct rw_err e;
     size_t n = size < sizeof(s) - 1 ? size : sizeof(s) - 1;
     memcpy(s, data, n);
     s[n] = '\0';
-    if (rw_flow_from_string(s, &g, why, sizeof(why)) == 0)
+    if (rw_flow_from_string(s, &g, &e) == 0)
         (void)rw_flow_hash(&g);
     return 0;
 }
