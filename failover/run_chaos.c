@@ -122,11 +122,13 @@ void run_chaos_start(struct run *r)
 
 /* Loop thread, once the input is over: a stalled worker is resumed at once by
  * its pending timer (they stay armed); no new fault starts. */
-void run_chaos_stop(struct run *r)
+void run_chaos_stop(struct run *r, const char *why)
 {
     if (r->chaos_stopped)
         return;
     r->chaos_stopped = true;
+    r->chaos_stopped_ns = rw_now_ns();
+    r->chaos_stop_why = why;
     uv_close((uv_handle_t *)&r->kill_timer, NULL);
     uv_close((uv_handle_t *)&r->stall_timer, NULL);
 }
@@ -150,6 +152,10 @@ void run_chaos_write(struct run *r)
             r->o->seed, r->o->kill_every_ms, r->o->stall_every_ms, r->o->stall_ms, kills, stalls,
             r->nfailovers, run_quarantined(r));
     run_json_string(f, r->o->poison);
+    /* When the faults stopped, on the faults' clock: none starts after it. */
+    if (r->chaos_stopped)
+        fprintf(f, ",\n  \"stopped_ms\": %.3f,\n  \"stopped_by\": \"%s\"",
+                (double)(r->chaos_stopped_ns - r->t0_ns) / 1e6, r->chaos_stop_why);
     fprintf(f, ",\n  \"faults\": [\n");
     for (uint32_t i = 0; i < r->nfaults; i++) {
         const struct run_fault *x = &r->faults[i];

@@ -113,6 +113,8 @@ struct run {
     uv_async_t quit; /* ends the loop's own handles when the run is over */
     uv_async_t calm; /* SIGINT/SIGTERM: no more faults, so the drain can end */
     bool chaos_stopped;
+    uint64_t chaos_stopped_ns;  /* when no more faults could start (chaos.json) */
+    const char *chaos_stop_why; /* "signal" or "end of run" */
     unsigned beat_ms, beat_misses;
     uv_thread_t uv_tid;
     bool uv_started;
@@ -237,10 +239,11 @@ void run_calm(struct run *r);
  * (Redis cannot list objects yet) is noted in r->state_note, not an error. */
 int run_audit_state(struct run *r, struct rw_err *e);
 
-/* run_chaos.c: starts the fault timers on the loop (loop thread), and writes
+/* run_chaos.c: starts the fault timers on the loop (loop thread), stops them (no
+ * fault starts after; why: "signal" or "end of run", in chaos.json), and writes
  * OUT/chaos.json. */
 void run_chaos_start(struct run *r);
-void run_chaos_stop(struct run *r);
+void run_chaos_stop(struct run *r, const char *why);
 void run_chaos_write(struct run *r);
 
 #endif

@@ -563,7 +563,7 @@ static void on_quit(uv_async_t *a)
 {
     struct run *r = a->data;
     r->ending = true;
-    run_chaos_stop(r);
+    run_chaos_stop(r, "end of run");
     for (uint32_t i = 0; i < r->status_cap; i++) {
         struct run_proc *p = &r->procs[i];
         if (p->used && p->running && p->slot < 0) {
@@ -579,7 +579,7 @@ static void on_quit(uv_async_t *a)
 
 static void on_calm(uv_async_t *a)
 {
-    run_chaos_stop(a->data);
+    run_chaos_stop(a->data, "signal");
 }
 
 void run_calm(struct run *r)
@@ -615,7 +615,7 @@ static void check_stop(struct run *r)
 {
     if (!r->o->stop || !*r->o->stop)
         return;
-    run_chaos_stop(r);
+    run_chaos_stop(r, "signal");
     uint64_t now = rw_now_ns(), exit_clock = atomic_load(&r->sink_st.exit_clock);
     if (!r->drain_moved_ns || exit_clock != r->drain_exit) {
         r->drain_exit = exit_clock;

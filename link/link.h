@@ -61,7 +61,9 @@ int link_eventfd(const struct link *l);
  * link; RW_EIO, RW_ENOMEM. The descriptors stay the caller's. */
 int link_attach(int memfd, int eventfd, struct link **out, struct rw_err *e);
 
+/* Bytes of packet data a slot holds (the chain's max_frame). */
 uint32_t link_data_room(const struct link *l);
+/* How many times the link was reset (a peer's replacement sees it moved). */
 uint32_t link_generation(const struct link *l);
 
 /* Producer: a free slot to fill (NULL when the consumer is behind or gone),

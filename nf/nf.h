@@ -47,9 +47,11 @@ int nf_incr(struct nf_env *env, const struct store_key *k, int64_t delta, int64_
 int nf_push(struct nf_env *env, const struct store_key *k, const void *val, size_t len);
 int nf_pop(struct nf_env *env, const struct store_key *k, void *buf, size_t cap, size_t *len,
            bool *found);
-/* Emits an output packet for the current input (sub numbers follow emit order). */
+/* Emits an output packet for the current input (sub numbers follow emit order).
+ * RW_EINVAL: more than 8 for one input, or bigger than the next link's room. */
 int nf_emit(struct nf_env *env, const uint8_t *data, uint32_t len, uint32_t wire_len);
-/* Raises an alert: a JSON object's members, e.g. "\"host\": \"10.0.0.1\"". */
+/* Raises an alert: a JSON object's members, e.g. "\"host\": \"10.0.0.1\"". Always 0:
+ * a run without an alerts file drops them. */
 int nf_alert(struct nf_env *env, const char *type, const char *fields_json);
 /* Adds delta to one of the instance's named statistics (up to 16 names of up to
  * 23 characters), shown per NF in report.json: drop reasons, malformed packets.
@@ -92,12 +94,14 @@ struct nf_aging {
 /* Puts key (of an object the NF has just created) at the back of the slot's age
  * queue a, after looking at the queue's two oldest keys (a->judge). *ticket is
  * this entry's: keep it in the object, for the judge. What keeps an NF's state
- * bounded by its live flows and hosts on a long run. */
+ * bounded by its live flows and hosts on a long run. The state calls' codes (a
+ * judge's own error too); the queue is then as the ops issued so far left it,
+ * which a re-run of the packet replays. */
 int nf_age(struct nf_env *env, const struct nf_aging *a, void *self, const void *key, size_t len,
            uint64_t *ticket);
 /* For judges: reads the object k names into obj (size bytes) and says whether it is
  * the one the entry was made for (*current: found, of that size, holding ticket at
- * byte ticket_off). */
+ * byte ticket_off). The state calls' codes. */
 int nf_age_object(struct nf_env *env, const struct store_key *k, void *obj, size_t size,
                   size_t ticket_off, uint64_t ticket, bool *current);
 
@@ -168,7 +172,7 @@ struct nf_def {
 };
 
 /* For check hooks: refuses nf's flowspace unless it is one of ok (n entries) or
- * the NF runs as a single instance. */
+ * the NF runs as a single instance. 0, or RW_EINVAL with "flowspace: ..." in e. */
 int nf_require_flowspace(const struct chain_nf *nf, const int *ok, unsigned n, const char *why,
                          struct rw_err *e);
 
@@ -178,9 +182,11 @@ int nf_require_flowspace(const struct chain_nf *nf, const int *ok, unsigned n, c
  * counted, not sent. */
 struct nf_local;
 
+/* nf_inst_open's codes; nothing left behind on failure. */
 int nf_local_open(const struct nf_def *def, const struct chain_node *config, struct nf_local **out,
                   struct rw_err *e);
-/* Runs the NF on one packet; *emitted is how many packets it emitted for it. */
+/* Runs the NF on one packet; *emitted is how many packets it emitted for it.
+ * The NF's error (nf_inst_process), the instance still usable. */
 int nf_local_process(struct nf_local *l, const struct rw_meta *meta, const uint8_t *data,
                      uint32_t len, unsigned *emitted);
 void nf_local_close(struct nf_local *l);

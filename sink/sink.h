@@ -35,7 +35,10 @@ struct sink_stats {
 };
 
 /* Runs until every input has delivered its final mark and every packet has been
- * released in (clock, sub) order. */
+ * released in (clock, sub) order, or *o->stop is set (0: what was committed to
+ * the output log stays; the held rest is dropped). RW_ENOMEM (holding packets),
+ * or the output log's error (RW_EIO, RW_ENOSPC): output up to the last commit is
+ * in the log, st->released counts only that. */
 int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e);
 
 #endif
