@@ -139,6 +139,33 @@ static void test_vlan_and_v6(void)
     CU_ASSERT_TRUE(rw_flow_match(&q, &f));
 }
 
+/* Tags do not change a flow (rw_pkt_decode: 0x9100 is walked as the outer tag
+ * of QinQ since issue 13), and IPv6 behind AH keeps the key the log's hashes were
+ * made with: protocol 51, no ports. */
+static void test_tags_and_ah(void)
+{
+    uint8_t a[64], q[72], p[128];
+    struct rw_flow fa, fq;
+    make_v4(a, "10.0.0.1", 1234, "10.0.0.2", 80);
+    memcpy(q, a, 12);
+    q[12] = 0x91, q[13] = 0x00, q[14] = 0x01, q[15] = 0x2c; /* outer 0x9100, VLAN 300 */
+    q[16] = 0x81, q[17] = 0x00, q[18] = 0x00, q[19] = 0x64; /* inner 802.1Q, VLAN 100 */
+    memcpy(q + 20, a + 12, 42);
+    CU_ASSERT_TRUE(rw_flow_parse(a, 54, &fa));
+    CU_ASSERT_TRUE(rw_flow_parse(q, 62, &fq));
+    CU_ASSERT_EQUAL(rw_flow_hash(&fq), 0x71b1f04du);
+    CU_ASSERT_TRUE(rw_flow_match(&fa, &fq));
+    memset(p, 0, sizeof(p));
+    p[12] = 0x86, p[13] = 0xdd, p[14] = 0x60;
+    p[20] = 51; /* AH, 16 bytes, then UDP */
+    inet_pton(AF_INET6, "2001:db8::1", p + 22);
+    inet_pton(AF_INET6, "2001:db8::2", p + 38);
+    p[54] = 17, p[55] = 2;
+    p[70] = 0x13, p[71] = 0x88, p[72] = 0x00, p[73] = 0x35;
+    CU_ASSERT_TRUE(rw_flow_parse(p, 78, &fq));
+    CU_ASSERT_TRUE(fq.family == 6 && fq.proto == 51 && fq.sport == 0 && fq.dport == 0);
+}
+
 static void test_flow_string_errors(void)
 {
     struct rw_flow q;
@@ -164,6 +191,8 @@ static void add(CU_pSuite s)
                 test_truncated_and_bad_headers);
     CU_add_test(s, "later IPv4 fragments carry no ports", test_fragment_has_no_ports);
     CU_add_test(s, "VLAN-tagged IPv6 UDP parses and matches a flow string", test_vlan_and_v6);
+    CU_add_test(s, "QinQ tags leave the flow alone; IPv6 behind AH keys on protocol 51",
+                test_tags_and_ah);
     CU_add_test(s, "bad flow strings are refused with a reason", test_flow_string_errors);
 }
 
