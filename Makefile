@@ -58,8 +58,8 @@ bench: release
 	$(RELEASE)/cli/rewind bench failover
 
 soak: build
-	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R test_crash
-	cd $(BUILD) && RW_LONG=1 ctest --output-on-failure -R 'test_failover|test_soundness'
+	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R '^crash/'
+	cd $(BUILD) && RW_LONG=1 ctest --output-on-failure -R '^(failover|soundness)/'
 
 # libFuzzer on the parsers that read untrusted bytes (log blocks, flow keys, and
 # every NF of the catalog), FUZZ_SECONDS each, in a clang build of its own.
