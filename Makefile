@@ -14,7 +14,7 @@ TRACE     ?= traces/nmap_sT_top1000.pcap
 CHAIN     ?= docs/chains/firewall.yaml
 RUN_DIR   ?= $(BUILD)/run
 
-.PHONY: all setup build release run test bench soak fuzz format clean
+.PHONY: all setup build release run test bench soak fuzz faults tsan format clean
 
 all: build
 
@@ -60,6 +60,13 @@ bench: release
 soak: build
 	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R '^crash/'
 	cd $(BUILD) && RW_LONG=1 ctest --output-on-failure -R '^(failover|soundness)/'
+
+# Allocation failures (docs/testing.md): every in-process case (ctest -L inproc)
+# with its 1st, 2nd, ... allocation failing, FAULT_POINTS of them per case, in the
+# Debug build, so ASan and UBSan watch every error path taken.
+FAULT_POINTS ?= 40
+faults: build
+	python3 tests/faults.py -b $(BUILD) -p $(FAULT_POINTS) -j$(JOBS)
 
 # libFuzzer on the parsers that read untrusted bytes (log blocks, flow keys, and
 # every NF of the catalog), FUZZ_SECONDS each, in a clang build of its own.

@@ -2,6 +2,7 @@
 rw_add_test(test_flow test_flow.c LIBS rw_common LABELS fast inproc)
 add_library(rw_itest STATIC itest.c)
 target_link_libraries(rw_itest PUBLIC rw_testutil rw_logger)
+target_compile_options(rw_itest PRIVATE ${RW_FAILALLOC_EXEMPT})
 # test_log: the log's API in-process, but for the cases that run `rewind`.
 rw_add_test(test_log test_log.c LIBS rw_itest LABELS fast inproc
             CASES "-inproc:^log verify reports|^replay skips|^one writer per log")

@@ -3,6 +3,8 @@
  */
 #include "testutil.h"
 
+#include "failalloc.h"
+
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <errno.h>
@@ -58,6 +60,32 @@ static const char *case_arg(void)
     return NULL;
 }
 
+/* RW_FAILALLOC: each active test runs between fa_env_arm and fa_env_report, so
+ * that only the test body's allocations count, never CUnit's. CUnit runs the
+ * active tests in their order; armed_test calls the next one's own function. */
+#define TU_MAX_TESTS 256
+static CU_TestFunc fa_funcs[TU_MAX_TESTS];
+static int fa_n, fa_next;
+
+static void armed_test(void)
+{
+    CU_TestFunc f = fa_next < fa_n ? fa_funcs[fa_next++] : NULL;
+    if (!f)
+        return;
+    fa_env_arm();
+    f();
+    fa_env_report();
+}
+
+static void arm_tests(CU_pSuite s)
+{
+    for (CU_pTest t = s->pTest; t && fa_n < TU_MAX_TESTS; t = t->pNext)
+        if (t->fActive && t->pTestFunc) {
+            fa_funcs[fa_n++] = t->pTestFunc;
+            t->pTestFunc = armed_test;
+        }
+}
+
 int tu_main(const char *suite, void (*add)(CU_pSuite))
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -82,6 +110,8 @@ int tu_main(const char *suite, void (*add)(CU_pSuite))
             (!only || !*only || strstr(t->pName, only)) && (!exact || !strcmp(t->pName, exact));
         CU_set_test_active(t, on ? CU_TRUE : CU_FALSE);
     }
+    if (fa_env())
+        arm_tests(s);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures();
