@@ -68,6 +68,14 @@ FAULT_POINTS ?= 40
 faults: build
 	python3 tests/faults.py -b $(BUILD) -p $(FAULT_POINTS) -j$(JOBS)
 
+# ThreadSanitizer over the in-process suites (the sink, the logger thread and the
+# uv loop are threads), in a build of its own; suppressions in tests/tsan.supp.
+TSAN ?= build-tsan
+tsan: setup
+	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DRW_SANITIZE=OFF -DRW_TSAN=ON
+	cmake --build $(TSAN) -j$(JOBS)
+	cd $(TSAN) && ctest --output-on-failure -j$(JOBS) -L inproc
+
 # libFuzzer on the parsers that read untrusted bytes (log blocks, flow keys, and
 # every NF of the catalog), FUZZ_SECONDS each, in a clang build of its own.
 FUZZ_SECONDS ?= 60
@@ -84,4 +92,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(RELEASE)
+	rm -rf $(BUILD) $(RELEASE) $(TSAN)
