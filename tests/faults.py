@@ -33,8 +33,8 @@ CUNIT_PASSED = re.compile(r"^\s*tests\s+\d+\s+\d+\s+\d+\s+0\s", re.M)
 COUNT = re.compile(r"failalloc: N=-?\d+ calls=(\d+)")
 
 
-def cases(build, regex):
-    out = subprocess.run(["ctest", "--show-only=json-v1", "-L", "inproc"], cwd=build,
+def cases(build, regex, ctest):
+    out = subprocess.run([ctest, "--show-only=json-v1", "-L", "inproc"], cwd=build,
                          check=True, capture_output=True, text=True).stdout
     for t in json.loads(out)["tests"]:
         if "--case" not in t["command"] or (regex and not re.search(regex, t["name"])):
@@ -116,12 +116,13 @@ def main():
     ap.add_argument("-t", "--timeout", type=int, default=60)
     ap.add_argument("--persist", action="store_true",
                     help="also fail every allocation from N on")
+    ap.add_argument("--ctest", default="ctest")
     ap.add_argument("--strict", action="store_true",
                     help="a leak after a failed assertion is a finding too")
     ap.add_argument("--keep", default="", help="write each finding's output here")
     args = ap.parse_args()
     build = os.path.abspath(args.build)
-    todo = list(cases(build, args.regex))
+    todo = list(cases(build, args.regex, args.ctest))
     t0, total, found, review = time.time(), 0, [], []
     with cf.ThreadPoolExecutor(args.jobs) as ex:
         for name, runs, fs, rv in ex.map(lambda c: sweep(*c, args), todo):
