@@ -14,7 +14,7 @@ TRACE     ?= traces/nmap_sT_top1000.pcap
 CHAIN     ?= docs/chains/firewall.yaml
 RUN_DIR   ?= $(BUILD)/run
 
-.PHONY: all setup build release run test bench soak fuzz format clean
+.PHONY: all setup build release run test bench soak fuzz faults tsan format clean
 
 all: build
 
@@ -58,8 +58,23 @@ bench: release
 	$(RELEASE)/cli/rewind bench failover
 
 soak: build
-	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R test_crash
-	cd $(BUILD) && RW_LONG=1 ctest --output-on-failure -R 'test_failover|test_soundness'
+	cd $(BUILD) && RW_CRASH_ROUNDS=100 ctest --output-on-failure -R '^crash/'
+	cd $(BUILD) && RW_LONG=1 ctest --output-on-failure -R '^(failover|soundness)/'
+
+# Allocation failures (docs/testing.md): every in-process case (ctest -L inproc)
+# with its 1st, 2nd, ... allocation failing, FAULT_POINTS of them per case, in the
+# Debug build, so ASan and UBSan watch every error path taken.
+FAULT_POINTS ?= 40
+faults: build
+	python3 tests/faults.py -b $(BUILD) -p $(FAULT_POINTS) -j$(JOBS)
+
+# ThreadSanitizer over the in-process suites (the sink, the logger thread and the
+# uv loop are threads), in a build of its own; suppressions in tests/tsan.supp.
+TSAN ?= build-tsan
+tsan: setup
+	cmake -S . -B $(TSAN) -DCMAKE_BUILD_TYPE=Debug -DRW_SANITIZE=OFF -DRW_TSAN=ON
+	cmake --build $(TSAN) -j$(JOBS)
+	cd $(TSAN) && ctest --output-on-failure -j$(JOBS) -L inproc
 
 # libFuzzer on the parsers that read untrusted bytes (log blocks, flow keys, and
 # every NF of the catalog), FUZZ_SECONDS each, in a clang build of its own.
@@ -77,4 +92,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(RELEASE)
+	rm -rf $(BUILD) $(RELEASE) $(TSAN)

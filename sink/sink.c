@@ -183,7 +183,12 @@ static bool finished(const struct sink *s)
 
 int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e)
 {
-    memset(st, 0, sizeof(*st));
+    /* released and exit_clock are read by other threads while the sink runs: set
+     * atomically, never by memset (a data race ThreadSanitizer found) */
+    atomic_store(&st->released, 0);
+    atomic_store(&st->exit_clock, 0);
+    st->dups = st->held_max = st->clocks_done = 0;
+    memset(st->lat, 0, sizeof(st->lat));
     struct sink s = {.o = o, .st = st};
     s.mark = calloc(o->nin ? o->nin : 1, sizeof(uint64_t));
     if (!s.mark || dedup_init(&s.held, 12)) {

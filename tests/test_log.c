@@ -101,6 +101,28 @@ static void write_all(const char *dir, struct log_opts *o, const struct gen *g)
     CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
 }
 
+/* What most tests start from: a scratch directory, n records over `flows` flows
+ * (gen_make from clock 0) and the default log options. fx_done removes it all. */
+struct fx {
+    char *d;
+    struct gen g;
+    struct log_opts o;
+};
+
+static void fx_init(struct fx *f, size_t n, uint32_t flows, int random, int shuffle_ts)
+{
+    f->d = tu_mkdtemp("log");
+    gen_make(&f->g, n, 0, flows, random, shuffle_ts);
+    log_opts_default(&f->o);
+}
+
+static void fx_done(struct fx *f)
+{
+    gen_free(&f->g);
+    tu_rmrf(f->d);
+    free(f->d);
+}
+
 /* Everything a scan returns, copied. */
 struct got {
     size_t n, cap;
@@ -199,21 +221,28 @@ static void verify_ok(const char *dir)
     CU_ASSERT_EQUAL(st.problems, 0);
 }
 
+/* The fixture's records, all written to its directory with its options. */
+static void fx_write(struct fx *f)
+{
+    write_all(f->d, &f->o, &f->g);
+}
+
+/* A query over the fixture's log returns exactly the records it selects. */
+static void fx_check(struct fx *f, const struct log_query *q, struct log_scan_stats *st)
+{
+    check_query(f->d, &f->g, q, st);
+}
+
 static void test_round_trip(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 5000, 0, 50, 1, 0);
-    struct log_opts o;
-    log_opts_default(&o);
-    write_all(d, &o, &g);
+    struct fx f;
+    fx_init(&f, 5000, 50, 1, 0);
+    fx_write(&f);
     struct log_query q;
     log_query_all(&q);
-    check_query(d, &g, &q, NULL);
-    verify_ok(d);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    fx_check(&f, &q, NULL);
+    verify_ok(f.d);
+    fx_done(&f);
 }
 
 static uint64_t committed_packets(const char *dir)
@@ -231,50 +260,43 @@ static uint64_t committed_packets(const char *dir)
 
 static void test_group_commit_watermark(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 10, 0, 2, 0, 0);
-    struct log_opts o;
-    log_opts_default(&o);
-    o.commit_ns = 10ull * 1000000000ull; /* nothing commits on its own */
-    struct log_writer *w = open_w(d, &o);
+    struct fx f;
+    fx_init(&f, 10, 2, 0, 0);
+    f.o.commit_ns = 10ull * 1000000000ull; /* nothing commits on its own */
+    struct log_writer *w = open_w(f.d, &f.o);
     struct rw_err e;
-    for (size_t i = 0; i < g.n; i++)
-        CU_ASSERT_EQUAL(log_writer_append(w, &g.r[i], &e), 0);
+    for (size_t i = 0; i < f.g.n; i++)
+        CU_ASSERT_EQUAL(log_writer_append(w, &f.g.r[i], &e), 0);
     CU_ASSERT_EQUAL(log_writer_durable(w), 0);
     CU_ASSERT_EQUAL(log_writer_tick(w, rw_now_ns(), &e), 0); /* younger than commit_ns */
     CU_ASSERT_EQUAL(log_writer_durable(w), 0);
-    CU_ASSERT_EQUAL(committed_packets(d), 0);
-    CU_ASSERT_EQUAL(log_writer_tick(w, rw_now_ns() + o.commit_ns, &e), 0); /* aged: group commits */
+    CU_ASSERT_EQUAL(committed_packets(f.d), 0);
+    CU_ASSERT_EQUAL(log_writer_tick(w, rw_now_ns() + f.o.commit_ns, &e),
+                    0); /* aged: group commits */
     CU_ASSERT_EQUAL(log_writer_durable(w), 10);
-    CU_ASSERT_EQUAL(committed_packets(d), 10);
+    CU_ASSERT_EQUAL(committed_packets(f.d), 10);
     log_writer_close(w, &e);
-    tu_rmrf(d);
+    tu_rmrf(f.d);
 
-    o.durability = RW_DUR_NONE; /* D moves at append */
-    w = open_w(d, &o);
-    CU_ASSERT_EQUAL(log_writer_append(w, &g.r[0], &e), 0);
+    f.o.durability = RW_DUR_NONE; /* D moves at append */
+    w = open_w(f.d, &f.o);
+    CU_ASSERT_EQUAL(log_writer_append(w, &f.g.r[0], &e), 0);
     CU_ASSERT_EQUAL(log_writer_durable(w), 1);
-    CU_ASSERT_EQUAL(committed_packets(d), 0);
+    CU_ASSERT_EQUAL(committed_packets(f.d), 0);
     log_writer_close(w, &e);
-    CU_ASSERT_EQUAL(committed_packets(d), 1);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    CU_ASSERT_EQUAL(committed_packets(f.d), 1);
+    fx_done(&f);
 }
 
 static void test_rotation(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 20000, 0, 64, 1, 0); /* ~5 MB of incompressible records */
-    struct log_opts o;
-    log_opts_default(&o);
-    o.segment_bytes = 1u << 20;
-    write_all(d, &o, &g);
+    struct fx f;
+    fx_init(&f, 20000, 64, 1, 0); /* ~5 MB of incompressible records */
+    f.o.segment_bytes = 1u << 20;
+    fx_write(&f);
     struct log_reader *r;
     struct rw_err e;
-    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(f.d, &r, &e), 0);
     uint32_t n = log_reader_nsegments(r);
     CU_ASSERT_TRUE(n >= 4);
     for (uint32_t i = 0; i + 1 < n; i++) {
@@ -285,29 +307,24 @@ static void test_rotation(void)
     log_reader_close(r);
     struct log_query q;
     log_query_all(&q);
-    check_query(d, &g, &q, NULL);
+    fx_check(&f, &q, NULL);
     q.from_clock = 7000, q.to_clock = 13000; /* across segment boundaries */
-    check_query(d, &g, &q, NULL);
-    verify_ok(d);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    fx_check(&f, &q, NULL);
+    verify_ok(f.d);
+    fx_done(&f);
 }
 
 static void test_retention(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 20000, 0, 64, 1, 0);
-    struct log_opts o;
-    log_opts_default(&o);
-    o.segment_bytes = 1u << 20;
-    o.retain_bytes = 2u << 20;
-    o.trim_floor = 15000; /* segments holding clocks >= 15000 are needed */
-    write_all(d, &o, &g);
+    struct fx f;
+    fx_init(&f, 20000, 64, 1, 0);
+    f.o.segment_bytes = 1u << 20;
+    f.o.retain_bytes = 2u << 20;
+    f.o.trim_floor = 15000; /* segments holding clocks >= 15000 are needed */
+    fx_write(&f);
     struct log_reader *r;
     struct rw_err e;
-    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(f.d, &r, &e), 0);
     const struct log_seg_info *first = log_reader_segment(r, 0);
     CU_ASSERT_TRUE(first->id > 1); /* old segments went */
     CU_ASSERT_TRUE(first->first_clock > 0);
@@ -320,36 +337,31 @@ static void test_retention(void)
     struct log_query q;
     log_query_all(&q);
     q.from_clock = from; /* what is left is a contiguous suffix */
-    check_query(d, &g, &q, NULL);
-    verify_ok(d);
-    tu_rmrf(d);
+    fx_check(&f, &q, NULL);
+    verify_ok(f.d);
+    tu_rmrf(f.d);
 
-    o.trim_floor = 0; /* everything is still needed: nothing may go */
-    write_all(d, &o, &g);
-    CU_ASSERT_EQUAL_FATAL(log_reader_open(d, &r, &e), 0);
+    f.o.trim_floor = 0; /* everything is still needed: nothing may go */
+    fx_write(&f);
+    CU_ASSERT_EQUAL_FATAL(log_reader_open(f.d, &r, &e), 0);
     CU_ASSERT_EQUAL(log_reader_segment(r, 0)->id, 1);
     log_reader_close(r);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 static void test_reopen_clocks(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 100, 0, 4, 0, 0);
-    struct log_opts o;
-    log_opts_default(&o);
+    struct fx f;
+    fx_init(&f, 100, 4, 0, 0);
     struct rw_err e;
     /* A writer that dies without closing, after reserving clocks below 70000. */
     pid_t pid = fork();
     if (pid == 0) {
         struct log_writer *w;
-        if (log_writer_open(d, &o, &w, &e) || log_writer_reserve(w, 70000, &e))
+        if (log_writer_open(f.d, &f.o, &w, &e) || log_writer_reserve(w, 70000, &e))
             _exit(1);
-        for (size_t i = 0; i < g.n; i++)
-            if (log_writer_append(w, &g.r[i], &e))
+        for (size_t i = 0; i < f.g.n; i++)
+            if (log_writer_append(w, &f.g.r[i], &e))
                 _exit(1);
         if (log_writer_commit(w, &e))
             _exit(1);
@@ -358,10 +370,10 @@ static void test_reopen_clocks(void)
     int st;
     waitpid(pid, &st, 0);
     CU_ASSERT_TRUE_FATAL(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-    struct log_writer *w = open_w(d, &o);
+    struct log_writer *w = open_w(f.d, &f.o);
     CU_ASSERT_EQUAL(log_writer_next_clock(w), 70000);
     CU_ASSERT_EQUAL(log_writer_durable(w), 70000);
-    struct log_rec r = g.r[5];
+    struct log_rec r = f.g.r[5];
     CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), RW_EINVAL); /* below the next clock */
     r.meta.clock = 70000;
     CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), RW_EINVAL); /* not reserved yet */
@@ -369,51 +381,39 @@ static void test_reopen_clocks(void)
     CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), 0);
     CU_ASSERT_EQUAL(log_writer_append(w, &r, &e), RW_EINVAL); /* not increasing */
     CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
-    CU_ASSERT_EQUAL(committed_packets(d), 101);
-    verify_ok(d);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    CU_ASSERT_EQUAL(committed_packets(f.d), 101);
+    verify_ok(f.d);
+    fx_done(&f);
 }
 
 static void test_time_index(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 20000, 0, 50, 0, 0);
-    struct log_opts o;
-    log_opts_default(&o);
-    write_all(d, &o, &g);
+    struct fx f;
+    fx_init(&f, 20000, 50, 0, 0);
+    fx_write(&f);
     struct log_query q;
     log_query_all(&q);
     q.since_ns = BASE_TS + 5000 * 1000ull;
     q.until_ns = BASE_TS + 6000 * 1000ull - 1;
     struct log_scan_stats st;
-    check_query(d, &g, &q, &st);
+    fx_check(&f, &q, &st);
     CU_ASSERT_STRING_EQUAL(st.index, "time");
     CU_ASSERT_TRUE(st.blocks_read <= 3); /* 1000 packets: two or three blocks, not all */
     CU_ASSERT_TRUE(st.blocks_total >= 19);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 static void test_time_index_unordered(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 8000, 0, 50, 0, 1); /* timestamps jump around */
-    struct log_opts o;
-    log_opts_default(&o);
-    write_all(d, &o, &g);
+    struct fx f;
+    fx_init(&f, 8000, 50, 0, 1); /* timestamps jump around */
+    fx_write(&f);
     struct log_query q;
     log_query_all(&q);
     q.since_ns = BASE_TS + 2000 * 1000ull;
     q.until_ns = BASE_TS + 2500 * 1000ull;
-    check_query(d, &g, &q, NULL); /* still exact when the index cannot stop early */
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    fx_check(&f, &q, NULL); /* still exact when the index cannot stop early */
+    fx_done(&f);
 }
 
 /* q selects one flow, in both directions. */
@@ -439,34 +439,29 @@ static void one_host_pair(struct gen *g)
 /* 20000 packets of 50 flows, and one rare flow in three blocks, once reversed. */
 static void flow_index_case(bool one_pair, const char *flow)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 20000, 0, 50, 0, 0);
+    struct fx f;
+    fx_init(&f, 20000, 50, 0, 0);
     uint64_t seed = 99;
     size_t rare[3] = {100, 9000, 19990}; /* flow 4000 appears three times, once reversed */
     for (int i = 0; i < 3; i++) {
-        free(g.bufs[rare[i]]);
-        g.bufs[rare[i]] = make_pkt(4000, i == 1, 80, 0, &seed);
-        g.r[rare[i]].data = g.bufs[rare[i]];
-        g.r[rare[i]].cap_len = g.r[rare[i]].orig_len = 80;
+        free(f.g.bufs[rare[i]]);
+        f.g.bufs[rare[i]] = make_pkt(4000, i == 1, 80, 0, &seed);
+        f.g.r[rare[i]].data = f.g.bufs[rare[i]];
+        f.g.r[rare[i]].cap_len = f.g.r[rare[i]].orig_len = 80;
     }
     if (one_pair)
-        one_host_pair(&g);
-    struct log_opts o;
-    log_opts_default(&o);
-    write_all(d, &o, &g);
+        one_host_pair(&f.g);
+    fx_write(&f);
     struct log_query q;
     flow_query(&q, flow);
     struct log_scan_stats st;
-    check_query(d, &g, &q, &st);
+    fx_check(&f, &q, &st);
     CU_ASSERT_STRING_EQUAL(st.index, "flow");
     CU_ASSERT_EQUAL(st.packets_matched, 3);
     /* three blocks hold it; a Bloom false positive may add a read, not a packet */
     CU_ASSERT_TRUE(st.blocks_read >= 3 && st.blocks_read <= 5);
     CU_ASSERT_TRUE(st.blocks_total >= 19);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 static void test_flow_index(void)
@@ -576,26 +571,21 @@ static void test_flow_hash_version(void)
  * the fix appended to it) are never trusted: their blocks are read. */
 static void test_old_filters_are_read(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 3000, 0, 50, 0, 0);
-    struct log_opts o;
-    log_opts_default(&o);
-    o.block_pkts = 100;
-    write_all(d, &o, &g);
+    struct fx f;
+    fx_init(&f, 3000, 50, 0, 0);
+    f.o.block_pkts = 100;
+    fx_write(&f);
     struct log_query q;
     flow_query(&q, "udp 10.9.9.9:1 10.1.0.1:53"); /* a flow the log does not hold */
     struct log_scan_stats st;
-    check_query(d, &g, &q, &st);
+    fx_check(&f, &q, &st);
     CU_ASSERT_TRUE(st.blocks_total >= 30);
     CU_ASSERT_TRUE(st.blocks_read <= 2);
-    set_filter_version(d, 1);
-    check_query(d, &g, &q, &st);
+    set_filter_version(f.d, 1);
+    fx_check(&f, &q, &st);
     CU_ASSERT_EQUAL(st.blocks_read, st.blocks_total);
-    verify_ok(d); /* the filters are intact, only not trusted */
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    verify_ok(f.d); /* the filters are intact, only not trusted */
+    fx_done(&f);
 }
 
 static void test_compression_where_it_helps(void)
@@ -670,22 +660,19 @@ static void on_damage(void *ctx, uint32_t seg, uint64_t clock, const char *why)
 
 static void test_damaged_block(void)
 {
-    char *d = tu_mkdtemp("log");
-    struct gen g;
-    gen_make(&g, 5000, 0, 16, 1, 0);
-    struct log_opts o;
-    log_opts_default(&o);
-    write_all(d, &o, &g);
+    struct fx f;
+    fx_init(&f, 5000, 16, 1, 0);
+    fx_write(&f);
     char path[4096];
-    snprintf(path, sizeof(path), "%s/seg-00000001/data.mdb", d);
+    snprintf(path, sizeof(path), "%s/seg-00000001/data.mdb", f.d);
     size_t k = 2500; /* somewhere in the third block */
-    CU_ASSERT_EQUAL_FATAL(flip_in_file(path, g.r[k].data + 42, 16), 0);
+    CU_ASSERT_EQUAL_FATAL(flip_in_file(path, f.g.r[k].data + 42, 16), 0);
 
     struct problems p = {0};
     struct log_verify_cbs cb = {.problem = on_problem, .ctx = &p};
     struct log_verify_stats vst;
     struct rw_err e;
-    CU_ASSERT_EQUAL(log_verify(d, &cb, &vst, &e), RW_ECORRUPT);
+    CU_ASSERT_EQUAL(log_verify(f.d, &cb, &vst, &e), RW_ECORRUPT);
     CU_ASSERT_TRUE(p.n >= 1);
     CU_ASSERT_EQUAL(p.seg, 1);
     CU_ASSERT_TRUE(p.clock <= k && k - p.clock < 1024); /* the first clock of k's block */
@@ -694,23 +681,21 @@ static void test_damaged_block(void)
     log_query_all(&q);
     struct got got;
     struct log_scan_stats st;
-    CU_ASSERT_EQUAL(scan(d, &q, &got, &st, NULL), RW_ECORRUPT); /* no damage handler: fails */
+    CU_ASSERT_EQUAL(scan(f.d, &q, &got, &st, NULL), RW_ECORRUPT); /* no damage handler: fails */
     got_free(&got);
-    CU_ASSERT_EQUAL(scan(d, &q, &got, &st, on_damage), 0); /* with one: skips the block */
+    CU_ASSERT_EQUAL(scan(f.d, &q, &got, &st, on_damage), 0); /* with one: skips the block */
     CU_ASSERT_EQUAL(st.blocks_damaged, 1);
-    size_t missing = g.n - got.n; /* exactly the damaged block, every other record intact */
+    size_t missing = f.g.n - got.n; /* exactly the damaged block, every other record intact */
     CU_ASSERT_TRUE(missing > 0 && missing <= 1024 && k < p.clock + missing);
     size_t j = 0;
-    for (size_t i = 0; i < g.n && j < got.n; i++) {
+    for (size_t i = 0; i < f.g.n && j < got.n; i++) {
         if (i >= p.clock && i < p.clock + missing)
             continue;
-        CU_ASSERT_TRUE(same_rec(&got.r[j], &g.r[i]));
+        CU_ASSERT_TRUE(same_rec(&got.r[j], &f.g.r[i]));
         j++;
     }
     got_free(&got);
-    gen_free(&g);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 static void test_not_a_log(void)

@@ -45,6 +45,34 @@ static int run(const char *dir, const char *chain, const char *trace, const char
                  extra ? extra : "");
 }
 
+/* What each test starts from: a scratch directory (TAG) with a NAT chain in it
+ * (chain_with's NAME, INSIDE, PORTS) and a bundled trace. */
+struct fx {
+    char *d;
+    char chain[4200], trace[4096];
+};
+
+static void fx_init(struct fx *f, const char *tag, const char *name, const char *inside,
+                    const char *ports, const char *trace)
+{
+    f->d = tu_mkdtemp(tag);
+    chain_with(f->d, name, inside, ports, f->chain, sizeof(f->chain));
+    tu_trace(trace, f->trace, sizeof(f->trace));
+}
+
+static void fx_done(struct fx *f)
+{
+    tu_rmrf(f->d);
+    free(f->d);
+}
+
+/* fx's dir/name, in out. */
+static const char *fx_path(const struct fx *f, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", f->d, name);
+    return out;
+}
+
 /* ---- an independent packet parser and RFC 1071 checksums ---- */
 
 struct pv {
@@ -369,6 +397,37 @@ static void expect_clean(const struct check *c)
                 c->collisions, c->mismatches, c->bad_map, c->changed, c->bad_ck);
 }
 
+/* What a run left in its --out: the packets that left the chain and the NAT's
+ * events. */
+struct left {
+    struct it_outs o;
+    struct evs x;
+};
+
+static void left_read(const char *out, struct left *l)
+{
+    it_read_output(out, &l->o);
+    read_events(out, &l->x);
+}
+
+static void left_free(struct left *l)
+{
+    it_free_outs(&l->o);
+    free(l->x.v);
+}
+
+/* Crafted packets t written as fx's dir/name and run through its chain into
+ * dir/out; what left in l. */
+static void fx_run_crafted(const struct fx *f, const struct tu_pcap *t, const char *name,
+                           struct left *l)
+{
+    char path[4200], out[4200];
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(fx_path(f, name, path, sizeof(path)), t), 0);
+    fx_path(f, "out", out, sizeof(out));
+    CU_ASSERT_EQUAL_FATAL(run(f->d, f->chain, path, out, NULL), 0);
+    left_read(out, l);
+}
+
 /* ---- tests ---- */
 
 static const struct ctx lab = {"10.200.0.1", 32, 20000, 21023};
@@ -376,31 +435,28 @@ static const struct ctx lab = {"10.200.0.1", 32, 20000, 21023};
 static void test_translation(void)
 {
     const char *traces[] = {"trojan_sequence.pcap", "irc.pcap", "nmap_sT_top1000.pcap"};
-    char *d = tu_mkdtemp("nat");
-    char chain[4200], trace[4096], out[4200];
-    chain_with(d, "nat.yaml", "10.200.0.1/32", "20000-21023", chain, sizeof(chain));
+    struct fx f;
+    fx_init(&f, "nat", "nat.yaml", "10.200.0.1/32", "20000-21023", traces[0]);
+    char out[4200], name[16];
     for (int i = 0; i < 3; i++) {
         fprintf(stderr, "  %s\n", traces[i]);
-        tu_trace(traces[i], trace, sizeof(trace));
-        snprintf(out, sizeof(out), "%s/out%d", d, i);
-        CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, out, NULL), 0);
+        tu_trace(traces[i], f.trace, sizeof(f.trace));
+        snprintf(name, sizeof(name), "out%d", i);
+        fx_path(&f, name, out, sizeof(out));
+        CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, out, NULL), 0);
         struct tu_pcap ref;
-        struct it_outs o;
-        struct evs x;
+        struct left l;
         struct check c;
-        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
-        it_read_output(out, &o);
-        read_events(out, &x);
-        check_run(&lab, &ref, &o, &x, &c);
+        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
+        left_read(out, &l);
+        check_run(&lab, &ref, &l.o, &l.x, &c);
         expect_clean(&c);
-        CU_ASSERT_EQUAL(o.n, ref.n); /* a big pool: every packet has its flow's mapping */
+        CU_ASSERT_EQUAL(l.o.n, ref.n); /* a big pool: every packet has its flow's mapping */
         CU_ASSERT_EQUAL(c.syn_out, c.syn_in);
         tu_pcap_free(&ref);
-        it_free_outs(&o);
-        free(x.v);
+        left_free(&l);
     }
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 /* The return traffic of ref as it would reach the NAT from outside: addressed to
@@ -445,24 +501,24 @@ static size_t outside_view(const struct tu_pcap *ref, const struct evs *x, struc
 static void test_return_translated_back(void)
 {
     const char *traces[] = {"trojan_sequence.pcap", "nmap_sT_top1000.pcap"};
-    char *d = tu_mkdtemp("natback");
-    char chain[4200], trace[4096], o1[4200], o2[4200], t2p[4200];
-    chain_with(d, "nat.yaml", "10.200.0.1/32", "20000-21023", chain, sizeof(chain));
+    struct fx f;
+    fx_init(&f, "natback", "nat.yaml", "10.200.0.1/32", "20000-21023", "trojan_sequence.pcap");
+    char o1[4200], o2[4200], t2p[4200];
     for (int i = 0; i < 2; i++) {
         fprintf(stderr, "  %s\n", traces[i]);
-        tu_trace(traces[i], trace, sizeof(trace));
-        snprintf(o1, sizeof(o1), "%s/inside%d", d, i);
-        snprintf(o2, sizeof(o2), "%s/outside%d", d, i);
-        snprintf(t2p, sizeof(t2p), "%s/outside%d.pcap", d, i);
-        CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, o1, NULL), 0);
+        tu_trace(traces[i], f.trace, sizeof(f.trace));
+        snprintf(o1, sizeof(o1), "%s/inside%d", f.d, i);
+        snprintf(o2, sizeof(o2), "%s/outside%d", f.d, i);
+        snprintf(t2p, sizeof(t2p), "%s/outside%d.pcap", f.d, i);
+        CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, o1, NULL), 0);
         struct tu_pcap ref, t2;
         struct evs x1, x2;
-        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
         read_events(o1, &x1);
         size_t rewritten = outside_view(&ref, &x1, &t2);
         CU_ASSERT_TRUE(rewritten > 100); /* the replies of every mapped flow */
         CU_ASSERT_EQUAL_FATAL(tu_pcap_write(t2p, &t2), 0);
-        CU_ASSERT_EQUAL_FATAL(run(d, chain, t2p, o2, NULL), 0);
+        CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, t2p, o2, NULL), 0);
         struct it_outs a, b;
         it_read_output(o1, &a);
         it_read_output(o2, &b);
@@ -477,59 +533,52 @@ static void test_return_translated_back(void)
         free(x1.v);
         free(x2.v);
     }
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 static void test_ports_come_back(void)
 {
-    char *d = tu_mkdtemp("natpool");
-    char chain[4200], trace[4096], out[4200];
-    chain_with(d, "nat8.yaml", "10.200.0.1/32", "20000-20007", chain, sizeof(chain));
-    tu_trace("nmap_sT_top1000.pcap", trace, sizeof(trace));
-    snprintf(out, sizeof(out), "%s/out", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, out, NULL), 0);
+    struct fx f;
+    fx_init(&f, "natpool", "nat8.yaml", "10.200.0.1/32", "20000-20007", "nmap_sT_top1000.pcap");
+    char out[4200];
+    fx_path(&f, "out", out, sizeof(out));
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, out, NULL), 0);
     struct tu_pcap ref;
-    struct it_outs o;
-    struct evs x;
+    struct left l;
     struct check c;
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
-    it_read_output(out, &o);
-    read_events(out, &x);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
+    left_read(out, &l);
     struct ctx cx = lab;
     cx.hi = 20007;
-    check_run(&cx, &ref, &o, &x, &c);
+    check_run(&cx, &ref, &l.o, &l.x, &c);
     expect_clean(&c);
     CU_ASSERT_TRUE(c.syn_in >= 900);      /* a thousand connection attempts... */
     CU_ASSERT_EQUAL(c.syn_out, c.syn_in); /* ...all translated, through 8 ports */
     CU_ASSERT_TRUE(c.maps >= 900);
     CU_ASSERT_TRUE(c.ports_used <= 8);
-    CU_ASSERT_TRUE(x.reset >= 900); /* returned on the server's RST */
-    CU_ASSERT_EQUAL(x.exhausted_alerts, 0);
+    CU_ASSERT_TRUE(l.x.reset >= 900); /* returned on the server's RST */
+    CU_ASSERT_EQUAL(l.x.exhausted_alerts, 0);
     tu_pcap_free(&ref);
-    it_free_outs(&o);
-    free(x.v);
-    tu_rmrf(d);
-    free(d);
+    left_free(&l);
+    fx_done(&f);
 }
 
 static void test_exhaustion_real(void)
 {
-    char *d = tu_mkdtemp("natex");
-    char chain[4200], trace[4096], ft[4200], noft[4200], full[4200], rep[4300];
-    chain_with(d, "nat4.yaml", "10.64.0.0/16", "20000-20003", chain, sizeof(chain));
-    tu_trace("external/real.pcap", trace, sizeof(trace));
-    snprintf(ft, sizeof(ft), "%s/ft", d);
-    snprintf(noft, sizeof(noft), "%s/noft", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, ft, NULL), 0); /* exit 0, no crash */
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, noft, "--no-ft"), 0);
+    struct fx f;
+    fx_init(&f, "natex", "nat4.yaml", "10.64.0.0/16", "20000-20003", "external/real.pcap");
+    char ft[4200], noft[4200], full[4200], rep[4300];
+    snprintf(ft, sizeof(ft), "%s/ft", f.d);
+    snprintf(noft, sizeof(noft), "%s/noft", f.d);
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, ft, NULL), 0); /* exit 0, no crash */
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, noft, "--no-ft"), 0);
     snprintf(rep, sizeof(rep), "%s/report.json", ft);
     CU_ASSERT_EQUAL(it_file_has(rep, "\"ok\": true"), 1);
     struct tu_pcap ref;
     struct it_outs a, b;
     struct evs x;
     struct check c;
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
     it_read_output(ft, &a);
     it_read_output(noft, &b);
     CU_ASSERT_TRUE(it_same_outs(&a, &b)); /* FT and --no-ft agree */
@@ -543,39 +592,34 @@ static void test_exhaustion_real(void)
     CU_ASSERT_EQUAL(x.exhausted_count, (long long)x.exhausted_alerts); /* the counter */
     CU_ASSERT_TRUE(a.n + (size_t)x.exhausted_count <= ref.n);
     /* the full range on the same trace: a mapping for (nearly) every flow */
-    chain_with(d, "natreal.yaml", "10.64.0.0/16", "1024-65535", chain, sizeof(chain));
-    snprintf(full, sizeof(full), "%s/full", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, full, NULL), 0);
-    struct it_outs f;
-    struct evs xf;
-    it_read_output(full, &f);
-    read_events(full, &xf);
+    chain_with(f.d, "natreal.yaml", "10.64.0.0/16", "1024-65535", f.chain, sizeof(f.chain));
+    snprintf(full, sizeof(full), "%s/full", f.d);
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, full, NULL), 0);
+    struct left lf;
+    left_read(full, &lf);
     cx.lo = 1024, cx.hi = 65535;
-    check_run(&cx, &ref, &f, &xf, &c);
+    check_run(&cx, &ref, &lf.o, &lf.x, &c);
     expect_clean(&c);
-    CU_ASSERT_EQUAL(xf.exhausted_alerts, 0);
+    CU_ASSERT_EQUAL(lf.x.exhausted_alerts, 0);
     CU_ASSERT_EQUAL(c.syn_out, c.syn_in);
     CU_ASSERT_TRUE(c.maps > 3000);
     tu_pcap_free(&ref);
     it_free_outs(&a);
     it_free_outs(&b);
-    it_free_outs(&f);
+    left_free(&lf);
     free(x.v);
-    free(xf.v);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 static void test_ft_equals_noft(void)
 {
-    char *d = tu_mkdtemp("natft");
-    char chain[4200], trace[4096], ft[4200], noft[4200], a1[4300], a2[4300];
-    chain_with(d, "nat.yaml", "10.200.0.1/32", "20000-20003", chain, sizeof(chain));
-    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
-    snprintf(ft, sizeof(ft), "%s/ft", d);
-    snprintf(noft, sizeof(noft), "%s/noft", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, ft, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, noft, "--no-ft"), 0);
+    struct fx f;
+    fx_init(&f, "natft", "nat.yaml", "10.200.0.1/32", "20000-20003", "trojan_sequence.pcap");
+    char ft[4200], noft[4200], a1[4300], a2[4300];
+    fx_path(&f, "ft", ft, sizeof(ft));
+    fx_path(&f, "noft", noft, sizeof(noft));
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, ft, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, noft, "--no-ft"), 0);
     struct it_outs a, b;
     it_read_output(ft, &a);
     it_read_output(noft, &b);
@@ -587,8 +631,7 @@ static void test_ft_equals_noft(void)
     CU_ASSERT_TRUE(it_file_has(a1, "\"nat.map\"") > 0);
     it_free_outs(&a);
     it_free_outs(&b);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 /* Three instances share the pool (FT: one store). Ports are picked by whichever
@@ -597,22 +640,21 @@ static void test_ft_equals_noft(void)
  * and no port is held by two live flows. */
 static void test_three_instances(void)
 {
-    char *d = tu_mkdtemp("nat3");
-    char chain[4200], c3[4300], trace[4096], one[4200], three[4200];
-    chain_with(d, "nat.yaml", "10.64.0.0/16", "1024-65535", chain, sizeof(chain));
-    snprintf(c3, sizeof(c3), "%s/nat3.yaml", d);
-    CU_ASSERT_EQUAL_FATAL(tu_sh(NULL, "sed 's/instances: 1/instances: 3/' '%s' > '%s'", chain, c3),
-                          0);
-    tu_trace("external/real.pcap", trace, sizeof(trace));
-    snprintf(one, sizeof(one), "%s/one", d);
-    snprintf(three, sizeof(three), "%s/three", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, one, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(run(d, c3, trace, three, NULL), 0);
+    struct fx f;
+    fx_init(&f, "nat3", "nat.yaml", "10.64.0.0/16", "1024-65535", "external/real.pcap");
+    char c3[4300], one[4200], three[4200];
+    snprintf(c3, sizeof(c3), "%s/nat3.yaml", f.d);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "sed 's/instances: 1/instances: 3/' '%s' > '%s'", f.chain, c3), 0);
+    snprintf(one, sizeof(one), "%s/one", f.d);
+    snprintf(three, sizeof(three), "%s/three", f.d);
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, one, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(run(f.d, c3, f.trace, three, NULL), 0);
     struct tu_pcap ref;
     struct it_outs a, b;
     struct evs x;
     struct check c;
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
     it_read_output(one, &a);
     it_read_output(three, &b);
     CU_ASSERT_EQUAL(a.n, b.n);
@@ -630,10 +672,10 @@ static void test_three_instances(void)
     /* 8 ports: reuse all the time, by instances at different points in packet
      * time; which flows find the pool empty depends on the interleaving, the
      * invariants do not */
-    chain_with(d, "nat8.yaml", "10.64.0.0/16", "1024-1031", chain, sizeof(chain));
-    CU_ASSERT_EQUAL_FATAL(tu_sh(NULL, "sed -i 's/instances: 1/instances: 3/' '%s'", chain), 0);
-    snprintf(three, sizeof(three), "%s/three8", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, trace, three, NULL), 0);
+    chain_with(f.d, "nat8.yaml", "10.64.0.0/16", "1024-1031", f.chain, sizeof(f.chain));
+    CU_ASSERT_EQUAL_FATAL(tu_sh(NULL, "sed -i 's/instances: 1/instances: 3/' '%s'", f.chain), 0);
+    snprintf(three, sizeof(three), "%s/three8", f.d);
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, three, NULL), 0);
     it_read_output(three, &b);
     read_events(three, &x);
     cx.hi = 1031;
@@ -646,8 +688,7 @@ static void test_three_instances(void)
     it_free_outs(&a);
     it_free_outs(&b);
     free(x.v);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 /* A copy of pkt with changes, appended to t. */
@@ -665,12 +706,10 @@ static struct tu_pkt *add_pkt(struct tu_pcap *t, const struct tu_pkt *pkt, uint3
 
 static void test_malformed(void)
 {
-    char *d = tu_mkdtemp("natbad");
-    char chain[4200], trace[4096], bad[4200], out[4200];
-    chain_with(d, "nat.yaml", "10.200.0.1/32", "20000-21023", chain, sizeof(chain));
-    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    struct fx f;
+    fx_init(&f, "natbad", "nat.yaml", "10.200.0.1/32", "20000-21023", "trojan_sequence.pcap");
     struct tu_pcap ref, t = {0};
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
     const struct tu_pkt *syn = &ref.pkts[0]; /* 10.200.0.1 -> server, SYN */
     t.pkts = calloc(16, sizeof(*t.pkts));
     add_pkt(&t, syn, 14 + 12);                      /* IP header cut */
@@ -688,14 +727,10 @@ static void test_malformed(void)
     add_pkt(&t, syn, syn->caplen);                        /* and a good one */
     const struct tu_pkt *data = &ref.pkts[3];             /* its flow's first data, 41 bytes */
     add_pkt(&t, data, 14 + 20 + 32 + 8)->len = data->len; /* captured short */
-    snprintf(bad, sizeof(bad), "%s/bad.pcap", d);
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(bad, &t), 0);
-    snprintf(out, sizeof(out), "%s/out", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, bad, out, NULL), 0);
-    struct it_outs o;
-    struct evs x;
-    it_read_output(out, &o);
-    read_events(out, &x);
+    struct left l;
+    fx_run_crafted(&f, &t, "bad.pcap", &l);
+    struct it_outs o = l.o;
+    struct evs x = l.x;
     /* the runt Ethernet frame is not IPv4 (non_ipv4: allow); the good SYN is translated */
     CU_ASSERT_EQUAL_FATAL(o.n, 3);
     /* The two fragments never complete: the root drops them (report.json
@@ -718,22 +753,18 @@ static void test_malformed(void)
     CU_ASSERT_EQUAL(x.n, 1);            /* one nat.map: the good SYN */
     tu_pcap_free(&ref);
     tu_pcap_free(&t);
-    it_free_outs(&o);
-    free(x.v);
-    tu_rmrf(d);
-    free(d);
+    left_free(&l);
+    fx_done(&f);
 }
 
 /* Flows that go quiet without FIN or RST give their port back to later new
  * flows (the age queue), not only to their own later packets. */
 static void test_idle_ports_come_back(void)
 {
-    char *d = tu_mkdtemp("natidle");
-    char chain[4200], trace[4096], path[4200], out[4200];
-    chain_with(d, "nat2.yaml", "10.200.0.1/32", "20000-20001", chain, sizeof(chain));
-    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    struct fx f;
+    fx_init(&f, "natidle", "nat2.yaml", "10.200.0.1/32", "20000-20001", "trojan_sequence.pcap");
     struct tu_pcap ref, t = {0};
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
     t.pkts = calloc(4, sizeof(*t.pkts));
     for (int i = 0; i < 4; i++) { /* SYNs from 4 source ports; the last 301 s later */
         struct tu_pkt *p = add_pkt(&t, &ref.pkts[0], ref.pkts[0].caplen);
@@ -741,24 +772,16 @@ static void test_idle_ports_come_back(void)
         p->ts_ns += i == 3 ? 301000000000ull : 0;
         set_cksums(p->data, p->caplen);
     }
-    snprintf(path, sizeof(path), "%s/idle.pcap", d);
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(path, &t), 0);
-    snprintf(out, sizeof(out), "%s/out", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, path, out, NULL), 0);
-    struct it_outs o;
-    struct evs x;
-    it_read_output(out, &o);
-    read_events(out, &x);
-    CU_ASSERT_EQUAL_FATAL(o.n, 3);
-    CU_ASSERT_EQUAL(o.p[2].clock, 3);       /* the late flow got a port... */
-    CU_ASSERT_EQUAL(x.exhausted_alerts, 1); /* ...the third, at once, did not */
-    CU_ASSERT_TRUE(x.idle >= 1);            /* released by the age queue */
+    struct left l;
+    fx_run_crafted(&f, &t, "idle.pcap", &l);
+    CU_ASSERT_EQUAL_FATAL(l.o.n, 3);
+    CU_ASSERT_EQUAL(l.o.p[2].clock, 3);       /* the late flow got a port... */
+    CU_ASSERT_EQUAL(l.x.exhausted_alerts, 1); /* ...the third, at once, did not */
+    CU_ASSERT_TRUE(l.x.idle >= 1);            /* released by the age queue */
     tu_pcap_free(&ref);
     tu_pcap_free(&t);
-    it_free_outs(&o);
-    free(x.v);
-    tu_rmrf(d);
-    free(d);
+    left_free(&l);
+    fx_done(&f);
 }
 
 /* An ICMP echo packet built on the Ethernet header of base. */
@@ -780,24 +803,18 @@ static void echo(struct tu_pcap *t, const struct tu_pkt *base, const char *src, 
 /* ICMP echo: the id is the port; the reply comes back to the inside id. */
 static void test_icmp_echo(void)
 {
-    char *d = tu_mkdtemp("naticmp");
-    char chain[4200], trace[4096], path[4200], out[4200];
-    chain_with(d, "nat.yaml", "10.200.0.1/32", "20000-21023", chain, sizeof(chain));
-    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    struct fx f;
+    fx_init(&f, "naticmp", "nat.yaml", "10.200.0.1/32", "20000-21023", "trojan_sequence.pcap");
     struct tu_pcap ref, t = {0};
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(f.trace, &ref), 0);
     t.pkts = calloc(4, sizeof(*t.pkts));
     echo(&t, &ref.pkts[0], "10.200.0.1", "198.51.100.7", 8, 0x1234); /* request */
     echo(&t, &ref.pkts[0], "198.51.100.7", EXT, 0, 20000);           /* reply from outside */
     echo(&t, &ref.pkts[0], "198.51.100.7", EXT, 0, 20001);           /* no such mapping */
-    snprintf(path, sizeof(path), "%s/echo.pcap", d);
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(path, &t), 0);
-    snprintf(out, sizeof(out), "%s/out", d);
-    CU_ASSERT_EQUAL_FATAL(run(d, chain, path, out, NULL), 0);
-    struct it_outs o;
-    struct evs x;
-    it_read_output(out, &o);
-    read_events(out, &x);
+    struct left l;
+    fx_run_crafted(&f, &t, "echo.pcap", &l);
+    struct it_outs o = l.o;
+    struct evs x = l.x;
     CU_ASSERT_EQUAL_FATAL(o.n, 2);
     struct pv rq = pparse(o.p[0].data, o.p[0].len), rp = pparse(o.p[1].data, o.p[1].len);
     char a[32], b[32];
@@ -812,37 +829,33 @@ static void test_icmp_echo(void)
     CU_ASSERT_STRING_EQUAL(x.n ? x.v[0].flow : "", "icmp 10.200.0.1:4660 198.51.100.7:0");
     tu_pcap_free(&ref);
     tu_pcap_free(&t);
-    it_free_outs(&o);
-    free(x.v);
-    tu_rmrf(d);
-    free(d);
+    left_free(&l);
+    fx_done(&f);
 }
 
 static void test_bad_config(void)
 {
-    char *d = tu_mkdtemp("natcfg");
-    char chain[4200], trace[4096], out[4200], err[4300];
-    tu_trace("irc.pcap", trace, sizeof(trace));
-    snprintf(out, sizeof(out), "%s/out", d);
-    snprintf(err, sizeof(err), "%s/run.stderr", d);
-    chain_with(d, "badports.yaml", "10.200.0.1/32", "20000-70000", chain, sizeof(chain));
-    CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
+    struct fx f;
+    fx_init(&f, "natcfg", "badports.yaml", "10.200.0.1/32", "20000-70000", "irc.pcap");
+    char out[4200], err[4300];
+    fx_path(&f, "out", out, sizeof(out));
+    fx_path(&f, "run.stderr", err, sizeof(err));
+    CU_ASSERT_EQUAL(run(f.d, f.chain, f.trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "badports.yaml:27: nfs[0].config.ports") >= 1);
-    chain_with(d, "badinside.yaml", "10.200.0.300/32", "1024-65535", chain, sizeof(chain));
-    CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
+    chain_with(f.d, "badinside.yaml", "10.200.0.300/32", "1024-65535", f.chain, sizeof(f.chain));
+    CU_ASSERT_EQUAL(run(f.d, f.chain, f.trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "badinside.yaml:25: nfs[0].config.inside") >= 1);
     /* several instances on a border: replies could not find their mapping */
-    chain_with(d, "border.yaml", "10.200.0.1/32", "1024-65535", chain, sizeof(chain));
+    chain_with(f.d, "border.yaml", "10.200.0.1/32", "1024-65535", f.chain, sizeof(f.chain));
     CU_ASSERT_EQUAL_FATAL(tu_sh(NULL,
                                 "sed -i -e 's/instances: 1/instances: 2/' -e "
                                 "'s/idle_timeout: 300/untranslated_return: drop/' '%s'",
-                                chain),
+                                f.chain),
                           0);
-    CU_ASSERT_EQUAL(run(d, chain, trace, out, NULL), 2);
+    CU_ASSERT_EQUAL(run(f.d, f.chain, f.trace, out, NULL), 2);
     CU_ASSERT_TRUE(it_file_has(err, "nfs[0].instances: 2 NAT instances with "
                                     "untranslated_return: drop") >= 1);
-    tu_rmrf(d);
-    free(d);
+    fx_done(&f);
 }
 
 static void add(CU_pSuite s)

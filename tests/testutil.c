@@ -3,6 +3,8 @@
  */
 #include "testutil.h"
 
+#include "failalloc.h"
+
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <errno.h>
@@ -15,6 +17,75 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The program's own arguments, read back from /proc/self/cmdline so that every
+ * test's `int main(void)` stays as it is. Returns argc; argv points into a static
+ * buffer. */
+static int own_args(char ***argv)
+{
+    static char buf[8192];
+    static char *args[64];
+    static int n = -1;
+    if (n < 0) {
+        n = 0;
+        FILE *f = fopen("/proc/self/cmdline", "rb");
+        size_t len = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[len] = '\0';
+        for (size_t i = 0; i < len && n < 64; i += strlen(buf + i) + 1)
+            args[n++] = buf + i;
+    }
+    *argv = args;
+    return n;
+}
+
+bool tu_listing(void)
+{
+    char **argv;
+    int argc = own_args(&argv);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--list"))
+            return true;
+    return false;
+}
+
+/* --case NAME: the one test of that exact name. */
+static const char *case_arg(void)
+{
+    char **argv;
+    int argc = own_args(&argv);
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--case"))
+            return argv[i + 1];
+    return NULL;
+}
+
+/* RW_FAILALLOC: each active test runs between fa_env_arm and fa_env_report, so
+ * that only the test body's allocations count, never CUnit's. CUnit runs the
+ * active tests in their order; armed_test calls the next one's own function. */
+#define TU_MAX_TESTS 256
+static CU_TestFunc fa_funcs[TU_MAX_TESTS];
+static int fa_n, fa_next;
+
+static void armed_test(void)
+{
+    CU_TestFunc f = fa_next < fa_n ? fa_funcs[fa_next++] : NULL;
+    if (!f)
+        return;
+    fa_env_arm();
+    f();
+    fa_env_report();
+}
+
+static void arm_tests(CU_pSuite s)
+{
+    for (CU_pTest t = s->pTest; t && fa_n < TU_MAX_TESTS; t = t->pNext)
+        if (t->fActive && t->pTestFunc) {
+            fa_funcs[fa_n++] = t->pTestFunc;
+            t->pTestFunc = armed_test;
+        }
+}
+
 int tu_main(const char *suite, void (*add)(CU_pSuite))
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -23,11 +94,24 @@ int tu_main(const char *suite, void (*add)(CU_pSuite))
     if (!s)
         return 2;
     add(s);
-    /* RW_TEST=WORDS runs only the tests whose name contains WORDS. */
+    if (tu_listing()) { /* one name a line, for ctest (tests/cmake/discover.cmake) */
+        for (CU_pTest t = s->pTest; t; t = t->pNext)
+            printf("%s\n", t->pName);
+        CU_cleanup_registry();
+        return 0;
+    }
+    /* RW_TEST=WORDS runs only the tests whose name contains WORDS; --case NAME only
+     * the test named NAME. */
     const char *only = getenv("RW_TEST");
+    const char *exact = case_arg();
     CU_set_fail_on_inactive(CU_FALSE);
-    for (CU_pTest t = s->pTest; only && *only && t; t = t->pNext)
-        CU_set_test_active(t, strstr(t->pName, only) ? CU_TRUE : CU_FALSE);
+    for (CU_pTest t = s->pTest; t; t = t->pNext) {
+        bool on =
+            (!only || !*only || strstr(t->pName, only)) && (!exact || !strcmp(t->pName, exact));
+        CU_set_test_active(t, on ? CU_TRUE : CU_FALSE);
+    }
+    if (fa_env())
+        arm_tests(s);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures();

@@ -7,12 +7,20 @@
 #define RW_TESTUTIL_H
 
 #include <CUnit/CUnit.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 /* Runs one CUnit registry built by `add` and exits non-zero on any failure.
- * RW_TEST=WORDS in the environment runs only the tests whose name holds WORDS. */
+ * RW_TEST=WORDS in the environment runs only the tests whose name holds WORDS.
+ * Arguments (read from /proc/self/cmdline, so main needs none): `--list` prints
+ * the tests' names, one a line, and runs nothing; `--case NAME` runs only the test
+ * named exactly NAME (how ctest runs each test as an entry of its own). */
 int tu_main(const char *suite, void (*add)(CU_pSuite));
+
+/* Whether the program was asked for --list (a main with costly setup before
+ * tu_main skips it then). */
+bool tu_listing(void);
 
 /* A fresh directory under $TMPDIR, removed by tu_rmrf (kept when RW_KEEP is set in
  * the environment, to look at what a failing test left). */

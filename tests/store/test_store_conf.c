@@ -837,6 +837,8 @@ static void add(CU_pSuite s)
 
 int main(void)
 {
+    if (tu_listing()) /* the names only: no backend to start */
+        return tu_main("store-" STORE_BACKEND, add);
     if (sfx_start(&fx, STORE_BACKEND)) {
         fprintf(stderr, "cannot set up the %s backend\n", STORE_BACKEND);
         sfx_stop(&fx);
