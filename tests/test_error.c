@@ -27,8 +27,11 @@ static const struct row rows[] = {RW_ERROR_MAP(RW_ERROR_ROW)};
 #define DOC_MAX 128
 static char *doc_meaning[DOC_MAX];
 
+/* Loaded by each case that reads it: ctest runs every case in its own process. */
 static void load_doc(void)
 {
+    if (doc_meaning[0])
+        return;
     char *md = tu_slurp(RW_OPERATOR_MD, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(md);
     char *p = strstr(md, "\n## Exit codes\n");
@@ -116,6 +119,7 @@ static void test_exit_code_meanings(void)
         {RW_ENOSPC, "out of disk space"},
         {STORE_EFULL, "state store is full"},
     };
+    load_doc();
     for (size_t i = 0; i < sizeof(said) / sizeof(said[0]); i++) {
         const char *m = doc_meaning[rw_exit_code(said[i].code)];
         bool ok = m && strstr(m, said[i].words);
