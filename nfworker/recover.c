@@ -68,6 +68,7 @@ struct recovery {
     struct link_edge *edges; /* the chain's edges, to pick instances as the senders do */
     uint32_t room;
     uint64_t replayed, seen;
+    uint64_t wm; /* the slot's W: every NF's state is read as of it */
     struct rw_err *e;
     bool failed; /* e holds the first error: the NFs it unwinds through keep it */
 };
@@ -217,12 +218,32 @@ static int capture(void *ctx, const struct rw_meta *in, uint16_t sub, const uint
 static int up_reopen(struct recovery *rec, struct up_nf *u, uint32_t j)
 {
     struct up_inst *x = &u->inst[j];
-    store_client_close(x->sc);
-    x->sc = NULL;
+    struct store_client *old = x->sc;
     struct rw_err e = {0};
     int rc = store_client_open(rec->w->st, u->index + 1, (uint16_t)j, &x->sc, &e);
+    if (rc == STORE_OK) /* the state as of where the replay is, not as of W again */
+        rc = store_client_asof_move(x->sc, old);
+    else
+        x->sc = NULL;
+    store_client_close(old);
     nf_inst_set_client(x->nf, x->sc);
     return rc;
+}
+
+/* The upstream NFs' state as of W (store_client_asof): their live workers are
+ * past R by now (wait_ready), so the store holds their later writes. */
+static int upstream_asof(struct recovery *rec)
+{
+    for (uint32_t k = 0; k < rec->c->nnfs; k++) {
+        struct up_nf *u = &rec->nfs[k];
+        for (uint32_t j = 0; u->needed && j < u->n; j++) {
+            int rc = store_client_asof(u->inst[j].sc, rec->wm);
+            if (rc)
+                return rec_err(rec, rc, "%s[%u]: store: %s", u->name, j,
+                               store_client_errmsg(u->inst[j].sc));
+        }
+    }
+    return 0;
 }
 
 #define REC_FENCED_TRIES 100
@@ -243,6 +264,7 @@ static int run_up(struct recovery *rec, struct up_nf *u, uint32_t j, struct link
         rc = nf_inst_process(u->inst[j].nf, &p->meta, p->data, p->len, p->wire_len, NULL, &err);
         if (rc != STORE_EFENCED || tries == REC_FENCED_TRIES || up_reopen(rec, u, j))
             break;
+        store_client_asof_undo(u->inst[j].sc, p->meta.clock, p->meta.sub);
         rec->failed = false;
     }
     if (rc)
@@ -475,8 +497,11 @@ int worker_recover(struct worker *w, struct rw_err *e)
     struct recovery rec = {.w = w, .c = o->chain, .room = link_data_room(o->in[0]), .e = e};
     uint64_t wm = 0;
     int rc = store_watermark(w->sc, o->slot, &wm);
-    if (rc)
+    /* The failed worker may have gone past W: its writes after W are in the
+     * store (it is fenced now, so the overlay is final). */
+    if (rc || (rc = store_client_asof(w->sc, wm)))
         return rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
+    rec.wm = wm;
     w->done = w->flushed_done = wm;
     /* The failed worker is gone (reaped, and fenced by the claim): what its links
      * hold now was never taken. Buffer it first, then read R: every clock on a
@@ -492,6 +517,8 @@ int worker_recover(struct worker *w, struct rw_err *e)
     rc = open_upstream(&rec, e);
     if (!rc)
         rc = wait_ready(&rec, r_clock);
+    if (!rc)
+        rc = upstream_asof(&rec);
     if (!rc)
         rc = replay(&rec, from, r_clock);
     close_upstream(&rec);

@@ -104,6 +104,7 @@ void store_client_close(struct store_client *c)
     if (c->impl)
         c->st->be->client_close(c);
     store_cache_free(c->cache);
+    store_asof_free(c->asof);
     free(c->q.ops);
     free(c->q.bytes);
     free(c->res.buf);
@@ -124,6 +125,77 @@ int store_client_cache(struct store_client *c, unsigned n)
     if (n && !(c->cache = store_cache_new(n)))
         return store_errf(c, STORE_ENOMEM, "cache: out of memory");
     return STORE_OK;
+}
+
+/* Adds the object as it was before the first write after w (the walk comes in
+ * op order, and the overlay keeps the first it is given per key). */
+static int asof_one(void *arg, const struct store_pre *p)
+{
+    struct store_client *c = arg;
+    if (p->type != 0 && p->type != 's' && p->type != 'i')
+        return STORE_OK; /* a list: only pop reads one, and its result is recorded */
+    struct store_key k = {STORE_FLOW, p->object, p->key, p->klen};
+    struct store_oval v = {p->type, p->type && p->owner == c->slot, p->i, p->val, p->len};
+    if (store_asof_add(c->asof, &k, &v))
+        return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
+    return STORE_OK;
+}
+
+int store_client_asof(struct store_client *c, uint64_t w)
+{
+    if (!c)
+        return STORE_EINVAL;
+    if (!c->st->be->since)
+        return store_errf(c, STORE_EINVAL, "this backend cannot read as of a watermark");
+    store_asof_free(c->asof);
+    if (!(c->asof = store_asof_new()))
+        return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
+    store_cache_clear(c->cache);
+    c->asof_w = w;
+    int rc = c->st->be->since(c, w, asof_one, c);
+    if (rc) {
+        store_asof_free(c->asof);
+        c->asof = NULL;
+    }
+    return rc;
+}
+
+void store_client_asof_undo(struct store_client *c, uint64_t clock, uint16_t sub)
+{
+    if (c)
+        store_asof_undo(c->asof, clock, sub);
+}
+
+int store_client_asof_move(struct store_client *c, struct store_client *from)
+{
+    if (!c || !from || c->vertex != from->vertex || c->slot != from->slot)
+        return c ? store_errf(c, STORE_EINVAL, "as-of overlay: not the same slot") : STORE_EINVAL;
+    store_asof_free(c->asof);
+    c->asof = from->asof;
+    c->asof_w = from->asof_w;
+    from->asof = NULL;
+    store_cache_clear(c->cache);
+    return STORE_OK;
+}
+
+/* After a sync read with an id of a per-flow object on an as-of client: the
+ * store's answer holds unless it is newer than the overlay knows. The slot's
+ * live worker (an upstream NF re-run in a recovery runs beside it) may have
+ * written the object after the overlay was gathered: a stamp above the
+ * watermark, or an absence nobody recorded (a delete: a read that found nothing
+ * has a record). The overlay then gathers again (it keeps what it has), and
+ * *use says whether *v now answers instead. */
+static int asof_fresh(struct store_client *c, const struct store_opid *id,
+                      const struct store_key *k, bool *use, struct store_oval *v)
+{
+    *use = false;
+    if (!c->asof || !id || k->scope != STORE_FLOW || c->res.recorded ||
+        store_asof_get(c->asof, k, v) || (c->res.found && c->res.stamp <= c->asof_w))
+        return STORE_OK;
+    int rc = c->st->be->since(c, c->asof_w, asof_one, c);
+    if (rc == STORE_OK)
+        *use = store_asof_get(c->asof, k, v);
+    return rc;
 }
 
 void store_client_stats(const struct store_client *c, struct store_stats *s)
@@ -304,12 +376,33 @@ static int copy_out(struct store_client *c, void *buf, size_t cap, size_t *len)
     return STORE_OK;
 }
 
-/* A cached answer to a read with an id: the op is still queued (blind) so that
- * the store records what the read saw. */
-static int cached_read(struct store_client *c, struct store_op *o, const struct store_key *k)
+/* A read with an id that the client answers itself: a per-flow object of its
+ * own, from the cache or the as-of overlay. No op is queued: only the owner
+ * changes such an object, so a replay of its packets from the watermark reads it
+ * again as of the same point (store_kv.c: op records). */
+static int local_read(struct store_client *c)
 {
     c->stats.cache_hits++;
-    return blind(c, o, k, NULL, 0);
+    return STORE_OK;
+}
+
+/* The overlay's answer to a read with an id: only a per-flow object of the
+ * client's own (absent or another slot's: the store answers, from the read's
+ * record when the first run made it). */
+static bool asof_read(struct store_client *c, const struct store_opid *id,
+                      const struct store_key *k, struct store_oval *v)
+{
+    return id && store_asof_get(c->asof, k, v) && v->mine;
+}
+
+/* Keeps the overlay at the client's position: every write to one of its keys. */
+static int asof_write(struct store_client *c, const struct store_opid *id,
+                      const struct store_key *k, uint8_t type, int64_t i, const void *p, size_t len)
+{
+    struct store_oval v = {type, type != 0 && type != STORE_ASOF_FOLLOW, i, p, len};
+    if (store_asof_set(c->asof, k, &v, id->clock, (uint16_t)(id->seq >> 16)))
+        return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
+    return STORE_OK;
 }
 
 static void cache_put(struct store_client *c, const struct store_key *k, uint8_t type, int64_t i,
@@ -327,17 +420,31 @@ int store_get(struct store_client *c, const struct store_opid *id, const struct 
         return rc;
     struct store_op o = op_of(SOP_GET, id);
     struct store_cval v;
-    if (id && store_cache_get(c->cache, k, &v) && v.type != 'i') {
+    struct store_oval ov;
+    if (asof_read(c, id, k, &ov) && ov.type != 'i')
+        v = (struct store_cval){ov.type, 0, ov.bytes, ov.len};
+    else if (!(id && store_cache_get(c->cache, k, &v) && v.type == 's'))
+        v.type = 0;
+    if (v.type) {
         *len = v.len;
         if (v.len > cap)
             return store_errf(c, STORE_ETOOBIG, "value of %zu bytes, buffer of %zu", v.len, cap);
         if (v.len)
             memcpy(buf, v.bytes, v.len);
-        *found = v.type == 's';
-        return cached_read(c, &o, k);
+        *found = true;
+        return local_read(c);
     }
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
+    bool use;
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)) || (rc = asof_fresh(c, id, k, &use, &ov)))
         return rc;
+    if (use) {
+        *found = ov.mine && ov.type == 's';
+        if (ov.mine && ov.type == 'i')
+            return store_errf(c, STORE_ETYPE, "per-flow object is 'i', read as 's'");
+        if ((rc = store_res_set(&c->res, ov.bytes, *found ? ov.len : 0)))
+            return store_errf(c, rc, "out of memory");
+        return copy_out(c, buf, cap, len);
+    }
     *found = c->res.found;
     if (id && c->res.found) /* absence is no ownership: another slot may create it */
         cache_put(c, k, 's', 0, c->res.buf, c->res.len);
@@ -352,13 +459,27 @@ int store_get_int(struct store_client *c, const struct store_opid *id, const str
         return rc;
     struct store_op o = op_of(SOP_GETI, id);
     struct store_cval cv;
-    if (id && store_cache_get(c->cache, k, &cv) && cv.type != 's') {
-        *found = cv.type == 'i';
-        *v = cv.type == 'i' ? cv.i : 0;
-        return cached_read(c, &o, k);
+    struct store_oval ov;
+    if (asof_read(c, id, k, &ov) && ov.type == 'i') {
+        *found = true;
+        *v = ov.i;
+        return local_read(c);
     }
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
+    if (id && store_cache_get(c->cache, k, &cv) && cv.type == 'i') {
+        *found = true;
+        *v = cv.i;
+        return local_read(c);
+    }
+    bool use;
+    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)) || (rc = asof_fresh(c, id, k, &use, &ov)))
         return rc;
+    if (use) {
+        *found = ov.mine && ov.type == 'i';
+        *v = *found ? ov.i : 0;
+        if (ov.mine && ov.type == 's')
+            return store_errf(c, STORE_ETYPE, "per-flow object is 's', read as 'i'");
+        return STORE_OK;
+    }
     *found = c->res.found;
     *v = c->res.found ? c->res.i : 0;
     if (id && c->res.found)
@@ -375,8 +496,10 @@ int store_put(struct store_client *c, const struct store_opid *id, const struct 
     if (len && !val)
         return store_errf(c, STORE_EINVAL, "store_put: NULL value");
     struct store_op o = op_of(SOP_PUT, id);
-    if ((rc = blind(c, &o, k, val, len)) == STORE_OK)
+    if ((rc = blind(c, &o, k, val, len)) == STORE_OK) {
         cache_put(c, k, 's', 0, val, len);
+        rc = asof_write(c, id, k, 's', 0, val, len);
+    }
     return rc;
 }
 
@@ -387,7 +510,8 @@ int store_del(struct store_client *c, const struct store_opid *id, const struct 
         return rc;
     struct store_op o = op_of(SOP_DEL, id);
     store_cache_drop(c->cache, k); /* absence is not cached (see store_get) */
-    return blind(c, &o, k, NULL, 0);
+    rc = blind(c, &o, k, NULL, 0);
+    return rc ? rc : asof_write(c, id, k, 0, 0, NULL, 0);
 }
 
 int store_push(struct store_client *c, const struct store_opid *id, const struct store_key *k,
@@ -412,7 +536,12 @@ int store_incr(struct store_client *c, const struct store_opid *id, const struct
     struct store_op o = op_of(SOP_INCR, id);
     o.delta = delta;
     struct store_cval v;
-    bool known = store_cache_get(c->cache, k, &v) && v.type != 's';
+    struct store_oval ov;
+    bool inov = store_asof_get(c->asof, k, &ov), known;
+    if (inov) /* as of the replay's position; absent: 0, or another's (refused) */
+        known = ov.type == 0 || (ov.type == 'i' && ov.mine), v.type = ov.type, v.i = ov.i;
+    else
+        known = store_cache_get(c->cache, k, &v) && v.type != 's';
     int64_t now = (int64_t)((uint64_t)(known && v.type == 'i' ? v.i : 0) + (uint64_t)delta);
     if (!result || known) {
         if (result) {
@@ -422,13 +551,16 @@ int store_incr(struct store_client *c, const struct store_opid *id, const struct
         rc = blind(c, &o, k, NULL, 0);
         if (rc == STORE_OK && known)
             cache_put(c, k, 'i', now, NULL, 0);
-        return rc;
+        if (rc)
+            return rc;
+        return known ? asof_write(c, id, k, 'i', now, NULL, 0)
+                     : asof_write(c, id, k, STORE_ASOF_FOLLOW, 0, NULL, 0);
     }
     if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)))
         return rc;
     *result = c->res.i;
     cache_put(c, k, 'i', c->res.i, NULL, 0);
-    return STORE_OK;
+    return asof_write(c, id, k, 'i', c->res.i, NULL, 0);
 }
 
 int store_decr(struct store_client *c, const struct store_opid *id, const struct store_key *k,
@@ -467,11 +599,12 @@ int store_cas(struct store_client *c, const struct store_opid *id, const struct 
     if ((rc = sync_op(c, &o, k, expect, expect ? elen : 0, nv, nlen)))
         return rc;
     *swapped = c->res.swapped;
-    if (c->res.swapped)
-        cache_put(c, k, 's', 0, nv, nlen);
-    else
+    if (!c->res.swapped) {
         store_cache_drop(c->cache, k);
-    return STORE_OK;
+        return STORE_OK;
+    }
+    cache_put(c, k, 's', 0, nv, nlen);
+    return asof_write(c, id, k, 's', 0, nv, nlen);
 }
 
 int store_nondet(struct store_client *c, const struct store_opid *id, store_gen_fn gen, void *arg,
@@ -581,7 +714,8 @@ int store_move(struct store_client *c, const struct store_opid *id, const struct
     struct store_op o = op_of(SOP_MOVE, id);
     o.to = to;
     store_cache_drop(c->cache, k);
-    return sync_op(c, &o, k, NULL, 0, NULL, 0);
+    rc = sync_op(c, &o, k, NULL, 0, NULL, 0);
+    return rc || !c->res.found ? rc : asof_write(c, id, k, 0, 0, NULL, 0); /* another's now */
 }
 
 int store_bind_run(struct store *st, const char *run, bool force, struct rw_err *e)

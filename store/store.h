@@ -81,11 +81,34 @@ int store_client_set_batch(struct store_client *c, unsigned n);
 
 /* Turns the per-flow cache on with about n entries (0: off, the default). The
  * cache answers reads with an id and sync increments of STORE_FLOW objects that
- * this client already knows, without a round trip; their ops are queued blind,
- * so the store still applies and records them. With the cache on, a client must
- * not repeat an op identity itself (replays run on a fresh client). STORE_EINVAL,
- * STORE_ENOMEM: the cache is as it was. */
+ * this client already knows, without a round trip: a read queues nothing (a
+ * slot's reads of its own per-flow objects are not recorded, see
+ * store_client_asof), an increment is queued blind, so the store still applies
+ * and records it. With the cache on, a client must not repeat an op identity
+ * itself (replays run on a fresh client). STORE_EINVAL, STORE_ENOMEM: the cache
+ * is as it was. */
 int store_client_cache(struct store_client *c, unsigned n);
+
+/* Makes the client read its slot's per-flow objects as of watermark w: what a
+ * replay of the slot's packets after w needs (a replacement, or the upstream NFs
+ * a recovery re-runs), when the store may already hold later writes to them
+ * (the failed worker went past w, the live upstream worker is past it). Reads of
+ * a slot's own per-flow objects are never recorded (that is what makes them
+ * cost what a local read costs); instead every write to one keeps the object's
+ * value before it in its op record, and this call gathers, per object, the
+ * value before the first write after w. The client then answers reads of those
+ * objects from that overlay, kept current by its own writes (emulated or not).
+ * Call it before the client's first op. STORE_EINVAL (a backend without it),
+ * STORE_ENOMEM, STORE_EBACKEND, STORE_ESTALLED, STORE_ECORRUPT: the client
+ * reads the store as before. */
+int store_client_asof(struct store_client *c, uint64_t w);
+/* Moves from's overlay (and its watermark) to c, a new client of the same
+ * (vertex, slot): a replay that must open a new client midway (the slot was
+ * fenced) goes on from where it was. STORE_EINVAL (NULL, another slot). */
+int store_client_asof_move(struct store_client *c, struct store_client *from);
+/* Takes back what the packet (clock, sub) wrote to the overlay, before it is run
+ * again (its ops were dropped with a fenced batch). */
+void store_client_asof_undo(struct store_client *c, uint64_t clock, uint16_t sub);
 
 struct store_stats {
     uint64_t batches;    /* batches handed to the backend */
@@ -94,8 +117,10 @@ struct store_stats {
 };
 void store_client_stats(const struct store_client *c, struct store_stats *s);
 
-/* Reads. With id, the result is recorded and a repeat returns what the first
- * read saw; with id NULL it is a plain read of the current value. STORE_EINVAL (bad
+/* Reads. With id, a repeat returns what the first read saw: from its record
+ * (a shared object, or a per-flow one found absent), or, for a per-flow object
+ * of the client's slot, by reading it again as of the same point (not recorded:
+ * see store_client_asof); with id NULL it is a plain read of the current value. STORE_EINVAL (bad
  * key), STORE_ETOOBIG (*len says how big; the read is recorded), STORE_EOWNER,
  * STORE_ETYPE, or a batch's answer. */
 int store_get(struct store_client *c, const struct store_opid *id, const struct store_key *k,

@@ -51,12 +51,31 @@ struct store_batch {
 struct store_res {
     bool found;
     bool swapped;
+    bool recorded;  /* answered from the op's record */
+    uint64_t stamp; /* reads: the clock of the last op with an id that wrote it */
     int64_t i;
     uint8_t *buf;
     size_t len, cap;
 };
 
 struct store_client;
+struct store_asof;
+
+/* A write to a per-flow object as its op record keeps it: the op identity and
+ * the object's value before the op (what a read as of an earlier clock sees). */
+struct store_pre {
+    uint64_t clock;
+    uint32_t seq;
+    uint16_t object;
+    const uint8_t *key;
+    size_t klen;
+    uint8_t type;   /* 's', 'i' (the value before), or 0: absent before */
+    uint16_t owner; /* its owner slot before (when type is not 0) */
+    int64_t i;
+    const uint8_t *val;
+    size_t len;
+};
+typedef int (*store_pre_fn)(void *arg, const struct store_pre *p);
 
 struct store_backend {
     int (*open)(struct store *st, const char *rest, struct rw_err *e);
@@ -80,6 +99,10 @@ struct store_backend {
     int (*bind_run)(struct store_client *c, const char *run, bool force);
     /* store_scan: the client's vertex's live objects, one snapshot. */
     int (*scan)(struct store_client *c, store_scan_fn fn, void *arg);
+    /* store_client_asof: calls fn for every write to a per-flow object that the
+     * client's slot made at a clock above w, with the object's value before it,
+     * in (clock, seq) order, from one snapshot. */
+    int (*since)(struct store_client *c, uint64_t w, store_pre_fn fn, void *arg);
 };
 
 struct store {
@@ -99,6 +122,8 @@ struct store_client {
     struct store_res res;
     struct rw_err err;
     struct store_cache *cache; /* NULL when off */
+    struct store_asof *asof;   /* store_client_asof's overlay, or NULL */
+    uint64_t asof_w;           /* and the watermark it is as of */
     struct store_stats stats;
     void *impl;
 };

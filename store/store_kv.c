@@ -2,15 +2,28 @@
  * store_kv.c - the store's semantics over key-value transactions (mem, LMDB).
  *
  * Layout (all integers big-endian so that memcmp order is numeric order):
- *   'd' vertex4 scope1 object2 klen1 key      -> object: type1 owner2 payload
+ *   'd' vertex4 scope1 object2 klen1 key      -> object: type1 owner2 clock8 payload
  *   'e' vertex4 scope1 object2 klen1 key idx8 -> one list element
- *   'o' vertex4 clock8 seq4                   -> op record: kind1 flags1 int8 bytes
+ *   'o' vertex4 clock8 seq4                   -> op record (below)
  *   'w' vertex4 slot2                         -> slot watermark (8)
  *   's' vertex4 slot2                         -> slot entry: epoch8 forward2
  *   'g' vertex4                               -> trim watermark G of the vertex (8)
  * Op records sort by clock within a vertex so that trimming below G is one range
  * delete; G is per vertex like everything else (Redis keeps a vertex together).
- * Object payloads: 's' bytes, 'i' int8, 'l' head8 tail8 (elements head..tail-1).
+ * Object payloads: 's' bytes, 'i' int8, 'l' head8 tail8 (elements head..tail-1);
+ * clock is that of the last op with an id that wrote the object (a read of it
+ * returns it: a replay that finds it above the watermark it replays from knows
+ * the store holds a later value, store_client_asof).
+ *
+ * An op record: kind1 flags1 int8 len4 bytes (the op's result: flags 1 found,
+ * 2 swapped), and, for a write to a per-flow object (flags 4), what a read as of
+ * an earlier clock needs (store_client_asof): writer-slot2 object2 klen1 key and
+ * the object before the op: type1 (0 absent) owner2 len4 payload. A read of a
+ * per-flow object that finds it has no record: only the owner can have changed
+ * it, in clock order, so a replay of the owner's packets from its watermark
+ * reads it again, as of the same point, from the store or the as-of overlay
+ * (design.md: Invariants). A read that finds nothing is recorded: another slot
+ * may create the object before a replay reads it again.
  */
 #include "store_kv.h"
 
@@ -26,12 +39,16 @@ struct kx {
     const struct store_batch *b;
     uint64_t g;
     uint16_t self_root; /* where the client's own slot resolves to */
+    uint64_t op_clock;  /* the op being applied's clock (0: no id), stamped on objects */
+    uint8_t *pre;       /* the pre-image section of the op record being made */
+    size_t npre, cpre;
 };
 
 struct meta {
     bool exists;
     uint8_t type;
     uint16_t owner;
+    uint64_t clock; /* of the last op with an id that wrote it */
     int64_t i;
     uint64_t head, tail;
     const uint8_t *bytes;
@@ -168,18 +185,19 @@ static int resolve(struct kx *x, uint16_t slot, uint16_t *root)
 static int meta_parse(struct kx *x, const uint8_t *p, size_t n, struct meta *m)
 {
     memset(m, 0, sizeof(*m));
-    if (n < 3)
+    if (n < 11)
         return store_errf(x->c, STORE_ECORRUPT, "object record of %zu bytes", n);
     m->exists = true;
     m->type = p[0];
     m->owner = get16(p + 1);
-    m->bytes = p + 3;
-    m->len = n - 3;
+    m->clock = rw_get_be64(p + 3);
+    m->bytes = p + 11;
+    m->len = n - 11;
     if (m->type == 'i' && m->len == 8)
-        m->i = (int64_t)rw_get_be64(p + 3);
+        m->i = (int64_t)rw_get_be64(m->bytes);
     else if (m->type == 'l' && m->len == 16) {
-        m->head = rw_get_be64(p + 3);
-        m->tail = rw_get_be64(p + 11);
+        m->head = rw_get_be64(m->bytes);
+        m->tail = rw_get_be64(m->bytes + 8);
     } else if (m->type != 's')
         return store_errf(x->c, STORE_ECORRUPT, "object record type %u len %zu", m->type, n);
     return STORE_OK;
@@ -200,14 +218,15 @@ static int meta_put(struct kx *x, const uint8_t *dk, size_t dl, uint8_t type, ui
                     const uint8_t *pl, size_t plen)
 {
     uint8_t stackbuf[64];
-    uint8_t *v = plen + 3 <= sizeof(stackbuf) ? stackbuf : malloc(plen + 3);
+    uint8_t *v = plen + 11 <= sizeof(stackbuf) ? stackbuf : malloc(plen + 11);
     if (!v)
         return store_errf(x->c, STORE_ENOMEM, "object record: out of memory");
     v[0] = type;
     put16(v + 1, owner);
+    rw_put_be64(v + 3, x->op_clock);
     if (plen)
-        memcpy(v + 3, pl, plen);
-    int rc = x->kv->put(x->c, x->txn, dk, dl, v, plen + 3);
+        memcpy(v + 11, pl, plen);
+    int rc = x->kv->put(x->c, x->txn, dk, dl, v, plen + 11);
     if (v != stackbuf)
         free(v);
     return rc;
@@ -352,6 +371,7 @@ static int do_op(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m,
         if (o->kind == SOP_CAS)
             return do_cas(x, dk, dl, m, o, r);
         r->found = m->exists;
+        r->stamp = m->clock;
         return store_res_set(r, m->bytes, m->len);
     case SOP_GETI:
     case SOP_INCR:
@@ -359,6 +379,7 @@ static int do_op(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m,
             return rc;
         r->found = m->exists;
         r->i = m->i;
+        r->stamp = m->clock;
         if (o->kind == SOP_GETI)
             return STORE_OK;
         r->i = (int64_t)((uint64_t)m->i + (uint64_t)o->delta);
@@ -376,24 +397,71 @@ static int do_op(struct kx *x, const uint8_t *dk, size_t dl, struct meta *m,
     return store_errf(x->c, STORE_EINVAL, "unknown op kind %u", o->kind);
 }
 
-static int rec_put(struct kx *x, const struct store_op *o, const struct store_res *r)
+static int rec_put(struct kx *x, const struct store_op *o, const struct store_res *r, bool pre)
 {
     uint8_t k[17];
     k_op(k, o->clock, x->c->vertex, o->seq);
-    size_t n = 10 + r->len;
-    uint8_t stackbuf[128];
+    size_t n = 14 + r->len + (pre ? x->npre : 0);
+    uint8_t stackbuf[160];
     uint8_t *v = n <= sizeof(stackbuf) ? stackbuf : malloc(n);
     if (!v)
         return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
     v[0] = o->kind;
-    v[1] = (uint8_t)((r->found ? 1 : 0) | (r->swapped ? 2 : 0));
+    v[1] = (uint8_t)((r->found ? 1 : 0) | (r->swapped ? 2 : 0) | (pre ? 4 : 0));
     rw_put_be64(v + 2, (uint64_t)r->i);
+    put32(v + 10, (uint32_t)r->len);
     if (r->len)
-        memcpy(v + 10, r->buf, r->len);
+        memcpy(v + 14, r->buf, r->len);
+    if (pre)
+        memcpy(v + 14 + r->len, x->pre, x->npre);
     int rc = x->kv->put(x->c, x->txn, k, 17, v, n);
     if (v != stackbuf)
         free(v);
     return rc;
+}
+
+/* Keeps the object as it is before a write to it (m: as loaded) for the op's
+ * record; its bytes live in the transaction only until the write. */
+static int pre_take(struct kx *x, const struct store_op *o, const struct meta *m)
+{
+    size_t plen = !m->exists ? 0 : m->type == 'i' ? 8 : m->len;
+    size_t n = 5 + o->klen + 7 + plen;
+    if (n > x->cpre) {
+        uint8_t *nb = realloc(x->pre, n);
+        if (!nb)
+            return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
+        x->pre = nb;
+        x->cpre = n;
+    }
+    uint8_t *p = x->pre;
+    put16(p, x->c->slot);
+    put16(p + 2, o->object);
+    p[4] = (uint8_t)o->klen;
+    memcpy(p + 5, store_op_key(x->b, o), o->klen);
+    p += 5 + o->klen;
+    p[0] = m->exists ? m->type : 0;
+    put16(p + 1, m->exists ? m->owner : STORE_NO_SLOT);
+    put32(p + 3, (uint32_t)plen);
+    if (m->exists && m->type == 'i')
+        rw_put_be64(p + 7, (uint64_t)m->i);
+    else if (plen)
+        memcpy(p + 7, m->bytes, plen);
+    x->npre = n;
+    return STORE_OK;
+}
+
+/* Writes to per-flow objects whose record keeps the value before (lists are
+ * never read but by pop, whose result is recorded). */
+static bool flow_write(const struct store_op *o)
+{
+    return o->scope == STORE_FLOW &&
+           (o->kind == SOP_PUT || o->kind == SOP_DEL || o->kind == SOP_INCR || o->kind == SOP_CAS ||
+            o->kind == SOP_MOVE);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)get16(p) << 16 | get16(p + 2);
 }
 
 /* 0: no record; 1: emulated (r filled); <0 error. */
@@ -409,7 +477,7 @@ static int rec_find(struct kx *x, const struct store_op *o, struct store_res *r)
     int rc = x->kv->get(x->c, x->txn, k, 17, &p, &n);
     if (rc)
         return rc < 0 ? rc : 0;
-    if (n < 10)
+    if (n < 14 || get32(p + 10) > n - 14)
         return store_errf(x->c, STORE_ECORRUPT, "op record of %zu bytes", n);
     uint8_t want = o->kind == SOP_NDLOOK ? SOP_NDSET : o->kind;
     if (p[0] != want)
@@ -418,10 +486,11 @@ static int rec_find(struct kx *x, const struct store_op *o, struct store_res *r)
     r->found = p[1] & 1;
     r->swapped = (p[1] & 2) != 0;
     r->i = (int64_t)rw_get_be64(p + 2);
-    if (store_res_set(r, p + 10, n - 10))
+    if (store_res_set(r, p + 14, get32(p + 10)))
         return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
     if (o->kind == SOP_NDLOOK)
         r->found = true;
+    r->recorded = true;
     return 1;
 }
 
@@ -440,13 +509,18 @@ static int exec_op(struct kx *x, const struct store_op *o, struct store_res *r)
         if (store_res_set(r, x->b->bytes + o->aoff, o->alen))
             return store_errf(x->c, STORE_ENOMEM, "nondet: out of memory");
         r->found = true;
-        return rec_put(x, o, r);
+        return rec_put(x, o, r, false);
     }
     size_t dl = k_data(dk, x->c->vertex, o, store_op_key(x->b, o));
+    bool pre = o->has_id && flow_write(o);
+    x->op_clock = o->has_id ? o->clock : 0;
     if ((rc = meta_load(x, dk, dl, &m)) || (rc = check_owner(x, o, &m)) ||
-        (rc = do_op(x, dk, dl, &m, o, r)))
+        (pre && (rc = pre_take(x, o, &m))) || (rc = do_op(x, dk, dl, &m, o, r)))
         return rc;
-    return o->has_id ? rec_put(x, o, r) : STORE_OK;
+    /* A per-flow object found is the reader's own (check_owner): no record. */
+    bool own_read =
+        o->scope == STORE_FLOW && (o->kind == SOP_GET || o->kind == SOP_GETI) && r->found;
+    return o->has_id && !own_read ? rec_put(x, o, r, pre) : STORE_OK;
 }
 
 /* Checks the client's epoch and loads what every op of the batch needs. */
@@ -488,6 +562,8 @@ static int begin(struct kx *x, struct store_client *c, const struct kv_ops *kv, 
 
 static int finish(struct kx *x, int rc)
 {
+    free(x->pre);
+    x->pre = NULL;
     if (rc) {
         x->kv->abort(x->txn);
         return rc;
@@ -639,7 +715,7 @@ int kv_scan(struct store_client *c, const struct kv_ops *kv, void *db, store_sca
         return rc;
     put32(pre + 1, c->vertex);
     struct scanx s = {.x = &x, .fn = fn, .arg = arg};
-    rc = kv->walk(c, x.txn, pre, sizeof(pre), scan_one, &s);
+    rc = kv->walk(c, x.txn, pre, sizeof(pre), NULL, 0, scan_one, &s);
     kv->abort(x.txn);
     return rc;
 }
@@ -660,4 +736,60 @@ int kv_trim(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t 
     if (rc == STORE_OK && g > old)
         rc = put_u64(&x, gk, 5, g);
     return finish(&x, rc);
+}
+
+/* ---- store_client_asof ---- */
+
+struct sincex {
+    struct kx *x;
+    store_pre_fn fn;
+    void *arg;
+};
+
+/* One op record: passed on when it is a write of the client's slot to a per-flow
+ * object (flags 4 and the writer slot). */
+static int since_one(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
+{
+    struct sincex *s = arg;
+    struct store_client *c = s->x->c;
+    if (kl != 17 || vl < 14 || get32(v + 10) > vl - 14)
+        return store_errf(c, STORE_ECORRUPT, "op record of %zu bytes", vl);
+    if (!(v[1] & 4))
+        return STORE_OK;
+    const uint8_t *p = v + 14 + get32(v + 10), *end = v + vl;
+    if (end - p < 5 || end - p < 5 + p[4] + 7)
+        return store_errf(c, STORE_ECORRUPT, "op record's pre-image cut short");
+    if (get16(p) != c->slot)
+        return STORE_OK;
+    struct store_pre pr = {.clock = rw_get_be64(k + 5),
+                           .seq = get32(k + 13),
+                           .object = get16(p + 2),
+                           .key = p + 5,
+                           .klen = p[4]};
+    p += 5 + pr.klen;
+    pr.type = p[0];
+    pr.owner = get16(p + 1);
+    pr.len = get32(p + 3);
+    pr.val = p + 7;
+    if ((size_t)(end - pr.val) < pr.len || (pr.type == 'i' && pr.len != 8))
+        return store_errf(c, STORE_ECORRUPT, "op record's pre-image cut short");
+    if (pr.type == 'i')
+        pr.i = (int64_t)rw_get_be64(pr.val), pr.len = 0;
+    return s->fn(s->arg, &pr);
+}
+
+int kv_since(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t w, store_pre_fn fn,
+             void *arg)
+{
+    struct kx x;
+    uint8_t pre[5] = {'o'}, from[17];
+    int rc = begin(&x, c, kv, db, false);
+    if (rc)
+        return rc;
+    put32(pre + 1, c->vertex);
+    k_op(from, w + 1, c->vertex, 0);
+    struct sincex s = {.x = &x, .fn = fn, .arg = arg};
+    rc = w == UINT64_MAX ? STORE_OK : kv->walk(c, x.txn, pre, sizeof(pre), from, 17, since_one, &s);
+    kv->abort(x.txn);
+    return rc;
 }

@@ -28,12 +28,13 @@ struct kv_ops {
                      size_t len);
     int (*commit)(struct store_client *c, void *txn);
     void (*abort)(void *txn);
-    /* Calls fn on every key that starts with the pl bytes p, in memcmp order (a
-     * key before the longer keys it is a prefix of, as LMDB orders them), as txn
-     * sees them. fn may get() in txn but must not write. Returns STORE_OK, fn's
-     * first nonzero return, or a STORE_E* error. */
-    int (*walk)(struct store_client *c, void *txn, const uint8_t *p, size_t pl, kv_walk_fn fn,
-                void *arg);
+    /* Calls fn on every key that starts with the pl bytes p and is not below the
+     * fl bytes from (NULL: from p), in memcmp order (a key before the longer keys
+     * it is a prefix of, as LMDB orders them), as txn sees them. fn may get() in
+     * txn but must not write. Returns STORE_OK, fn's first nonzero return, or a
+     * STORE_E* error. */
+    int (*walk)(struct store_client *c, void *txn, const uint8_t *p, size_t pl, const uint8_t *from,
+                size_t fl, kv_walk_fn fn, void *arg);
 };
 
 int kv_apply(struct store_client *c, const struct kv_ops *kv, void *db, const struct store_batch *b,
@@ -47,5 +48,8 @@ int kv_watermark(struct store_client *c, const struct kv_ops *kv, void *db, uint
 int kv_trim(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t g);
 /* store_scan over the kv layout, in one read transaction. */
 int kv_scan(struct store_client *c, const struct kv_ops *kv, void *db, store_scan_fn fn, void *arg);
+/* The backends' since (store_int.h), in one read transaction. */
+int kv_since(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t w, store_pre_fn fn,
+             void *arg);
 
 #endif

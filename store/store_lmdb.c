@@ -121,11 +121,11 @@ static void l_abort(void *txn)
 }
 
 /* A cursor from the first key >= p (MDB_SET_RANGE) while keys start with p. */
-static int l_walk(struct store_client *c, void *txn, const uint8_t *p, size_t pl, kv_walk_fn fn,
-                  void *arg)
+static int l_walk(struct store_client *c, void *txn, const uint8_t *p, size_t pl,
+                  const uint8_t *from, size_t fl, kv_walk_fn fn, void *arg)
 {
     MDB_cursor *cur;
-    MDB_val key = {pl, (void *)p}, val;
+    MDB_val key = {from ? fl : pl, (void *)(from ? from : p)}, val;
     int mrc = mdb_cursor_open(txn, dbi_of(p), &cur), rc = STORE_OK;
     if (mrc)
         return lerr(c, mrc, "cursor_open");
@@ -262,6 +262,11 @@ static int lmdb_scan(struct store_client *c, store_scan_fn fn, void *arg)
     return kv_scan(c, &lmdb_kv, c->impl, fn, arg);
 }
 
+static int lmdb_since(struct store_client *c, uint64_t w, store_pre_fn fn, void *arg)
+{
+    return kv_since(c, &lmdb_kv, c->impl, w, fn, arg);
+}
+
 /* The run marker: a key no store op makes. The main DB also holds the name of
  * the op-record DB (LMDB keeps named DBs there): state is a key that starts
  * like a store op's (kv's layout: d, e, s, w, g), or any op record. */
@@ -333,5 +338,5 @@ static int lmdb_bind_run(struct store_client *c, const char *run, bool force)
 const struct store_backend store_be_lmdb = {
     lmdb_open, lmdb_close, lmdb_client_open, lmdb_client_close, lmdb_apply,
     lmdb_wait, lmdb_claim, lmdb_transfer,    lmdb_watermark,    lmdb_trim,
-    NULL,      NULL,       lmdb_bind_run,    lmdb_scan,
+    NULL,      NULL,       lmdb_bind_run,    lmdb_scan,         lmdb_since,
 };

@@ -235,8 +235,8 @@ static int by_key(const void *a, const void *b)
 }
 
 /* A hash map has no order: the matching entries are gathered and sorted. */
-static int m_walk(struct store_client *c, void *txn, const uint8_t *p, size_t pl, kv_walk_fn fn,
-                  void *arg)
+static int m_walk(struct store_client *c, void *txn, const uint8_t *p, size_t pl,
+                  const uint8_t *from, size_t fl, kv_walk_fn fn, void *arg)
 {
     struct memdb *db = txn;
     struct ment **v = NULL;
@@ -244,6 +244,9 @@ static int m_walk(struct store_client *c, void *txn, const uint8_t *p, size_t pl
     for (size_t i = 0; i < db->nb; i++) {
         for (struct ment *e = db->tab[i]; e; e = e->next) {
             if (e->kl < pl || memcmp(e->k, p, pl))
+                continue;
+            int cf = from ? memcmp(e->k, from, e->kl < fl ? e->kl : fl) : 0;
+            if (cf < 0 || (cf == 0 && e->kl < fl))
                 continue;
             if (n == cap) {
                 struct ment **nv = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*v));
@@ -354,6 +357,11 @@ static int mem_scan(struct store_client *c, store_scan_fn fn, void *arg)
     return kv_scan(c, &mem_kv, c->impl, fn, arg);
 }
 
+static int mem_since(struct store_client *c, uint64_t w, store_pre_fn fn, void *arg)
+{
+    return kv_since(c, &mem_kv, c->impl, w, fn, arg);
+}
+
 /* A mem: store lives and dies with its process: no other run can have used it. */
 static int mem_bind_run(struct store_client *c, const char *run, bool force)
 {
@@ -364,5 +372,5 @@ static int mem_bind_run(struct store_client *c, const char *run, bool force)
 const struct store_backend store_be_mem = {
     mem_open, mem_close, mem_client_open, mem_client_close, mem_apply,
     mem_wait, mem_claim, mem_transfer,    mem_watermark,    mem_trim,
-    NULL,     NULL,      mem_bind_run,    mem_scan,
+    NULL,     NULL,      mem_bind_run,    mem_scan,         mem_since,
 };

@@ -322,13 +322,17 @@ static int store_code(struct store_client *c, const redisReply *rep)
 
 static int parse_res(struct store_client *c, const redisReply *rep, struct store_res *res)
 {
-    if (rep->elements != 5 || rep->element[1]->type != REDIS_REPLY_INTEGER ||
+    if (rep->elements != 7 || rep->element[1]->type != REDIS_REPLY_INTEGER ||
         rep->element[2]->type != REDIS_REPLY_INTEGER ||
-        rep->element[3]->type != REDIS_REPLY_INTEGER || rep->element[4]->type != REDIS_REPLY_STRING)
+        rep->element[3]->type != REDIS_REPLY_INTEGER ||
+        rep->element[4]->type != REDIS_REPLY_STRING ||
+        rep->element[5]->type != REDIS_REPLY_STRING || rep->element[6]->type != REDIS_REPLY_INTEGER)
         return store_errf(c, STORE_ECORRUPT, "redis: malformed batch reply");
     res->found = rep->element[1]->integer != 0;
     res->swapped = rep->element[2]->integer != 0;
     res->i = rep->element[3]->integer;
+    res->stamp = strtoull(rep->element[5]->str, NULL, 10);
+    res->recorded = rep->element[6]->integer != 0;
     if (store_res_set(res, rep->element[4]->str, rep->element[4]->len))
         return store_errf(c, STORE_ENOMEM, "redis: out of memory");
     return STORE_OK;
@@ -850,6 +854,72 @@ static int redis_trim(struct store_client *c, uint64_t g)
     return rc;
 }
 
+struct since_rec {
+    uint64_t clock;
+    uint32_t seq;
+    const redisReply *const *f; /* key, type, owner, value */
+};
+
+static int by_op(const void *a, const void *b)
+{
+    const struct since_rec *x = a, *y = b;
+    if (x->clock != y->clock)
+        return x->clock < y->clock ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* The script returns the records of one snapshot (a script is atomic) in hash
+ * order: they are sorted here into op order, which the overlay relies on. */
+static int redis_since(struct store_client *c, uint64_t w, store_pre_fn fn, void *arg)
+{
+    redisReply *rep;
+    int rc = admin(c, &rep, "s", w, c->slot);
+    if (rc)
+        return rc;
+    size_t n = (rep->elements - 1) / 6;
+    struct since_rec *v = calloc(n ? n : 1, sizeof(*v));
+    if (!v) {
+        freeReplyObject(rep);
+        return store_errf(c, STORE_ENOMEM, "redis: out of memory");
+    }
+    for (size_t i = 0; i < n && !rc; i++) {
+        const redisReply *const *f = (const redisReply *const *)rep->element + 1 + i * 6;
+        for (int j = 0; j < 6 && !rc; j++)
+            if (f[j]->type != REDIS_REPLY_STRING)
+                rc = store_errf(c, STORE_ECORRUPT, "redis: malformed since reply");
+        v[i] = (struct since_rec){strtoull(f[0]->str, NULL, 10),
+                                  (uint32_t)strtoul(f[1]->str, NULL, 10), f + 2};
+    }
+    if (n)
+        qsort(v, n, sizeof(*v), by_op);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const redisReply *const *f = v[i].f;
+        unsigned scope, object;
+        int used = 0;
+        if (sscanf(f[0]->str, "d:%u:%u:%n", &scope, &object, &used) != 2 || !used ||
+            (size_t)used > f[0]->len) {
+            rc = store_errf(c, STORE_ECORRUPT, "redis: object key '%s'", f[0]->str);
+            break;
+        }
+        char t = f[1]->str[0];
+        struct store_pre p = {.clock = v[i].clock,
+                              .seq = v[i].seq,
+                              .object = (uint16_t)object,
+                              .key = (const uint8_t *)f[0]->str + used,
+                              .klen = f[0]->len - (size_t)used,
+                              .type = (uint8_t)(t == '-' ? 0 : t),
+                              .owner = (uint16_t)strtoul(f[2]->str, NULL, 10)};
+        if (t == 'i')
+            p.i = strtoll(f[3]->str, NULL, 10);
+        else if (t == 's')
+            p.val = (const uint8_t *)f[3]->str, p.len = f[3]->len;
+        rc = fn(arg, &p);
+    }
+    free(v);
+    freeReplyObject(rep);
+    return rc;
+}
+
 static int redis_watermark(struct store_client *c, uint16_t slot, uint64_t *w)
 {
     struct redis_cl *r = c->impl;
@@ -1055,5 +1125,5 @@ static int redis_scan(struct store_client *c, store_scan_fn fn, void *arg)
 const struct store_backend store_be_redis = {
     redis_open, redis_close,       redis_client_open, redis_client_close, redis_apply,
     redis_wait, redis_claim,       redis_transfer,    redis_watermark,    redis_trim,
-    redis_uv,   redis_flush_async, redis_bind_run,    redis_scan,
+    redis_uv,   redis_flush_async, redis_bind_run,    redis_scan,         redis_since,
 };

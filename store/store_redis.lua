@@ -11,6 +11,7 @@ local NONE = 65535
 local SL, WM, GK, OB = T .. ':slots', T .. ':w', T .. ':g', T .. ':ob'
 local EINVAL, EOWNER, EFENCED, ETYPE, ETRIMMED, ECONFLICT = -101, -105, -106, -107, -108, -112
 local REQ = {[1] = 's', [2] = 'i', [3] = 's', [5] = 'l', [6] = 'i', [7] = 'l', [8] = 's'}
+local FLOW_WRITE = {[3] = true, [4] = true, [6] = true, [8] = true, [11] = true}
 
 -- Integers as digits: tostring() is exact and cheap below 1e14, string.format
 -- (slower) beyond, where tostring would switch to an exponent.
@@ -89,8 +90,8 @@ end
 local function base_meta(base, key)
   local m = base[key]
   if m == nil then
-    local v = redis.call('HMGET', T .. ':' .. key, 't', 'o', 'v')
-    m = {t = v[1], o = v[2] and tonumber(v[2]), v = v[3]}
+    local v = redis.call('HMGET', T .. ':' .. key, 't', 'o', 'v', 'c')
+    m = {t = v[1], o = v[2] and tonumber(v[2]), v = v[3], c = v[4] or '0'}
     base[key] = m
   end
   return m
@@ -151,18 +152,22 @@ local function validate(n, slot, root, recs, base)
 end
 
 -- Pass 2: one op on the cached object m (kept current); returns found,
--- swapped, int, bytes.
-local function apply(kind, flags, scope, key, a, b, arg, slot, m)
+-- swapped, int, bytes. clk: the clock a write stamps on a per-flow object (the
+-- field c, as store_kv.c's clock8), '0' when none.
+local function apply(kind, flags, scope, key, a, b, arg, slot, m, clk)
   local dk, lk = T .. ':' .. key, T .. ':l' .. key
   if kind == 10 then return 1, 0, 0, a end
   local t, v = m.t, m.v
   local owner = t and m.o or (scope == 1 and slot or NONE)
+  if clk ~= '0' and kind ~= 1 and kind ~= 2 and kind ~= 7 and (kind ~= 4 or t) then
+    m.c = clk
+  end
   if kind == 1 then
     if t then return 1, 0, 0, v end
   elseif kind == 2 then
     if t then return 1, 0, tonumber(v), '' end
   elseif kind == 3 then
-    redis.call('HSET', dk, 't', 's', 'o', owner, 'v', a)
+    redis.call('HSET', dk, 't', 's', 'o', owner, 'v', a, 'c', clk)
     m.t, m.o, m.v = 's', owner, a
   elseif kind == 4 then
     if t then
@@ -175,7 +180,11 @@ local function apply(kind, flags, scope, key, a, b, arg, slot, m)
     redis.call('RPUSH', lk, a)
     m.t, m.o = 'l', owner
   elseif kind == 6 then
-    if not t then redis.call('HSET', dk, 't', 'i', 'o', owner) end
+    if not t then
+      redis.call('HSET', dk, 't', 'i', 'o', owner, 'c', clk)
+    elseif clk ~= '0' then
+      redis.call('HSET', dk, 'c', clk)
+    end
     local i = redis.call('HINCRBY', dk, 'v', arg)
     m.t, m.o, m.v = 'i', owner, i
     return t and 1 or 0, 0, i, ''
@@ -186,13 +195,13 @@ local function apply(kind, flags, scope, key, a, b, arg, slot, m)
     local match
     if math.floor(flags / 2) % 2 == 1 then match = (t and v == a) else match = not t end
     if match then
-      redis.call('HSET', dk, 't', 's', 'o', owner, 'v', b)
+      redis.call('HSET', dk, 't', 's', 'o', owner, 'v', b, 'c', clk)
       m.t, m.o, m.v = 's', owner, b
       return 0, 1, 0, ''
     end
   elseif kind == 11 then
     if t then
-      redis.call('HSET', dk, 'o', arg)
+      redis.call('HSET', dk, 'o', arg, 'c', clk)
       m.o = tonumber(arg)
       return 1, 0, 0, ''
     end
@@ -225,21 +234,34 @@ local function batch()
   err = validate(n, slot, root, recs, base)
   if err then return err end
   local newb = {}
-  local found, swapped, i, bytes = 0, 0, 0, ''
+  local found, swapped, i, bytes, stamp, recorded = 0, 0, 0, '', '0', 0
   for j = 0, n - 1 do
     local kind, flags, clock, seq, scope, key, a, b, arg = op(j)
-    found, swapped, i, bytes = 0, 0, 0, ''
+    found, swapped, i, bytes, stamp, recorded = 0, 0, 0, '', '0', 0
     local rk = flags % 2 == 1 and clock .. ':' .. seq
     local r = rk and recs[rk]
     if r then
-      local _, f, s, ii, p = string.match(r, '^(%d+)|(%d)|(%d)|(-?%d+)|()')
-      found, swapped, i, bytes = tonumber(f), tonumber(s), tonumber(ii), string.sub(r, p)
+      local _, f, s, ii, bl, p = string.match(r, '^(%d+)|(%d)|(%d)|(-?%d+)|(%d+)|()')
+      found, swapped, i = tonumber(f), tonumber(s), tonumber(ii)
+      bytes = string.sub(r, p, p + tonumber(bl) - 1)
+      recorded = 1
       if kind == 9 then found = 1 end
     elseif kind ~= 9 then
       local m = kind ~= 10 and base_meta(base, key)
-      found, swapped, i, bytes = apply(kind, flags, scope, key, a, b, arg, slot, m)
+      local pre = ''
+      if rk and scope == 1 and FLOW_WRITE[kind] then
+        -- the object before the write, for reads as of an earlier clock
+        pre = slot .. '|' .. (m.t or '-') .. '|' .. (m.t and m.o or NONE) .. '|' .. #key .. '|'
+          .. key .. (m.t and m.t ~= 'l' and (type(m.v) == 'number' and fmt(m.v) or m.v) or '')
+      end
+      local clk = (rk and scope == 1) and clock or '0'
+      found, swapped, i, bytes = apply(kind, flags, scope, key, a, b, arg, slot, m, clk)
+      stamp = (kind == 1 or kind == 2) and found == 1 and m.c or '0'
+      -- a per-flow object found is the reader's own: no record (store_kv.c)
+      if scope == 1 and (kind == 1 or kind == 2) and found == 1 then rk = false end
       if rk then
-        local rec = kind .. '|' .. found .. '|' .. swapped .. '|' .. fmt(i) .. '|' .. bytes
+        local rec = kind .. '|' .. found .. '|' .. swapped .. '|' .. fmt(i) .. '|' .. #bytes .. '|'
+          .. bytes .. pre
         recs[rk] = rec
         local bk = bucket(clock)
         local kv = newb[bk]
@@ -254,7 +276,7 @@ local function batch()
     local old = tonumber(redis.call('HGET', WM, slot) or '0')
     if wm > old then redis.call('HSET', WM, slot, ARGV[4]) end
   end
-  return {0, found, swapped, i, bytes}
+  return {0, found, swapped, i, bytes, stamp, recorded}
 end
 
 local function claim()
@@ -296,7 +318,39 @@ local function trim()
   return {0}
 end
 
+-- The writes of slot ARGV[3] to per-flow objects above clock ARGV[2], with the
+-- object before each: clock, seq, key, type ('-': absent), owner, value.
+local function since()
+  local w, slot = tonumber(ARGV[2]), ARGV[3]
+  local out = {0}
+  for _, bk in ipairs(redis.call('ZRANGEBYSCORE', OB, math.floor((w + 1) / 1024), '+inf')) do
+    local h = redis.call('HGETALL', bk)
+    for j = 1, #h, 2 do
+      local clock, seq = string.match(h[j], '^(%d+):(%d+)$')
+      local r = h[j + 1]
+      if tonumber(clock) > w then
+        local bl, p = string.match(r, '^%d+|%d|%d|%-?%d+|(%d+)|()')
+        local q = p + tonumber(bl)
+        if q <= #r then
+          local ws, pt, po, kl, kp = string.match(r, '^(%d+)|([-si])|(%d+)|(%d+)|()', q)
+          if ws == slot then
+            local ke = kp + tonumber(kl)
+            out[#out + 1] = clock
+            out[#out + 1] = seq
+            out[#out + 1] = string.sub(r, kp, ke - 1)
+            out[#out + 1] = pt
+            out[#out + 1] = po
+            out[#out + 1] = string.sub(r, ke)
+          end
+        end
+      end
+    end
+  end
+  return out
+end
+
 if mode == 'b' then return batch() end
+if mode == 's' then return since() end
 if mode == 'c' then return claim() end
 if mode == 't' then return transfer() end
 if mode == 'r' then return trim() end

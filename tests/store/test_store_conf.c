@@ -593,11 +593,17 @@ static void test_flow_cache(void)
     CU_ASSERT_EQUAL(s1.cache_hits - s0.cache_hits, 2);
     CU_ASSERT_EQUAL(s1.batches - s0.batches, 1);
     OK(store_flush(c));
-    /* The locally answered ops were applied and recorded: a replay sees them. */
+    /* A replay from W = 1 sees what the first run saw: the increment from its
+     * record, the read (not recorded) as of W, from the put's record of "B". */
     OK(store_put(c, ID(3, 0), &f, "B", 1));
     OK(store_incr(c, ID(3, 1), &g, 1, NULL));
     OK(store_flush(c));
     struct store_client *replay = client(st, 9, 1);
+    OK(store_get(replay, ID(2, 0), &f, buf, sizeof(buf), &len, &found));
+    CU_ASSERT(found && buf[0] == 'B'); /* without store_client_asof: the store now */
+    store_client_close(replay);
+    replay = client(st, 9, 1);
+    OK(store_client_asof(replay, 1));
     OK(store_get(replay, ID(2, 0), &f, buf, sizeof(buf), &len, &found));
     CU_ASSERT(found && buf[0] == 'A');
     OK(store_incr(replay, ID(2, 2), &g, 2, &v));
@@ -612,6 +618,84 @@ static void test_flow_cache(void)
     CU_ASSERT_EQUAL(geti(spare, &g), 8);
     store_client_close(spare);
     store_client_close(replay);
+    store_client_close(c);
+    store_close(st);
+}
+
+static void get_s(struct store_client *c, uint64_t clock, uint32_t seq, const struct store_key *k,
+                  char *out, size_t cap, bool *found)
+{
+    size_t len = 0;
+    OK(store_get(c, ID(clock, seq), k, out, cap - 1, &len, found));
+    out[*found ? len : 0] = '\0';
+}
+
+/* A slot's reads of its own per-flow objects are not recorded; a replay from W
+ * reads them as of W anyway: objects changed, deleted or created after W by the
+ * first run, and also (an upstream NF re-run in a recovery, beside its live
+ * worker) changed or deleted after the replay started. */
+static void test_asof_reads(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 4, 2), *r;
+    struct store_key f = mkkey(STORE_FLOW, 1, "f"), d = mkkey(STORE_FLOW, 1, "d"),
+                     n = mkkey(STORE_FLOW, 1, "n"), h = mkkey(STORE_FLOW, 1, "h"),
+                     d2 = mkkey(STORE_FLOW, 1, "d2"), i = mkkey(STORE_FLOW, 2, "i");
+    char b[16];
+    bool found;
+    int64_t v;
+    OK(store_put(c, ID(1, 0), &f, "A", 1));
+    OK(store_put(c, ID(1, 1), &d, "D", 1));
+    OK(store_put(c, ID(1, 2), &h, "H", 1));
+    OK(store_put(c, ID(1, 3), &d2, "E", 1));
+    OK(store_incr(c, ID(1, 4), &i, 10, NULL));
+    OK(store_done(c, 1));
+    OK(store_flush(c)); /* W = 1 */
+    /* The first run goes on past W and dies (its last batch applied). */
+    get_s(c, 2, 0, &n, b, sizeof(b), &found); /* absent: recorded */
+    CU_ASSERT(!found);
+    OK(store_put(c, ID(3, 0), &n, "N", 1));
+    get_s(c, 4, 0, &d, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "D"));
+    OK(store_del(c, ID(4, 1), &d));
+    get_s(c, 5, 0, &f, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "A"));
+    OK(store_put(c, ID(5, 1), &f, "B", 1));
+    OK(store_incr(c, ID(5, 2), &i, 5, NULL));
+    OK(store_get_int(c, ID(5, 3), &i, &v, &found));
+    CU_ASSERT(found && v == 15);
+    get_s(c, 6, 0, &h, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "H"));
+    get_s(c, 6, 1, &d2, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "E"));
+    OK(store_flush(c));
+    r = client(st, 4, 2);
+    OK(store_client_asof(r, 1));
+    /* Written after the overlay was gathered (the live worker beside a re-run). */
+    OK(store_put(c, ID(7, 0), &h, "X", 1));
+    OK(store_del(c, ID(8, 0), &d2));
+    OK(store_flush(c));
+    /* The replay, op for op. */
+    get_s(r, 2, 0, &n, b, sizeof(b), &found);
+    CU_ASSERT(!found); /* from the record: the store holds "N" now */
+    OK(store_put(r, ID(3, 0), &n, "N", 1));
+    get_s(r, 4, 0, &d, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "D")); /* deleted in the store */
+    OK(store_del(r, ID(4, 1), &d));
+    get_s(r, 5, 0, &f, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "A")); /* "B" in the store */
+    OK(store_put(r, ID(5, 1), &f, "B", 1));
+    OK(store_incr(r, ID(5, 2), &i, 5, NULL));
+    OK(store_get_int(r, ID(5, 3), &i, &v, &found));
+    CU_ASSERT(found && v == 15);
+    get_s(r, 6, 0, &h, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "H")); /* "X" since the overlay was made */
+    get_s(r, 6, 1, &d2, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "E")); /* deleted since */
+    /* The replay changed nothing: every write was emulated. */
+    OK(store_flush(r));
+    CU_ASSERT_EQUAL(geti(c, &i), 15);
+    store_client_close(r);
     store_client_close(c);
     store_close(st);
 }
@@ -828,6 +912,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "per-flow cache", test_flow_cache);
     CU_add_test(s, "per-flow cache: absence is not cached", test_flow_cache_absent);
     CU_add_test(s, "per-flow cache: nor after a delete", test_flow_cache_deleted);
+    CU_add_test(s, "reads as of a watermark", test_asof_reads);
     CU_add_test(s, "a refusal of an earlier op is not a read's answer", test_refusal_not_mine);
     CU_add_test(s, "bad URLs", test_bad_url);
     CU_add_test(s, "flush_async without a loop", test_flush_async);
