@@ -118,8 +118,16 @@ static int run_once(const char *self, const char *dir, const char *chain, const 
     f->pps = json_num(buf, "\"throughput_pps\": ", 0);
     f->p50 = json_num(buf, "\"p50\": ", 0);
     f->p99 = json_num(buf, "\"p99\": ", 0);
-    for (int i = 0; i < nfs; i++)
-        f->nf_p50[i] = json_num(buf, "\"p50\": ", i + 1);
+    /* Each NF's own figure, from its entry of the report's "nfs" list: a bare
+     * "the i-th p50" would pick other sections' (detection_ms...). */
+    const char *nf = strstr(buf, "\"nfs\": [");
+    for (int i = 0; i < nfs; i++) {
+        nf = nf ? strstr(nf + 1, "\"packets_in\": ") : NULL;
+        const char *lat = nf ? strstr(nf, "\"latency_ns\": ") : NULL;
+        f->nf_p50[i] = lat ? json_num(lat, "\"p50\": ", 0) : -1;
+        if (f->nf_p50[i] <= 0)
+            return -1; /* a figure never 0 by accident */
+    }
     return 0;
 }
 
@@ -268,7 +276,7 @@ static void print_chain(const struct chain_result *c)
     printf("  %-6s %12.0f %11.1f us %11.1f us\n", "FT", ft->pps, ft->p50 / 1e3, ft->p99 / 1e3);
     printf("  %-6s %12.0f %11.1f us %11.1f us\n", "no-FT", no->pps, no->p50 / 1e3, no->p99 / 1e3);
     printf("  FT/no-FT throughput %.2f; per-NF median time %.2f us (FT) vs %.2f us (no-FT): "
-           "+%.2f us per NF\n",
+           "%+.2f us per NF\n",
            ft->pps / no->pps, ft->nf_p50[0] / 1e3, no->nf_p50[0] / 1e3, c->added_ns / 1e3);
 }
 
