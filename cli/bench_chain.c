@@ -29,10 +29,13 @@
 
 #define REPS 3
 
+#define BENCH_NFS 8 /* NFs of a chain the benchmark reads figures for */
+
 struct figures {
     double pps;
     double p50, p99; /* chain latency, ns */
-    double nf_p50[2];
+    double nf_p50[BENCH_NFS];
+    int nfs; /* NF entries in the report */
 };
 
 static int write_trace(const char *path, uint64_t n)
@@ -105,13 +108,17 @@ static double json_num(const char *s, const char *key, int nth)
     return p ? strtod(p, NULL) : -1;
 }
 
+/* One `rewind run` of chain on trace (FT or --no-ft, at rate packets/s or as
+ * fast as it goes) and its figures from report.json. */
 static int run_once(const char *self, const char *dir, const char *chain, const char *trace,
-                    bool noft, int nfs, struct figures *f)
+                    bool noft, double rate, struct figures *f)
 {
-    char cmd[16384];
+    char cmd[16384], pace[64] = "";
+    if (rate > 0)
+        snprintf(pace, sizeof(pace), "--rate %.0f", rate);
     snprintf(cmd, sizeof(cmd),
-             "rm -rf '%s/out' && '%s' run '%s' --trace '%s' --out '%s/out' %s >/dev/null", dir,
-             self, chain, trace, dir, noft ? "--no-ft" : "");
+             "rm -rf '%s/out' && '%s' run '%s' --trace '%s' --out '%s/out' %s %s >/dev/null", dir,
+             self, chain, trace, dir, noft ? "--no-ft" : "", pace);
     static char buf[65536];
     if (system(cmd) != 0 || read_report(dir, buf, sizeof(buf)))
         return -1;
@@ -121,14 +128,15 @@ static int run_once(const char *self, const char *dir, const char *chain, const 
     /* Each NF's own figure, from its entry of the report's "nfs" list: a bare
      * "the i-th p50" would pick other sections' (detection_ms...). */
     const char *nf = strstr(buf, "\"nfs\": [");
-    for (int i = 0; i < nfs; i++) {
-        nf = nf ? strstr(nf + 1, "\"packets_in\": ") : NULL;
-        const char *lat = nf ? strstr(nf, "\"latency_ns\": ") : NULL;
-        f->nf_p50[i] = lat ? json_num(lat, "\"p50\": ", 0) : -1;
-        if (f->nf_p50[i] <= 0)
+    f->nfs = 0;
+    while (nf && (nf = strstr(nf + 1, "\"packets_in\": ")) && f->nfs < BENCH_NFS) {
+        const char *lat = strstr(nf, "\"latency_ns\": ");
+        double v = lat ? json_num(lat, "\"p50\": ", 0) : -1;
+        if (v <= 0)
             return -1; /* a figure never 0 by accident */
+        f->nf_p50[f->nfs++] = v;
     }
-    return 0;
+    return f->nfs > 0 && f->pps > 0 ? 0 : -1;
 }
 
 /* ---- failover ---- */
@@ -217,7 +225,7 @@ static double med(double *v)
     return a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
 }
 
-static void median_figures(struct figures *runs, int nfs, struct figures *out)
+static void median_figures(struct figures *runs, struct figures *out)
 {
     double v[REPS];
 #define MED(field)                                                                                 \
@@ -229,55 +237,153 @@ static void median_figures(struct figures *runs, int nfs, struct figures *out)
     MED(pps);
     MED(p50);
     MED(p99);
-    for (int i = 0; i < nfs; i++)
+    out->nfs = runs[0].nfs;
+    for (int i = 0; i < out->nfs; i++)
         MED(nf_p50[i]);
 #undef MED
 }
 
-/* One chain's medians, FT and --no-ft. */
+/* One catalog chain's medians: FT and --no-ft at full load, FT at half of
+ * --no-ft's rate. */
 struct chain_result {
-    int nfs;
-    struct figures ft, no;
-    double added_ns; /* per NF, FT minus --no-ft */
+    char name[32];
+    struct figures ft, no, half;
+    double added_ns; /* per NF, FT minus --no-ft, averaged over the chain's NFs */
 };
 
-static int bench_one(const char *self, const char *dir, const char *trace, int nfs,
-                     struct chain_result *res)
+/* The chains of the catalog, in docs/chains/. */
+static const char *const catalog[] = {"firewall", "nat", "portscan", "trojan", "lb", "full"};
+#define NCATALOG (sizeof(catalog) / sizeof(catalog[0]))
+
+/* The chain's own input (its `trace:` line, relative to the file it is in), or
+ * the LAN capture of traces/external/ for a chain without one (lb). */
+static int chain_input(const char *repo, const char *chain, char *out, size_t cap)
 {
-    char chain[4200];
-    snprintf(chain, sizeof(chain), "%s/chain%d.yaml", dir, nfs);
-    if (write_chain(chain, nfs, 1))
+    char real[PATH_MAX], line[PATH_MAX + 64], *t = NULL;
+    FILE *f = realpath(chain, real) ? fopen(real, "r") : NULL;
+    if (!f)
         return -1;
-    struct figures ft[REPS], no[REPS];
+    while (!t && fgets(line, sizeof(line), f)) {
+        char *p = strstr(line, "trace:");
+        if (p && line[strspn(line, " ")] != '#') {
+            p += 6;
+            p += strspn(p, " ");
+            p[strcspn(p, " \r\n#")] = '\0';
+            t = p;
+        }
+    }
+    fclose(f);
+    if (!t)
+        return snprintf(out, cap, "%s/traces/external/real.pcap", repo) >= (int)cap ||
+                       access(out, R_OK)
+                   ? -1
+                   : 0;
+    char *slash = strrchr(real, '/');
+    *slash = '\0';
+    return snprintf(out, cap, "%s/%s", real, t) >= (int)cap ? -1 : 0;
+}
+
+/* Copies of in, each shifted in time past the one before, until n packets: the
+ * chain's own traffic, long enough to measure, with its flows starting over in
+ * every copy. */
+static int repeat_trace(const char *in, const char *out, uint64_t n)
+{
+    char err[PCAP_ERRBUF_SIZE];
+    pcap_t *src = pcap_open_offline_with_tstamp_precision(in, PCAP_TSTAMP_PRECISION_NANO, err);
+    if (!src)
+        return -1;
+    pcap_t *dead = pcap_open_dead_with_tstamp_precision(pcap_datalink(src), 262144,
+                                                        PCAP_TSTAMP_PRECISION_NANO);
+    pcap_dumper_t *d = dead ? pcap_dump_open(dead, out) : NULL;
+    struct pcap_pkthdr *h;
+    const u_char *data;
+    uint64_t written = 0, shift = 0, first = 0, last = 0;
+    int rc = d ? 0 : -1;
+    for (int copy = 0; !rc && written < n; copy++) {
+        if (copy) {
+            pcap_close(src);
+            if (!(src =
+                      pcap_open_offline_with_tstamp_precision(in, PCAP_TSTAMP_PRECISION_NANO, err)))
+                return pcap_dump_close(d), pcap_close(dead), -1;
+            shift += last - first + 1000000; /* 1 ms after the copy before */
+        }
+        uint64_t got = 0;
+        int r;
+        while (written < n && (r = pcap_next_ex(src, &h, &data)) == 1) {
+            uint64_t ts = (uint64_t)h->ts.tv_sec * 1000000000ull + (uint64_t)h->ts.tv_usec;
+            if (!copy && !got)
+                first = ts;
+            if (!copy)
+                last = ts > last ? ts : last;
+            uint64_t t = ts + shift;
+            struct pcap_pkthdr o = *h;
+            o.ts.tv_sec = (time_t)(t / 1000000000ull);
+            o.ts.tv_usec = (suseconds_t)(t % 1000000000ull);
+            pcap_dump((u_char *)d, &o, data);
+            got++, written++;
+        }
+        if (!got)
+            rc = -1; /* an empty trace would never reach n */
+    }
+    pcap_close(src);
+    if (d)
+        pcap_dump_close(d);
+    if (dead)
+        pcap_close(dead);
+    return rc;
+}
+
+static int bench_one(const char *self, const char *dir, const char *repo, const char *name,
+                     uint64_t n, struct chain_result *res)
+{
+    char chain[PATH_MAX + 64], input[PATH_MAX + 64], trace[PATH_MAX];
+    if (snprintf(chain, sizeof(chain), "%s/docs/chains/%s.yaml", repo, name) >= (int)sizeof(chain))
+        return cli_error("bench: path too long"), -1;
+    snprintf(trace, sizeof(trace), "%s/%s.pcap", dir, name);
+    if (chain_input(repo, chain, input, sizeof(input)))
+        return cli_error("bench: %s: no input trace (for lb: make setup fetches "
+                         "traces/external/real.pcap)",
+                         chain),
+               -1;
+    if (repeat_trace(input, trace, n))
+        return cli_error("bench: cannot make %s from %s", trace, input), -1;
+    struct figures ft[REPS], no[REPS], half[REPS];
     for (int r = 0; r < REPS; r++) /* alternate, so drift hits both */
-        if (run_once(self, dir, chain, trace, false, nfs, &ft[r]) ||
-            run_once(self, dir, chain, trace, true, nfs, &no[r]))
-            return cli_error("bench: `rewind run` failed for the %d-NF chain", nfs), -1;
-    res->nfs = nfs;
-    median_figures(ft, nfs, &res->ft);
-    median_figures(no, nfs, &res->no);
+        if (run_once(self, dir, chain, trace, false, 0, &ft[r]) ||
+            run_once(self, dir, chain, trace, true, 0, &no[r]))
+            return cli_error("bench: `rewind run` of %s failed", chain), -1;
+    snprintf(res->name, sizeof(res->name), "%s", name);
+    median_figures(ft, &res->ft);
+    median_figures(no, &res->no);
+    for (int r = 0; r < REPS; r++)
+        if (run_once(self, dir, chain, trace, false, res->no.pps / 2, &half[r]))
+            return cli_error("bench: `rewind run --rate` of %s failed", chain), -1;
+    median_figures(half, &res->half);
+    int nfs = res->ft.nfs < res->no.nfs ? res->ft.nfs : res->no.nfs;
     double added = 0;
     for (int i = 0; i < nfs; i++)
         added += res->ft.nf_p50[i] - res->no.nf_p50[i];
-    res->added_ns = added / nfs;
+    res->added_ns = nfs ? added / nfs : 0;
     return 0;
-}
-
-static const char *chain_name(int nfs)
-{
-    return nfs > 1 ? "firewall -> firewall" : "firewall";
 }
 
 static void print_chain(const struct chain_result *c)
 {
-    const struct figures *ft = &c->ft, *no = &c->no;
-    printf("%d-NF chain (%s):\n", c->nfs, chain_name(c->nfs));
-    printf("  %-6s %12s %14s %14s\n", "mode", "packets/s", "latency p50", "latency p99");
-    printf("  %-6s %12.0f %11.1f us %11.1f us\n", "FT", ft->pps, ft->p50 / 1e3, ft->p99 / 1e3);
-    printf("  %-6s %12.0f %11.1f us %11.1f us\n", "no-FT", no->pps, no->p50 / 1e3, no->p99 / 1e3);
-    printf("  FT/no-FT throughput %.2f; per-NF median time %.2f us (FT) vs %.2f us (no-FT): "
-           "%+.2f us per NF\n",
-           ft->pps / no->pps, ft->nf_p50[0] / 1e3, no->nf_p50[0] / 1e3, c->added_ns / 1e3);
+    const struct figures *ft = &c->ft, *no = &c->no, *h = &c->half;
+    printf("%s (%d NFs):\n", c->name, ft->nfs);
+    printf("  %-13s %12s %14s %14s\n", "mode", "packets/s", "latency p50", "latency p99");
+    printf("  %-13s %12.0f %11.1f us %11.1f us\n", "FT", ft->pps, ft->p50 / 1e3, ft->p99 / 1e3);
+    printf("  %-13s %12.0f %11.1f us %11.1f us\n", "no-FT", no->pps, no->p50 / 1e3, no->p99 / 1e3);
+    printf("  %-13s %12.0f %11.1f us %11.1f us\n", "FT, half rate", h->pps, h->p50 / 1e3,
+           h->p99 / 1e3);
+    printf("  FT/no-FT throughput %.2f; each NF's median time per packet FT minus no-FT: "
+           "%+.2f us\n",
+           ft->pps / no->pps, c->added_ns / 1e3);
+}
+
+static void json_lat(const char *key, const struct figures *f)
+{
+    printf(", \"%s\": {\"p50\": %.1f, \"p99\": %.1f}", key, f->p50 / 1e3, f->p99 / 1e3);
 }
 
 /* One object: {"packets", "runs", "chains": [...]}, the figures of print_chain. */
@@ -287,14 +393,45 @@ static void print_chains_json(uint64_t n, const struct chain_result *c, int coun
     for (int i = 0; i < count; i++) {
         const struct figures *ft = &c[i].ft, *no = &c[i].no;
         printf("%s{\"chain\": \"%s\", \"nfs\": %d, \"ft_pps\": %.0f, \"noft_pps\": %.0f, "
-               "\"ratio\": %.4g, \"nf_added_us\": %.3f, \"latency_us\": {\"p50\": %.1f, "
-               "\"p99\": %.1f}, \"noft_latency_us\": {\"p50\": %.1f, \"p99\": %.1f}, "
-               "\"nf_p50_us\": {\"ft\": %.3f, \"noft\": %.3f}}",
-               i ? ", " : "", chain_name(c[i].nfs), c[i].nfs, ft->pps, no->pps, ft->pps / no->pps,
-               c[i].added_ns / 1e3, ft->p50 / 1e3, ft->p99 / 1e3, no->p50 / 1e3, no->p99 / 1e3,
-               ft->nf_p50[0] / 1e3, no->nf_p50[0] / 1e3);
+               "\"ratio\": %.4g, \"nf_added_us\": %.3f",
+               i ? ", " : "", c[i].name, ft->nfs, ft->pps, no->pps, ft->pps / no->pps,
+               c[i].added_ns / 1e3);
+        json_lat("latency_us", ft);
+        json_lat("latency_half_rate_us", &c[i].half);
+        json_lat("noft_latency_us", no);
+        printf(", \"nf_p50_us\": {\"ft\": [");
+        for (int k = 0; k < ft->nfs; k++)
+            printf("%s%.3f", k ? ", " : "", ft->nf_p50[k] / 1e3);
+        printf("], \"noft\": [");
+        for (int k = 0; k < no->nfs; k++)
+            printf("%s%.3f", k ? ", " : "", no->nf_p50[k] / 1e3);
+        printf("]}}");
     }
     printf("]}\n");
+}
+
+/* The source tree the binary was built from (it holds docs/chains/): the first
+ * directory above the binary with docs/chains/firewall.yaml, or RW_SRC. */
+static int find_repo(const char *self, char *out, size_t cap)
+{
+    const char *env = getenv("RW_SRC");
+    char probe[PATH_MAX + 64];
+    if (env && snprintf(out, cap, "%s", env) < (int)cap) {
+        snprintf(probe, sizeof(probe), "%s/docs/chains/firewall.yaml", out);
+        if (!access(probe, R_OK))
+            return 0;
+    }
+    snprintf(out, cap, "%s", self);
+    for (int up = 0; up < 5; up++) {
+        char *slash = strrchr(out, '/');
+        if (!slash || slash == out)
+            break;
+        *slash = '\0';
+        snprintf(probe, sizeof(probe), "%s/docs/chains/firewall.yaml", out);
+        if (!access(probe, R_OK))
+            return 0;
+    }
+    return -1;
 }
 
 int cmd_bench_failover(int argc, char **argv)
@@ -338,11 +475,12 @@ int cmd_bench_failover(int argc, char **argv)
 int cmd_bench_chain(int argc, char **argv)
 {
     static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
+                                         {"chain", required_argument, 0, 'c'},
                                          {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     uint64_t n = 300000;
-    bool json = false;
+    bool json = false, want[NCATALOG] = {false}, any = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -352,28 +490,54 @@ int cmd_bench_chain(int argc, char **argv)
         }
         if (c == 'n' && !cli_parse_u64(optarg, &n) && n > 0)
             continue;
+        size_t k = 0;
+        while (c == 'c' && k < NCATALOG && strcmp(optarg, catalog[k]))
+            k++;
+        if (c == 'c' && k < NCATALOG) {
+            want[k] = any = true;
+            continue;
+        }
+        if (c == 'c')
+            cli_error("bench chain: no chain '%s' in the catalog", optarg);
         FILE *f = c == 'h' ? stdout : stderr;
-        fprintf(f, "usage: rewind bench chain [--packets N] [--json]\n\n"
-                   "Throughput and latency of a 1-NF and a 2-NF firewall chain, fault tolerant\n"
-                   "vs --no-ft, on the same synthetic trace (64-byte UDP, flows that come and\n"
-                   "go), median of 3 alternating runs of `rewind run`. Default 300000 packets.\n"
-                   "--json: one object {packets, runs, chains: [{chain, nfs, ft_pps, noft_pps,\n"
-                   "ratio, nf_added_us, latency_us {p50, p99}, noft_latency_us {p50, p99},\n"
-                   "nf_p50_us {ft, noft}}]} (docs/benchmarks.md).\n");
+        fprintf(f,
+                "usage: rewind bench chain [--packets N] [--chain NAME]... [--json]\n\n"
+                "Every chain of the catalog (docs/chains: firewall, nat, portscan, trojan, lb,\n"
+                "full), fault tolerant vs --no-ft, on its own input trace repeated with\n"
+                "shifted time to N packets (default 300000; lb: traces/external/real.pcap),\n"
+                "median of 3 alternating runs of `rewind run`, then FT again at half of\n"
+                "--no-ft's rate (--rate). --chain NAME: only that chain (repeatable).\n"
+                "--json: one object {packets, runs, chains: [{chain, nfs, ft_pps, noft_pps,\n"
+                "ratio, nf_added_us, latency_us {p50, p99}, latency_half_rate_us,\n"
+                "noft_latency_us, nf_p50_us {ft: [...], noft: [...]}}]} (docs/benchmarks.md).\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
     struct bench_env b;
-    if (bench_env_open(&b, "chain", n))
+    char repo[PATH_MAX];
+    if (bench_env_open(&b, "chain", 0))
         return EXIT_FAIL;
+    if (find_repo(b.self, repo, sizeof(repo))) {
+        bench_env_close(&b);
+        return cli_error("bench chain: cannot find docs/chains/ above %s (set RW_SRC to the "
+                         "source tree)",
+                         b.self),
+               EXIT_FAIL;
+    }
     if (!json)
-        printf("chain benchmark, %" PRIu64 " packets of 64 bytes, median of %d runs each:\n", n,
-               REPS);
-    struct chain_result res[2];
+        printf("chain benchmark: the catalog's chains on their own traces repeated to %" PRIu64
+               " packets, median of %d runs each:\n",
+               n, REPS);
+    struct chain_result res[NCATALOG];
     int rc = 0, done = 0;
-    for (; done < 2 && !rc; done++) {
-        rc = bench_one(b.self, b.dir, b.trace, done + 1, &res[done]);
+    for (size_t k = 0; k < NCATALOG && !rc; k++) {
+        if (any && !want[k])
+            continue;
+        if (!json)
+            fflush(stdout);
+        rc = bench_one(b.self, b.dir, repo, catalog[k], n, &res[done]);
         if (!rc && !json)
             print_chain(&res[done]);
+        done += !rc;
     }
     if (!rc && json)
         print_chains_json(n, res, done);

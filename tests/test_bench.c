@@ -116,22 +116,30 @@ static void test_bench_store_json(void)
 static void test_bench_chain_json(void)
 {
     char *d = tu_mkdtemp("benchchain");
-    bench_json(
-        d, "chain", "chain --packets 2000",
-        "keys(d, \"packets\", \"runs\", \"chains\")\n"
-        "assert d[\"packets\"] == 2000 and d[\"runs\"] == 3\n"
-        "assert [(c[\"chain\"], c[\"nfs\"]) for c in d[\"chains\"]] == "
-        "[(\"firewall\", 1), (\"firewall -> firewall\", 2)]\n"
-        "for c in d[\"chains\"]:\n"
-        "    keys(c, \"chain\", \"nfs\", \"ft_pps\", \"noft_pps\", \"ratio\", "
-        "\"nf_added_us\", \"latency_us\", \"noft_latency_us\", \"nf_p50_us\")\n"
-        "    pos(c[\"ft_pps\"], c[\"noft_pps\"], c[\"ratio\"])\n"
-        "    near(c[\"ratio\"], c[\"ft_pps\"], c[\"noft_pps\"])\n"
-        "    for k in (\"latency_us\", \"noft_latency_us\"):\n"
-        "        keys(c[k], \"p50\", \"p99\")\n"
-        "        pos(c[k][\"p50\"], c[k][\"p99\"])\n"
-        "    keys(c[\"nf_p50_us\"], \"ft\", \"noft\")\n"
-        "    num(c[\"nf_added_us\"], c[\"nf_p50_us\"][\"ft\"], c[\"nf_p50_us\"][\"noft\"])\n");
+    bench_json(d, "chain", "chain --packets 2000 --chain firewall --chain trojan",
+               "keys(d, \"packets\", \"runs\", \"chains\")\n"
+               "assert d[\"packets\"] == 2000 and d[\"runs\"] == 3\n"
+               "assert [(c[\"chain\"], c[\"nfs\"]) for c in d[\"chains\"]] == "
+               "[(\"firewall\", 1), (\"trojan\", 2)]\n"
+               "for c in d[\"chains\"]:\n"
+               "    keys(c, \"chain\", \"nfs\", \"ft_pps\", \"noft_pps\", \"ratio\", "
+               "\"nf_added_us\", \"latency_us\", \"latency_half_rate_us\", \"noft_latency_us\", "
+               "\"nf_p50_us\")\n"
+               "    pos(c[\"ft_pps\"], c[\"noft_pps\"], c[\"ratio\"])\n"
+               "    near(c[\"ratio\"], c[\"ft_pps\"], c[\"noft_pps\"])\n"
+               "    for k in (\"latency_us\", \"latency_half_rate_us\", \"noft_latency_us\"):\n"
+               "        keys(c[k], \"p50\", \"p99\")\n"
+               "        pos(c[k][\"p50\"], c[k][\"p99\"])\n"
+               "    keys(c[\"nf_p50_us\"], \"ft\", \"noft\")\n"
+               "    ft, no = c[\"nf_p50_us\"][\"ft\"], c[\"nf_p50_us\"][\"noft\"]\n"
+               "    assert len(ft) == len(no) == c[\"nfs\"]\n"
+               "    pos(*ft, *no)\n" /* per NF, never 0 by accident */
+               "    added = sum(a - b for a, b in zip(ft, no)) / len(ft)\n"
+               "    assert abs(c[\"nf_added_us\"] - added) < 0.002, (c[\"nf_added_us\"], added)\n");
+    /* A chain the catalog does not have is a usage error. */
+    char cmd[4200];
+    snprintf(cmd, sizeof(cmd), "%s/nosuch", d);
+    CU_ASSERT_EQUAL(tu_sh(cmd, "'%s' bench chain --chain nosuch --json", tu_bin()), 2);
     tu_rmrf(d);
     free(d);
 }

@@ -591,7 +591,7 @@ static void test_flow_cache(void)
     CU_ASSERT_EQUAL(v, 7);
     store_client_stats(c, &s1);
     CU_ASSERT_EQUAL(s1.cache_hits - s0.cache_hits, 2);
-    CU_ASSERT_EQUAL(s1.batches - s0.batches, 1);
+    CU_ASSERT(s1.batches - s0.batches <= 1); /* the miss (LMDB, mem: a read-only view) */
     OK(store_flush(c));
     /* A replay from W = 1 sees what the first run saw: the increment from its
      * record, the read (not recorded) as of W, from the put's record of "B". */
@@ -762,7 +762,13 @@ static void test_refusal_not_mine(void)
     OK(store_put(a, ID(1, 0), &f, "a", 1));
     OK(store_flush(a));
     OK(store_put(b, ID(2, 0), &f, "x", 1)); /* queued: will be refused */
-    CU_ASSERT_EQUAL(store_get(b, ID(3, 0), &g, buf, sizeof(buf), &len, &found), STORE_EREFUSED);
+    /* Sent with the read (Redis): the read says its batch is lost; read from a
+     * view (LMDB, mem): it answers, and the put's refusal comes with the next
+     * batch. Never EOWNER as the read's own answer. */
+    int rc = store_get(b, ID(3, 0), &g, buf, sizeof(buf), &len, &found);
+    CU_ASSERT(rc == STORE_EREFUSED || (rc == STORE_OK && !found));
+    if (rc == STORE_OK)
+        CU_ASSERT_NOT_EQUAL(store_flush(b), STORE_OK);
     store_client_close(a);
     store_client_close(b);
     store_close(st);
