@@ -238,6 +238,22 @@ static int check_key(struct store_client *c, const struct store_key *k)
     return STORE_OK;
 }
 
+/* A key's bit in the queue's filter of keys (qkeys: 1024 bits). */
+static unsigned qkey_bit(const struct store_key *k)
+{
+    uint32_t h = 2166136261u ^ k->object;
+    const uint8_t *p = k->bytes;
+    for (size_t i = 0; i < k->len; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return (h ^ h >> 10 ^ h >> 20) & 1023;
+}
+
+static bool qkey_maybe(const struct store_client *c, const struct store_key *k)
+{
+    unsigned h = qkey_bit(k);
+    return (c->qkeys[h >> 6] >> (h & 63)) & 1;
+}
+
 /* Appends an op to the queue; a, b are its argument bytes. */
 static int enqueue(struct store_client *c, struct store_op *o, const struct store_key *k,
                    const void *a, size_t alen, const void *b, size_t blen)
@@ -265,6 +281,10 @@ static int enqueue(struct store_client *c, struct store_op *o, const struct stor
     o->alen = (uint32_t)alen;
     o->blen = (uint32_t)blen;
     q->ops[q->n++] = *o;
+    if (k) {
+        unsigned h = qkey_bit(k);
+        c->qkeys[h >> 6] |= 1ull << (h & 63);
+    }
     return STORE_OK;
 }
 
@@ -319,6 +339,7 @@ static int send_queue(struct store_client *c, bool sync)
     c->stats.ops += c->q.n;
     c->q.n = 0;
     c->q.nb = 0;
+    memset(c->qkeys, 0, sizeof(c->qkeys));
     if (applied && wm)
         c->done_sent = wm;
     /* Local answers may rest on ops the store refused. */
@@ -343,6 +364,31 @@ static int sync_op(struct store_client *c, struct store_op *o, const struct stor
     if (rc == STORE_OK)
         rc = send_queue(c, true);
     return rc;
+}
+
+/* A read with an id that the cache did not answer. With a backend that reads
+ * without a transaction of writes (LMDB, mem) and no op on the key queued (the
+ * view would miss it), it is answered from a read-only view and the queue
+ * stays; an answer that must be recorded (any but a per-flow object found: the
+ * reader's own) queues a note of it, applied with the next batch, which records
+ * it unless the op is recorded already. Otherwise it is a sync op. */
+static int view_read(struct store_client *c, struct store_op *o, const struct store_key *k)
+{
+    if (!c->st->be->read || !o->has_id || qkey_maybe(c, k))
+        return sync_op(c, o, k, NULL, 0, NULL, 0);
+    o->scope = k->scope;
+    o->object = k->object;
+    o->klen = (uint32_t)k->len;
+    int rc = c->st->be->read(c, o, k->bytes, &c->res);
+    if (rc || c->res.recorded || (k->scope == STORE_FLOW && c->res.found))
+        return rc;
+    struct store_op note = *o;
+    note.kind = SOP_NOTE;
+    note.to = (uint16_t)(o->kind | (c->res.found ? 0x100 : 0));
+    note.delta = c->res.i;
+    /* Queued, never sent from here: a batch sent now would overwrite res, the
+     * read's answer (the next op sends it when the queue is full). */
+    return enqueue(c, &note, k, c->res.buf, c->res.len, NULL, 0);
 }
 
 static struct store_op op_of(uint8_t kind, const struct store_opid *id)
@@ -435,7 +481,7 @@ int store_get(struct store_client *c, const struct store_opid *id, const struct 
         return local_read(c);
     }
     bool use;
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)) || (rc = asof_fresh(c, id, k, &use, &ov)))
+    if ((rc = view_read(c, &o, k)) || (rc = asof_fresh(c, id, k, &use, &ov)))
         return rc;
     if (use) {
         *found = ov.mine && ov.type == 's';
@@ -471,7 +517,7 @@ int store_get_int(struct store_client *c, const struct store_opid *id, const str
         return local_read(c);
     }
     bool use;
-    if ((rc = sync_op(c, &o, k, NULL, 0, NULL, 0)) || (rc = asof_fresh(c, id, k, &use, &ov)))
+    if ((rc = view_read(c, &o, k)) || (rc = asof_fresh(c, id, k, &use, &ov)))
         return rc;
     if (use) {
         *found = ov.mine && ov.type == 'i';

@@ -24,6 +24,8 @@ enum store_opkind {
     SOP_NDLOOK, /* read a nondet record, record nothing */
     SOP_NDSET,  /* record a nondet value unless one is recorded */
     SOP_MOVE,
+    SOP_NOTE, /* records a read's answer unless it is recorded: kind | found << 8 in
+               * to, the int in delta, the bytes in a (store.c: view_read) */
 };
 
 /* One queued op; key and argument bytes live in the batch's byte arena. */
@@ -99,6 +101,12 @@ struct store_backend {
     int (*bind_run)(struct store_client *c, const char *run, bool force);
     /* store_scan: the client's vertex's live objects, one snapshot. */
     int (*scan)(struct store_client *c, store_scan_fn fn, void *arg);
+    /* Optional: a read with an id answered from a read-only view, writing
+     * nothing (the client queues an SOP_NOTE when the answer must be recorded). Fills res as
+     * apply's sync op would, with recorded set when the answer is the op's record. NULL: reads go
+     * through apply. */
+    int (*read)(struct store_client *c, const struct store_op *o, const uint8_t *key,
+                struct store_res *res);
     /* store_client_asof: calls fn for every write to a per-flow object that the
      * client's slot made at a clock above w, with the object's value before it,
      * in (clock, seq) order, from one snapshot. */
@@ -122,6 +130,7 @@ struct store_client {
     struct store_res res;
     struct rw_err err;
     struct store_cache *cache; /* NULL when off */
+    uint64_t qkeys[16];        /* keys with an op in q (a Bloom filter) */
     struct store_asof *asof;   /* store_client_asof's overlay, or NULL */
     uint64_t asof_w;           /* and the watermark it is as of */
     struct store_stats stats;

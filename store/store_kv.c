@@ -479,7 +479,9 @@ static int rec_find(struct kx *x, const struct store_op *o, struct store_res *r)
         return rc < 0 ? rc : 0;
     if (n < 14 || get32(p + 10) > n - 14)
         return store_errf(x->c, STORE_ECORRUPT, "op record of %zu bytes", n);
-    uint8_t want = o->kind == SOP_NDLOOK ? SOP_NDSET : o->kind;
+    uint8_t want = o->kind == SOP_NDLOOK ? SOP_NDSET
+                   : o->kind == SOP_NOTE ? (uint8_t)o->to
+                                         : o->kind;
     if (p[0] != want)
         return store_errf(x->c, STORE_ECONFLICT, "op (%llu,%u) was kind %u, now kind %u",
                           (unsigned long long)o->clock, o->seq, p[0], o->kind);
@@ -505,6 +507,15 @@ static int exec_op(struct kx *x, const struct store_op *o, struct store_res *r)
         return rc < 0 ? rc : STORE_OK;
     if (o->kind == SOP_NDLOOK)
         return STORE_OK;
+    if (o->kind == SOP_NOTE) { /* not recorded yet (rec_find): the read's answer */
+        struct store_op rd = *o;
+        rd.kind = (uint8_t)o->to;
+        r->found = (o->to >> 8) & 1;
+        r->i = o->delta;
+        if (store_res_set(r, x->b->bytes + o->aoff, o->alen))
+            return store_errf(x->c, STORE_ENOMEM, "op record: out of memory");
+        return rec_put(x, &rd, r, false);
+    }
     if (o->kind == SOP_NDSET) {
         if (store_res_set(r, x->b->bytes + o->aoff, o->alen))
             return store_errf(x->c, STORE_ENOMEM, "nondet: out of memory");
@@ -585,6 +596,30 @@ int kv_apply(struct store_client *c, const struct kv_ops *kv, void *db, const st
     if (rc == STORE_OK && wm)
         rc = raise_wm(&x, wm);
     return finish(&x, rc);
+}
+
+int kv_read(struct store_client *c, const struct kv_ops *kv, void *db, const struct store_op *o,
+            const uint8_t *key, struct store_res *res)
+{
+    struct kx x;
+    uint8_t dk[DK_MAX];
+    struct meta m;
+    struct store_batch b = {.bytes = (uint8_t *)key};
+    struct store_op op = *o;
+    op.koff = 0;
+    int rc = begin(&x, c, kv, db, false);
+    if (rc)
+        return rc;
+    x.b = &b;
+    memset(res, 0, offsetof(struct store_res, buf));
+    res->len = 0;
+    if (!(rc = prologue(&x)) && !(rc = rec_find(&x, &op, res))) {
+        size_t dl = k_data(dk, c->vertex, &op, key);
+        if (!(rc = meta_load(&x, dk, dl, &m)) && !(rc = check_owner(&x, &op, &m)))
+            rc = do_op(&x, dk, dl, &m, &op, res);
+    }
+    kv->abort(x.txn);
+    return rc < 0 ? rc : STORE_OK;
 }
 
 int kv_epoch(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t *epoch)

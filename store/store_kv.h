@@ -48,6 +48,9 @@ int kv_watermark(struct store_client *c, const struct kv_ops *kv, void *db, uint
 int kv_trim(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t g);
 /* store_scan over the kv layout, in one read transaction. */
 int kv_scan(struct store_client *c, const struct kv_ops *kv, void *db, store_scan_fn fn, void *arg);
+/* The backends' read (store_int.h), in one read transaction. */
+int kv_read(struct store_client *c, const struct kv_ops *kv, void *db, const struct store_op *o,
+            const uint8_t *key, struct store_res *res);
 /* The backends' since (store_int.h), in one read transaction. */
 int kv_since(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t w, store_pre_fn fn,
              void *arg);

@@ -262,6 +262,12 @@ static int lmdb_scan(struct store_client *c, store_scan_fn fn, void *arg)
     return kv_scan(c, &lmdb_kv, c->impl, fn, arg);
 }
 
+static int lmdb_read(struct store_client *c, const struct store_op *o, const uint8_t *key,
+                     struct store_res *res)
+{
+    return kv_read(c, &lmdb_kv, c->impl, o, key, res);
+}
+
 static int lmdb_since(struct store_client *c, uint64_t w, store_pre_fn fn, void *arg)
 {
     return kv_since(c, &lmdb_kv, c->impl, w, fn, arg);
@@ -336,7 +342,7 @@ static int lmdb_bind_run(struct store_client *c, const char *run, bool force)
 }
 
 const struct store_backend store_be_lmdb = {
-    lmdb_open, lmdb_close, lmdb_client_open, lmdb_client_close, lmdb_apply,
-    lmdb_wait, lmdb_claim, lmdb_transfer,    lmdb_watermark,    lmdb_trim,
-    NULL,      NULL,       lmdb_bind_run,    lmdb_scan,         lmdb_since,
+    lmdb_open,     lmdb_close,    lmdb_client_open, lmdb_client_close, lmdb_apply, lmdb_wait,
+    lmdb_claim,    lmdb_transfer, lmdb_watermark,   lmdb_trim,         NULL,       NULL,
+    lmdb_bind_run, lmdb_scan,     lmdb_read,        lmdb_since,
 };

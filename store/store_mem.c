@@ -357,6 +357,12 @@ static int mem_scan(struct store_client *c, store_scan_fn fn, void *arg)
     return kv_scan(c, &mem_kv, c->impl, fn, arg);
 }
 
+static int mem_read(struct store_client *c, const struct store_op *o, const uint8_t *key,
+                    struct store_res *res)
+{
+    return kv_read(c, &mem_kv, c->impl, o, key, res);
+}
+
 static int mem_since(struct store_client *c, uint64_t w, store_pre_fn fn, void *arg)
 {
     return kv_since(c, &mem_kv, c->impl, w, fn, arg);
@@ -370,7 +376,7 @@ static int mem_bind_run(struct store_client *c, const char *run, bool force)
 }
 
 const struct store_backend store_be_mem = {
-    mem_open, mem_close, mem_client_open, mem_client_close, mem_apply,
-    mem_wait, mem_claim, mem_transfer,    mem_watermark,    mem_trim,
-    NULL,     NULL,      mem_bind_run,    mem_scan,         mem_since,
+    mem_open,     mem_close,    mem_client_open, mem_client_close, mem_apply, mem_wait,
+    mem_claim,    mem_transfer, mem_watermark,   mem_trim,         NULL,      NULL,
+    mem_bind_run, mem_scan,     mem_read,        mem_since,
 };

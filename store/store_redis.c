@@ -1123,7 +1123,8 @@ static int redis_scan(struct store_client *c, store_scan_fn fn, void *arg)
 }
 
 const struct store_backend store_be_redis = {
-    redis_open, redis_close,       redis_client_open, redis_client_close, redis_apply,
-    redis_wait, redis_claim,       redis_transfer,    redis_watermark,    redis_trim,
-    redis_uv,   redis_flush_async, redis_bind_run,    redis_scan,         redis_since,
+    redis_open,  redis_close,       redis_client_open, redis_client_close, redis_apply,
+    redis_wait,  redis_claim,       redis_transfer,    redis_watermark,    redis_trim,
+    redis_uv,    redis_flush_async, redis_bind_run,    redis_scan,         NULL,
+    redis_since,
 };
