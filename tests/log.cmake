@@ -15,7 +15,7 @@ rw_add_test(test_crash test_crash.c LIBS rw_itest TIMEOUT 600 LABELS chaos long)
 # Fuzz targets (libFuzzer: `make fuzz`); here their saved corpora replay under ASan.
 foreach(target block flow)
   add_executable(fuzz_${target}_corpus fuzz/fuzz_${target}.c fuzz/replay_corpus.c)
-  target_link_libraries(fuzz_${target}_corpus PRIVATE rw_logger)
+  target_link_libraries(fuzz_${target}_corpus PRIVATE rw_logger PkgConfig::ZLIB)
   target_include_directories(fuzz_${target}_corpus PRIVATE ${CMAKE_SOURCE_DIR}/logger)
   add_test(NAME fuzz_${target}_corpus
            COMMAND fuzz_${target}_corpus ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${target})
@@ -34,7 +34,7 @@ set_tests_properties(fuzz_nf_corpus PROPERTIES ENVIRONMENT "${RW_TEST_ENV}" TIME
 if(RW_FUZZ)
   foreach(target block flow nf)
     add_executable(fuzz_${target} fuzz/fuzz_${target}.c)
-    target_link_libraries(fuzz_${target} PRIVATE rw_nfs rw_nf rw_chain rw_logger)
+    target_link_libraries(fuzz_${target} PRIVATE rw_nfs rw_nf rw_chain rw_logger PkgConfig::ZLIB)
     target_include_directories(fuzz_${target} PRIVATE ${CMAKE_SOURCE_DIR}/logger)
     target_link_options(fuzz_${target} PRIVATE -fsanitize=fuzzer)
   endforeach()
