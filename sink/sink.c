@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "link.h"
@@ -38,6 +39,7 @@ struct sink {
 };
 
 #define SINK_COMMIT_NS 1000000ull /* group commit window of the output log */
+#define SINK_DOZE_NS   100000     /* a nap while held output waits (a tenth of a commit) */
 
 static bool already_released(const struct sink *s, const struct rw_meta *m)
 {
@@ -207,7 +209,15 @@ int sink_run(const struct sink_opts *o, struct sink_stats *st, struct rw_err *e)
             if ((rc = commit_output(&s, true, e)))
                 break;
             publish_exit(&s, s.bound);
-            link_wait_any(o->in, o->nin, s.h.n ? 1 : 100);
+            if (o->ft && s.h.n) {
+                /* Held output waits for the log's next group commit: sleep without
+                 * asking the NFs to wake us, which costs them a write(2) and a
+                 * wake-up per packet while the sink dozes (7% of a chain's CPU). */
+                struct timespec ts = {0, SINK_DOZE_NS};
+                nanosleep(&ts, NULL);
+            } else {
+                link_wait_any(o->in, o->nin, s.h.n ? 1 : 100);
+            }
         }
     }
     if (!rc && !(o->stop && *o->stop) && (rc = commit_output(&s, true, e)) == 0)
