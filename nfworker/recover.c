@@ -68,7 +68,7 @@ struct recovery {
     struct link_edge *edges; /* the chain's edges, to pick instances as the senders do */
     uint32_t room;
     uint64_t replayed, seen;
-    uint64_t wm; /* the slot's W: every NF's state is read as of it */
+    uint64_t from; /* the replay's first clock: every NF's state is read as of it */
     struct rw_err *e;
     bool failed; /* e holds the first error: the NFs it unwinds through keep it */
 };
@@ -237,7 +237,7 @@ static int upstream_asof(struct recovery *rec)
     for (uint32_t k = 0; k < rec->c->nnfs; k++) {
         struct up_nf *u = &rec->nfs[k];
         for (uint32_t j = 0; u->needed && j < u->n; j++) {
-            int rc = store_client_asof(u->inst[j].sc, rec->wm);
+            int rc = store_client_asof(u->inst[j].sc, rec->from);
             if (rc)
                 return rec_err(rec, rc, "%s[%u]: store: %s", u->name, j,
                                store_client_errmsg(u->inst[j].sc));
@@ -499,9 +499,10 @@ int worker_recover(struct worker *w, struct rw_err *e)
     int rc = store_watermark(w->sc, o->slot, &wm);
     /* The failed worker may have gone past W: its writes after W are in the
      * store (it is fenced now, so the overlay is final). */
-    if (rc || (rc = store_client_asof(w->sc, wm)))
+    /* W = 0 also means "nothing applied": the replay then starts at clock 0. */
+    rec.from = wm ? wm + 1 : 0;
+    if (rc || (rc = store_client_asof(w->sc, rec.from)))
         return rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
-    rec.wm = wm;
     w->done = w->flushed_done = wm;
     /* The failed worker is gone (reaped, and fenced by the claim): what its links
      * hold now was never taken. Buffer it first, then read R: every clock on a
@@ -511,9 +512,8 @@ int worker_recover(struct worker *w, struct rw_err *e)
     uint64_t r_clock = replay_end(w, atomic_load(&o->shared->root_clock));
     if (wm && r_clock <= wm)
         r_clock = wm + 1; /* W never goes back */
-    /* W = 0 also means "nothing applied": start at 0 then (clock 0 replayed is
-     * emulated and its outputs dropped downstream, never lost). */
-    uint64_t from = wm ? wm + 1 : 0;
+    /* Clock 0 replayed is emulated and its outputs dropped downstream, never lost. */
+    uint64_t from = rec.from;
     rc = open_upstream(&rec, e);
     if (!rc)
         rc = wait_ready(&rec, r_clock);

@@ -141,7 +141,7 @@ static int asof_one(void *arg, const struct store_pre *p)
     return STORE_OK;
 }
 
-int store_client_asof(struct store_client *c, uint64_t w)
+int store_client_asof(struct store_client *c, uint64_t from)
 {
     if (!c)
         return STORE_EINVAL;
@@ -151,8 +151,8 @@ int store_client_asof(struct store_client *c, uint64_t w)
     if (!(c->asof = store_asof_new()))
         return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
     store_cache_clear(c->cache);
-    c->asof_w = w;
-    int rc = c->st->be->since(c, w, asof_one, c);
+    c->asof_from = from;
+    int rc = c->st->be->since(c, from, asof_one, c);
     if (rc) {
         store_asof_free(c->asof);
         c->asof = NULL;
@@ -172,7 +172,7 @@ int store_client_asof_move(struct store_client *c, struct store_client *from)
         return c ? store_errf(c, STORE_EINVAL, "as-of overlay: not the same slot") : STORE_EINVAL;
     store_asof_free(c->asof);
     c->asof = from->asof;
-    c->asof_w = from->asof_w;
+    c->asof_from = from->asof_from;
     from->asof = NULL;
     store_cache_clear(c->cache);
     return STORE_OK;
@@ -190,9 +190,9 @@ static int asof_fresh(struct store_client *c, const struct store_opid *id,
 {
     *use = false;
     if (!c->asof || !id || k->scope != STORE_FLOW || c->res.recorded ||
-        store_asof_get(c->asof, k, v) || (c->res.found && c->res.stamp <= c->asof_w))
+        store_asof_get(c->asof, k, v) || (c->res.found && c->res.stamp < c->asof_from))
         return STORE_OK;
-    int rc = c->st->be->since(c, c->asof_w, asof_one, c);
+    int rc = c->st->be->since(c, c->asof_from, asof_one, c);
     if (rc == STORE_OK)
         *use = store_asof_get(c->asof, k, v);
     return rc;

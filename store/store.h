@@ -89,20 +89,21 @@ int store_client_set_batch(struct store_client *c, unsigned n);
  * is as it was. */
 int store_client_cache(struct store_client *c, unsigned n);
 
-/* Makes the client read its slot's per-flow objects as of watermark w: what a
- * replay of the slot's packets after w needs (a replacement, or the upstream NFs
- * a recovery re-runs), when the store may already hold later writes to them
- * (the failed worker went past w, the live upstream worker is past it). Reads of
- * a slot's own per-flow objects are never recorded (that is what makes them
+/* Makes the client read its slot's per-flow objects as of just before clock
+ * from: what a replay of the slot's packets from there needs (a replacement
+ * replays from W + 1, or from 0 when W is 0; a recovery re-runs upstream NFs
+ * from the same clock), when the store may already hold later writes to them
+ * (the failed worker went past W, the live upstream worker is past it). Reads
+ * of a slot's own per-flow objects are never recorded (that is what makes them
  * cost what a local read costs); instead every write to one keeps the object's
  * value before it in its op record, and this call gathers, per object, the
- * value before the first write after w. The client then answers reads of those
- * objects from that overlay, kept current by its own writes (emulated or not).
- * Call it before the client's first op. STORE_EINVAL (a backend without it),
- * STORE_ENOMEM, STORE_EBACKEND, STORE_ESTALLED, STORE_ECORRUPT: the client
- * reads the store as before. */
-int store_client_asof(struct store_client *c, uint64_t w);
-/* Moves from's overlay (and its watermark) to c, a new client of the same
+ * value before its first write at a clock from `from` on. The client then
+ * answers reads of those objects from that overlay, kept current by its own
+ * writes (emulated or not). Call it before the client's first op. STORE_EINVAL
+ * (a backend without it), STORE_ENOMEM, STORE_EBACKEND, STORE_ESTALLED,
+ * STORE_ECORRUPT: the client reads the store as before. */
+int store_client_asof(struct store_client *c, uint64_t from);
+/* Moves from's overlay (and its clock) to c, a new client of the same
  * (vertex, slot): a replay that must open a new client midway (the slot was
  * fenced) goes on from where it was. STORE_EINVAL (NULL, another slot). */
 int store_client_asof_move(struct store_client *c, struct store_client *from);

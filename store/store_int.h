@@ -108,7 +108,7 @@ struct store_backend {
     int (*read)(struct store_client *c, const struct store_op *o, const uint8_t *key,
                 struct store_res *res);
     /* store_client_asof: calls fn for every write to a per-flow object that the
-     * client's slot made at a clock above w, with the object's value before it,
+     * client's slot made at a clock from w on, with the object's value before it,
      * in (clock, seq) order, from one snapshot. */
     int (*since)(struct store_client *c, uint64_t w, store_pre_fn fn, void *arg);
 };
@@ -132,7 +132,7 @@ struct store_client {
     struct store_cache *cache; /* NULL when off */
     uint64_t qkeys[16];        /* keys with an op in q (a Bloom filter) */
     struct store_asof *asof;   /* store_client_asof's overlay, or NULL */
-    uint64_t asof_w;           /* and the watermark it is as of */
+    uint64_t asof_from;        /* and the clock it is as of (just before) */
     struct store_stats stats;
     void *impl;
 };

@@ -822,9 +822,9 @@ int kv_since(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t
     if (rc)
         return rc;
     put32(pre + 1, c->vertex);
-    k_op(from, w + 1, c->vertex, 0);
+    k_op(from, w, c->vertex, 0);
     struct sincex s = {.x = &x, .fn = fn, .arg = arg};
-    rc = w == UINT64_MAX ? STORE_OK : kv->walk(c, x.txn, pre, sizeof(pre), from, 17, since_one, &s);
+    rc = kv->walk(c, x.txn, pre, sizeof(pre), from, 17, since_one, &s);
     kv->abort(x.txn);
     return rc;
 }

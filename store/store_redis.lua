@@ -318,17 +318,17 @@ local function trim()
   return {0}
 end
 
--- The writes of slot ARGV[3] to per-flow objects above clock ARGV[2], with the
+-- The writes of slot ARGV[3] to per-flow objects from clock ARGV[2] on, with the
 -- object before each: clock, seq, key, type ('-': absent), owner, value.
 local function since()
   local w, slot = tonumber(ARGV[2]), ARGV[3]
   local out = {0}
-  for _, bk in ipairs(redis.call('ZRANGEBYSCORE', OB, math.floor((w + 1) / 1024), '+inf')) do
+  for _, bk in ipairs(redis.call('ZRANGEBYSCORE', OB, math.floor(w / 1024), '+inf')) do
     local h = redis.call('HGETALL', bk)
     for j = 1, #h, 2 do
       local clock, seq = string.match(h[j], '^(%d+):(%d+)$')
       local r = h[j + 1]
-      if tonumber(clock) > w then
+      if tonumber(clock) >= w then
         local bl, p = string.match(r, '^%d+|%d|%d|%-?%d+|(%d+)|()')
         local q = p + tonumber(bl)
         if q <= #r then

@@ -603,7 +603,7 @@ static void test_flow_cache(void)
     CU_ASSERT(found && buf[0] == 'B'); /* without store_client_asof: the store now */
     store_client_close(replay);
     replay = client(st, 9, 1);
-    OK(store_client_asof(replay, 1));
+    OK(store_client_asof(replay, 2)); /* W = 1: the replay starts at clock 2 */
     OK(store_get(replay, ID(2, 0), &f, buf, sizeof(buf), &len, &found));
     CU_ASSERT(found && buf[0] == 'A');
     OK(store_incr(replay, ID(2, 2), &g, 2, &v));
@@ -670,7 +670,7 @@ static void test_asof_reads(void)
     CU_ASSERT(found && !strcmp(b, "E"));
     OK(store_flush(c));
     r = client(st, 4, 2);
-    OK(store_client_asof(r, 1));
+    OK(store_client_asof(r, 2)); /* W = 1 */
     /* Written after the overlay was gathered (the live worker beside a re-run). */
     OK(store_put(c, ID(7, 0), &h, "X", 1));
     OK(store_del(c, ID(8, 0), &d2));
@@ -695,6 +695,33 @@ static void test_asof_reads(void)
     /* The replay changed nothing: every write was emulated. */
     OK(store_flush(r));
     CU_ASSERT_EQUAL(geti(c, &i), 15);
+    store_client_close(r);
+    store_client_close(c);
+    store_close(st);
+}
+
+/* W = 0 may mean nothing is applied: a replay then starts at clock 0, and what
+ * clock 0 wrote must not show before it writes it (it did once: a replacement
+ * read clock 0's last value at clock 0's first read and took another path). */
+static void test_asof_from_zero(void)
+{
+    struct store *st = fresh();
+    struct store_client *c = client(st, 5, 0), *r;
+    struct store_key k = mkkey(STORE_FLOW, 1, "k");
+    char b[8];
+    bool found;
+    get_s(c, 0, 0, &k, b, sizeof(b), &found);
+    CU_ASSERT(!found);
+    OK(store_put(c, ID(0, 1), &k, "a", 1));
+    OK(store_put(c, ID(3, 0), &k, "b", 1));
+    OK(store_flush(c));
+    r = client(st, 5, 0);
+    OK(store_client_asof(r, 0));
+    get_s(r, 0, 0, &k, b, sizeof(b), &found);
+    CU_ASSERT(!found); /* as of clock 1 it would be "a", mine */
+    OK(store_put(r, ID(0, 1), &k, "a", 1));
+    get_s(r, 1, 0, &k, b, sizeof(b), &found);
+    CU_ASSERT(found && !strcmp(b, "a")); /* "b" in the store */
     store_client_close(r);
     store_client_close(c);
     store_close(st);
@@ -919,6 +946,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "per-flow cache: absence is not cached", test_flow_cache_absent);
     CU_add_test(s, "per-flow cache: nor after a delete", test_flow_cache_deleted);
     CU_add_test(s, "reads as of a watermark", test_asof_reads);
+    CU_add_test(s, "reads as of clock 0", test_asof_from_zero);
     CU_add_test(s, "a refusal of an earlier op is not a read's answer", test_refusal_not_mine);
     CU_add_test(s, "bad URLs", test_bad_url);
     CU_add_test(s, "flush_async without a loop", test_flush_async);
