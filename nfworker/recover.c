@@ -150,7 +150,7 @@ static int open_up_nf(struct recovery *rec, struct up_nf *u, struct rw_err *e)
     for (uint32_t j = 0; j < u->n; j++) {
         struct up_inst *x = &u->inst[j];
         int rc = store_client_open(rec->w->st, u->index + 1, (uint16_t)j, &x->sc, e);
-        if (rc)
+        if (rc || (rc = store_client_sole(x->sc, worker_sole(rec->c, u->index))))
             return rc;
         struct nf_inst_opts no = {.def = u->def,
                                   .config = nf->config,
@@ -223,6 +223,8 @@ static int up_reopen(struct recovery *rec, struct up_nf *u, uint32_t j)
     int rc = store_client_open(rec->w->st, u->index + 1, (uint16_t)j, &x->sc, &e);
     if (rc == STORE_OK) /* the state as of where the replay is, not as of W again */
         rc = store_client_asof_move(x->sc, old);
+    if (rc == STORE_OK)
+        rc = store_client_sole(x->sc, worker_sole(rec->c, u->index));
     else
         x->sc = NULL;
     store_client_close(old);

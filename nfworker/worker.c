@@ -15,6 +15,8 @@
 #include "nfworker.h"
 #include "worker_int.h"
 
+#include "chain.h"
+
 #include <errno.h>
 #include <pcap/pcap.h>
 #include <stdarg.h>
@@ -476,6 +478,11 @@ static int setup(struct worker *w, struct rw_err *e)
     return nf_inst_open(&no, &w->nf, e);
 }
 
+bool worker_sole(const struct chain *c, uint32_t nf_index)
+{
+    return c && nf_index < c->nnfs && c->nfs[nf_index].instances == 1;
+}
+
 /* The client the loop uses. The slot's own per-flow objects are read from the
  * cache after the first time: the store still records every op (queued blind),
  * without a round trip per packet. */
@@ -484,7 +491,8 @@ static int open_client(struct worker *w, bool claim, struct rw_err *e)
     struct store_client *sc = NULL;
     int rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e);
     worker_set_client(w, sc);
-    if (!rc && ((claim && (rc = store_claim(w->sc))) || (rc = store_client_cache(w->sc, 1 << 16))))
+    if (!rc && ((claim && (rc = store_claim(w->sc))) || (rc = store_client_cache(w->sc, 1 << 16)) ||
+                (rc = store_client_sole(w->sc, worker_sole(w->o->chain, w->o->nf_index)))))
         rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     return rc;
 }
@@ -505,7 +513,8 @@ static int open_store(struct worker *w, struct rw_err *e)
     struct store_client *sc = NULL;
     rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e);
     worker_set_client(w, sc);
-    if (!rc && (rc = store_claim(w->sc)))
+    if (!rc && ((rc = store_claim(w->sc)) ||
+                (rc = store_client_sole(w->sc, worker_sole(w->o->chain, w->o->nf_index)))))
         rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     if (!rc)
         rc = worker_recover(w, e);

@@ -68,4 +68,8 @@ int worker_buffer_links(struct worker *w);
  * arrived meanwhile in the backlog. */
 int worker_recover(struct worker *w, struct rw_err *e);
 
+/* Whether the NF at nf_index runs one instance: its slot then alone changes the
+ * NF's objects, shared ones included (store_client_sole). */
+bool worker_sole(const struct chain *c, uint32_t nf_index);
+
 #endif

@@ -37,6 +37,24 @@ int store_res_set(struct store_res *r, const void *p, size_t len)
     return STORE_OK;
 }
 
+/* Objects the client's slot alone changes: per-flow ones, and with
+ * store_client_sole every object of the vertex. They are cached, read without
+ * a record, and read as of a clock in a replay. */
+static bool owned(const struct store_client *c, const struct store_key *k)
+{
+    return k->scope == STORE_FLOW || c->sole;
+}
+
+static bool cache_get(struct store_client *c, const struct store_key *k, struct store_cval *v)
+{
+    return owned(c, k) && store_cache_get(c->cache, k, v);
+}
+
+static bool ov_get(struct store_client *c, const struct store_key *k, struct store_oval *v)
+{
+    return owned(c, k) && store_asof_get(c->asof, k, v);
+}
+
 int store_open(const char *url, struct store **out, struct rw_err *err)
 {
     const struct store_backend *be = NULL;
@@ -134,8 +152,9 @@ static int asof_one(void *arg, const struct store_pre *p)
     struct store_client *c = arg;
     if (p->type != 0 && p->type != 's' && p->type != 'i')
         return STORE_OK; /* a list: only pop reads one, and its result is recorded */
-    struct store_key k = {STORE_FLOW, p->object, p->key, p->klen};
-    struct store_oval v = {p->type, p->type && p->owner == c->slot, p->i, p->val, p->len};
+    struct store_key k = {p->scope, p->object, p->key, p->klen};
+    bool mine = p->scope == STORE_FLOW ? p->owner == c->slot : c->sole;
+    struct store_oval v = {p->type, p->type && mine, p->i, p->val, p->len};
     if (store_asof_add(c->asof, &k, &v))
         return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
     return STORE_OK;
@@ -166,6 +185,15 @@ void store_client_asof_undo(struct store_client *c, uint64_t clock, uint16_t sub
         store_asof_undo(c->asof, clock, sub);
 }
 
+int store_client_sole(struct store_client *c, bool sole)
+{
+    if (!c)
+        return STORE_EINVAL;
+    c->sole = sole;
+    store_cache_clear(c->cache);
+    return STORE_OK;
+}
+
 int store_client_asof_move(struct store_client *c, struct store_client *from)
 {
     if (!c || !from || c->vertex != from->vertex || c->slot != from->slot)
@@ -189,12 +217,12 @@ static int asof_fresh(struct store_client *c, const struct store_opid *id,
                       const struct store_key *k, bool *use, struct store_oval *v)
 {
     *use = false;
-    if (!c->asof || !id || k->scope != STORE_FLOW || c->res.recorded ||
-        store_asof_get(c->asof, k, v) || (c->res.found && c->res.stamp < c->asof_from))
+    if (!c->asof || !id || !owned(c, k) || c->res.recorded || ov_get(c, k, v) ||
+        (c->res.found && c->res.stamp < c->asof_from))
         return STORE_OK;
     int rc = c->st->be->since(c, c->asof_from, asof_one, c);
     if (rc == STORE_OK)
-        *use = store_asof_get(c->asof, k, v);
+        *use = ov_get(c, k, v);
     return rc;
 }
 
@@ -274,6 +302,7 @@ static int enqueue(struct store_client *c, struct store_op *o, const struct stor
         o->scope = k->scope;
         o->object = k->object;
         o->klen = (uint32_t)k->len;
+        o->owned = owned(c, k);
     }
     if (q_bytes(q, k ? k->bytes : NULL, k ? k->len : 0, &o->koff) ||
         q_bytes(q, a, alen, &o->aoff) || q_bytes(q, b, blen, &o->boff))
@@ -379,8 +408,9 @@ static int view_read(struct store_client *c, struct store_op *o, const struct st
     o->scope = k->scope;
     o->object = k->object;
     o->klen = (uint32_t)k->len;
+    o->owned = owned(c, k);
     int rc = c->st->be->read(c, o, k->bytes, &c->res);
-    if (rc || c->res.recorded || (k->scope == STORE_FLOW && c->res.found))
+    if (rc || c->res.recorded || (owned(c, k) && c->res.found))
         return rc;
     struct store_op note = *o;
     note.kind = SOP_NOTE;
@@ -438,7 +468,7 @@ static int local_read(struct store_client *c)
 static bool asof_read(struct store_client *c, const struct store_opid *id,
                       const struct store_key *k, struct store_oval *v)
 {
-    return id && store_asof_get(c->asof, k, v) && v->mine;
+    return id && ov_get(c, k, v) && v->mine;
 }
 
 /* Keeps the overlay at the client's position: every write to one of its keys. */
@@ -446,7 +476,7 @@ static int asof_write(struct store_client *c, const struct store_opid *id,
                       const struct store_key *k, uint8_t type, int64_t i, const void *p, size_t len)
 {
     struct store_oval v = {type, type != 0 && type != STORE_ASOF_FOLLOW, i, p, len};
-    if (store_asof_set(c->asof, k, &v, id->clock, (uint16_t)(id->seq >> 16)))
+    if (owned(c, k) && store_asof_set(c->asof, k, &v, id->clock, (uint16_t)(id->seq >> 16)))
         return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
     return STORE_OK;
 }
@@ -454,6 +484,8 @@ static int asof_write(struct store_client *c, const struct store_opid *id,
 static void cache_put(struct store_client *c, const struct store_key *k, uint8_t type, int64_t i,
                       const void *p, size_t len)
 {
+    if (!owned(c, k))
+        return;
     struct store_cval v = {type, i, p, len};
     store_cache_set(c->cache, k, &v);
 }
@@ -469,7 +501,7 @@ int store_get(struct store_client *c, const struct store_opid *id, const struct 
     struct store_oval ov;
     if (asof_read(c, id, k, &ov) && ov.type != 'i')
         v = (struct store_cval){ov.type, 0, ov.bytes, ov.len};
-    else if (!(id && store_cache_get(c->cache, k, &v) && v.type == 's'))
+    else if (!(id && cache_get(c, k, &v) && v.type == 's'))
         v.type = 0;
     if (v.type) {
         *len = v.len;
@@ -511,7 +543,7 @@ int store_get_int(struct store_client *c, const struct store_opid *id, const str
         *v = ov.i;
         return local_read(c);
     }
-    if (id && store_cache_get(c->cache, k, &cv) && cv.type == 'i') {
+    if (id && cache_get(c, k, &cv) && cv.type == 'i') {
         *found = true;
         *v = cv.i;
         return local_read(c);
@@ -583,11 +615,11 @@ int store_incr(struct store_client *c, const struct store_opid *id, const struct
     o.delta = delta;
     struct store_cval v;
     struct store_oval ov;
-    bool inov = store_asof_get(c->asof, k, &ov), known;
+    bool inov = ov_get(c, k, &ov), known;
     if (inov) /* as of the replay's position; absent: 0, or another's (refused) */
         known = ov.type == 0 || (ov.type == 'i' && ov.mine), v.type = ov.type, v.i = ov.i;
     else
-        known = store_cache_get(c->cache, k, &v) && v.type != 's';
+        known = cache_get(c, k, &v) && v.type != 's';
     int64_t now = (int64_t)((uint64_t)(known && v.type == 'i' ? v.i : 0) + (uint64_t)delta);
     if (!result || known) {
         if (result) {

@@ -103,6 +103,14 @@ int store_client_cache(struct store_client *c, unsigned n);
  * (a backend without it), STORE_ENOMEM, STORE_EBACKEND, STORE_ESTALLED,
  * STORE_ECORRUPT: the client reads the store as before. */
 int store_client_asof(struct store_client *c, uint64_t from);
+/* Says whether the client's slot is the only one that changes the objects of
+ * its vertex (its NF runs one instance). Its shared objects are then as much its
+ * own as its per-flow ones, as CHC treats state that one instance uses: cached,
+ * read without a record, written with the value before in the record, read as
+ * of a clock in a replay. Lists are not: pop stays a recorded op. A vertex with
+ * several slots must not set it (a read's answer would not be reproduced).
+ * STORE_EINVAL only for a NULL client. */
+int store_client_sole(struct store_client *c, bool sole);
 /* Moves from's overlay (and its clock) to c, a new client of the same
  * (vertex, slot): a replay that must open a new client midway (the slot was
  * fenced) goes on from where it was. STORE_EINVAL (NULL, another slot). */

@@ -10,7 +10,7 @@
 struct centry {
     bool used;
     uint8_t type;
-    uint16_t object;
+    uint32_t object; /* scope << 16 | object: a key's identity is all three */
     uint8_t klen;
     uint8_t key[STORE_KEY_MAX];
     int64_t i;
@@ -55,9 +55,14 @@ void store_cache_free(struct store_cache *sc)
     free(sc);
 }
 
+static uint32_t ident(const struct store_key *k)
+{
+    return (uint32_t)k->scope << 16 | k->object;
+}
+
 static struct centry *slot_of(struct store_cache *sc, const struct store_key *k)
 {
-    uint64_t h = 1469598103934665603ull ^ k->object;
+    uint64_t h = 1469598103934665603ull ^ ident(k);
     const uint8_t *p = k->bytes;
     for (size_t i = 0; i < k->len; i++)
         h = (h ^ p[i]) * 1099511628211ull;
@@ -66,13 +71,13 @@ static struct centry *slot_of(struct store_cache *sc, const struct store_key *k)
 
 static bool same(const struct centry *e, const struct store_key *k)
 {
-    return e->used && e->object == k->object && e->klen == k->len &&
+    return e->used && e->object == ident(k) && e->klen == k->len &&
            !memcmp(e->key, k->bytes, k->len);
 }
 
 bool store_cache_get(struct store_cache *sc, const struct store_key *k, struct store_cval *v)
 {
-    if (!sc || k->scope != STORE_FLOW)
+    if (!sc)
         return false;
     struct centry *e = slot_of(sc, k);
     if (!same(e, k))
@@ -83,7 +88,7 @@ bool store_cache_get(struct store_cache *sc, const struct store_key *k, struct s
 
 void store_cache_set(struct store_cache *sc, const struct store_key *k, const struct store_cval *v)
 {
-    if (!sc || k->scope != STORE_FLOW)
+    if (!sc)
         return;
     struct centry *e = slot_of(sc, k);
     uint8_t *nv = NULL;
@@ -96,7 +101,7 @@ void store_cache_set(struct store_cache *sc, const struct store_key *k, const st
     forget(e);
     *e = (struct centry){.used = true,
                          .type = v->type,
-                         .object = k->object,
+                         .object = ident(k),
                          .klen = (uint8_t)k->len,
                          .i = v->i,
                          .val = nv,
@@ -107,7 +112,7 @@ void store_cache_set(struct store_cache *sc, const struct store_key *k, const st
 
 void store_cache_drop(struct store_cache *sc, const struct store_key *k)
 {
-    if (!sc || k->scope != STORE_FLOW)
+    if (!sc)
         return;
     struct centry *e = slot_of(sc, k);
     if (same(e, k))
@@ -124,7 +129,7 @@ struct aentry {
     uint8_t *bval;
     uint64_t mclock; /* the packet (clock, sub) that wrote it last */
     uint32_t msub;   /* with 1 << 16: none yet */
-    uint16_t object;
+    uint32_t object; /* scope << 16 | object */
     uint8_t klen;
     uint8_t key[];
 };
@@ -166,7 +171,7 @@ size_t store_asof_size(const struct store_asof *a)
 
 static uint64_t khash(const struct store_key *k)
 {
-    uint64_t h = 1469598103934665603ull ^ k->object;
+    uint64_t h = 1469598103934665603ull ^ ident(k);
     const uint8_t *p = k->bytes;
     for (size_t i = 0; i < k->len; i++)
         h = (h ^ p[i]) * 1099511628211ull;
@@ -177,7 +182,7 @@ static struct aentry **afind(const struct store_asof *a, const struct store_key 
 {
     struct aentry **pp = &a->tab[khash(k) & (a->nb - 1)];
     for (; *pp; pp = &(*pp)->next)
-        if ((*pp)->object == k->object && (*pp)->klen == k->len &&
+        if ((*pp)->object == ident(k) && (*pp)->klen == k->len &&
             !memcmp((*pp)->key, k->bytes, k->len))
             break;
     return pp;
@@ -209,7 +214,7 @@ static void agrow(struct store_asof *a)
     for (size_t i = 0; i < a->nb; i++)
         for (struct aentry *e = a->tab[i], *nx; e; e = nx) {
             nx = e->next;
-            struct store_key k = {STORE_FLOW, e->object, e->key, e->klen};
+            struct store_key k = {(uint8_t)(e->object >> 16), (uint16_t)e->object, e->key, e->klen};
             struct aentry **pp = &t[khash(&k) & (nb - 1)];
             e->next = *pp;
             *pp = e;
@@ -230,7 +235,7 @@ int store_asof_add(struct store_asof *a, const struct store_key *k, const struct
         return STORE_ENOMEM;
     }
     e->msub = 1u << 16;
-    e->object = k->object;
+    e->object = ident(k);
     e->klen = (uint8_t)k->len;
     if (k->len)
         memcpy(e->key, k->bytes, k->len);
@@ -242,7 +247,7 @@ int store_asof_add(struct store_asof *a, const struct store_key *k, const struct
 
 bool store_asof_get(const struct store_asof *a, const struct store_key *k, struct store_oval *v)
 {
-    if (!a || k->scope != STORE_FLOW)
+    if (!a)
         return false;
     struct aentry *e = *afind(a, k);
     if (e)
@@ -253,7 +258,7 @@ bool store_asof_get(const struct store_asof *a, const struct store_key *k, struc
 int store_asof_set(struct store_asof *a, const struct store_key *k, const struct store_oval *v,
                    uint64_t clock, uint16_t sub)
 {
-    if (!a || k->scope != STORE_FLOW)
+    if (!a)
         return STORE_OK;
     static const struct store_oval follow = {.type = STORE_ASOF_FOLLOW};
     int rc = store_asof_add(a, k, &follow); /* undone, a new key follows the store */

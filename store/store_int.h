@@ -34,6 +34,7 @@ struct store_op {
     uint8_t scope;
     uint8_t has_id;
     uint8_t has_a; /* cas: expect given (else "expect absent") */
+    uint8_t owned; /* the client's slot alone changes it (store.c: owned) */
     uint16_t object;
     uint16_t to; /* move target slot */
     uint32_t seq;
@@ -68,6 +69,7 @@ struct store_asof;
 struct store_pre {
     uint64_t clock;
     uint32_t seq;
+    uint8_t scope;
     uint16_t object;
     const uint8_t *key;
     size_t klen;
@@ -131,6 +133,7 @@ struct store_client {
     struct rw_err err;
     struct store_cache *cache; /* NULL when off */
     uint64_t qkeys[16];        /* keys with an op in q (a Bloom filter) */
+    bool sole;                 /* store_client_sole */
     struct store_asof *asof;   /* store_client_asof's overlay, or NULL */
     uint64_t asof_from;        /* and the clock it is as of (just before) */
     struct store_stats stats;

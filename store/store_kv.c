@@ -16,8 +16,9 @@
  * the store holds a later value, store_client_asof).
  *
  * An op record: kind1 flags1 int8 len4 bytes (the op's result: flags 1 found,
- * 2 swapped), and, for a write to a per-flow object (flags 4), what a read as of
- * an earlier clock needs (store_client_asof): writer-slot2 object2 klen1 key and
+ * 2 swapped), and, for a write to a per-flow object (flags 4; any object of a
+ * store_client_sole client's), what a read as of an earlier clock needs
+ * (store_client_asof): writer-slot2 scope1 object2 klen1 key and
  * the object before the op: type1 (0 absent) owner2 len4 payload. A read of a
  * per-flow object that finds it has no record: only the owner can have changed
  * it, in clock order, so a replay of the owner's packets from its watermark
@@ -425,7 +426,7 @@ static int rec_put(struct kx *x, const struct store_op *o, const struct store_re
 static int pre_take(struct kx *x, const struct store_op *o, const struct meta *m)
 {
     size_t plen = !m->exists ? 0 : m->type == 'i' ? 8 : m->len;
-    size_t n = 5 + o->klen + 7 + plen;
+    size_t n = 6 + o->klen + 7 + plen;
     if (n > x->cpre) {
         uint8_t *nb = realloc(x->pre, n);
         if (!nb)
@@ -435,10 +436,11 @@ static int pre_take(struct kx *x, const struct store_op *o, const struct meta *m
     }
     uint8_t *p = x->pre;
     put16(p, x->c->slot);
-    put16(p + 2, o->object);
-    p[4] = (uint8_t)o->klen;
-    memcpy(p + 5, store_op_key(x->b, o), o->klen);
-    p += 5 + o->klen;
+    p[2] = o->scope;
+    put16(p + 3, o->object);
+    p[5] = (uint8_t)o->klen;
+    memcpy(p + 6, store_op_key(x->b, o), o->klen);
+    p += 6 + o->klen;
     p[0] = m->exists ? m->type : 0;
     put16(p + 1, m->exists ? m->owner : STORE_NO_SLOT);
     put32(p + 3, (uint32_t)plen);
@@ -450,11 +452,12 @@ static int pre_take(struct kx *x, const struct store_op *o, const struct meta *m
     return STORE_OK;
 }
 
-/* Writes to per-flow objects whose record keeps the value before (lists are
- * never read but by pop, whose result is recorded). */
+/* Writes to objects the client's slot alone changes (per-flow ones, or all with
+ * store_client_sole) whose record keeps the value before (lists are never read
+ * but by pop, whose result is recorded). */
 static bool flow_write(const struct store_op *o)
 {
-    return o->scope == STORE_FLOW &&
+    return (o->scope == STORE_FLOW || o->owned) &&
            (o->kind == SOP_PUT || o->kind == SOP_DEL || o->kind == SOP_INCR || o->kind == SOP_CAS ||
             o->kind == SOP_MOVE);
 }
@@ -528,9 +531,10 @@ static int exec_op(struct kx *x, const struct store_op *o, struct store_res *r)
     if ((rc = meta_load(x, dk, dl, &m)) || (rc = check_owner(x, o, &m)) ||
         (pre && (rc = pre_take(x, o, &m))) || (rc = do_op(x, dk, dl, &m, o, r)))
         return rc;
-    /* A per-flow object found is the reader's own (check_owner): no record. */
-    bool own_read =
-        o->scope == STORE_FLOW && (o->kind == SOP_GET || o->kind == SOP_GETI) && r->found;
+    /* A per-flow object found is the reader's own (check_owner), and so is any
+     * object of a sole client's: no record. */
+    bool own_read = (o->scope == STORE_FLOW || o->owned) &&
+                    (o->kind == SOP_GET || o->kind == SOP_GETI) && r->found;
     return o->has_id && !own_read ? rec_put(x, o, r, pre) : STORE_OK;
 }
 
@@ -792,16 +796,17 @@ static int since_one(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, s
     if (!(v[1] & 4))
         return STORE_OK;
     const uint8_t *p = v + 14 + get32(v + 10), *end = v + vl;
-    if (end - p < 5 || end - p < 5 + p[4] + 7)
+    if (end - p < 6 || end - p < 6 + p[5] + 7)
         return store_errf(c, STORE_ECORRUPT, "op record's pre-image cut short");
     if (get16(p) != c->slot)
         return STORE_OK;
     struct store_pre pr = {.clock = rw_get_be64(k + 5),
                            .seq = get32(k + 13),
-                           .object = get16(p + 2),
-                           .key = p + 5,
-                           .klen = p[4]};
-    p += 5 + pr.klen;
+                           .scope = p[2],
+                           .object = get16(p + 3),
+                           .key = p + 6,
+                           .klen = p[5]};
+    p += 6 + pr.klen;
     pr.type = p[0];
     pr.owner = get16(p + 1);
     pr.len = get32(p + 3);

@@ -434,7 +434,7 @@ static void arg_op(struct argv *a, const struct store_batch *b, const struct sto
     if (o->klen)
         memcpy(key + kl, store_op_key(b, o), o->klen);
     arg_num(a, o->kind);
-    arg_num(a, o->has_id | (o->has_a << 1));
+    arg_num(a, o->has_id | (o->has_a << 1) | (o->owned << 2));
     arg_num(a, (long long)o->clock);
     arg_num(a, o->seq);
     arg_num(a, o->scope);
@@ -904,6 +904,7 @@ static int redis_since(struct store_client *c, uint64_t w, store_pre_fn fn, void
         char t = f[1]->str[0];
         struct store_pre p = {.clock = v[i].clock,
                               .seq = v[i].seq,
+                              .scope = (uint8_t)scope,
                               .object = (uint16_t)object,
                               .key = (const uint8_t *)f[0]->str + used,
                               .klen = f[0]->len - (size_t)used,

@@ -249,16 +249,18 @@ local function batch()
     elseif kind ~= 9 then
       local m = kind ~= 10 and base_meta(base, key)
       local pre = ''
-      if rk and scope == 1 and FLOW_WRITE[kind] then
+      local owned = scope == 1 or math.floor(flags / 4) % 2 == 1 -- store.c: owned
+      if rk and owned and FLOW_WRITE[kind] then
         -- the object before the write, for reads as of an earlier clock
         pre = slot .. '|' .. (m.t or '-') .. '|' .. (m.t and m.o or NONE) .. '|' .. #key .. '|'
           .. key .. (m.t and m.t ~= 'l' and (type(m.v) == 'number' and fmt(m.v) or m.v) or '')
       end
-      local clk = (rk and scope == 1) and clock or '0'
+      local clk = (rk and owned) and clock or '0'
       found, swapped, i, bytes = apply(kind, flags, scope, key, a, b, arg, slot, m, clk)
       stamp = (kind == 1 or kind == 2) and found == 1 and m.c or '0'
-      -- a per-flow object found is the reader's own: no record (store_kv.c)
-      if scope == 1 and (kind == 1 or kind == 2) and found == 1 then rk = false end
+      -- a per-flow object found is the reader's own, and so is any object of a
+      -- sole client's: no record (store_kv.c)
+      if owned and (kind == 1 or kind == 2) and found == 1 then rk = false end
       if rk then
         local rec = kind .. '|' .. found .. '|' .. swapped .. '|' .. fmt(i) .. '|' .. #bytes .. '|'
           .. bytes .. pre
