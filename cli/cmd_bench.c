@@ -21,8 +21,8 @@ int cmd_bench(int argc, char **argv)
                    "         durability mode; flow-query export vs tcpdump\n"
                    "  store  state store ops/s per backend vs plain LMDB puts and plain\n"
                    "         pipelined Redis INCRBY\n"
-                   "  chain  a 1-NF and a 2-NF chain, fault tolerant vs --no-ft: throughput,\n"
-                   "         latency, and what FT adds per NF\n"
+                   "  chain  every chain of the catalog, fault tolerant vs --no-ft:\n"
+                   "         throughput, latency, and what FT adds per NF\n"
                    "  failover  a chain healthy vs under a kill storm: throughput ratio,\n"
                    "         detection and recovery times\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
