@@ -60,13 +60,19 @@ static uint32_t ident(const struct store_key *k)
     return (uint32_t)k->scope << 16 | k->object;
 }
 
-static struct centry *slot_of(struct store_cache *sc, const struct store_key *k)
+/* FNV-1a over the key's identity and bytes: the cache's and the overlay's hash. */
+static uint64_t khash(const struct store_key *k)
 {
     uint64_t h = 1469598103934665603ull ^ ident(k);
     const uint8_t *p = k->bytes;
     for (size_t i = 0; i < k->len; i++)
         h = (h ^ p[i]) * 1099511628211ull;
-    return &sc->e[h & sc->mask];
+    return h;
+}
+
+static struct centry *slot_of(struct store_cache *sc, const struct store_key *k)
+{
+    return &sc->e[khash(k) & sc->mask];
 }
 
 static bool same(const struct centry *e, const struct store_key *k)
@@ -167,15 +173,6 @@ void store_asof_free(struct store_asof *a)
 size_t store_asof_size(const struct store_asof *a)
 {
     return a ? a->n : 0;
-}
-
-static uint64_t khash(const struct store_key *k)
-{
-    uint64_t h = 1469598103934665603ull ^ ident(k);
-    const uint8_t *p = k->bytes;
-    for (size_t i = 0; i < k->len; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
 }
 
 static struct aentry **afind(const struct store_asof *a, const struct store_key *k)
