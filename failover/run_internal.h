@@ -67,6 +67,7 @@ struct run_failover {
 /* What every process that served an NF counted, summed as they are reaped. */
 struct run_nf_total {
     uint64_t pkts_in, pkts_out, dropped, dups;
+    uint64_t store_ops, store_batches, store_local_reads;
     uint64_t lat[RW_LAT_BUCKETS];
     unsigned ncounters;
     char names[NF_COUNTERS * 4][24];

@@ -225,9 +225,12 @@ static void nf_stats(FILE *f, struct run *r, uint32_t k, bool last)
     fprintf(f,
             "    {\"name\": \"%s\", \"type\": \"%s\", \"instances\": %u, \"packets_in\": %" PRIu64
             ", \"packets_out\": %" PRIu64 ", \"dropped\": %" PRIu64 ", \"duplicates\": %" PRIu64
-            ", \"latency_ns\": {\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "}",
+            ", \"latency_ns\": {\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 "}"
+            ", \"store\": {\"ops\": %" PRIu64 ", \"batches\": %" PRIu64
+            ", \"local_reads\": %" PRIu64 "}",
             nf->name, nf->type, nf->instances, t->pkts_in, t->pkts_out, t->dropped, t->dups,
-            rw_lat_percentile(lat, 50), rw_lat_percentile(lat, 99));
+            rw_lat_percentile(lat, 50), rw_lat_percentile(lat, 99), t->store_ops, t->store_batches,
+            t->store_local_reads);
     nf_counters(f, t);
     fprintf(f, "}%s\n", last ? "" : ",");
 }

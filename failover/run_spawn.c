@@ -454,6 +454,9 @@ static void fold(struct run *r, struct run_proc *p)
     t->pkts_out += atomic_load(&st->pkts_out);
     t->dropped += atomic_load(&st->dropped);
     t->dups += atomic_load(&st->dups);
+    t->store_ops += atomic_load(&st->store_ops);
+    t->store_batches += atomic_load(&st->store_batches);
+    t->store_local_reads += atomic_load(&st->store_local_reads);
     for (int b = 0; b < RW_LAT_BUCKETS; b++)
         t->lat[b] += atomic_load(&st->lat[b]);
     for (int c = 0; c < NF_COUNTERS && st->counters[c].name[0]; c++) {

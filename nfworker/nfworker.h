@@ -61,6 +61,9 @@ struct worker_status {
     _Atomic uint64_t cur_clock;
     _Atomic uint32_t cur_sub, busy;
     struct nf_counter counters[NF_COUNTERS]; /* nf_count */
+    /* The slot's state ops (FT): handed to the store in batches, and reads the
+     * worker answered itself (the cache: its own objects, never sent). */
+    _Atomic uint64_t store_ops, store_batches, store_local_reads;
 };
 
 #define WORKER_ASSIGN(nf, inst) ((((uint32_t)(nf)) << 16 | (uint32_t)(inst)) + 1)

@@ -38,8 +38,26 @@ int worker_store_err(struct worker *w, int rc)
     return rc;
 }
 
+void worker_publish_store(struct worker *w)
+{
+    struct store_stats s = {0};
+    if (w->sc)
+        store_client_stats(w->sc, &s);
+    struct worker_status *st = w->o->status;
+    atomic_store(&st->store_ops, w->store_base.ops + s.ops);
+    atomic_store(&st->store_batches, w->store_base.batches + s.batches);
+    atomic_store(&st->store_local_reads, w->store_base.cache_hits + s.cache_hits);
+}
+
 void worker_set_client(struct worker *w, struct store_client *sc)
 {
+    if (w->sc) { /* its figures stay counted: it is being replaced */
+        struct store_stats s;
+        store_client_stats(w->sc, &s);
+        w->store_base.ops += s.ops;
+        w->store_base.batches += s.batches;
+        w->store_base.cache_hits += s.cache_hits;
+    }
     w->sc = sc;
     nf_inst_set_client(w->nf, sc);
 }
@@ -396,6 +414,7 @@ static int advance_watermark(struct worker *w, uint64_t m, bool idle)
         w->flushed_done = w->done;
         w->last_flush_ns = now;
         worker_publish_w(w);
+        worker_publish_store(w);
         return trim(w);
     }
     return 0;
@@ -520,8 +539,9 @@ static int open_store(struct worker *w, struct rw_err *e)
         rc = worker_recover(w, e);
     if (rc)
         return rc;
-    store_client_close(w->sc);
-    worker_set_client(w, NULL);
+    struct store_client *replayed = w->sc;
+    worker_set_client(w, NULL); /* keeps its figures */
+    store_client_close(replayed);
     return open_client(w, false, e);
 }
 
@@ -562,8 +582,10 @@ int worker_run(const struct worker_opts *o, struct rw_err *e)
     if (rc && e)
         e->code = run_code(rc);
     rc = run_code(rc);
-    if (w.sc)
+    if (w.sc) {
+        worker_publish_store(&w);
         store_client_close(w.sc);
+    }
     if (w.st && !o->store)
         store_close(w.st);
     atomic_store(&o->status->state, rc ? WORKER_FAILED : WORKER_FINISHED);

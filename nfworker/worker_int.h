@@ -35,12 +35,13 @@ struct worker {
     uint64_t max_clock;       /* highest input clock processed */
     struct link_heap pending; /* several input links: inputs waiting for every link's mark */
     struct backlog *backlog;
-    uint64_t done;          /* last clock given to store_done */
-    uint64_t flushed_done;  /* ... and the last one flushed */
-    uint64_t last_flush_ns; /* store flushes carry W even when no batch fills */
-    uint64_t trimmed;       /* G of the last trim (the first instance of an NF trims) */
-    int qslot;              /* its index in the shared block's quarantine (-1: none) */
-    bool poisoned;          /* `rewind chaos --poison`: abort on a packet matching poison */
+    struct store_stats store_base; /* of the clients closed before sc */
+    uint64_t done;                 /* last clock given to store_done */
+    uint64_t flushed_done;         /* ... and the last one flushed */
+    uint64_t last_flush_ns;        /* store flushes carry W even when no batch fills */
+    uint64_t trimmed;              /* G of the last trim (the first instance of an NF trims) */
+    int qslot;                     /* its index in the shared block's quarantine (-1: none) */
+    bool poisoned;                 /* `rewind chaos --poison`: abort on a packet matching poison */
     struct bpf_program poison;
 };
 
@@ -71,5 +72,8 @@ int worker_recover(struct worker *w, struct rw_err *e);
 /* Whether the NF at nf_index runs one instance: its slot then alone changes the
  * NF's objects, shared ones included (store_client_sole). */
 bool worker_sole(const struct chain *c, uint32_t nf_index);
+
+/* Puts the slot's store figures (every client it used) in its status block. */
+void worker_publish_store(struct worker *w);
 
 #endif
