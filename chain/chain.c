@@ -642,13 +642,20 @@ int chain_node_enum(const struct chain_node *map, const char *key, const char *c
 /* ---- chain sections ---- */
 
 static const char *const top_keys[] = {"name",      "input", "store", "log",
-                                       "max_frame", "nfs",   "edges", NULL};
+                                       "max_frame", "nfs",   "edges", "stragglers", NULL};
 static const char *const input_keys[] = {"trace", "port", NULL};
 static const char *const log_keys[] = {"durability", "segment_mb", NULL};
 static const char *const nf_keys[] = {"name", "type", "instances", "flowspace", "config", NULL};
 static const char *const edge_keys[] = {"from", "to", "filter", NULL};
 static const char *const fs_names[] = {"5tuple", "src", "dst", "host-pair", NULL};
 static const char *const dur_names[] = {"none", "process", "power", NULL};
+static const char *const straggler_keys[] = {"factor", "for_ms", "action", NULL};
+static const char *const straggler_actions[] = {"clone", "restart", "off", NULL};
+
+const char *chain_straggler_action_name(enum chain_straggler_action a)
+{
+    return (unsigned)a < 3 ? straggler_actions[a] : "?";
+}
 
 const char *chain_flowspace_name(enum rw_flowspace fs)
 {
@@ -765,6 +772,28 @@ static int sec_max_frame(struct chain *c, struct rw_err *e)
                             CHAIN_MAX_FRAME_DEFAULT, &v, e);
     c->max_frame = (uint32_t)v;
     return rc;
+}
+
+/* Defaults: a worker given a quarter of the CPU its peers get, for 200 ms while
+ * it has work, is cloned. 200 ms is two heartbeat checks' worth of samples
+ * more than a scheduler's hiccup; a factor of 4 leaves room for a loaded host
+ * where every worker gets less than a core. */
+static int sec_stragglers(struct chain *c, struct rw_err *e)
+{
+    const struct chain_node *m = chain_node_get(c->root, "stragglers");
+    uint64_t factor = 4, for_ms = 200;
+    int act = CHAIN_STRAGGLER_CLONE, rc;
+    if (m &&
+        ((rc = chain_node_want(m, CHAIN_MAP, e)) || (rc = chain_node_keys(m, straggler_keys, e)) ||
+         (rc = chain_node_u64(m, "factor", 2, 1000, factor, &factor, e)) ||
+         (rc = chain_node_u64(m, "for_ms", 10, 3600000, for_ms, &for_ms, e)) ||
+         (rc = chain_node_enum(m, "action", straggler_actions, act, &act, e))))
+        return rc;
+    c->stragglers = (struct chain_stragglers){
+        .factor = (uint32_t)factor,
+        .for_ms = (uint32_t)for_ms,
+        .action = (enum chain_straggler_action)act};
+    return RW_OK;
 }
 
 static int sec_log(struct chain *c, struct rw_err *e)
@@ -1095,7 +1124,7 @@ static int chain_read(struct chain *c, const char *const *known, struct rw_err *
                      kind_name(c->root->kind));
     if ((rc = chain_node_keys(c->root, top_keys, e)) || (rc = sec_name(c, e)) ||
         (rc = sec_input(c, e)) || (rc = sec_store(c, e)) || (rc = sec_log(c, e)) ||
-        (rc = sec_max_frame(c, e)) || (rc = sec_nfs(c, known, e)) || (rc = sec_edges(c, e)) ||
+        (rc = sec_max_frame(c, e)) || (rc = sec_stragglers(c, e)) || (rc = sec_nfs(c, known, e)) || (rc = sec_edges(c, e)) ||
         (rc = check_fed(c, e)) || (rc = toposort(c, e)) || (rc = check_exits(c, e)))
         return rc;
     return RW_OK;

@@ -113,6 +113,20 @@ struct chain_edge {
 #define CHAIN_MAX_FRAME_DEFAULT 9216
 #define CHAIN_MAX_FRAME_MAX     65600 /* a 65,535-byte datagram behind QinQ tags */
 
+/* What the coordinator does about a straggler: a worker that keeps running but
+ * gets a fraction of the CPU its peers get (docs/chain-file.md, stragglers). */
+enum chain_straggler_action {
+    CHAIN_STRAGGLER_CLONE = 0, /* a spare replays beside it; the faster copy stays */
+    CHAIN_STRAGGLER_RESTART,   /* it is killed and its slot failed over to a spare */
+    CHAIN_STRAGGLER_OFF,       /* nothing: it is only replaced once it stops answering */
+};
+
+struct chain_stragglers {
+    uint32_t factor; /* slow: its share of CPU this many times below the reference */
+    uint32_t for_ms; /* ... for this long, while it has input waiting */
+    enum chain_straggler_action action;
+};
+
 struct chain {
     char name[64];
     char *origin;    /* the file name used in messages */
@@ -122,6 +136,7 @@ struct chain {
     enum rw_durability durability;
     uint32_t segment_mb;
     uint32_t max_frame; /* bytes: the largest frame a link carries (default 9,216) */
+    struct chain_stragglers stragglers;
     uint32_t nnfs, nedges;
     struct chain_nf *nfs;
     struct chain_edge *edges;
@@ -183,5 +198,6 @@ unsigned chain_slot_links(const struct chain *c, uint32_t nf, int inst,
 int chain_nf_index(const struct chain *c, const char *name);
 const char *chain_flowspace_name(enum rw_flowspace fs);
 const char *chain_durability_name(enum rw_durability d);
+const char *chain_straggler_action_name(enum chain_straggler_action a);
 
 #endif

@@ -286,7 +286,7 @@ static int chain_input(const char *repo, const char *chain, char *out, size_t ca
 /* Copies of in, each shifted in time past the one before, until n packets: the
  * chain's own traffic, long enough to measure, with its flows starting over in
  * every copy. */
-static int repeat_trace(const char *in, const char *out, uint64_t n)
+int bench_repeat_trace(const char *in, const char *out, uint64_t n)
 {
     char err[PCAP_ERRBUF_SIZE];
     pcap_t *src = pcap_open_offline_with_tstamp_precision(in, PCAP_TSTAMP_PRECISION_NANO, err);
@@ -345,7 +345,7 @@ static int bench_one(const char *self, const char *dir, const char *repo, const 
                          "traces/external/real.pcap)",
                          chain),
                -1;
-    if (repeat_trace(input, trace, n))
+    if (bench_repeat_trace(input, trace, n))
         return cli_error("bench: cannot make %s from %s", trace, input), -1;
     struct figures ft[REPS], no[REPS], half[REPS];
     for (int r = 0; r < REPS; r++) /* alternate, so drift hits both */
@@ -412,7 +412,7 @@ static void print_chains_json(uint64_t n, const struct chain_result *c, int coun
 
 /* The source tree the binary was built from (it holds docs/chains/): the first
  * directory above the binary with docs/chains/firewall.yaml, or RW_SRC. */
-static int find_repo(const char *self, char *out, size_t cap)
+int bench_find_repo(const char *self, char *out, size_t cap)
 {
     const char *env = getenv("RW_SRC");
     char probe[PATH_MAX + 64];
@@ -516,7 +516,7 @@ int cmd_bench_chain(int argc, char **argv)
     char repo[PATH_MAX];
     if (bench_env_open(&b, "chain", 0))
         return EXIT_FAIL;
-    if (find_repo(b.self, repo, sizeof(repo))) {
+    if (bench_find_repo(b.self, repo, sizeof(repo))) {
         bench_env_close(&b);
         return cli_error("bench chain: cannot find docs/chains/ above %s (set RW_SRC to the "
                          "source tree)",

@@ -51,4 +51,10 @@ int cmd_chaos(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_verify_runs(int argc, char **argv); /* cmd_log.c has a static cmd_verify */
 
+/* bench_chain.c, for the benchmarks beside it: copies of the capture `in`,
+ * each shifted in time past the one before, until n packets, written to out;
+ * and the source tree (RW_SRC, or above the binary). -1 on failure. */
+int bench_repeat_trace(const char *in, const char *out, uint64_t n);
+int bench_find_repo(const char *self, char *out, size_t cap);
+
 #endif

@@ -75,7 +75,8 @@ static void chaos_usage(FILE *f)
 {
     fprintf(f,
             "usage: rewind chaos CHAIN.yaml --trace PCAP --out DIR [--kill-every MS]\n"
-            "       [--stall-every MS --stall-ms N] [--seed S] [--poison BPF]\n"
+            "       [--stall-every MS --stall-ms N] [--slow 'NF[I]:FACTOR']\n"
+            "       [--slow-every MS [--slow-factor F]] [--seed S] [--poison BPF]\n"
             "       [run options] [-- EAL args]\n\n"
             "Runs the chain like `rewind run` while killing (SIGKILL) a random worker every\n"
             "--kill-every ms and stopping one (SIGSTOP, then SIGCONT after --stall-ms) every\n"
@@ -87,6 +88,12 @@ static void chaos_usage(FILE *f)
             "  --stall-every MS    SIGSTOP a random worker every MS ms ...\n"
             "  --stall-ms N        ... for N ms (default 50; longer than the heartbeat\n"
             "                      budget, it is a hang: killed and failed over)\n"
+            "  --slow NF[I]:FACTOR make that worker FACTOR times slower (2..1000) for the\n"
+            "                      whole run: SIGSTOP/SIGCONT on a FACTOR ms cycle, 1 ms\n"
+            "                      running; it keeps its heartbeat, so only the straggler\n"
+            "                      policy (the chain's `stragglers:`) can act on it\n"
+            "  --slow-every MS     make a random worker slow every MS ms (until it dies) ...\n"
+            "  --slow-factor F     ... F times slower (default 10)\n"
             "  --seed S            the victims' generator seed (default 1)\n"
             "  --poison BPF        packets of death: a worker aborts (SIGABRT) on a packet\n"
             "                      matching the tcpdump expression BPF; after two deaths of a\n"
@@ -125,6 +132,9 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                                          {"stall-ms", required_argument, 0, 'L'},
                                          {"seed", required_argument, 0, 'E'},
                                          {"poison", required_argument, 0, 'X'},
+                                         {"slow", required_argument, 0, 'W'},
+                                         {"slow-every", required_argument, 0, 'Y'},
+                                         {"slow-factor", required_argument, 0, 'Z'},
                                          {0, 0, 0, 0}};
     void (*usage)(FILE *) = chaos ? chaos_usage : run_usage;
     memset(o, 0, sizeof(*o));
@@ -215,6 +225,27 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                        -1;
             o->poison = optarg;
             break;
+        case 'W':
+        case 'Y':
+        case 'Z': {
+            const char *name = c == 'W' ? "slow" : c == 'Y' ? "slow-every" : "slow-factor";
+            if (!chaos)
+                return cli_error("run: --%s is a `rewind chaos` option", name), -1;
+            if (c == 'W') {
+                const char *colon = strrchr(optarg, ':');
+                if (!colon || colon == optarg || !strchr(optarg, '[') ||
+                    parse_num("slow's factor", colon + 1, 2, 1000, &v))
+                    return cli_error("chaos: --slow '%s': expected NF[I]:FACTOR, e.g. fw[1]:10",
+                                     optarg),
+                           -1;
+                o->slow = optarg;
+                break;
+            }
+            if (parse_num(name, optarg, c == 'Y' ? 1 : 2, c == 'Y' ? 3600000 : 1000, &v))
+                return -1;
+            *(c == 'Y' ? &o->slow_every_ms : &o->slow_factor) = (unsigned)v;
+            break;
+        }
         case 'h':
             usage(stdout);
             exit(EXIT_OK);
@@ -234,8 +265,11 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
         return cli_error("%s: the chain file is required (see docs/chains/)", cmd), -1;
     if (o->trace && o->port)
         return cli_error("%s: give at most one of --trace and --port", cmd), -1;
-    if (chaos && !o->kill_every_ms && !o->stall_every_ms && !o->poison)
-        return cli_error("chaos: give --kill-every, --stall-every and/or --poison"), -1;
+    if (chaos && !o->kill_every_ms && !o->stall_every_ms && !o->poison && !o->slow &&
+        !o->slow_every_ms)
+        return cli_error("chaos: give --kill-every, --stall-every, --slow, --slow-every and/or "
+                         "--poison"),
+               -1;
     if (chaos && o->no_ft)
         return cli_error("chaos: --no-ft has no failover; every fault would fail the run"), -1;
     if (o->stall_every_ms && !o->stall_ms)

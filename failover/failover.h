@@ -47,11 +47,17 @@ struct run_opts {
     /* chaos: a worker aborts on a packet matching this BPF (a packet of death,
      * to prove the quarantine), or NULL */
     const char *poison;
+    /* chaos: "NF[I]:FACTOR", one worker made FACTOR times slower for the whole
+     * run (a duty cycle of SIGSTOP/SIGCONT), or NULL; and every slow_every_ms a
+     * random one, slow_factor times (default 10). */
+    const char *slow;
+    unsigned slow_every_ms, slow_factor;
 };
 
 struct run_result {
     uint64_t packets_in, packets_out, duplicates;
     uint32_t failovers, kills, stalls;
+    uint32_t clones, clones_won; /* stragglers cloned, and clones that took the slot */
     uint32_t quarantined; /* packets of death skipped */
     uint64_t oversize;    /* input packets larger than max_frame: logged, not carried */
     uint32_t max_frame;

@@ -126,7 +126,8 @@ static int make_status(struct run *r, struct rw_err *e)
     r->shared->nslots = r->nworkers;
     snprintf(r->shared->store_url, sizeof(r->shared->store_url), "%s", r->store_url);
     r->status = worker_region_status(r->region);
-    return run_poison_set(r, e);
+    int rc = run_poison_set(r, e);
+    return rc ? rc : run_slow_check(r, e);
 }
 
 /* ---- the sink thread ---- */
@@ -383,6 +384,7 @@ static void cleanup(struct run *r)
     free(r->slots);
     free(r->slot_base);
     free(r->failovers);
+    free(r->clones);
     free(r->faults);
     if (r->chain)
         chain_free(r->chain);
@@ -444,7 +446,10 @@ int run_chain(const struct run_opts *o, struct run_result *res, struct rw_err *e
     res->oversize = r.root_st.oversize;
     res->max_frame = r.chain ? r.chain->max_frame : 0;
     for (uint32_t i = 0; i < r.nfaults; i++)
-        *(r.faults[i].action[0] == 'k' ? &res->kills : &res->stalls) += 1;
+        if (r.faults[i].action[1] != 'l') /* a slow worker is neither */
+            *(r.faults[i].action[0] == 'k' ? &res->kills : &res->stalls) += 1;
+    res->clones = r.nclones - r.restarts;
+    res->clones_won = r.clones_won;
     if (r.chain && r.region && r.procs && r.totals) {
         struct rw_err qe = {0};
         int qrc = run_quarantine_write(&r, rc ? &qe : e);

@@ -8,6 +8,12 @@
  * xorshift generator seeded by --seed, so a schedule can be repeated; which
  * packet a fault lands on still depends on timing. Every fault is written to
  * OUT/chaos.json with its time, victim and pid.
+ *
+ * A slow worker (--slow NF[I]:F, --slow-every MS) is a straggler on purpose:
+ * a timer of its own stops it for F - 1 ms and lets it run for 1 ms, over and
+ * over, until it dies (the slowness belongs to the process, as a sick core's
+ * or a throttled cgroup's would) or the faults stop. It keeps beating within
+ * the heartbeat budget, so failover never sees it: only the straggler policy.
  */
 #include "run_internal.h"
 
@@ -16,6 +22,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct stall {
     uv_timer_t t;
@@ -108,12 +115,94 @@ static void on_stall(uv_timer_t *t)
     uv_timer_start(&s->t, on_resume, r->o->stall_ms ? r->o->stall_ms : 1, 0);
 }
 
+struct slow {
+    uv_timer_t t;
+    struct run *r;
+    struct run_proc *p;
+    int pid;
+    unsigned factor;
+    bool stopped;
+};
+
+static void on_slow_close(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* One step of the duty cycle: run 1 ms, stopped factor - 1 ms. */
+static void on_slow_tick(uv_timer_t *t)
+{
+    struct slow *w = t->data;
+    bool alive = w->p->used && w->p->running && w->p->pid == w->pid;
+    if (!alive || w->r->chaos_stopped) {
+        if (alive && w->stopped)
+            uv_process_kill(&w->p->proc, SIGCONT);
+        uv_close((uv_handle_t *)t, on_slow_close);
+        return;
+    }
+    w->stopped = !w->stopped;
+    uv_process_kill(&w->p->proc, w->stopped ? SIGSTOP : SIGCONT);
+    uv_timer_start(t, on_slow_tick, w->stopped ? w->factor - 1 : 1, 0);
+}
+
+static void make_slow(struct run *r, struct run_proc *p, unsigned factor)
+{
+    struct slow *w = calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    *w = (struct slow){.r = r, .p = p, .pid = p->pid, .factor = factor};
+    note(r, "slow", p, factor);
+    p->slowed = true;
+    uv_timer_init(&r->loop, &w->t);
+    w->t.data = w;
+    uv_timer_start(&w->t, on_slow_tick, 1, 0);
+}
+
+static void on_slow_every(uv_timer_t *t)
+{
+    struct run *r = t->data;
+    struct run_proc *p = r->ending ? NULL : victim(r);
+    if (p && !p->slowed)
+        make_slow(r, p, r->o->slow_factor ? r->o->slow_factor : 10);
+}
+
+int run_slow_check(struct run *r, struct rw_err *e)
+{
+    r->slow_slot = -1;
+    const char *s = r->o->slow;
+    if (!s)
+        return 0;
+    const char *br = strchr(s, '['), *colon = strrchr(s, ':');
+    char *end;
+    unsigned long inst = br ? strtoul(br + 1, &end, 10) : 0;
+    if (!br || !colon || end == br + 1 || *end != ']' || end + 1 != colon)
+        return rw_errf(e, RW_EINVAL, "--slow '%s': expected NF[I]:FACTOR", s);
+    r->slow_factor = (unsigned)strtoul(colon + 1, NULL, 10);
+    for (uint32_t k = 0; k < r->chain->nnfs; k++) {
+        const struct chain_nf *nf = &r->chain->nfs[k];
+        if (strlen(nf->name) != (size_t)(br - s) || strncmp(nf->name, s, (size_t)(br - s)))
+            continue;
+        if (inst >= nf->instances)
+            return rw_errf(e, RW_EINVAL, "--slow '%s': %s has %u instance%s", s, nf->name,
+                           nf->instances, nf->instances == 1 ? "" : "s");
+        r->slow_slot = (int)(r->slot_base[k] + inst);
+        return 0;
+    }
+    return rw_errf(e, RW_EINVAL, "--slow '%s': the chain has no NF named '%.*s'", s,
+                   (int)(br - s), s);
+}
+
 void run_chaos_start(struct run *r)
 {
     r->rng = r->o->seed * 0x2545f4914f6cdd1dull + 1;
     uv_timer_init(&r->loop, &r->kill_timer);
     uv_timer_init(&r->loop, &r->stall_timer);
-    r->kill_timer.data = r->stall_timer.data = r;
+    uv_timer_init(&r->loop, &r->slow_timer);
+    r->kill_timer.data = r->stall_timer.data = r->slow_timer.data = r;
+    if (r->slow_slot >= 0 && r->slots[r->slow_slot].proc)
+        make_slow(r, r->slots[r->slow_slot].proc, r->slow_factor);
+    if (r->o->slow_every_ms)
+        uv_timer_start(&r->slow_timer, on_slow_every, r->o->slow_every_ms, r->o->slow_every_ms);
     if (r->o->kill_every_ms)
         uv_timer_start(&r->kill_timer, on_kill, r->o->kill_every_ms, r->o->kill_every_ms);
     if (r->o->stall_every_ms)
@@ -131,20 +220,24 @@ void run_chaos_stop(struct run *r, const char *why)
     r->chaos_stop_why = why;
     uv_close((uv_handle_t *)&r->kill_timer, NULL);
     uv_close((uv_handle_t *)&r->stall_timer, NULL);
+    uv_close((uv_handle_t *)&r->slow_timer, NULL);
 }
 
 void run_chaos_write(struct run *r)
 {
-    if (!r->o->kill_every_ms && !r->o->stall_every_ms && !r->o->poison)
+    if (!r->o->kill_every_ms && !r->o->stall_every_ms && !r->o->poison && !r->o->slow &&
+        !r->o->slow_every_ms)
         return;
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len); /* written whole or not at all */
     if (!f)
         return;
-    unsigned kills = 0, stalls = 0;
+    unsigned kills = 0, stalls = 0, slows = 0;
     for (uint32_t i = 0; i < r->nfaults; i++)
-        *(r->faults[i].action[0] == 'k' ? &kills : &stalls) += 1;
+        *(r->faults[i].action[0] == 'k'   ? &kills
+          : r->faults[i].action[1] == 'l' ? &slows
+                                          : &stalls) += 1;
     fprintf(f,
             "{\n  \"seed\": %" PRIu64 ",\n  \"kill_every_ms\": %u,\n  \"stall_every_ms\": %u,\n"
             "  \"stall_ms\": %u,\n  \"kills\": %u,\n  \"stalls\": %u,\n  \"failovers\": %u,\n"
@@ -152,6 +245,10 @@ void run_chaos_write(struct run *r)
             r->o->seed, r->o->kill_every_ms, r->o->stall_every_ms, r->o->stall_ms, kills, stalls,
             r->nfailovers, run_quarantined(r));
     run_json_string(f, r->o->poison);
+    fprintf(f, ",\n  \"slow\": ");
+    run_json_string(f, r->o->slow);
+    fprintf(f, ",\n  \"slow_every_ms\": %u,\n  \"slows\": %u,\n  \"clones\": %u", r->o->slow_every_ms,
+            slows, r->nclones - r->restarts);
     /* When the faults stopped, on the faults' clock: none starts after it. */
     if (r->chaos_stopped)
         fprintf(f, ",\n  \"stopped_ms\": %.3f,\n  \"stopped_by\": \"%s\"",
@@ -166,7 +263,7 @@ void run_chaos_write(struct run *r)
                 (double)(x->at_ns - r->t0_ns) / 1e6, x->action, r->chain->nfs[s->nf].name,
                 s->instance, x->pid);
         if (x->ms)
-            fprintf(f, ", \"ms\": %u", x->ms);
+            fprintf(f, ", \"%s\": %u", x->action[1] == 'l' ? "factor" : "ms", x->ms);
         fprintf(f, "}%s\n", i + 1 < r->nfaults ? "," : "");
     }
     fprintf(f, "  ]\n}\n");

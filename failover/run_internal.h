@@ -38,6 +38,14 @@ struct run_proc {
     int64_t exit_status;
     int term_signal;
     int pid;
+    /* Stragglers (run_straggler.c). */
+    bool is_clone;        /* a clone beside its slot's worker (slot set, not slots[].proc) */
+    bool retired;         /* killed by the coordinator as the slower copy of its slot */
+    bool straggler;       /* killed as a straggler (action restart): failed over */
+    bool slowed;          /* chaos made it slow (--slow, --slow-every) */
+    int64_t clone_rec;    /* a clone's record in r->clones, or -1 */
+    uint64_t prev_wall, prev_cpu; /* its busy figures at the last check */
+    double share;         /* CPU share while it had input, last check (-1: not busy) */
 };
 
 struct run_slot {
@@ -52,6 +60,25 @@ struct run_slot {
     unsigned deaths; /* crashes in a row at one input (run_quarantine.c) */
     uint64_t death_clock;
     uint16_t death_sub;
+    /* Stragglers (run_straggler.c). */
+    struct run_proc *clone; /* a clone beside proc, or NULL */
+    uint32_t clone_gen;     /* the shared block's slot_clone: odd while a clone may write */
+    bool clone_asked;       /* gen went odd: the clone starts once the worker acks it */
+    uint64_t asked_ns, slow_since, fast_since;
+    unsigned ahead;   /* checks in a row its clone was ahead of it */
+    int64_t pending;  /* the clone record of a clone being asked for, or -1 */
+};
+
+/* One straggler handled, for report.json. */
+struct run_clone {
+    uint32_t slot;
+    double share, ref;           /* its CPU share and the reference it was held to */
+    uint64_t detected_ns;        /* slow for for_ms */
+    uint64_t started_ns;         /* the clone assigned (0: never: the worker did not ack) */
+    uint64_t live_ns;            /* the clone on live traffic (took the slot) */
+    uint64_t ended_ns;           /* one copy retired */
+    uint64_t replayed;           /* packets the clone replayed */
+    const char *outcome;         /* "clone", "worker", "clone lost", "restart", ... */
 };
 
 /* One failover, for report.json. */
@@ -81,10 +108,10 @@ struct run_nf_total {
 /* One fault `rewind chaos` injected, for chaos.json. */
 struct run_fault {
     uint64_t at_ns;
-    char action[8]; /* kill, stall */
+    char action[8]; /* kill, stall, slow */
     uint32_t slot;
     int pid;
-    unsigned ms; /* stall length */
+    unsigned ms; /* stall length; a slow worker's factor */
 };
 
 /* Broken invariants' messages kept for report.json. */
@@ -128,9 +155,14 @@ struct run {
     uint32_t nfailovers, cap_failovers;
     uint32_t backoffs;         /* failovers that waited: faults outpaced recovery */
     _Atomic uint32_t nwaiting; /* slots whose failover waits */
+    struct run_clone *clones; /* stragglers handled (the first RUN_FAILOVER_LOG) */
+    uint32_t nclones, cap_clones;
+    uint32_t clones_won, workers_won, clones_lost, restarts;
     struct run_fault *faults;
     uint32_t nfaults, cap_faults;
-    uv_timer_t kill_timer, stall_timer;
+    uv_timer_t kill_timer, stall_timer, slow_timer;
+    int slow_slot; /* --slow: the slot made slow at the start (-1: none) */
+    unsigned slow_factor;
     uint64_t rng;
     struct link_edge *redges;
     unsigned nredges;
@@ -240,11 +272,26 @@ void run_calm(struct run *r);
  * (Redis cannot list objects yet) is noted in r->state_note, not an error. */
 int run_audit_state(struct run *r, struct rw_err *e);
 
+/* run_straggler.c (loop thread). Every heartbeat check: finds stragglers and
+ * clones (or restarts) them, retires the slower copy of a cloned slot. */
+void run_stragglers_check(struct run *r);
+/* A reaped process that was a clone, or a slot's worker that had one: returns
+ * true when it handled the exit (no failover: the clone takes the slot, or a
+ * lost clone leaves it to its worker). */
+bool run_stragglers_exit(struct run *r, struct run_proc *p, bool clean);
+/* Records a clone assigned by run_straggler.c's request (assign_clone). */
+struct run_proc *run_spare_of(struct run *r, uint32_t nf);
+void run_wake(struct run *r, struct run_proc *p, uint32_t assign);
+int64_t run_record_failover(struct run *r, const struct run_proc *dead, uint64_t now);
+void run_top_up_spares(struct run *r);
+
 /* run_chaos.c: starts the fault timers on the loop (loop thread), stops them (no
  * fault starts after; why: "signal" or "end of run", in chaos.json), and writes
  * OUT/chaos.json. */
 void run_chaos_start(struct run *r);
 void run_chaos_stop(struct run *r, const char *why);
 void run_chaos_write(struct run *r);
+/* Checks --slow's NF[I] against the chain: RW_EINVAL naming what is wrong. */
+int run_slow_check(struct run *r, struct rw_err *e);
 
 #endif

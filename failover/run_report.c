@@ -308,6 +308,34 @@ static void failover_stats(FILE *f, struct run *r, bool brief)
     free(rec);
 }
 
+/* Stragglers (run_straggler.c): the policy, what it did, and per straggler its
+ * CPU share against the reference, when its clone went live (detection to the
+ * clone on live traffic) and which copy stayed. */
+static void straggler_stats(FILE *f, struct run *r, bool brief)
+{
+    const struct chain_stragglers *p = &r->chain->stragglers;
+    uint32_t n = r->nclones < RUN_FAILOVER_LOG ? r->nclones : RUN_FAILOVER_LOG;
+    fprintf(f,
+            "  \"stragglers\": {\"action\": \"%s\", \"factor\": %u, \"for_ms\": %u, "
+            "\"detected\": %u, \"restarts\": %u},\n"
+            "  \"clones\": %u,\n  \"clones_retired\": {\"clone_won\": %u, \"straggler_won\": %u, "
+            "\"clone_lost\": %u},\n  \"clone_log\": [",
+            chain_straggler_action_name(p->action), p->factor, p->for_ms, r->nclones, r->restarts,
+            r->nclones - r->restarts, r->clones_won, r->workers_won, r->clones_lost);
+    for (uint32_t i = 0; i < n && !brief; i++) {
+        const struct run_clone *x = &r->clones[i];
+        const struct run_slot *s = &r->slots[x->slot];
+        fprintf(f,
+                "%s\n    {\"nf\": \"%s\", \"instance\": %u, \"share\": %.3f, \"reference\": %.3f, "
+                "\"detected_ms\": %.3f, \"outcome\": \"%s\", \"live_ms\": %.3f, "
+                "\"replayed\": %" PRIu64 "}",
+                i ? "," : "", r->chain->nfs[s->nf].name, s->instance, x->share, x->ref,
+                (double)(x->detected_ns - r->t0_ns) / 1e6, x->outcome,
+                x->live_ns ? (double)(x->live_ns - x->detected_ns) / 1e6 : -1.0, x->replayed);
+    }
+    fprintf(f, "%s],\n", n && !brief ? "\n  " : "");
+}
+
 static int write_report(struct run *r, const struct run_result *res, int rc, struct rw_err *e,
                         bool brief, struct rw_err *we)
 {
@@ -342,6 +370,7 @@ static int write_report(struct run *r, const struct run_result *res, int rc, str
             rw_lat_percentile(lat, 50), rw_lat_percentile(lat, 99), r->sink_st.held_max,
             r->root_st.full_waits, run_quarantined(r), r->chain->max_frame, r->root_st.oversize);
     failover_stats(f, r, brief);
+    straggler_stats(f, r, brief);
     frag_stats(f, &r->root_st.frag);
     if (r->state_run) {
         fprintf(f, "  \"state\": {\"checked\": %u, \"broken\": %u, \"note\": ", r->state_checked,

@@ -219,8 +219,14 @@ static struct run_proc *spawn_proc(struct run *r, int slot, uint32_t spare_nf, u
         return NULL;
     }
     uint32_t n = (uint32_t)(p - r->procs);
-    *p = (struct run_proc){
-        .r = r, .index = n, .slot = slot, .nf = -1, .spare_nf = (int)spare_nf, .failover = -1};
+    *p = (struct run_proc){.r = r,
+                           .index = n,
+                           .slot = slot,
+                           .nf = -1,
+                           .spare_nf = (int)spare_nf,
+                           .failover = -1,
+                           .clone_rec = -1,
+                           .share = -1};
     if (slot >= 0)
         p->nf = (int)r->slots[slot].nf;
     p->proc.data = p;
@@ -288,6 +294,31 @@ static void top_up_spares(struct run *r)
     }
 }
 
+void run_top_up_spares(struct run *r)
+{
+    top_up_spares(r);
+}
+
+/* A spare of NF nf that is up and waiting (a clone must not wait for an exec). */
+struct run_proc *run_spare_of(struct run *r, uint32_t nf)
+{
+    for (uint32_t i = 0; i < r->status_cap && !r->ending; i++) {
+        struct run_proc *p = &r->procs[i];
+        if (p->used && p->running && p->slot < 0 && p->spare_nf == (int)nf &&
+            atomic_load(&r->status[p->index].state) == WORKER_SPARE)
+            return p;
+    }
+    return NULL;
+}
+
+/* Hands a spare its slot: the assignment word, and a wake-up on it. */
+void run_wake(struct run *r, struct run_proc *p, uint32_t assign)
+{
+    atomic_store(&r->status[p->index].assigned_ns, rw_now_ns());
+    atomic_store(&r->status[p->index].assign, assign);
+    syscall(SYS_futex, (uint32_t *)&r->status[p->index].assign, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
 static void fail_run(struct run *r, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -332,7 +363,7 @@ static void describe_death(const struct run *r, const struct run_proc *p, char *
 
 /* Logs a failover (the first RUN_FAILOVER_LOG; later ones are only counted);
  * returns its record or -1. */
-static int64_t record_failover(struct run *r, const struct run_proc *dead, uint64_t now)
+int64_t run_record_failover(struct run *r, const struct run_proc *dead, uint64_t now)
 {
     uint32_t i = r->nfailovers++;
     if (i >= RUN_FAILOVER_LOG)
@@ -346,6 +377,7 @@ static int64_t record_failover(struct run *r, const struct run_proc *dead, uint6
         r->cap_failovers = cap;
     }
     const char *reason = dead->hung                     ? "hung"
+                         : dead->straggler              ? "straggler"
                          : dead->term_signal == SIGKILL ? "killed"
                          : dead->term_signal            ? "crashed"
                                                         : "exited";
@@ -386,14 +418,11 @@ static void assign_slot(struct run *r, uint32_t slot)
                  r->chain->nfs[s->nf].name, s->instance, e.msg);
         return;
     }
-    uint64_t now = rw_now_ns();
     to->slot = (int)slot;
     to->nf = (int)s->nf;
     to->replacement = true;
     to->failover = s->wait_rec;
-    atomic_store(&r->status[to->index].assigned_ns, now);
-    atomic_store(&r->status[to->index].assign, assign);
-    syscall(SYS_futex, (uint32_t *)&r->status[to->index].assign, FUTEX_WAKE, 1, NULL, NULL, 0);
+    run_wake(r, to, assign);
     s->proc = to;
     s->w_at_assign = atomic_load(&r->shared->slot_w[slot]);
     s->waiting = false;
@@ -422,7 +451,7 @@ static void fail_over(struct run *r, struct run_proc *dead, bool progress)
     s->quick = quick ? s->quick + 1 : 0;
     s->proc = NULL;
     s->waiting = true;
-    s->wait_rec = record_failover(r, dead, now);
+    s->wait_rec = run_record_failover(r, dead, now);
     atomic_fetch_add(&r->nwaiting, 1);
     if (s->quick >= QUICK_BEFORE_WAIT) {
         unsigned k = s->quick - QUICK_BEFORE_WAIT, ms = BACKOFF_FIRST_MS;
@@ -447,6 +476,9 @@ static void fold(struct run *r, struct run_proc *p)
         r->failovers[p->failover].recovered_ns = atomic_load(&st->recovered_ns);
         r->failovers[p->failover].replayed = atomic_load(&st->replayed);
     }
+    if (p->clone_rec >= 0 && (uint32_t)p->clone_rec < r->nclones &&
+        p->clone_rec < RUN_FAILOVER_LOG)
+        r->clones[p->clone_rec].replayed = atomic_load(&st->replayed);
     if (p->nf < 0)
         return;
     struct run_nf_total *t = &r->totals[p->nf];
@@ -508,7 +540,9 @@ static void on_exit_cb(uv_process_t *pp, int64_t status, int sig)
     int q;
     if (p->slot >= 0 && r->slots[p->slot].proc == p)
         r->slots[p->slot].proc = NULL; /* its block will serve another process */
-    if (!clean && !atomic_load(&r->failed)) {
+    if (!atomic_load(&r->failed) && run_stragglers_exit(r, p, clean)) {
+        /* a clone's exit, or a cloned worker's: its clone has the slot now */
+    } else if (!clean && !atomic_load(&r->failed)) {
         if (p->slot < 0) {
             top_up_spares(r); /* a spare died: only the pool is short */
         } else if (r->o->no_ft) {
@@ -673,6 +707,7 @@ static void on_beat_check(uv_timer_t *t)
             uv_process_kill(&p->proc, SIGKILL);
         }
     }
+    run_stragglers_check(r);
     end_loop_when_idle(r); /* a run given up while a failover waited */
 }
 
@@ -693,6 +728,7 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
     for (uint32_t s = 0; s < r->nworkers; s++) {
         uv_timer_init(&r->loop, &r->slots[s].backoff);
         r->slots[s].backoff.data = &r->slots[s];
+        r->slots[s].pending = -1;
     }
     int rc = 0;
     for (uint32_t s = 0; s < r->nworkers && !rc; s++) {

@@ -64,6 +64,18 @@ struct worker_status {
     /* The slot's state ops (FT): handed to the store in batches, and reads the
      * worker answered itself (the cache: its own objects, never sent). */
     _Atomic uint64_t store_ops, store_batches, store_local_reads;
+    /* Stragglers (design.md: Stragglers). What the CPU gave the worker while it
+     * had input waiting: wall time and the thread's CPU time over the same
+     * stretches (the coordinator compares their ratio with its peers'). */
+    _Atomic uint64_t busy_wall_ns, busy_cpu_ns;
+    /* Coordinator, before assign: the spare runs as a clone beside the slot's
+     * worker (1), and later: that worker is gone, the clone takes the slot (1). */
+    _Atomic uint32_t clone, takeover;
+    /* Worker: the slot_clone generation it reads its own objects for. */
+    _Atomic uint32_t clone_ack;
+    /* Clone: the highest clock it may have issued ops for, and how far it has
+     * replayed (every input below it processed). */
+    _Atomic uint64_t clone_hi, clone_pos;
 };
 
 #define WORKER_ASSIGN(nf, inst) ((((uint32_t)(nf)) << 16 | (uint32_t)(inst)) + 1)
@@ -118,6 +130,14 @@ struct worker_shared {
      * for progress that will not come. The coordinator kills them all anyway;
      * this is for one its kill sweep missed. */
     _Atomic uint32_t run_over;
+    /* Stragglers: odd while a clone runs (or may) beside the slot's worker,
+     * which then reads its own objects as of its position (a clone ahead of it
+     * writes them); the highest clock a clone of the slot may have written
+     * (the worker reads through the overlay until it is past it); the slot's
+     * output mark, which its worker writes (every output below it was sent). */
+    _Atomic uint32_t slot_clone[WORKER_MAX_SLOTS];
+    _Atomic uint64_t slot_clone_hi[WORKER_MAX_SLOTS];
+    _Atomic uint64_t slot_mark[WORKER_MAX_SLOTS];
 };
 
 /* ---- the worker ---- */
@@ -150,6 +170,10 @@ struct worker_opts {
     const uint32_t *slot_base; /* per NF: index of its first slot in shared */
     const char *log_dir;       /* the root's input log */
     const int *in_producer;    /* per input link: the producer's slot, -1 for the root */
+    /* Straggler clone (with recover): replay beside the slot's worker, tailing
+     * the log, with outputs held, until the coordinator says takeover; then
+     * claim the slot, take its links and go on as a replacement (recover.c). */
+    bool clone;
 };
 
 /* Runs until every input link has delivered its final mark (UINT64_MAX). */

@@ -319,11 +319,12 @@ static int deliver(struct recovery *rec, int from, const struct rw_meta *m, cons
     return 0;
 }
 
-/* Every 256 logged packets: keep the heartbeat and drain the live links. */
+/* Every 256 logged packets: keep the heartbeat and drain the live links (a
+ * clone leaves them to the slot's worker). */
 static int keep_alive(struct recovery *rec)
 {
     atomic_fetch_add(&rec->w->o->status->heartbeat, 1);
-    int rc = worker_buffer_links(rec->w);
+    int rc = rec->w->holding ? 0 : worker_buffer_links(rec->w);
     return rc ? rec_err(rec, rc, "out of memory buffering live traffic") : 0;
 }
 
@@ -336,7 +337,9 @@ static int keep_alive(struct recovery *rec)
 static int checkpoint(struct recovery *rec, uint64_t clock)
 {
     struct worker *w = rec->w;
-    if (!clock || clock - 1 <= w->done)
+    /* A clone's outputs are held, not sent: its W must not pass what the
+     * slot's worker sent (a replacement would replay from there). */
+    if (!clock || clock - 1 <= w->done || w->holding)
         return 0;
     int rc = store_done(w->sc, clock - 1);
     if (!rc)
@@ -490,6 +493,101 @@ static uint64_t replay_end(struct worker *w, uint64_t r_clock)
     return end;
 }
 
+/* ---- a straggler's clone (design.md: Stragglers) ---- */
+
+#define CLONE_CHUNK    16384 /* clocks replayed between two looks at the coordinator */
+#define CLONE_HELD_MAX 32768 /* held outputs: the clone waits for the takeover beyond */
+
+static int slot_index(const struct worker_opts *o)
+{
+    return (int)(o->slot_base[o->nf_index] + o->instance);
+}
+
+/* How far the clone may replay now: what the log holds, and what every
+ * upstream slot has applied (their ops are then answered from the records). */
+static uint64_t ready_end(struct recovery *rec)
+{
+    const struct worker_opts *o = rec->w->o;
+    uint64_t t = atomic_load(&o->shared->durable);
+    for (uint32_t k = 0; k < rec->c->nnfs; k++) {
+        struct up_nf *u = &rec->nfs[k];
+        for (uint32_t j = 0; u->needed && j < u->n; j++) {
+            if (atomic_load(&o->shared->slot_finished[o->slot_base[k] + j]))
+                continue;
+            uint64_t wm = 0;
+            int rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
+            if (rc == STORE_EFENCED && !up_reopen(rec, u, j))
+                rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
+            if (rc)
+                return 0;
+            t = wm + 1 < t ? wm + 1 : t;
+        }
+    }
+    return t;
+}
+
+/* The clone tails the log beside the slot's worker: every logged packet from
+ * its replay's start, through the upstream NFs, into its own NF, outputs held
+ * (the slot's worker is still the links' producer and sends the same ones),
+ * the ones below that worker's mark dropped as it sends them. The coordinator
+ * says takeover once the worker is gone (it overtook it, or it died); *pos is
+ * then the first clock not replayed. */
+static int tail(struct recovery *rec, uint64_t *pos)
+{
+    struct worker *w = rec->w;
+    const struct worker_opts *o = w->o;
+    struct worker_status *st = o->status;
+    int slot = slot_index(o);
+    for (;;) {
+        if (atomic_load(&o->shared->run_over))
+            return rec_err(rec, RW_EIO, "the run was given up while the clone replayed");
+        if (atomic_load(&st->takeover))
+            return 0;
+        worker_trim_held(w, atomic_load(&o->shared->slot_mark[slot]));
+        uint64_t t = w->held_n < CLONE_HELD_MAX ? ready_end(rec) : 0;
+        if (t > *pos) {
+            t = t - *pos > CLONE_CHUNK ? *pos + CLONE_CHUNK : t;
+            atomic_store(&st->clone_hi, t - 1);
+            int rc = replay(rec, *pos, t);
+            if (rc)
+                return rc;
+            *pos = t;
+            atomic_store(&st->clone_pos, t);
+            atomic_store(&st->replayed, rec->replayed);
+            continue;
+        }
+        atomic_fetch_add(&st->heartbeat, 1);
+        struct timespec ts = {0, REC_POLL_NS};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The slot's worker is gone: the clone claims the slot (fencing it), becomes
+ * its links' consumer and producer, sends what it held (what that worker sent
+ * already is dropped downstream as a duplicate) and moves W to where it is. */
+static int take_slot(struct recovery *rec, uint64_t pos)
+{
+    struct worker *w = rec->w;
+    const struct worker_opts *o = w->o;
+    int rc = store_claim(w->sc);
+    if (rc)
+        return rec_err(rec, rc, "store: %s", store_client_errmsg(w->sc));
+    for (unsigned i = 0; i < o->nin; i++)
+        link_take_consumer(o->in[i]);
+    for (unsigned j = 0; j < o->nout; j++)
+        for (unsigned t = 0; t < o->out[j].n; t++)
+            link_take_producer(o->out[j].links[t]);
+    worker_trim_held(w, atomic_load(&o->shared->slot_mark[slot_index(o)]));
+    worker_release_held(w);
+    if (pos > 0 && pos - 1 > w->done) {
+        if ((rc = store_done(w->sc, pos - 1)) || (rc = store_flush(w->sc)))
+            return rec_err(rec, rc, "store: %s", store_client_errmsg(w->sc));
+        w->done = w->flushed_done = pos - 1;
+        worker_publish_w(w);
+    }
+    return 0;
+}
+
 int worker_recover(struct worker *w, struct rw_err *e)
 {
     const struct worker_opts *o = w->o;
@@ -506,20 +604,32 @@ int worker_recover(struct worker *w, struct rw_err *e)
     if (rc || (rc = store_client_asof(w->sc, rec.from)))
         return rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     w->done = w->flushed_done = wm;
+    /* Clock 0 replayed is emulated and its outputs dropped downstream, never lost. */
+    uint64_t from = rec.from;
+    /* A clone first tails the log beside the slot's worker, then takes the slot
+     * from where it got to: the rest is a replacement's recovery from there. */
+    if (o->clone && !(rc = open_upstream(&rec, e)) && !(rc = upstream_asof(&rec)) &&
+        !(rc = tail(&rec, &from)))
+        rc = take_slot(&rec, from);
+    if (rc) {
+        close_upstream(&rec);
+        return rc;
+    }
     /* The failed worker is gone (reaped, and fenced by the claim): what its links
      * hold now was never taken. Buffer it first, then read R: every clock on a
      * link is below R. */
-    if ((rc = worker_buffer_links(w)))
+    if ((rc = worker_buffer_links(w))) {
+        close_upstream(&rec);
         return rw_errf(e, rc, "out of memory buffering live traffic");
+    }
     uint64_t r_clock = replay_end(w, atomic_load(&o->shared->root_clock));
-    if (wm && r_clock <= wm)
-        r_clock = wm + 1; /* W never goes back */
-    /* Clock 0 replayed is emulated and its outputs dropped downstream, never lost. */
-    uint64_t from = rec.from;
-    rc = open_upstream(&rec, e);
+    if (r_clock < from)
+        r_clock = from; /* W never goes back; a clone has replayed up to from */
+    if (!o->clone)
+        rc = open_upstream(&rec, e);
     if (!rc)
         rc = wait_ready(&rec, r_clock);
-    if (!rc)
+    if (!rc && !o->clone)
         rc = upstream_asof(&rec);
     if (!rc)
         rc = replay(&rec, from, r_clock);

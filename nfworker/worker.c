@@ -77,8 +77,66 @@ static void send_to(struct link *l, const struct link_pkt *in, uint16_t sub, con
     link_send(l, p);
 }
 
+/* A clone's output, kept until it takes the slot over: its straggler, still the
+ * links' producer, sends the same outputs meanwhile. */
+static int hold(struct worker *w, unsigned edge, int inst, uint16_t sub, const uint8_t *data,
+                uint32_t len, uint32_t wire_len)
+{
+    if (w->held_head + w->held_n == w->held_cap) {
+        if (w->held_head) { /* room at the front: slide down first */
+            memmove(w->held, w->held + w->held_head, w->held_n * sizeof(*w->held));
+            w->held_head = 0;
+        }
+        if (w->held_n == w->held_cap) {
+            size_t cap = w->held_cap ? w->held_cap * 2 : 1024;
+            struct held_out *a = realloc(w->held, cap * sizeof(*a));
+            if (!a)
+                return RW_ENOMEM;
+            w->held = a;
+            w->held_cap = cap;
+        }
+    }
+    struct link_pkt *p = malloc(sizeof(*p) + len);
+    if (!p)
+        return RW_ENOMEM;
+    p->meta = w->cur->meta;
+    p->meta.sub = sub;
+    p->meta.flags = 0;
+    p->sent_ns = w->cur->sent_ns;
+    p->len = len;
+    p->wire_len = wire_len;
+    memcpy(p->data, data, len);
+    w->held[w->held_head + w->held_n++] = (struct held_out){p, (uint16_t)edge, (uint16_t)inst};
+    return 0;
+}
+
+void worker_trim_held(struct worker *w, uint64_t mark)
+{
+    while (w->held_n && w->held[w->held_head].p->meta.clock < mark) {
+        free(w->held[w->held_head].p);
+        w->held_head++;
+        w->held_n--;
+    }
+    if (!w->held_n)
+        w->held_head = 0;
+}
+
+void worker_release_held(struct worker *w)
+{
+    for (size_t k = 0; k < w->held_n; k++) {
+        const struct held_out *h = &w->held[w->held_head + k];
+        send_to(w->o->out[h->edge].links[h->inst], h->p, h->p->meta.sub, h->p->data, h->p->len,
+                h->p->wire_len);
+        free(h->p);
+    }
+    free(w->held);
+    w->held = NULL;
+    w->held_head = w->held_n = w->held_cap = 0;
+    w->holding = false;
+}
+
 /* nf_emit's way out of the worker: along every edge out of the NF that takes
- * the packet, to the instance its flowspace picks. */
+ * the packet, to the instance its flowspace picks (a clone holds it). */
 static int emit(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t *data,
                 uint32_t len, uint32_t wire_len, struct rw_err *e)
 {
@@ -89,7 +147,9 @@ static int emit(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t
         if (len > link_data_room(ed->links[0]))
             return rw_errf(e, RW_EINVAL, "emitted packet of %u bytes is too big", len);
         int j = link_edge_pick(ed, data, len, wire_len);
-        if (j >= 0)
+        if (j >= 0 && w->holding && hold(w, i, j, sub, data, len, wire_len))
+            return rw_errf(e, RW_ENOMEM, "out of memory holding a clone's output");
+        if (j >= 0 && !w->holding)
             send_to(ed->links[j], w->cur, sub, data, len, wire_len);
     }
     return 0;
@@ -154,9 +214,21 @@ static void die_of_poison(void)
     abort();
 }
 
+static int follow_clone(struct worker *w, uint32_t gen, uint64_t clock);
+
 int worker_process_one(struct worker *w, const struct link_pkt *p)
 {
     struct worker_status *st = w->o->status;
+    /* A clone may run beside this worker (design.md: Stragglers): one load per
+     * packet, and between two clocks only (a clock's later subs must read what
+     * its first ones wrote). */
+    if (w->live && p->meta.clock > w->max_clock &&
+        atomic_load_explicit(&w->o->shared->slot_clone[w->qslot], memory_order_acquire) !=
+            w->clone_gen) {
+        int rc = follow_clone(w, atomic_load(&w->o->shared->slot_clone[w->qslot]), p->meta.clock);
+        if (rc)
+            return rc;
+    }
     struct worker_quarantine *q = worker_quarantined(w->o->shared, w->qslot, &p->meta);
     if (q) {
         skip_quarantined(w, q, p);
@@ -194,6 +266,8 @@ static void send_marks(struct worker *w, uint64_t mark)
             link_send_mark(w->o->out[i].links[j], mark, NULL);
     w->sent_mark = mark;
     atomic_store(&w->o->status->mark, mark);
+    if (w->qslot >= 0)
+        atomic_store(&w->o->shared->slot_mark[w->qslot], mark);
 }
 
 /* Every NF sees its slot's inputs in (clock, sub) order (design.md: Invariants): its timers,
@@ -420,6 +494,81 @@ static int advance_watermark(struct worker *w, uint64_t m, bool idle)
     return 0;
 }
 
+/* The CPU the worker got while it had input waiting (design.md: Stragglers):
+ * wall and thread CPU time over busy stretches, sampled at most every 1 ms (a
+ * CPU-time read is a system call). An idle turn ends the stretch: a worker
+ * that keeps up sleeps between packets, and its sleep is not slowness. */
+#define WORKER_BUSY_SAMPLE_NS 1000000ull
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void busy_sample(struct worker *w, int handled)
+{
+    if (handled <= 0) {
+        w->busy_t0 = 0;
+        return;
+    }
+    uint64_t now = rw_now_ns();
+    if (!w->busy_t0) {
+        w->busy_t0 = now;
+        w->busy_c0 = thread_cpu_ns();
+        return;
+    }
+    if (now - w->busy_t0 < WORKER_BUSY_SAMPLE_NS)
+        return;
+    uint64_t c = thread_cpu_ns();
+    atomic_fetch_add(&w->o->status->busy_wall_ns, now - w->busy_t0);
+    atomic_fetch_add(&w->o->status->busy_cpu_ns, c > w->busy_c0 ? c - w->busy_c0 : 0);
+    w->busy_t0 = now;
+    w->busy_c0 = c;
+}
+
+int worker_reopen_client(struct worker *w, uint64_t from, struct rw_err *e)
+{
+    int rc = w->sc ? store_flush(w->sc) : 0;
+    if (rc)
+        return rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
+    struct store_client *sc = NULL;
+    if ((rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e)))
+        return rc;
+    if ((from != UINT64_MAX && (rc = store_client_asof(sc, from))) ||
+        (rc = store_client_cache(sc, 1 << 16)) ||
+        (rc = store_client_sole(sc, worker_sole(w->o->chain, w->o->nf_index)))) {
+        rw_errf(e, rc, "store: %s", store_client_errmsg(sc));
+        store_client_close(sc);
+        return rc;
+    }
+    struct store_client *old = w->sc;
+    worker_set_client(w, sc);
+    if (old)
+        store_client_close(old);
+    return 0;
+}
+
+/* The slot's clone generation moved. Odd: a clone replays beside this worker
+ * and may write the slot's objects ahead of it, so from this input on the
+ * client reads them as of here (the store keeps the value before each write).
+ * Even: the clone is gone; once past the highest clock it may have written,
+ * the plain client is right again. The ack tells the coordinator it may start
+ * the clone. */
+static int follow_clone(struct worker *w, uint32_t gen, uint64_t clock)
+{
+    const struct worker_shared *sh = w->o->shared;
+    if (!(gen & 1) && clock <= atomic_load(&sh->slot_clone_hi[w->qslot]))
+        return 0;
+    int rc = worker_reopen_client(w, gen & 1 ? clock : UINT64_MAX, &w->err);
+    if (rc)
+        return rc;
+    w->clone_gen = gen;
+    atomic_store(&w->o->status->clone_ack, gen);
+    return 0;
+}
+
 static void slot_finished(struct worker *w)
 {
     const struct worker_opts *o = w->o;
@@ -431,6 +580,11 @@ static int loop(struct worker *w)
 {
     struct worker_status *st = w->o->status;
     atomic_store(&st->state, WORKER_RUNNING);
+    if (w->o->ft && w->qslot >= 0) { /* follows the slot's clones from here */
+        uint32_t g = atomic_load(&w->o->shared->slot_clone[w->qslot]);
+        w->clone_gen = g & 1 ? g - 1 : g;
+        w->live = true;
+    }
     for (;;) {
         atomic_fetch_add(&st->heartbeat, 1);
         if (w->o->shared && atomic_load(&w->o->shared->run_over))
@@ -438,6 +592,7 @@ static int loop(struct worker *w)
         int n = one_turn(w);
         if (n < 0)
             return n;
+        busy_sample(w, n);
         uint64_t m = min_mark(w);
         int rc = merges(w) ? process_ready(w, m) : 0;
         if (rc)
@@ -532,9 +687,11 @@ static int open_store(struct worker *w, struct rw_err *e)
     struct store_client *sc = NULL;
     rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e);
     worker_set_client(w, sc);
-    if (!rc && ((rc = store_claim(w->sc)) ||
+    /* A clone joins the slot beside its worker and claims it only at takeover. */
+    if (!rc && ((!w->o->clone && (rc = store_claim(w->sc))) ||
                 (rc = store_client_sole(w->sc, worker_sole(w->o->chain, w->o->nf_index)))))
         rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
+    w->holding = w->o->clone;
     if (!rc)
         rc = worker_recover(w, e);
     if (rc)
@@ -557,6 +714,8 @@ static void teardown(struct worker *w)
         dedup_free(&w->dd);
     link_heap_clear(&w->pending);
     backlog_free(w);
+    worker_trim_held(w, UINT64_MAX);
+    free(w->held);
     free(w->in_mark);
 }
 

@@ -21,6 +21,13 @@ struct backlog {
     size_t head, n, cap;
 };
 
+/* An output a clone holds until it takes the slot (its straggler sends them
+ * meanwhile): the packet, and the edge and instance it goes to. */
+struct held_out {
+    struct link_pkt *p;
+    uint16_t edge, inst;
+};
+
 struct worker {
     const struct worker_opts *o;
     struct nf_inst *nf;         /* the slot's NF */
@@ -43,6 +50,14 @@ struct worker {
     int qslot;                     /* its index in the shared block's quarantine (-1: none) */
     bool poisoned;                 /* `rewind chaos --poison`: abort on a packet matching poison */
     struct bpf_program poison;
+    /* Stragglers: the slot_clone generation the client reads as of (the slot's
+     * worker), and a clone's held outputs (a FIFO in clock order). */
+    uint32_t clone_gen;
+    bool live; /* in its loop: follows the slot's clones */
+    bool holding;
+    struct held_out *held;
+    size_t held_head, held_n, held_cap;
+    uint64_t busy_t0, busy_c0; /* the busy stretch's start: wall and CPU time */
 };
 
 /* Processes one input (live or replayed); a quarantined one is skipped. */
@@ -66,8 +81,18 @@ void worker_publish_w(struct worker *w);
 int worker_buffer_links(struct worker *w);
 
 /* recover.c: replays the slot's packets in (W, R) and leaves live traffic that
- * arrived meanwhile in the backlog. */
+ * arrived meanwhile in the backlog. With o->clone, first tails the log beside
+ * the slot's worker (outputs held) until the coordinator says takeover. */
 int worker_recover(struct worker *w, struct rw_err *e);
+
+/* Opens the client the slot's live loop uses (cached; as of `from` when a clone
+ * may write ahead: from != UINT64_MAX) and makes it the worker's, closing the
+ * one before after flushing it. */
+int worker_reopen_client(struct worker *w, uint64_t from, struct rw_err *e);
+/* A clone sends what it held (after taking the slot's links) and stops holding. */
+void worker_release_held(struct worker *w);
+/* Drops held outputs of inputs below mark (the slot's worker sent them). */
+void worker_trim_held(struct worker *w, uint64_t mark);
 
 /* Whether the NF at nf_index runs one instance: its slot then alone changes the
  * NF's objects, shared ones included (store_client_sole). */

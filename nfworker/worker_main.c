@@ -212,11 +212,20 @@ static int run_slot(const struct wargs *a, struct wstate *w, unsigned nf, unsign
     const struct chain *c = w->chain;
     if (nf >= c->nnfs || inst >= c->nfs[nf].instances)
         return rw_errf(e, RW_EINVAL, "no slot %u[%u] in %s", nf, inst, a->chain);
-    int rc = pick_links(w, nf, inst, a->spare, e);
+    /* A clone leaves the links to the slot's worker until it takes the slot. */
+    bool clone = a->spare && atomic_load(&w->st->clone);
+    int rc = pick_links(w, nf, inst, a->spare && !clone, e);
     if (rc)
         return rc;
     const struct chain_nf *cn = &c->nfs[nf];
-    snprintf(w->alerts, sizeof(w->alerts), "%s/alerts/%s-%u.jsonl", a->out_dir, cn->name, inst);
+    /* A clone writes beside the slot's worker: a file of its own (the run
+     * merges every file and drops the alerts both raised). */
+    if (clone)
+        snprintf(w->alerts, sizeof(w->alerts), "%s/alerts/%s-%u.clone-%d.jsonl", a->out_dir,
+                 cn->name, inst, (int)getpid());
+    else
+        snprintf(w->alerts, sizeof(w->alerts), "%s/alerts/%s-%u.jsonl", a->out_dir, cn->name,
+                 inst);
     snprintf(w->log_dir, sizeof(w->log_dir), "%s/log", a->out_dir);
     struct worker_opts wo = {.def = nf_find(cn->type),
                              .config = cn->config,
@@ -240,7 +249,8 @@ static int run_slot(const struct wargs *a, struct wstate *w, unsigned nf, unsign
                              .shared = w->shared,
                              .slot_base = w->slot_base,
                              .log_dir = w->log_dir,
-                             .in_producer = w->in_producer};
+                             .in_producer = w->in_producer,
+                             .clone = clone};
     return worker_run(&wo, e);
 }
 

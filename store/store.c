@@ -150,6 +150,8 @@ int store_client_cache(struct store_client *c, unsigned n)
 static int asof_one(void *arg, const struct store_pre *p)
 {
     struct store_client *c = arg;
+    if (p->clock >= c->asof_next)
+        c->asof_next = p->clock + 1;
     if (p->type != 0 && p->type != 's' && p->type != 'i')
         return STORE_OK; /* a list: only pop reads one, and its result is recorded */
     struct store_key k = {p->scope, p->object, p->key, p->klen};
@@ -171,6 +173,7 @@ int store_client_asof(struct store_client *c, uint64_t from)
         return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
     store_cache_clear(c->cache);
     c->asof_from = from;
+    c->asof_next = from;
     int rc = c->st->be->since(c, from, asof_one, c);
     if (rc) {
         store_asof_free(c->asof);
@@ -201,6 +204,7 @@ int store_client_asof_move(struct store_client *c, struct store_client *from)
     store_asof_free(c->asof);
     c->asof = from->asof;
     c->asof_from = from->asof_from;
+    c->asof_next = from->asof_next;
     from->asof = NULL;
     store_cache_clear(c->cache);
     return STORE_OK;
@@ -220,7 +224,16 @@ static int asof_fresh(struct store_client *c, const struct store_opid *id,
     if (!c->asof || !id || !owned(c, k) || c->res.recorded || ov_get(c, k, v) ||
         (c->res.found && c->res.stamp < c->asof_from))
         return STORE_OK;
-    int rc = c->st->be->since(c, c->asof_from, asof_one, c);
+    /* Only records this gather has not seen, and none below this op: a key the
+     * overlay lacks was not written in [from, id->clock) (the replay issues
+     * every write of its slot there, and each of them is in the overlay), and
+     * the slot's other writer (its live worker, ahead) writes in clock order,
+     * so whatever it wrote since the last gather lies above what that gather
+     * saw. Each gather then costs the records new since the last one, not
+     * every record since from: a clone that tails the log for minutes beside
+     * its straggler re-gathers often. */
+    uint64_t at = id->clock > c->asof_next ? id->clock : c->asof_next;
+    int rc = c->st->be->since(c, at, asof_one, c);
     if (rc == STORE_OK)
         *use = ov_get(c, k, v);
     return rc;

@@ -1,0 +1,277 @@
+/*
+ * run_straggler.c - slow workers (design.md: Stragglers): found, cloned, and
+ * the slower copy retired.
+ *
+ * A straggler keeps answering heartbeats, so failover never sees it, yet the
+ * whole chain waits for it: its marks hold the merge of every NF after it and
+ * the sink's release. What makes a worker slow without its input being heavier
+ * is the CPU it is given (a noisy neighbour, a throttled cgroup, a sick core),
+ * so that is what is measured: each worker adds up the wall time and the CPU
+ * time of the stretches it had input waiting (worker.c, busy_sample), and at
+ * every heartbeat check the coordinator turns the increments into a share.
+ * A worker whose share stays `factor` times below the reference for `for_ms`
+ * is a straggler. The reference is the median share of the run's other busy
+ * workers (a machine that is loaded as a whole slows everyone alike and flags
+ * no one), or a whole CPU when no other worker is busy (one instance: its own
+ * NF has no peer to compare with).
+ *
+ * Clone (the default action): the slot's clone generation goes odd in the
+ * shared block; the worker, between two clocks, reopens its store client to
+ * read its own objects as of its position (the clone will write them ahead of
+ * it) and acks; then a hot spare of the NF is assigned as a clone: it tails
+ * the input log from the slot's W, through the upstream NFs, with outputs held
+ * (nfworker/recover.c). Whichever copy is ahead stays: a clone ahead of the
+ * worker's output mark for two checks in a row makes the worker retired
+ * (SIGKILL, the fail-stop every failure here is) and, once it is reaped, the
+ * clone takes the slot (claim, links, held outputs, W); a worker that is fast
+ * again and ahead for 4 x for_ms retires the clone. A worker that dies for any
+ * reason while cloned hands its slot to the clone, not to a new spare; a clone
+ * that dies leaves the slot to its worker. Either way the generation goes even
+ * and the worker reads plainly again once past the last clock the clone may
+ * have written.
+ *
+ * Restart: the straggler is killed and failed over to a spare (reason
+ * "straggler"): enough when the slowness is the process's own, and one
+ * process's CPU cheaper than a clone's replay.
+ */
+#include "run_internal.h"
+
+#include <signal.h>
+#include <stdlib.h>
+
+/* A worker busy less than this part of a check interval has no share worth
+ * judging: it kept up, or it was just given input. */
+#define BUSY_MIN_PART 0.5
+/* A clone is retired when its worker is fast again for this many for_ms. */
+#define FAST_AGAIN_FOR 4
+/* The worker did not ack the clone within this many for_ms: not cloned. */
+#define ACK_WAIT_FOR 20
+
+static int64_t clone_record(struct run *r, uint32_t slot, double share, double ref)
+{
+    uint32_t i = r->nclones++;
+    if (i >= RUN_FAILOVER_LOG)
+        return -1;
+    if (i == r->cap_clones) {
+        uint32_t cap = r->cap_clones ? r->cap_clones * 2 : 16;
+        void *v = realloc(r->clones, cap * sizeof(*r->clones));
+        if (!v)
+            return -1;
+        r->clones = v;
+        r->cap_clones = cap;
+    }
+    r->clones[i] = (struct run_clone){
+        .slot = slot, .share = share, .ref = ref, .detected_ns = rw_now_ns(), .outcome = "asked"};
+    return i;
+}
+
+static struct run_clone *rec_of(struct run *r, int64_t i)
+{
+    return i >= 0 && (uint32_t)i < r->nclones ? &r->clones[i] : NULL;
+}
+
+static void end_record(struct run *r, int64_t i, const char *outcome)
+{
+    struct run_clone *c = rec_of(r, i);
+    if (c && !c->ended_ns) {
+        c->ended_ns = rw_now_ns();
+        c->outcome = outcome;
+    }
+}
+
+/* The share of CPU p got while busy since the last check, or -1. */
+static void sample(struct run *r, struct run_proc *p)
+{
+    const struct worker_status *st = &r->status[p->index];
+    uint64_t wall = atomic_load(&st->busy_wall_ns), cpu = atomic_load(&st->busy_cpu_ns);
+    uint64_t dw = wall - p->prev_wall, dc = cpu - p->prev_cpu;
+    p->prev_wall = wall;
+    p->prev_cpu = cpu;
+    p->share = (double)dw >= BUSY_MIN_PART * r->beat_ms * 1e6 ? (double)dc / (double)dw : -1;
+}
+
+static int by_share(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median share of the busy slot workers other than slot s (1.0: none). */
+static double reference(struct run *r, uint32_t s, double *buf)
+{
+    unsigned n = 0;
+    for (uint32_t k = 0; k < r->nworkers; k++) {
+        const struct run_proc *p = r->slots[k].proc;
+        if (k != s && p && p->running && p->share >= 0)
+            buf[n++] = p->share;
+    }
+    if (!n)
+        return 1.0;
+    qsort(buf, n, sizeof(*buf), by_share);
+    return n % 2 ? buf[n / 2] : (buf[n / 2 - 1] + buf[n / 2]) / 2;
+}
+
+static void set_gen(struct run *r, uint32_t s)
+{
+    atomic_store(&r->shared->slot_clone[s], ++r->slots[s].clone_gen);
+}
+
+/* The worker acked: a spare of its NF becomes its clone. */
+static void start_clone(struct run *r, uint32_t s)
+{
+    struct run_slot *sl = &r->slots[s];
+    struct run_proc *c = run_spare_of(r, sl->nf);
+    if (!c)
+        return; /* the next check tries again (the pool is being topped up) */
+    c->slot = (int)s;
+    c->nf = (int)sl->nf;
+    c->is_clone = true;
+    c->clone_rec = sl->pending;
+    sl->pending = -1;
+    sl->clone = c;
+    sl->clone_asked = false;
+    sl->ahead = 0;
+    sl->fast_since = 0;
+    struct run_clone *rec = rec_of(r, c->clone_rec);
+    if (rec) {
+        rec->started_ns = rw_now_ns();
+        rec->outcome = "running";
+    }
+    atomic_store(&r->status[c->index].clone, 1);
+    run_wake(r, c, WORKER_ASSIGN(sl->nf, sl->instance));
+    run_top_up_spares(r);
+}
+
+static void retire(struct run_proc *p)
+{
+    p->retired = true;
+    uv_process_kill(&p->proc, SIGKILL);
+}
+
+/* A cloned slot: the copy ahead stays. */
+static void watch_clone(struct run *r, uint32_t s, bool slow, uint64_t now)
+{
+    struct run_slot *sl = &r->slots[s];
+    struct run_proc *w = sl->proc, *c = sl->clone;
+    if (!w || !c->running || c->retired || w->retired)
+        return;
+    uint64_t pos = atomic_load(&r->status[c->index].clone_pos);
+    uint64_t mark = atomic_load(&r->shared->slot_mark[s]);
+    sl->ahead = pos > mark ? sl->ahead + 1 : 0;
+    if (sl->ahead >= 2) {
+        retire(w);
+        return;
+    }
+    sl->fast_since = slow || pos > mark ? 0 : sl->fast_since ? sl->fast_since : now;
+    if (sl->fast_since &&
+        now - sl->fast_since >= (uint64_t)FAST_AGAIN_FOR * r->chain->stragglers.for_ms * 1000000ull)
+        retire(c);
+}
+
+void run_stragglers_check(struct run *r)
+{
+    const struct chain_stragglers *pol = &r->chain->stragglers;
+    if (r->o->no_ft || pol->action == CHAIN_STRAGGLER_OFF || atomic_load(&r->failed))
+        return;
+    double buf[WORKER_MAX_SLOTS];
+    for (uint32_t s = 0; s < r->nworkers; s++)
+        if (r->slots[s].proc && r->slots[s].proc->running)
+            sample(r, r->slots[s].proc);
+    uint64_t now = rw_now_ns(), for_ns = (uint64_t)pol->for_ms * 1000000ull;
+    for (uint32_t s = 0; s < r->nworkers; s++) {
+        struct run_slot *sl = &r->slots[s];
+        struct run_proc *p = sl->proc;
+        bool live = p && p->running && !p->retired && !p->straggler &&
+                    atomic_load(&r->status[p->index].state) == WORKER_RUNNING &&
+                    !atomic_load(&r->shared->slot_finished[s]);
+        double ref = live ? reference(r, s, buf) : 1.0;
+        bool slow = live && p->share >= 0 && p->share * pol->factor < ref;
+        if (sl->clone) {
+            watch_clone(r, s, slow, now);
+            continue;
+        }
+        if (sl->clone_asked) {
+            if (live && atomic_load(&r->status[p->index].clone_ack) == sl->clone_gen)
+                start_clone(r, s);
+            else if (!live || now - sl->asked_ns > ACK_WAIT_FOR * for_ns) {
+                sl->clone_asked = false; /* it never got to a new clock: no clone */
+                set_gen(r, s);
+                end_record(r, sl->pending, "not acked");
+                sl->pending = -1;
+            }
+            continue;
+        }
+        if (!slow || r->ending) {
+            sl->slow_since = 0;
+            continue;
+        }
+        if (!sl->slow_since)
+            sl->slow_since = now;
+        if (now - sl->slow_since < for_ns)
+            continue;
+        sl->slow_since = 0;
+        if (pol->action == CHAIN_STRAGGLER_RESTART) {
+            end_record(r, clone_record(r, s, p->share, ref), "restart");
+            r->restarts++;
+            p->straggler = true;
+            uv_process_kill(&p->proc, SIGKILL);
+            continue;
+        }
+        if (!run_spare_of(r, sl->nf))
+            continue; /* no spare of its NF up yet: the next check */
+        sl->pending = clone_record(r, s, p->share, ref);
+        sl->clone_asked = true;
+        sl->asked_ns = now;
+        set_gen(r, s); /* odd: the worker reads as of its position, then acks */
+    }
+}
+
+bool run_stragglers_exit(struct run *r, struct run_proc *p, bool clean)
+{
+    if (p->slot < 0)
+        return false;
+    uint32_t s = (uint32_t)p->slot;
+    struct run_slot *sl = &r->slots[s];
+    if (p->is_clone) { /* gone before it took the slot: its worker keeps it */
+        struct run_clone *rec = rec_of(r, p->clone_rec);
+        if (rec)
+            rec->replayed = atomic_load(&r->status[p->index].replayed);
+        if (sl->clone == p) {
+            sl->clone = NULL;
+            atomic_store(&r->shared->slot_clone_hi[s],
+                         atomic_load(&r->status[p->index].clone_hi));
+            set_gen(r, s);
+        }
+        *(p->retired ? &r->workers_won : &r->clones_lost) += 1;
+        end_record(r, p->clone_rec, p->retired ? "worker" : "clone lost");
+        return true;
+    }
+    struct run_proc *c = sl->clone;
+    if (!c || sl->proc)
+        return false;
+    if (clean || !c->running) { /* the slot is done: the clone has nothing to take */
+        if (c->running)
+            retire(c);
+        return false;
+    }
+    /* The worker is gone (retired, or a fault of its own): the clone has the
+     * slot; it claims it, takes the links and goes live (recover.c, take_slot). */
+    if (!p->retired && p->term_signal && p->term_signal != SIGKILL)
+        run_quarantine_death(r, p); /* a packet of death: the clone skips it too */
+    sl->clone = NULL;
+    sl->proc = c;
+    c->is_clone = false;
+    c->replacement = true;
+    if (!p->retired)
+        c->failover = run_record_failover(r, p, rw_now_ns());
+    struct run_clone *rec = rec_of(r, c->clone_rec);
+    if (rec)
+        rec->live_ns = rw_now_ns();
+    r->clones_won += p->retired;
+    end_record(r, c->clone_rec, p->retired ? "clone" : "clone (worker died)");
+    set_gen(r, s); /* even: the clone is the worker now, nobody writes ahead */
+    atomic_store(&r->shared->slot_clone_hi[s], 0);
+    atomic_store(&r->status[c->index].takeover, 1);
+    sl->w_at_assign = atomic_load(&r->shared->slot_w[s]);
+    return true;
+}
