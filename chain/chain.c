@@ -641,8 +641,8 @@ int chain_node_enum(const struct chain_node *map, const char *key, const char *c
 
 /* ---- chain sections ---- */
 
-static const char *const top_keys[] = {"name",      "input", "store", "log",
-                                       "max_frame", "nfs",   "edges", "stragglers", NULL};
+static const char *const top_keys[] = {"name", "input", "store",      "log", "max_frame",
+                                       "nfs",  "edges", "stragglers", NULL};
 static const char *const input_keys[] = {"trace", "port", NULL};
 static const char *const log_keys[] = {"durability", "segment_mb", NULL};
 static const char *const nf_keys[] = {"name", "type", "instances", "flowspace", "config", NULL};
@@ -789,10 +789,9 @@ static int sec_stragglers(struct chain *c, struct rw_err *e)
          (rc = chain_node_u64(m, "for_ms", 10, 3600000, for_ms, &for_ms, e)) ||
          (rc = chain_node_enum(m, "action", straggler_actions, act, &act, e))))
         return rc;
-    c->stragglers = (struct chain_stragglers){
-        .factor = (uint32_t)factor,
-        .for_ms = (uint32_t)for_ms,
-        .action = (enum chain_straggler_action)act};
+    c->stragglers = (struct chain_stragglers){.factor = (uint32_t)factor,
+                                              .for_ms = (uint32_t)for_ms,
+                                              .action = (enum chain_straggler_action)act};
     return RW_OK;
 }
 
@@ -1124,8 +1123,9 @@ static int chain_read(struct chain *c, const char *const *known, struct rw_err *
                      kind_name(c->root->kind));
     if ((rc = chain_node_keys(c->root, top_keys, e)) || (rc = sec_name(c, e)) ||
         (rc = sec_input(c, e)) || (rc = sec_store(c, e)) || (rc = sec_log(c, e)) ||
-        (rc = sec_max_frame(c, e)) || (rc = sec_stragglers(c, e)) || (rc = sec_nfs(c, known, e)) || (rc = sec_edges(c, e)) ||
-        (rc = check_fed(c, e)) || (rc = toposort(c, e)) || (rc = check_exits(c, e)))
+        (rc = sec_max_frame(c, e)) || (rc = sec_stragglers(c, e)) || (rc = sec_nfs(c, known, e)) ||
+        (rc = sec_edges(c, e)) || (rc = check_fed(c, e)) || (rc = toposort(c, e)) ||
+        (rc = check_exits(c, e)))
         return rc;
     return RW_OK;
 }

@@ -64,8 +64,9 @@ static int once(const char *self, const char *dir, const char *chain, const char
     char cmd[16384], how[64] = "run";
     if (slow)
         snprintf(how, sizeof(how), "chaos --slow 'fw[1]:%u'", factor);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s/out' && '%s' %s '%s' --trace '%s' --out '%s/out' >/dev/null",
-             dir, self, how, chain, trace, dir);
+    snprintf(cmd, sizeof(cmd),
+             "rm -rf '%s/out' && '%s' %s '%s' --trace '%s' --out '%s/out' >/dev/null", dir, self,
+             how, chain, trace, dir);
     static char rep[1 << 20], chaos[1 << 16];
     char path[PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/out/report.json", dir);
@@ -105,12 +106,10 @@ static double median(const struct strag_fig *v, int n, size_t off)
 
 int cmd_bench_straggler(int argc, char **argv)
 {
-    static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
-                                         {"factor", required_argument, 0, 'f'},
-                                         {"runs", required_argument, 0, 'r'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"packets", required_argument, 0, 'n'}, {"factor", required_argument, 0, 'f'},
+        {"runs", required_argument, 0, 'r'},    {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     uint64_t n = 1000000, factor = 10, runs = 3;
     bool json = false;
     int c;

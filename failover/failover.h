@@ -58,8 +58,8 @@ struct run_result {
     uint64_t packets_in, packets_out, duplicates;
     uint32_t failovers, kills, stalls;
     uint32_t clones, clones_won; /* stragglers cloned, and clones that took the slot */
-    uint32_t quarantined; /* packets of death skipped */
-    uint64_t oversize;    /* input packets larger than max_frame: logged, not carried */
+    uint32_t quarantined;        /* packets of death skipped */
+    uint64_t oversize;           /* input packets larger than max_frame: logged, not carried */
     uint32_t max_frame;
     double seconds;
 };

@@ -12,7 +12,8 @@
  * A slow worker (--slow NF[I]:F, --slow-every MS) is a straggler on purpose:
  * a timer of its own stops it for F - 1 ms and lets it run for 1 ms, over and
  * over, until it dies (the slowness belongs to the process, as a sick core's
- * or a throttled cgroup's would) or the faults stop. It keeps beating within
+ * or a throttled cgroup's would), the faults stop, or --slow's MS have passed
+ * (a straggler that gets well by itself). It keeps beating within
  * the heartbeat budget, so failover never sees it: only the straggler policy.
  */
 #include "run_internal.h"
@@ -121,6 +122,7 @@ struct slow {
     struct run_proc *p;
     int pid;
     unsigned factor;
+    uint64_t until_ns; /* it recovers then (0: never) */
     bool stopped;
 };
 
@@ -134,10 +136,16 @@ static void on_slow_tick(uv_timer_t *t)
 {
     struct slow *w = t->data;
     bool alive = w->p->used && w->p->running && w->p->pid == w->pid;
-    if (!alive || w->r->chaos_stopped) {
+    if (!alive || w->r->chaos_stopped || (w->until_ns && rw_now_ns() >= w->until_ns)) {
         if (alive && w->stopped)
             uv_process_kill(&w->p->proc, SIGCONT);
         uv_close((uv_handle_t *)t, on_slow_close);
+        return;
+    }
+    /* Slow in its loop, not while it starts: a start-up 10 times slower only
+     * delays the run, and nothing can be cloned before the slot runs. */
+    if (!w->stopped && atomic_load(&w->r->status[w->p->index].state) == WORKER_STARTING) {
+        uv_timer_start(t, on_slow_tick, 1, 0);
         return;
     }
     w->stopped = !w->stopped;
@@ -145,12 +153,16 @@ static void on_slow_tick(uv_timer_t *t)
     uv_timer_start(t, on_slow_tick, w->stopped ? w->factor - 1 : 1, 0);
 }
 
-static void make_slow(struct run *r, struct run_proc *p, unsigned factor)
+static void make_slow(struct run *r, struct run_proc *p, unsigned factor, unsigned ms)
 {
     struct slow *w = calloc(1, sizeof(*w));
     if (!w)
         return;
-    *w = (struct slow){.r = r, .p = p, .pid = p->pid, .factor = factor};
+    *w = (struct slow){.r = r,
+                       .p = p,
+                       .pid = p->pid,
+                       .factor = factor,
+                       .until_ns = ms ? rw_now_ns() + ms * 1000000ull : 0};
     note(r, "slow", p, factor);
     p->slowed = true;
     uv_timer_init(&r->loop, &w->t);
@@ -163,7 +175,7 @@ static void on_slow_every(uv_timer_t *t)
     struct run *r = t->data;
     struct run_proc *p = r->ending ? NULL : victim(r);
     if (p && !p->slowed)
-        make_slow(r, p, r->o->slow_factor ? r->o->slow_factor : 10);
+        make_slow(r, p, r->o->slow_factor ? r->o->slow_factor : 10, 0);
 }
 
 int run_slow_check(struct run *r, struct rw_err *e)
@@ -172,12 +184,15 @@ int run_slow_check(struct run *r, struct rw_err *e)
     const char *s = r->o->slow;
     if (!s)
         return 0;
-    const char *br = strchr(s, '['), *colon = strrchr(s, ':');
-    char *end;
+    const char *br = strchr(s, '[');
+    char *end = NULL, *fend = NULL;
     unsigned long inst = br ? strtoul(br + 1, &end, 10) : 0;
-    if (!br || !colon || end == br + 1 || *end != ']' || end + 1 != colon)
-        return rw_errf(e, RW_EINVAL, "--slow '%s': expected NF[I]:FACTOR", s);
-    r->slow_factor = (unsigned)strtoul(colon + 1, NULL, 10);
+    unsigned long factor = end && end[0] == ']' && end[1] == ':' ? strtoul(end + 2, &fend, 10) : 0;
+    unsigned long ms = fend && *fend == ':' ? strtoul(fend + 1, &fend, 10) : 0;
+    if (!br || end == br + 1 || factor < 2 || factor > 1000 || !fend || *fend || (fend[-1] == ':'))
+        return rw_errf(e, RW_EINVAL, "--slow '%s': expected NF[I]:FACTOR[:MS]", s);
+    r->slow_factor = (unsigned)factor;
+    r->slow_ms = (unsigned)ms;
     for (uint32_t k = 0; k < r->chain->nnfs; k++) {
         const struct chain_nf *nf = &r->chain->nfs[k];
         if (strlen(nf->name) != (size_t)(br - s) || strncmp(nf->name, s, (size_t)(br - s)))
@@ -188,8 +203,8 @@ int run_slow_check(struct run *r, struct rw_err *e)
         r->slow_slot = (int)(r->slot_base[k] + inst);
         return 0;
     }
-    return rw_errf(e, RW_EINVAL, "--slow '%s': the chain has no NF named '%.*s'", s,
-                   (int)(br - s), s);
+    return rw_errf(e, RW_EINVAL, "--slow '%s': the chain has no NF named '%.*s'", s, (int)(br - s),
+                   s);
 }
 
 void run_chaos_start(struct run *r)
@@ -200,7 +215,7 @@ void run_chaos_start(struct run *r)
     uv_timer_init(&r->loop, &r->slow_timer);
     r->kill_timer.data = r->stall_timer.data = r->slow_timer.data = r;
     if (r->slow_slot >= 0 && r->slots[r->slow_slot].proc)
-        make_slow(r, r->slots[r->slow_slot].proc, r->slow_factor);
+        make_slow(r, r->slots[r->slow_slot].proc, r->slow_factor, r->slow_ms);
     if (r->o->slow_every_ms)
         uv_timer_start(&r->slow_timer, on_slow_every, r->o->slow_every_ms, r->o->slow_every_ms);
     if (r->o->kill_every_ms)
@@ -247,8 +262,8 @@ void run_chaos_write(struct run *r)
     run_json_string(f, r->o->poison);
     fprintf(f, ",\n  \"slow\": ");
     run_json_string(f, r->o->slow);
-    fprintf(f, ",\n  \"slow_every_ms\": %u,\n  \"slows\": %u,\n  \"clones\": %u", r->o->slow_every_ms,
-            slows, r->nclones - r->restarts);
+    fprintf(f, ",\n  \"slow_every_ms\": %u,\n  \"slows\": %u,\n  \"clones\": %u",
+            r->o->slow_every_ms, slows, r->nclones - r->restarts);
     /* When the faults stopped, on the faults' clock: none starts after it. */
     if (r->chaos_stopped)
         fprintf(f, ",\n  \"stopped_ms\": %.3f,\n  \"stopped_by\": \"%s\"",

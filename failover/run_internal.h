@@ -39,13 +39,13 @@ struct run_proc {
     int term_signal;
     int pid;
     /* Stragglers (run_straggler.c). */
-    bool is_clone;        /* a clone beside its slot's worker (slot set, not slots[].proc) */
-    bool retired;         /* killed by the coordinator as the slower copy of its slot */
-    bool straggler;       /* killed as a straggler (action restart): failed over */
-    bool slowed;          /* chaos made it slow (--slow, --slow-every) */
-    int64_t clone_rec;    /* a clone's record in r->clones, or -1 */
+    bool is_clone;     /* a clone beside its slot's worker (slot set, not slots[].proc) */
+    bool retired;      /* killed by the coordinator as the slower copy of its slot */
+    bool straggler;    /* killed as a straggler (action restart): failed over */
+    bool slowed;       /* chaos made it slow (--slow, --slow-every) */
+    int64_t clone_rec; /* a clone's record in r->clones, or -1 */
     uint64_t prev_wall, prev_cpu; /* its busy figures at the last check */
-    double share;         /* CPU share while it had input, last check (-1: not busy) */
+    double share;                 /* CPU share while it had input, last check (-1: not busy) */
 };
 
 struct run_slot {
@@ -62,23 +62,19 @@ struct run_slot {
     uint16_t death_sub;
     /* Stragglers (run_straggler.c). */
     struct run_proc *clone; /* a clone beside proc, or NULL */
-    uint32_t clone_gen;     /* the shared block's slot_clone: odd while a clone may write */
-    bool clone_asked;       /* gen went odd: the clone starts once the worker acks it */
-    uint64_t asked_ns, slow_since, fast_since;
-    unsigned ahead;   /* checks in a row its clone was ahead of it */
-    int64_t pending;  /* the clone record of a clone being asked for, or -1 */
+    uint64_t slow_since, fast_since;
 };
 
 /* One straggler handled, for report.json. */
 struct run_clone {
     uint32_t slot;
-    double share, ref;           /* its CPU share and the reference it was held to */
-    uint64_t detected_ns;        /* slow for for_ms */
-    uint64_t started_ns;         /* the clone assigned (0: never: the worker did not ack) */
-    uint64_t live_ns;            /* the clone on live traffic (took the slot) */
-    uint64_t ended_ns;           /* one copy retired */
-    uint64_t replayed;           /* packets the clone replayed */
-    const char *outcome;         /* "clone", "worker", "clone lost", "restart", ... */
+    double share, ref;    /* its CPU share and the reference it was held to */
+    uint64_t detected_ns; /* slow for for_ms */
+    uint64_t started_ns;  /* the clone assigned (0: never: the worker did not ack) */
+    uint64_t live_ns;     /* the clone on live traffic (took the slot) */
+    uint64_t ended_ns;    /* one copy retired */
+    uint64_t replayed;    /* packets the clone replayed */
+    const char *outcome;  /* "clone", "worker", "clone lost", "restart", ... */
 };
 
 /* One failover, for report.json. */
@@ -155,14 +151,14 @@ struct run {
     uint32_t nfailovers, cap_failovers;
     uint32_t backoffs;         /* failovers that waited: faults outpaced recovery */
     _Atomic uint32_t nwaiting; /* slots whose failover waits */
-    struct run_clone *clones; /* stragglers handled (the first RUN_FAILOVER_LOG) */
+    struct run_clone *clones;  /* stragglers handled (the first RUN_FAILOVER_LOG) */
     uint32_t nclones, cap_clones;
     uint32_t clones_won, workers_won, clones_lost, restarts;
     struct run_fault *faults;
     uint32_t nfaults, cap_faults;
     uv_timer_t kill_timer, stall_timer, slow_timer;
     int slow_slot; /* --slow: the slot made slow at the start (-1: none) */
-    unsigned slow_factor;
+    unsigned slow_factor, slow_ms;
     uint64_t rng;
     struct link_edge *redges;
     unsigned nredges;

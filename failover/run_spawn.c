@@ -476,8 +476,7 @@ static void fold(struct run *r, struct run_proc *p)
         r->failovers[p->failover].recovered_ns = atomic_load(&st->recovered_ns);
         r->failovers[p->failover].replayed = atomic_load(&st->replayed);
     }
-    if (p->clone_rec >= 0 && (uint32_t)p->clone_rec < r->nclones &&
-        p->clone_rec < RUN_FAILOVER_LOG)
+    if (p->clone_rec >= 0 && (uint32_t)p->clone_rec < r->nclones && p->clone_rec < RUN_FAILOVER_LOG)
         r->clones[p->clone_rec].replayed = atomic_load(&st->replayed);
     if (p->nf < 0)
         return;
@@ -728,7 +727,6 @@ int run_spawn_workers(struct run *r, struct rw_err *e)
     for (uint32_t s = 0; s < r->nworkers; s++) {
         uv_timer_init(&r->loop, &r->slots[s].backoff);
         r->slots[s].backoff.data = &r->slots[s];
-        r->slots[s].pending = -1;
     }
     int rc = 0;
     for (uint32_t s = 0; s < r->nworkers && !rc; s++) {

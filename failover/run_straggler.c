@@ -15,20 +15,18 @@
  * no one), or a whole CPU when no other worker is busy (one instance: its own
  * NF has no peer to compare with).
  *
- * Clone (the default action): the slot's clone generation goes odd in the
- * shared block; the worker, between two clocks, reopens its store client to
- * read its own objects as of its position (the clone will write them ahead of
- * it) and acks; then a hot spare of the NF is assigned as a clone: it tails
- * the input log from the slot's W, through the upstream NFs, with outputs held
- * (nfworker/recover.c). Whichever copy is ahead stays: a clone ahead of the
- * worker's output mark for two checks in a row makes the worker retired
- * (SIGKILL, the fail-stop every failure here is) and, once it is reaped, the
- * clone takes the slot (claim, links, held outputs, W); a worker that is fast
- * again and ahead for 4 x for_ms retires the clone. A worker that dies for any
- * reason while cloned hands its slot to the clone, not to a new spare; a clone
- * that dies leaves the slot to its worker. Either way the generation goes even
- * and the worker reads plainly again once past the last clock the clone may
- * have written.
+ * Clone (the default action): a hot spare of the NF is assigned as a clone: it
+ * tails the input log from the slot's W, through the upstream NFs, with its
+ * outputs held (nfworker/recover.c), and never past the worker's output mark,
+ * so it never writes the slot's objects ahead of the worker (whose plain reads
+ * of them stay right; the clone reads as of its position, as any replay).
+ * Having started behind, a clone that reaches the worker's mark is the faster
+ * copy: the worker is retired (SIGKILL, the fail-stop every failure here is)
+ * and, once it is reaped, the clone takes the slot (claim, links, held
+ * outputs, W) and replays what is left like any replacement. A worker that is
+ * fast again for 4 x for_ms before that retires the clone. A worker that dies
+ * for any reason while cloned hands its slot to the clone, not to a new spare;
+ * a clone that dies leaves the slot to its worker.
  *
  * Restart: the straggler is killed and failed over to a spare (reason
  * "straggler"): enough when the slowness is the process's own, and one
@@ -44,8 +42,6 @@
 #define BUSY_MIN_PART 0.5
 /* A clone is retired when its worker is fast again for this many for_ms. */
 #define FAST_AGAIN_FOR 4
-/* The worker did not ack the clone within this many for_ms: not cloned. */
-#define ACK_WAIT_FOR 20
 
 static int64_t clone_record(struct run *r, uint32_t slot, double share, double ref)
 {
@@ -111,26 +107,15 @@ static double reference(struct run *r, uint32_t s, double *buf)
     return n % 2 ? buf[n / 2] : (buf[n / 2 - 1] + buf[n / 2]) / 2;
 }
 
-static void set_gen(struct run *r, uint32_t s)
-{
-    atomic_store(&r->shared->slot_clone[s], ++r->slots[s].clone_gen);
-}
-
-/* The worker acked: a spare of its NF becomes its clone. */
-static void start_clone(struct run *r, uint32_t s)
+/* A spare of the straggler's NF becomes its clone. */
+static void start_clone(struct run *r, uint32_t s, struct run_proc *c, double share, double ref)
 {
     struct run_slot *sl = &r->slots[s];
-    struct run_proc *c = run_spare_of(r, sl->nf);
-    if (!c)
-        return; /* the next check tries again (the pool is being topped up) */
     c->slot = (int)s;
     c->nf = (int)sl->nf;
     c->is_clone = true;
-    c->clone_rec = sl->pending;
-    sl->pending = -1;
+    c->clone_rec = clone_record(r, s, share, ref);
     sl->clone = c;
-    sl->clone_asked = false;
-    sl->ahead = 0;
     sl->fast_since = 0;
     struct run_clone *rec = rec_of(r, c->clone_rec);
     if (rec) {
@@ -157,12 +142,16 @@ static void watch_clone(struct run *r, uint32_t s, bool slow, uint64_t now)
         return;
     uint64_t pos = atomic_load(&r->status[c->index].clone_pos);
     uint64_t mark = atomic_load(&r->shared->slot_mark[s]);
-    sl->ahead = pos > mark ? sl->ahead + 1 : 0;
-    if (sl->ahead >= 2) {
+    /* Caught up: it started behind, at the slot's W, so reaching the worker's
+     * output mark shows it is the faster. It cannot stay far ahead: the input
+     * is held back by the straggler's full links, so the log it tails grows at
+     * the straggler's pace (measured: the clone at the log's head, within one
+     * replay chunk of the worker's mark, never twice ahead in a row). */
+    if (pos && pos >= mark && !sl->fast_since) {
         retire(w);
         return;
     }
-    sl->fast_since = slow || pos > mark ? 0 : sl->fast_since ? sl->fast_since : now;
+    sl->fast_since = slow || pos >= mark ? 0 : sl->fast_since ? sl->fast_since : now;
     if (sl->fast_since &&
         now - sl->fast_since >= (uint64_t)FAST_AGAIN_FOR * r->chain->stragglers.for_ms * 1000000ull)
         retire(c);
@@ -190,17 +179,6 @@ void run_stragglers_check(struct run *r)
             watch_clone(r, s, slow, now);
             continue;
         }
-        if (sl->clone_asked) {
-            if (live && atomic_load(&r->status[p->index].clone_ack) == sl->clone_gen)
-                start_clone(r, s);
-            else if (!live || now - sl->asked_ns > ACK_WAIT_FOR * for_ns) {
-                sl->clone_asked = false; /* it never got to a new clock: no clone */
-                set_gen(r, s);
-                end_record(r, sl->pending, "not acked");
-                sl->pending = -1;
-            }
-            continue;
-        }
         if (!slow || r->ending) {
             sl->slow_since = 0;
             continue;
@@ -217,12 +195,9 @@ void run_stragglers_check(struct run *r)
             uv_process_kill(&p->proc, SIGKILL);
             continue;
         }
-        if (!run_spare_of(r, sl->nf))
-            continue; /* no spare of its NF up yet: the next check */
-        sl->pending = clone_record(r, s, p->share, ref);
-        sl->clone_asked = true;
-        sl->asked_ns = now;
-        set_gen(r, s); /* odd: the worker reads as of its position, then acks */
+        struct run_proc *c = run_spare_of(r, sl->nf);
+        if (c) /* else no spare of its NF is up yet: the next check */
+            start_clone(r, s, c, p->share, ref);
     }
 }
 
@@ -238,9 +213,7 @@ bool run_stragglers_exit(struct run *r, struct run_proc *p, bool clean)
             rec->replayed = atomic_load(&r->status[p->index].replayed);
         if (sl->clone == p) {
             sl->clone = NULL;
-            atomic_store(&r->shared->slot_clone_hi[s],
-                         atomic_load(&r->status[p->index].clone_hi));
-            set_gen(r, s);
+            atomic_store(&r->shared->slot_hold[s], 0);
         }
         *(p->retired ? &r->workers_won : &r->clones_lost) += 1;
         end_record(r, p->clone_rec, p->retired ? "worker" : "clone lost");
@@ -267,10 +240,8 @@ bool run_stragglers_exit(struct run *r, struct run_proc *p, bool clean)
     struct run_clone *rec = rec_of(r, c->clone_rec);
     if (rec)
         rec->live_ns = rw_now_ns();
-    r->clones_won += p->retired;
+    r->clones_won++;
     end_record(r, c->clone_rec, p->retired ? "clone" : "clone (worker died)");
-    set_gen(r, s); /* even: the clone is the worker now, nobody writes ahead */
-    atomic_store(&r->shared->slot_clone_hi[s], 0);
     atomic_store(&r->status[c->index].takeover, 1);
     sl->w_at_assign = atomic_load(&r->shared->slot_w[s]);
     return true;

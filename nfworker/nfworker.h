@@ -71,11 +71,8 @@ struct worker_status {
     /* Coordinator, before assign: the spare runs as a clone beside the slot's
      * worker (1), and later: that worker is gone, the clone takes the slot (1). */
     _Atomic uint32_t clone, takeover;
-    /* Worker: the slot_clone generation it reads its own objects for. */
-    _Atomic uint32_t clone_ack;
-    /* Clone: the highest clock it may have issued ops for, and how far it has
-     * replayed (every input below it processed). */
-    _Atomic uint64_t clone_hi, clone_pos;
+    /* Clone: how far it has replayed (every input below it processed). */
+    _Atomic uint64_t clone_pos;
 };
 
 #define WORKER_ASSIGN(nf, inst) ((((uint32_t)(nf)) << 16 | (uint32_t)(inst)) + 1)
@@ -130,14 +127,15 @@ struct worker_shared {
      * for progress that will not come. The coordinator kills them all anyway;
      * this is for one its kill sweep missed. */
     _Atomic uint32_t run_over;
-    /* Stragglers: odd while a clone runs (or may) beside the slot's worker,
-     * which then reads its own objects as of its position (a clone ahead of it
-     * writes them); the highest clock a clone of the slot may have written
-     * (the worker reads through the overlay until it is past it); the slot's
-     * output mark, which its worker writes (every output below it was sent). */
-    _Atomic uint32_t slot_clone[WORKER_MAX_SLOTS];
-    _Atomic uint64_t slot_clone_hi[WORKER_MAX_SLOTS];
+    /* Stragglers: the slot's output mark, which its worker writes: every input
+     * below it is processed (its ops issued) and every output sent. A clone
+     * replays no further (it never writes the slot's objects ahead of the
+     * worker, whose reads of them are then right) and drops what it held
+     * below it. */
     _Atomic uint64_t slot_mark[WORKER_MAX_SLOTS];
+    /* A clone's replay position + 1 (0: none): G stays below it, since the
+     * slot's worker, ahead, moves its W past what the clone has yet to replay. */
+    _Atomic uint64_t slot_hold[WORKER_MAX_SLOTS];
 };
 
 /* ---- the worker ---- */

@@ -328,6 +328,22 @@ static int keep_alive(struct recovery *rec)
     return rc ? rec_err(rec, rc, "out of memory buffering live traffic") : 0;
 }
 
+/* The upstream NFs' queued ops go to the store: before W (or a clone's hold)
+ * moves past them, or G would, and the store would refuse them as trimmed. */
+static int flush_upstream(struct recovery *rec)
+{
+    for (uint32_t k = 0; rec->nfs && k < rec->c->nnfs; k++) {
+        struct up_nf *u = &rec->nfs[k];
+        for (uint32_t j = 0; u->needed && u->inst && j < u->n; j++) {
+            int rc = u->inst[j].sc ? store_flush(u->inst[j].sc) : 0;
+            if (rc)
+                return rec_err(rec, rc, "%s[%u]: store: %s", u->name, j,
+                               store_client_errmsg(u->inst[j].sc));
+        }
+    }
+    return 0;
+}
+
 /* Every REC_CHECKPOINT logged packets: W moves to just below the next one (all
  * before it are replayed, their ops applied or emulated, their outputs sent),
  * so that a replacement killed while it replays leaves its progress behind.
@@ -341,6 +357,8 @@ static int checkpoint(struct recovery *rec, uint64_t clock)
      * slot's worker sent (a replacement would replay from there). */
     if (!clock || clock - 1 <= w->done || w->holding)
         return 0;
+    if (flush_upstream(rec))
+        return rec->e->code;
     int rc = store_done(w->sc, clock - 1);
     if (!rc)
         rc = store_flush(w->sc);
@@ -543,15 +561,19 @@ static int tail(struct recovery *rec, uint64_t *pos)
             return rec_err(rec, RW_EIO, "the run was given up while the clone replayed");
         if (atomic_load(&st->takeover))
             return 0;
-        worker_trim_held(w, atomic_load(&o->shared->slot_mark[slot]));
+        uint64_t mark = atomic_load(&o->shared->slot_mark[slot]);
+        worker_trim_held(w, mark);
         uint64_t t = w->held_n < CLONE_HELD_MAX ? ready_end(rec) : 0;
+        t = t < mark ? t : mark; /* never ahead of the worker (slot_mark) */
         if (t > *pos) {
             t = t - *pos > CLONE_CHUNK ? *pos + CLONE_CHUNK : t;
-            atomic_store(&st->clone_hi, t - 1);
             int rc = replay(rec, *pos, t);
+            if (!rc && !(rc = flush_upstream(rec)) && (rc = store_flush(w->sc)))
+                rec_err(rec, rc, "store: %s", store_client_errmsg(w->sc));
             if (rc)
                 return rc;
             *pos = t;
+            atomic_store(&o->shared->slot_hold[slot], t + 1);
             atomic_store(&st->clone_pos, t);
             atomic_store(&st->replayed, rec->replayed);
             continue;
@@ -585,6 +607,7 @@ static int take_slot(struct recovery *rec, uint64_t pos)
         w->done = w->flushed_done = pos - 1;
         worker_publish_w(w);
     }
+    atomic_store(&o->shared->slot_hold[slot_index(o)], 0); /* its W holds G now */
     return 0;
 }
 
@@ -608,6 +631,8 @@ int worker_recover(struct worker *w, struct rw_err *e)
     uint64_t from = rec.from;
     /* A clone first tails the log beside the slot's worker, then takes the slot
      * from where it got to: the rest is a replacement's recovery from there. */
+    if (o->clone) /* the op records from W on stay until it has replayed them */
+        atomic_store(&o->shared->slot_hold[slot_index(o)], from + 1);
     if (o->clone && !(rc = open_upstream(&rec, e)) && !(rc = upstream_asof(&rec)) &&
         !(rc = tail(&rec, &from)))
         rc = take_slot(&rec, from);

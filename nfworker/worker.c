@@ -63,10 +63,15 @@ void worker_set_client(struct worker *w, struct store_client *sc)
 }
 
 /* Copies a packet into a slot of the chosen link, waiting while it is full. */
-static void send_to(struct link *l, const struct link_pkt *in, uint16_t sub, const uint8_t *data,
-                    uint32_t len, uint32_t wire_len)
+static void send_to(struct worker *w, struct link *l, const struct link_pkt *in, uint16_t sub,
+                    const uint8_t *data, uint32_t len, uint32_t wire_len)
 {
-    struct link_pkt *p = link_alloc_wait(l, NULL);
+    struct link_pkt *p = link_alloc(l);
+    if (!p) { /* the next NF is behind: waiting on it is not this worker's slowness */
+        uint64_t t0 = rw_now_ns();
+        p = link_alloc_wait(l, NULL);
+        w->blocked_ns += rw_now_ns() - t0;
+    }
     p->meta = in->meta;
     p->meta.sub = sub;
     p->meta.flags = 0;
@@ -125,7 +130,7 @@ void worker_release_held(struct worker *w)
 {
     for (size_t k = 0; k < w->held_n; k++) {
         const struct held_out *h = &w->held[w->held_head + k];
-        send_to(w->o->out[h->edge].links[h->inst], h->p, h->p->meta.sub, h->p->data, h->p->len,
+        send_to(w, w->o->out[h->edge].links[h->inst], h->p, h->p->meta.sub, h->p->data, h->p->len,
                 h->p->wire_len);
         free(h->p);
     }
@@ -150,7 +155,7 @@ static int emit(void *ctx, const struct rw_meta *in, uint16_t sub, const uint8_t
         if (j >= 0 && w->holding && hold(w, i, j, sub, data, len, wire_len))
             return rw_errf(e, RW_ENOMEM, "out of memory holding a clone's output");
         if (j >= 0 && !w->holding)
-            send_to(ed->links[j], w->cur, sub, data, len, wire_len);
+            send_to(w, ed->links[j], w->cur, sub, data, len, wire_len);
     }
     return 0;
 }
@@ -214,21 +219,9 @@ static void die_of_poison(void)
     abort();
 }
 
-static int follow_clone(struct worker *w, uint32_t gen, uint64_t clock);
-
 int worker_process_one(struct worker *w, const struct link_pkt *p)
 {
     struct worker_status *st = w->o->status;
-    /* A clone may run beside this worker (design.md: Stragglers): one load per
-     * packet, and between two clocks only (a clock's later subs must read what
-     * its first ones wrote). */
-    if (w->live && p->meta.clock > w->max_clock &&
-        atomic_load_explicit(&w->o->shared->slot_clone[w->qslot], memory_order_acquire) !=
-            w->clone_gen) {
-        int rc = follow_clone(w, atomic_load(&w->o->shared->slot_clone[w->qslot]), p->meta.clock);
-        if (rc)
-            return rc;
-    }
     struct worker_quarantine *q = worker_quarantined(w->o->shared, w->qslot, &p->meta);
     if (q) {
         skip_quarantined(w, q, p);
@@ -457,7 +450,9 @@ static int trim(struct worker *w)
     uint64_t g = UINT64_MAX;
     for (uint32_t s = 0; s < o->shared->nslots && s < WORKER_MAX_SLOTS; s++) {
         uint64_t v = atomic_load(&o->shared->slot_w[s]);
+        uint64_t hold = atomic_load(&o->shared->slot_hold[s]); /* a clone replays there */
         g = v < g ? v : g;
+        g = hold && hold - 1 < g ? hold - 1 : g;
     }
     if (g == UINT64_MAX || g < w->trimmed + WORKER_TRIM_STEP)
         return 0;
@@ -517,56 +512,21 @@ static void busy_sample(struct worker *w, int handled)
     if (!w->busy_t0) {
         w->busy_t0 = now;
         w->busy_c0 = thread_cpu_ns();
+        w->blocked_ns = 0;
         return;
     }
     if (now - w->busy_t0 < WORKER_BUSY_SAMPLE_NS)
         return;
-    uint64_t c = thread_cpu_ns();
-    atomic_fetch_add(&w->o->status->busy_wall_ns, now - w->busy_t0);
-    atomic_fetch_add(&w->o->status->busy_cpu_ns, c > w->busy_c0 ? c - w->busy_c0 : 0);
+    uint64_t c = thread_cpu_ns(), wall = now - w->busy_t0;
+    /* Time blocked on a full output link (backpressure) is left out of both:
+     * an NF upstream of a straggler waits on it, and is not slow itself. */
+    wall = wall > w->blocked_ns ? wall - w->blocked_ns : 0;
+    uint64_t cpu = c > w->busy_c0 ? c - w->busy_c0 : 0;
+    atomic_fetch_add(&w->o->status->busy_wall_ns, wall);
+    atomic_fetch_add(&w->o->status->busy_cpu_ns, cpu < wall ? cpu : wall);
     w->busy_t0 = now;
     w->busy_c0 = c;
-}
-
-int worker_reopen_client(struct worker *w, uint64_t from, struct rw_err *e)
-{
-    int rc = w->sc ? store_flush(w->sc) : 0;
-    if (rc)
-        return rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
-    struct store_client *sc = NULL;
-    if ((rc = store_client_open(w->st, w->o->vertex, w->o->slot, &sc, e)))
-        return rc;
-    if ((from != UINT64_MAX && (rc = store_client_asof(sc, from))) ||
-        (rc = store_client_cache(sc, 1 << 16)) ||
-        (rc = store_client_sole(sc, worker_sole(w->o->chain, w->o->nf_index)))) {
-        rw_errf(e, rc, "store: %s", store_client_errmsg(sc));
-        store_client_close(sc);
-        return rc;
-    }
-    struct store_client *old = w->sc;
-    worker_set_client(w, sc);
-    if (old)
-        store_client_close(old);
-    return 0;
-}
-
-/* The slot's clone generation moved. Odd: a clone replays beside this worker
- * and may write the slot's objects ahead of it, so from this input on the
- * client reads them as of here (the store keeps the value before each write).
- * Even: the clone is gone; once past the highest clock it may have written,
- * the plain client is right again. The ack tells the coordinator it may start
- * the clone. */
-static int follow_clone(struct worker *w, uint32_t gen, uint64_t clock)
-{
-    const struct worker_shared *sh = w->o->shared;
-    if (!(gen & 1) && clock <= atomic_load(&sh->slot_clone_hi[w->qslot]))
-        return 0;
-    int rc = worker_reopen_client(w, gen & 1 ? clock : UINT64_MAX, &w->err);
-    if (rc)
-        return rc;
-    w->clone_gen = gen;
-    atomic_store(&w->o->status->clone_ack, gen);
-    return 0;
+    w->blocked_ns = 0;
 }
 
 static void slot_finished(struct worker *w)
@@ -580,11 +540,6 @@ static int loop(struct worker *w)
 {
     struct worker_status *st = w->o->status;
     atomic_store(&st->state, WORKER_RUNNING);
-    if (w->o->ft && w->qslot >= 0) { /* follows the slot's clones from here */
-        uint32_t g = atomic_load(&w->o->shared->slot_clone[w->qslot]);
-        w->clone_gen = g & 1 ? g - 1 : g;
-        w->live = true;
-    }
     for (;;) {
         atomic_fetch_add(&st->heartbeat, 1);
         if (w->o->shared && atomic_load(&w->o->shared->run_over))

@@ -50,14 +50,12 @@ struct worker {
     int qslot;                     /* its index in the shared block's quarantine (-1: none) */
     bool poisoned;                 /* `rewind chaos --poison`: abort on a packet matching poison */
     struct bpf_program poison;
-    /* Stragglers: the slot_clone generation the client reads as of (the slot's
-     * worker), and a clone's held outputs (a FIFO in clock order). */
-    uint32_t clone_gen;
-    bool live; /* in its loop: follows the slot's clones */
+    /* Stragglers: a clone's held outputs (a FIFO in clock order). */
     bool holding;
     struct held_out *held;
     size_t held_head, held_n, held_cap;
     uint64_t busy_t0, busy_c0; /* the busy stretch's start: wall and CPU time */
+    uint64_t blocked_ns;       /* ... and the time since spent waiting on a full output link */
 };
 
 /* Processes one input (live or replayed); a quarantined one is skipped. */
@@ -85,10 +83,6 @@ int worker_buffer_links(struct worker *w);
  * the slot's worker (outputs held) until the coordinator says takeover. */
 int worker_recover(struct worker *w, struct rw_err *e);
 
-/* Opens the client the slot's live loop uses (cached; as of `from` when a clone
- * may write ahead: from != UINT64_MAX) and makes it the worker's, closing the
- * one before after flushing it. */
-int worker_reopen_client(struct worker *w, uint64_t from, struct rw_err *e);
 /* A clone sends what it held (after taking the slot's links) and stops holding. */
 void worker_release_held(struct worker *w);
 /* Drops held outputs of inputs below mark (the slot's worker sent them). */

@@ -224,8 +224,7 @@ static int run_slot(const struct wargs *a, struct wstate *w, unsigned nf, unsign
         snprintf(w->alerts, sizeof(w->alerts), "%s/alerts/%s-%u.clone-%d.jsonl", a->out_dir,
                  cn->name, inst, (int)getpid());
     else
-        snprintf(w->alerts, sizeof(w->alerts), "%s/alerts/%s-%u.jsonl", a->out_dir, cn->name,
-                 inst);
+        snprintf(w->alerts, sizeof(w->alerts), "%s/alerts/%s-%u.jsonl", a->out_dir, cn->name, inst);
     snprintf(w->log_dir, sizeof(w->log_dir), "%s/log", a->out_dir);
     struct worker_opts wo = {.def = nf_find(cn->type),
                              .config = cn->config,

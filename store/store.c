@@ -217,10 +217,59 @@ int store_client_asof_move(struct store_client *c, struct store_client *from)
  * watermark, or an absence nobody recorded (a delete: a read that found nothing
  * has a record). The overlay then gathers again (it keeps what it has), and
  * *use says whether *v now answers instead. */
+/* Finds the value of one key before its first write at or after a clock. */
+struct pick {
+    struct store_client *c;
+    const struct store_key *k;
+    bool got;
+    struct store_oval v;
+    uint8_t *bytes;
+};
+
+static int pick_one(void *arg, const struct store_pre *p)
+{
+    struct pick *x = arg;
+    if (x->got || p->scope != x->k->scope || p->object != x->k->object || p->klen != x->k->len ||
+        (p->klen && memcmp(p->key, x->k->bytes, p->klen)))
+        return STORE_OK;
+    if (p->type != 0 && p->type != 's' && p->type != 'i')
+        return STORE_OK;
+    if (p->len && !(x->bytes = malloc(p->len)))
+        return store_errf(x->c, STORE_ENOMEM, "as-of overlay: out of memory");
+    if (p->len)
+        memcpy(x->bytes, p->val, p->len);
+    bool mine = p->scope == STORE_FLOW ? p->owner == x->c->slot : x->c->sole;
+    x->v = (struct store_oval){p->type, p->type && mine, p->i, x->bytes, p->len};
+    x->got = true;
+    return STORE_OK;
+}
+
+/* A key this client first wrote blind (FOLLOW: "the store holds its value")
+ * that the store shows written at a later clock: the slot's other copy, ahead
+ * (a straggler beside its clone, design.md: Stragglers), wrote it since. The
+ * value as of this op is the one before the first write from here on; the
+ * overlay keeps it from now (undone with the packet, should it run again). */
+static int asof_follow(struct store_client *c, const struct store_opid *id,
+                       const struct store_key *k, bool *use, struct store_oval *v)
+{
+    struct pick x = {.c = c, .k = k};
+    int rc = c->st->be->since(c, id->clock, pick_one, &x);
+    if (rc == STORE_OK && x.got &&
+        store_asof_set(c->asof, k, &x.v, id->clock, (uint16_t)(id->seq >> 16)))
+        rc = store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
+    free(x.bytes);
+    if (rc == STORE_OK && x.got)
+        *use = ov_get(c, k, v);
+    return rc;
+}
+
 static int asof_fresh(struct store_client *c, const struct store_opid *id,
                       const struct store_key *k, bool *use, struct store_oval *v)
 {
     *use = false;
+    if (c->asof && id && owned(c, k) && !c->res.recorded && ov_get(c, k, v) &&
+        v->type == STORE_ASOF_FOLLOW && c->res.found && c->res.stamp > id->clock)
+        return asof_follow(c, id, k, use, v);
     if (!c->asof || !id || !owned(c, k) || c->res.recorded || ov_get(c, k, v) ||
         (c->res.found && c->res.stamp < c->asof_from))
         return STORE_OK;

@@ -779,11 +779,25 @@ int kv_trim(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t 
 
 /* ---- store_client_asof ---- */
 
+/* Records a walk visits in one read transaction. A reader pins every page
+ * written after its snapshot: a walk over tens of thousands of records by a
+ * slow process (a straggler, which is stopped most of the time) held LMDB's
+ * free pages for seconds, and under the chain's commit rate the map filled
+ * (1 GiB in one test run). Short transactions, each resuming after the last
+ * key, let the pages go. */
+#define SINCE_CHUNK 1024
+#define SINCE_PAUSE 1 /* the walk's callback: the chunk is done (no error) */
+
 struct sincex {
     struct kx *x;
     store_pre_fn fn;
     void *arg;
+    unsigned n;
+    uint8_t last[17]; /* the last key visited */
 };
+
+static int since_rec(struct sincex *s, struct store_client *c, const uint8_t *k, const uint8_t *v,
+                     size_t vl);
 
 /* One op record: passed on when it is a write of the client's slot to a per-flow
  * object (flags 4 and the writer slot). */
@@ -793,6 +807,14 @@ static int since_one(void *arg, const uint8_t *k, size_t kl, const uint8_t *v, s
     struct store_client *c = s->x->c;
     if (kl != 17 || vl < 14 || get32(v + 10) > vl - 14)
         return store_errf(c, STORE_ECORRUPT, "op record of %zu bytes", vl);
+    memcpy(s->last, k, 17);
+    int rc = since_rec(s, c, k, v, vl);
+    return rc ? rc : ++s->n >= SINCE_CHUNK ? SINCE_PAUSE : STORE_OK;
+}
+
+static int since_rec(struct sincex *s, struct store_client *c, const uint8_t *k, const uint8_t *v,
+                     size_t vl)
+{
     if (!(v[1] & 4))
         return STORE_OK;
     const uint8_t *p = v + 14 + get32(v + 10), *end = v + vl;
@@ -823,13 +845,24 @@ int kv_since(struct store_client *c, const struct kv_ops *kv, void *db, uint64_t
 {
     struct kx x;
     uint8_t pre[5] = {'o'}, from[17];
-    int rc = begin(&x, c, kv, db, false);
-    if (rc)
-        return rc;
     put32(pre + 1, c->vertex);
     k_op(from, w, c->vertex, 0);
     struct sincex s = {.x = &x, .fn = fn, .arg = arg};
-    rc = kv->walk(c, x.txn, pre, sizeof(pre), from, 17, since_one, &s);
-    kv->abort(x.txn);
+    int rc;
+    do {
+        if ((rc = begin(&x, c, kv, db, false)))
+            return rc;
+        s.n = 0;
+        rc = kv->walk(c, x.txn, pre, sizeof(pre), from, 17, since_one, &s);
+        kv->abort(x.txn);
+        if (rc == SINCE_PAUSE) { /* resume just after the last key */
+            memcpy(from, s.last, 17);
+            int i = 16;
+            while (i >= 0 && ++from[i] == 0)
+                i--;
+            if (i < 0)
+                rc = STORE_OK; /* the last possible key: nothing after it */
+        }
+    } while (rc == SINCE_PAUSE);
     return rc;
 }
