@@ -45,6 +45,9 @@ static const char run_options[] =
     "  --rate PPS                     pace the input to PPS packets per second\n"
     "  --max-in-flight N              clocks the chain may hold between the root and\n"
     "                                 its exit; above it the input waits (65536; FT)\n"
+    "  --stragglers ACTION            clone, restart or off: what is done about a slow\n"
+    "                                 worker, instead of the chain's `stragglers:`\n"
+    "                                 (off while a debugger holds workers: they look slow)\n"
     "  --no-dedup                     debug: no duplicate suppression (shows what it\n"
     "                                 prevents: failovers then duplicate output)\n";
 
@@ -137,6 +140,7 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                                          {"slow", required_argument, 0, 'W'},
                                          {"slow-every", required_argument, 0, 'Y'},
                                          {"slow-factor", required_argument, 0, 'Z'},
+                                         {"stragglers", required_argument, 0, 'G'},
                                          {0, 0, 0, 0}};
     void (*usage)(FILE *) = chaos ? chaos_usage : run_usage;
     memset(o, 0, sizeof(*o));
@@ -227,6 +231,16 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                        -1;
             o->poison = optarg;
             break;
+        case 'G': {
+            static const char *const acts[] = {"clone", "restart", "off"};
+            int k = 0;
+            while (k < 3 && strcmp(optarg, acts[k]))
+                k++;
+            if (k == 3)
+                return cli_error("--stragglers: '%s' is not clone, restart or off", optarg), -1;
+            o->stragglers = k + 1;
+            break;
+        }
         case 'W':
         case 'Y':
         case 'Z': {

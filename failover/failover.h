@@ -52,6 +52,9 @@ struct run_opts {
      * random one, slow_factor times (default 10). */
     const char *slow;
     unsigned slow_every_ms, slow_factor;
+    /* --stragglers: 0 the chain file's action, else 1 + enum chain_straggler_action
+     * (off for a run whose workers a debugger holds: they look slow) */
+    int stragglers;
 };
 
 struct run_result {

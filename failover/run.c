@@ -342,6 +342,8 @@ static int bind_store(struct run *r, struct rw_err *e)
 static int prepare(struct run *r, struct rw_err *e)
 {
     int rc = chain_load(r->o->chain_path, nf_types(), &r->chain, e);
+    if (!rc && r->o->stragglers) /* --stragglers overrides the chain file's action */
+        r->chain->stragglers.action = (enum chain_straggler_action)(r->o->stragglers - 1);
     if (!rc)
         rc = check_nf_configs(r->chain, e);
     if (!rc)

@@ -28,7 +28,7 @@ struct lmdb_st {
     MDB_dbi dbi, recs;
     size_t map_mib;
     char path[4096];
-    _Atomic uint64_t checked_ns; /* the last mdb_reader_check (l_begin) */
+    _Atomic uint64_t writes; /* write transactions begun (l_begin checks readers) */
 };
 
 static int lerr(struct store_client *c, int mrc, const char *what)
@@ -42,22 +42,22 @@ static int lerr(struct store_client *c, int mrc, const char *what)
     return store_errf(c, STORE_EBACKEND, "lmdb %s: %s", what, mdb_strerror(mrc));
 }
 
-/* How often a writer clears the reader slots of dead processes. A worker
- * killed inside a read transaction (a chaos kill, a retired straggler, the OOM
- * killer) leaves its slot holding that snapshot: LMDB then reuses no page freed
- * after it, and under the chain's commit rate the map filled (1 GiB in a test
- * run) long before anyone opened the store again, the only time it was
- * checked. */
-#define READER_CHECK_NS 100000000ull
+/* How often a writer clears the reader slots of dead processes: every this
+ * many write transactions of a process. A worker killed inside a read
+ * transaction (a chaos kill, a retired straggler, the OOM killer) leaves its
+ * slot holding that snapshot: LMDB then reuses no page freed after it, and
+ * under the chain's commit rate the map filled (1 GiB in a test run) long
+ * before anyone opened the store again, until now the only time it was
+ * checked. A check probes each reader's process (a lock test): some
+ * microseconds. */
+#define READER_CHECK_EVERY 64
 
 static int l_begin(struct store_client *c, void *kv, bool write, void **txn)
 {
     struct lmdb_st *l = kv;
-    uint64_t now = write ? rw_now_ns() : 0;
     if (write &&
-        now - atomic_load_explicit(&l->checked_ns, memory_order_relaxed) > READER_CHECK_NS) {
+        atomic_fetch_add_explicit(&l->writes, 1, memory_order_relaxed) % READER_CHECK_EVERY == 0) {
         int dead;
-        atomic_store_explicit(&l->checked_ns, now, memory_order_relaxed);
         mdb_reader_check(l->env, &dead);
     }
     int mrc = mdb_txn_begin(l->env, NULL, write ? 0 : MDB_RDONLY, (MDB_txn **)txn);

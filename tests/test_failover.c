@@ -487,7 +487,8 @@ static void kill_traced(pid_t pid)
  * it: kill_traced); false when it could not be traced or ended first (reaped).
  * A traced worker stops at every write of the word: on a loaded machine that is
  * slow enough to miss heartbeats, so runs watched this way get a long budget
- * (--heartbeat-misses 600). */
+ * (--heartbeat-misses 600), and no straggler policy (--stragglers off): a traced
+ * worker gets little CPU while it has input, and would be cloned and retired. */
 static bool stop_at_write(pid_t pid, uintptr_t addr, size_t len, bool (*done)(const void *),
                           const void *ctx)
 {
@@ -590,7 +591,7 @@ static void test_sigterm_ends_storm(void)
      * the main thread joins the sink. */
     run_bg_cmd(&b, "chaos", c, run,
                "--rate 800 --kill-every 300 --stall-every 50 --stall-ms 1000 "
-               "--heartbeat-misses 600 --seed 3",
+               "--heartbeat-misses 600 --stragglers off --seed 3",
                6 + 2, 300);
     while (b.shared && bg_running(&b) && !atomic_load(&b.shared->root_finished))
         usleep(1000);
@@ -712,7 +713,7 @@ static void test_kill_in_drain(void)
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     /* held that long, it must not count as hung */
     struct bg_run b;
-    run_bg(&b, c, run, "--rate 1000 --heartbeat-misses 600", 6 + 2, 100);
+    run_bg(&b, c, run, "--rate 1000 --heartbeat-misses 600 --stragglers off", 6 + 2, 100);
     uint32_t idx;
     struct word64 final = {.want = UINT64_MAX};
     pid_t victim = hold_at_status_write(&b, run, "--nf=0 --instance=1 ",
@@ -768,7 +769,7 @@ static void test_no_dedup_shows_duplicates(void)
     snprintf(run, sizeof(run), "%s/nodedup", d);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
-    run_bg(&b, c, run, "--rate 20000 --no-dedup --heartbeat-misses 600", 3 + 2, 1000);
+    run_bg(&b, c, run, "--rate 20000 --no-dedup --heartbeat-misses 600 --stragglers off", 3 + 2, 1000);
     kill_at_emit(&b, run);
     CU_ASSERT_EQUAL(bg_wait(&b), 0);
     CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), 1);
@@ -796,7 +797,7 @@ static void test_replayed_ops_applied_once(void)
     snprintf(run, sizeof(run), "%s/run", d);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", &c, ref, NULL), 0);
     struct bg_run b;
-    run_bg(&b, &c, run, "--rate 2000 --heartbeat-misses 600", 1 + 2, 300);
+    run_bg(&b, &c, run, "--rate 2000 --heartbeat-misses 600 --stragglers off", 1 + 2, 300);
     kill_at_emit(&b, run);
     int rc = bg_wait(&b);
     CU_ASSERT_EQUAL(rc, 0);
@@ -869,7 +870,7 @@ static void test_kill_holding_write_lock(void)
     CU_ASSERT_FATAL(off >= 0);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
-    run_bg(&b, c, run, "--rate 300 --heartbeat-misses 600", 6 + 2, 100);
+    run_bg(&b, c, run, "--rate 300 --heartbeat-misses 600 --stragglers off", 6 + 2, 100);
     uint32_t idx, cap;
     int fd;
     pid_t victim = find_worker(run, "--nf=0 --instance=0 ", &idx, &cap, &fd);
