@@ -476,8 +476,12 @@ static void fold(struct run *r, struct run_proc *p)
         r->failovers[p->failover].recovered_ns = atomic_load(&st->recovered_ns);
         r->failovers[p->failover].replayed = atomic_load(&st->replayed);
     }
-    if (p->clone_rec >= 0 && (uint32_t)p->clone_rec < r->nclones && p->clone_rec < RUN_FAILOVER_LOG)
+    if (p->clone_rec >= 0 && (uint32_t)p->clone_rec < r->nclones &&
+        p->clone_rec < RUN_FAILOVER_LOG) {
         r->clones[p->clone_rec].replayed = atomic_load(&st->replayed);
+        if (!p->is_clone && atomic_load(&st->recovered_ns)) /* it took the slot: live since */
+            r->clones[p->clone_rec].live_ns = atomic_load(&st->recovered_ns);
+    }
     if (p->nf < 0)
         return;
     struct run_nf_total *t = &r->totals[p->nf];

@@ -12,15 +12,17 @@
  * A worker whose share stays `factor` times below the reference for `for_ms`
  * is a straggler. The reference is the median share of the run's other busy
  * workers (a machine that is loaded as a whole slows everyone alike and flags
- * no one), or a whole CPU when no other worker is busy (one instance: its own
- * NF has no peer to compare with).
+ * no one), or when no other worker is busy (one instance: its own NF has no
+ * peer to compare with) what the machine can give a process: a CPU, or CPUs
+ * over the load average when that is higher.
  *
  * Clone (the default action): a hot spare of the NF is assigned as a clone: it
  * tails the input log from the slot's W, through the upstream NFs, with its
- * outputs held (nfworker/recover.c), and never past the worker's output mark,
- * so it never writes the slot's objects ahead of the worker (whose plain reads
- * of them stay right; the clone reads as of its position, as any replay).
- * Having started behind, a clone that reaches the worker's mark is the faster
+ * outputs held (nfworker/recover.c), and never past what the worker has
+ * applied (its flushed W), so it never writes the slot's objects ahead of the
+ * worker (whose plain reads of them stay right) and never reads them before
+ * the worker's writes are in the store (it reads as of its position, as any
+ * replay). Having started behind, a clone that reaches that W is the faster
  * copy: the worker is retired (SIGKILL, the fail-stop every failure here is)
  * and, once it is reaped, the clone takes the slot (claim, links, held
  * outputs, W) and replays what is left like any replacement. A worker that is
@@ -36,6 +38,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* A worker busy less than this part of a check interval has no share worth
  * judging: it kept up, or it was just given input. */
@@ -92,7 +95,10 @@ static int by_share(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The median share of the busy slot workers other than slot s (1.0: none). */
+/* The median share of the busy slot workers other than slot s; with none, what
+ * the machine can give one process: a CPU, or less when its run queue is longer
+ * than its CPUs (a 2-core host at load 8 gives each about a quarter: a lone
+ * worker there is not slow). A stopped straggler is not in the load. */
 static double reference(struct run *r, uint32_t s, double *buf)
 {
     unsigned n = 0;
@@ -101,8 +107,13 @@ static double reference(struct run *r, uint32_t s, double *buf)
         if (k != s && p && p->running && p->share >= 0)
             buf[n++] = p->share;
     }
-    if (!n)
-        return 1.0;
+    if (!n) {
+        double load;
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        if (getloadavg(&load, 1) != 1 || cpus < 1 || load <= (double)cpus)
+            return 1.0;
+        return (double)cpus / load;
+    }
     qsort(buf, n, sizeof(*buf), by_share);
     return n % 2 ? buf[n / 2] : (buf[n / 2 - 1] + buf[n / 2]) / 2;
 }
@@ -141,12 +152,13 @@ static void watch_clone(struct run *r, uint32_t s, bool slow, uint64_t now)
     if (!w || !c->running || c->retired || w->retired)
         return;
     uint64_t pos = atomic_load(&r->status[c->index].clone_pos);
-    uint64_t mark = atomic_load(&r->shared->slot_mark[s]);
+    uint64_t mark = atomic_load(&r->shared->slot_w[s]) + 1; /* what the worker applied */
     /* Caught up: it started behind, at the slot's W, so reaching the worker's
-     * output mark shows it is the faster. It cannot stay far ahead: the input
-     * is held back by the straggler's full links, so the log it tails grows at
-     * the straggler's pace (measured: the clone at the log's head, within one
-     * replay chunk of the worker's mark, never twice ahead in a row). */
+     * W again shows it is the faster. It may not go ahead (it would write the
+     * slot's objects before the worker reads them), and could not by much: the
+     * input is held back by the straggler, so the log it tails grows at the
+     * straggler's pace (measured: the clone at the log's head, within one
+     * replay chunk of the worker's mark). */
     if (pos && pos >= mark && !sl->fast_since) {
         retire(w);
         return;

@@ -385,11 +385,13 @@ static int on_record(void *ctx, const struct log_rec *r)
 
 /* ---- waiting until the replay can be exact ---- */
 
-static bool upstream_ready(struct recovery *rec, uint64_t r_clock)
+/* How far a replay can be exact now: what the log holds, and what every
+ * upstream slot has applied (their ops are then answered from the records);
+ * 0 when the store does not answer. */
+static uint64_t ready_end(struct recovery *rec)
 {
     const struct worker_opts *o = rec->w->o;
-    if (atomic_load(&o->shared->durable) < r_clock)
-        return false;
+    uint64_t t = atomic_load(&o->shared->durable);
     for (uint32_t k = 0; k < rec->c->nnfs; k++) {
         struct up_nf *u = &rec->nfs[k];
         for (uint32_t j = 0; u->needed && j < u->n; j++) {
@@ -399,11 +401,17 @@ static bool upstream_ready(struct recovery *rec, uint64_t r_clock)
             int rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
             if (rc == STORE_EFENCED && !up_reopen(rec, u, j))
                 rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
-            if (rc || wm + 1 < r_clock)
-                return false;
+            if (rc)
+                return 0;
+            t = wm + 1 < t ? wm + 1 : t;
         }
     }
-    return true;
+    return t;
+}
+
+static bool upstream_ready(struct recovery *rec, uint64_t r_clock)
+{
+    return ready_end(rec) >= r_clock;
 }
 
 /* Ways out: the run given up, or a root that ended (its durable watermark is then
@@ -521,29 +529,6 @@ static int slot_index(const struct worker_opts *o)
     return (int)(o->slot_base[o->nf_index] + o->instance);
 }
 
-/* How far the clone may replay now: what the log holds, and what every
- * upstream slot has applied (their ops are then answered from the records). */
-static uint64_t ready_end(struct recovery *rec)
-{
-    const struct worker_opts *o = rec->w->o;
-    uint64_t t = atomic_load(&o->shared->durable);
-    for (uint32_t k = 0; k < rec->c->nnfs; k++) {
-        struct up_nf *u = &rec->nfs[k];
-        for (uint32_t j = 0; u->needed && j < u->n; j++) {
-            if (atomic_load(&o->shared->slot_finished[o->slot_base[k] + j]))
-                continue;
-            uint64_t wm = 0;
-            int rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
-            if (rc == STORE_EFENCED && !up_reopen(rec, u, j))
-                rc = store_watermark(u->inst[j].sc, (uint16_t)j, &wm);
-            if (rc)
-                return 0;
-            t = wm + 1 < t ? wm + 1 : t;
-        }
-    }
-    return t;
-}
-
 /* The clone tails the log beside the slot's worker: every logged packet from
  * its replay's start, through the upstream NFs, into its own NF, outputs held
  * (the slot's worker is still the links' producer and sends the same ones),
@@ -561,10 +546,15 @@ static int tail(struct recovery *rec, uint64_t *pos)
             return rec_err(rec, RW_EIO, "the run was given up while the clone replayed");
         if (atomic_load(&st->takeover))
             return 0;
-        uint64_t mark = atomic_load(&o->shared->slot_mark[slot]);
-        worker_trim_held(w, mark);
+        worker_trim_held(w, atomic_load(&o->shared->slot_mark[slot]));
+        /* Never past what the worker has applied (its flushed W): below it the
+         * store holds every write of the worker's, and the clone reads as of
+         * its position; the worker's queued writes above it are not there yet
+         * (measured: a load balancer's connection read as absent, its put
+         * still queued, and the clone took another path). */
+        uint64_t applied = atomic_load(&o->shared->slot_w[slot]) + 1;
         uint64_t t = w->held_n < CLONE_HELD_MAX ? ready_end(rec) : 0;
-        t = t < mark ? t : mark; /* never ahead of the worker (slot_mark) */
+        t = t < applied ? t : applied;
         if (t > *pos) {
             t = t - *pos > CLONE_CHUNK ? *pos + CLONE_CHUNK : t;
             int rc = replay(rec, *pos, t);

@@ -389,6 +389,8 @@ static int next_input(struct worker *w, unsigned i)
     struct link_pkt *p = link_recv(w->o->in[i]);
     if (!p)
         return 0;
+    if (w->waited_ns && !w->wake_sent) /* the first input after a wait (busy_sample) */
+        w->wake_sent = p->sent_ns;
     int rc = handle(w, i, p);
     link_release(w->o->in[i], p);
     return rc ? rc : 1;
@@ -408,6 +410,7 @@ static int one_turn(struct worker *w)
             return rc;
     }
     atomic_store(&w->o->status->queue_depth, depth);
+    w->depth = depth;
     return handled;
 }
 
@@ -502,18 +505,37 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Woken late: a worker that waited for input and found this many inputs at
+ * once, or one sent this long before it woke (a packet the root sent while it
+ * waited), did not answer its link's wake-up in time (a healthy one wakes at the
+ * first input, within microseconds). The wait then counts as busy from when the
+ * input was there: a straggler stopped while its link was momentarily empty
+ * looks just so, and with fast NFs or little traffic its link is always empty
+ * the moment it runs. */
+#define WORKER_WOKE_BEHIND 256
+#define WORKER_WOKE_LATE_NS 1000000ull
+
 static void busy_sample(struct worker *w, int handled)
 {
+    uint64_t waited = w->waited_ns, first = w->wake_sent;
+    w->waited_ns = w->wake_sent = 0;
     if (handled <= 0) {
         w->busy_t0 = 0;
         return;
     }
     uint64_t now = rw_now_ns();
     if (!w->busy_t0) {
-        w->busy_t0 = now;
-        w->busy_c0 = thread_cpu_ns();
+        bool late = waited && first > waited && now - first >= WORKER_WOKE_LATE_NS;
+        bool behind = waited && w->depth >= WORKER_WOKE_BEHIND;
         w->blocked_ns = 0;
-        return;
+        if (late || behind) { /* backdated: sampled now, the wait counted */
+            w->busy_t0 = late ? first : waited;
+            w->busy_c0 = w->waited_cpu;
+        } else {
+            w->busy_t0 = now;
+            w->busy_c0 = thread_cpu_ns();
+            return;
+        }
     }
     if (now - w->busy_t0 < WORKER_BUSY_SAMPLE_NS)
         return;
@@ -564,8 +586,11 @@ static int loop(struct worker *w)
             slot_finished(w);
             return 0;
         }
-        if (n == 0)
+        if (n == 0) {
+            w->waited_ns = rw_now_ns();
+            w->waited_cpu = thread_cpu_ns();
             link_wait_any(w->o->in, w->o->nin, 100);
+        }
     }
 }
 

@@ -54,8 +54,11 @@ struct worker {
     bool holding;
     struct held_out *held;
     size_t held_head, held_n, held_cap;
-    uint64_t busy_t0, busy_c0; /* the busy stretch's start: wall and CPU time */
-    uint64_t blocked_ns;       /* ... and the time since spent waiting on a full output link */
+    uint64_t busy_t0, busy_c0;      /* the busy stretch's start: wall and CPU time */
+    uint64_t blocked_ns;            /* ... and the time since spent waiting on a full output link */
+    uint64_t waited_ns, waited_cpu; /* the last wait for input began (0: none since) */
+    uint64_t wake_sent;             /* ... and the first input after it was sent */
+    uint64_t depth;                 /* inputs waiting at the start of the last turn */
 };
 
 /* Processes one input (live or replayed); a quarantined one is skipped. */

@@ -150,8 +150,6 @@ int store_client_cache(struct store_client *c, unsigned n)
 static int asof_one(void *arg, const struct store_pre *p)
 {
     struct store_client *c = arg;
-    if (p->clock >= c->asof_next)
-        c->asof_next = p->clock + 1;
     if (p->type != 0 && p->type != 's' && p->type != 'i')
         return STORE_OK; /* a list: only pop reads one, and its result is recorded */
     struct store_key k = {p->scope, p->object, p->key, p->klen};
@@ -173,7 +171,6 @@ int store_client_asof(struct store_client *c, uint64_t from)
         return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
     store_cache_clear(c->cache);
     c->asof_from = from;
-    c->asof_next = from;
     int rc = c->st->be->since(c, from, asof_one, c);
     if (rc) {
         store_asof_free(c->asof);
@@ -204,7 +201,6 @@ int store_client_asof_move(struct store_client *c, struct store_client *from)
     store_asof_free(c->asof);
     c->asof = from->asof;
     c->asof_from = from->asof_from;
-    c->asof_next = from->asof_next;
     from->asof = NULL;
     store_cache_clear(c->cache);
     return STORE_OK;
@@ -221,6 +217,8 @@ int store_client_asof_move(struct store_client *c, struct store_client *from)
 struct pick {
     struct store_client *c;
     const struct store_key *k;
+    uint64_t clock; /* the op it is for: writes before it in its packet are skipped */
+    uint32_t seq;
     bool got;
     struct store_oval v;
     uint8_t *bytes;
@@ -229,7 +227,8 @@ struct pick {
 static int pick_one(void *arg, const struct store_pre *p)
 {
     struct pick *x = arg;
-    if (x->got || p->scope != x->k->scope || p->object != x->k->object || p->klen != x->k->len ||
+    if (x->got || (p->clock == x->clock && p->seq < x->seq) || p->scope != x->k->scope ||
+        p->object != x->k->object || p->klen != x->k->len ||
         (p->klen && memcmp(p->key, x->k->bytes, p->klen)))
         return STORE_OK;
     if (p->type != 0 && p->type != 's' && p->type != 'i')
@@ -247,12 +246,14 @@ static int pick_one(void *arg, const struct store_pre *p)
 /* A key this client first wrote blind (FOLLOW: "the store holds its value")
  * that the store shows written at a later clock: the slot's other copy, ahead
  * (a straggler beside its clone, design.md: Stragglers), wrote it since. The
- * value as of this op is the one before the first write from here on; the
- * overlay keeps it from now (undone with the packet, should it run again). */
+ * value as of this op is the one before the first write from this op on (the
+ * packet's earlier writes, this client's own blind one among them, are in it:
+ * taking the value before them lost a load balancer's decrement); the overlay
+ * keeps it from now (undone with the packet, should it run again). */
 static int asof_follow(struct store_client *c, const struct store_opid *id,
                        const struct store_key *k, bool *use, struct store_oval *v)
 {
-    struct pick x = {.c = c, .k = k};
+    struct pick x = {.c = c, .k = k, .clock = id->clock, .seq = id->seq};
     int rc = c->st->be->since(c, id->clock, pick_one, &x);
     if (rc == STORE_OK && x.got &&
         store_asof_set(c->asof, k, &x.v, id->clock, (uint16_t)(id->seq >> 16)))
@@ -273,16 +274,7 @@ static int asof_fresh(struct store_client *c, const struct store_opid *id,
     if (!c->asof || !id || !owned(c, k) || c->res.recorded || ov_get(c, k, v) ||
         (c->res.found && c->res.stamp < c->asof_from))
         return STORE_OK;
-    /* Only records this gather has not seen, and none below this op: a key the
-     * overlay lacks was not written in [from, id->clock) (the replay issues
-     * every write of its slot there, and each of them is in the overlay), and
-     * the slot's other writer (its live worker, ahead) writes in clock order,
-     * so whatever it wrote since the last gather lies above what that gather
-     * saw. Each gather then costs the records new since the last one, not
-     * every record since from: a clone that tails the log for minutes beside
-     * its straggler re-gathers often. */
-    uint64_t at = id->clock > c->asof_next ? id->clock : c->asof_next;
-    int rc = c->st->be->since(c, at, asof_one, c);
+    int rc = c->st->be->since(c, c->asof_from, asof_one, c);
     if (rc == STORE_OK)
         *use = ov_get(c, k, v);
     return rc;

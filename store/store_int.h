@@ -136,7 +136,6 @@ struct store_client {
     bool sole;                 /* store_client_sole */
     struct store_asof *asof;   /* store_client_asof's overlay, or NULL */
     uint64_t asof_from;        /* and the clock it is as of (just before) */
-    uint64_t asof_next;        /* above the highest record clock a gather visited */
     struct store_stats stats;
     void *impl;
 };

@@ -480,6 +480,50 @@ static void kill_traced(pid_t pid)
         ;
 }
 
+static volatile uint64_t probe_word;
+
+/* Whether this machine's ptrace gives hardware watchpoints: a child writes a
+ * word under one, and must stop with SIGTRAP. Some virtual machines accept the
+ * debug registers and never fire them (seen: a child that just exited); the
+ * cases that hold a worker at one instant cannot run there, and say so. */
+static bool watchpoints_work(void)
+{
+    static int known = -1;
+    if (known >= 0)
+        return known;
+    int p[2], st;
+    if (pipe(p)) {
+        known = 0;
+        return false;
+    }
+    pid_t c = fork();
+    if (c == 0) {
+        char x;
+        close(p[1]);
+        if (read(p[0], &x, 1) != 1)
+            _exit(2);
+        probe_word = 42;
+        _exit(0);
+    }
+    close(p[0]);
+    unsigned long dr7 = 1ul | 1ul << 16 | 2ul << 18; /* DR0, on writes, 8 bytes */
+    bool ok =
+        c > 0 && !ptrace(PTRACE_SEIZE, c, 0, 0) && !ptrace(PTRACE_INTERRUPT, c, 0, 0) &&
+        waitpid(c, &st, __WALL) == c && WIFSTOPPED(st) &&
+        !ptrace(PTRACE_POKEUSER, c, offsetof(struct user, u_debugreg[0]), (void *)&probe_word) &&
+        !ptrace(PTRACE_POKEUSER, c, offsetof(struct user, u_debugreg[7]), (void *)dr7) &&
+        !ptrace(PTRACE_CONT, c, 0, 0) && write(p[1], "x", 1) == 1 && waitpid(c, &st, __WALL) == c &&
+        WIFSTOPPED(st) && WSTOPSIG(st) == SIGTRAP;
+    close(p[1]);
+    if (c > 0)
+        kill_traced(c);
+    if (!ok)
+        fprintf(stderr, "  NOT RUN: this machine's ptrace gives no hardware watchpoints, so no "
+                        "worker can be held at one instant\n");
+    known = ok;
+    return ok;
+}
+
 /* Stops process pid at the instant it writes the word at addr (an address of its
  * own, len 4 or 8 bytes, aligned) so that done(ctx) holds, with an x86-64
  * hardware watchpoint set through ptrace: the instant is the write itself, not a
@@ -705,6 +749,8 @@ static pid_t hold_at_status_write(struct bg_run *b, const char *run, const char 
  * ends well with the output exact. */
 static void test_kill_in_drain(void)
 {
+    if (!watchpoints_work())
+        return;
     char *d = tu_mkdtemp("drainkill");
     char ref[4200], run[4300];
     const struct chain_case *c = &catalog[5];
@@ -762,6 +808,8 @@ static void kill_at_emit(struct bg_run *b, const char *run)
  * the replacement sends it again while the sink still holds the first copy. */
 static void test_no_dedup_shows_duplicates(void)
 {
+    if (!watchpoints_work())
+        return;
     char *d = tu_mkdtemp("nodedup");
     char ref[4200], run[4300], log[8192];
     const struct chain_case *c = &catalog[0];
@@ -769,7 +817,8 @@ static void test_no_dedup_shows_duplicates(void)
     snprintf(run, sizeof(run), "%s/nodedup", d);
     CU_ASSERT_EQUAL_FATAL(rw_cmd("run", c, ref, NULL), 0);
     struct bg_run b;
-    run_bg(&b, c, run, "--rate 20000 --no-dedup --heartbeat-misses 600 --stragglers off", 3 + 2, 1000);
+    run_bg(&b, c, run, "--rate 20000 --no-dedup --heartbeat-misses 600 --stragglers off", 3 + 2,
+           1000);
     kill_at_emit(&b, run);
     CU_ASSERT_EQUAL(bg_wait(&b), 0);
     CU_ASSERT_EQUAL(json_num(run, "report.json", "failovers"), 1);
@@ -790,6 +839,8 @@ static void test_no_dedup_shows_duplicates(void)
  * state comparison must see it. */
 static void test_replayed_ops_applied_once(void)
 {
+    if (!watchpoints_work())
+        return;
     char *d = tu_mkdtemp("natkill");
     char ref[4200], run[4300];
     const struct chain_case c = {"nat.yaml", "nmap_sT_top1000.pcap", 0, 1};
@@ -860,6 +911,8 @@ static bool wlock_owned(const void *ctx)
  * would stop every worker's store flush, and the run would never end. */
 static void test_kill_holding_write_lock(void)
 {
+    if (!watchpoints_work())
+        return;
     char *d = tu_mkdtemp("wlock");
     char ref[4200], run[4300], lockf[8192];
     const struct chain_case *c = &catalog[5];

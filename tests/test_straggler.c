@@ -1,6 +1,6 @@
 /*
  * test_straggler.c - slow workers cloned (design.md: Stragglers): `rewind chaos
- * --slow` makes one worker 10 times slower (SIGSTOP/SIGCONT duty cycle: it
+ * --slow` makes one worker 50 times slower (SIGSTOP/SIGCONT duty cycle: it
  * keeps its heartbeat, so failover never sees it); the coordinator finds it by
  * the CPU it gets, a hot spare tails the log beside it with its outputs held,
  * and whichever copy is ahead stays. Every case checks the run against a
@@ -29,14 +29,17 @@ struct strag_case {
 };
 
 #define REPEAT_TO 60000
+/* Input paced so that a run lasts seconds in every build (Release empties these
+ * traces in a fraction of one), and a worker 50 times slower cannot keep up. */
+#define RATE 20000
 
 static const struct strag_case catalog[] = {
-    {"firewall.yaml", "external/real.pcap", "fw[1]:10"},
-    {"nat.yaml", "nmap_sT_top1000.pcap", "nat[0]:10"},
-    {"portscan.yaml", "nmap_sT_top1000.pcap", "scan[0]:10"},
-    {"trojan.yaml", "trojan_sequence.pcap", "trojan[0]:10"},
-    {"lb.yaml", "external/real.pcap", "lb[0]:10"},
-    {"full.yaml", "nmap_sT_top1000.pcap", "scan[1]:10"},
+    {"firewall.yaml", "external/real.pcap", "fw[1]:50"},
+    {"nat.yaml", "nmap_sT_top1000.pcap", "nat[0]:50"},
+    {"portscan.yaml", "nmap_sT_top1000.pcap", "scan[0]:50"},
+    {"trojan.yaml", "trojan_sequence.pcap", "trojan[0]:50"},
+    {"lb.yaml", "external/real.pcap", "lb[0]:50"},
+    {"full.yaml", "nmap_sT_top1000.pcap", "scan[1]:50"},
 };
 
 /* Copies of the trace, each shifted in time past the one before, up to about
@@ -140,7 +143,7 @@ static void test_catalog(void)
         snprintf(ref, sizeof(ref), "%s/ref-%s", d, c->chain);
         snprintf(run, sizeof(run), "%s/slow-%s", d, c->chain);
         ref_run(ref, c, trace);
-        snprintf(extra, sizeof(extra), "--slow '%s'", c->slow);
+        snprintf(extra, sizeof(extra), "--slow '%s' --rate %u", c->slow, RATE);
         int rc = rw("chaos", c->chain, trace, run, extra);
         CU_ASSERT_EQUAL(rc, 0);
         if (rc)
@@ -173,10 +176,11 @@ static void test_no_dedup(void)
     CU_ASSERT_EQUAL_FATAL(
         tu_sh(log, "'%s' run '%s' --trace '%s' --out '%s'", tu_bin(), chain, trace, ref), 0);
     snprintf(log, sizeof(log), "%s.txt", run);
-    CU_ASSERT_EQUAL(tu_sh(log,
-                          "'%s' chaos '%s' --trace '%s' --out '%s' --slow 'fw[1]:10' --no-dedup",
-                          tu_bin(), chain, trace, run),
-                    0);
+    CU_ASSERT_EQUAL(
+        tu_sh(log,
+              "'%s' chaos '%s' --trace '%s' --out '%s' --slow 'fw[1]:50' --no-dedup --rate 20000",
+              tu_bin(), chain, trace, run),
+        0);
     CU_ASSERT_TRUE(report_num(run, "clone_won") >= 1);
     CU_ASSERT_NOT_EQUAL(verify(ref, run), 0);
     snprintf(log, sizeof(log), "%s.verify.stdout", run);
@@ -234,7 +238,8 @@ static void kill_case(const char *tag, bool kill_clone)
     snprintf(run, sizeof(run), "%s/killed", d);
     ref_run(ref, c, trace);
     snprintf(cmd, sizeof(cmd),
-             "exec '%s' chaos '%s/docs/chains/%s' --trace '%s' --out '%s' --slow 'fw[1]:10' "
+             "exec '%s' chaos '%s/docs/chains/%s' --trace '%s' --out '%s' --slow 'fw[1]:50' --rate "
+             "20000 "
              ">'%s.txt.stdout' 2>'%s.txt.stderr'",
              tu_bin(), getenv("RW_SRC"), c->chain, trace, run, run, run);
     pid_t chaos = it_spawn_sh(cmd);
@@ -281,7 +286,7 @@ static void test_recovers(void)
     snprintf(ref, sizeof(ref), "%s/ref", d);
     snprintf(run, sizeof(run), "%s/recovers", d);
     ref_run(ref, c, trace);
-    CU_ASSERT_EQUAL(rw("chaos", c->chain, trace, run, "--slow 'fw[1]:10:1500'"), 0);
+    CU_ASSERT_EQUAL(rw("chaos", c->chain, trace, run, "--slow 'fw[1]:50:1500' --rate 20000"), 0);
     check_equivalent(ref, run);
     tu_rmrf(d);
     free(d);
@@ -306,7 +311,8 @@ static void test_restart(void)
         0);
     char log[8192];
     snprintf(log, sizeof(log), "%s.txt", run);
-    CU_ASSERT_EQUAL(tu_sh(log, "'%s' chaos '%s' --trace '%s' --out '%s' --slow 'fw[1]:10'",
+    CU_ASSERT_EQUAL(tu_sh(log,
+                          "'%s' chaos '%s' --trace '%s' --out '%s' --slow 'fw[1]:50' --rate 20000",
                           tu_bin(), chain, trace, run),
                     0);
     char report[8192];
@@ -320,7 +326,7 @@ static void test_restart(void)
 
 static void add(CU_pSuite s)
 {
-    CU_add_test(s, "a 10x straggler in every catalog chain is cloned, output as without it",
+    CU_add_test(s, "a 50x straggler in every catalog chain is cloned, output as without it",
                 test_catalog);
     CU_add_test(s, "without duplicate suppression the clone's copies show", test_no_dedup);
     CU_add_test(s, "a clone killed while it replays leaves the slot to its worker",
