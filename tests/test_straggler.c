@@ -244,6 +244,9 @@ static void kill_case(const char *tag, bool kill_clone)
              tu_bin(), getenv("RW_SRC"), c->chain, trace, run, run, run);
     pid_t chaos = it_spawn_sh(cmd);
     pid_t clone = wait_clone(run, chaos);
+    if (clone <= 0) /* the run ended with no clone: what detection saw */
+        tu_sh(NULL, "tail -3 '%s.txt.stderr' >&2; grep -A3 '\"stragglers\"' '%s/report.json' >&2",
+              run, run);
     CU_ASSERT_TRUE_FATAL(clone > 0);
     pid_t victim = kill_clone ? clone : slot_worker(run, "--nf=0 --instance=1 ");
     CU_ASSERT_TRUE(victim > 0);
