@@ -63,6 +63,7 @@ struct run_slot {
     /* Stragglers (run_straggler.c). */
     struct run_proc *clone; /* a clone beside proc, or NULL */
     uint64_t slow_since, fast_since;
+    uint64_t slow_seen; /* the last check that found its worker slow */
 };
 
 /* One straggler handled, for report.json. */
@@ -154,6 +155,8 @@ struct run {
     struct run_clone *clones;  /* stragglers handled (the first RUN_FAILOVER_LOG) */
     uint32_t nclones, cap_clones;
     uint32_t clones_won, workers_won, clones_lost, restarts;
+    uint64_t cpu_idle, cpu_total; /* /proc/stat at the last straggler check */
+    double idle_cpus;             /* CPUs idle on average since the check before (-1: unknown) */
     struct run_fault *faults;
     uint32_t nfaults, cap_faults;
     uv_timer_t kill_timer, stall_timer, slow_timer;
