@@ -24,7 +24,9 @@ int cli_exit_code(int rw_code);
 
 /* "1.5", "250ms", "10us", "2s", "1h", "7d" as nanoseconds. */
 int cli_parse_duration(const char *s, uint64_t *out);
-/* Epoch seconds ("1795343910.976") or UTC "2026-11-22T10:00:00[.frac][Z]". */
+/* Epoch seconds ("1795343910.976"); RFC 3339 "2026-11-22T10:00[:00[.frac]]" with
+ * Z, +HH:MM, -HH:MM, +HHMM or nothing (UTC), T or a space in the middle; or a
+ * date "2026-11-22" (its midnight UTC). -1: none of these, or out of range. */
 int cli_parse_time(const char *s, uint64_t *out_ns);
 int cli_parse_u64(const char *s, uint64_t *out);
 /* Formats ns since the epoch as UTC ISO 8601 with nanoseconds. */

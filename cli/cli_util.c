@@ -81,6 +81,31 @@ static const char *parse_frac_ns(const char *p, uint64_t *frac)
     return p;
 }
 
+/* A UTC offset after a time: Z, or +HH:MM / -HH:MM (RFC 3339), or +HHMM / +HH
+ * (ISO 8601's other forms, which date(1) and Suricata print). *secs east of UTC. */
+static const char *parse_offset(const char *p, long *secs)
+{
+    *secs = 0;
+    if (*p == 'Z' || *p == 'z')
+        return p + 1;
+    if (*p != '+' && *p != '-')
+        return p; /* none: UTC */
+    int sign = *p++ == '-' ? -1 : 1;
+    int d[4], n = 0;
+    while (n < 4 && ((*p >= '0' && *p <= '9') || (n == 2 && *p == ':'))) {
+        if (*p != ':')
+            d[n++] = *p - '0';
+        p++;
+    }
+    if (n != 2 && n != 4)
+        return NULL;
+    long h = d[0] * 10 + d[1], m = n == 4 ? d[2] * 10 + d[3] : 0;
+    if (h > 23 || m > 59)
+        return NULL;
+    *secs = sign * (h * 3600 + m * 60);
+    return p;
+}
+
 int cli_parse_time(const char *s, uint64_t *out_ns)
 {
     char *end;
@@ -96,24 +121,34 @@ int cli_parse_time(const char *s, uint64_t *out_ns)
             return 0;
         }
     }
+    /* RFC 3339 (T or a space between date and time, seconds optional), or a
+     * date alone: its midnight, UTC. strptime checks each field's range. */
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
-    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!p)
-        p = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
-    if (!p)
+    const char *p = strptime(s, "%Y-%m-%d", &tm);
+    if (!p || (*p && *p != 'T' && *p != 't' && *p != ' '))
         return -1;
     uint64_t frac = 0;
-    if (*p == '.')
-        p = parse_frac_ns(p + 1, &frac);
-    if (*p == 'Z')
-        p++;
-    if (*p)
+    long off = 0;
+    if (*p) {
+        if (!(p = strptime(p + 1, "%H:%M", &tm)))
+            return -1;
+        if (*p == ':' && !(p = strptime(p + 1, "%S", &tm)))
+            return -1;
+        if (*p == '.' && (p[1] < '0' || p[1] > '9'))
+            return -1;
+        if (*p == '.')
+            p = parse_frac_ns(p + 1, &frac);
+        if (!(p = parse_offset(p, &off)))
+            return -1;
+    }
+    if (*p || tm.tm_sec > 59) /* strptime takes a leap second; the log's clock has none */
         return -1;
-    time_t t = timegm(&tm);
-    if (t < 0)
+    int mday = tm.tm_mday, mon = tm.tm_mon;
+    time_t t = timegm(&tm); /* normalises: 2026-02-30 would be March 2nd */
+    if (t < 0 || (int64_t)t - off < 0 || tm.tm_mday != mday || tm.tm_mon != mon)
         return -1;
-    *out_ns = (uint64_t)t * 1000000000ull + frac;
+    *out_ns = (uint64_t)((int64_t)t - off) * 1000000000ull + frac;
     return 0;
 }
 

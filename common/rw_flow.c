@@ -182,6 +182,15 @@ int rw_flow_from_string(const char *s, struct rw_flow *f, struct rw_err *e)
     if (fa != fb) {
         return rw_errf(e, RW_EINVAL, "endpoints of '%s' mix IPv4 and IPv6", s);
     }
+    /* Port 0 is no port a TCP, UDP or SCTP flow has: a flow given without ports
+     * matched nothing, and the query said so with 0 packets and exit 0. */
+    bool ported = f->proto == 6 || f->proto == 17 || f->proto == 132;
+    if (ported && (!f->sport || !f->dport)) {
+        return rw_errf(e, RW_EINVAL,
+                       "'%s': a %s flow needs both ports (PROTO SRC:PORT DST:PORT); for every "
+                       "packet between two hosts use --filter 'host A and host B'",
+                       s, proto);
+    }
     f->family = fa;
     return 0;
 }

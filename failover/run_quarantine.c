@@ -83,7 +83,7 @@ int run_quarantine_write(struct run *r, struct rw_err *e)
     snprintf(tmp, sizeof(tmp), "%s/.quarantine.pcapng.tmp", r->o->out_dir);
     struct pcapng w;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600); /* private first */
-    int rc = fd < 0 ? -1 : pcapng_open(&w, tmp);
+    int rc = fd < 0 ? -1 : pcapng_open(&w, tmp, NULL);
     if (fd >= 0)
         close(fd);
     if (rc)

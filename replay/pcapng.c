@@ -31,37 +31,67 @@ static int put_opt(FILE *f, uint16_t code, const void *val, uint16_t len)
     return padlen && fwrite(zeros, padlen, 1, f) != 1 ? -1 : 0;
 }
 
-static int write_shb(FILE *f)
+#define SHB_USERAPPL 4
+#define IF_NAME      2
+#define IF_DESC      3
+
+/* An option's length: what fits in its 16-bit field, cut at 4 KiB (a reader
+ * shows a comment; it need not hold a whole command line of any size). */
+static uint16_t opt_len(const char *s)
 {
-    uint32_t len = 28;
+    size_t n = s ? strlen(s) : 0;
+    return (uint16_t)(n > 4096 ? 4096 : n);
+}
+
+static uint32_t opt_size(const char *s)
+{
+    return s ? 4 + pad4(opt_len(s)) : 0;
+}
+
+static int put_str_opt(FILE *f, uint16_t code, const char *s)
+{
+    return s ? put_opt(f, code, s, opt_len(s)) : 0;
+}
+
+static int write_shb(FILE *f, const struct pcapng_info *in)
+{
+    const char *appl = in ? in->application : NULL, *comment = in ? in->comment : NULL;
+    uint32_t opts = opt_size(appl) + opt_size(comment);
+    uint32_t len = 28 + (opts ? opts + 4 : 0);
     int rc = put32(f, 0x0A0D0D0A) | put32(f, len) | put32(f, 0x1A2B3C4D);
     uint16_t ver[2] = {1, 0};
     int64_t section_len = -1;
     rc |= fwrite(ver, 4, 1, f) != 1;
     rc |= fwrite(&section_len, 8, 1, f) != 1;
+    rc |= put_str_opt(f, OPT_COMMENT, comment) | put_str_opt(f, SHB_USERAPPL, appl);
+    if (opts)
+        rc |= put_opt(f, OPT_ENDOFOPT, NULL, 0);
     return rc | put32(f, len);
 }
 
-static int write_idb(FILE *f)
+static int write_idb(FILE *f, const struct pcapng_info *in)
 {
+    const char *name = in ? in->if_name : NULL, *desc = in ? in->if_description : NULL;
     uint8_t resol = 9; /* 10^-9 s */
-    uint32_t len = 20 + 8 + 4;
+    uint32_t len = 20 + 8 + opt_size(name) + opt_size(desc) + 4;
     int rc = put32(f, 1) | put32(f, len);
     uint16_t lt[2] = {1 /* LINKTYPE_ETHERNET */, 0};
     rc |= fwrite(lt, 4, 1, f) != 1;
     rc |= put32(f, 0); /* snaplen: unlimited */
+    rc |= put_str_opt(f, IF_NAME, name) | put_str_opt(f, IF_DESC, desc);
     rc |= put_opt(f, IF_TSRESOL, &resol, 1);
     rc |= put_opt(f, OPT_ENDOFOPT, NULL, 0);
     return rc | put32(f, len);
 }
 
-int pcapng_open(struct pcapng *w, const char *path)
+int pcapng_open(struct pcapng *w, const char *path, const struct pcapng_info *info)
 {
-    w->f = fopen(path, "wb");
+    w->to_stdout = !strcmp(path, "-");
+    w->f = w->to_stdout ? stdout : fopen(path, "wb");
     if (!w->f)
         return -1;
     setvbuf(w->f, NULL, _IOFBF, 1 << 20);
-    return write_shb(w->f) | write_idb(w->f) ? -1 : 0;
+    return write_shb(w->f, info) | write_idb(w->f, info) ? -1 : 0;
 }
 
 int pcapng_write(struct pcapng *w, uint64_t ts_ns, uint32_t cap_len, uint32_t wire_len,
@@ -85,8 +115,8 @@ int pcapng_close(struct pcapng *w)
 {
     if (!w->f)
         return 0;
-    int rc = ferror(w->f) ? -1 : 0;
-    if (fclose(w->f))
+    int rc = fflush(w->f) || ferror(w->f) ? -1 : 0;
+    if (!w->to_stdout && fclose(w->f))
         rc = -1;
     w->f = NULL;
     return rc;

@@ -22,6 +22,7 @@ struct replay_opts {
     struct log_query q;
     const char *bpf;          /* optional tcpdump-style filter */
     bool pcap_nanosecond;     /* classic pcap output with ns timestamps (default µs) */
+    const char *query;        /* pcapng: what was asked (the section's comment) */
     log_progress_fn progress; /* optional */
     log_damage_fn damage;     /* damaged blocks are skipped and reported here */
     void *ctx;
@@ -37,7 +38,8 @@ struct replay_stats {
 
 void replay_opts_default(struct replay_opts *o);
 
-/* Writes the selection to path: classic pcap when it ends in .pcap, else pcapng.
+/* Writes the selection to path ("-": standard output): classic pcap when it ends
+ * in .pcap, else pcapng, whose section names the log and o->query.
  * RW_EINVAL: a BPF filter that does not compile; log_reader_open's and
  * log_scan's errors (RW_ECORRUPT for a damaged block without o->damage); RW_EIO,
  * RW_ENOSPC writing: path is left with what was written (replay_trim_capture
@@ -69,9 +71,21 @@ int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, 
 
 struct pcapng {
     FILE *f;
+    bool to_stdout;
 };
 
-int pcapng_open(struct pcapng *w, const char *path);
+/* What the section and its one interface say about the capture (each optional):
+ * Wireshark shows them in Statistics > Capture File Properties. */
+struct pcapng_info {
+    const char *application; /* shb_userappl: "rewind 1.2" */
+    const char *comment;     /* the section's comment: which log, which query */
+    const char *if_name;     /* if_name */
+    const char *if_description;
+};
+
+/* path "-": standard output (left open by pcapng_close). info may be NULL. -1
+ * with errno when the file cannot be opened or its header written. */
+int pcapng_open(struct pcapng *w, const char *path, const struct pcapng_info *info);
 int pcapng_write(struct pcapng *w, uint64_t ts_ns, uint32_t cap_len, uint32_t wire_len,
                  const uint8_t *data, const char *comment);
 /* Returns 0 when every byte reached the file. */

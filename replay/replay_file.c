@@ -56,10 +56,22 @@ static int write_rec(void *ctx, const struct log_rec *r)
     return 0;
 }
 
-static int open_out(struct file_out *f, const char *path, struct rw_err *e)
+static int open_out(struct file_out *f, const char *logdir, const char *path, const char *query,
+                    struct rw_err *e)
 {
     if (!f->dump && !ends_with(path, ".pcap")) {
-        if (pcapng_open(&f->ng, path))
+        char comment[4200], name[300];
+        const char *base =
+            strrchr(logdir, '/') && strrchr(logdir, '/')[1] ? strrchr(logdir, '/') + 1 : logdir;
+        snprintf(comment, sizeof(comment), "rewind log %s%s%s", logdir, query ? "; query: " : "",
+                 query ? query : "");
+        snprintf(name, sizeof(name), "rewind:%s", base);
+        struct pcapng_info in = {
+            .application = "rewind",
+            .comment = comment,
+            .if_name = name,
+            .if_description = "packets as the root logged them; clock=N sub=S in each comment"};
+        if (pcapng_open(&f->ng, path, &in))
             return rw_errf(e, RW_EIO, "%s: %s", path, strerror(errno));
         return 0;
     }
@@ -108,7 +120,7 @@ int replay_to_file(const char *logdir, const char *path, const struct replay_opt
         return rc;
     }
     /* a refused query leaves no empty capture behind that could pass for an answer */
-    if (!(rc = log_query_check(r, &o->q, e)) && !(rc = open_out(&f, path, e))) {
+    if (!(rc = log_query_check(r, &o->q, e)) && !(rc = open_out(&f, logdir, path, o->query, e))) {
         rc = replay_scan(r, o, write_rec, &f, &st->scan, e);
         int crc = close_out(&f, path, rc ? NULL : e);
         if (!rc)

@@ -171,6 +171,10 @@ static void test_flow_string_errors(void)
     struct rw_flow q;
     struct rw_err e;
     CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1:80", &q, &e), 0);
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("tcp 10.0.0.1 10.0.0.2", &q, &e), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "needs both ports"));
+    CU_ASSERT_NOT_EQUAL(rw_flow_from_string("udp 10.0.0.1:53 10.0.0.2:0", &q, &e), 0);
+    CU_ASSERT_EQUAL(rw_flow_from_string("icmp 10.0.0.1 10.0.0.2", &q, &e), 0);
     CU_ASSERT_NOT_EQUAL(rw_flow_from_string("xyz 10.0.0.1:1 10.0.0.2:2", &q, &e), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "unknown protocol"));
     CU_ASSERT_EQUAL(e.code, RW_EINVAL);

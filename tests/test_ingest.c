@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -199,6 +200,119 @@ static void test_time_window(void)
     free(d);
 }
 
+/* ns as RFC 3339 in the zone `off` seconds east of UTC ("...T11:00:00.5+01:00"). */
+static void rfc3339(uint64_t ns, long off, char *buf, size_t cap)
+{
+    time_t t = (time_t)(ns / 1000000000ull) + off;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char base[32];
+    strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+    long a = off < 0 ? -off : off;
+    snprintf(buf, cap, "%s.%09llu%c%02ld:%02ld", base, (unsigned long long)(ns % 1000000000ull),
+             off < 0 ? '-' : '+', a / 3600, a / 60 % 60);
+}
+
+/* How many packets replay gives for `args` (-1: it failed). */
+static long window_count(const char *d, const char *log, const char *args)
+{
+    char out[4200];
+    snprintf(out, sizeof(out), "%s/w.pcapng", d);
+    if (it_export(d, log, out, args))
+        return -1;
+    struct tu_pcap got;
+    if (tu_pcap_read(out, &got))
+        return -1;
+    long n = (long)got.n;
+    tu_pcap_free(&got);
+    return n;
+}
+
+/* The same window in every form an operator may paste: epoch, RFC 3339 in
+ * two zones, a date, and --last counted back from the log's last packet. */
+static void test_time_forms(void)
+{
+    char trace[4096], log[4200], args[512], a[64], b[64];
+    char *d = tu_mkdtemp("timeforms");
+    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, "--block-packets 32"), 0);
+    struct tu_pcap ref;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    uint64_t since = ref.pkts[1500].ts_ns, until = ref.pkts[1700].ts_ns, last = 0;
+    long n = 0, tail = 0;
+    for (size_t i = 0; i < ref.n; i++)
+        last = ref.pkts[i].ts_ns > last ? ref.pkts[i].ts_ns : last;
+    uint64_t dur = (last - ref.pkts[0].ts_ns) / 3 / 1000000000ull + 1; /* seconds */
+    for (size_t i = 0; i < ref.n; i++) {
+        n += ref.pkts[i].ts_ns >= since && ref.pkts[i].ts_ns <= until;
+        tail += ref.pkts[i].ts_ns >= last - dur * 1000000000ull;
+    }
+    CU_ASSERT_TRUE_FATAL(n > 0 && tail > 0 && (size_t)tail < ref.n);
+    rfc3339(since, 3600, a, sizeof(a));
+    rfc3339(until, -5 * 3600 - 1800, b, sizeof(b));
+    snprintf(args, sizeof(args), "--since '%s' --until '%s'", a, b);
+    CU_ASSERT_EQUAL(window_count(d, log, args), n);
+    rfc3339(since, 0, a, sizeof(a)); /* "+00:00" -> "Z", space for T */
+    a[10] = ' ';
+    strcpy(a + strlen(a) - 6, "Z");
+    snprintf(args, sizeof(args), "--since '%s' --until %llu.%09llu", a,
+             (unsigned long long)(until / 1000000000ull),
+             (unsigned long long)(until % 1000000000ull));
+    CU_ASSERT_EQUAL(window_count(d, log, args), n);
+    rfc3339(ref.pkts[0].ts_ns, 0, a, sizeof(a)); /* its date: midnight UTC, before all */
+    a[10] = 0;
+    snprintf(args, sizeof(args), "--since %s", a);
+    CU_ASSERT_EQUAL(window_count(d, log, args), (long)ref.n);
+    snprintf(args, sizeof(args), "--last %llus", (unsigned long long)dur);
+    CU_ASSERT_EQUAL(window_count(d, log, args), tail);
+    snprintf(args, sizeof(args), "--last %llus --since %s", (unsigned long long)dur, a);
+    CU_ASSERT_EQUAL(window_count(d, log, args), -1); /* one or the other */
+    tu_pcap_free(&ref);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* `--to-pcap -` writes pcapng to standard output, byte for byte what a file
+ * gets, and its section names the log and the query (Wireshark's capture file
+ * properties), its interface the log. */
+static void test_pcapng_stdout(void)
+{
+    char trace[4096], log[4200], file[4200], piped[4200], o[4200];
+    char *d = tu_mkdtemp("stdout");
+    tu_trace("irc.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(file, sizeof(file), "%s/f.pcapng", d);
+    snprintf(piped, sizeof(piped), "%s/p.pcapng", d);
+    snprintf(o, sizeof(o), "%s/replay", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
+    CU_ASSERT_EQUAL(
+        tu_sh(o, "'%s' replay '%s' --filter 'tcp port 6667' --to-pcap '%s'", tu_bin(), log, file),
+        0);
+    CU_ASSERT_EQUAL(tu_sh(NULL, "'%s' replay '%s' --filter 'tcp port 6667' --to-pcap - > '%s'",
+                          tu_bin(), log, piped),
+                    0);
+    struct tu_pcap a, b;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(file, &a), 0);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(piped, &b), 0);
+    CU_ASSERT_TRUE(a.n > 0);
+    CU_ASSERT_EQUAL(a.n, b.n);
+    if (a.n == b.n)
+        CU_ASSERT_EQUAL(it_diff(&a, 0, &b, 0, a.n, 1), -1);
+    size_t len = 0;
+    char *bytes = tu_slurp(piped, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
+    char want[4400];
+    snprintf(want, sizeof(want), "rewind log %s; query: --filter 'tcp port 6667' --to-pcap -", log);
+    CU_ASSERT_PTR_NOT_NULL(memmem(bytes, len, want, strlen(want)));
+    CU_ASSERT_PTR_NOT_NULL(memmem(bytes, len, "rewind:log", 10));
+    free(bytes);
+    tu_pcap_free(&a);
+    tu_pcap_free(&b);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void test_replay_to_port(void)
 {
     char trace[4096], log[4200], out[4200], o[4200];
@@ -314,6 +428,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "a flow on the busiest host pair reads only its blocks",
                 test_flow_on_busiest_host_pair);
     CU_add_test(s, "a time window returns exactly the packets inside it", test_time_window);
+    CU_add_test(s, "a time window in RFC 3339 with offsets, as a date, or --last", test_time_forms);
+    CU_add_test(s, "pcapng to stdout names the log and the query", test_pcapng_stdout);
     CU_add_test(s, "replay through a DPDK port sends the logged bytes", test_replay_to_port);
     CU_add_test(s, "a live port is logged until SIGINT, then committed",
                 test_live_port_until_sigint);
