@@ -582,8 +582,6 @@ static int take_slot(struct recovery *rec, uint64_t pos)
     struct worker *w = rec->w;
     const struct worker_opts *o = w->o;
     int rc = store_claim(w->sc);
-    if (!rc) /* the straggler is fenced: what it wrote is all there will be */
-        rc = store_client_asof_final(w->sc);
     if (rc)
         return rec_err(rec, rc, "store: %s", store_client_errmsg(w->sc));
     for (unsigned i = 0; i < o->nin; i++)
@@ -616,8 +614,7 @@ int worker_recover(struct worker *w, struct rw_err *e)
      * store (it is fenced now, so the overlay is final). */
     /* W = 0 also means "nothing applied": the replay then starts at clock 0. */
     rec.from = wm ? wm + 1 : 0;
-    if (rc || (rc = store_client_asof(w->sc, rec.from)) ||
-        (!o->clone && (rc = store_client_asof_final(w->sc))))
+    if (rc || (rc = store_client_asof(w->sc, rec.from)))
         return rw_errf(e, rc, "store: %s", store_client_errmsg(w->sc));
     w->done = w->flushed_done = wm;
     /* Clock 0 replayed is emulated and its outputs dropped downstream, never lost. */

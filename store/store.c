@@ -171,24 +171,11 @@ int store_client_asof(struct store_client *c, uint64_t from)
         return store_errf(c, STORE_ENOMEM, "as-of overlay: out of memory");
     store_cache_clear(c->cache);
     c->asof_from = from;
-    c->asof_final = false;
-    c->stats.gathers++;
     int rc = c->st->be->since(c, from, asof_one, c);
     if (rc) {
         store_asof_free(c->asof);
         c->asof = NULL;
     }
-    return rc;
-}
-
-int store_client_asof_final(struct store_client *c)
-{
-    if (!c)
-        return STORE_EINVAL;
-    c->stats.gathers += c->asof != NULL;
-    int rc = c->asof ? c->st->be->since(c, c->asof_from, asof_one, c) : STORE_OK;
-    if (rc == STORE_OK)
-        c->asof_final = true;
     return rc;
 }
 
@@ -214,7 +201,6 @@ int store_client_asof_move(struct store_client *c, struct store_client *from)
     store_asof_free(c->asof);
     c->asof = from->asof;
     c->asof_from = from->asof_from;
-    c->asof_final = from->asof_final;
     from->asof = NULL;
     store_cache_clear(c->cache);
     return STORE_OK;
@@ -268,7 +254,6 @@ static int asof_follow(struct store_client *c, const struct store_opid *id,
                        const struct store_key *k, bool *use, struct store_oval *v)
 {
     struct pick x = {.c = c, .k = k, .clock = id->clock, .seq = id->seq};
-    c->stats.gathers++;
     int rc = c->st->be->since(c, id->clock, pick_one, &x);
     if (rc == STORE_OK && x.got &&
         store_asof_set(c->asof, k, &x.v, id->clock, (uint16_t)(id->seq >> 16)))
@@ -286,10 +271,9 @@ static int asof_fresh(struct store_client *c, const struct store_opid *id,
     if (c->asof && id && owned(c, k) && !c->res.recorded && ov_get(c, k, v) &&
         v->type == STORE_ASOF_FOLLOW && c->res.found && c->res.stamp > id->clock)
         return asof_follow(c, id, k, use, v);
-    if (!c->asof || c->asof_final || !id || !owned(c, k) || c->res.recorded || ov_get(c, k, v) ||
+    if (!c->asof || !id || !owned(c, k) || c->res.recorded || ov_get(c, k, v) ||
         (c->res.found && c->res.stamp < c->asof_from))
         return STORE_OK;
-    c->stats.gathers++;
     int rc = c->st->be->since(c, c->asof_from, asof_one, c);
     if (rc == STORE_OK)
         *use = ov_get(c, k, v);

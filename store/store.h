@@ -103,16 +103,6 @@ int store_client_cache(struct store_client *c, unsigned n);
  * (a backend without it), STORE_ENOMEM, STORE_EBACKEND, STORE_ESTALLED,
  * STORE_ECORRUPT: the client reads the store as before. */
 int store_client_asof(struct store_client *c, uint64_t from);
-/* Says that no other copy writes the slot's objects any more (the slot is
- * claimed: its failed worker, or the straggler a clone replaced, is fenced):
- * the overlay gathers once more what was written since it last did, and from
- * then on a read the overlay cannot answer is answered by the store as it is.
- * Without it, every read of an object written after `from` that the overlay
- * had not seen, and every read that found nothing, walked all the op records
- * since `from` again, for the rest of the client's life: under a kill storm a
- * load balancer's replacement (a lookup per packet) ran at 500 packets/s.
- * Errors as store_client_asof's; the client then stays as it was. */
-int store_client_asof_final(struct store_client *c);
 /* Says whether the client's slot is the only one that changes the objects of
  * its vertex (its NF runs one instance). Its shared objects are then as much its
  * own as its per-flow ones, as CHC treats state that one instance uses: cached,
@@ -133,7 +123,6 @@ struct store_stats {
     uint64_t batches;    /* batches handed to the backend */
     uint64_t ops;        /* ops in them */
     uint64_t cache_hits; /* ops answered by the per-flow cache */
-    uint64_t gathers;    /* walks of the op records since W (store_client_asof) */
 };
 void store_client_stats(const struct store_client *c, struct store_stats *s);
 

@@ -136,7 +136,6 @@ struct store_client {
     bool sole;                 /* store_client_sole */
     struct store_asof *asof;   /* store_client_asof's overlay, or NULL */
     uint64_t asof_from;        /* and the clock it is as of (just before) */
-    bool asof_final;           /* store_client_asof_final: no read gathers again */
     struct store_stats stats;
     void *impl;
 };

@@ -727,59 +727,6 @@ static void test_asof_from_zero(void)
     store_close(st);
 }
 
-/* A replacement's overlay is final (its failed worker is fenced): a read it
- * cannot answer, of an object nobody wrote since W or of one that is absent,
- * goes to the store as it is, and walks no op records again. Not final (a
- * re-run beside a live worker), every such read walks them: a load balancer's
- * replacement, a lookup per packet, ran at 500 packets/s in a kill storm. */
-static uint64_t gathers(const struct store_client *c)
-{
-    struct store_stats s;
-    store_client_stats(c, &s);
-    return s.gathers;
-}
-
-static void test_asof_final(void)
-{
-    struct store *st = fresh();
-    struct store_client *c = client(st, 11, 3), *live, *fin;
-    struct store_key k = mkkey(STORE_FLOW, 1, "k"), old = mkkey(STORE_FLOW, 1, "old");
-    char b[8], name[8];
-    bool found;
-    OK(store_put(c, ID(1, 0), &old, "o", 1));
-    OK(store_put(c, ID(1, 1), &k, "a", 1));
-    OK(store_done(c, 1));
-    OK(store_flush(c));                     /* W = 1 */
-    OK(store_put(c, ID(3, 0), &k, "b", 1)); /* past W, then it dies */
-    OK(store_flush(c));
-    live = client(st, 11, 3);
-    OK(store_client_asof(live, 2));
-    fin = client(st, 11, 3);
-    OK(store_client_asof(fin, 2));
-    OK(store_client_asof_final(fin));
-    uint64_t g_live = gathers(live), g_fin = gathers(fin);
-    for (int i = 0; i < 8; i++) { /* new flows: absent, never read before */
-        snprintf(name, sizeof(name), "new%d", i);
-        struct store_key n = mkkey(STORE_FLOW, 1, name);
-        get_s(live, 10 + (uint64_t)i, 0, &n, b, sizeof(b), &found);
-        CU_ASSERT(!found);
-        get_s(fin, 30 + (uint64_t)i, 0, &n, b, sizeof(b), &found);
-        CU_ASSERT(!found);
-    }
-    CU_ASSERT_EQUAL(gathers(live), g_live + 8);
-    CU_ASSERT_EQUAL(gathers(fin), g_fin);
-    get_s(fin, 2, 0, &k, b, sizeof(b), &found); /* still as of W: "b" is clock 3's */
-    CU_ASSERT(found && !strcmp(b, "a"));
-    get_s(fin, 2, 1, &old, b, sizeof(b), &found); /* nobody wrote it since W */
-    CU_ASSERT(found && !strcmp(b, "o"));
-    CU_ASSERT_EQUAL(gathers(fin), g_fin);
-    CU_ASSERT_EQUAL(store_client_asof_final(NULL), STORE_EINVAL);
-    store_client_close(fin);
-    store_client_close(live);
-    store_client_close(c);
-    store_close(st);
-}
-
 /* A per-flow key read as absent is not cached: absence is no ownership, and
  * another slot may create the object (a lookup across flows, like the connection
  * an ICMP error quotes). The next read asks the store and is refused, and the
@@ -1000,7 +947,6 @@ static void add(CU_pSuite s)
     CU_add_test(s, "per-flow cache: nor after a delete", test_flow_cache_deleted);
     CU_add_test(s, "reads as of a watermark", test_asof_reads);
     CU_add_test(s, "reads as of clock 0", test_asof_from_zero);
-    CU_add_test(s, "a final overlay reads no op records again", test_asof_final);
     CU_add_test(s, "a refusal of an earlier op is not a read's answer", test_refusal_not_mine);
     CU_add_test(s, "bad URLs", test_bad_url);
     CU_add_test(s, "flush_async without a loop", test_flush_async);
