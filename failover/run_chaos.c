@@ -58,6 +58,12 @@ static struct run_proc *victim(struct run *r)
     if (!p || !p->used || p->slot != (int)s || !p->running || p->fault_ns ||
         (st != WORKER_RUNNING && st != WORKER_SPARE))
         return NULL;
+    /* A replacement that has not moved its slot's W yet is spared: killed
+     * before it made any progress, the next one starts from the same W, and a
+     * single-instance NF in Debug on a loaded host was killed every period for
+     * ever (portscan, 19 min, the input never ended so neither did the storm). */
+    if (p->replacement && atomic_load(&r->shared->slot_w[s]) == r->slots[s].w_at_assign)
+        return NULL;
     return p;
 }
 
