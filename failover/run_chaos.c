@@ -43,6 +43,8 @@ static uint64_t next_rand(struct run *r)
  * replacement still replaying (state 4: a spare given the slot). Not one
  * already killed and not yet reaped (an ASan process can take longer to die
  * than a kill period): a second kill would count a fault that is not one. */
+#define CHAOS_QUICK 3
+
 static struct run_proc *victim(struct run *r)
 {
     if (!r->nworkers)
@@ -58,11 +60,13 @@ static struct run_proc *victim(struct run *r)
     if (!p || !p->used || p->slot != (int)s || !p->running || p->fault_ns ||
         (st != WORKER_RUNNING && st != WORKER_SPARE))
         return NULL;
-    /* A replacement that has not moved its slot's W yet is spared: killed
-     * before it made any progress, the next one starts from the same W, and a
-     * single-instance NF in Debug on a loaded host was killed every period for
-     * ever (portscan, 19 min, the input never ended so neither did the storm). */
-    if (p->replacement && atomic_load(&r->shared->slot_w[s]) == r->slots[s].w_at_assign)
+    /* After CHAOS_QUICK replacements in a row were lost before moving the
+     * slot's W, the next one is spared until it moves W: each started from the
+     * same W, and a single-instance NF in Debug on a loaded host was killed
+     * every period for ever (portscan, 19 min: the input never ended, so
+     * neither did the storm). Kills during a replay still happen before that. */
+    if (p->replacement && r->slots[s].quick >= CHAOS_QUICK &&
+        atomic_load(&r->shared->slot_w[s]) == r->slots[s].w_at_assign)
         return NULL;
     return p;
 }
