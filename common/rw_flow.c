@@ -15,18 +15,25 @@
 
 #include <rte_jhash.h>
 
-bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
+void rw_flow_of_pkt(const struct rw_pkt *p, struct rw_flow *f)
 {
     memset(f, 0, sizeof(*f));
+    f->family = p->family;
+    f->proto = p->proto;
+    memcpy(f->src, p->src, p->family == 4 ? 4 : 16);
+    memcpy(f->dst, p->dst, p->family == 4 ? 4 : 16);
+    f->sport = p->sport;
+    f->dport = p->dport;
+}
+
+bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f)
+{
     struct rw_pkt p;
-    if (!rw_pkt_decode(frame, len, &p))
+    if (!rw_pkt_decode(frame, len, &p)) {
+        memset(f, 0, sizeof(*f));
         return false;
-    f->family = p.family;
-    f->proto = p.proto;
-    memcpy(f->src, p.src, p.family == 4 ? 4 : 16);
-    memcpy(f->dst, p.dst, p.family == 4 ? 4 : 16);
-    f->sport = p.sport;
-    f->dport = p.dport;
+    }
+    rw_flow_of_pkt(&p, f);
     return true;
 }
 

@@ -30,6 +30,11 @@ struct rw_flow {
  * header is complete; false otherwise. Never reads past len. */
 bool rw_flow_parse(const uint8_t *frame, size_t len, struct rw_flow *f);
 
+/* The flow of a packet rw_pkt_decode has already decoded (it returned true), for
+ * callers that need the decoded headers as well as the flow. */
+struct rw_pkt;
+void rw_flow_of_pkt(const struct rw_pkt *p, struct rw_flow *f);
+
 /* Direction-independent hash of a flow: jhash over the ordered endpoints, ports,
  * family and protocol as bytes (docs/log-format.md defines it exactly). The log's
  * flow index stores these hashes, so the value must never depend on the build or

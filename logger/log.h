@@ -11,6 +11,8 @@
  *       blocks  key = first clock of a block (u64 BE) -> encoded block (log_block.h)
  *       time    key = running max ts (u64 BE) + first clock (u64 BE) -> block clock
  *       flow    key = first clock of a block (u64 BE) -> Bloom filter of its flows
+ *       keys    key = first clock of a block (u64 BE) -> Bloom filter of its hosts,
+ *               networks, ports and protocols (log_keys.h)
  *       info    the segment's summary, updated in the same transaction as its blocks
  *
  * Appends collect packets into blocks (compressed with lz4 when that helps); full
@@ -159,19 +161,34 @@ uint64_t log_reader_reserved(const struct log_reader *r);
  * log written before version 2). */
 uint32_t log_reader_flow_hash(const struct log_reader *r);
 
+/* A predicate over the log's per-block host/port/protocol index (log_keys.h),
+ * compiled from a tcpdump filter. It only rules blocks out: a block it skips holds
+ * no packet the filter matches, and the caller still filters every packet read
+ * (libpcap), so the answer is the filter's. */
+struct log_pred;
+
+/* Compiles the index's share of a tcpdump filter: host, net, port, portrange, the
+ * protocol keywords, src/dst, and/or/not. *out is NULL (returning 0) when the
+ * filter uses anything else: a scan without a predicate reads every block (of its
+ * clock and time bounds). The filter should already have compiled with libpcap.
+ * RW_ENOMEM (*out NULL). */
+int log_pred_compile(const char *bpf, struct log_pred **out);
+void log_pred_free(struct log_pred *p);
+
 /* A query: all bounds inclusive; the zero query plus log_query_all() matches all. */
 struct log_query {
     uint64_t from_clock, to_clock;
     uint64_t since_ns, until_ns;
     bool has_flow;
-    struct rw_flow flow; /* matched in both directions */
+    struct rw_flow flow;          /* matched in both directions */
+    const struct log_pred *keys;  /* optional: skip blocks it rules out (not owned) */
 };
 
 void log_query_all(struct log_query *q);
 
 /* What a scan did, so callers (and tests) can see which index it used. */
 struct log_scan_stats {
-    const char *index; /* "clock", "time" or "flow" */
+    const char *index; /* "clock", "time", "flow" or "keys" */
     uint64_t blocks_read, blocks_total;
     uint64_t packets_seen, packets_matched;
     uint64_t blocks_damaged;

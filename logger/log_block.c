@@ -10,6 +10,8 @@
  * CRC32C helper does unaligned word loads and is another polynomial).
  */
 #include "log_block.h"
+#include "log_keys.h"
+#include "rw_pkt.h"
 
 #include <lz4.h>
 #include <stdbool.h>
@@ -88,6 +90,7 @@ void log_bb_free(struct log_block_builder *b)
 {
     free(b->raw);
     free(b->flows);
+    log_keys_free(b);
     memset(b, 0, sizeof(*b));
 }
 
@@ -96,6 +99,7 @@ void log_bb_reset(struct log_block_builder *b)
     b->raw_len = 0;
     b->count = 0;
     b->nflows = 0;
+    log_keys_reset(b);
     b->wire_bytes = 0;
     b->monotonic = true;
 }
@@ -118,11 +122,10 @@ static int grow(uint8_t **p, size_t *cap, size_t need)
 /* The flow set of one block is small (hundreds of entries at most): a linear
  * scan over the recent tail catches the common case of runs of one flow, and a
  * duplicate that slips through only costs one redundant dupsort put. */
-static int add_flow(struct log_block_builder *b, const struct log_rec *r)
+static int add_flow(struct log_block_builder *b, const struct rw_pkt *p)
 {
     struct rw_flow f;
-    if (!rw_flow_parse(r->data, r->cap_len, &f))
-        return 0;
+    rw_flow_of_pkt(p, &f);
     uint32_t h = rw_flow_hash(&f);
     size_t look = b->nflows < 16 ? b->nflows : 16;
     for (size_t i = 0; i < look; i++)
@@ -170,7 +173,11 @@ int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t no
         b->max_ts = m->ts_ns;
     b->count++;
     b->wire_bytes += r->orig_len;
-    return add_flow(b, r);
+    struct rw_pkt pkt;
+    bool ip = rw_pkt_decode(r->data, r->cap_len, &pkt);
+    /* Out of memory for a key only marks the block to be read by every query. */
+    (void)log_keys_add(b, &pkt, ip, r->data, r->cap_len);
+    return ip ? add_flow(b, &pkt) : 0;
 }
 
 static void put_header(uint8_t *v, const struct log_block_hdr *h)

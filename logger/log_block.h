@@ -46,6 +46,13 @@ struct log_block_builder {
     uint64_t opened_ns; /* monotonic time of the first append, for group commit */
     uint32_t *flows;    /* distinct flow hashes, for the flow index */
     size_t nflows, flows_cap;
+    uint32_t *keys;   /* the host/port/protocol keys' hashes: an open-addressed set,
+                         0 an empty slot (log_keys.c) */
+    size_t keys_cap, nkeys;
+    bool key_zero;    /* the hash 0 is in the set */
+    bool keys_all;    /* a packet the keys cannot describe: read for every query */
+    bool key_last_set;
+    struct rw_flow key_last; /* the last packet's flow: a run of it adds its keys once */
     bool monotonic;    /* ts never went backwards inside the block */
     uint32_t lz4_skip; /* blocks left to store raw without trying lz4 */
 };

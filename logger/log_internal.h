@@ -20,6 +20,8 @@
 struct log_seg {
     MDB_env *env;
     MDB_dbi blocks, time, flow, info;
+    MDB_dbi keys;  /* host/port/protocol filters (log_keys.h) */
+    bool has_keys; /* false in a segment written before the keys index */
     struct log_seg_info si;
 };
 

@@ -10,6 +10,7 @@
  */
 #include "log_internal.h"
 #include "log_block.h"
+#include "log_keys.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,13 +287,15 @@ static int time_start(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
     return 0;
 }
 
-/* Reads blocks in clock order from the block holding `start`. */
-static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t start)
+/* Reads blocks in clock order from the block holding `start`: every block, or
+ * (keys) only those whose keys filter the query's predicate does not rule out. */
+static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t start,
+                      bool keys)
 {
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, seg->blocks, &cur);
+    int rc = mdb_cursor_open(txn, keys ? seg->keys : seg->blocks, &cur);
     if (rc)
-        return log_mdb_err(s->e, rc, "cursor", "blocks");
+        return log_mdb_err(s->e, rc, "cursor", keys ? "keys index" : "blocks");
     uint8_t kb[8];
     rw_put_be64(kb, start);
     MDB_val k = {8, kb}, v;
@@ -313,14 +316,26 @@ static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
         uint64_t c = rw_get_be64(k.mv_data);
         if (c > s->q->to_clock)
             break;
-        ret = visit_block(s, &v, c);
+        if (!keys)
+            ret = visit_block(s, &v, c);
+        else if (log_keys_may_match(s->q->keys, v.mv_data, v.mv_size))
+            ret = get_block(s, txn, seg->blocks, c);
     }
     if (ret == SCAN_PAST_WINDOW)
         ret = 0, rc = 0;
     if (!ret && rc && rc != MDB_NOTFOUND)
-        ret = log_mdb_err(s->e, rc, "read", "blocks");
+        ret = log_mdb_err(s->e, rc, "read", keys ? "keys index" : "blocks");
     mdb_cursor_close(cur);
     return ret;
+}
+
+/* The keys index answers for a segment only when it has a filter for every block
+ * (a segment begun by a build without it has fewer: read its blocks). */
+static bool keys_complete(MDB_txn *txn, struct log_seg *seg)
+{
+    MDB_stat ks, bs;
+    return seg->has_keys && !mdb_stat(txn, seg->keys, &ks) && !mdb_stat(txn, seg->blocks, &bs) &&
+           ks.ms_entries == bs.ms_entries;
 }
 
 static int scan_segment(struct scan *s)
@@ -335,15 +350,16 @@ static int scan_segment(struct scan *s)
         return log_mdb_err(s->e, rc, "begin", "segment");
     }
     const struct log_query *q = s->q;
+    bool keys = q->keys && keys_complete(txn, &seg);
     if (q->has_flow) {
         rc = scan_flow(s, txn, &seg);
     } else if (q->since_ns > 0) {
         uint64_t start = UINT64_MAX;
         rc = time_start(s, txn, &seg, &start);
         if (!rc && start != UINT64_MAX)
-            rc = scan_range(s, txn, &seg, start);
+            rc = scan_range(s, txn, &seg, start, keys);
     } else {
-        rc = scan_range(s, txn, &seg, q->from_clock);
+        rc = scan_range(s, txn, &seg, q->from_clock, keys);
     }
     mdb_txn_abort(txn);
     log_seg_close(&seg);
@@ -370,7 +386,7 @@ int log_scan(struct log_reader *r, const struct log_query *q, const struct log_s
     if (!st)
         st = &local;
     memset(st, 0, sizeof(*st));
-    st->index = q->has_flow ? "flow" : q->since_ns > 0 ? "time" : "clock";
+    st->index = q->has_flow ? "flow" : q->keys ? "keys" : q->since_ns > 0 ? "time" : "clock";
     int rc = log_query_check(r, q, e);
     if (rc)
         return rc;

@@ -106,6 +106,15 @@ static int open_dbis(struct log_seg *s, bool writer, const char *path, struct rw
             return rw_errf(e, RW_ENOENT, "%s: segment has no tables yet", path);
         return log_mdb_err(e, rc, "open tables", path);
     }
+    /* Segments written before the keys index have no such table: their queries
+     * read every block. A writer never appends to such a segment (a log written
+     * by an older build gets a new segment, log_writer_open). */
+    rc = mdb_dbi_open(txn, "keys", c, &s->keys);
+    s->has_keys = rc == 0;
+    if (rc && rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        return log_mdb_err(e, rc, "open tables", path);
+    }
     rc = log_mdb_short_write(s->env, mdb_txn_commit(txn));
     return rc ? log_mdb_err(e, rc, "commit", path) : 0;
 }

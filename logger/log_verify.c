@@ -11,6 +11,7 @@
  */
 #include "log_internal.h"
 #include "log_block.h"
+#include "log_keys.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,9 +119,11 @@ static void check_index(struct verify *v, uint32_t seg, MDB_txn *txn, struct log
     for (rc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &val, MDB_NEXT)) {
         (*entries)++;
-        bool by_key = idx == s->flow;
-        if (by_key ? !log_bloom_valid(val.mv_data, val.mv_size) || k.mv_size != 8
-                   : val.mv_size != 8) {
+        bool by_key = idx == s->flow || (s->has_keys && idx == s->keys);
+        bool valid = idx == s->flow ? log_bloom_valid(val.mv_data, val.mv_size)
+                     : by_key       ? log_keys_valid(val.mv_data, val.mv_size)
+                                    : true;
+        if (by_key ? !valid || k.mv_size != 8 : val.mv_size != 8) {
             problem(v, seg, 0, "%s index entry is malformed", name);
             continue;
         }
@@ -189,6 +192,15 @@ static void verify_segment(struct verify *v, const struct log_seg_info *listed)
     if (tn != v->got.blocks)
         problem(v, id, 0, "time index has %llu entries for %llu blocks", (unsigned long long)tn,
                 (unsigned long long)v->got.blocks);
+    /* Fewer filters than blocks is sound (a segment begun by a build without the
+     * keys index: queries read its blocks); more, or one that names no block, is not. */
+    if (s.has_keys) {
+        uint64_t kn;
+        check_index(v, id, txn, &s, s.keys, "keys", &kn);
+        if (kn > v->got.blocks)
+            problem(v, id, 0, "keys index has %llu filters for %llu blocks",
+                    (unsigned long long)kn, (unsigned long long)v->got.blocks);
+    }
     mdb_txn_abort(txn);
     log_seg_close(&s);
     v->st->segments++;

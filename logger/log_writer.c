@@ -14,6 +14,7 @@
  */
 #include "log_internal.h"
 #include "log_block.h"
+#include "log_keys.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@ struct pending_block {
     bool monotonic;
     uint8_t *bloom; /* the block's flow filter (log_bloom.c) */
     size_t bloom_len;
+    uint8_t *keys; /* its host/port/protocol filter (log_keys.c) */
+    size_t keys_len;
 };
 
 struct log_writer {
@@ -263,6 +266,11 @@ static int close_block(struct log_writer *w)
         free(p->v);
         return RW_ENOMEM;
     }
+    if (log_keys_build(b, &p->keys, &p->keys_len)) {
+        free(p->v);
+        free(p->bloom);
+        return RW_ENOMEM;
+    }
     p->first_clock = b->first_clock;
     p->last_clock = b->last_clock;
     p->min_ts = b->min_ts;
@@ -317,6 +325,9 @@ static int put_block(MDB_txn *txn, struct log_seg *s, const struct pending_block
     MDB_val fv = {p->bloom_len, p->bloom};
     if ((rc = mdb_put(txn, s->flow, &k, &fv, MDB_APPEND)))
         return rc;
+    MDB_val kv = {p->keys_len, p->keys};
+    if ((rc = mdb_put(txn, s->keys, &k, &kv, MDB_APPEND)))
+        return rc;
     account(&s->si, p);
     return 0;
 }
@@ -352,6 +363,7 @@ static void drop_pending(struct log_writer *w)
     for (size_t i = 0; i < w->npend; i++) {
         free(w->pend[i].v);
         free(w->pend[i].bloom);
+        free(w->pend[i].keys);
     }
     w->npend = 0;
     w->pend_bytes = 0;

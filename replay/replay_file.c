@@ -121,7 +121,7 @@ int replay_to_file(const char *logdir, const char *path, const struct replay_opt
     }
     /* a refused query leaves no empty capture behind that could pass for an answer */
     if (!(rc = log_query_check(r, &o->q, e)) && !(rc = open_out(&f, logdir, path, o->query, e))) {
-        rc = replay_scan(r, o, write_rec, &f, &st->scan, e);
+        rc = replay_scan(r, o, &f.filt, write_rec, &f, &st->scan, e);
         int crc = close_out(&f, path, rc ? NULL : e);
         if (!rc)
             rc = crc;

@@ -26,6 +26,10 @@ int replay_filter_init(struct replay_filter *f, const char *bpf, struct rw_err *
     }
     pcap_close(dead);
     f->on = true;
+    if (log_pred_compile(bpf, &f->pred)) {
+        replay_filter_fini(f);
+        return rw_errf(e, RW_ENOMEM, "out of memory");
+    }
     return 0;
 }
 
@@ -44,6 +48,8 @@ void replay_filter_fini(struct replay_filter *f)
 {
     if (f->on)
         pcap_freecode(&f->prog);
+    log_pred_free(f->pred);
+    f->pred = NULL;
     f->on = false;
 }
 
@@ -71,13 +77,16 @@ static void route_progress(void *ctx, uint64_t done, uint64_t total)
     rt->o->progress(rt->o->ctx, done, total);
 }
 
-int replay_scan(struct log_reader *r, const struct replay_opts *o, log_visit_fn visit, void *vctx,
-                struct log_scan_stats *st, struct rw_err *e)
+int replay_scan(struct log_reader *r, const struct replay_opts *o, const struct replay_filter *f,
+                log_visit_fn visit, void *vctx, struct log_scan_stats *st, struct rw_err *e)
 {
+    struct log_query q = o->q;
+    if (!q.keys)
+        q.keys = f->pred;
     struct route rt = {.o = o, .visit = visit, .vctx = vctx};
     struct log_scan_cbs cb = {.visit = route_visit,
                               .damage = o->damage ? route_damage : NULL,
                               .progress = o->progress ? route_progress : NULL,
                               .ctx = &rt};
-    return log_scan(r, &o->q, &cb, st, e);
+    return log_scan(r, &q, &cb, st, e);
 }

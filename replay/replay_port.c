@@ -205,7 +205,7 @@ int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, 
         return rc;
     struct log_reader *r;
     if (!(rc = log_reader_open(logdir, &r, e))) {
-        rc = replay_scan(r, o, send_rec, &p, &st->scan, e);
+        rc = replay_scan(r, o, &p.filt, send_rec, &p, &st->scan, e);
         flush(&p);
         log_reader_close(r);
     }

@@ -126,12 +126,86 @@ static void test_queries_match_tcpdump(void)
                          "tcp and host 10.200.0.1 and port 53044 and host 10.200.0.2 and port 22",
                          "flow index");
     compare_with_tcpdump(d, trace, log, "--filter 'tcp port 21 or tcp port 6667'",
-                         "tcp port 21 or tcp port 6667", "clock index");
+                         "tcp port 21 or tcp port 6667", "keys index");
     compare_with_tcpdump(
         d, trace, log,
         "--flow 'tcp 10.200.0.1:54524 10.200.0.2:80' --filter 'tcp[tcpflags] & tcp-syn != 0'",
         "host 10.200.0.1 and port 54524 and port 80 and tcp[tcpflags] & tcp-syn != 0",
         "flow index");
+    tu_rmrf(d);
+    free(d);
+}
+
+/* The keys index on real traffic: each filter's answer is tcpdump's over the whole
+ * log (the log holds reassembled datagrams, so not over the original capture),
+ * through the index named, and a narrow one reads at most max_pct of the blocks. */
+struct keys_case {
+    const char *trace, *bpf, *index;
+    unsigned max_pct; /* 0: no bound */
+};
+
+static void test_keys_filters_match_tcpdump(void)
+{
+    static const struct keys_case cases[] = {
+        {"external/real.pcap", "host 10.64.93.174", "keys index", 10},
+        {"external/real.pcap", "tcp and host 10.64.93.174", "keys index", 10},
+        {"external/real.pcap", "host 10.64.93.174 or 10.64.1.1", "keys index", 10},
+        {"external/real.pcap", "net 10.64.93.0/24 and not port 80", "keys index", 0},
+        {"external/real.pcap", "port 139", "keys index", 0},
+        {"external/real.pcap", "udp or icmp", "keys index", 0},
+        {"external/real.pcap", "arp", "keys index", 0},
+        {"external/real.pcap", "tcp[13] & 2 != 0", "clock index", 0},
+        {"frag_nmap_sT.pcap", "tcp port 445", "keys index", 10},
+        {"frag_nmap_sT.pcap", "host 10.200.0.2 and tcp", "keys index", 0},
+        {"ipv6_ext.pcap", "host 2001:db8::66", "keys index", 50},
+        {"ipv6_ext.pcap", "net 2001:db8::/64 and port 6667", "keys index", 20},
+        {"ipv6_ext.pcap", "ip6 proto 0", "keys index", 0},
+    };
+    char *d = tu_mkdtemp("keys");
+    const char *cur = "";
+    char trace[4096], log[4200], full[4200], mine[4200], theirs[4200], err[4200];
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(full, sizeof(full), "%s/full.pcap", d);
+    snprintf(mine, sizeof(mine), "%s/mine.pcap", d);
+    snprintf(theirs, sizeof(theirs), "%s/theirs.pcap", d);
+    snprintf(err, sizeof(err), "%s/replay.stderr", d);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct keys_case *c = &cases[i];
+        if (strcmp(cur, c->trace)) {
+            cur = c->trace;
+            tu_rmrf(log);
+            CU_ASSERT_EQUAL_FATAL(
+                it_ingest(d, tu_trace(c->trace, trace, sizeof(trace)), log, "--block-packets 64"),
+                0);
+            CU_ASSERT_EQUAL_FATAL(it_export(d, log, full, NULL), 0);
+        }
+        char args[256];
+        snprintf(args, sizeof(args), "--filter '%s'", c->bpf);
+        CU_ASSERT_EQUAL_FATAL(it_export(d, log, mine, args), 0);
+        CU_ASSERT_EQUAL_FATAL(
+            tu_sh(NULL, "tcpdump -r '%s' -w '%s' '%s' 2>/dev/null", full, theirs, c->bpf), 0);
+        struct tu_pcap a, b;
+        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(mine, &a), 0);
+        CU_ASSERT_EQUAL_FATAL(tu_pcap_read(theirs, &b), 0);
+        char *s = tu_slurp(err, NULL);
+        const char *p = s ? strstr(s, c->index) : NULL;
+        unsigned long read = 0, total = 0;
+        if (p)
+            sscanf(p + strlen(c->index), ", %lu of %lu blocks", &read, &total);
+        fprintf(stderr, "  %s '%s': %zu packets (tcpdump %zu), %s, %lu of %lu blocks\n", c->trace,
+                c->bpf, a.n, b.n, p ? c->index : "OTHER INDEX", read, total);
+        CU_ASSERT_TRUE(b.n > 0);
+        CU_ASSERT_EQUAL(a.n, b.n);
+        if (a.n == b.n)
+            CU_ASSERT_EQUAL(it_diff(&a, 0, &b, 0, a.n, 1), -1);
+        CU_ASSERT_PTR_NOT_NULL(p);
+        CU_ASSERT_TRUE(total > 0);
+        if (c->max_pct)
+            CU_ASSERT_TRUE(read * 100 <= total * c->max_pct);
+        free(s);
+        tu_pcap_free(&a);
+        tu_pcap_free(&b);
+    }
     tu_rmrf(d);
     free(d);
 }
@@ -427,6 +501,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "flow and BPF selections equal tcpdump's", test_queries_match_tcpdump);
     CU_add_test(s, "a flow on the busiest host pair reads only its blocks",
                 test_flow_on_busiest_host_pair);
+    CU_add_test(s, "host, net, port and proto filters read the blocks the keys index names",
+                test_keys_filters_match_tcpdump);
     CU_add_test(s, "a time window returns exactly the packets inside it", test_time_window);
     CU_add_test(s, "a time window in RFC 3339 with offsets, as a date, or --last", test_time_forms);
     CU_add_test(s, "pcapng to stdout names the log and the query", test_pcapng_stdout);

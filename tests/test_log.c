@@ -658,6 +658,164 @@ static void on_damage(void *ctx, uint32_t seg, uint64_t clock, const char *why)
     (void)ctx, (void)seg, (void)clock, (void)why;
 }
 
+/* ---- the keys index (host, net, port, protocol) ---- */
+
+/* Blocks 0..3: 16 UDP packets each from 10.0.B.0..3 (ports 1000 + B*256 + 0..3) to
+ * 10.1.0.1:53; block 4: one IPv4 packet cut inside its header (the index cannot
+ * describe it); block 5: one ARP request from 10.7.7.7 for 10.7.7.8. */
+static void keys_log(struct fx *f)
+{
+    fx_init(f, 0, 1, 0, 0);
+    f->o.block_pkts = 16;
+    free(f->g.r);
+    free(f->g.bufs);
+    f->g.r = calloc(96, sizeof(*f->g.r));
+    f->g.bufs = calloc(96, sizeof(*f->g.bufs));
+    uint64_t seed = 1;
+    for (uint32_t b = 0; b < 4; b++)
+        for (uint32_t i = 0; i < 16; i++) {
+            size_t n = f->g.n++;
+            f->g.bufs[n] = make_pkt(b * 256 + i % 4, 0, 64, 0, &seed);
+            f->g.r[n] = (struct log_rec){.meta = {.clock = n, .ts_ns = BASE_TS + n * 1000},
+                                         .orig_len = 64, .cap_len = 64, .data = f->g.bufs[n]};
+        }
+    uint8_t *cut = make_pkt(0, 0, 64, 0, &seed); /* 34 bytes of it are logged */
+    cut[14] = 0x4f; /* IHL 15: a 60-byte header in a 20-byte frame remainder */
+    cut[26] = 10, cut[27] = 9, cut[28] = 9, cut[29] = 9;
+    uint8_t *arp = calloc(1, 60);
+    arp[12] = 0x08, arp[13] = 0x06;
+    memcpy(arp + 14, "\x00\x01\x08\x00\x06\x04\x00\x01", 8);
+    memcpy(arp + 28, "\x0a\x07\x07\x07", 4);
+    memcpy(arp + 38, "\x0a\x07\x07\x08", 4);
+    uint8_t *extra[2] = {cut, arp};
+    for (int i = 0; i < 2; i++) {
+        size_t n = f->g.n++;
+        f->g.bufs[n] = extra[i];
+        uint32_t len = i ? 60 : 34;
+        f->g.r[n] = (struct log_rec){.meta = {.clock = n + (i ? 16 : 0), .ts_ns = BASE_TS + n},
+                                     .orig_len = len, .cap_len = len, .data = extra[i]};
+        if (!i) /* the cut packet alone in block 4: the ARP one starts block 5 */
+            for (int k = 0; k < 15; k++) {
+                size_t m = f->g.n++;
+                f->g.bufs[m] = make_pkt(9, 0, 64, 0, &seed);
+                f->g.bufs[m][14] = 0x4f;
+                f->g.r[m] = (struct log_rec){.meta = {.clock = m, .ts_ns = BASE_TS + m},
+                                             .orig_len = 34, .cap_len = 34, .data = f->g.bufs[m]};
+            }
+    }
+    write_all(f->d, &f->o, &f->g);
+}
+
+/* Scans f's log with the keys predicate of bpf; returns the blocks read. */
+static uint64_t keys_scan(struct fx *f, const char *bpf, size_t *packets)
+{
+    struct log_pred *p = NULL;
+    CU_ASSERT_EQUAL_FATAL(log_pred_compile(bpf, &p), 0);
+    if (!p)
+        fprintf(stderr, "  '%s' was not understood\n", bpf);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    struct log_query q;
+    log_query_all(&q);
+    q.keys = p;
+    struct got got;
+    struct log_scan_stats st;
+    CU_ASSERT_EQUAL(scan(f->d, &q, &got, &st, NULL), 0);
+    CU_ASSERT_STRING_EQUAL(st.index, "keys");
+    CU_ASSERT_EQUAL(st.blocks_total, 6);
+    if (packets)
+        *packets = got.n;
+    got_free(&got);
+    log_pred_free(p);
+    return st.blocks_read;
+}
+
+static void test_keys_index(void)
+{
+    struct fx f;
+    keys_log(&f);
+    size_t n;
+    /* Block 4 (the cut packet) is read by every query: 1 block + it. */
+    CU_ASSERT_EQUAL(keys_scan(&f, "host 10.0.2.1", &n), 2);
+    CU_ASSERT_EQUAL(n, 32); /* both blocks' packets are visited; libpcap filters them */
+    CU_ASSERT_EQUAL(keys_scan(&f, "src net 10.0.3.0/24", NULL), 2);
+    CU_ASSERT_EQUAL(keys_scan(&f, "net 10.0.3 and udp", NULL), 2);
+    CU_ASSERT_EQUAL(keys_scan(&f, "udp port 1514", NULL), 2);
+    CU_ASSERT_EQUAL(keys_scan(&f, "portrange 1256-1259", NULL), 2);
+    CU_ASSERT_EQUAL(keys_scan(&f, "host 10.0.1.1 or host 10.0.3.2", NULL), 3);
+    CU_ASSERT_EQUAL(keys_scan(&f, "host 10.0.1.1 or 10.0.3.2", NULL), 3); /* pcap's bare id */
+    CU_ASSERT_EQUAL(keys_scan(&f, "host 10.0.1.1 and port 1514", NULL), 1);
+    CU_ASSERT_EQUAL(keys_scan(&f, "tcp", NULL), 1);
+    CU_ASSERT_EQUAL(keys_scan(&f, "udp", NULL), 5);
+    CU_ASSERT_EQUAL(keys_scan(&f, "not host 10.0.1.1", NULL), 6);
+    CU_ASSERT_EQUAL(keys_scan(&f, "net 10.0.0.0/12", NULL), 6); /* as /8: the ARP block too */
+    CU_ASSERT_EQUAL(keys_scan(&f, "net 10.0.0.0/16", NULL), 5);
+    CU_ASSERT_EQUAL(keys_scan(&f, "dst host 10.1.0.1 && (port 53)", NULL), 5);
+    /* ARP sender and target addresses are hosts, as libpcap's `host` reads them. */
+    CU_ASSERT_EQUAL(keys_scan(&f, "host 10.7.7.8", NULL), 2);
+    CU_ASSERT_EQUAL(keys_scan(&f, "arp", NULL), 2);
+    fx_done(&f);
+}
+
+/* What the index can answer compiles; anything else reads every block. */
+static void test_keys_pred_compile(void)
+{
+    static const char *understood[] = {
+        "host 10.1.2.3", "src host 10.1.2.3", "dst or src host 10.1.2.3",
+        "src or dst net 10.64.0.0/16", "ip host 10.1.2.3", "host 2001:db8::1",
+        "ip6 net 2001:db8::/48", "net 10.0.0.0 mask 255.255.0.0", "net 10.64",
+        "port 80 or 443", "tcp dst port 22", "portrange 6000-6063", "portrange 1-65535",
+        "ip proto 47", "proto 17", "icmp or icmp6", "arp or rarp", "ip6 and not tcp",
+        "!(host 10.1.2.3 || port 53) && udp", "sctp and ( host 10.0.0.1 or host 10.0.0.2 )"};
+    static const char *not_understood[] = {
+        "", "vlan and host 10.1.2.3", "tcp[13] & 2 != 0", "host gateway.example",
+        "port http", "port 010", "ether host 00:11:22:33:44:55", "len > 100",
+        "host 10.1.2.3 and greater 64", "net 10.0.0.0 mask 255.0.255.0", "ip proto \\tcp",
+        "(host 10.1.2.3", "host 10.1.2.3 )", "mpls and port 80"};
+    for (size_t i = 0; i < sizeof(understood) / sizeof(understood[0]); i++) {
+        struct log_pred *p = NULL;
+        CU_ASSERT_EQUAL(log_pred_compile(understood[i], &p), 0);
+        if (!p)
+            fprintf(stderr, "  not understood: '%s'\n", understood[i]);
+        CU_ASSERT_PTR_NOT_NULL(p);
+        log_pred_free(p);
+    }
+    for (size_t i = 0; i < sizeof(not_understood) / sizeof(not_understood[0]); i++) {
+        struct log_pred *p = NULL;
+        CU_ASSERT_EQUAL(log_pred_compile(not_understood[i], &p), 0);
+        if (p)
+            fprintf(stderr, "  understood but should not be: '%s'\n", not_understood[i]);
+        CU_ASSERT_PTR_NULL(p);
+        log_pred_free(p);
+    }
+}
+
+/* A segment begun by a build without the keys index (its table dropped here) is
+ * read whole by a keys query, and still verifies. */
+static void test_keys_index_missing(void)
+{
+    struct fx f;
+    keys_log(&f);
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/seg-00000001", f.d);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi keys;
+    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, path, 0, 0644), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "keys", 0, &keys), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_drop(txn, keys, 1), 0);
+    CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    CU_ASSERT_EQUAL(keys_scan(&f, "host 10.0.2.1", NULL), 6);
+    struct log_verify_cbs cb = {0};
+    struct log_verify_stats vs;
+    struct rw_err e;
+    CU_ASSERT_EQUAL(log_verify(f.d, &cb, &vs, &e), 0);
+    fx_done(&f);
+}
+
 static void test_damaged_block(void)
 {
     struct fx f;
@@ -910,6 +1068,10 @@ static void add(CU_pSuite s)
                 test_old_filters_are_read);
     CU_add_test(s, "lz4 is used where it helps and skipped where it does not",
                 test_compression_where_it_helps);
+    CU_add_test(s, "the keys index reads only blocks with the host, net, port or protocol",
+                test_keys_index);
+    CU_add_test(s, "filters the keys index cannot answer read every block", test_keys_pred_compile);
+    CU_add_test(s, "a segment without a keys index is read whole", test_keys_index_missing);
     CU_add_test(s, "a damaged block is named by verify and skipped by scans", test_damaged_block);
     CU_add_test(s, "a directory without a manifest is not a log", test_not_a_log);
     CU_add_test(s, "an empty or missing manifest beside segments is refused, named",
