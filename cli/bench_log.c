@@ -10,6 +10,8 @@
  *     `tcpdump -r FULL.pcap -w OUT FILTER` over the same packets, both timed as
  *     commands; for flows with lifetimes (as in real traffic) and for the worst
  *     case, every flow spread evenly over the whole capture.
+ *  3. queries: host, subnet, port and protocol filters on real traffic at 1 M and
+ *     8 M packets against tcpdump (bench_log_query.c).
  *
  * The figures are measured into structs first, then printed as text or, with
  * --json, as one object (docs/benchmarks.md).
@@ -248,7 +250,7 @@ static int write_pcap(const char *path, const struct bench_pkts *b)
 }
 
 /* Wall time of a shell command, best of three. */
-static double time_cmd(const char *cmd)
+double bench_time_cmd(const char *cmd)
 {
     double best = 1e30;
     for (int i = 0; i < 3; i++) {
@@ -261,7 +263,7 @@ static double time_cmd(const char *cmd)
     return best;
 }
 
-static int count_pcap(const char *path)
+int bench_count_pcap(const char *path)
 {
     char err[PCAP_ERRBUF_SIZE];
     pcap_t *p = pcap_open_offline(path, err);
@@ -290,7 +292,7 @@ static int bench_end_to_end(const char *self, const char *pcap, const char *tmp,
              "rm -rf '%s/e2e' && '%s' log ingest --log '%s/e2e' --trace '%s' --durability power "
              "-q",
              tmp, self, tmp, pcap);
-    double t = time_cmd(cmd);
+    double t = bench_time_cmd(cmd);
     if (t <= 0)
         return cli_error("bench: end-to-end ingest failed"), -1;
     res->pps = (double)n / t;
@@ -342,15 +344,15 @@ static int bench_export(const char *tmp, uint64_t n, enum flow_mix mix, double r
     snprintf(cmd, sizeof(cmd),
              "'%s' replay '%s' --to-pcap '%s' --flow 'udp 10.0.0.7:1031 10.1.0.1:53' 2>/dev/null",
              self, logdir, out1);
-    double ours = time_cmd(cmd);
+    double ours = bench_time_cmd(cmd);
     snprintf(cmd, sizeof(cmd),
              "tcpdump -r '%s' -w '%s' 'udp and host 10.0.0.7 and port 1031 and host 10.1.0.1 "
              "and port 53' 2>/dev/null",
              pcap, out2);
-    double td = time_cmd(cmd);
+    double td = bench_time_cmd(cmd);
     if (mix == MIX_SESSIONS && bench_end_to_end(self, pcap, tmp, n, raw_power_pps, e2e))
         return -1;
-    int a = count_pcap(out1), t = count_pcap(out2);
+    int a = bench_count_pcap(out1), t = bench_count_pcap(out2);
     if (ours <= 0 || td <= 0 || a < 0 || a != t)
         return cli_error("bench: export failed or disagrees with tcpdump (%d vs %d packets)", a, t),
                -1;
@@ -374,7 +376,8 @@ static void print_export(const struct export_result *x)
 /* One object: {"packets", "runs", "ingest": [...], "end_to_end": {...}, "export": [...]},
  * the figures of the text output. */
 static void print_log_json(uint64_t n, const struct ingest_row *in, int nin,
-                           const struct e2e_result *e2e, const struct export_result *ex, int nex)
+                           const struct e2e_result *e2e, const struct export_result *ex, int nex,
+                           const struct bench_query_row *q, int nq)
 {
     printf("{\"packets\": %" PRIu64 ", \"runs\": %d, \"ingest\": [", n, BENCH_REPS);
     for (int i = 0; i < nin; i++)
@@ -390,44 +393,98 @@ static void print_log_json(uint64_t n, const struct ingest_row *in, int nin,
                "\"rewind_s\": %.6f, \"tcpdump_s\": %.6f, \"speedup\": %.4g}",
                i ? ", " : "", ex[i].mix == MIX_UNIFORM ? "uniform" : "session", ex[i].n,
                ex[i].matched, ex[i].ours_s, ex[i].tcpdump_s, ex[i].speedup);
+    printf("], \"queries\": [");
+    for (int i = 0; i < nq; i++)
+        printf("%s{\"packets\": %" PRIu64 ", \"kind\": \"%s\", \"filter\": \"%s\", "
+               "\"matched\": %d, \"blocks_read\": %" PRIu64 ", \"blocks_total\": %" PRIu64 ", "
+               "\"rewind_s\": %.6f, \"tcpdump_s\": %.6f, \"speedup\": %.4g}",
+               i ? ", " : "", q[i].packets, q[i].kind, q[i].filter, q[i].matched, q[i].blocks_read,
+               q[i].blocks_total, q[i].rewind_s, q[i].tcpdump_s, q[i].speedup);
     printf("]}\n");
 }
+
+/* "1000000,8000000" into at most max sizes; "0" or "" gives none. */
+static int parse_sizes(const char *s, uint64_t *out, int max, int *n)
+{
+    *n = 0;
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        uint64_t v;
+        if (cli_parse_u64(t, &v) || *n == max)
+            return -1;
+        if (v)
+            out[(*n)++] = v;
+    }
+    return 0;
+}
+
+#define MAX_QUERY_SIZES 4
 
 int cmd_bench_log(int argc, char **argv)
 {
     static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
+                                         {"query-packets", required_argument, 0, 'Q'},
+                                         {"trace", required_argument, 0, 't'},
                                          {"dir", required_argument, 0, 'd'},
                                          {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    uint64_t n = 1000000;
-    const char *dir = NULL;
+    uint64_t n = 1000000, qsizes[MAX_QUERY_SIZES] = {1000000, 8000000};
+    int nq = 2;
+    const char *dir = NULL, *trace = NULL;
     bool json = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (c == 'n' && !cli_parse_u64(optarg, &n) && n > 0)
             continue;
+        if (c == 'Q' && !parse_sizes(optarg, qsizes, MAX_QUERY_SIZES, &nq))
+            continue;
         if (c == 'j') {
             json = true;
             continue;
         }
-        if (c == 'd') {
-            dir = optarg;
+        if (c == 'd' || c == 't') {
+            *(c == 'd' ? &dir : &trace) = optarg;
             continue;
         }
         FILE *f = c == 'h' ? stdout : stderr;
-        fprintf(f, "usage: rewind bench log [--packets N] [--dir TMPDIR] [--json]\n\n"
-                   "Ingest rate of the logger vs a raw LMDB append of the same records (64 and\n"
-                   "1500-byte packets, each durability mode), and a one-flow export vs tcpdump.\n"
-                   "Build with -DCMAKE_BUILD_TYPE=Release for meaningful numbers. Default\n"
-                   "1000000 packets (N/4 of 1500 bytes).\n"
-                   "--json: one object {packets, runs, ingest: [{bytes, packets, durability,\n"
-                   "pps, mb_s, raw_pps, raw_mb_s, ratio}], end_to_end {pps, ratio},\n"
-                   "export: [{flows, packets, matched, rewind_s, tcpdump_s, speedup}]}\n"
-                   "(docs/benchmarks.md).\n");
+        fprintf(f,
+                "usage: rewind bench log [--packets N] [--query-packets N[,N...]] [--trace PCAP]\n"
+                "                        [--dir TMPDIR] [--json]\n\n"
+                "Ingest rate of the logger vs a raw LMDB append of the same records (64 and\n"
+                "1500-byte packets, each durability mode), a one-flow export vs tcpdump, and\n"
+                "host, subnet, port and protocol queries vs tcpdump on real traffic.\n"
+                "Build with -DCMAKE_BUILD_TYPE=Release for meaningful numbers.\n"
+                "  --packets N          synthetic packets (default 1000000; N/4 of 1500 bytes)\n"
+                "  --query-packets L    sizes of the query logs (default 1000000,8000000; 0:\n"
+                "                       no queries)\n"
+                "  --trace PCAP         the real traffic, repeated and shifted in time to each\n"
+                "                       size (default traces/external/real.pcap, the LAN hour)\n"
+                "--json: one object {packets, runs, ingest: [{bytes, packets, durability,\n"
+                "pps, mb_s, raw_pps, raw_mb_s, ratio}], end_to_end {pps, ratio},\n"
+                "export: [{flows, packets, matched, rewind_s, tcpdump_s, speedup}],\n"
+                "queries: [{packets, kind, filter, matched, blocks_read, blocks_total,\n"
+                "rewind_s, tcpdump_s, speedup}]} (docs/benchmarks.md).\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
+    char self[4096], repo[4096], real[4200];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (sl <= 0)
+        return cli_error("bench: cannot find the rewind binary"), EXIT_FAIL;
+    self[sl] = '\0';
+    if (nq && !trace) {
+        if (bench_find_repo(self, repo, sizeof(repo)))
+            return cli_error("bench: cannot find the source tree for traces/external/real.pcap "
+                             "(set RW_SRC, or pass --trace)"),
+                   EXIT_FAIL;
+        snprintf(real, sizeof(real), "%s/traces/external/real.pcap", repo);
+        trace = real;
+    }
+    if (nq && access(trace, R_OK))
+        return cli_error("bench: cannot read %s (tools/setup.sh fetches the LAN hour)", trace),
+               EXIT_FAIL;
     char tmpl[] = "/tmp/rewind-bench-XXXXXX";
     char *tmp = dir ? (char *)dir : mkdtemp(tmpl);
     if (!tmp)
@@ -435,6 +492,10 @@ int cmd_bench_log(int argc, char **argv)
     struct ingest_row in[2 * LOG_DURS];
     struct e2e_result e2e = {0};
     struct export_result ex[2];
+    int per = bench_log_nqueries();
+    struct bench_query_row *qrows = calloc((size_t)(nq * per + 1), sizeof(*qrows));
+    if (!qrows)
+        return cli_error("bench: out of memory"), EXIT_FAIL;
     int rc = bench_ingest(tmp, n, 64, in);
     if (!rc && !json)
         print_ingest(in);
@@ -454,8 +515,11 @@ int cmd_bench_log(int argc, char **argv)
         rc = bench_export(tmp, n, MIX_UNIFORM, raw_power_pps, &ex[1], NULL);
     if (!rc && !json)
         print_export(&ex[1]);
+    for (int i = 0; i < nq && !rc; i++)
+        rc = bench_log_queries(self, trace, tmp, qsizes[i], qrows + i * per, !json);
     if (!rc && json)
-        print_log_json(n, in, 2 * LOG_DURS, &e2e, ex, 2);
+        print_log_json(n, in, 2 * LOG_DURS, &e2e, ex, 2, qrows, nq * per);
+    free(qrows);
     if (!dir)
         rm_tree(tmp);
     return rc ? EXIT_FAIL : EXIT_OK;

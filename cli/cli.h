@@ -59,4 +59,24 @@ int cmd_verify_runs(int argc, char **argv); /* cmd_log.c has a static cmd_verify
 int bench_repeat_trace(const char *in, const char *out, uint64_t n);
 int bench_find_repo(const char *self, char *out, size_t cap);
 
+/* bench_log.c: wall time of a shell command, best of three (-1: it failed); the
+ * packets in a capture (-1: unreadable). */
+double bench_time_cmd(const char *cmd);
+int bench_count_pcap(const char *path);
+
+/* bench_log_query.c: the forensic queries of `bench log` on `trace` repeated to
+ * n packets, one row per query (bench_log_nqueries() of them), printed as text
+ * when print. -1 (with a message) when a step fails or an answer differs from
+ * tcpdump's. */
+struct bench_query_row {
+    uint64_t packets;
+    const char *kind, *filter;
+    int matched;
+    uint64_t blocks_read, blocks_total;
+    double rewind_s, tcpdump_s, speedup;
+};
+int bench_log_nqueries(void);
+int bench_log_queries(const char *self, const char *trace, const char *tmp, uint64_t n,
+                      struct bench_query_row *rows, bool print);
+
 #endif

@@ -180,8 +180,8 @@ struct log_query {
     uint64_t from_clock, to_clock;
     uint64_t since_ns, until_ns;
     bool has_flow;
-    struct rw_flow flow;          /* matched in both directions */
-    const struct log_pred *keys;  /* optional: skip blocks it rules out (not owned) */
+    struct rw_flow flow;         /* matched in both directions */
+    const struct log_pred *keys; /* optional: skip blocks it rules out (not owned) */
 };
 
 void log_query_all(struct log_query *q);

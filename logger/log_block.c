@@ -90,6 +90,8 @@ void log_bb_free(struct log_block_builder *b)
 {
     free(b->raw);
     free(b->flows);
+    free(b->fkeys);
+    free(b->fslots);
     log_keys_free(b);
     memset(b, 0, sizeof(*b));
 }
@@ -98,6 +100,8 @@ void log_bb_reset(struct log_block_builder *b)
 {
     b->raw_len = 0;
     b->count = 0;
+    if (b->nflows)
+        memset(b->fslots, 0, b->fslots_cap * sizeof(*b->fslots));
     b->nflows = 0;
     log_keys_reset(b);
     b->wire_bytes = 0;
@@ -119,27 +123,62 @@ static int grow(uint8_t **p, size_t *cap, size_t need)
     return 0;
 }
 
-/* The flow set of one block is small (hundreds of entries at most): a linear
- * scan over the recent tail catches the common case of runs of one flow, and a
- * duplicate that slips through only costs one redundant dupsort put. */
-static int add_flow(struct log_block_builder *b, const struct rw_pkt *p)
+/* The block's distinct flows, as an exact set (the full flow and, for IPv6, the
+ * fixed header's next header, which the keys index also holds): a packet of a
+ * flow already in the block adds nothing to either filter, so the cost of the
+ * keys is paid once per flow per block, not per packet. Slots hold an index + 1
+ * into flows/fkeys; the table stays at most half full. */
+static int flow_slots_grow(struct log_block_builder *b)
 {
-    struct rw_flow f;
-    rw_flow_of_pkt(p, &f);
-    uint32_t h = rw_flow_hash(&f);
-    size_t look = b->nflows < 16 ? b->nflows : 16;
-    for (size_t i = 0; i < look; i++)
-        if (b->flows[b->nflows - 1 - i] == h)
+    size_t ncap = b->fslots_cap ? b->fslots_cap * 2 : 256;
+    uint32_t *n = calloc(ncap, sizeof(*n));
+    if (!n)
+        return RW_ENOMEM;
+    for (size_t i = 0; i < b->nflows; i++) {
+        size_t j = b->flows[i] & (ncap - 1);
+        while (n[j])
+            j = (j + 1) & (ncap - 1);
+        n[j] = (uint32_t)i + 1;
+    }
+    free(b->fslots);
+    b->fslots = n;
+    b->fslots_cap = ncap;
+    return 0;
+}
+
+/* True when the packet's flow is new to the block (and now in it). */
+static int add_flow(struct log_block_builder *b, const struct rw_pkt *p, const uint8_t *frame,
+                    bool *fresh)
+{
+    struct log_bb_flow k;
+    memset(&k, 0, sizeof(k));
+    rw_flow_of_pkt(p, &k.f);
+    k.nh6 = p->family == 6 ? frame[p->l3 + 6] : 0;
+    uint32_t h = rw_flow_hash(&k.f);
+    *fresh = false;
+    if (2 * (b->nflows + 1) > b->fslots_cap && flow_slots_grow(b))
+        return RW_ENOMEM;
+    size_t j = h & (b->fslots_cap - 1);
+    for (; b->fslots[j]; j = (j + 1) & (b->fslots_cap - 1)) {
+        uint32_t i = b->fslots[j] - 1;
+        if (b->flows[i] == h && !memcmp(&b->fkeys[i], &k, sizeof(k)))
             return 0;
+    }
     if (b->nflows == b->flows_cap) {
         size_t n = b->flows_cap ? b->flows_cap * 2 : 64;
         uint32_t *q = realloc(b->flows, n * sizeof(*q));
-        if (!q)
+        if (q)
+            b->flows = q;
+        struct log_bb_flow *fk = q ? realloc(b->fkeys, n * sizeof(*fk)) : NULL;
+        if (!fk)
             return RW_ENOMEM;
-        b->flows = q;
+        b->fkeys = fk;
         b->flows_cap = n;
     }
+    memcpy(&b->fkeys[b->nflows], &k, sizeof(k)); /* padding too: memcmp compares it */
     b->flows[b->nflows++] = h;
+    b->fslots[j] = (uint32_t)b->nflows;
+    *fresh = true;
     return 0;
 }
 
@@ -175,9 +214,12 @@ int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t no
     b->wire_bytes += r->orig_len;
     struct rw_pkt pkt;
     bool ip = rw_pkt_decode(r->data, r->cap_len, &pkt);
+    bool fresh = !ip;
+    int rc = ip ? add_flow(b, &pkt, r->data, &fresh) : 0;
     /* Out of memory for a key only marks the block to be read by every query. */
-    (void)log_keys_add(b, &pkt, ip, r->data, r->cap_len);
-    return ip ? add_flow(b, &pkt) : 0;
+    if (fresh || rc)
+        (void)log_keys_add(b, &pkt, ip && !rc, r->data, r->cap_len);
+    return rc;
 }
 
 static void put_header(uint8_t *v, const struct log_block_hdr *h)

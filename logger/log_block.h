@@ -36,6 +36,11 @@ struct log_block_hdr {
     uint64_t first_clock, last_clock, min_ts, max_ts, first_ts;
 };
 
+struct log_bb_flow {
+    struct rw_flow f;
+    uint8_t nh6; /* IPv6: the fixed header's next header (a key of its own) */
+};
+
 /* A block under construction: raw records appended into a growing buffer. */
 struct log_block_builder {
     uint8_t *raw;
@@ -43,18 +48,24 @@ struct log_block_builder {
     uint32_t count;
     uint64_t first_clock, last_clock, prev_ts, min_ts, max_ts, first_ts;
     uint64_t wire_bytes;
-    uint64_t opened_ns; /* monotonic time of the first append, for group commit */
-    uint32_t *flows;    /* distinct flow hashes, for the flow index */
+    uint64_t opened_ns;        /* monotonic time of the first append, for group commit */
+    uint32_t *flows;           /* the hashes of the block's distinct flows, for the flow index */
+    struct log_bb_flow *fkeys; /* those flows (log_block.c: add_flow) */
     size_t nflows, flows_cap;
-    uint32_t *keys;   /* the host/port/protocol keys' hashes: an open-addressed set,
-                         0 an empty slot (log_keys.c) */
+    uint32_t *fslots; /* their set: index + 1, 0 an empty slot */
+    size_t fslots_cap;
+    /* The keys index's share (log_keys.c: "the block's key set"). */
+    uint64_t *v4; /* IPv4 host and net keys, packed: an open-addressed set, 0 empty */
+    size_t v4_cap, nv4;
+    uint32_t *keys; /* IPv6 keys' format hashes: an open-addressed set, 0 empty */
     size_t keys_cap, nkeys;
-    bool key_zero;    /* the hash 0 is in the set */
-    bool keys_all;    /* a packet the keys cannot describe: read for every query */
-    bool key_last_set;
-    struct rw_flow key_last; /* the last packet's flow: a run of it adds its keys once */
-    bool monotonic;    /* ts never went backwards inside the block */
-    uint32_t lz4_skip; /* blocks left to store raw without trying lz4 */
+    uint64_t port_map[1024]; /* ports seen, by bit */
+    uint64_t proto_map[4];   /* IP protocols seen, by bit */
+    uint8_t l3_map;          /* IPv4, IPv6, ARP, RARP seen */
+    bool key_zero;           /* the hash 0 is in the IPv6 set */
+    bool keys_all;           /* a packet the keys cannot describe: read for every query */
+    bool monotonic;          /* ts never went backwards inside the block */
+    uint32_t lz4_skip;       /* blocks left to store raw without trying lz4 */
 };
 
 void log_bb_init(struct log_block_builder *b);

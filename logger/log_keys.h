@@ -39,10 +39,18 @@ enum {
 #define LOG_KEYS_VERSION 1
 #define LOG_KEYS_ALL     0x01 /* flags: a packet the index cannot describe; always read */
 
-/* The 32-bit hash of a key's bytes: FNV-1a then a murmur3 finaliser, written out
- * here because its value is part of the format (it must never change with the
- * build, issue 10). */
-uint32_t log_key_hash(const uint8_t *key, size_t n);
+/* A key is a 64-bit head, type << 40 | prefix length << 32 | value (an IPv4
+ * address or network, a port, a protocol, an ethertype; prefix length 32 for an
+ * IPv4 host, 0 where there is none), plus for IPv6 the 16 address bytes (the
+ * head's value 0, prefix length 128 for a host). Its hash, which the filters
+ * hold: fmix64 (murmur3's finaliser) of head ^ LOG_KEY_SEED, then for IPv6 two
+ * more rounds, xoring in each half of the address read big-endian; the low 32
+ * bits. Written out here because its value is part of the format (it must never
+ * change with the build, issue 10); docs/log-format.md says the same. */
+#define LOG_KEY(type, plen, value)                                                                 \
+    ((uint64_t)(type) << 40 | (uint64_t)(plen) << 32 | (uint64_t)(uint32_t)(value))
+#define LOG_KEY_SEED 0x72657764u /* "rewd" */
+uint32_t log_key_hash(uint64_t head, const uint8_t *addr6);
 
 /* The keys of a network prefix as the index stores them (plen one of the indexed
  * lengths); used by the writer and by the predicate compiler alike. */
@@ -53,10 +61,11 @@ uint32_t log_key_proto(uint8_t proto);
 uint32_t log_key_l3(uint16_t ethertype);
 
 /* Adds one packet's keys to the block under construction (p from rw_pkt_decode,
- * ip its result). RW_ENOMEM: the block is then marked LOG_KEYS_ALL (read by every
+ * ip its result); the builder calls it for the first packet of each flow in the
+ * block (and every non-IP packet). RW_ENOMEM: the block is then marked LOG_KEYS_ALL (read by every
  * query), so the index stays sound and the caller may go on. */
-int log_keys_add(struct log_block_builder *b, const struct rw_pkt *p, bool ip,
-                 const uint8_t *frame, size_t len);
+int log_keys_add(struct log_block_builder *b, const struct rw_pkt *p, bool ip, const uint8_t *frame,
+                 size_t len);
 void log_keys_reset(struct log_block_builder *b);
 void log_keys_free(struct log_block_builder *b);
 

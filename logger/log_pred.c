@@ -31,7 +31,7 @@ enum qtype { T_NONE, T_HOST, T_NET, T_PORT, T_PORTRANGE };
 struct parser {
     const char *s;
     char tok[TOK_MAX];
-    bool fail;              /* something the index cannot answer, or out of memory */
+    bool fail; /* something the index cannot answer, or out of memory */
     bool nomem;
     enum qproto last_proto; /* the qualifiers a bare id inherits */
     enum qtype last_type;
@@ -42,8 +42,7 @@ struct parser {
 
 static bool word_char(char c)
 {
-    return isalnum((unsigned char)c) || c == '.' || c == ':' || c == '/' || c == '-' ||
-           c == '_';
+    return isalnum((unsigned char)c) || c == '.' || c == ':' || c == '/' || c == '-' || c == '_';
 }
 
 /* Reads the next token into p->tok ("" at the end); an unknown character fails. */
@@ -81,8 +80,7 @@ static bool is(const struct parser *p, const char *w)
 
 static bool at_end_of_primitive(const struct parser *p)
 {
-    return !p->tok[0] || is(p, ")") || is(p, "and") || is(p, "or") || is(p, "&&") ||
-           is(p, "||");
+    return !p->tok[0] || is(p, ")") || is(p, "and") || is(p, "or") || is(p, "&&") || is(p, "||");
 }
 
 /* ---- predicate nodes ---- */
@@ -291,7 +289,7 @@ static bool proto_word(const struct parser *p, enum qproto *q)
     static const struct {
         const char *w;
         enum qproto q;
-    } words[] = {{"ip", Q_IP},   {"ip6", Q_IP6}, {"arp", Q_ARP},   {"rarp", Q_ARP},
+    } words[] = {{"ip", Q_IP},   {"ip6", Q_IP6}, {"arp", Q_ARP},  {"rarp", Q_ARP},
                  {"tcp", Q_TCP}, {"udp", Q_UDP}, {"sctp", Q_SCTP}};
     for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (is(p, words[i].w)) {

@@ -289,8 +289,7 @@ static int time_start(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
 
 /* Reads blocks in clock order from the block holding `start`: every block, or
  * (keys) only those whose keys filter the query's predicate does not rule out. */
-static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t start,
-                      bool keys)
+static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t start, bool keys)
 {
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, keys ? seg->keys : seg->blocks, &cur);

@@ -198,8 +198,8 @@ static void verify_segment(struct verify *v, const struct log_seg_info *listed)
         uint64_t kn;
         check_index(v, id, txn, &s, s.keys, "keys", &kn);
         if (kn > v->got.blocks)
-            problem(v, id, 0, "keys index has %llu filters for %llu blocks",
-                    (unsigned long long)kn, (unsigned long long)v->got.blocks);
+            problem(v, id, 0, "keys index has %llu filters for %llu blocks", (unsigned long long)kn,
+                    (unsigned long long)v->got.blocks);
     }
     mdb_txn_abort(txn);
     log_seg_close(&s);

@@ -52,29 +52,42 @@ static void test_bench_log_json(void)
 {
     char *d = tu_mkdtemp("benchlog");
     char args[4200];
-    snprintf(args, sizeof(args), "log --packets 2000 --dir '%s'", d);
-    bench_json(d, "log", args,
-               "keys(d, \"packets\", \"runs\", \"ingest\", \"end_to_end\", \"export\")\n"
-               "assert d[\"packets\"] == 2000 and d[\"runs\"] == 3\n"
-               "assert [(r[\"bytes\"], r[\"durability\"]) for r in d[\"ingest\"]] == "
-               "[(b, m) for b in (64, 1500) for m in (\"none\", \"process\", \"power\")]\n"
-               "for r in d[\"ingest\"]:\n"
-               "    keys(r, \"bytes\", \"packets\", \"durability\", \"pps\", \"mb_s\", "
-               "\"raw_pps\", \"raw_mb_s\", \"ratio\")\n"
-               "    pos(r[\"packets\"], r[\"pps\"], r[\"mb_s\"], r[\"raw_pps\"], r[\"raw_mb_s\"], "
-               "r[\"ratio\"])\n"
-               "    near(r[\"ratio\"], r[\"pps\"], r[\"raw_pps\"])\n"
-               "e = d[\"end_to_end\"]\n"
-               "keys(e, \"pps\", \"ratio\")\n"
-               "pos(e[\"pps\"], e[\"ratio\"])\n"
-               "near(e[\"ratio\"], e[\"pps\"], d[\"ingest\"][2][\"raw_pps\"])\n"
-               "assert [x[\"flows\"] for x in d[\"export\"]] == [\"session\", \"uniform\"]\n"
-               "for x in d[\"export\"]:\n"
-               "    keys(x, \"flows\", \"packets\", \"matched\", \"rewind_s\", \"tcpdump_s\", "
-               "\"speedup\")\n"
-               "    num(x[\"matched\"])\n"
-               "    pos(x[\"packets\"], x[\"rewind_s\"], x[\"tcpdump_s\"], x[\"speedup\"])\n"
-               "    near(x[\"speedup\"], x[\"tcpdump_s\"], x[\"rewind_s\"])\n");
+    snprintf(args, sizeof(args), "log --packets 2000 --query-packets 70000 --dir '%s'", d);
+    bench_json(
+        d, "log", args,
+        "keys(d, \"packets\", \"runs\", \"ingest\", \"end_to_end\", \"export\", "
+        "\"queries\")\n"
+        "assert d[\"packets\"] == 2000 and d[\"runs\"] == 3\n"
+        "assert [(r[\"bytes\"], r[\"durability\"]) for r in d[\"ingest\"]] == "
+        "[(b, m) for b in (64, 1500) for m in (\"none\", \"process\", \"power\")]\n"
+        "for r in d[\"ingest\"]:\n"
+        "    keys(r, \"bytes\", \"packets\", \"durability\", \"pps\", \"mb_s\", "
+        "\"raw_pps\", \"raw_mb_s\", \"ratio\")\n"
+        "    pos(r[\"packets\"], r[\"pps\"], r[\"mb_s\"], r[\"raw_pps\"], r[\"raw_mb_s\"], "
+        "r[\"ratio\"])\n"
+        "    near(r[\"ratio\"], r[\"pps\"], r[\"raw_pps\"])\n"
+        "e = d[\"end_to_end\"]\n"
+        "keys(e, \"pps\", \"ratio\")\n"
+        "pos(e[\"pps\"], e[\"ratio\"])\n"
+        "near(e[\"ratio\"], e[\"pps\"], d[\"ingest\"][2][\"raw_pps\"])\n"
+        "assert [x[\"flows\"] for x in d[\"export\"]] == [\"session\", \"uniform\"]\n"
+        "for x in d[\"export\"]:\n"
+        "    keys(x, \"flows\", \"packets\", \"matched\", \"rewind_s\", \"tcpdump_s\", "
+        "\"speedup\")\n"
+        "    num(x[\"matched\"])\n"
+        "    pos(x[\"packets\"], x[\"rewind_s\"], x[\"tcpdump_s\"], x[\"speedup\"])\n"
+        "    near(x[\"speedup\"], x[\"tcpdump_s\"], x[\"rewind_s\"])\n"
+        "assert [q[\"kind\"] for q in d[\"queries\"]] == "
+        "[\"host\", \"host+proto\", \"subnet\", \"port\", \"proto\"]\n"
+        "for q in d[\"queries\"]:\n"
+        "    keys(q, \"packets\", \"kind\", \"filter\", \"matched\", \"blocks_read\", "
+        "\"blocks_total\", \"rewind_s\", \"tcpdump_s\", \"speedup\")\n"
+        "    assert q[\"packets\"] == 70000\n"
+        "    pos(q[\"matched\"], q[\"blocks_read\"], q[\"rewind_s\"], q[\"tcpdump_s\"])\n"
+        "    assert q[\"blocks_read\"] <= q[\"blocks_total\"]\n"
+        "    near(q[\"speedup\"], q[\"tcpdump_s\"], q[\"rewind_s\"])\n"
+        "h = d[\"queries\"][0]\n"
+        "assert h[\"blocks_read\"] * 5 < h[\"blocks_total\"], h  # the keys index narrowed it\n");
     tu_rmrf(d);
     free(d);
 }

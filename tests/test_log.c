@@ -677,7 +677,9 @@ static void keys_log(struct fx *f)
             size_t n = f->g.n++;
             f->g.bufs[n] = make_pkt(b * 256 + i % 4, 0, 64, 0, &seed);
             f->g.r[n] = (struct log_rec){.meta = {.clock = n, .ts_ns = BASE_TS + n * 1000},
-                                         .orig_len = 64, .cap_len = 64, .data = f->g.bufs[n]};
+                                         .orig_len = 64,
+                                         .cap_len = 64,
+                                         .data = f->g.bufs[n]};
         }
     uint8_t *cut = make_pkt(0, 0, 64, 0, &seed); /* 34 bytes of it are logged */
     cut[14] = 0x4f; /* IHL 15: a 60-byte header in a 20-byte frame remainder */
@@ -693,14 +695,18 @@ static void keys_log(struct fx *f)
         f->g.bufs[n] = extra[i];
         uint32_t len = i ? 60 : 34;
         f->g.r[n] = (struct log_rec){.meta = {.clock = n + (i ? 16 : 0), .ts_ns = BASE_TS + n},
-                                     .orig_len = len, .cap_len = len, .data = extra[i]};
+                                     .orig_len = len,
+                                     .cap_len = len,
+                                     .data = extra[i]};
         if (!i) /* the cut packet alone in block 4: the ARP one starts block 5 */
             for (int k = 0; k < 15; k++) {
                 size_t m = f->g.n++;
                 f->g.bufs[m] = make_pkt(9, 0, 64, 0, &seed);
                 f->g.bufs[m][14] = 0x4f;
                 f->g.r[m] = (struct log_rec){.meta = {.clock = m, .ts_ns = BASE_TS + m},
-                                             .orig_len = 34, .cap_len = 34, .data = f->g.bufs[m]};
+                                             .orig_len = 34,
+                                             .cap_len = 34,
+                                             .data = f->g.bufs[m]};
             }
     }
     write_all(f->d, &f->o, &f->g);
@@ -759,18 +765,40 @@ static void test_keys_index(void)
 /* What the index can answer compiles; anything else reads every block. */
 static void test_keys_pred_compile(void)
 {
-    static const char *understood[] = {
-        "host 10.1.2.3", "src host 10.1.2.3", "dst or src host 10.1.2.3",
-        "src or dst net 10.64.0.0/16", "ip host 10.1.2.3", "host 2001:db8::1",
-        "ip6 net 2001:db8::/48", "net 10.0.0.0 mask 255.255.0.0", "net 10.64",
-        "port 80 or 443", "tcp dst port 22", "portrange 6000-6063", "portrange 1-65535",
-        "ip proto 47", "proto 17", "icmp or icmp6", "arp or rarp", "ip6 and not tcp",
-        "!(host 10.1.2.3 || port 53) && udp", "sctp and ( host 10.0.0.1 or host 10.0.0.2 )"};
-    static const char *not_understood[] = {
-        "", "vlan and host 10.1.2.3", "tcp[13] & 2 != 0", "host gateway.example",
-        "port http", "port 010", "ether host 00:11:22:33:44:55", "len > 100",
-        "host 10.1.2.3 and greater 64", "net 10.0.0.0 mask 255.0.255.0", "ip proto \\tcp",
-        "(host 10.1.2.3", "host 10.1.2.3 )", "mpls and port 80"};
+    static const char *understood[] = {"host 10.1.2.3",
+                                       "src host 10.1.2.3",
+                                       "dst or src host 10.1.2.3",
+                                       "src or dst net 10.64.0.0/16",
+                                       "ip host 10.1.2.3",
+                                       "host 2001:db8::1",
+                                       "ip6 net 2001:db8::/48",
+                                       "net 10.0.0.0 mask 255.255.0.0",
+                                       "net 10.64",
+                                       "port 80 or 443",
+                                       "tcp dst port 22",
+                                       "portrange 6000-6063",
+                                       "portrange 1-65535",
+                                       "ip proto 47",
+                                       "proto 17",
+                                       "icmp or icmp6",
+                                       "arp or rarp",
+                                       "ip6 and not tcp",
+                                       "!(host 10.1.2.3 || port 53) && udp",
+                                       "sctp and ( host 10.0.0.1 or host 10.0.0.2 )"};
+    static const char *not_understood[] = {"",
+                                           "vlan and host 10.1.2.3",
+                                           "tcp[13] & 2 != 0",
+                                           "host gateway.example",
+                                           "port http",
+                                           "port 010",
+                                           "ether host 00:11:22:33:44:55",
+                                           "len > 100",
+                                           "host 10.1.2.3 and greater 64",
+                                           "net 10.0.0.0 mask 255.0.255.0",
+                                           "ip proto \\tcp",
+                                           "(host 10.1.2.3",
+                                           "host 10.1.2.3 )",
+                                           "mpls and port 80"};
     for (size_t i = 0; i < sizeof(understood) / sizeof(understood[0]); i++) {
         struct log_pred *p = NULL;
         CU_ASSERT_EQUAL(log_pred_compile(understood[i], &p), 0);
