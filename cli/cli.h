@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "rw_common.h"
 
 /* Exit codes (docs/operator.md); rw_error.h's table says which code gives which. */
@@ -32,6 +33,54 @@ int cli_parse_u64(const char *s, uint64_t *out);
 /* Formats ns since the epoch as UTC ISO 8601 with nanoseconds. */
 const char *cli_fmt_time(uint64_t ns, char *buf, unsigned len);
 
+/* ---- the log selection (cli_select.c) ----
+ * Commands that read the log take the same selection options: add
+ * CLI_SELECT_OPTIONS to the getopt_long table, hand every option to
+ * cli_select_opt, then call cli_select_check and cli_select_resolve. */
+enum {
+    CLI_SEL_FROM = 0x1000,
+    CLI_SEL_TO,
+    CLI_SEL_SINCE,
+    CLI_SEL_UNTIL,
+    CLI_SEL_LAST,
+    CLI_SEL_FLOW,
+    CLI_SEL_FILTER,
+};
+#define CLI_SELECT_OPTIONS                                                                         \
+    {"from-clock", required_argument, 0, CLI_SEL_FROM},                                            \
+        {"to-clock", required_argument, 0, CLI_SEL_TO},                                            \
+        {"since", required_argument, 0, CLI_SEL_SINCE},                                            \
+        {"until", required_argument, 0, CLI_SEL_UNTIL},                                            \
+        {"last", required_argument, 0, CLI_SEL_LAST},                                              \
+        {"flow", required_argument, 0, CLI_SEL_FLOW},                                              \
+    {                                                                                              \
+        "filter", required_argument, 0, CLI_SEL_FILTER                                             \
+    }
+#define CLI_SELECT_USAGE                                                                           \
+    "selection (all inclusive, combined with AND):\n"                                              \
+    "  --from-clock N --to-clock N\n"                                                              \
+    "  --since T --until T   T: epoch seconds (1795343910.97), RFC 3339\n"                         \
+    "                        (2026-11-22T11:00:00+01:00; no offset: UTC) or a date\n"              \
+    "  --last DUR            the last DUR (90s, 5m, 2h, 1d) before the log's last packet\n"        \
+    "  --flow 'PROTO SRC:PORT DST:PORT'   both directions; IPv6 as [ADDR]:PORT\n"                  \
+    "  --filter 'BPF'        tcpdump filter syntax (libpcap); host/net/port/proto terms\n"         \
+    "                        use the log's keys index\n"
+
+struct cli_select {
+    struct log_query q;
+    const char *bpf;  /* --filter, or NULL */
+    uint64_t last_ns; /* --last, until cli_select_resolve turns it into since_ns */
+    char typed[1024]; /* the selection as typed (cli_select_check) */
+};
+
+void cli_select_init(struct cli_select *s);
+/* 1: c was a selection option, taken; 0: not one; -1: a bad value (said). */
+int cli_select_opt(struct cli_select *s, int c, const char *arg);
+/* After parsing: -1 (said) for contradictions; records argv[1..end) but dir as typed. */
+int cli_select_check(struct cli_select *s, const char *cmd, char **argv, int end, const char *dir);
+/* Turns --last into a window ending at the log's last packet; log_reader_open's errors. */
+int cli_select_resolve(struct cli_select *s, const char *dir, struct rw_err *e);
+
 /* Prints "rewind: " + message to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -46,6 +95,8 @@ int cli_guarded(int (*fn)(void *), void *arg, const char *what);
 int cli_isolated(int (*fn)(void *), void *arg, int *sig);
 
 int cmd_log(int argc, char **argv);
+/* `log flows` (hosts false) and `log hosts` (cmd_log_flows.c). */
+int cmd_log_flows(int argc, char **argv, bool hosts);
 int cmd_replay(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_run(int argc, char **argv);

@@ -529,10 +529,12 @@ int cmd_log(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         FILE *f = argc < 2 ? stderr : stdout;
-        fprintf(f, "usage: rewind log (ingest|stat|verify) ...\n\n"
+        fprintf(f, "usage: rewind log (ingest|stat|verify|flows|hosts) ...\n\n"
                    "  ingest   read packets through DPDK into a durable, clock-stamped log\n"
                    "  stat     segments, clock and time ranges, packets, bytes, compression\n"
-                   "  verify   check every block; name the segment and clock of any damage\n");
+                   "  verify   check every block; name the segment and clock of any damage\n"
+                   "  flows    the conversations of a selection (tshark -z conv)\n"
+                   "  hosts    the hosts of a selection, top talkers with --by bytes\n");
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     if (!strcmp(argv[1], "ingest"))
@@ -541,6 +543,8 @@ int cmd_log(int argc, char **argv)
         return cmd_stat(argc - 1, argv + 1);
     if (!strcmp(argv[1], "verify"))
         return cmd_log_verify(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "flows") || !strcmp(argv[1], "hosts"))
+        return cmd_log_flows(argc - 1, argv + 1, argv[1][0] == 'h');
     cli_error("log: unknown subcommand '%s'", argv[1]);
     return EXIT_USAGE;
 }

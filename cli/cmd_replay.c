@@ -15,36 +15,28 @@
 
 static void replay_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: rewind replay DIR (--to-pcap OUT | --to-port DEVARGS) [selection] "
-            "[-- EAL args]\n\n"
-            "Reads packets back out of the log in DIR, in clock order.\n\n"
-            "targets:\n"
-            "  --to-pcap OUT         pcapng (clock in each packet's comment; the log and the\n"
-            "                        query in its section's), or classic pcap when OUT ends\n"
-            "                        in .pcap (microseconds; --nanosecond for ns); - : stdout\n"
-            "  --to-port DEVARGS     send through a DPDK port (e.g. net_pcap0,tx_pcap=F.pcap)\n"
-            "  --speed X|max         port pace: X times the recorded pace (default 1), or max\n\n"
-            "selection (all inclusive, combined with AND):\n"
-            "  --from-clock N --to-clock N\n"
-            "  --since T --until T   T: epoch seconds (1795343910.97), RFC 3339\n"
-            "                        (2026-11-22T11:00:00+01:00; no offset: UTC) or a date\n"
-            "  --last DUR            the last DUR (90s, 5m, 2h, 1d) before the log's last packet\n"
-            "  --flow 'PROTO SRC:PORT DST:PORT'   both directions; IPv6 as [ADDR]:PORT\n"
-            "  --filter 'BPF'        tcpdump filter syntax (libpcap)\n\n"
-            "Uses the log's flow and time indexes, so a narrow query reads few blocks.\n"
-            "Damaged blocks are skipped and reported; the exit code is then 3. --flow is\n"
-            "refused (exit 3) on a log whose flow hash version is not this build's\n"
-            "(`rewind log stat` shows it).\n"
-            "Exit: 0 ok; 1 failed; 2 usage; 3 damaged blocks skipped, or a flow index this\n"
-            "build cannot use; 4 out of disk space.\n");
+    fprintf(f, "usage: rewind replay DIR (--to-pcap OUT | --to-port DEVARGS) [selection] "
+               "[-- EAL args]\n\n"
+               "Reads packets back out of the log in DIR, in clock order.\n\n"
+               "targets:\n"
+               "  --to-pcap OUT         pcapng (clock in each packet's comment; the log and the\n"
+               "                        query in its section's), or classic pcap when OUT ends\n"
+               "                        in .pcap (microseconds; --nanosecond for ns); - : stdout\n"
+               "  --to-port DEVARGS     send through a DPDK port (e.g. net_pcap0,tx_pcap=F.pcap)\n"
+               "  --speed X|max         port pace: X times the recorded pace (default 1), or "
+               "max\n\n" CLI_SELECT_USAGE "\n"
+               "Uses the log's flow, keys and time indexes, so a narrow query reads few blocks.\n"
+               "Damaged blocks are skipped and reported; the exit code is then 3. --flow is\n"
+               "refused (exit 3) on a log whose flow hash version is not this build's\n"
+               "(`rewind log stat` shows it).\n"
+               "Exit: 0 ok; 1 failed; 2 usage; 3 damaged blocks skipped, or a flow index this\n"
+               "build cannot use; 4 out of disk space.\n");
 }
 
 struct replay_args {
     const char *dir, *to_pcap, *to_port;
     double speed;
-    uint64_t last_ns; /* --last: since the log's last packet minus this */
-    char query[1024]; /* the selection as typed (the capture's comment) */
+    struct cli_select sel;
     struct replay_opts ro;
     bool verbose;
     int eal_argc;
@@ -71,24 +63,22 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
     static const struct option opts[] = {{"to-pcap", required_argument, 0, 'o'},
                                          {"to-port", required_argument, 0, 'p'},
                                          {"speed", required_argument, 0, 'S'},
-                                         {"from-clock", required_argument, 0, 'f'},
-                                         {"to-clock", required_argument, 0, 't'},
-                                         {"since", required_argument, 0, 's'},
-                                         {"until", required_argument, 0, 'u'},
-                                         {"flow", required_argument, 0, 'F'},
-                                         {"filter", required_argument, 0, 'b'},
                                          {"nanosecond", no_argument, 0, 'n'},
-                                         {"last", required_argument, 0, 'L'},
                                          {"help", no_argument, 0, 'h'},
+                                         CLI_SELECT_OPTIONS,
                                          {0, 0, 0, 0}};
     memset(a, 0, sizeof(*a));
     a->speed = 1.0;
     replay_opts_default(&a->ro);
-    struct log_query *q = &a->ro.q;
-    struct rw_err e;
+    cli_select_init(&a->sel);
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int taken = cli_select_opt(&a->sel, c, optarg);
+        if (taken < 0)
+            return -1;
+        if (taken)
+            continue;
         switch (c) {
         case 'o':
             a->to_pcap = optarg;
@@ -99,34 +89,6 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
         case 'S':
             if (parse_speed(optarg, &a->speed))
                 return cli_error("--speed: '%s' is not a positive number or 'max'", optarg), -1;
-            break;
-        case 'f':
-            if (cli_parse_u64(optarg, &q->from_clock))
-                return cli_error("--from-clock: '%s' is not a clock", optarg), -1;
-            break;
-        case 't':
-            if (cli_parse_u64(optarg, &q->to_clock))
-                return cli_error("--to-clock: '%s' is not a clock", optarg), -1;
-            break;
-        case 's':
-            if (cli_parse_time(optarg, &q->since_ns))
-                return cli_error("--since: '%s' is not a time", optarg), -1;
-            break;
-        case 'u':
-            if (cli_parse_time(optarg, &q->until_ns))
-                return cli_error("--until: '%s' is not a time", optarg), -1;
-            break;
-        case 'L':
-            if (cli_parse_duration(optarg, &a->last_ns) || !a->last_ns)
-                return cli_error("--last: '%s' is not a duration (90s, 5m, 2h, 1d)", optarg), -1;
-            break;
-        case 'F':
-            if (rw_flow_from_string(optarg, &q->flow, &e))
-                return cli_error("--flow: %s", e.msg), -1;
-            q->has_flow = true;
-            break;
-        case 'b':
-            a->ro.bpf = optarg;
             break;
         case 'n':
             a->ro.pcap_nanosecond = true;
@@ -149,22 +111,11 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
         return cli_error("replay: the log DIR is required"), -1;
     if (!a->to_pcap == !a->to_port)
         return cli_error("replay: give exactly one of --to-pcap OUT and --to-port DEVARGS"), -1;
-    if (a->last_ns && q->since_ns)
-        return cli_error("replay: give one of --since and --last"), -1;
-    if (q->from_clock > q->to_clock || q->since_ns > q->until_ns)
-        return cli_error("replay: the selection is empty (from > to)"), -1;
-    /* The capture says what it answers: the selection as typed (quoted where
-     * it has spaces), in its section's comment. */
-    size_t n = 0;
-    for (int i = 1; i < optind && n < sizeof(a->query) - 1; i++) {
-        if (argv[i] == a->dir || !strcmp(argv[i], "--"))
-            continue;
-        bool q1 = strchr(argv[i], ' ') != NULL;
-        int w = snprintf(a->query + n, sizeof(a->query) - n, "%s%s%s%s", n ? " " : "",
-                         q1 ? "'" : "", argv[i], q1 ? "'" : "");
-        n = w < 0 ? n : n + (size_t)w;
-    }
-    a->ro.query = a->query;
+    if (cli_select_check(&a->sel, "replay", argv, optind, a->dir))
+        return -1;
+    a->ro.q = a->sel.q;
+    a->ro.bpf = a->sel.bpf;
+    a->ro.query = a->sel.typed;
     return 0;
 }
 
@@ -200,31 +151,13 @@ static int to_port(struct replay_args *a, struct replay_stats *st, struct rw_err
     return rc;
 }
 
-/* --last: the window ends at the log's last packet (its latest timestamp: a
- * trace need not be in time order), as `tail` ends at a file's last line. */
-static int last_window(struct replay_args *a, struct rw_err *e)
-{
-    struct log_reader *r;
-    int rc = log_reader_open(a->dir, &r, e);
-    if (rc)
-        return rc;
-    uint64_t max = 0;
-    for (uint32_t i = 0; i < log_reader_nsegments(r); i++) {
-        const struct log_seg_info *si = log_reader_segment(r, i);
-        if (si->packets && si->max_ts > max)
-            max = si->max_ts;
-    }
-    log_reader_close(r);
-    a->ro.q.since_ns = max > a->last_ns ? max - a->last_ns : 0;
-    return 0;
-}
-
 static int do_replay(void *arg)
 {
     struct replay_args *a = arg;
     struct replay_stats st;
     struct rw_err e = {0};
-    int rc = a->last_ns ? last_window(a, &e) : 0;
+    int rc = cli_select_resolve(&a->sel, a->dir, &e);
+    a->ro.q.since_ns = a->sel.q.since_ns;
     if (rc) {
         cli_error("replay: %s", e.msg);
         return cli_exit_code(rc);

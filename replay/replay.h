@@ -47,6 +47,13 @@ void replay_opts_default(struct replay_opts *o);
 int replay_to_file(const char *logdir, const char *path, const struct replay_opts *o,
                    struct replay_stats *st, struct rw_err *e);
 
+/* Calls fn(ctx, record) for each packet of the selection, in clock order (the
+ * BPF filter applied): what `rewind log flows` and `log hosts` summarise. Returns
+ * 0, fn's non-zero value, RW_EINVAL (a BPF filter that does not compile), or
+ * log_reader_open's and log_scan's errors; fn may have seen some records. */
+int replay_each(const char *logdir, const struct replay_opts *o, log_visit_fn fn, void *ctx,
+                struct replay_stats *st, struct rw_err *e);
+
 /* Cuts a capture that replay_to_file left unfinished (its process died mid-write)
  * back to its last whole packet, read with libpcap, so that what stays is a
  * valid capture. *kept: the whole packets left. RW_ECORRUPT when not even the

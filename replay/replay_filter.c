@@ -90,3 +90,42 @@ int replay_scan(struct log_reader *r, const struct replay_opts *o, const struct 
                               .ctx = &rt};
     return log_scan(r, &q, &cb, st, e);
 }
+
+struct each {
+    const struct replay_filter *filt;
+    struct replay_stats *st;
+    log_visit_fn fn;
+    void *ctx;
+};
+
+static int each_rec(void *ctx, const struct log_rec *r)
+{
+    struct each *x = ctx;
+    if (!replay_filter_match(x->filt, r))
+        return 0;
+    x->st->packets++;
+    x->st->bytes += r->orig_len;
+    return x->fn(x->ctx, r);
+}
+
+int replay_each(const char *logdir, const struct replay_opts *o, log_visit_fn fn, void *ctx,
+                struct replay_stats *st, struct rw_err *e)
+{
+    struct replay_stats local;
+    if (!st)
+        st = &local;
+    memset(st, 0, sizeof(*st));
+    struct replay_filter filt;
+    int rc = replay_filter_init(&filt, o->bpf, e);
+    if (rc)
+        return rc;
+    struct log_reader *r;
+    if (!(rc = log_reader_open(logdir, &r, e))) {
+        struct each x = {.filt = &filt, .st = st, .fn = fn, .ctx = ctx};
+        if (!(rc = log_query_check(r, &o->q, e)))
+            rc = replay_scan(r, o, &filt, each_rec, &x, &st->scan, e);
+        log_reader_close(r);
+    }
+    replay_filter_fini(&filt);
+    return rc;
+}

@@ -7,7 +7,7 @@ target_compile_options(rw_itest PRIVATE ${RW_FAILALLOC_EXEMPT})
 rw_add_test(test_log test_log.c LIBS rw_itest LABELS fast inproc
             CASES "-inproc:^log verify reports|^replay skips|^one writer per log")
 rw_add_test(test_ingest test_ingest.c LIBS rw_itest
-            CASES "fast:^a second ingest|^flow and BPF|^host, net, port and proto|^a flow on the busiest|^a time window|^a live port|^every command|^replay through a DPDK port")
+            CASES "fast:^a second ingest|^flow and BPF|^host, net, port and proto|^log flows and log hosts|^a flow on the busiest|^a time window|^a live port|^every command|^replay through a DPDK port")
 rw_add_test(test_badinput test_badinput.c LIBS rw_itest LABELS fast
             CASES "chaos:^a replay killed mid-write")
 rw_add_test(test_crash test_crash.c LIBS rw_itest TIMEOUT 600 LABELS chaos long)

@@ -210,6 +210,112 @@ static void test_keys_filters_match_tcpdump(void)
     free(d);
 }
 
+/* Packets and wire bytes of what tcpdump selects from capture with bpf. */
+static void tcpdump_totals(const char *d, const char *capture, const char *bpf, size_t *n,
+                           uint64_t *bytes, char *first_src, size_t cap)
+{
+    char out[4200];
+    snprintf(out, sizeof(out), "%s/tcpdump-totals.pcap", d);
+    CU_ASSERT_EQUAL_FATAL(
+        tu_sh(NULL, "tcpdump -r '%s' -w '%s' '%s' 2>/dev/null", capture, out, bpf), 0);
+    struct tu_pcap p;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(out, &p), 0);
+    *n = p.n;
+    *bytes = 0;
+    for (size_t i = 0; i < p.n; i++)
+        *bytes += p.pkts[i].len;
+    if (first_src && p.n && p.pkts[0].caplen >= 30) { /* untagged IPv4: the source address */
+        const uint8_t *a = p.pkts[0].data + 26;
+        snprintf(first_src, cap, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+    }
+    tu_pcap_free(&p);
+}
+
+/* rewind log flows/hosts over a selection: every IP packet and byte of it counted
+ * once (in one conversation; as sent by one host and received by one), as tcpdump
+ * counts them over the whole log's export. */
+static void test_log_flows_and_hosts(void)
+{
+    char trace[4096], log[4200], full[4200], o[4200], js[4300];
+    char *d = tu_mkdtemp("flows");
+    tu_trace("external/real.pcap", trace, sizeof(trace));
+    snprintf(log, sizeof(log), "%s/log", d);
+    snprintf(full, sizeof(full), "%s/full.pcap", d);
+    snprintf(o, sizeof(o), "%s/out", d);
+    snprintf(js, sizeof(js), "%s/out.stdout", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, trace, log, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(it_export(d, log, full, NULL), 0);
+    size_t n;
+    uint64_t bytes;
+    tcpdump_totals(d, full, "ip or ip6", &n, &bytes, NULL, 0);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' log flows '%s' --json", tu_bin(), log), 0);
+    CU_ASSERT_EQUAL(
+        tu_sh(NULL,
+              "python3 -c 'import json,sys\n"
+              "d = json.load(open(sys.argv[1]))\n"
+              "for x in d:\n"
+              "    assert {\"proto\", \"src\", \"dst\", \"first\", \"last\", \"packets\", "
+              "\"bytes\"} <= set(x), x\n"
+              "    assert x[\"packets\"] == x[\"src_packets\"] + x[\"dst_packets\"], x\n"
+              "    assert x[\"first\"] <= x[\"last\"], x\n"
+              "got = (sum(x[\"packets\"] for x in d), sum(x[\"bytes\"] for x in d))\n"
+              "assert got == (%zu, %llu), got\n"
+              "print(len(d), \"conversations\", file=sys.stderr)' '%s'",
+              n, (unsigned long long)bytes, js),
+        0);
+    /* Hosts: every IP packet sent once and received once. */
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' log hosts '%s' --json", tu_bin(), log), 0);
+    CU_ASSERT_EQUAL(tu_sh(NULL,
+                          "python3 -c 'import json,sys\n"
+                          "d = json.load(open(sys.argv[1]))\n"
+                          "assert sum(x[\"sent_packets\"] for x in d) == %zu\n"
+                          "assert sum(x[\"received_packets\"] for x in d) == %zu\n"
+                          "assert sum(x[\"sent_bytes\"] for x in d) == %llu' '%s'",
+                          n, n, (unsigned long long)bytes, js),
+                    0);
+    /* One connection through the flow index: its packets, bytes and initiator. */
+    char src[32] = "";
+    tcpdump_totals(d, full,
+                   "tcp and host 10.151.119.2 and port 2193 and host 10.64.88.105 and port 10051",
+                   &n, &bytes, src, sizeof(src));
+    CU_ASSERT_EQUAL(
+        tu_sh(o, "'%s' log flows '%s' --flow 'tcp 10.64.88.105:10051 10.151.119.2:2193' --json",
+              tu_bin(), log),
+        0);
+    CU_ASSERT_EQUAL(
+        tu_sh(NULL,
+              "python3 -c 'import json,sys\n"
+              "d = json.load(open(sys.argv[1]))\n"
+              "assert len(d) == 1, d\n"
+              "x = d[0]\n"
+              "assert (x[\"packets\"], x[\"bytes\"], x[\"src\"]) == (%zu, %llu, \"%s\"), x' "
+              "'%s'",
+              n, (unsigned long long)bytes, src, js),
+        0);
+    /* Top talkers and the largest conversations first; the keys index narrows. */
+    CU_ASSERT_EQUAL(
+        tu_sh(o, "'%s' log flows '%s' --filter 'host 10.64.93.174' --by bytes --top 3 --json",
+              tu_bin(), log),
+        0);
+    tcpdump_totals(d, full, "host 10.64.93.174", &n, &bytes, NULL, 0);
+    CU_ASSERT_EQUAL(tu_sh(NULL,
+                          "python3 -c 'import json,sys\n"
+                          "d = json.load(open(sys.argv[1]))\n"
+                          "b = [x[\"bytes\"] for x in d]\n"
+                          "assert len(d) == 3 and b == sorted(b, reverse=True), b\n"
+                          "assert sum(b) <= %llu' '%s'",
+                          (unsigned long long)bytes, js),
+                    0);
+    char err[4300];
+    snprintf(err, sizeof(err), "%s/out.stderr", d);
+    CU_ASSERT_EQUAL(it_file_has(err, "keys index"), 1);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' log flows '%s' --top 0", tu_bin(), log), 2);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' log hosts '%s' --by size", tu_bin(), log), 2);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' log hosts '%s' --since 2012-11-23 --last 5m", tu_bin(), log), 2);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* One 12-packet connection on the LAN hour's busiest host pair (10.151.119.2 and
  * 10.64.88.105: 37,462 of its 62,781 packets, in every block). The flow index must
  * read only the block or two that hold it: a hash that lost the ports (issue 10,
@@ -421,6 +527,8 @@ static void test_help_everywhere(void)
                           "log ingest --help",
                           "log stat --help",
                           "log verify --help",
+                          "log flows --help",
+                          "log hosts --help",
                           "replay --help",
                           "bench --help",
                           "bench log --help",
@@ -504,6 +612,8 @@ static void add(CU_pSuite s)
                 test_flow_on_busiest_host_pair);
     CU_add_test(s, "host, net, port and proto filters read the blocks the keys index names",
                 test_keys_filters_match_tcpdump);
+    CU_add_test(s, "log flows and log hosts count every packet of the selection once",
+                test_log_flows_and_hosts);
     CU_add_test(s, "a time window returns exactly the packets inside it", test_time_window);
     CU_add_test(s, "a time window in RFC 3339 with offsets, as a date, or --last", test_time_forms);
     CU_add_test(s, "pcapng to stdout names the log and the query", test_pcapng_stdout);
