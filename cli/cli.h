@@ -98,6 +98,7 @@ int cmd_log(int argc, char **argv);
 /* `log flows` (hosts false) and `log hosts` (cmd_log_flows.c). */
 int cmd_log_flows(int argc, char **argv, bool hosts);
 int cmd_replay(int argc, char **argv);
+int cmd_nat(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_chaos(int argc, char **argv);

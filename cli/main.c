@@ -22,6 +22,7 @@ static const struct command commands[] = {
     {"replay", cmd_replay, "read packets back out of a log (pcapng/pcap, DPDK port)"},
     {"bench", cmd_bench, "measure throughput against a baseline in the same run"},
     {"chaos", cmd_chaos, "run a chain while killing and stalling its workers"},
+    {"nat", cmd_nat, "NAT attribution: who held an external port at a time"},
     {"verify", cmd_verify_runs, "compare two runs clock by clock (design.md: The guarantee)"},
     {"worker", cmd_worker, "one NF instance (internal: started by `rewind run`)"},
 };

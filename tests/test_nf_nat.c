@@ -563,6 +563,78 @@ static void test_ports_come_back(void)
     fx_done(&f);
 }
 
+/* rewind nat who against an independent reading of alerts.json (python): 1000
+ * connections through 8 ports, so each port was held by a hundred flows in turn.
+ * Then the index catches up with a grown file, and refuses a broken line. */
+static void test_nat_who(void)
+{
+    struct fx f;
+    fx_init(&f, "natwho", "nat8.yaml", "10.200.0.1/32", "20000-20007", "nmap_sT_top1000.pcap");
+    char out[4200];
+    fx_path(&f, "out", out, sizeof(out));
+    CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, out, NULL), 0);
+    int rc = tu_sh(
+        NULL,
+        "python3 - '%s' '%s' <<'PYEOF'\n"
+        "import json, random, subprocess, sys\n"
+        "rw, out = sys.argv[1], sys.argv[2]\n"
+        "ev = [json.loads(l) for l in open(out + '/alerts.json') if '\"nat.' in l]\n"
+        "ev = [e for e in ev if e['type'] in ('nat.map', 'nat.unmap')]\n"
+        "held = {}\n"
+        "spans = []\n"
+        "for e in ev:\n"
+        "    p = int(e['external'].rsplit(':', 1)[1])\n"
+        "    if e['type'] == 'nat.map':\n"
+        "        held[p] = e\n"
+        "    else:\n"
+        "        m = held.pop(p)\n"
+        "        spans.append((p, m['ts'], e['ts'], m['internal']))\n"
+        "spans += [(p, m['ts'], None, m['internal']) for p, m in held.items()]\n"
+        "assert len(spans) >= 900, len(spans)\n"
+        "def who(p, t):\n"
+        "    r = subprocess.run([rw, 'nat', 'who', out, '--port', str(p), '--at',\n"
+        "                        '%%d.%%09d' %% divmod(t, 10**9), '--json'], capture_output=True, text=True)\n"
+        "    assert r.returncode == 0, r.stderr\n"
+        "    return [x['internal'] for x in json.loads(r.stdout)]\n"
+        "random.seed(7)\n"
+        "for p, a, b, internal in random.sample(spans, 40):\n"
+        "    assert who(p, a) == [internal], (p, a, who(p, a), internal)\n"
+        "    if b is not None and b > a:\n"
+        "        assert who(p, (a + b) // 2) == [internal]\n"
+        "        later = [s for s in spans if s[0] == p and s[1] <= b and (s[2] is None or s[2] > b)]\n"
+        "        assert who(p, b) == [s[3] for s in later], (p, b, who(p, b), later)\n"
+        "print(len(spans), 'mappings; 40 checked', file=sys.stderr)\n"
+        "PYEOF",
+        tu_bin(), out);
+    CU_ASSERT_EQUAL(rc, 0);
+    /* The file grows (a run still writing): the index catches up. */
+    char alerts[4300], o[4300], js[4400];
+    snprintf(alerts, sizeof(alerts), "%s/alerts.json", out);
+    snprintf(o, sizeof(o), "%s/who", f.d);
+    snprintf(js, sizeof(js), "%s/who.stdout", f.d);
+    CU_ASSERT_EQUAL(tu_sh(NULL,
+                          "echo '{\"clock\": 99999, \"ts\": 4000000000000000000, \"nf\": \"nat\", "
+                          "\"type\": \"nat.map\", \"proto\": \"udp\", \"internal\": "
+                          "\"10.200.0.9:5353\", \"external\": \"192.0.2.1:20005\", \"remote\": "
+                          "\"10.200.0.2:53\"}' >> '%s'",
+                          alerts),
+                    0);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' nat who '%s' --port 20005 --at 4000000001 --proto udp --json",
+                          tu_bin(), out),
+                    0);
+    CU_ASSERT_EQUAL(it_file_has(js, "\"internal\": \"10.200.0.9:5353\""), 1);
+    CU_ASSERT_EQUAL(it_file_has(js, "\"until\": null"), 1);
+    /* A nat event that does not parse: exit 3, its byte offset named. */
+    CU_ASSERT_EQUAL(tu_sh(NULL, "echo '{\"type\": \"nat.map\", \"ts\": ' >> '%s'", alerts), 0);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' nat who '%s' --port 20005 --at 4000000001", tu_bin(), out), 3);
+    snprintf(js, sizeof(js), "%s/who.stderr", f.d);
+    CU_ASSERT_EQUAL(it_file_has(js, "not a readable nat event"), 1);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' nat who '%s' --port 0 --at 1", tu_bin(), out), 2);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' nat who '%s' --port 80", tu_bin(), out), 2);
+    CU_ASSERT_EQUAL(tu_sh(o, "'%s' nat who '%s/nowhere' --port 80 --at 1", tu_bin(), f.d), 1);
+    fx_done(&f);
+}
+
 static void test_exhaustion_real(void)
 {
     struct fx f;
@@ -865,6 +937,7 @@ static void add(CU_pSuite s)
     CU_add_test(s, "return traffic to the external address is translated back",
                 test_return_translated_back);
     CU_add_test(s, "ports come back: 1000 connections through 8 ports", test_ports_come_back);
+    CU_add_test(s, "nat who names who held a port at a time, from indexed events", test_nat_who);
     CU_add_test(s, "real LAN hour: 4 ports exhaust cleanly; full range maps every flow",
                 test_exhaustion_real);
     CU_add_test(s, "3 instances: same fates, consistent mappings, no shared port",

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config
       libdpdk-dev liblmdb-dev lmdb-utils liblz4-dev libuv1-dev libhiredis-dev
-      libcunit1-dev libpcap-dev libyaml-dev zlib1g-dev libisal-dev redis-server redis-tools tcpdump procps
+      libcunit1-dev libpcap-dev libyaml-dev zlib1g-dev libisal-dev libjson-c-dev redis-server redis-tools tcpdump procps
       iproute2 util-linux python3)
 
 # `setup.sh fuzz` also brings clang and its libFuzzer runtime (make fuzz).
