@@ -377,7 +377,8 @@ static void print_export(const struct export_result *x)
  * the figures of the text output. */
 static void print_log_json(uint64_t n, const struct ingest_row *in, int nin,
                            const struct e2e_result *e2e, const struct export_result *ex, int nex,
-                           const struct bench_query_row *q, int nq)
+                           const struct bench_query_row *q, int nq,
+                           const struct bench_pacing_row *pr, int npr)
 {
     printf("{\"packets\": %" PRIu64 ", \"runs\": %d, \"ingest\": [", n, BENCH_REPS);
     for (int i = 0; i < nin; i++)
@@ -400,6 +401,13 @@ static void print_log_json(uint64_t n, const struct ingest_row *in, int nin,
                "\"rewind_s\": %.6f, \"tcpdump_s\": %.6f, \"speedup\": %.4g}",
                i ? ", " : "", q[i].packets, q[i].kind, q[i].filter, q[i].matched, q[i].blocks_read,
                q[i].blocks_total, q[i].rewind_s, q[i].tcpdump_s, q[i].speedup);
+    printf("], \"pacing\": [");
+    for (int i = 0; i < npr; i++)
+        printf("%s{\"speed\": %g, \"packets\": %" PRIu64 ", \"elapsed_s\": %.6f, "
+               "\"scheduled_s\": %.6f, \"drift_ms\": %.3f, \"drift_pct\": %.4f, "
+               "\"late\": %" PRIu64 ", \"max_late_ms\": %.3f}",
+               i ? ", " : "", pr[i].speed, pr[i].packets, pr[i].elapsed_s, pr[i].scheduled_s,
+               pr[i].drift_ms, pr[i].drift_pct, pr[i].late, pr[i].max_late_ms);
     printf("]}\n");
 }
 
@@ -423,15 +431,14 @@ static int parse_sizes(const char *s, uint64_t *out, int max, int *n)
 
 int cmd_bench_log(int argc, char **argv)
 {
-    static const struct option opts[] = {{"packets", required_argument, 0, 'n'},
-                                         {"query-packets", required_argument, 0, 'Q'},
-                                         {"trace", required_argument, 0, 't'},
-                                         {"dir", required_argument, 0, 'd'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"packets", required_argument, 0, 'n'}, {"query-packets", required_argument, 0, 'Q'},
+        {"trace", required_argument, 0, 't'},   {"pacing-packets", required_argument, 0, 'P'},
+        {"dir", required_argument, 0, 'd'},     {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     uint64_t n = 1000000, qsizes[MAX_QUERY_SIZES] = {1000000, 8000000};
     int nq = 2;
+    uint64_t npace = 100000;
     const char *dir = NULL, *trace = NULL;
     bool json = false;
     int c;
@@ -440,6 +447,8 @@ int cmd_bench_log(int argc, char **argv)
         if (c == 'n' && !cli_parse_u64(optarg, &n) && n > 0)
             continue;
         if (c == 'Q' && !parse_sizes(optarg, qsizes, MAX_QUERY_SIZES, &nq))
+            continue;
+        if (c == 'P' && !cli_parse_u64(optarg, &npace))
             continue;
         if (c == 'j') {
             json = true;
@@ -517,8 +526,12 @@ int cmd_bench_log(int argc, char **argv)
         print_export(&ex[1]);
     for (int i = 0; i < nq && !rc; i++)
         rc = bench_log_queries(self, trace, tmp, qsizes[i], qrows + i * per, !json);
+    struct bench_pacing_row pace[BENCH_PACING_SPEEDS];
+    int npr = npace ? BENCH_PACING_SPEEDS : 0;
+    if (!rc && npace)
+        rc = bench_log_pacing(self, tmp, npace, pace, !json);
     if (!rc && json)
-        print_log_json(n, in, 2 * LOG_DURS, &e2e, ex, 2, qrows, nq * per);
+        print_log_json(n, in, 2 * LOG_DURS, &e2e, ex, 2, qrows, nq * per, pace, npr);
     free(qrows);
     if (!dir)
         rm_tree(tmp);

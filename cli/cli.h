@@ -128,6 +128,15 @@ struct bench_query_row {
     double rewind_s, tcpdump_s, speedup;
 };
 int bench_log_nqueries(void);
+
+/* bench_log_query.c: paced replays (x1, x10) of n packets 50 us apart. */
+#define BENCH_PACING_SPEEDS 2
+struct bench_pacing_row {
+    double speed, elapsed_s, scheduled_s, pps, drift_ms, drift_pct, max_late_ms;
+    uint64_t packets, late;
+};
+int bench_log_pacing(const char *self, const char *tmp, uint64_t n, struct bench_pacing_row *rows,
+                     bool print);
 int bench_log_queries(const char *self, const char *trace, const char *tmp, uint64_t n,
                       struct bench_query_row *rows, bool print);
 

@@ -71,8 +71,15 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
     a->speed = 1.0;
     replay_opts_default(&a->ro);
     cli_select_init(&a->sel);
+    /* DIR first, as the usage has it: after a "--", getopt would move it among
+     * the EAL arguments, where it can no longer be told from them. */
+    int first = 0;
+    if (argc > 1 && argv[1][0] != '-') {
+        a->dir = argv[1];
+        first = 1;
+    }
     int c;
-    optind = 1;
+    optind = 1 + first;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         int taken = cli_select_opt(&a->sel, c, optarg);
         if (taken < 0)
@@ -101,7 +108,7 @@ static int parse_replay(int argc, char **argv, struct replay_args *a)
             return -1;
         }
     }
-    if (optind < argc && strcmp(argv[optind - 1], "--"))
+    if (!a->dir && optind < argc && strcmp(argv[optind - 1], "--"))
         a->dir = argv[optind++];
     if (optind < argc && strcmp(argv[optind - 1], "--"))
         return cli_error("replay: unexpected argument '%s'", argv[optind]), -1;
@@ -177,6 +184,17 @@ static int do_replay(void *arg)
             " of %" PRIu64 " blocks read\n",
             st.packets, st.bytes, a->to_pcap ? a->to_pcap : a->to_port, st.scan.index,
             st.scan.blocks_read, st.scan.blocks_total);
+    if (a->to_port && st.packets) {
+        double el = (double)st.elapsed_ns / 1e9;
+        if (a->speed > 0)
+            fprintf(stderr,
+                    "replay: paced x%g: %" PRIu64 " packets in %.6f s (%.0f pps), schedule %.6f s, "
+                    "drift %+.3f ms (%+.4f%%), %" PRIu64 " late by more than 1 ms (max %.3f ms)\n",
+                    a->speed, st.packets, el, el > 0 ? (double)st.packets / el : 0,
+                    (double)st.scheduled_ns / 1e9, (double)st.drift_ns / 1e6,
+                    st.scheduled_ns ? 100.0 * (double)st.drift_ns / (double)st.scheduled_ns : 0,
+                    st.late, (double)st.max_late_ns / 1e6);
+    }
     if (st.fragmented || st.too_big)
         fprintf(stderr,
                 "replay: %" PRIu64

@@ -34,6 +34,12 @@ struct replay_stats {
     uint64_t late;       /* port replay: packets sent after their due time (pacing) */
     uint64_t fragmented; /* port replay: datagrams sent in fragments (larger than the MTU) */
     uint64_t too_big;    /* port replay: larger than the MTU, not fragmentable, sent whole */
+    /* Port replay, paced: how well the schedule was kept. Elapsed runs from the
+     * first packet's send to the last one's, scheduled is (last ts - first ts) /
+     * speed; drift = elapsed - scheduled (positive: the replay ran late); a packet
+     * is late when it left more than 1 ms after its due time. */
+    uint64_t elapsed_ns, scheduled_ns, max_late_ns;
+    int64_t drift_ns;
 };
 
 void replay_opts_default(struct replay_opts *o);

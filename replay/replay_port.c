@@ -37,7 +37,7 @@ struct port_out {
     struct rte_mempool *pool;
     double speed;
     bool started;
-    uint64_t t0, ts0;
+    uint64_t t0, ts0, last_sent, last_due;
     struct rte_mbuf *burst[PORT_BURST];
     unsigned n;
     struct replay_stats *st;
@@ -171,16 +171,22 @@ static int send_rec(void *ctx, const struct log_rec *r)
         p->t0 = rw_now_ns();
         p->ts0 = r->meta.ts_ns;
     }
+    uint64_t now = rw_now_ns(), due = now;
     if (p->speed > 0) {
         double rel = r->meta.ts_ns >= p->ts0 ? (double)(r->meta.ts_ns - p->ts0) : 0;
-        uint64_t due = p->t0 + (uint64_t)(rel / p->speed);
-        if (rw_now_ns() < due) {
+        due = p->t0 + (uint64_t)(rel / p->speed);
+        if (now < due) {
             flush(p);
             wait_until(due);
-        } else if (rw_now_ns() > due + 1000000) {
-            p->st->late++;
+            now = rw_now_ns();
         }
+        if (now > due + 1000000)
+            p->st->late++;
+        if (now > due && now - due > p->st->max_late_ns)
+            p->st->max_late_ns = now - due;
     }
+    p->last_sent = now;
+    p->last_due = due;
     struct rte_mbuf *m = to_mbuf(p->pool, r);
     if (!m)
         return rw_errf(p->e, RW_ENOMEM, "out of mbufs replaying clock %llu",
@@ -208,6 +214,11 @@ int replay_to_port(const char *logdir, uint16_t port, struct rte_mempool *pool, 
         rc = replay_scan(r, o, &p.filt, send_rec, &p, &st->scan, e);
         flush(&p);
         log_reader_close(r);
+    }
+    if (p.started && speed > 0) {
+        st->elapsed_ns = p.last_sent - p.t0;
+        st->scheduled_ns = p.last_due - p.t0;
+        st->drift_ns = (int64_t)st->elapsed_ns - (int64_t)st->scheduled_ns;
     }
     replay_filter_fini(&p.filt);
     return rc;

@@ -52,11 +52,19 @@ static void test_bench_log_json(void)
 {
     char *d = tu_mkdtemp("benchlog");
     char args[4200];
-    snprintf(args, sizeof(args), "log --packets 2000 --query-packets 70000 --dir '%s'", d);
+    snprintf(args, sizeof(args),
+             "log --packets 2000 --query-packets 70000 --pacing-packets 4000 --dir '%s'", d);
     bench_json(
         d, "log", args,
         "keys(d, \"packets\", \"runs\", \"ingest\", \"end_to_end\", \"export\", "
-        "\"queries\")\n"
+        "\"queries\", \"pacing\")\n"
+        "assert [p[\"speed\"] for p in d[\"pacing\"]] == [1, 10]\n"
+        "for p in d[\"pacing\"]:\n"
+        "    keys(p, \"speed\", \"packets\", \"elapsed_s\", \"scheduled_s\", \"drift_ms\", "
+        "\"drift_pct\", \"late\", \"max_late_ms\")\n"
+        "    assert p[\"packets\"] == 4000, p\n"
+        "    pos(p[\"elapsed_s\"], p[\"scheduled_s\"])\n"
+        "    assert abs(p[\"scheduled_s\"] - 3999 * 50e-6 / p[\"speed\"]) < 1e-4, p\n"
         "assert d[\"packets\"] == 2000 and d[\"runs\"] == 3\n"
         "assert [(r[\"bytes\"], r[\"durability\"]) for r in d[\"ingest\"]] == "
         "[(b, m) for b in (64, 1500) for m in (\"none\", \"process\", \"power\")]\n"

@@ -515,6 +515,18 @@ static void test_replay_to_port(void)
             CU_ASSERT_EQUAL(it_diff(&ref, 0, &got, 0, ref.n, 0), -1);
         tu_pcap_free(&got);
     }
+    /* A paced replay says how well it kept the schedule. */
+    char err[4300], want[64];
+    snprintf(err, sizeof(err), "%s.stderr", o);
+    snprintf(want, sizeof(want), "paced x50: %zu packets in ", ref.n);
+    CU_ASSERT_EQUAL(it_file_has(err, want), 1);
+    CU_ASSERT_EQUAL(it_file_has(err, "drift "), 1);
+    /* DIR first, then EAL arguments after "--", as the usage writes it. */
+    CU_ASSERT_EQUAL(tu_sh(o,
+                          "'%s' replay '%s' --to-port net_null0 --speed max -- --no-huge -m 256 "
+                          "--no-shconf --no-pci",
+                          tu_bin(), log),
+                    0);
     tu_pcap_free(&ref);
     tu_rmrf(d);
     free(d);
@@ -592,7 +604,9 @@ static void test_bench_runs(void)
     snprintf(o, sizeof(o), "%s/bench", d);
     snprintf(out, sizeof(out), "%s.stdout", o);
     CU_ASSERT_EQUAL(
-        tu_sh(o, "'%s' bench log --packets 20000 --query-packets 0 --dir '%s'", tu_bin(), d), 0);
+        tu_sh(o, "'%s' bench log --packets 20000 --query-packets 0 --pacing-packets 0 --dir '%s'",
+              tu_bin(), d),
+        0);
     CU_ASSERT_EQUAL(it_file_has(out, "ratio"), 2);
     CU_ASSERT_EQUAL(it_file_has(out, "  power "), 2);
     CU_ASSERT_EQUAL(it_file_has(out, "end to end"), 1);
