@@ -11,9 +11,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <pcap/pcap.h>
+#include <sys/stat.h>
+
 #include "cli.h"
 #include "failover.h"
 #include "nfworker.h"
+#include "replay.h"
 
 /* Set by SIGINT/SIGTERM/SIGHUP to the signal's number: the run drains and
  * finishes (see cmd_log.c); a trace run cut short exits 128 + that number, as a
@@ -31,6 +35,12 @@ static void on_run_signal(int sig)
 
 static const char run_options[] =
     "  --trace PCAP, --port DEVARGS   override the chain's input\n"
+    "  --from-log DIR [selection]     the input: packets of a rewind log (a run's DIR/log,\n"
+    "                                 or `log ingest`'s), with their clocks and arrival\n"
+    "                                 times; selection: --since/--until/--last,\n"
+    "                                 --from-clock/--to-clock, --flow, --filter (as for\n"
+    "                                 `rewind replay`). Over a run's own input log the\n"
+    "                                 output is what `rewind verify` finds equivalent\n"
     "  --out DIR                      output directory (default: out); one that holds\n"
     "                                 a previous run is refused\n"
     "  --force                        replace the previous run in --out (its log,\n"
@@ -110,6 +120,20 @@ static void chaos_usage(FILE *f)
             run_options);
 }
 
+/* `--from-log DIR [selection]`: the input read back out of a log. */
+struct from_log {
+    const char *dir;
+    struct cli_select sel;
+    bool selected;  /* a selection option was given */
+    char tmp[4200]; /* a private directory for the selection's capture */
+    char pcap[4300];
+    uint64_t *clocks, n, cap;
+    pcap_t *dead;
+    pcap_dumper_t *dump;
+    int bad; /* a record that cannot keep its clock */
+    uint64_t bad_clock;
+};
+
 static int parse_num(const char *name, const char *arg, uint64_t lo, uint64_t hi, uint64_t *v)
 {
     if (cli_parse_u64(arg, v) || *v < lo || *v > hi)
@@ -117,7 +141,7 @@ static int parse_num(const char *name, const char *arg, uint64_t lo, uint64_t hi
     return 0;
 }
 
-static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
+static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos, struct from_log *fl)
 {
     static const struct option opts[] = {{"trace", required_argument, 0, 't'},
                                          {"port", required_argument, 0, 'p'},
@@ -141,17 +165,31 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
                                          {"slow-every", required_argument, 0, 'Y'},
                                          {"slow-factor", required_argument, 0, 'Z'},
                                          {"stragglers", required_argument, 0, 'G'},
+                                         {"from-log", required_argument, 0, 'g'},
+                                         CLI_SELECT_OPTIONS,
                                          {0, 0, 0, 0}};
     void (*usage)(FILE *) = chaos ? chaos_usage : run_usage;
     memset(o, 0, sizeof(*o));
     o->out_dir = "out";
     o->seed = 1;
     o->spares = 2;
+    memset(fl, 0, sizeof(*fl));
+    cli_select_init(&fl->sel);
     uint64_t v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int taken = cli_select_opt(&fl->sel, c, optarg);
+        if (taken < 0)
+            return -1;
+        if (taken) {
+            fl->selected = true;
+            continue;
+        }
         switch (c) {
+        case 'g':
+            fl->dir = optarg;
+            break;
         case 't':
             o->trace = optarg;
             break;
@@ -278,8 +316,12 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
     const char *cmd = chaos ? "chaos" : "run";
     if (!o->chain_path)
         return cli_error("%s: the chain file is required (see docs/chains/)", cmd), -1;
-    if (o->trace && o->port)
-        return cli_error("%s: give at most one of --trace and --port", cmd), -1;
+    if (!!o->trace + !!o->port + !!fl->dir > 1)
+        return cli_error("%s: give at most one of --trace, --port and --from-log", cmd), -1;
+    if (fl->selected && !fl->dir)
+        return cli_error("%s: a selection (--since, --filter...) needs --from-log DIR", cmd), -1;
+    if (fl->dir && cli_select_check(&fl->sel, cmd, argv, optind, o->chain_path))
+        return -1;
     if (chaos && !o->kill_every_ms && !o->stall_every_ms && !o->poison && !o->slow &&
         !o->slow_every_ms)
         return cli_error("chaos: give --kill-every, --stall-every, --slow, --slow-every and/or "
@@ -292,11 +334,114 @@ static int parse_run(int argc, char **argv, struct run_opts *o, bool chaos)
     return 0;
 }
 
+static int keep_rec(void *ctx, const struct log_rec *r)
+{
+    struct from_log *fl = ctx;
+    if (r->meta.sub || (fl->n && r->meta.clock <= fl->clocks[fl->n - 1])) {
+        fl->bad = 1; /* an output log's emits share their packet's clock */
+        fl->bad_clock = r->meta.clock;
+        return RW_EINVAL;
+    }
+    if (fl->n == fl->cap) {
+        uint64_t nc = fl->cap ? fl->cap * 2 : 65536;
+        uint64_t *q = realloc(fl->clocks, nc * sizeof(*q));
+        if (!q)
+            return RW_ENOMEM;
+        fl->clocks = q;
+        fl->cap = nc;
+    }
+    fl->clocks[fl->n++] = r->meta.clock;
+    struct pcap_pkthdr h = {.caplen = r->cap_len, .len = r->orig_len};
+    h.ts.tv_sec = (time_t)(r->meta.ts_ns / 1000000000ull);
+    h.ts.tv_usec = (suseconds_t)(r->meta.ts_ns % 1000000000ull);
+    pcap_dump((u_char *)fl->dump, &h, r->data);
+    return 0;
+}
+
+static void from_log_damage(void *ctx, uint32_t seg, uint64_t clock, const char *why)
+{
+    (void)ctx;
+    cli_error("run: --from-log: skipped damaged block (segment %u, clock %" PRIu64 "): %s", seg,
+              clock, why);
+}
+
+/* Writes the selection to a private capture (nanosecond pcap) and its clocks
+ * beside it: the root reads the capture as a trace and stamps each packet with
+ * its clock (root.h, root_trace.clocks). */
+static int from_log_prepare(struct from_log *fl, struct run_opts *o)
+{
+    const char *td = getenv("TMPDIR");
+    snprintf(fl->tmp, sizeof(fl->tmp), "%s/rewind-from-log-XXXXXX", td && *td ? td : "/tmp");
+    if (!mkdtemp(fl->tmp))
+        return cli_error("run: --from-log: cannot make a directory in %s", td ? td : "/tmp"),
+               EXIT_FAIL;
+    snprintf(fl->pcap, sizeof(fl->pcap), "%s/input.pcap", fl->tmp);
+    struct rw_err e = {0};
+    int rc = cli_select_resolve(&fl->sel, fl->dir, &e);
+    if (rc)
+        return cli_error("run: --from-log %s: %s", fl->dir, e.msg), cli_exit_code(rc);
+    fl->dead = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, 262144, PCAP_TSTAMP_PRECISION_NANO);
+    fl->dump = fl->dead ? pcap_dump_open(fl->dead, fl->pcap) : NULL;
+    if (!fl->dump)
+        return cli_error("run: --from-log: cannot write %s", fl->pcap), EXIT_FAIL;
+    struct replay_opts ro;
+    replay_opts_default(&ro);
+    ro.q = fl->sel.q;
+    ro.bpf = fl->sel.bpf;
+    ro.damage = from_log_damage;
+    struct replay_stats st;
+    rc = replay_each(fl->dir, &ro, keep_rec, fl, &st, &e);
+    bool werr = pcap_dump_flush(fl->dump) != 0;
+    pcap_dump_close(fl->dump);
+    fl->dump = NULL;
+    if (fl->bad)
+        return cli_error("run: --from-log %s: clock %" PRIu64 " comes twice (an output log, whose "
+                         "emits share their packet's clock?): give an input log (a run's DIR/log)",
+                         fl->dir, fl->bad_clock),
+               EXIT_USAGE;
+    if (rc)
+        return cli_error("run: --from-log %s: %s", fl->dir, e.msg), cli_exit_code(rc);
+    if (werr)
+        return cli_error("run: --from-log: cannot write %s", fl->pcap), EXIT_NOSPACE;
+    if (!fl->n)
+        return cli_error("run: --from-log %s: the selection holds no packet", fl->dir), EXIT_FAIL;
+    fprintf(stderr,
+            "run: input: %" PRIu64 " packets of %s (clocks %" PRIu64 "..%" PRIu64
+            "; %s index, %" PRIu64 " of %" PRIu64 " blocks read)\n",
+            fl->n, fl->dir, fl->clocks[0], fl->clocks[fl->n - 1], st.scan.index,
+            st.scan.blocks_read, st.scan.blocks_total);
+    o->trace = fl->pcap;
+    o->trace_clocks = fl->clocks;
+    o->ntrace_clocks = fl->n;
+    return 0;
+}
+
+static void from_log_done(struct from_log *fl)
+{
+    if (fl->dump)
+        pcap_dump_close(fl->dump);
+    if (fl->dead)
+        pcap_close(fl->dead);
+    if (fl->pcap[0])
+        remove(fl->pcap);
+    if (fl->tmp[0])
+        rmdir(fl->tmp);
+    free(fl->clocks);
+}
+
 static int run_main(int argc, char **argv, bool chaos)
 {
     struct run_opts o;
-    if (parse_run(argc, argv, &o, chaos))
+    static struct from_log fl;
+    if (parse_run(argc, argv, &o, chaos, &fl))
         return EXIT_USAGE;
+    if (fl.dir) {
+        int prc = from_log_prepare(&fl, &o);
+        if (prc) {
+            from_log_done(&fl);
+            return prc;
+        }
+    }
     static char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0)
@@ -312,6 +457,7 @@ static int run_main(int argc, char **argv, bool chaos)
     struct run_result res;
     struct rw_err e = {0};
     int rc = run_chain(&o, &res, &e);
+    from_log_done(&fl);
     if (rc) {
         cli_error("%s: %s", chaos ? "chaos" : "run", e.msg);
         return rc == RW_EINTR ? 128 + run_stop : cli_exit_code(rc);

@@ -23,6 +23,10 @@
 struct run_opts {
     const char *chain_path;
     const char *trace, *port; /* override the chain's input */
+    /* With trace: packet i keeps clock trace_clocks[i] (a log's selection re-run,
+     * `run --from-log`); ntrace_clocks must be the trace's packet count. */
+    const uint64_t *trace_clocks;
+    uint64_t ntrace_clocks;
     const char *out_dir;
     bool force;           /* --out may hold a previous run: replace its files */
     const char *self_exe; /* the rewind binary, to spawn `rewind worker` */

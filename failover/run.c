@@ -214,7 +214,15 @@ static int resolve_input(struct run *r, struct rw_err *e)
     r->in_port = r->o->port ? r->o->port : r->in_trace ? NULL : r->chain->port;
     if (!r->in_trace && !r->in_port)
         return rw_errf(e, RW_EINVAL, "the chain has no input: give --trace or --port");
-    return r->in_trace ? root_trace_scan(r->in_trace, &r->trace, e) : 0;
+    int rc = r->in_trace ? root_trace_scan(r->in_trace, &r->trace, e) : 0;
+    if (!rc && r->o->trace_clocks) {
+        if (r->trace.n != r->o->ntrace_clocks)
+            return rw_errf(e, RW_EINPUT, "%s: %llu packets, but %llu clocks were given for it",
+                           r->in_trace, (unsigned long long)r->trace.n,
+                           (unsigned long long)r->o->ntrace_clocks);
+        r->trace.clocks = r->o->trace_clocks;
+    }
+    return rc;
 }
 
 /* A run that ended well may still not have read its whole trace: a damaged tail

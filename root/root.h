@@ -34,6 +34,10 @@ struct root_trace_pkt {
 struct root_trace {
     struct root_trace_pkt *pkts;
     uint64_t n;
+    /* A log's selection replayed as the input (`rewind run --from-log`): packet i
+     * keeps clocks[i], its clock in that log, instead of a fresh one (strictly
+     * increasing; not owned). NULL: fresh clocks. */
+    const uint64_t *clocks;
     bool damaged;      /* libpcap stopped before the end of the file */
     char problem[256]; /* what was wrong, and where */
 };

@@ -272,6 +272,9 @@ static int rx_loop(struct root_run *r, uint64_t expected)
         uint64_t now = r->o->trace ? 0 : wall_ns();
         uint16_t kept = 0; /* pkts[0, kept): stamped, whole */
         for (uint16_t i = 0; i < n; i++) {
+            const struct root_trace *t = r->o->trace;
+            if (t && t->clocks && r->st->packets < t->n)
+                r->clock = t->clocks[r->st->packets]; /* its clock in the log it came from */
             int rc = ensure_reserved(r);
             if (!rc)
                 rc = arrive(r, pkts[i], now);
@@ -322,6 +325,14 @@ int root_ingest(const struct root_ingest_opts *o, struct log_writer *w, struct r
     memset(st, 0, sizeof(*st));
     struct root_run r = {.o = o, .st = st, .e = e};
     r.clock = st->first_clock = w ? log_writer_next_clock(w) : 0;
+    if (o->trace && o->trace->clocks && o->trace->n) {
+        if (o->trace->clocks[0] < r.clock)
+            return rw_errf(e, RW_EINVAL,
+                           "the input keeps its clocks from %llu on, but the run's log already "
+                           "handed out clocks up to %llu",
+                           (unsigned long long)o->trace->clocks[0], (unsigned long long)r.clock);
+        r.clock = st->first_clock = o->trace->clocks[0];
+    }
     r.ts_off = rw_rx_timestamp(&r.ts_flag);
     int rc = root_frag_init(&r.frag, o->frag_timeout_ns ? o->frag_timeout_ns : ROOT_FRAG_TIMEOUT,
                             &st->frag, e);
