@@ -39,6 +39,19 @@ int bench_log_nqueries(void)
     return (int)NQUERIES;
 }
 
+/* A fresh log of the capture, as `rewind log ingest` writes it. */
+static int ingest(const char *self, const char *pcap, const char *logdir)
+{
+    char cmd[16384];
+    snprintf(cmd, sizeof(cmd),
+             "rm -rf '%s' && '%s' log ingest --log '%s' --trace '%s' --durability none -q "
+             ">/dev/null 2>&1",
+             logdir, self, logdir, pcap);
+    if (system(cmd) != 0)
+        return cli_error("bench: ingest of %s failed", pcap), -1;
+    return 0;
+}
+
 /* "..., keys index, 7 of 981 blocks read" from the replay's last line. */
 static void blocks_of(const char *errfile, struct bench_query_row *r)
 {
@@ -66,12 +79,8 @@ int bench_log_queries(const char *self, const char *trace, const char *tmp, uint
     if (bench_repeat_trace(trace, pcap, n))
         return cli_error("bench: cannot repeat %s to %llu packets", trace, (unsigned long long)n),
                -1;
-    snprintf(cmd, sizeof(cmd),
-             "rm -rf '%s' && '%s' log ingest --log '%s' --trace '%s' --durability none -q "
-             ">/dev/null 2>&1",
-             logdir, self, logdir, pcap);
-    if (system(cmd) != 0)
-        return cli_error("bench: ingest of %s failed", pcap), -1;
+    if (ingest(self, pcap, logdir))
+        return -1;
     if (print)
         printf(
             "queries, %llu packets of the LAN hour (copies shifted in time), vs tcpdump -r -w:\n",
@@ -178,12 +187,8 @@ int bench_log_pacing(const char *self, const char *tmp, uint64_t n, struct bench
     snprintf(err, sizeof(err), "%s/paced.err", tmp);
     if (write_paced(pcap, n))
         return cli_error("bench: cannot write %s", pcap), -1;
-    snprintf(cmd, sizeof(cmd),
-             "rm -rf '%s' && '%s' log ingest --log '%s' --trace '%s' --durability none -q "
-             ">/dev/null 2>&1",
-             logdir, self, logdir, pcap);
-    if (system(cmd) != 0)
-        return cli_error("bench: ingest of %s failed", pcap), -1;
+    if (ingest(self, pcap, logdir))
+        return -1;
     if (print)
         printf("replay pacing, %llu packets 50 us apart, `rewind replay --to-port net_null0`:\n",
                (unsigned long long)n);

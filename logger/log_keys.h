@@ -36,7 +36,7 @@ enum {
     LOG_KEY_L3 = 7,    /* 2 bytes, big-endian: the ethertype of IPv4, IPv6, ARP, RARP */
 };
 
-#define LOG_KEYS_VERSION 2 /* 1: a plain Bloom filter over FNV-1a hashes (never released) */
+#define LOG_KEYS_VERSION 2    /* 1: a plain Bloom filter over FNV-1a hashes (never released) */
 #define LOG_KEYS_ALL     0x01 /* flags: a packet the index cannot describe; always read */
 
 /* A key is a 64-bit head, type << 40 | prefix length << 32 | value (an IPv4

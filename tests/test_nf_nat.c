@@ -573,39 +573,40 @@ static void test_nat_who(void)
     char out[4200];
     fx_path(&f, "out", out, sizeof(out));
     CU_ASSERT_EQUAL_FATAL(run(f.d, f.chain, f.trace, out, NULL), 0);
-    int rc = tu_sh(
-        NULL,
-        "python3 - '%s' '%s' <<'PYEOF'\n"
-        "import json, random, subprocess, sys\n"
-        "rw, out = sys.argv[1], sys.argv[2]\n"
-        "ev = [json.loads(l) for l in open(out + '/alerts.json') if '\"nat.' in l]\n"
-        "ev = [e for e in ev if e['type'] in ('nat.map', 'nat.unmap')]\n"
-        "held = {}\n"
-        "spans = []\n"
-        "for e in ev:\n"
-        "    p = int(e['external'].rsplit(':', 1)[1])\n"
-        "    if e['type'] == 'nat.map':\n"
-        "        held[p] = e\n"
-        "    else:\n"
-        "        m = held.pop(p)\n"
-        "        spans.append((p, m['ts'], e['ts'], m['internal']))\n"
-        "spans += [(p, m['ts'], None, m['internal']) for p, m in held.items()]\n"
-        "assert len(spans) >= 900, len(spans)\n"
-        "def who(p, t):\n"
-        "    r = subprocess.run([rw, 'nat', 'who', out, '--port', str(p), '--at',\n"
-        "                        '%%d.%%09d' %% divmod(t, 10**9), '--json'], capture_output=True, text=True)\n"
-        "    assert r.returncode == 0, r.stderr\n"
-        "    return [x['internal'] for x in json.loads(r.stdout)]\n"
-        "random.seed(7)\n"
-        "for p, a, b, internal in random.sample(spans, 40):\n"
-        "    assert who(p, a) == [internal], (p, a, who(p, a), internal)\n"
-        "    if b is not None and b > a:\n"
-        "        assert who(p, (a + b) // 2) == [internal]\n"
-        "        later = [s for s in spans if s[0] == p and s[1] <= b and (s[2] is None or s[2] > b)]\n"
-        "        assert who(p, b) == [s[3] for s in later], (p, b, who(p, b), later)\n"
-        "print(len(spans), 'mappings; 40 checked', file=sys.stderr)\n"
-        "PYEOF",
-        tu_bin(), out);
+    int rc = tu_sh(NULL,
+                   "python3 - '%s' '%s' <<'PYEOF'\n"
+                   "import json, random, subprocess, sys\n"
+                   "rw, out = sys.argv[1], sys.argv[2]\n"
+                   "ev = [json.loads(l) for l in open(out + '/alerts.json') if '\"nat.' in l]\n"
+                   "ev = [e for e in ev if e['type'] in ('nat.map', 'nat.unmap')]\n"
+                   "held = {}\n"
+                   "spans = []\n"
+                   "for e in ev:\n"
+                   "    p = int(e['external'].rsplit(':', 1)[1])\n"
+                   "    if e['type'] == 'nat.map':\n"
+                   "        held[p] = e\n"
+                   "    else:\n"
+                   "        m = held.pop(p)\n"
+                   "        spans.append((p, m['ts'], e['ts'], m['internal']))\n"
+                   "spans += [(p, m['ts'], None, m['internal']) for p, m in held.items()]\n"
+                   "assert len(spans) >= 900, len(spans)\n"
+                   "def who(p, t):\n"
+                   "    r = subprocess.run([rw, 'nat', 'who', out, '--port', str(p), '--at',\n"
+                   "                        '%%d.%%09d' %% divmod(t, 10**9), '--json'], "
+                   "capture_output=True, text=True)\n"
+                   "    assert r.returncode == 0, r.stderr\n"
+                   "    return [x['internal'] for x in json.loads(r.stdout)]\n"
+                   "random.seed(7)\n"
+                   "for p, a, b, internal in random.sample(spans, 40):\n"
+                   "    assert who(p, a) == [internal], (p, a, who(p, a), internal)\n"
+                   "    if b is not None and b > a:\n"
+                   "        assert who(p, (a + b) // 2) == [internal]\n"
+                   "        later = [s for s in spans if s[0] == p and s[1] <= b and (s[2] is None "
+                   "or s[2] > b)]\n"
+                   "        assert who(p, b) == [s[3] for s in later], (p, b, who(p, b), later)\n"
+                   "print(len(spans), 'mappings; 40 checked', file=sys.stderr)\n"
+                   "PYEOF",
+                   tu_bin(), out);
     CU_ASSERT_EQUAL(rc, 0);
     /* The file grows (a run still writing): the index catches up. */
     char alerts[4300], o[4300], js[4400];
