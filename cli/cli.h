@@ -81,6 +81,9 @@ int cli_select_check(struct cli_select *s, const char *cmd, char **argv, int end
 /* Turns --last into a window ending at the log's last packet; log_reader_open's errors. */
 int cli_select_resolve(struct cli_select *s, const char *dir, struct rw_err *e);
 
+/* Prints s on stdout as a JSON string: quoted, with ", \ and control characters escaped. */
+void cli_print_json_string(const char *s);
+
 /* Prints "rewind: " + message to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -199,3 +199,17 @@ int cli_guarded(int (*fn)(void *), void *arg, const char *what)
               what, strsignal(sig));
     return EXIT_DAMAGE;
 }
+
+void cli_print_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", (unsigned char)*s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}

@@ -288,20 +288,6 @@ static void print_segment(const struct log_seg_info *s, bool json, bool last)
            cli_fmt_time(s->min_ts, a, sizeof(a)), cli_fmt_time(s->max_ts, b, sizeof(b)));
 }
 
-static void print_json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            printf("\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            printf("\\u%04x", (unsigned char)*s);
-        else
-            putchar(*s);
-    }
-    putchar('"');
-}
-
 /* The flow index's hash version, and whether this build can use the index. */
 static void print_flow_hash(uint32_t v)
 {
@@ -331,7 +317,7 @@ static int do_stat(void *arg)
     uint32_t n = log_reader_nsegments(r);
     if (a->json) {
         printf("{\n  \"dir\": ");
-        print_json_string(a->dir);
+        cli_print_json_string(a->dir);
         printf(",\n  \"segments\": [\n");
     } else
         printf("log %s\n", a->dir);

@@ -95,15 +95,29 @@ static int cmd_nat_who(int argc, char **argv)
         cli_fmt_time(h[i].from_ns, from, sizeof(from));
         if (h[i].released)
             cli_fmt_time(h[i].until_ns, until, sizeof(until));
-        if (json)
-            printf("%s\n  {\"internal\": \"%s\", \"external\": \"%s\", \"remote\": \"%s\", "
-                   "\"proto\": \"%s\", \"from\": \"%s\", \"until\": %s%s%s, \"nf\": \"%s\", "
-                   "\"reason\": %s%s%s, \"map_clock\": %" PRIu64 "}",
-                   i ? "," : "", h[i].internal, h[i].external, h[i].remote, h[i].proto, from,
-                   h[i].released ? "\"" : "", h[i].released ? until : "null",
-                   h[i].released ? "\"" : "", h[i].nf, h[i].released ? "\"" : "",
-                   h[i].released ? h[i].reason : "null", h[i].released ? "\"" : "", h[i].map_clock);
-        else
+        if (json) {
+            static const char *const keys[] = {"internal", "external", "remote", "proto", "from"};
+            const char *vals[] = {h[i].internal, h[i].external, h[i].remote, h[i].proto, from};
+            printf("%s\n  {", i ? "," : "");
+            for (int k = 0; k < 5; k++) {
+                printf("\"%s\": ", keys[k]);
+                cli_print_json_string(vals[k]);
+                printf(", ");
+            }
+            printf("\"until\": ");
+            if (h[i].released)
+                cli_print_json_string(until);
+            else
+                printf("null");
+            printf(", \"nf\": ");
+            cli_print_json_string(h[i].nf);
+            printf(", \"reason\": ");
+            if (h[i].released)
+                cli_print_json_string(h[i].reason);
+            else
+                printf("null");
+            printf(", \"map_clock\": %" PRIu64 "}", h[i].map_clock);
+        } else
             printf("%s %s held %s (remote %s) from %s until %s%s%s%s [%s, clock %" PRIu64 "]\n",
                    h[i].proto, h[i].internal, h[i].external, h[i].remote, from,
                    h[i].released ? until : "the end of the events", h[i].released ? " (" : "",

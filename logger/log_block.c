@@ -123,8 +123,8 @@ static int grow(uint8_t **p, size_t *cap, size_t need)
     return 0;
 }
 
-/* The block's distinct flows, as an exact set (the full flow and, for IPv6, the
- * fixed header's next header, which the keys index also holds): a packet of a
+/* The block's distinct flows, as an exact set (the full flow and what else the
+ * keys index reads: IPv6's next headers, whether the ports are whole): a packet of a
  * flow already in the block adds nothing to either filter, so the cost of the
  * keys is paid once per flow per block, not per packet. Slots hold an index + 1
  * into flows/fkeys; the table stays at most half full. */
@@ -148,12 +148,14 @@ static int flow_slots_grow(struct log_block_builder *b)
 
 /* True when the packet's flow is new to the block (and now in it). */
 static int add_flow(struct log_block_builder *b, const struct rw_pkt *p, const uint8_t *frame,
-                    bool *fresh)
+                    size_t len, bool *fresh)
 {
     struct log_bb_flow k;
     memset(&k, 0, sizeof(k));
     rw_flow_of_pkt(p, &k.f);
     k.nh6 = p->family == 6 ? frame[p->l3 + 6] : 0;
+    k.nh6f = log_keys_frag6_next(p, frame, len);
+    k.ports = (int8_t)log_keys_ports(p, len);
     uint32_t h = rw_flow_hash(&k.f);
     *fresh = false;
     if (2 * (b->nflows + 1) > b->fslots_cap && flow_slots_grow(b))
@@ -215,7 +217,7 @@ int log_bb_add(struct log_block_builder *b, const struct log_rec *r, uint64_t no
     struct rw_pkt pkt;
     bool ip = rw_pkt_decode(r->data, r->cap_len, &pkt);
     bool fresh = !ip;
-    int rc = ip ? add_flow(b, &pkt, r->data, &fresh) : 0;
+    int rc = ip ? add_flow(b, &pkt, r->data, r->cap_len, &fresh) : 0;
     /* Out of memory for a key only marks the block to be read by every query. */
     if (fresh || rc)
         (void)log_keys_add(b, &pkt, ip && !rc, r->data, r->cap_len);

@@ -210,28 +210,56 @@ static void add_l3(struct log_block_builder *b, uint16_t type)
             b->l3_map |= (uint8_t)(1u << i);
 }
 
-static int add_ip(struct log_block_builder *b, const struct rw_pkt *p, const uint8_t *frame)
+/* Where libpcap's port tests read: the first 4 bytes of a TCP, UDP or SCTP
+ * header. 1: all there; -1: the header starts in the frame but is cut inside
+ * them (`port 80` may still match on the source port); 0: no header here. */
+int log_keys_ports(const struct rw_pkt *p, size_t len)
+{
+    if ((p->proto != 6 && p->proto != 17 && p->proto != 132) || !p->l4 || p->l4 >= len)
+        return 0;
+    return len - p->l4 >= 4 ? 1 : -1;
+}
+
+/* IPv6: what `ip6 proto N` reads besides the fixed header's next header: the next
+ * header of a fragment header right after it (libpcap looks there too). */
+uint8_t log_keys_frag6_next(const struct rw_pkt *p, const uint8_t *frame, size_t len)
+{
+    return p->family == 6 && frame[p->l3 + 6] == 44 && len > (size_t)p->l3 + 40 ? frame[p->l3 + 40]
+                                                                                : 0;
+}
+
+static int add_ip(struct log_block_builder *b, const struct rw_pkt *p, const uint8_t *frame,
+                  size_t len)
 {
     add_l3(b, p->ethertype);
     set_bit(b->proto_map, p->proto);
-    if (p->family == 6) /* what `ip6 proto N` reads: the fixed header's */
+    if (p->family == 6) { /* what `ip6 proto N` reads: the fixed header's, and past it */
         set_bit(b->proto_map, frame[p->l3 + 6]);
-    if (p->sport)
+        if (frame[p->l3 + 6] == 44 && len > (size_t)p->l3 + 40)
+            set_bit(b->proto_map, frame[p->l3 + 40]);
+    }
+    int ports = log_keys_ports(p, len);
+    if (ports > 0) { /* port 0 is a port too */
         set_bit(b->port_map, p->sport);
-    if (p->dport)
         set_bit(b->port_map, p->dport);
+    } else if (ports < 0) {
+        b->keys_all = true;
+    }
     int rc = add_addr(b, p->family, p->src);
     return rc ? rc : add_addr(b, p->family, p->dst);
 }
 
 /* ARP and RARP: `host X` also matches their sender and target protocol
- * addresses (libpcap reads them at fixed offsets of an Ethernet/IPv4 ARP). */
+ * addresses (libpcap reads them at fixed offsets of an Ethernet/IPv4 ARP). A
+ * message cut before the target's address may still match on the sender's. */
 static int add_arp(struct log_block_builder *b, const struct rw_pkt *p, const uint8_t *frame,
                    size_t len)
 {
     add_l3(b, p->ethertype);
-    if (len < (size_t)p->l3 + 28)
+    if (len < (size_t)p->l3 + 28) {
+        b->keys_all = len >= (size_t)p->l3 + 18 || b->keys_all;
         return 0;
+    }
     int rc = add_addr(b, 4, frame + p->l3 + 14);
     return rc ? rc : add_addr(b, 4, frame + p->l3 + 24);
 }
@@ -243,7 +271,7 @@ int log_keys_add(struct log_block_builder *b, const struct rw_pkt *p, bool ip, c
         return 0;
     int rc = 0;
     if (ip)
-        rc = add_ip(b, p, frame);
+        rc = add_ip(b, p, frame, len);
     else if (p->ethertype == 0x0800 || p->ethertype == 0x86dd)
         b->keys_all = true; /* an IP header cut short: what it holds is unknown here */
     else if (p->ethertype == 0x0806 || p->ethertype == 0x8035)

@@ -67,6 +67,12 @@ uint32_t log_key_l3(uint16_t ethertype);
 int log_keys_add(struct log_block_builder *b, const struct rw_pkt *p, bool ip, const uint8_t *frame,
                  size_t len);
 void log_keys_reset(struct log_block_builder *b);
+/* What else than the flow a packet's keys depend on (the builder's flow set keeps
+ * them, so that a packet differing only there adds its keys): whether its ports
+ * are whole (1), cut (-1) or absent (0), and IPv6's next header past a fragment
+ * header. */
+int log_keys_ports(const struct rw_pkt *p, size_t len);
+uint8_t log_keys_frag6_next(const struct rw_pkt *p, const uint8_t *frame, size_t len);
 void log_keys_free(struct log_block_builder *b);
 
 /* The stored filter of the builder's block (malloc'd). RW_ENOMEM. */

@@ -26,7 +26,9 @@
 #define TOK_MAX 64
 
 enum qproto { Q_NONE, Q_IP, Q_IP6, Q_ARP, Q_TCP, Q_UDP, Q_SCTP };
-enum qtype { T_NONE, T_HOST, T_NET, T_PORT, T_PORTRANGE };
+/* T_PROTO: after `ip proto 6`, a bare `or 17` is a protocol too; T_ERR: after a
+ * protocol keyword alone (`tcp`), libpcap refuses a bare id. */
+enum qtype { T_NONE, T_HOST, T_NET, T_PORT, T_PORTRANGE, T_PROTO, T_ERR };
 
 struct parser {
     const char *s;
@@ -90,7 +92,8 @@ static struct log_pred *node(struct parser *p, enum log_pred_op op, uint32_t key
 {
     struct log_pred *n = p->fail ? NULL : calloc(1, sizeof(*n));
     if (!n) {
-        p->nomem = !p->fail;
+        if (!p->fail)
+            p->nomem = true;
         p->fail = true;
         log_pred_free(a);
         log_pred_free(b);
@@ -337,7 +340,17 @@ static struct log_pred *id_pred(struct parser *p, enum qproto q, enum qtype t)
     p->last_proto = q;
     p->last_type = t;
     p->have_last = true;
+    unsigned long v;
     switch (t) {
+    case T_PROTO:
+        if (!decimal(id, strlen(id), 255, &v)) {
+            p->fail = true;
+            return NULL;
+        }
+        return key(p, log_key_proto((uint8_t)v));
+    case T_ERR:
+        p->fail = true;
+        return NULL;
     case T_NET:
         return net_id(p, id);
     case T_PORT:
@@ -358,25 +371,26 @@ static struct log_pred *primitive(struct parser *p)
         char w[TOK_MAX];
         snprintf(w, sizeof(w), "%s", p->tok);
         next(p);
+        p->last_type = T_ERR, p->have_last = true;
         return proto_alone(p, w);
     }
     if (proto_word(p, &q)) {
         char w[TOK_MAX];
         snprintf(w, sizeof(w), "%s", p->tok);
         next(p);
-        if (at_end_of_primitive(p))
+        if (at_end_of_primitive(p)) {
+            p->last_type = T_ERR, p->have_last = true;
             return proto_alone(p, w);
+        }
         qualified = true;
     }
     if (is(p, "proto")) { /* ip proto N, ip6 proto N, proto N */
         next(p);
-        unsigned long v;
-        if ((q != Q_NONE && q != Q_IP && q != Q_IP6) || !decimal(p->tok, strlen(p->tok), 255, &v)) {
+        if (q != Q_NONE && q != Q_IP && q != Q_IP6) {
             p->fail = true;
             return NULL;
         }
-        next(p);
-        return key(p, log_key_proto((uint8_t)v));
+        return id_pred(p, q, T_PROTO);
     }
     if (is(p, "src") || is(p, "dst")) { /* the index keeps no direction: both sides */
         next(p);
@@ -417,11 +431,17 @@ static struct log_pred *term(struct parser *p)
         return node(p, LOG_PRED_TRUE, 0, NULL, NULL);
     }
     if (is(p, "(")) {
+        /* pcap: a parenthesised expression passes on the qualifiers from before
+         * it, not those inside it (`port 80 or (tcp port 53) or 443`: port 443) */
+        enum qproto lp = p->last_proto;
+        enum qtype lt = p->last_type;
+        bool hl = p->have_last;
         next(p);
         struct log_pred *e = expr(p);
         if (!is(p, ")"))
             p->fail = true;
         next(p);
+        p->last_proto = lp, p->last_type = lt, p->have_last = hl;
         return e;
     }
     return primitive(p);

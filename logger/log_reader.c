@@ -216,15 +216,15 @@ static int visit_block(struct scan *s, const MDB_val *v, uint64_t key)
     return 0;
 }
 
-static int get_block(struct scan *s, MDB_txn *txn, MDB_dbi dbi, uint64_t clock)
+static int get_block(struct scan *s, MDB_txn *txn, MDB_dbi dbi, uint64_t clock, const char *index)
 {
     uint8_t kb[8];
     rw_put_be64(kb, clock);
     MDB_val k = {8, kb}, v;
     int rc = mdb_get(txn, dbi, &k, &v);
     if (rc == MDB_NOTFOUND)
-        return rw_errf(s->e, RW_ECORRUPT, "segment %u: flow index names missing block %llu",
-                       s->seg->id, (unsigned long long)clock);
+        return rw_errf(s->e, RW_ECORRUPT, "segment %u: %s index names missing block %llu",
+                       s->seg->id, index, (unsigned long long)clock);
     if (rc)
         return log_mdb_err(s->e, rc, "read block", "log");
     return visit_block(s, &v, clock);
@@ -251,7 +251,7 @@ static int scan_flow(struct scan *s, MDB_txn *txn, struct log_seg *seg)
         if (c > s->q->to_clock)
             break;
         if (log_bloom_may_hold(v.mv_data, v.mv_size, h))
-            ret = get_block(s, txn, seg->blocks, c);
+            ret = get_block(s, txn, seg->blocks, c, "flow");
     }
     if (ret == SCAN_PAST_WINDOW)
         ret = 0, rc = 0;
@@ -318,7 +318,7 @@ static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
         if (!keys)
             ret = visit_block(s, &v, c);
         else if (log_keys_may_match(s->q->keys, v.mv_data, v.mv_size))
-            ret = get_block(s, txn, seg->blocks, c);
+            ret = get_block(s, txn, seg->blocks, c, "keys");
     }
     if (ret == SCAN_PAST_WINDOW)
         ret = 0, rc = 0;
@@ -349,7 +349,9 @@ static int scan_segment(struct scan *s)
         return log_mdb_err(s->e, rc, "begin", "segment");
     }
     const struct log_query *q = s->q;
-    bool keys = q->keys && keys_complete(txn, &seg);
+    bool keys = !q->has_flow && q->keys && keys_complete(txn, &seg);
+    if (keys)
+        s->st->index = "keys";
     if (q->has_flow) {
         rc = scan_flow(s, txn, &seg);
     } else if (q->since_ns > 0) {
@@ -385,7 +387,8 @@ int log_scan(struct log_reader *r, const struct log_query *q, const struct log_s
     if (!st)
         st = &local;
     memset(st, 0, sizeof(*st));
-    st->index = q->has_flow ? "flow" : q->keys ? "keys" : q->since_ns > 0 ? "time" : "clock";
+    /* "keys" once a segment's keys filters were used (older segments are read whole) */
+    st->index = q->has_flow ? "flow" : q->since_ns > 0 ? "time" : "clock";
     int rc = log_query_check(r, q, e);
     if (rc)
         return rc;

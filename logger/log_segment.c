@@ -107,8 +107,9 @@ static int open_dbis(struct log_seg *s, bool writer, const char *path, struct rw
         return log_mdb_err(e, rc, "open tables", path);
     }
     /* Segments written before the keys index have no such table: their queries
-     * read every block. A writer never appends to such a segment (a log written
-     * by an older build gets a new segment, log_writer_open). */
+     * read every block. A writer that reopens such a segment creates the table,
+     * which then has fewer filters than blocks: readers read the segment whole
+     * (log_reader.c, keys_complete). */
     rc = mdb_dbi_open(txn, "keys", c, &s->keys);
     s->has_keys = rc == 0;
     if (rc && rc != MDB_NOTFOUND) {

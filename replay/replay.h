@@ -35,9 +35,11 @@ struct replay_stats {
     uint64_t fragmented; /* port replay: datagrams sent in fragments (larger than the MTU) */
     uint64_t too_big;    /* port replay: larger than the MTU, not fragmentable, sent whole */
     /* Port replay, paced: how well the schedule was kept. Elapsed runs from the
-     * first packet's send to the last one's, scheduled is (last ts - first ts) /
-     * speed; drift = elapsed - scheduled (positive: the replay ran late); a packet
-     * is late when it left more than 1 ms after its due time. */
+     * first packet's send to the last one's, scheduled from the first's to the last
+     * one's due time ((last ts - first ts) / speed when timestamps only grow; a
+     * packet stamped before the first is due at once); drift = elapsed - scheduled
+     * (positive: the replay ran late); a packet is late when it left more than 1 ms
+     * after its due time. */
     uint64_t elapsed_ns, scheduled_ns, max_late_ns;
     int64_t drift_ns;
 };

@@ -312,10 +312,16 @@ static int rx_loop(struct root_run *r, uint64_t expected)
  * starts, so nothing is stamped with a clock the manifest does not cover. */
 static int start_logging(struct root_run *r, struct log_writer *w, struct rw_err *e)
 {
-    int rc = log_writer_reserve(w, r->clock + ROOT_CLOCK_BLOCK, e);
+    uint64_t upto = r->clock + ROOT_CLOCK_BLOCK;
+    const struct root_trace *t = r->o->trace;
+    /* Kept clocks (--from-log) may jump: one reservation covers them all, instead
+     * of one durable manifest write per jump. */
+    if (t && t->clocks && t->n && t->clocks[t->n - 1] + 1 > upto)
+        upto = t->clocks[t->n - 1] + 1;
+    int rc = log_writer_reserve(w, upto, e);
     if (rc)
         return rc;
-    r->asked = r->clock + ROOT_CLOCK_BLOCK;
+    r->asked = upto;
     return log_thread_start(w, ROOT_RING, &r->lt, e);
 }
 

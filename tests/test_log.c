@@ -713,7 +713,8 @@ static void keys_log(struct fx *f)
 }
 
 /* Scans f's log with the keys predicate of bpf; returns the blocks read. */
-static uint64_t keys_scan(struct fx *f, const char *bpf, size_t *packets)
+static uint64_t keys_scan_on(struct fx *f, const char *bpf, size_t *packets, const char *index,
+                             uint64_t total)
 {
     struct log_pred *p = NULL;
     CU_ASSERT_EQUAL_FATAL(log_pred_compile(bpf, &p), 0);
@@ -726,13 +727,18 @@ static uint64_t keys_scan(struct fx *f, const char *bpf, size_t *packets)
     struct got got;
     struct log_scan_stats st;
     CU_ASSERT_EQUAL(scan(f->d, &q, &got, &st, NULL), 0);
-    CU_ASSERT_STRING_EQUAL(st.index, "keys");
-    CU_ASSERT_EQUAL(st.blocks_total, 6);
+    CU_ASSERT_STRING_EQUAL(st.index, index);
+    CU_ASSERT_EQUAL(st.blocks_total, total);
     if (packets)
         *packets = got.n;
     got_free(&got);
     log_pred_free(p);
     return st.blocks_read;
+}
+
+static uint64_t keys_scan(struct fx *f, const char *bpf, size_t *packets)
+{
+    return keys_scan_on(f, bpf, packets, "keys", 6);
 }
 
 static void test_keys_index(void)
@@ -759,6 +765,59 @@ static void test_keys_index(void)
     /* ARP sender and target addresses are hosts, as libpcap's `host` reads them. */
     CU_ASSERT_EQUAL(keys_scan(&f, "host 10.7.7.8", NULL), 2);
     CU_ASSERT_EQUAL(keys_scan(&f, "arp", NULL), 2);
+    fx_done(&f);
+}
+
+/* Packets whose keys lie off the common path, each alone in a block: UDP between
+ * ports 0; UDP cut after 2 bytes of its header (source port 80); an ARP request cut
+ * before its target address (sender 10.7.7.7); IPv6 whose fixed header is followed
+ * by a fragment header, then destination options (60), then UDP. */
+static void test_keys_edges(void)
+{
+    struct fx f;
+    fx_init(&f, 0, 1, 0, 0);
+    f.o.block_pkts = 1;
+    free(f.g.r);
+    free(f.g.bufs);
+    f.g.r = calloc(8, sizeof(*f.g.r));
+    f.g.bufs = calloc(8, sizeof(*f.g.bufs));
+    uint64_t seed = 1;
+    uint8_t *zero = make_pkt(0, 0, 64, 0, &seed);
+    memcpy(zero + 26, "\x0a\x09\x00\x01\x0a\x09\x00\x02", 8);
+    memset(zero + 34, 0, 4);
+    uint8_t *cut = make_pkt(0, 0, 64, 0, &seed);
+    cut[34] = 0, cut[35] = 80;
+    uint8_t *arp = calloc(1, 64);
+    arp[12] = 0x08, arp[13] = 0x06;
+    memcpy(arp + 14, "\x00\x01\x08\x00\x06\x04\x00\x01", 8);
+    memcpy(arp + 28, "\x0a\x07\x07\x07", 4);
+    uint8_t *v6 = calloc(1, 128);
+    v6[12] = 0x86, v6[13] = 0xdd, v6[14] = 0x60;
+    v6[19] = 24, v6[20] = 44, v6[21] = 64;     /* payload 24: frag 8, dstopts 8, udp 8 */
+    v6[37] = 1, v6[53] = 2;                    /* 2001::... addresses: ::1 and ::2 */
+    v6[54] = 60;                               /* fragment header: next = dest opts, offset 0 */
+    v6[62] = 17;                               /* destination options: next = UDP, 8 bytes */
+    v6[70] = 0x13, v6[71] = 0x88, v6[73] = 53; /* UDP 5000 -> 53 */
+    struct {
+        uint8_t *p;
+        uint32_t len;
+    } pk[] = {{zero, 64}, {cut, 36}, {arp, 34}, {v6, 78}, {make_pkt(1, 0, 64, 0, &seed), 64}};
+    for (size_t i = 0; i < 5; i++) {
+        f.g.bufs[i] = pk[i].p;
+        f.g.r[i] = (struct log_rec){.meta = {.clock = i, .ts_ns = BASE_TS + i},
+                                    .orig_len = pk[i].len,
+                                    .cap_len = pk[i].len,
+                                    .data = pk[i].p};
+        f.g.n++;
+    }
+    write_all(f.d, &f.o, &f.g);
+    /* Blocks 1 and 2 (cut UDP, cut ARP) are read for every query. */
+    CU_ASSERT_EQUAL(keys_scan_on(&f, "udp port 0", NULL, "keys", 5), 3);
+    CU_ASSERT_EQUAL(keys_scan_on(&f, "host 10.7.7.7", NULL, "keys", 5), 2);
+    CU_ASSERT_EQUAL(keys_scan_on(&f, "ip6 proto 60", NULL, "keys", 5), 3);
+    CU_ASSERT_EQUAL(keys_scan_on(&f, "port 80 or (tcp port 22) or 53", NULL, "keys", 5), 4);
+    CU_ASSERT_EQUAL(keys_scan_on(&f, "port 9 or ip proto 6 or 17", NULL, "keys", 5), 5);
+    CU_ASSERT_EQUAL(keys_scan_on(&f, "tcp", NULL, "keys", 5), 2);
     fx_done(&f);
 }
 
@@ -836,7 +895,7 @@ static void test_keys_index_missing(void)
     CU_ASSERT_EQUAL_FATAL(mdb_drop(txn, keys, 1), 0);
     CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
-    CU_ASSERT_EQUAL(keys_scan(&f, "host 10.0.2.1", NULL), 6);
+    CU_ASSERT_EQUAL(keys_scan_on(&f, "host 10.0.2.1", NULL, "clock", 6), 6);
     struct log_verify_cbs cb = {0};
     struct log_verify_stats vs;
     struct rw_err e;
@@ -1099,6 +1158,8 @@ static void add(CU_pSuite s)
     CU_add_test(s, "the keys index reads only blocks with the host, net, port or protocol",
                 test_keys_index);
     CU_add_test(s, "filters the keys index cannot answer read every block", test_keys_pred_compile);
+    CU_add_test(s, "port 0, cut headers, IPv6 fragment headers and pcap's qualifiers",
+                test_keys_edges);
     CU_add_test(s, "a segment without a keys index is read whole", test_keys_index_missing);
     CU_add_test(s, "a damaged block is named by verify and skipped by scans", test_damaged_block);
     CU_add_test(s, "a directory without a manifest is not a log", test_not_a_log);

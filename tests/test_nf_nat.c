@@ -625,6 +625,22 @@ static void test_nat_who(void)
                     0);
     CU_ASSERT_EQUAL(it_file_has(js, "\"internal\": \"10.200.0.9:5353\""), 1);
     CU_ASSERT_EQUAL(it_file_has(js, "\"until\": null"), 1);
+    /* Names that need escaping still give JSON. */
+    CU_ASSERT_EQUAL(tu_sh(NULL,
+                          "printf '%%s\\n' '{\"clock\": 99998, \"ts\": 4000000000000000000, "
+                          "\"nf\": \"n\\\"a\\\\t\", \"type\": \"nat.map\", \"proto\": "
+                          "\"udp\", \"internal\": \"10.200.0.8:1\", \"external\": "
+                          "\"192.0.2.1:20005\", \"remote\": \"10.200.0.2:53\"}' >> '%s'",
+                          alerts),
+                    0);
+    CU_ASSERT_EQUAL(
+        tu_sh(o, "'%s' nat who '%s' --port 20005 --at 4000000001 --json", tu_bin(), out), 0);
+    CU_ASSERT_EQUAL(tu_sh(NULL,
+                          "python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); "
+                          "assert sorted(x[\"nf\"] for x in d) == [\"n\\\"a\\\\t\", \"nat\"], d' "
+                          "'%s'",
+                          js),
+                    0);
     /* A nat event that does not parse: exit 3, its byte offset named. */
     CU_ASSERT_EQUAL(tu_sh(NULL, "echo '{\"type\": \"nat.map\", \"ts\": ' >> '%s'", alerts), 0);
     CU_ASSERT_EQUAL(tu_sh(o, "'%s' nat who '%s' --port 20005 --at 4000000001", tu_bin(), out), 3);
