@@ -39,7 +39,7 @@ struct log_block_hdr {
 struct log_bb_flow {
     struct rw_flow f;
     uint8_t nh6;  /* IPv6: the fixed header's next header (a key of its own) */
-    uint8_t nh6f; /* IPv6: the next header after a fragment header there */
+    int16_t nh6f; /* IPv6: the next header after a fragment header there; -1: none */
     int8_t ports; /* log_keys_ports: whole, cut or absent */
 };
 

@@ -222,10 +222,11 @@ int log_keys_ports(const struct rw_pkt *p, size_t len)
 
 /* IPv6: what `ip6 proto N` reads besides the fixed header's next header: the next
  * header of a fragment header right after it (libpcap looks there too). */
-uint8_t log_keys_frag6_next(const struct rw_pkt *p, const uint8_t *frame, size_t len)
+int log_keys_frag6_next(const struct rw_pkt *p, const uint8_t *frame, size_t len)
 {
-    return p->family == 6 && frame[p->l3 + 6] == 44 && len > (size_t)p->l3 + 40 ? frame[p->l3 + 40]
-                                                                                : 0;
+    if (p->family != 6 || frame[p->l3 + 6] != 44 || len <= (size_t)p->l3 + 40)
+        return -1;
+    return frame[p->l3 + 40];
 }
 
 static int add_ip(struct log_block_builder *b, const struct rw_pkt *p, const uint8_t *frame,
@@ -235,8 +236,9 @@ static int add_ip(struct log_block_builder *b, const struct rw_pkt *p, const uin
     set_bit(b->proto_map, p->proto);
     if (p->family == 6) { /* what `ip6 proto N` reads: the fixed header's, and past it */
         set_bit(b->proto_map, frame[p->l3 + 6]);
-        if (frame[p->l3 + 6] == 44 && len > (size_t)p->l3 + 40)
-            set_bit(b->proto_map, frame[p->l3 + 40]);
+        int nf = log_keys_frag6_next(p, frame, len);
+        if (nf >= 0)
+            set_bit(b->proto_map, (unsigned)nf);
     }
     int ports = log_keys_ports(p, len);
     if (ports > 0) { /* port 0 is a port too */

@@ -9,8 +9,9 @@
  * L3 types). A tcpdump filter built from host/net/port/portrange/proto primitives
  * is compiled into a predicate over those keys (log_pred.c); a block whose filter
  * says the predicate cannot hold is not read. Bloom filters only err towards
- * "may hold", and a block holding a packet the index could not describe (an IP
- * packet cut short) is marked to be read for every query, so the blocks skipped
+ * "may hold", and a block holding a packet the index cannot describe (an IP
+ * header cut short, a TCP/UDP/SCTP header cut inside its ports, an ARP message
+ * cut before its target) is marked to be read for every query, so the blocks skipped
  * never hold a packet the BPF filter would match: libpcap still filters every
  * packet read, so the answer is tcpdump's.
  */
@@ -70,9 +71,9 @@ void log_keys_reset(struct log_block_builder *b);
 /* What else than the flow a packet's keys depend on (the builder's flow set keeps
  * them, so that a packet differing only there adds its keys): whether its ports
  * are whole (1), cut (-1) or absent (0), and IPv6's next header past a fragment
- * header. */
+ * header (-1: none). */
 int log_keys_ports(const struct rw_pkt *p, size_t len);
-uint8_t log_keys_frag6_next(const struct rw_pkt *p, const uint8_t *frame, size_t len);
+int log_keys_frag6_next(const struct rw_pkt *p, const uint8_t *frame, size_t len);
 void log_keys_free(struct log_block_builder *b);
 
 /* The stored filter of the builder's block (malloc'd). RW_ENOMEM. */
