@@ -314,29 +314,36 @@ static void test_replay_killed_midwrite(void)
     snprintf(cmd, sizeof(cmd), "exec '%s' replay '%s' --to-pcap '%s' 2> '%s'", tu_bin(), log, out,
              err);
     bool caught = false;
-    for (int attempt = 0; attempt < 10 && !caught; attempt++) {
+    for (int attempt = 0; attempt < 30 && !caught; attempt++) {
         unlink(out);
         pid_t pid = it_spawn_sh(cmd);
         CU_ASSERT_TRUE_FATAL(pid > 0);
+        /* Each pass ends in one of three ways: the replay exits before the
+         * capture is big enough, the child is killed, or pkill finds no child
+         * (it had finished and been reaped): never two kills in one pass. */
+        bool killed = false, reaped = false;
         struct stat st;
-        /* the child is writing: kill it (not the parent, which must clean up) */
-        for (int i = 0; i < 200000 && !caught; i++) {
-            if (!stat(out, &st) && st.st_size > 65536)
-                caught = tu_sh(NULL, "pkill -KILL -P %d", (int)pid) == 0;
-            else if (waitpid(pid, NULL, WNOHANG) == pid)
-                break; /* done before it was caught: try again */
-            else
-                usleep(50);
+        int status = 0;
+        for (;;) {
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                reaped = true; /* done before it was caught: try again */
+                break;
+            }
+            if (!stat(out, &st) && st.st_size > 65536) {
+                /* the child is writing: kill it (not the parent, which must clean up) */
+                killed = tu_sh(NULL, "pkill -KILL -P %d", (int)pid) == 0;
+                break;
+            }
+            usleep(50);
         }
-        if (caught) {
-            int status;
-            waitpid(pid, &status, 0);
-            /* exit 0: the child had written all and was exiting (pkill signals a
-             * zombie without effect, and succeeds): not caught, try again */
-            caught = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-            if (caught)
-                CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3);
-        }
+        if (!reaped)
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        /* exit 0: the child had written all and was exiting (pkill signals a
+         * zombie without effect, and succeeds): not caught, try again */
+        caught = killed && !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        if (caught)
+            CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3);
     }
     CU_ASSERT_TRUE_FATAL(caught);
     CU_ASSERT_EQUAL(it_file_has(err, "whole packets written before"), 1);
