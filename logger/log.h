@@ -139,6 +139,10 @@ struct log_seg_info {
     uint32_t id;
     bool sealed;
     bool ts_monotonic; /* every packet's ts >= the previous one's */
+    /* The most a block's earliest ts lies behind the latest ts of the blocks
+     * before it (0 when monotonic); LOG_LATE_UNKNOWN for a segment an older
+     * build wrote to. */
+    uint64_t ts_late;
     uint64_t first_clock, last_clock;
     uint64_t min_ts, max_ts;
     uint64_t packets, blocks;
@@ -146,6 +150,8 @@ struct log_seg_info {
     uint64_t stored_bytes; /* block bytes as stored */
     uint64_t wire_bytes;   /* sum of orig_len */
 };
+
+#define LOG_LATE_UNKNOWN UINT64_MAX
 
 struct log_reader;
 

@@ -13,6 +13,7 @@
 #include "log.h"
 
 #define LOG_SEG_INFO_LEN 88
+#define LOG_LATE_LEN     16 /* info table, key "late": u64 LE ts_late, u64 LE blocks covered */
 #define LOG_MANIFEST     "manifest.mdb"
 #define LOG_LOCK         "writer.lock"
 #define LOG_CLOCK_BLOCK  (1ull << 16) /* clocks reserved at a time (design.md: A packet's life) */
@@ -35,6 +36,7 @@ struct log_manifest {
 void log_seg_path(char *buf, size_t n, const char *dir, uint32_t id);
 void log_seg_info_encode(const struct log_seg_info *si, uint8_t out[LOG_SEG_INFO_LEN]);
 int log_seg_info_decode(const uint8_t *p, size_t len, struct log_seg_info *si);
+void log_seg_late_encode(const struct log_seg_info *si, uint8_t out[LOG_LATE_LEN]);
 
 /* Opens segment `id` of dir. Writers create it; readers open it read-only. */
 int log_seg_open(const char *dir, uint32_t id, bool writer, enum rw_durability dur,

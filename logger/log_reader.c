@@ -166,6 +166,7 @@ struct scan {
     const struct log_scan_cbs *cb;
     struct log_scan_stats *st;
     const struct log_seg_info *seg;
+    uint64_t stop_clock; /* no block after the one starting here can be in the window */
     struct rw_err *e;
 };
 
@@ -248,7 +249,7 @@ static int scan_flow(struct scan *s, MDB_txn *txn, struct log_seg *seg)
             break;
         }
         uint64_t c = rw_get_be64(k.mv_data);
-        if (c > s->q->to_clock)
+        if (c > s->q->to_clock || c > s->stop_clock)
             break;
         if (log_bloom_may_hold(v.mv_data, v.mv_size, h))
             ret = get_block(s, txn, seg->blocks, c, "flow");
@@ -287,6 +288,37 @@ static int time_start(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
     return 0;
 }
 
+/* The first block of the segment after which no packet can be at or before
+ * --until, however the trace was ordered. With R(b) the latest ts up to block b
+ * (the time index's key) and late the segment's bound (log_seg_info.ts_late),
+ * every packet of a block f has ts >= R(f-1) - late. So once a block e has
+ * R(e) > until + late, every later block f has ts >= R(f-1) - late >= R(e) - late
+ * > until: e is the last block to read. */
+static int time_stop(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t late,
+                     uint64_t *clock)
+{
+    *clock = UINT64_MAX;
+    uint64_t until = s->q->until_ns;
+    if (late == LOG_LATE_UNKNOWN || until >= UINT64_MAX - late)
+        return 0;
+    uint8_t tk[16];
+    rw_put_be64(tk, until + late + 1);
+    rw_put_be64(tk + 8, 0);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, seg->time, &cur);
+    if (rc)
+        return log_mdb_err(s->e, rc, "cursor", "time index");
+    MDB_val k = {16, tk}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc || k.mv_size != 16)
+        return log_mdb_err(s->e, rc ? rc : MDB_CORRUPTED, "read", "time index");
+    *clock = rw_get_be64((uint8_t *)k.mv_data + 8);
+    return 0;
+}
+
 /* Reads blocks in clock order from the block holding `start`: every block, or
  * (keys) only those whose keys filter the query's predicate does not rule out. */
 static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t start, bool keys)
@@ -313,7 +345,7 @@ static int scan_range(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
             break;
         }
         uint64_t c = rw_get_be64(k.mv_data);
-        if (c > s->q->to_clock)
+        if (c > s->q->to_clock || c > s->stop_clock)
             break;
         if (!keys)
             ret = visit_block(s, &v, c);
@@ -352,14 +384,19 @@ static int scan_segment(struct scan *s)
     bool keys = !q->has_flow && q->keys && keys_complete(txn, &seg);
     if (keys)
         s->st->index = "keys";
-    if (q->has_flow) {
+    /* the bound as of this transaction (a summary that does not read: no bound) */
+    struct rw_err ie;
+    uint64_t late =
+        log_seg_load_info(&seg, txn, s->seg->id, &ie) ? LOG_LATE_UNKNOWN : seg.si.ts_late;
+    rc = time_stop(s, txn, &seg, late, &s->stop_clock);
+    if (!rc && q->has_flow) {
         rc = scan_flow(s, txn, &seg);
-    } else if (q->since_ns > 0) {
+    } else if (!rc && q->since_ns > 0) {
         uint64_t start = UINT64_MAX;
         rc = time_start(s, txn, &seg, &start);
         if (!rc && start != UINT64_MAX)
             rc = scan_range(s, txn, &seg, start, keys);
-    } else {
+    } else if (!rc) {
         rc = scan_range(s, txn, &seg, q->from_clock, keys);
     }
     mdb_txn_abort(txn);

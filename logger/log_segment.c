@@ -87,6 +87,7 @@ int log_seg_info_decode(const uint8_t *p, size_t len, struct log_seg_info *si)
     si->raw_bytes = f[8];
     si->stored_bytes = f[9];
     si->wire_bytes = f[10];
+    si->ts_late = si->ts_monotonic ? 0 : LOG_LATE_UNKNOWN; /* the bound is kept beside */
     return 0;
 }
 
@@ -203,7 +204,19 @@ int log_seg_load_info(struct log_seg *s, MDB_txn *txn, uint32_t id, struct rw_er
         return log_mdb_err(e, rc, "read info", "segment");
     if (log_seg_info_decode(v.mv_data, v.mv_size, &s->si) || s->si.id != id)
         return rw_errf(e, RW_ECORRUPT, "segment %u: summary record is damaged", id);
+    /* The time-order bound counts only if it covers every block: a build that
+     * predates it appends blocks without updating it. */
+    MDB_val lk = {4, "late"}, lv;
+    if (!s->si.ts_monotonic && !mdb_get(txn, s->info, &lk, &lv) && lv.mv_size == LOG_LATE_LEN &&
+        get64((const uint8_t *)lv.mv_data + 8) == s->si.blocks)
+        s->si.ts_late = get64(lv.mv_data);
     return 0;
+}
+
+void log_seg_late_encode(const struct log_seg_info *si, uint8_t out[LOG_LATE_LEN])
+{
+    put64(out, si->ts_late);
+    put64(out + 8, si->blocks);
 }
 
 int log_seg_remove(const char *dir, uint32_t id, struct rw_err *e)

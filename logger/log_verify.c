@@ -92,7 +92,8 @@ static void check_block(struct verify *v, uint32_t seg, const MDB_val *k, const 
         g->first_clock = h.first_clock;
         g->min_ts = h.min_ts;
         g->max_ts = h.max_ts;
-    }
+    } else if (g->max_ts > h.min_ts && g->max_ts - h.min_ts > g->ts_late)
+        g->ts_late = g->max_ts - h.min_ts; /* as the writer's account() */
     g->last_clock = h.last_clock;
     g->min_ts = h.min_ts < g->min_ts ? h.min_ts : g->min_ts;
     g->max_ts = h.max_ts > g->max_ts ? h.max_ts : g->max_ts;
@@ -179,10 +180,17 @@ static void verify_segment(struct verify *v, const struct log_seg_info *listed)
     if (rc != MDB_NOTFOUND)
         problem(v, id, v->got.last_clock, "block table: %s", mdb_strerror(rc));
     mdb_cursor_close(cur);
-    if (log_seg_load_info(&s, txn, id, &e))
+    bool info = !log_seg_load_info(&s, txn, id, &e);
+    if (!info)
         problem(v, id, 0, "%s", e.msg);
     else
         compare_info(v, listed->sealed ? listed : &s.si);
+    /* a bound below the blocks' would end a --until scan before a packet in it */
+    if (info && !v->damaged && s.si.ts_late != LOG_LATE_UNKNOWN && s.si.ts_late < v->got.ts_late)
+        problem(v, id, 0,
+                "time-order bound says blocks start at most %llu ns behind the blocks before "
+                "them, the blocks %llu ns: a time window could miss packets",
+                (unsigned long long)s.si.ts_late, (unsigned long long)v->got.ts_late);
     uint64_t tn, fn;
     check_index(v, id, txn, &s, s.time, "time", &tn);
     check_index(v, id, txn, &s, s.flow, "flow", &fn);

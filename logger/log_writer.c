@@ -289,6 +289,12 @@ static int close_block(struct log_writer *w)
 
 static void account(struct log_seg_info *si, const struct pending_block *p)
 {
+    /* The time-order bound: how far a block's earliest packet lies behind the
+     * latest one of the blocks before it (log_reader.c, time_stop, says why
+     * that is all a scan needs). */
+    if (si->ts_late != LOG_LATE_UNKNOWN && si->packets && si->max_ts > p->min_ts &&
+        si->max_ts - p->min_ts > si->ts_late)
+        si->ts_late = si->max_ts - p->min_ts;
     si->ts_monotonic =
         si->ts_monotonic && p->monotonic && (!si->packets || p->first_ts >= si->max_ts);
     if (!si->packets) {
@@ -347,6 +353,12 @@ static int try_commit(struct log_writer *w)
         uint8_t vb[LOG_SEG_INFO_LEN];
         log_seg_info_encode(&w->seg.si, vb);
         MDB_val k = {4, "info"}, v = {sizeof(vb), vb};
+        rc = mdb_put(txn, w->seg.info, &k, &v, 0);
+    }
+    if (!rc) {
+        uint8_t lb[LOG_LATE_LEN];
+        log_seg_late_encode(&w->seg.si, lb);
+        MDB_val k = {4, "late"}, v = {sizeof(lb), lb};
         rc = mdb_put(txn, w->seg.info, &k, &v, 0);
     }
     if (rc)

@@ -380,6 +380,96 @@ static void test_time_window(void)
     free(d);
 }
 
+/* "--since S --until U" in epoch seconds with nanoseconds. */
+static void window_args(uint64_t since, uint64_t until, char *buf, size_t cap)
+{
+    snprintf(
+        buf, cap, "--since %llu.%09llu --until %llu.%09llu",
+        (unsigned long long)(since / 1000000000ull), (unsigned long long)(since % 1000000000ull),
+        (unsigned long long)(until / 1000000000ull), (unsigned long long)(until % 1000000000ull));
+}
+
+/* Exports [since, until] of log; checks it holds exactly trace's packets in that
+ * window, in log order, and returns the blocks read (-1 when it failed). */
+static long window_exact(const char *d, const char *log, const struct tu_pcap *trace,
+                         uint64_t since, uint64_t until)
+{
+    char args[256], out[4200], err[4200];
+    window_args(since, until, args, sizeof(args));
+    snprintf(out, sizeof(out), "%s/win.pcapng", d);
+    snprintf(err, sizeof(err), "%s/replay.stderr", d);
+    struct tu_pcap got;
+    if (it_export(d, log, out, args) || tu_pcap_read(out, &got)) {
+        fprintf(stderr, "  window %s: replay failed\n", args);
+        return -1;
+    }
+    size_t j = 0;
+    bool same = true;
+    for (size_t i = 0; i < trace->n && same; i++) {
+        if (trace->pkts[i].ts_ns < since || trace->pkts[i].ts_ns > until)
+            continue;
+        same = j < got.n && it_diff(trace, i, &got, j, 1, 1) == -1;
+        j++;
+    }
+    bool exact = same && j == got.n;
+    if (!exact)
+        fprintf(stderr, "  window %s: %zu packets, %zu expected\n", args, got.n, j);
+    tu_pcap_free(&got);
+    char *s = tu_slurp(err, NULL);
+    const char *p = s ? strstr(s, "index, ") : NULL;
+    unsigned long read = 0, total = 0;
+    bool parsed = p && sscanf(p, "index, %lu of %lu blocks", &read, &total) == 2;
+    free(s);
+    return exact && parsed ? (long)read : -1;
+}
+
+/* A capture whose timestamps go backwards (packets from several taps merged, a
+ * clock stepped back) still has its time windows narrowed by the time index, and
+ * keeps every packet of a window, however late it was written: the segment keeps
+ * a bound on how far a packet lies behind the latest time before it. */
+static void test_time_window_out_of_order(void)
+{
+    char trace[4096], jit[4200], late[4200], log[4200];
+    char *d = tu_mkdtemp("disorder");
+    tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
+    struct tu_pcap ref;
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(trace, &ref), 0);
+    CU_ASSERT_TRUE_FATAL(ref.n >= 1500);
+    /* one packet a millisecond, every 7th stamped 3 ms early (as from a tap
+     * whose clock lags) */
+    uint64_t t0 = ref.pkts[0].ts_ns;
+    for (size_t i = 0; i < ref.n; i++)
+        ref.pkts[i].ts_ns = t0 + i * 1000000 - (i % 7 == 3 ? 3000000 : 0);
+    snprintf(jit, sizeof(jit), "%s/jitter.pcap", d);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(jit, &ref), 0);
+    tu_pcap_free(&ref);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(jit, &ref), 0);
+    snprintf(log, sizeof(log), "%s/jitter-log", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, jit, log, "--block-packets 32"), 0);
+    /* windows of about 100 packets (3 blocks) across the capture: a few blocks
+     * each, not the rest of the log (which reading to the end would be) */
+    for (size_t k = 100; k + 100 < ref.n; k += 400) {
+        long read = window_exact(d, log, &ref, ref.pkts[k].ts_ns, ref.pkts[k + 100].ts_ns);
+        CU_ASSERT_TRUE(read >= 1 && read <= 8);
+        if (read < 1 || read > 8)
+            fprintf(stderr, "  window at packet %zu: %ld blocks read\n", k, read);
+    }
+    /* one packet written long after its time (the middle one stamped as the
+     * 10th): a window around its time finds it, far into the log */
+    size_t mid = ref.n / 2 / 32 * 32; /* first of its block: late against the blocks before */
+    ref.pkts[mid].ts_ns = ref.pkts[10].ts_ns + 1;
+    snprintf(late, sizeof(late), "%s/late.pcap", d);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(late, &ref), 0);
+    tu_pcap_free(&ref);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(late, &ref), 0);
+    snprintf(log, sizeof(log), "%s/late-log", d);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, late, log, "--block-packets 32"), 0);
+    CU_ASSERT_TRUE(window_exact(d, log, &ref, ref.pkts[5].ts_ns, ref.pkts[20].ts_ns) >= 2);
+    tu_pcap_free(&ref);
+    tu_rmrf(d);
+    free(d);
+}
+
 /* ns as RFC 3339 in the zone `off` seconds east of UTC ("...T11:00:00.5+01:00"). */
 static void rfc3339(uint64_t ns, long off, char *buf, size_t cap)
 {
@@ -630,6 +720,8 @@ static void add(CU_pSuite s)
                 test_log_flows_and_hosts);
     CU_add_test(s, "a time window returns exactly the packets inside it", test_time_window);
     CU_add_test(s, "a time window in RFC 3339 with offsets, as a date, or --last", test_time_forms);
+    CU_add_test(s, "a time window of a trace out of time order: narrowed, and every packet",
+                test_time_window_out_of_order);
     CU_add_test(s, "pcapng to stdout names the log and the query", test_pcapng_stdout);
     CU_add_test(s, "replay through a DPDK port sends the logged bytes", test_replay_to_port);
     CU_add_test(s, "a live port is logged until SIGINT, then committed",
