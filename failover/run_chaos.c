@@ -60,6 +60,12 @@ static struct run_proc *victim(struct run *r)
     if (!p || !p->used || p->slot != (int)s || !p->running || p->fault_ns ||
         (st != WORKER_RUNNING && st != WORKER_SPARE))
         return NULL;
+    /* A slot that has finished (final marks sent) is not a target: its worker
+     * may exit without consequence (run_spawn.c, on_exit_cb), so a kill there is
+     * no fault. While some slots drain after the input ended, a loaded machine
+     * otherwise spent several kills on finished workers. */
+    if (atomic_load(&r->shared->slot_finished[s]))
+        return NULL;
     /* After CHAOS_QUICK replacements in a row were lost before moving the
      * slot's W, the next one is spared until it moves W: each started from the
      * same W, and a single-instance NF in Debug on a loaded host was killed

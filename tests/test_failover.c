@@ -151,9 +151,9 @@ static void chaos_case(const char *d, const struct chain_case *c, unsigned seed,
      * worker to take one at each period (fewer on a loaded machine). */
     CU_ASSERT_TRUE(kills >= 4);
     CU_ASSERT_TRUE(stalls >= 2);
-    /* Every kill is failed over, except one that lands in the last instant, on a
-     * worker that had already sent its final marks (the run is then complete);
-     * and nothing else fails: stalls are shorter than the heartbeat budget. */
+    /* Every kill is failed over (chaos spares slots that have finished), except
+     * one whose slot finished between the kill and its death being seen; and
+     * nothing else fails: stalls are shorter than the heartbeat budget. */
     long failovers = json_num(run, "report.json", "failovers");
     char report[8192];
     snprintf(report, sizeof(report), "%s/report.json", run);
