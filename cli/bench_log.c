@@ -459,7 +459,7 @@ int cmd_bench_log(int argc, char **argv)
         FILE *f = c == 'h' ? stdout : stderr;
         fprintf(f,
                 "usage: rewind bench log [--packets N] [--query-packets N[,N...]] [--trace PCAP]\n"
-                "                        [--dir TMPDIR] [--json]\n\n"
+                "                        [--pacing-packets N] [--dir DIR] [--json]\n\n"
                 "Ingest rate of the logger vs a raw LMDB append of the same records (64 and\n"
                 "1500-byte packets, each durability mode), a one-flow export vs tcpdump, and\n"
                 "host, subnet, port and protocol queries vs tcpdump on real traffic.\n"
@@ -469,11 +469,16 @@ int cmd_bench_log(int argc, char **argv)
                 "                       no queries)\n"
                 "  --trace PCAP         the real traffic, repeated and shifted in time to each\n"
                 "                       size (default traces/external/real.pcap, the LAN hour)\n"
+                "  --pacing-packets N   packets of the paced replays at x1 and x10 (default\n"
+                "                       100000; 0: none)\n"
+                "  --dir DIR            where the logs and captures go (default: a new\n"
+                "                       /tmp/rewind-bench-XXXXXX)\n"
                 "--json: one object {packets, runs, ingest: [{bytes, packets, durability,\n"
                 "pps, mb_s, raw_pps, raw_mb_s, ratio}], end_to_end {pps, ratio},\n"
                 "export: [{flows, packets, matched, rewind_s, tcpdump_s, speedup}],\n"
                 "queries: [{packets, kind, filter, matched, blocks_read, blocks_total,\n"
-                "rewind_s, tcpdump_s, speedup}]} (docs/benchmarks.md).\n");
+                "rewind_s, tcpdump_s, speedup}], pacing: [{speed, packets, elapsed_s,\n"
+                "scheduled_s, drift_ms, drift_pct, late, max_late_ms}]} (docs/benchmarks.md).\n");
         return c == 'h' ? EXIT_OK : EXIT_USAGE;
     }
     char self[4096], repo[4096], real[4200];
