@@ -140,8 +140,9 @@ struct log_seg_info {
     bool sealed;
     bool ts_monotonic; /* every packet's ts >= the previous one's */
     /* The most a block's earliest ts lies behind the latest ts of the blocks
-     * before it (0 when monotonic); LOG_LATE_UNKNOWN for a segment an older
-     * build wrote to. */
+     * before it (0 when monotonic). LOG_LATE_UNKNOWN when not known: a segment
+     * an older build wrote to, or a summary read from the manifest (the bound
+     * is kept in the segment only). */
     uint64_t ts_late;
     uint64_t first_clock, last_clock;
     uint64_t min_ts, max_ts;

@@ -167,6 +167,7 @@ struct scan {
     struct log_scan_stats *st;
     const struct log_seg_info *seg;
     uint64_t stop_clock; /* no block after the one starting here can be in the window */
+    bool ts_monotonic;   /* the segment's, as of the scan's transaction */
     struct rw_err *e;
 };
 
@@ -200,7 +201,7 @@ static int visit_block(struct scan *s, const MDB_val *v, uint64_t key)
         rc = rw_errf(&be, RW_ECORRUPT, "block header says clock %llu",
                      (unsigned long long)h.first_clock);
     if (!rc) {
-        if (s->seg->ts_monotonic && h.min_ts > s->q->until_ns)
+        if (s->ts_monotonic && h.min_ts > s->q->until_ns)
             return SCAN_PAST_WINDOW;
         if (h.last_clock < s->q->from_clock || h.first_clock > s->q->to_clock ||
             h.max_ts < s->q->since_ns || h.min_ts > s->q->until_ns)
@@ -294,29 +295,24 @@ static int time_start(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_
  * every packet of a block f has ts >= R(f-1) - late. So once a block e has
  * R(e) > until + late, every later block f has ts >= R(f-1) - late >= R(e) - late
  * > until: e is the last block to read. */
-static int time_stop(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t late,
-                     uint64_t *clock)
+static void time_stop(struct scan *s, MDB_txn *txn, struct log_seg *seg, uint64_t late,
+                      uint64_t *clock)
 {
     *clock = UINT64_MAX;
     uint64_t until = s->q->until_ns;
     if (late == LOG_LATE_UNKNOWN || until >= UINT64_MAX - late)
-        return 0;
+        return;
     uint8_t tk[16];
     rw_put_be64(tk, until + late + 1);
     rw_put_be64(tk + 8, 0);
     MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, seg->time, &cur);
-    if (rc)
-        return log_mdb_err(s->e, rc, "cursor", "time index");
     MDB_val k = {16, tk}, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (mdb_cursor_open(txn, seg->time, &cur))
+        return;
+    /* an entry that does not read only costs the early stop, not the segment */
+    if (!mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) && k.mv_size == 16)
+        *clock = rw_get_be64((uint8_t *)k.mv_data + 8);
     mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND)
-        return 0;
-    if (rc || k.mv_size != 16)
-        return log_mdb_err(s->e, rc ? rc : MDB_CORRUPTED, "read", "time index");
-    *clock = rw_get_be64((uint8_t *)k.mv_data + 8);
-    return 0;
 }
 
 /* Reads blocks in clock order from the block holding `start`: every block, or
@@ -384,19 +380,23 @@ static int scan_segment(struct scan *s)
     bool keys = !q->has_flow && q->keys && keys_complete(txn, &seg);
     if (keys)
         s->st->index = "keys";
-    /* the bound as of this transaction (a summary that does not read: no bound) */
+    /* The summary as of this transaction (a writer may have appended since the
+     * reader opened): trusted for the time bounds only when it counts every
+     * block (a lost or stale summary gives no bound). */
     struct rw_err ie;
-    uint64_t late =
-        log_seg_load_info(&seg, txn, s->seg->id, &ie) ? LOG_LATE_UNKNOWN : seg.si.ts_late;
-    rc = time_stop(s, txn, &seg, late, &s->stop_clock);
-    if (!rc && q->has_flow) {
+    MDB_stat bs;
+    bool whole = !log_seg_load_info(&seg, txn, s->seg->id, &ie) &&
+                 !mdb_stat(txn, seg.blocks, &bs) && bs.ms_entries == seg.si.blocks;
+    s->ts_monotonic = whole && seg.si.ts_monotonic;
+    time_stop(s, txn, &seg, whole ? seg.si.ts_late : LOG_LATE_UNKNOWN, &s->stop_clock);
+    if (q->has_flow) {
         rc = scan_flow(s, txn, &seg);
-    } else if (!rc && q->since_ns > 0) {
+    } else if (q->since_ns > 0) {
         uint64_t start = UINT64_MAX;
         rc = time_start(s, txn, &seg, &start);
         if (!rc && start != UINT64_MAX)
             rc = scan_range(s, txn, &seg, start, keys);
-    } else if (!rc) {
+    } else {
         rc = scan_range(s, txn, &seg, q->from_clock, keys);
     }
     mdb_txn_abort(txn);

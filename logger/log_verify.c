@@ -29,6 +29,8 @@ struct verify {
     struct log_block_buf buf;
     struct log_seg_info got; /* recomputed from the blocks */
     uint64_t damaged;        /* damaged blocks in the current segment */
+    MDB_txn *txn;            /* the current segment's, for its time index */
+    MDB_dbi time;
 };
 
 static void problem(struct verify *v, uint32_t seg, uint64_t clock, const char *fmt, ...)
@@ -98,6 +100,17 @@ static void check_block(struct verify *v, uint32_t seg, const MDB_val *k, const 
     g->min_ts = h.min_ts < g->min_ts ? h.min_ts : g->min_ts;
     g->max_ts = h.max_ts > g->max_ts ? h.max_ts : g->max_ts;
     g->packets += h.count;
+    /* Its time index entry: (running max, first clock). A key too large would
+     * end a --until scan before this block, too small start a --since scan
+     * after it. Past a damaged block the running max is not known. */
+    uint8_t tk[16];
+    rw_put_be64(tk, g->max_ts);
+    rw_put_be64(tk + 8, h.first_clock);
+    MDB_val tkv = {16, tk}, tv;
+    if (!v->damaged && (mdb_get(v->txn, v->time, &tkv, &tv) || tv.mv_size != 8 ||
+                        rw_get_be64(tv.mv_data) != h.first_clock))
+        problem(v, seg, key, "time index has no entry for the block at its running max ts %llu",
+                (unsigned long long)g->max_ts);
     g->blocks++;
     g->stored_bytes += val->mv_size;
     v->st->blocks++;
@@ -173,6 +186,8 @@ static void verify_segment(struct verify *v, const struct log_seg_info *listed)
     }
     memset(&v->got, 0, sizeof(v->got));
     v->damaged = 0;
+    v->txn = txn;
+    v->time = s.time;
     int rc;
     for (rc = mdb_cursor_get(cur, &k, &val, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &val, MDB_NEXT))

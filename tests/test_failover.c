@@ -152,7 +152,7 @@ static void chaos_case(const char *d, const struct chain_case *c, unsigned seed,
     CU_ASSERT_TRUE(kills >= 4);
     CU_ASSERT_TRUE(stalls >= 2);
     /* Every kill is failed over (chaos spares slots that have finished), except
-     * one whose slot finished between the kill and its death being seen; and
+     * one whose slot finished between chaos picking it and the kill landing; and
      * nothing else fails: stalls are shorter than the heartbeat budget. */
     long failovers = json_num(run, "report.json", "failovers");
     char report[8192];

@@ -724,6 +724,98 @@ static void test_time_index_late_packet(void)
     fx_done(&f);
 }
 
+/* The bound survives a writer's restart: a segment reopened after packets in
+ * order takes a late one and its windows stay exact, by time alone and with a
+ * flow (the flow index stops at the same block). */
+static void test_time_bound_reopened(void)
+{
+    struct fx f;
+    fx_init(&f, 8000, 50, 0, 0);
+    f.g.r[7000].meta.ts_ns = BASE_TS + 100 * 1000ull; /* flow 0, 10.0.0.0:1000 > 10.1.0.1:53 */
+    struct log_writer *w = open_w(f.d, &f.o);
+    struct rw_err e;
+    for (size_t i = 0; i < 6000; i++)
+        CU_ASSERT_EQUAL_FATAL(log_writer_append(w, &f.g.r[i], &e), 0);
+    CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
+    w = open_w(f.d, &f.o);
+    for (size_t i = 6000; i < f.g.n; i++)
+        CU_ASSERT_EQUAL_FATAL(log_writer_append(w, &f.g.r[i], &e), 0);
+    CU_ASSERT_EQUAL(log_writer_close(w, &e), 0);
+    struct log_query q;
+    log_query_all(&q);
+    q.since_ns = BASE_TS + 50 * 1000ull;
+    q.until_ns = BASE_TS + 150 * 1000ull;
+    struct log_scan_stats st;
+    fx_check(&f, &q, &st);
+    CU_ASSERT_EQUAL(st.packets_matched, 102); /* 50..150 and record 7000 */
+    flow_query(&q, "udp 10.0.0.0:1000 10.1.0.1:53");
+    q.since_ns = BASE_TS + 50 * 1000ull;
+    q.until_ns = BASE_TS + 150 * 1000ull;
+    fx_check(&f, &q, &st);
+    CU_ASSERT_EQUAL(st.packets_matched, 4); /* 50, 100, 150 (both ways) and 7000 */
+    /* flow 0 is in every block: the stop, not the flow index, spares the last */
+    q.until_ns = BASE_TS + 90 * 1000ull;
+    fx_check(&f, &q, &st);
+    CU_ASSERT_EQUAL(st.packets_matched, 1);
+    CU_ASSERT_TRUE(st.blocks_read < st.blocks_total);
+    verify_ok(f.d);
+    fx_done(&f);
+}
+
+/* Rewrites the key of segment 1's time entry for the block at clock c to a
+ * running max of ts (as damage, or a writer bug, would). */
+static void set_time_key(const char *dir, uint64_t c, uint64_t ts)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/seg-00000001", dir);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi time;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, path, 0, 0644), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "time", 0, &time), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(txn, time, &cur), 0);
+    int found = 0;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !found;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        found = rw_get_be64(v.mv_data) == c;
+    CU_ASSERT_EQUAL_FATAL(found, 1);
+    CU_ASSERT_EQUAL(mdb_cursor_get(cur, &k, &v, MDB_PREV), 0);
+    CU_ASSERT_EQUAL(mdb_cursor_del(cur, 0), 0);
+    mdb_cursor_close(cur);
+    uint8_t kb[16], vb[8];
+    rw_put_be64(kb, ts);
+    rw_put_be64(kb + 8, c);
+    rw_put_be64(vb, c);
+    MDB_val nk = {16, kb}, nv = {8, vb};
+    CU_ASSERT_EQUAL(mdb_put(txn, time, &nk, &nv, 0), 0);
+    CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A time index entry whose running max is not the blocks' is named by verify:
+ * too large, it would end a window's scan before packets in it. */
+static void test_time_index_damaged_key(void)
+{
+    struct fx f;
+    fx_init(&f, 8000, 50, 0, 0);
+    fx_write(&f);
+    verify_ok(f.d);
+    struct rw_err e;
+    set_time_key(f.d, 0, BASE_TS + 7999 * 1000ull); /* the first block "reaches" the end */
+    struct problems pr = {0};
+    struct log_verify_cbs cb = {.problem = on_problem, .ctx = &pr};
+    struct log_verify_stats vs;
+    log_verify(f.d, &cb, &vs, &e);
+    CU_ASSERT_EQUAL(pr.n, 1);
+    CU_ASSERT_EQUAL(pr.clock, 0);
+    fx_done(&f);
+}
+
 /* ---- the keys index (host, net, port, protocol) ---- */
 
 /* Blocks 0..3: 16 UDP packets each from 10.0.B.0..3 (ports 1000 + B*256 + 0..3) to
@@ -1215,6 +1307,10 @@ static void add(CU_pSuite s)
                 test_time_index_unordered);
     CU_add_test(s, "a packet written late is in its time window; a stale bound is not used",
                 test_time_index_late_packet);
+    CU_add_test(s, "a reopened segment keeps its time-order bound; flow windows stop too",
+                test_time_bound_reopened);
+    CU_add_test(s, "a time index entry off the blocks' running max is named by verify",
+                test_time_index_damaged_key);
     CU_add_test(s, "a flow query reads only the blocks holding the flow", test_flow_index);
     CU_add_test(s, "flows of one host pair are told apart by their ports", test_flow_index_ports);
     CU_add_test(s, "a log records its flow hash version; flow queries refuse any other",
