@@ -257,16 +257,19 @@ static void test_bad_chains(void)
     free(d);
 }
 
-/* Starts `rewind run` in a child and returns once its three workers exist. */
+/* Starts `rewind run` in a child, its input paced (62,781 packets at 5000/s:
+ * 12 s, far longer than any test waits), and returns once its progress shows
+ * packets coming out of the chain: every worker is in its loop. */
 static pid_t run_in_background(const char *d, const char *chain, const char *trace, const char *out,
                                const char *extra)
 {
+    char args[512], err[4300];
+    snprintf(args, sizeof(args), "%s --rate 5000 --progress", extra);
+    snprintf(err, sizeof(err), "%s/run.stderr", d);
     pid_t pid = fork();
     if (pid == 0)
-        _exit(run(d, chain, trace, out, extra));
-    for (int i = 0; i < 200 && it_count_workers(out) < 3; i++)
-        usleep(10000);
-    usleep(100000);
+        _exit(run(d, chain, trace, out, args));
+    CU_ASSERT_TRUE(it_wait_progress(err, 1, 1));
     return pid;
 }
 
