@@ -100,7 +100,9 @@ static void test_ordered_intact_with_wakeups(void)
     }
     close(fds[1]);
     CU_ASSERT_EQUAL(send_range(l, 0, 50000, 5000), 50000);
-    usleep(100000); /* the consumer drains and goes to sleep */
+    /* the consumer drains the link (and then sleeps until the next send) */
+    for (int i = 0; i < 20000 && link_count(l); i++)
+        usleep(1000);
     CU_ASSERT_EQUAL(send_range(l, 50000, 100000, 5000), 100000);
     int st;
     waitpid(pid, &st, 0);
