@@ -476,23 +476,40 @@ static void test_flow_index_ports(void)
     flow_index_case(true, "udp 10.0.0.9:5000 10.1.0.1:53");
 }
 
+/* A write transaction on one table of segment 1, to leave it as damage or an
+ * older build would: seg1_open, changes through s->txn and s->dbi, seg1_commit. */
+struct seg1 {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+};
+
+static void seg1_open(const char *dir, const char *table, struct seg1 *s)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/seg-00000001", dir);
+    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&s->env), 0);
+    mdb_env_set_maxdbs(s->env, 8);
+    CU_ASSERT_EQUAL_FATAL(mdb_env_open(s->env, path, 0, 0644), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(s->env, NULL, 0, &s->txn), 0);
+    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(s->txn, table, 0, &s->dbi), 0);
+}
+
+static void seg1_commit(struct seg1 *s)
+{
+    CU_ASSERT_EQUAL(mdb_txn_commit(s->txn), 0);
+    mdb_env_close(s->env);
+}
+
 /* Sets the version byte of every flow filter of segment 1, as a build from before
  * flow hash version 2 would have written them. */
 static void set_filter_version(const char *dir, uint8_t version)
 {
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/seg-00000001", dir);
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi flow;
+    struct seg1 g;
     MDB_cursor *cur;
     MDB_val k, v;
-    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, path, 0, 0644), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "flow", 0, &flow), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(txn, flow, &cur), 0);
+    seg1_open(dir, "flow", &g);
+    CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(g.txn, g.dbi, &cur), 0);
     int n = 0;
     for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
@@ -505,8 +522,7 @@ static void set_filter_version(const char *dir, uint8_t version)
     }
     CU_ASSERT_TRUE(n > 0);
     mdb_cursor_close(cur);
-    CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    seg1_commit(&g);
 }
 
 /* A flow query on a log whose flow index this build cannot trust must fail with
@@ -663,18 +679,10 @@ static void on_damage(void *ctx, uint32_t seg, uint64_t clock, const char *why)
  * bound appended a block). */
 static void set_late(const char *dir, uint64_t late, int64_t delta)
 {
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/seg-00000001", dir);
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi info;
+    struct seg1 g;
     MDB_val k = {4, "late"}, v;
-    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, path, 0, 0644), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "info", 0, &info), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_get(txn, info, &k, &v), 0);
+    seg1_open(dir, "info", &g);
+    CU_ASSERT_EQUAL_FATAL(mdb_get(g.txn, g.dbi, &k, &v), 0);
     CU_ASSERT_EQUAL_FATAL(v.mv_size, 16);
     uint8_t b[16];
     memcpy(b, v.mv_data, 16);
@@ -685,9 +693,8 @@ static void set_late(const char *dir, uint64_t late, int64_t delta)
     for (int i = 0; i < 8; i++)
         b[i] = (uint8_t)(late >> (8 * i)), b[8 + i] = (uint8_t)(blocks >> (8 * i));
     MDB_val nv = {16, b};
-    CU_ASSERT_EQUAL(mdb_put(txn, info, &k, &nv, 0), 0);
-    CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    CU_ASSERT_EQUAL(mdb_put(g.txn, g.dbi, &k, &nv, 0), 0);
+    seg1_commit(&g);
 }
 
 /* One packet written 4.9 ms after its time: a window around its time ends its
@@ -766,19 +773,11 @@ static void test_time_bound_reopened(void)
  * running max of ts (as damage, or a writer bug, would). */
 static void set_time_key(const char *dir, uint64_t c, uint64_t ts)
 {
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/seg-00000001", dir);
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi time;
+    struct seg1 g;
     MDB_cursor *cur;
     MDB_val k, v;
-    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, path, 0, 0644), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "time", 0, &time), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(txn, time, &cur), 0);
+    seg1_open(dir, "time", &g);
+    CU_ASSERT_EQUAL_FATAL(mdb_cursor_open(g.txn, g.dbi, &cur), 0);
     int found = 0;
     for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !found;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
@@ -792,9 +791,8 @@ static void set_time_key(const char *dir, uint64_t c, uint64_t ts)
     rw_put_be64(kb + 8, c);
     rw_put_be64(vb, c);
     MDB_val nk = {16, kb}, nv = {8, vb};
-    CU_ASSERT_EQUAL(mdb_put(txn, time, &nk, &nv, 0), 0);
-    CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    CU_ASSERT_EQUAL(mdb_put(g.txn, g.dbi, &nk, &nv, 0), 0);
+    seg1_commit(&g);
 }
 
 /* A time index entry whose running max is not the blocks' is named by verify:
@@ -1040,19 +1038,10 @@ static void test_keys_index_missing(void)
 {
     struct fx f;
     keys_log(&f);
-    char path[4200];
-    snprintf(path, sizeof(path), "%s/seg-00000001", f.d);
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi keys;
-    CU_ASSERT_EQUAL_FATAL(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    CU_ASSERT_EQUAL_FATAL(mdb_env_open(env, path, 0, 0644), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_dbi_open(txn, "keys", 0, &keys), 0);
-    CU_ASSERT_EQUAL_FATAL(mdb_drop(txn, keys, 1), 0);
-    CU_ASSERT_EQUAL(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    struct seg1 g;
+    seg1_open(f.d, "keys", &g);
+    CU_ASSERT_EQUAL_FATAL(mdb_drop(g.txn, g.dbi, 1), 0);
+    seg1_commit(&g);
     CU_ASSERT_EQUAL(keys_scan_on(&f, "host 10.0.2.1", NULL, "clock", 6), 6);
     struct log_verify_cbs cb = {0};
     struct log_verify_stats vs;
