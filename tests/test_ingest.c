@@ -423,13 +423,27 @@ static long window_exact(const char *d, const char *log, const struct tu_pcap *t
     return exact && parsed ? (long)read : -1;
 }
 
+/* Writes ref as d/NAME.pcap and logs it into d/NAME-log (32-packet blocks,
+ * closed by size only, not by the commit timer of a loaded machine); ref is
+ * read back, so its timestamps are the capture's (microseconds). */
+static void log_copy(const char *d, const char *name, struct tu_pcap *ref, char *log, size_t cap)
+{
+    char pcap[4200];
+    snprintf(pcap, sizeof(pcap), "%s/%s.pcap", d, name);
+    snprintf(log, cap, "%s/%s-log", d, name);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(pcap, ref), 0);
+    tu_pcap_free(ref);
+    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(pcap, ref), 0);
+    CU_ASSERT_EQUAL_FATAL(it_ingest(d, pcap, log, "--block-packets 32 --commit-us 10000000"), 0);
+}
+
 /* A capture whose timestamps go backwards (packets from several taps merged, a
  * clock stepped back) still has its time windows narrowed by the time index, and
  * keeps every packet of a window, however late it was written: the segment keeps
  * a bound on how far a packet lies behind the latest time before it. */
 static void test_time_window_out_of_order(void)
 {
-    char trace[4096], jit[4200], late[4200], log[4200];
+    char trace[4096], log[4200];
     char *d = tu_mkdtemp("disorder");
     tu_trace("trojan_sequence.pcap", trace, sizeof(trace));
     struct tu_pcap ref;
@@ -440,14 +454,8 @@ static void test_time_window_out_of_order(void)
     uint64_t t0 = ref.pkts[0].ts_ns;
     for (size_t i = 0; i < ref.n; i++)
         ref.pkts[i].ts_ns = t0 + i * 1000000 - (i % 7 == 3 ? 3000000 : 0);
-    snprintf(jit, sizeof(jit), "%s/jitter.pcap", d);
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(jit, &ref), 0);
-    tu_pcap_free(&ref);
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(jit, &ref), 0);
-    snprintf(log, sizeof(log), "%s/jitter-log", d);
-    CU_ASSERT_EQUAL_FATAL(it_ingest(d, jit, log, "--block-packets 32 --commit-us 10000000"), 0);
-    /* windows of about 100 packets (3 blocks; blocks close by size only, not by
-     * the commit timer of a loaded machine) across the capture: a few blocks
+    log_copy(d, "jitter", &ref, log, sizeof(log));
+    /* windows of about 100 packets (3 blocks) across the capture: a few blocks
      * each, not the rest of the log (which reading to the end would be) */
     for (size_t k = 100; k + 100 < ref.n; k += 400) {
         long read = window_exact(d, log, &ref, ref.pkts[k].ts_ns, ref.pkts[k + 100].ts_ns);
@@ -459,12 +467,7 @@ static void test_time_window_out_of_order(void)
      * 10th): a window around its time finds it, far into the log */
     size_t mid = ref.n / 2 / 32 * 32; /* first of its block: late against the blocks before */
     ref.pkts[mid].ts_ns = ref.pkts[10].ts_ns + 1;
-    snprintf(late, sizeof(late), "%s/late.pcap", d);
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_write(late, &ref), 0);
-    tu_pcap_free(&ref);
-    CU_ASSERT_EQUAL_FATAL(tu_pcap_read(late, &ref), 0);
-    snprintf(log, sizeof(log), "%s/late-log", d);
-    CU_ASSERT_EQUAL_FATAL(it_ingest(d, late, log, "--block-packets 32 --commit-us 10000000"), 0);
+    log_copy(d, "late", &ref, log, sizeof(log));
     CU_ASSERT_TRUE(window_exact(d, log, &ref, ref.pkts[5].ts_ns, ref.pkts[20].ts_ns) >= 2);
     tu_pcap_free(&ref);
     tu_rmrf(d);
